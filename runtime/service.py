@@ -1,0 +1,402 @@
+"""The service layer: every rule of the registry, shared by the REST API and the CLI.
+
+Neither face holds a business rule: they turn requests into calls on `Registry` and its results
+(or its `MLRuntimeError`s) into responses.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import BadRequest, Conflict, NotFound, ValidationFailed
+from .home import Home
+from .listing import ListQuery
+from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS, MODEL,
+                      RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
+from .store import Scope, Store, open_store
+from .tasks import run_mode
+
+SECRET_MASK = "********"
+DEFAULT_ORG = "local"
+DEFAULT_SANDBOX = "prod"
+_SERVER_FIELDS = ("id", "created", "createdBy", "updated", "deleted", "_links")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, and in which org and sandbox."""
+
+    scope: Scope
+    user_id: str
+    display_name: Optional[str] = None
+
+    @classmethod
+    def local(cls, org: Optional[str] = None, sandbox: Optional[str] = None,
+              user_id: Optional[str] = None) -> "Caller":
+        return cls(Scope(org or os.environ.get("MLRUNTIME_ORG") or DEFAULT_ORG,
+                         sandbox or os.environ.get("MLRUNTIME_SANDBOX") or DEFAULT_SANDBOX),
+                   user_id or os.environ.get("MLRUNTIME_USER") or _os_user())
+
+
+def _os_user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no user name on some containers
+        return "local"
+
+
+@dataclass(frozen=True)
+class Page:
+    children: list[dict[str, Any]]
+    total: int
+    query: ListQuery
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: a parameter with "secret": true is stored but never returned in clear.
+
+
+def _walk_parameters(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, dict]]:
+    """(location, parameter) for every task parameter object in a document."""
+    if isinstance(node, dict):
+        if "key" in node and "value" in node:
+            yield path + (node.get("key"),), node
+            return
+        for key, value in node.items():
+            yield from _walk_parameters(value, path + (key,))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            label = item.get("name", index) if isinstance(item, dict) else index
+            yield from _walk_parameters(item, path + (label,))
+
+
+def mask_secrets(doc: dict[str, Any]) -> dict[str, Any]:
+    if not any(p.get("secret") is True for _, p in _walk_parameters(doc)):
+        return doc
+    import copy
+
+    masked = copy.deepcopy(doc)
+    for _, param in _walk_parameters(masked):
+        if param.get("secret") is True:
+            param["value"] = SECRET_MASK
+    return masked
+
+
+def _restore_secrets(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A GET-modify-PUT round trip sends the mask back: keep the stored value for it."""
+    stored = {loc: p["value"] for loc, p in _walk_parameters(old) if p.get("secret") is True}
+    for loc, param in _walk_parameters(new):
+        if param.get("secret") is True and param.get("value") == SECRET_MASK and loc in stored:
+            param["value"] = stored[loc]
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _validation_detail(kind: Kind, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "body"
+        if error["type"] == "missing":
+            problems.append(f"{location} is required")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}")
+    return f"Invalid {kind.title}: " + "; ".join(problems)
+
+
+def _later(previous: Optional[str]) -> str:
+    """Now, but strictly after `previous`, so that `updated` always changes on a write."""
+    current = now_timestamp()
+    if previous and current <= previous:
+        from datetime import datetime, timedelta
+
+        parsed = datetime.strptime(previous, "%Y-%m-%dT%H:%M:%S.%fZ") + timedelta(milliseconds=1)
+        current = parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
+    return current
+
+
+class Registry:
+    """Engines, MLInstances, Experiments, runs, Models, Insights and MLServices of one store."""
+
+    def __init__(self, store: Store, home: Home) -> None:
+        self.store = store
+        self.home = home
+        # Called with (caller, run document) after a run is created; the execution layer sets it.
+        self.on_run_created: Optional[Callable[[Caller, dict[str, Any]], None]] = None
+
+    @classmethod
+    def open(cls, home: Home) -> "Registry":
+        return cls(open_store(home.store_url), home)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- generic operations -------------------------------------------------------------------
+
+    def _validate(self, kind: Kind, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest(f"The {kind.title} body must be a JSON object, got {type(body).__name__}")
+        try:
+            model: BaseModel = kind.schema.model_validate(body)
+        except ValidationError as exc:
+            raise ValidationFailed(_validation_detail(kind, exc)) from None
+        data = model.model_dump(mode="json", exclude_none=True, by_alias=True)
+        for name in _SERVER_FIELDS:
+            data.pop(name, None)
+        return data
+
+    def _live(self, kind: Kind, scope: Scope, id: str) -> dict[str, Any]:
+        doc = self.store.get(kind, scope, id)
+        if doc is None or doc.get("deleted"):
+            raise NotFound(f"{kind.title} {id!r} not found")
+        return doc
+
+    def _check_parent(self, kind: Kind, scope: Scope, data: dict[str, Any]) -> None:
+        if kind.parent is None:
+            return
+        field, parent_name = kind.parent
+        parent = KINDS[parent_name]
+        value = data.get(field)
+        doc = self.store.get(parent, scope, value) if value else None
+        if doc is None or doc.get("deleted"):
+            raise ValidationFailed(
+                f"{field} {value!r} does not name an existing {parent.title} in this sandbox")
+
+    def create(self, kind: Kind, caller: Caller, body: Any) -> dict[str, Any]:
+        data = self._validate(kind, body)
+        return self._insert(kind, caller, data)
+
+    def _insert(self, kind: Kind, caller: Caller, data: dict[str, Any],
+                id: Optional[str] = None) -> dict[str, Any]:
+        now = now_timestamp()
+        doc: dict[str, Any] = {"id": id or str(uuid.uuid4()), **data, "created": now}
+        if kind.has_creator:
+            creator = {"userId": caller.user_id}
+            if caller.display_name:
+                creator["displayName"] = caller.display_name
+            doc["createdBy"] = creator
+        doc["updated"] = now
+        doc["deleted"] = False
+        with self.store.transaction():
+            self._check_parent(kind, caller.scope, data)
+            self.store.insert(kind, caller.scope, doc)
+        return mask_secrets(doc)
+
+    def get(self, kind: Kind, caller: Caller, id: str) -> dict[str, Any]:
+        return mask_secrets(self._live(kind, caller.scope, id))
+
+    def get_unmasked(self, kind: Kind, caller: Caller, id: str) -> dict[str, Any]:
+        """For the execution layer only: secret parameter values in clear."""
+        return self._live(kind, caller.scope, id)
+
+    def list(self, kind: Kind, caller: Caller, query: ListQuery) -> Page:
+        docs, total = self.store.list(kind, caller.scope, query)
+        children = []
+        for doc in docs:
+            for name in kind.detail_fields:
+                doc.pop(name, None)
+            children.append(mask_secrets(doc))
+        return Page(children, total, query)
+
+    def replace(self, kind: Kind, caller: Caller, id: str, body: Any) -> dict[str, Any]:
+        data = self._validate(kind, body)
+        with self.store.transaction():
+            old = self._live(kind, caller.scope, id)
+            self._check_parent(kind, caller.scope, data)
+            doc: dict[str, Any] = {"id": id, **data, "created": old["created"]}
+            if "createdBy" in old:
+                doc["createdBy"] = old["createdBy"]
+            doc["updated"] = _later(old.get("updated"))
+            doc["deleted"] = False
+            _restore_secrets(doc, old)
+            self.store.replace(kind, caller.scope, doc)
+        return mask_secrets(doc)
+
+    def delete(self, kind: Kind, caller: Caller, id: str) -> int:
+        """Soft-deletes the object and, down the ownership edges, everything it owns."""
+        with self.store.transaction():
+            self._live(kind, caller.scope, id)
+            return self._cascade(kind, caller.scope, [id], now_timestamp())
+
+    def delete_where(self, kind: Kind, caller: Caller, field: str, value: Optional[str]) -> int:
+        """Bulk delete by a parent reference (`DELETE /mlInstances?engineId=`)."""
+        assert kind.parent is not None and kind.parent[0] == field
+        if not value:
+            raise BadRequest(f"The query parameter {field} is required")
+        with self.store.transaction():
+            self._live(KINDS[kind.parent[1]], caller.scope, value)
+            ids = self.store.live_ids(kind, caller.scope, field, [value])
+            return self._cascade(kind, caller.scope, ids, now_timestamp())
+
+    def _cascade(self, kind: Kind, scope: Scope, ids: list[str], now: str) -> int:
+        count = self.store.soft_delete(kind, scope, ids, now)
+        for child_name, field in CHILDREN.get(kind.name, ()):
+            child = KINDS[child_name]
+            child_ids = self.store.live_ids(child, scope, field, ids)
+            if child_ids:
+                count += self._cascade(child, scope, child_ids, now)
+        return count
+
+    # -- engines ------------------------------------------------------------------------------
+
+    def create_engine(self, caller: Caller, body: Any,
+                      artifacts: Optional[dict[str, bytes]] = None) -> dict[str, Any]:
+        """An Engine, with binary artifacts from a multipart upload kept in the home."""
+        data = self._validate(ENGINE, body)
+        engine_id = str(uuid.uuid4())
+        stored = {n: b for n, b in (artifacts or {}).items() if b}
+        if stored:
+            folder = self.home.artifacts / "engines" / engine_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, payload in stored.items():
+                (folder / name).write_bytes(payload)
+            image = data.setdefault("artifacts", {}).setdefault("default", {}).setdefault("image", {})
+            if "defaultArtifact" in stored:
+                image.setdefault("location", (folder / "defaultArtifact").as_uri())
+        try:
+            return self._insert(ENGINE, caller, data, id=engine_id)
+        except BaseException:
+            shutil.rmtree(self.home.artifacts / "engines" / engine_id, ignore_errors=True)
+            raise
+
+    # -- experiment runs ----------------------------------------------------------------------
+
+    def _run_in(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:
+        self._live(EXPERIMENT, caller.scope, experiment_id)
+        run = self._live(EXPERIMENT_RUN, caller.scope, run_id)
+        if run.get("experimentId") != experiment_id:
+            raise NotFound(f"Experiment run {run_id!r} not found in experiment {experiment_id!r}")
+        return run
+
+    def create_run(self, caller: Caller, experiment_id: str, body: Any) -> dict[str, Any]:
+        if isinstance(body, dict) and body.get("experimentId") not in (None, experiment_id):
+            raise ValidationFailed(
+                f"experimentId {body['experimentId']!r} in the body differs from the path's "
+                f"{experiment_id!r}")
+        data = self._validate(EXPERIMENT_RUN, body)
+        data["mode"] = run_mode(data["mode"])
+        data["experimentId"] = experiment_id
+        with self.store.transaction():
+            run = self._insert(EXPERIMENT_RUN, caller, data)
+            self._write_status(caller.scope, run["id"], {
+                "id": run["id"], "experimentRunId": run["id"], "name": run["mode"],
+                "deleted": False,
+                "status": {"tasks": [{"id": str(uuid.uuid4()), "name": run["mode"],
+                                      "state": RunStatus.PENDING.value, "tasklogs": [],
+                                      "message": "Waiting for a worker"}]},
+            })
+        if self.on_run_created is not None:
+            self.on_run_created(caller, self.get_unmasked(EXPERIMENT_RUN, caller, run["id"]))
+        return run
+
+    def get_run(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:
+        return mask_secrets(self._run_in(caller, experiment_id, run_id))
+
+    def list_runs(self, caller: Caller, experiment_id: str, query: ListQuery) -> Page:
+        from dataclasses import replace
+
+        from .listing import Filter
+
+        self._live(EXPERIMENT, caller.scope, experiment_id)
+        scoped = replace(query, filters=(*query.filters,
+                                         Filter("experimentId", "==", experiment_id, "str")))
+        return self.list(EXPERIMENT_RUN, caller, scoped)
+
+    def run_status(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:
+        self._run_in(caller, experiment_id, run_id)
+        status = self.store.get_run_status(caller.scope, run_id)
+        if status is None:
+            raise NotFound(f"Experiment run {run_id!r} has no status")
+        return status
+
+    def _write_status(self, scope: Scope, run_id: str, status: dict[str, Any]) -> None:
+        state = status["status"]["tasks"][0]["state"]
+        self.store.put_run_status(scope, run_id, state, status)
+
+    def transition_run(self, scope: Scope, run_id: str, state: RunStatus, *,
+                       message: Optional[str] = None,
+                       tasklogs: Optional[list[dict[str, str]]] = None) -> dict[str, Any]:
+        """The one place a run changes state; refuses a transition the state machine forbids."""
+        with self.store.transaction():
+            status = self.store.get_run_status(scope, run_id)
+            if status is None:
+                raise NotFound(f"Experiment run {run_id!r} not found")
+            task = status["status"]["tasks"][0]
+            current = RunStatus(task["state"])
+            if state not in RUN_TRANSITIONS[current]:
+                raise Conflict(f"Experiment run {run_id} cannot go from {current.value} to "
+                               f"{state.value}")
+            now = now_timestamp()
+            task["state"] = state.value
+            if state is RunStatus.RUNNING and "started" not in task:
+                task["started"] = now
+            if state.is_terminal():
+                task["ended"] = now
+            if message is not None:
+                task["message"] = message
+            if tasklogs is not None:
+                task["tasklogs"] = tasklogs
+            self._write_status(scope, run_id, status)
+        return status
+
+    # -- models -------------------------------------------------------------------------------
+
+    def create_model(self, caller: Caller, body: Any, artifact: Optional[bytes] = None,
+                     artifact_name: str = "artifact") -> dict[str, Any]:
+        data = self._validate(MODEL, body)
+        model_id = str(uuid.uuid4())
+        if artifact:
+            folder = self.home.artifacts / "models" / model_id
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / (Path(artifact_name).name or "artifact")
+            target.write_bytes(artifact)
+            data["modelArtifactUri"] = target.as_uri()
+        with self.store.transaction():
+            run = self.store.get(EXPERIMENT_RUN, caller.scope, data["experimentRunId"])
+            if run is not None:
+                data.setdefault("experimentId", run.get("experimentId"))
+            try:
+                return self._insert(MODEL, caller, data, id=model_id)
+            except BaseException:
+                shutil.rmtree(self.home.artifacts / "models" / model_id, ignore_errors=True)
+                raise
+
+    def model_artifact(self, caller: Caller, model_id: str) -> Path:
+        """The file of a Model's artifact (a folder artifact is zipped once, beside it)."""
+        doc = self._live(MODEL, caller.scope, model_id)
+        uri = doc.get("modelArtifactUri")
+        parsed = urlparse(uri) if uri else None
+        if not parsed or parsed.scheme not in ("file", ""):
+            raise NotFound(f"Model {model_id!r} has no local artifact")
+        path = Path(unquote(parsed.path))
+        if path.is_dir():
+            archive = path.with_suffix(".zip")
+            if not archive.exists():
+                shutil.make_archive(str(path), "zip", root_dir=path)
+            path = archive
+        if not path.is_file():
+            raise NotFound(f"The artifact of Model {model_id!r} is missing at {path}")
+        return path
+
+    # -- insights -----------------------------------------------------------------------------
+
+    @staticmethod
+    def default_metrics(algorithm: Optional[str]) -> dict[str, Any]:
+        if algorithm:
+            match = {k: v for k, v in DEFAULT_METRICS.items() if k.lower() == algorithm.lower()}
+            if not match:
+                raise NotFound(f"Unknown algorithm {algorithm!r}; known: "
+                               + ", ".join(DEFAULT_METRICS))
+        else:
+            match = DEFAULT_METRICS
+        return {"children": [{"algorithm": k, "defaultMetrics": v} for k, v in match.items()]}

@@ -1,0 +1,80 @@
+"""The registry store: one interface, an embedded SQLite file by default.
+
+`open_store(url)` picks the implementation from the URL's scheme, so a team can later point the
+server at a shared database without the service layer noticing.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+from ..errors import StoreError
+from ..listing import ListQuery
+from ..schemas import Kind
+
+
+class Scope(NamedTuple):
+    """Every object lives in one IMS org and one sandbox, and is invisible from the others."""
+
+    org: str
+    sandbox: str
+
+
+class Store(ABC):
+    """What the service layer needs from a registry store. Documents are plain JSON objects."""
+
+    url: str
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """All writes inside commit together or not at all; nested use joins the outer one."""
+
+    @abstractmethod
+    def insert(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get(self, kind: Kind, scope: Scope, id: str) -> Optional[dict[str, Any]]:
+        """The document, deleted or not, or None when it is not in this scope."""
+
+    @abstractmethod
+    def replace(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def list(self, kind: Kind, scope: Scope, query: ListQuery) -> tuple[list[dict[str, Any]], int]:
+        """One page of documents and the total count of matches."""
+
+    @abstractmethod
+    def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
+        """Ids of the objects not yet deleted whose `field` is one of `values`."""
+
+    @abstractmethod
+    def soft_delete(self, kind: Kind, scope: Scope, ids: list[str], updated: str) -> int: ...
+
+    @abstractmethod
+    def get_run_status(self, scope: Scope, run_id: str) -> Optional[dict[str, Any]]: ...
+
+    @abstractmethod
+    def put_run_status(self, scope: Scope, run_id: str, state: str,
+                       status: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def open_store(url: str | Path) -> Store:
+    """A store for `sqlite:///path/registry.db` (or a bare path). Other schemes fail clearly."""
+    text = str(url)
+    if text.startswith("sqlite:///"):
+        path = Path(text[len("sqlite:///"):])
+    elif "://" not in text:
+        path = Path(text)
+    else:
+        scheme = text.split("://", 1)[0]
+        raise StoreError(
+            f"Unsupported store URL scheme {scheme!r} in {text!r}: this version ships the embedded "
+            "SQLite store (sqlite:///PATH); a PostgreSQL store can implement runtime.store.Store")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(path)
