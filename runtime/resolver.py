@@ -142,7 +142,7 @@ def resolve(task: str, schema: type[BaseModel] | None, layers: Sequence[Layer], 
     for layer in layers:
         for entry in _read_layer(layer, task, problems):
             if entry.origin == "specification":
-                target, slot = resources, entry.key
+                target, slot = resources, SPECIFICATION_KEYS[entry.key]
             elif entry.key in PARAMETER_KEYS:
                 target, slot = resources, PARAMETER_KEYS[entry.key]
             elif entry.key.startswith(SPARK_CONF_PREFIX):
@@ -216,10 +216,10 @@ def _read_layer(layer: Layer, task: str, problems: list[str]) -> list[_Setting]:
             problems.append(f"{where}: 'specification' must be an object")
             specification = None
         # Read after the parameters so that, within one layer, the specification wins.
-        for spec_key, field in SPECIFICATION_KEYS.items():
+        for spec_key in SPECIFICATION_KEYS:
             if specification is not None and specification.get(spec_key) is not None:
                 value = specification[spec_key]
-                settings.append(_Setting(field, value, _api_value(value), layer.name,
+                settings.append(_Setting(spec_key, value, _api_value(value), layer.name,
                                          "specification", False))
     if layer.overrides is not None:
         if not isinstance(layer.overrides, Mapping):
@@ -417,7 +417,8 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
                     secret: set[str], problems: list[str]
                     ) -> tuple[ResourceRequest | None, dict[str, str]]:
     def name(setting: _Setting) -> str:
-        return f"{setting.key!r}" if setting.origin == "specification" else f"{setting.key!r}"
+        return (f"{setting.key!r} (specification)" if setting.origin == "specification"
+                else repr(setting.key))
 
     request_input: dict[str, Any] = {}
     before = len(problems)
@@ -446,10 +447,11 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
         request = ResourceRequest.model_validate({**request_input, "spark_conf": conf})
     except ValidationError as exc:
         for error in exc.errors():
-            setting = resources[str(error["loc"][0])]
-            shown = MASK if setting.key in secret else repr(setting.raw)
-            unit = " of MB" if str(error["loc"][0]) in MEMORY_FIELDS else ""
-            kind = "a non-negative" if str(error["loc"][0]) == "gpus" else "a positive"
+            field = str(error["loc"][0])
+            setting = resources[field]
+            shown = MASK if field in secret else repr(setting.raw)
+            unit = " of MB" if field in MEMORY_FIELDS else ""
+            kind = "a non-negative" if field == "gpus" else "a positive"
             problems.append(f"resource {name(setting)} = {shown} from layer {setting.layer!r}: "
                             f"expected {kind} integer number{unit} ({error['msg']})")
         return None, {}
@@ -487,4 +489,5 @@ def _type_name(annotation: Any) -> str:
 def _display(value: Any, secret: bool) -> str:
     if secret:
         return MASK
-    return value if isinstance(value, str) and False else json.dumps(value)
+    # JSON spelling keeps types visible: "10" is a string, 10 a number.
+    return json.dumps(value)
