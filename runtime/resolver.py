@@ -426,10 +426,8 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
         shown = MASK if field in secret else repr(setting.raw)
         text = setting.value.strip() if isinstance(setting.value, str) else None
         if text is None or not _INTEGER.fullmatch(text):
-            if field in MEMORY_FIELDS:
-                why = "memory must be an integer number of MB (for example '4096' for 4 GB)"
-            else:
-                why = "expected a whole number"
+            why = ("memory must be an integer number of MB (for example '4096' for 4 GB)"
+                   if field in MEMORY_FIELDS else "expected a whole number")
             problems.append(f"resource {name(setting)} = {shown} from layer {setting.layer!r}: {why}")
             continue
         request_input[field] = int(text)
@@ -441,8 +439,7 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
                             "expected a single value")
             continue
         conf[key] = setting.value
-    if len(problems) > before:
-        return None, {}
+    request: ResourceRequest | None = None
     try:
         request = ResourceRequest.model_validate({**request_input, "spark_conf": conf})
     except ValidationError as exc:
@@ -450,13 +447,15 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
             field = str(error["loc"][0])
             setting = resources[field]
             shown = MASK if field in secret else repr(setting.raw)
-            unit = " of MB" if field in MEMORY_FIELDS else ""
             kind = "a non-negative" if field == "gpus" else "a positive"
+            unit = " (memory in MB)" if field in MEMORY_FIELDS else ""
             problems.append(f"resource {name(setting)} = {shown} from layer {setting.layer!r}: "
-                            f"expected {kind} integer number{unit} ({error['msg']})")
+                            f"expected {kind} integer{unit} ({error['msg']})")
+    if len(problems) > before:
         return None, {}
     provenance = {field: setting.layer for field, setting in resources.items()}
     provenance.update({key: setting.layer for key, setting in spark_conf.items()})
+    assert request is not None
     return request, provenance
 
 

@@ -1,0 +1,368 @@
+"""The REST API under /data/sensei: a thin face over the service layer.
+
+Handlers parse the request (headers, query, body), call `Registry`, and write the contract's JSON
+shapes and content-type profiles. Every error, ours or the framework's, leaves as the contract's
+body `{type, title, status, detail}`.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse, Response
+
+from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, NotFound, PayloadTooLarge,
+                      Unauthorized, UnsupportedMediaType)
+from ..home import Home
+from ..listing import parse_list_query
+from ..schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MLSERVICE, MODEL,
+                       Kind)
+from ..service import DEFAULT_ORG, DEFAULT_SANDBOX, Caller, Page, Registry
+from ..store import Scope
+
+log = logging.getLogger("runtime.api")
+
+BASE = "/data/sensei"
+SENSEI_JSON = "application/vnd.adobe.platform.sensei+json"
+_JSON_TYPES = ("application/json", SENSEI_JSON)
+_ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "application/octet-stream")
+
+
+@dataclass
+class ServerSettings:
+    home: Home
+    tokens: dict[str, str] = field(default_factory=dict)   # bearer token -> user id
+    max_body_bytes: int = 1 << 20            # JSON bodies
+    max_upload_bytes: int = 512 << 20        # multipart uploads (engine and model artifacts)
+
+
+def _media(profile: str) -> str:
+    return f"{SENSEI_JSON};profile={profile}"
+
+
+def _json(doc: Any, profile: str, status: int = 200,
+          headers: Optional[dict[str, str]] = None) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")).encode(), status_code=status,
+                    media_type=_media(profile), headers=headers)
+
+
+def _error_response(err: MLRuntimeError) -> Response:
+    return Response(json.dumps(err.to_body()).encode(), status_code=err.status,
+                    media_type="application/json")
+
+
+def _is_loopback(host: Optional[str]) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host == "testclient":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Api:
+    """Request parsing shared by every route."""
+
+    def __init__(self, registry: Registry, settings: ServerSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.local_user = Caller.local().user_id
+
+    def caller(self, request: Request) -> Caller:
+        headers = request.headers
+        tokens = self.settings.tokens
+        scope = Scope(headers.get("x-gw-ims-org-id") or DEFAULT_ORG,
+                      headers.get("x-sandbox-name") or DEFAULT_SANDBOX)
+        if not tokens:
+            client = request.client.host if request.client else None
+            if not _is_loopback(client):
+                raise Unauthorized("This server has no tokens configured and serves loopback "
+                                   "clients only; configure tokens to serve other hosts")
+            return Caller(scope, self.local_user)
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Missing bearer token: send 'Authorization: Bearer TOKEN'")
+        token = token.strip()
+        for known, user in tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return Caller(scope, user)
+        raise Unauthorized("The bearer token is not valid for this server")
+
+    @staticmethod
+    def check_accept(request: Request) -> None:
+        accept = request.headers.get("accept")
+        if not accept:
+            return
+        for part in accept.split(","):
+            media = part.split(";", 1)[0].strip().lower()
+            if media in _ACCEPTABLE or media.endswith("+json"):
+                return
+        raise NotAcceptable(f"Cannot answer with {accept!r}: this API answers JSON "
+                            f"({SENSEI_JSON};profile=...)")
+
+    async def read_raw(self, request: Request, limit: int) -> bytes:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"The request body of {int(length)} bytes is over the limit of "
+                                  f"{limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def media_type(request: Request) -> str:
+        return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    async def json_body(self, request: Request) -> Any:
+        media = self.media_type(request)
+        if media not in _JSON_TYPES:
+            shown = request.headers.get("content-type") or "none"
+            raise UnsupportedMediaType(
+                f"Unsupported content type {shown!r}: send application/json or "
+                f"{SENSEI_JSON};profile=...")
+        raw = await self.read_raw(request, self.settings.max_body_bytes)
+        if not raw.strip():
+            raise BadRequest("The request body is empty: a JSON object is required")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"Malformed JSON body: {exc}") from None
+
+    async def multipart(self, request: Request, entity_part: str) -> tuple[Any, dict[str, bytes]]:
+        """The JSON entity part and the binary parts of a multipart/form-data request."""
+        length = request.headers.get("content-length")
+        limit = self.settings.max_upload_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"The upload of {int(length)} bytes is over the limit of "
+                                  f"{limit} bytes")
+        try:
+            form = await request.form(max_part_size=limit)
+        except Exception as exc:  # starlette raises its own parser errors
+            raise BadRequest(f"Malformed multipart body: {exc}") from None
+        entity: Any = None
+        files: dict[str, bytes] = {}
+        for name, value in form.multi_items():
+            payload = await value.read() if isinstance(value, UploadFile) else value.encode()
+            if name == entity_part:
+                try:
+                    entity = json.loads(payload)
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise BadRequest(f"Malformed JSON in the {entity_part!r} part: {exc}") from None
+            elif payload:
+                files[name] = payload
+        if entity is None:
+            raise BadRequest(f"The multipart body has no {entity_part!r} part")
+        return entity, files
+
+    @staticmethod
+    def listing(request: Request, kind: Kind, page: Page) -> Response:
+        q = page.query
+        base = str(request.url.replace(query=""))
+        common = {"limit": q.limit, "orderby": q.orderby_text, "property": q.property_text}
+        page_info: dict[str, Any] = {"orderby": q.orderby_text, "property": q.property_text,
+                                     "start": str(q.start), "totalCount": page.total,
+                                     "count": len(page.children)}
+        links: dict[str, Any] = {"self": {"href": f"{base}?{urlencode({'start': q.start, **common})}"}}
+        if q.start + len(page.children) < page.total:
+            nxt = q.start + q.limit
+            page_info["next"] = str(nxt)
+            links["next"] = {"href": f"{base}?{urlencode({'start': nxt, **common})}"}
+        body = {"children": page.children, "_page": page_info, "_links": links}
+        return _json(body, kind.listing_profile)
+
+
+def _success(detail: str) -> Response:
+    return _json({"title": "Success", "status": 200, "detail": detail}, "api-response.v1.json")
+
+
+def create_app(settings: ServerSettings, registry: Optional[Registry] = None) -> FastAPI:
+    """The ASGI app. The registry opens here, not at import."""
+    registry = registry or Registry.open(settings.home)
+    api = Api(registry, settings)
+    app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0",
+                  docs_url=f"{BASE}/docs", openapi_url=f"{BASE}/openapi.json", redoc_url=None)
+    app.state.registry = registry
+    app.state.settings = settings
+
+    @app.exception_handler(MLRuntimeError)
+    async def _runtime_error(request: Request, exc: MLRuntimeError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err = MLRuntimeError(
+            "No such resource: " + request.url.path if exc.status_code == 404
+            else f"{request.method} is not allowed on {request.url.path}"
+            if exc.status_code == 405 else str(exc.detail),
+            status=exc.status_code, title={404: "Not Found", 405: "Method Not Allowed"}.get(
+                exc.status_code, "Error"))
+        err.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "error")
+        return _error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _error_response(BadRequest(f"Invalid request: {exc.errors()}"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(MLRuntimeError(
+            f"Internal error while serving {request.method} {request.url.path}; "
+            "the server log has the details"))
+
+    def _location(request: Request, path: str) -> dict[str, str]:
+        return {"Location": str(request.base_url).rstrip("/") + path}
+
+    # -- generic collections ------------------------------------------------------------------
+
+    def add_collection(kind: Kind, *, create: bool = True, update: bool = True,
+                       delete: bool = True, bulk_delete: Optional[str] = None) -> None:
+        path = f"{BASE}/{kind.collection}"
+
+        @app.get(path, name=f"list_{kind.collection}")
+        async def list_(request: Request) -> Response:
+            caller = api.caller(request)
+            api.check_accept(request)
+            query = parse_list_query(kind, dict(request.query_params))
+            return api.listing(request, kind, registry.list(kind, caller, query))
+
+        if create:
+            @app.post(path, name=f"create_{kind.name}", status_code=201)
+            async def create_(request: Request) -> Response:
+                caller = api.caller(request)
+                doc = registry.create(kind, caller, await api.json_body(request))
+                return _json(doc, kind.profile, 201,
+                             _location(request, f"{path}/{doc['id']}"))
+
+        if bulk_delete:
+            @app.delete(path, name=f"delete_{kind.collection}")
+            async def delete_many(request: Request) -> Response:
+                caller = api.caller(request)
+                registry.delete_where(kind, caller, bulk_delete,
+                                      request.query_params.get(bulk_delete))
+                return _success(f"{kind.title}s successfully deleted")
+
+        @app.get(path + "/{id}", name=f"get_{kind.name}")
+        async def get_(request: Request, id: str) -> Response:
+            caller = api.caller(request)
+            api.check_accept(request)
+            return _json(registry.get(kind, caller, id), kind.profile)
+
+        if update:
+            @app.put(path + "/{id}", name=f"update_{kind.name}")
+            async def put_(request: Request, id: str) -> Response:
+                caller = api.caller(request)
+                doc = registry.replace(kind, caller, id, await api.json_body(request))
+                return _json(doc, kind.profile)
+
+        if delete:
+            @app.delete(path + "/{id}", name=f"delete_{kind.name}")
+            async def delete_(request: Request, id: str) -> Response:
+                caller = api.caller(request)
+                registry.delete(kind, caller, id)
+                return _success(f"{kind.title} deletion was successful")
+
+    # Fixed paths first, so that they are not read as ids.
+    @app.get(f"{BASE}/engines/dockerRegistry")
+    async def docker_registry(request: Request) -> Response:
+        api.caller(request)
+        raise NotFound("This runtime runs engines from installed plugins and has no Docker "
+                       "registry; register a local engine instead")
+
+    @app.post(f"{BASE}/engines", status_code=201)
+    async def create_engine(request: Request) -> Response:
+        caller = api.caller(request)
+        if api.media_type(request) == "multipart/form-data":
+            body, files = await api.multipart(request, "engine")
+        else:
+            body, files = await api.json_body(request), {}
+        doc = registry.create_engine(caller, body, files)
+        return _json(doc, ENGINE.profile, 201, _location(request, f"{BASE}/engines/{doc['id']}"))
+
+    @app.post(f"{BASE}/models", status_code=201)
+    async def create_model(request: Request) -> Response:
+        caller = api.caller(request)
+        if api.media_type(request) == "multipart/form-data":
+            body, files = await api.multipart(request, "model")
+            artifact = files.get("modelArtifact")
+        else:
+            body, artifact = await api.json_body(request), None
+        doc = registry.create_model(caller, body, artifact)
+        return _json(doc, MODEL.profile, 201, _location(request, f"{BASE}/models/{doc['id']}"))
+
+    @app.get(f"{BASE}/models/{{id}}/artifact")
+    async def model_artifact(request: Request, id: str) -> Response:
+        caller = api.caller(request)
+        path = registry.model_artifact(caller, id)
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+
+    @app.get(f"{BASE}/insights/metrics")
+    async def insight_metrics(request: Request) -> Response:
+        api.caller(request)
+        api.check_accept(request)
+        return _json(registry.default_metrics(request.query_params.get("algorithm")),
+                     "defaultMetricsListing.v1.json")
+
+    # -- experiment runs ----------------------------------------------------------------------
+
+    runs = f"{BASE}/experiments/{{experiment_id}}/runs"
+
+    @app.get(runs)
+    async def list_runs(request: Request, experiment_id: str) -> Response:
+        caller = api.caller(request)
+        api.check_accept(request)
+        query = parse_list_query(EXPERIMENT_RUN, dict(request.query_params))
+        return api.listing(request, EXPERIMENT_RUN,
+                           registry.list_runs(caller, experiment_id, query))
+
+    @app.post(runs, status_code=201)
+    async def create_run(request: Request, experiment_id: str) -> Response:
+        caller = api.caller(request)
+        doc = registry.create_run(caller, experiment_id, await api.json_body(request))
+        return _json(doc, EXPERIMENT_RUN.profile, 201,
+                     _location(request, f"{BASE}/experiments/{experiment_id}/runs/{doc['id']}"))
+
+    @app.get(runs + "/{run_id}")
+    async def get_run(request: Request, experiment_id: str, run_id: str) -> Response:
+        caller = api.caller(request)
+        api.check_accept(request)
+        return _json(registry.get_run(caller, experiment_id, run_id), EXPERIMENT_RUN.profile)
+
+    @app.get(runs + "/{run_id}/status")
+    async def run_status(request: Request, experiment_id: str, run_id: str) -> Response:
+        caller = api.caller(request)
+        api.check_accept(request)
+        return _json(registry.run_status(caller, experiment_id, run_id),
+                     "experimentRunStatus.v1.json")
+
+    @app.api_route(f"{BASE}/models/{{id}}/transcodings", methods=["GET", "POST"])
+    @app.api_route(f"{BASE}/models/{{id}}/transcodings/{{transcoding_id}}", methods=["GET"])
+    async def transcodings(request: Request) -> Response:
+        caller = api.caller(request)
+        registry.get(MODEL, caller, request.path_params["id"])
+        raise NotFound("Model transcodings (CoreML, TF, K2, Deepnet) are not produced by "
+                       "this runtime")
+
+    add_collection(ENGINE, create=False)
+    add_collection(MLINSTANCE, bulk_delete="engineId")
+    add_collection(EXPERIMENT, bulk_delete="mlInstanceId")
+    add_collection(MODEL, create=False)
+    add_collection(INSIGHT, update=False, delete=False)
+    add_collection(MLSERVICE, bulk_delete="mlInstanceId")
+    return app

@@ -1,0 +1,107 @@
+"""The `run` command: a thin face over the service layer.
+
+The parser is built from plain data; each command's module is imported only when that command
+runs, so `run --help` stays fast (no FastAPI, torch, pyspark or ray at start-up).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Optional, Sequence
+
+from .. import __version__
+from ..errors import MLRuntimeError
+
+
+def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
+    parser.add_argument("--home", help="runtime home (default: $MLRUNTIME_HOME or "
+                                       "~/.mlinstance-runtime)")
+    if scope:
+        parser.add_argument("--sandbox", help="sandbox name (default: $MLRUNTIME_SANDBOX or prod)")
+        parser.add_argument("--org", help="IMS org id (default: $MLRUNTIME_ORG or local)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+
+
+def _entity_commands(sub: argparse._SubParsersAction, name: str, kind: str, title: str,
+                     bulk: Optional[tuple[str, str]] = None) -> None:
+    parser = sub.add_parser(name, help=f"create, list, get, update and delete {title}s")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", help=f"register a {title} from a JSON or YAML file")
+    create.add_argument("file", help=f"the {title} in the API's shape (.json, .yaml, .yml, - for stdin)")
+    _common(create)
+
+    listing = actions.add_parser("list", help=f"list {title}s")
+    listing.add_argument("--property", help="filter, e.g. 'name==retail,created>2024-01-01'")
+    listing.add_argument("--orderby", help="sort fields, '-' for descending (default: created)")
+    listing.add_argument("--start", default=None, help="first item (default 0)")
+    listing.add_argument("--limit", default=None, help="page size, 1..100 (default 25)")
+    _common(listing)
+
+    get = actions.add_parser("get", help=f"show one {title}")
+    get.add_argument("id")
+    _common(get)
+
+    update = actions.add_parser("update", help=f"overwrite a {title} with a JSON or YAML file")
+    update.add_argument("id")
+    update.add_argument("file")
+    _common(update)
+
+    delete = actions.add_parser("delete", help=f"delete a {title} (and what it owns)")
+    delete.add_argument("id", nargs="?")
+    if bulk:
+        flag, field = bulk
+        delete.add_argument(f"--{flag}", dest="bulk_value", metavar=field.upper(),
+                            help=f"delete every {title} of this {field} instead")
+    _common(delete)
+    for p in (create, listing, get, update, delete):
+        p.set_defaults(handler="runtime.cli.registry:main", kind=kind, bulk=bulk)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run", description="MLInstance Runtime: a local Sensei ML API registry and runner.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="serve the Sensei ML API under /data/sensei")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1; others need tokens)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument("--token", action="append", default=[], metavar="TOKEN[=USER]",
+                       help="accept this bearer token (repeatable); USER becomes createdBy.userId")
+    serve.add_argument("--tokens-file", help="JSON or YAML file mapping token -> user id")
+    serve.add_argument("--max-body-mb", type=float, default=1.0,
+                       help="largest JSON body in MiB (default 1)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
+                                                                "info", "debug"])
+    _common(serve, scope=False)
+    serve.set_defaults(handler="runtime.cli.serve:main")
+
+    _entity_commands(sub, "engines", "engine", "Engine")
+    _entity_commands(sub, "instances", "mlInstance", "MLInstance", bulk=("engine", "engineId"))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name, _, func_name = args.handler.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(module_name), func_name)
+    try:
+        return handler(args) or 0
+    except MLRuntimeError as exc:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {exc.title}: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""`run serve`: the Sensei-compatible REST API on this machine."""
+from __future__ import annotations
+
+import argparse
+
+from ..api.app import ServerSettings
+from ..api.server import parse_tokens, serve
+from ..home import resolve_home
+
+
+def main(args: argparse.Namespace) -> int:
+    tokens = parse_tokens(args.token, args.tokens_file)
+    settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
+                              max_body_bytes=int(args.max_body_mb * (1 << 20)))
+    serve(settings, args.host, args.port, args.log_level)
+    return 0
