@@ -77,7 +77,7 @@ def read_params_file(path: str | os.PathLike[str], task: str | None = None) -> P
         return _from_task_list(path, document, task)
     if isinstance(document, Mapping):
         return ParamsFile(_flat(path, document))
-    shape = "empty" if document is None else f"a {type(document).__name__}"
+    shape = "empty" if document is None else f"a single {type(document).__name__} value"
     raise ConfigError(f"Params file {str(path)!r} is {shape}: expected a mapping of key -> value "
                       "or a task list [{name, parameters: [{key, value}]}]")
 

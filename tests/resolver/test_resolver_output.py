@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -70,7 +71,6 @@ def test_override_keys_can_be_marked_secret():
 
 def rows(text):
     """explain() lines split into columns on runs of two or more spaces."""
-    import re
     return {parts[0]: parts[1:] for parts in (re.split(r"\s{2,}", line.strip())
                                               for line in text.splitlines()) if len(parts) == 3}
 
