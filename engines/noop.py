@@ -1,0 +1,54 @@
+"""The built-in `noop` engine: stages that do next to nothing, to measure the runtime's own overhead."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, EngineParams, Metric, TaskContext
+
+
+class NoopParams(EngineParams):
+    sleep_ms: int = Field(0, ge=0, le=600_000, description="Pause per stage, to simulate work")
+    echo: str = Field("", description="Stored in the model, to check that parameters arrive")
+
+
+class NoopEngine(Engine):
+    name = "noop"
+    kind = "python"
+    description = "Does nothing: returns its input, saves a tiny JSON model, emits one metric."
+    params = {TRAIN: NoopParams, SCORE: NoopParams, FEATURE_PIPELINE: NoopParams}
+
+    def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
+        _pause(ctx)
+        return data
+
+    def train(self, ctx: TaskContext, features: pd.DataFrame) -> dict[str, Any]:
+        _pause(ctx)
+        ctx.log_metric("rows", float(len(features)), "double")
+        return {"rows": len(features), "echo": getattr(ctx.params, "echo", "")}
+
+    def save_model(self, ctx: TaskContext, model: dict[str, Any], directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "model.json").write_text(json.dumps(model, sort_keys=True))
+
+    def load_model(self, ctx: TaskContext, directory: Path) -> dict[str, Any]:
+        return json.loads((Path(directory) / "model.json").read_text())
+
+    def score(self, ctx: TaskContext, model: dict[str, Any], data: pd.DataFrame) -> pd.DataFrame:
+        _pause(ctx)
+        return data
+
+    def evaluate(self, ctx: TaskContext, model: dict[str, Any], data: pd.DataFrame) -> list[Metric]:
+        return [Metric(name="rows", value=float(len(data)), valueType="double")]
+
+
+def _pause(ctx: TaskContext) -> None:
+    sleep_ms = getattr(ctx.params, "sleep_ms", 0)
+    if sleep_ms:
+        import time
+        time.sleep(sleep_ms / 1000.0)

@@ -1,0 +1,177 @@
+"""The built-in `retail-sales` engine: forecast next week's weeklySales of each store.
+
+torch is imported inside the stages, so listing or loading the engine class stays cheap.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, Metric, TaskContext
+from runtime.errors import ConfigError
+
+from .features import SCHEMA, build_features, expand_input_features, label_column, prepare
+from .metrics import METRIC_NAMES, forecast_metrics
+from .params import FeaturePipelineParams, ScoreParams, TrainParams
+
+if TYPE_CHECKING:
+    from .model import RetailSalesModel
+
+HISTORY_WEEKS = 70  # year-ago 8-week means reach back 59 weeks; the rest covers scoring files that overlap training
+
+
+class RetailSalesEngine(Engine):
+    name = "retail-sales"
+    kind = "python"
+    description = ("Next week's weeklySales per store (Adobe's retail-sales sample task): "
+                   "a bagged torch MLP on lag and year-ago features; CPU or CUDA.")
+    params = {TRAIN: TrainParams, SCORE: ScoreParams, FEATURE_PIPELINE: FeaturePipelineParams}
+    accepts_extra_keys = False
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
+        return build_features(data, _target(ctx))
+
+    def train(self, ctx: TaskContext, features: pd.DataFrame) -> RetailSalesModel:
+        from .model import FORMAT_VERSION, RetailSalesModel, fit
+
+        params = ctx.params
+        if not isinstance(params, TrainParams):
+            raise ConfigError(f"retail-sales train needs its train parameters, got {type(params).__name__}")
+        device = _torch_device(ctx)
+        target, label = params.target, label_column(params.target)
+        frame = features if label in features.columns else build_features(features, target)
+        inputs = expand_input_features(params.input_feature_names(), frame.columns)
+
+        rows = frame[label].notna() & (frame[target] > 0)
+        if params.train_start is not None:
+            rows &= frame["date"] >= pd.Timestamp(params.train_start)
+        if params.train_end is not None:
+            rows &= frame["date"] <= pd.Timestamp(params.train_end)
+        values = frame.loc[rows, inputs].apply(pd.to_numeric, errors="coerce")
+        complete = values.notna().all(axis=1)
+        train_rows = frame.loc[rows].loc[complete]
+        if train_rows.empty:
+            raise ConfigError(
+                f"No training rows: none dated {params.train_start}..{params.train_end} has a label "
+                f"and every input feature (year-ago features need 60 weeks of history)")
+        x = values.loc[complete].to_numpy(dtype="float64")
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        std[~(std > 1e-12)] = 1.0
+        y = np.log(train_rows[label].to_numpy(dtype="float64") / train_rows[target].to_numpy(dtype="float64"))
+        naive_scale = float(np.mean(np.abs(train_rows[label] - train_rows[target])))
+
+        progress = ctx.progress(params.epochs, "retail-sales train")
+        losses: list[float] = []
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            losses.append(loss)
+            progress.update(1)
+
+        ctx.logger.info("training on %d rows, %d inputs, %d members, device %s",
+                        len(train_rows), len(inputs), params.n_estimators, device)
+        try:
+            net = fit((x - mean) / std, y, hidden_size=params.hidden_size, depth=params.max_depth,
+                      members=params.n_estimators, epochs=params.epochs, batch_size=params.batch_size,
+                      learning_rate=params.learning_rate, weight_decay=params.weight_decay,
+                      seed=params.seed, device=device, on_epoch=on_epoch)
+        finally:
+            progress.close()
+        ctx.log_metric("trainingLoss", losses[-1], "double")
+
+        meta = {
+            "format_version": FORMAT_VERSION, "engine": self.name, "target": target, "label": label,
+            "inputs": inputs, "mean": mean.tolist(), "std": std.tolist(), "naive_scale": naive_scale,
+            "training_rows": len(train_rows),
+            "hyperparameters": {"hidden_size": params.hidden_size, "max_depth": params.max_depth,
+                                "n_estimators": params.n_estimators, "epochs": params.epochs,
+                                "learning_rate": params.learning_rate, "seed": params.seed},
+        }
+        return RetailSalesModel(net=net, meta=meta, history=_history(frame, target))
+
+    def save_model(self, ctx: TaskContext, model: RetailSalesModel, directory: Path) -> None:
+        model.save(Path(directory))
+
+    def load_model(self, ctx: TaskContext, directory: Path) -> RetailSalesModel:
+        from .model import RetailSalesModel
+
+        return RetailSalesModel.load(Path(directory), _torch_device(ctx))
+
+    def score(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> pd.DataFrame:
+        """`date, store, prediction`: the forecast of the week after `date` for that store."""
+        frame = self._predict(ctx, model, data)
+        return frame[["date", "store", "prediction"]].reset_index(drop=True)
+
+    def evaluate(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> list[Metric]:
+        """Metrics on the validation rows: those with a label, dated from `validation_start`."""
+        frame = self._predict(ctx, model, data)
+        label = getattr(ctx.params, "label_column", None) or model.meta["label"]
+        if label not in frame.columns:
+            raise ConfigError(f"evaluation.labelColumn {label!r} is not a column of the data")
+        rows = frame[label].notna() & frame["prediction"].notna()
+        start = getattr(ctx.params, "validation_start", None)
+        if start is not None:
+            rows &= frame["date"] >= pd.Timestamp(start)
+        if not rows.any():
+            raise ConfigError(f"No validation rows: none from {start} has a label and a prediction")
+        names = ctx.params.metric_names() if isinstance(ctx.params, TrainParams) else list(METRIC_NAMES)
+        return forecast_metrics(frame.loc[rows, label].to_numpy(), frame.loc[rows, "prediction"].to_numpy(),
+                                model.meta["naive_scale"], names)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _predict(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> pd.DataFrame:
+        """The feature frame of `data`'s rows, computed with the model's stored history in front
+        (so a scoring file without last year still gets year-ago features), plus `prediction`."""
+        target = model.meta["target"]
+        frame = _features_with_history(data, model.history, target)
+        device = _torch_device(ctx)
+        batch_size = getattr(ctx.params, "batch_size", 8192)
+        log_ratio = model.predict_log_ratio(frame, device, batch_size)
+        current = frame[target].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore"):
+            prediction = np.where(current > 0, current * np.exp(log_ratio), np.nan)
+        frame["prediction"] = prediction
+        return frame
+
+
+def _target(ctx: TaskContext) -> str:
+    return getattr(ctx.params, "target", None) or "weeklySales"
+
+
+def _torch_device(ctx: TaskContext) -> Any:
+    import torch
+
+    if ctx.threads and ctx.threads > 0:
+        torch.set_num_threads(ctx.threads)
+    try:
+        device = torch.device(ctx.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {ctx.device!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {ctx.device!r} requested but CUDA is not available to torch")
+    return device
+
+
+def _history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The last HISTORY_WEEKS weeks of each store's target (and holiday flag), saved with the model."""
+    latest = frame.groupby("store")["date"].transform("max")
+    recent = frame[(frame["date"] > latest - pd.Timedelta(weeks=HISTORY_WEEKS)) & frame[target].notna()]
+    columns = ["store", "date", target] + (["isHoliday"] if "isHoliday" in frame.columns else [])
+    return recent[columns].reset_index(drop=True)
+
+
+def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str) -> pd.DataFrame:
+    raw = prepare(data)
+    keep = [c for c in raw.columns if c in SCHEMA or c == target]
+    raw = raw[keep].assign(_scored=True)
+    if len(history):
+        known = pd.MultiIndex.from_frame(raw[["store", "date"]])
+        past = history[~pd.MultiIndex.from_frame(history[["store", "date"]]).isin(known)]
+        raw = pd.concat([past.assign(_scored=False), raw], ignore_index=True)
+    frame = build_features(raw, target)
+    return frame[frame["_scored"].astype(bool)].drop(columns="_scored").reset_index(drop=True)

@@ -1,0 +1,142 @@
+"""The retail-sales forecaster: a bagged ensemble of small residual MLPs on scale-free features.
+
+Each network predicts log(next week / this week) from log-ratio features (last year's same-week
+move is the strongest); the forecast is this week's sales times exp(mean of the members). The
+members are trained together as one batched model (weights stacked on a leading member axis), so
+an ensemble of n costs far less than n trainings. This module imports torch: import it lazily.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from runtime.errors import ConfigError
+
+FORMAT_VERSION = 1
+MAX_LOG_RATIO = 2.0  # a week-on-week factor beyond e^2 is not a forecast but a bug; clamp it
+
+
+class BaggedMLP(nn.Module):
+    """`members` independent MLPs with a linear skip, evaluated in one batched matmul per layer."""
+
+    def __init__(self, n_inputs: int, hidden_size: int, depth: int, members: int) -> None:
+        super().__init__()
+        self.n_inputs, self.hidden_size, self.depth, self.members = n_inputs, hidden_size, depth, members
+        sizes = [n_inputs] + [hidden_size] * depth + [1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
+            self.weights.append(nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound)))
+        self.skip = nn.Parameter(torch.zeros(members, n_inputs, 1))
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, inputs) -> (members, batch) log-ratio predictions."""
+        h = x.unsqueeze(0).expand(self.members, -1, -1)
+        skip = torch.bmm(h, self.skip)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = self.activation(h)
+        return (h + skip).squeeze(-1)
+
+
+@dataclass
+class RetailSalesModel:
+    net: BaggedMLP
+    meta: dict[str, Any]         # inputs, normalisation, target, hyper-parameters, naive scale
+    history: pd.DataFrame        # the latest weeks of the target per store, for scoring new weeks
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.meta["inputs"])
+
+    def standardise(self, features: pd.DataFrame, device: torch.device) -> torch.Tensor:
+        """Inputs scaled with the training statistics; a missing value becomes the training mean."""
+        try:
+            values = features[self.inputs].apply(pd.to_numeric, errors="raise").to_numpy(dtype="float64")
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"Input features must be numeric: {exc}") from exc
+        z = (values - np.asarray(self.meta["mean"])) / np.asarray(self.meta["std"])
+        z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.as_tensor(z, dtype=torch.float32, device=device)
+
+    def predict_log_ratio(self, features: pd.DataFrame, device: torch.device, batch_size: int) -> np.ndarray:
+        self.net.to(device).eval()
+        x = self.standardise(features, device)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                out.append(self.net(x[start:start + batch_size]).mean(0).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
+        return torch.cat(out).cpu().numpy().astype("float64") if out else np.zeros(0)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, directory / "model.pt")
+        (directory / "model.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        self.history.to_parquet(directory / "history.parquet", index=False)
+
+    @classmethod
+    def load(cls, directory: Path, device: torch.device) -> RetailSalesModel:
+        meta_path = directory / "model.json"
+        if not meta_path.exists():
+            raise ConfigError(f"No retail-sales model in {directory}: model.json is missing")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"Model in {directory} has format {meta.get('format_version')!r}; "
+                              f"this engine reads format {FORMAT_VERSION}")
+        hp = meta["hyperparameters"]
+        net = BaggedMLP(len(meta["inputs"]), hp["hidden_size"], hp["max_depth"], hp["n_estimators"])
+        state = torch.load(directory / "model.pt", map_location=device, weights_only=True)
+        net.load_state_dict(state)
+        history = pd.read_parquet(directory / "history.parquet")
+        return cls(net=net.to(device), meta=meta, history=history)
+
+
+def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: int, epochs: int,
+        batch_size: int, learning_rate: float, weight_decay: float, seed: int, device: torch.device,
+        on_epoch: Callable[[int, float], None] | None = None) -> BaggedMLP:
+    """Train on standardised inputs `x` and log-ratio targets `y` with an L1 loss (which is close
+    to the MAPE it is judged by). Tensors are made once on the device and sliced per batch; each
+    member sees the rows with its own Poisson(1) bootstrap weights (bagging)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    net = BaggedMLP(x.shape[1], hidden_size, depth, members).to(device)
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    yt = torch.as_tensor(y, dtype=torch.float32, device=device)
+    n = len(xt)
+    if members > 1:
+        weights = torch.poisson(torch.ones(members, n), generator=generator).to(device)
+    else:
+        weights = torch.ones(1, n, device=device)
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate,
+                                                   total_steps=epochs * steps_per_epoch)
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        total = torch.zeros((), device=device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            w = weights[:, idx]
+            loss = (w * (net(xt[idx]) - yt[idx]).abs()).sum() / w.sum().clamp(min=1.0)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.detach()
+        if on_epoch is not None:
+            on_epoch(epoch, float(total) / steps_per_epoch)
+    return net.eval()

@@ -1,0 +1,82 @@
+"""Typed parameters of the retail-sales engine, one schema per task.
+
+The sample recipe's keys keep their names and meaning where they fit this model:
+`learning_rate` is the optimiser's step size; `n_estimators` is the number of bagged networks in
+the ensemble (trained together as one batched model); `max_depth` is the number of hidden layers.
+"""
+from __future__ import annotations
+
+from datetime import date
+from typing import Optional
+
+from pydantic import Field, field_validator
+
+from runtime.engine import EngineParams
+
+from .features import DEFAULT_INPUT_FEATURES
+
+
+class RetailCommonParams(EngineParams):
+    """Keys every task of the sample recipe carries."""
+
+    target: str = Field("weeklySales", alias="ACP_DSW_TARGET_FEATURES",
+                        description="The column to forecast one week ahead")
+    feature_update_support: bool = Field(False, alias="ACP_DSW_FEATURE_UPDATE_SUPPORT")
+    tenantId: Optional[str] = None
+
+    @field_validator("target")
+    @classmethod
+    def _one_target(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "," in value:
+            raise ValueError("ACP_DSW_TARGET_FEATURES takes exactly one column name")
+        return value
+
+
+class FeaturePipelineParams(RetailCommonParams):
+    """The feature pipeline has no knobs beyond the target: its features are fixed and documented."""
+
+
+class TrainParams(RetailCommonParams):
+    learning_rate: float = Field(0.01, gt=0, le=1.0)
+    n_estimators: int = Field(8, ge=1, le=256, description="Bagged networks in the ensemble")
+    max_depth: int = Field(2, ge=0, le=8, description="Hidden layers of each network (0: linear)")
+    input_features: str = Field(",".join(DEFAULT_INPUT_FEATURES), alias="ACP_DSW_INPUT_FEATURES",
+                                description="Comma-separated feature columns given to the model")
+    label_column: Optional[str] = Field(None, alias="evaluation.labelColumn",
+                                        description="Ground truth column; default <target>Ahead")
+    metrics: str = Field("MAPE,MAE,RMSE,MASE", alias="evaluation.metrics")
+    training_schema: Optional[str] = Field(None, alias="ACP_DSW_TRAINING_XDM_SCHEMA")
+    epochs: int = Field(50, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=1)
+    hidden_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+    trainingDataSetId: Optional[str] = None
+    # The sample recipe's evaluation split; train_start/train_end bound the rows trained on
+    # (by row date), validation_start is where evaluate's rows begin.
+    train_start: Optional[date] = date(2010, 2, 12)
+    train_end: Optional[date] = date(2012, 1, 27)
+    validation_start: Optional[date] = date(2012, 2, 3)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: str) -> str:
+        names = [m.strip().upper() for m in value.split(",") if m.strip()]
+        unknown = [m for m in names if m not in ("MAPE", "MAE", "RMSE", "MASE")]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from MAPE, MAE, RMSE, MASE")
+        return ",".join(names)
+
+    def input_feature_names(self) -> list[str]:
+        return [name.strip() for name in self.input_features.split(",") if name.strip()]
+
+    def metric_names(self) -> list[str]:
+        return [m for m in self.metrics.split(",") if m]
+
+
+class ScoreParams(RetailCommonParams):
+    scoringDataSetId: Optional[str] = None
+    scoringResultsDataSetId: Optional[str] = None
+    scoring_results_schema: Optional[str] = Field(None, alias="ACP_DSW_SCORING_RESULTS_XDM_SCHEMA")
+    batch_size: int = Field(8192, ge=1, description="Rows per inference batch")
