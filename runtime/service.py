@@ -155,6 +155,10 @@ class Registry:
             data.pop(name, None)
         return data
 
+    def validated(self, kind: Kind, body: Any) -> dict[str, Any]:
+        """`body` as it would be stored (canonical task names, string values), or an error."""
+        return self._validate(kind, body)
+
     def _live(self, kind: Kind, scope: Scope, id: str) -> dict[str, Any]:
         doc = self.store.get(kind, scope, id)
         if doc is None or doc.get("deleted"):
@@ -323,8 +327,25 @@ class Registry:
         state = status["status"]["tasks"][0]["state"]
         self.store.put_run_status(scope, run_id, state, status)
 
+    def annotate_run(self, scope: Scope, run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Adds server-owned fields (the resolved configuration, the result) to a run."""
+        with self.store.transaction():
+            run = self._live(EXPERIMENT_RUN, scope, run_id)
+            run.update(fields)
+            run["updated"] = _later(run.get("updated"))
+            self.store.replace(EXPERIMENT_RUN, scope, run)
+        return run
+
+    def run_log(self, caller: Caller, experiment_id: str, run_id: str, name: str) -> Path:
+        """A log file of a run, as named in its status document's tasklogs."""
+        self._run_in(caller, experiment_id, run_id)
+        path = self.home.runs / run_id / Path(name).name
+        if name != path.name or not path.suffix == ".log" or not path.is_file():
+            raise NotFound(f"Experiment run {run_id!r} has no log {name!r}")
+        return path
+
     def transition_run(self, scope: Scope, run_id: str, state: RunStatus, *,
-                       message: Optional[str] = None,
+                       message: Optional[str] = None, logs: Optional[str] = None,
                        tasklogs: Optional[list[dict[str, str]]] = None) -> dict[str, Any]:
         """The one place a run changes state; refuses a transition the state machine forbids."""
         with self.store.transaction():
@@ -346,6 +367,8 @@ class Registry:
                 task["message"] = message
             if tasklogs is not None:
                 task["tasklogs"] = tasklogs
+            if logs is not None:
+                task["logs"] = logs
             self._write_status(scope, run_id, status)
         return status
 
@@ -371,14 +394,35 @@ class Registry:
                 shutil.rmtree(self.home.artifacts / "models" / model_id, ignore_errors=True)
                 raise
 
-    def model_artifact(self, caller: Caller, model_id: str) -> Path:
-        """The file of a Model's artifact (a folder artifact is zipped once, beside it)."""
+    def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+        """A Model for a trained run; its folder moves into the home's model artifacts."""
+        data = self._validate(MODEL, body)
+        model_id = str(uuid.uuid4())
+        target = self.home.artifacts / "models" / model_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(model_dir), target)
+        data["modelArtifactUri"] = target.as_uri()
+        try:
+            return self._insert(MODEL, caller, data, id=model_id)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def model_artifact_dir(self, caller: Caller, model_id: str) -> Path:
+        """The local file or folder a Model's artifact lives in."""
         doc = self._live(MODEL, caller.scope, model_id)
         uri = doc.get("modelArtifactUri")
         parsed = urlparse(uri) if uri else None
         if not parsed or parsed.scheme not in ("file", ""):
             raise NotFound(f"Model {model_id!r} has no local artifact")
         path = Path(unquote(parsed.path))
+        if not path.exists():
+            raise NotFound(f"The artifact of Model {model_id!r} is missing at {path}")
+        return path
+
+    def model_artifact(self, caller: Caller, model_id: str) -> Path:
+        """The file of a Model's artifact (a folder artifact is zipped once, beside it)."""
+        path = self.model_artifact_dir(caller, model_id)
         if path.is_dir():
             archive = path.with_suffix(".zip")
             if not archive.exists():

@@ -10,8 +10,9 @@ import hmac
 import ipaddress
 import json
 import logging
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
@@ -43,6 +44,7 @@ class ServerSettings:
     tokens: dict[str, str] = field(default_factory=dict)   # bearer token -> user id
     max_body_bytes: int = 1 << 20            # JSON bodies
     max_upload_bytes: int = 512 << 20        # multipart uploads (engine and model artifacts)
+    execute_runs: bool = True                # POST .../runs executes runs in the background
 
 
 def _media(profile: str) -> str:
@@ -195,10 +197,24 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     """The ASGI app. The registry opens here, not at import."""
     registry = registry or Registry.open(settings.home)
     api = Api(registry, settings)
-    app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0",
+    executor = None
+    if settings.execute_runs:
+        from ..execution import RunExecutor
+
+        executor = RunExecutor(registry)
+        registry.on_run_created = executor.submit_background
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if executor is not None:
+            executor.shutdown()
+
+    app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0", lifespan=lifespan,
                   docs_url=f"{BASE}/docs", openapi_url=f"{BASE}/openapi.json", redoc_url=None)
     app.state.registry = registry
     app.state.settings = settings
+    app.state.executor = executor
 
     @app.exception_handler(MLRuntimeError)
     async def _runtime_error(request: Request, exc: MLRuntimeError) -> Response:
@@ -343,6 +359,12 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         caller = api.caller(request)
         api.check_accept(request)
         return _json(registry.get_run(caller, experiment_id, run_id), EXPERIMENT_RUN.profile)
+
+    @app.get(runs + "/{run_id}/logs/{name}")
+    async def run_log(request: Request, experiment_id: str, run_id: str, name: str) -> Response:
+        caller = api.caller(request)
+        path = registry.run_log(caller, experiment_id, run_id, name)
+        return FileResponse(path, media_type="text/plain; charset=utf-8")
 
     @app.get(runs + "/{run_id}/status")
     async def run_status(request: Request, experiment_id: str, run_id: str) -> Response:

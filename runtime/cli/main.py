@@ -80,6 +80,41 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve, scope=False)
     serve.set_defaults(handler="runtime.cli.serve:main")
 
+    for command, task in (("train", "train"), ("score", "score"), ("fp", "featurePipeline")):
+        run = sub.add_parser(command, help=f"run the {task} task of an MLInstance")
+        run.add_argument("target", metavar="TARGET",
+                         help="an MLInstance id, or a JSON/YAML file in the API's MLInstance shape")
+        run.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                         help="override a parameter (repeatable; wins over every other layer)")
+        run.add_argument("--params", metavar="FILE", help="parameters from a JSON or YAML file")
+        run.add_argument("--experiment", metavar="ID",
+                         help="the Experiment to run in (default: the MLInstance's latest)")
+        if command == "score":
+            run.add_argument("--model", metavar="ID",
+                             help="the Model to score with (default: the Experiment's latest)")
+        else:
+            run.set_defaults(model=None)
+        run.add_argument("--device", help="cpu, cuda or cuda:N (default: what the resources ask)")
+        run.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
+        run.add_argument("--explain", action="store_true",
+                         help="print every parameter's value and source layer, and the plan; "
+                              "run nothing")
+        run.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+        _common(run)
+        run.set_defaults(handler="runtime.cli.runs:main")
+
+    data = sub.add_parser("data", help="generate sample data sets")
+    data_kinds = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    retail = data_kinds.add_parser("retail", help="synthetic weekly retail sales (the sample "
+                                                  "recipe's schema)")
+    retail.add_argument("--out", required=True, help="folder to write into")
+    retail.add_argument("--seed", type=int, default=0)
+    retail.add_argument("--stores", type=int, default=45)
+    retail.add_argument("--weeks", type=int, default=143)
+    retail.add_argument("--json", action="store_true")
+    retail.add_argument("--verbose", "-v", action="store_true")
+    retail.set_defaults(handler="runtime.cli.runs:data_main")
+
     _entity_commands(sub, "engines", "engine", "Engine")
     _entity_commands(sub, "instances", "mlInstance", "MLInstance", bulk=("engine", "engineId"))
     return parser

@@ -1,0 +1,173 @@
+"""`run train|score|fp TARGET`: one run in the foreground, on the same path the server uses."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..documents import load_document
+from ..errors import ConfigError, NotFound
+from ..home import resolve_home
+from ..listing import Filter, ListQuery
+from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL
+from ..service import Caller, Registry
+
+_MODES = {"train": "train", "score": "score", "fp": "featurePipeline"}
+
+
+def _find(registry: Registry, caller: Caller, kind, *filters: tuple[str, Any]) -> dict | None:
+    query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
+                               *(Filter(f, "==", v, "str") for f, v in filters)),
+                      order=(("created", True),), limit=1)
+    page = registry.list(kind, caller, query)
+    return page.children[0] if page.children else None
+
+
+def ensure_engine(registry: Registry, caller: Caller, ref: str) -> dict[str, Any]:
+    """The Engine that runs the installed plugin `ref` (registered on first use)."""
+    from ..engine import load_engine
+
+    engine_cls = load_engine(ref)
+    found = _find(registry, caller, ENGINE, ("artifacts.default.image.location", ref))
+    if found:
+        return found
+    return registry.create_engine(caller, {
+        "name": ref, "type": "PySpark" if engine_cls.kind == "pyspark" else "Python",
+        "description": engine_cls.description or f"Engine plugin {ref}",
+        "artifacts": {"default": {"image": {"location": ref, "name": ref,
+                                            "executionType": engine_cls.kind,
+                                            "packagingType": "egg"}}}})
+
+
+def resolve_target(registry: Registry, caller: Caller, target: str) -> dict[str, Any]:
+    """An MLInstance from its id, or from a JSON/YAML file in the API's shape (registered on the
+    fly: an `engineId` may name an installed engine plugin; a file run again reuses its
+    MLInstance, updated when the file changed)."""
+    path = Path(target)
+    if not (path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists()):
+        try:
+            return registry.get(MLINSTANCE, caller, target)
+        except NotFound:
+            raise NotFound(f"{target!r} is neither an MLInstance id in sandbox "
+                           f"{caller.scope.sandbox!r} nor a JSON/YAML file") from None
+    doc = load_document(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected an MLInstance object (name, engineId, tasks)")
+    engine_ref = doc.get("engineId")
+    if not engine_ref:
+        raise ConfigError(f"{path}: engineId is required (an Engine id or an installed engine "
+                          "plugin such as retail-sales)")
+    engine = registry.store.get(ENGINE, caller.scope, engine_ref)
+    if engine is None or engine.get("deleted"):
+        engine = ensure_engine(registry, caller, engine_ref)
+    body = {**doc, "engineId": engine["id"]}
+    existing = _find(registry, caller, MLINSTANCE, ("name", body.get("name")),
+                     ("engineId", engine["id"]))
+    if existing is None:
+        return registry.create(MLINSTANCE, caller, body)
+    current = registry.get_unmasked(MLINSTANCE, caller, existing["id"])
+    if current.get("tasks") != registry.validated(MLINSTANCE, body).get("tasks"):
+        return registry.replace(MLINSTANCE, caller, existing["id"], body)
+    return current
+
+
+def resolve_experiment(registry: Registry, caller: Caller, instance: dict[str, Any],
+                       experiment_id: str | None) -> dict[str, Any]:
+    if experiment_id:
+        experiment = registry.get(EXPERIMENT, caller, experiment_id)
+        if experiment.get("mlInstanceId") != instance["id"]:
+            raise ConfigError(f"Experiment {experiment_id} belongs to MLInstance "
+                              f"{experiment.get('mlInstanceId')}, not {instance['id']}")
+        return experiment
+    found = _find(registry, caller, EXPERIMENT, ("mlInstanceId", instance["id"]))
+    return found or registry.create(EXPERIMENT, caller, {
+        "name": f"{instance.get('name')}", "mlInstanceId": instance["id"],
+        "description": "Created by the run command"})
+
+
+def _overrides(args: argparse.Namespace, mode: str) -> tuple[dict[str, Any], frozenset[str]]:
+    from ..params_file import parse_overrides, read_params_file
+
+    values: dict[str, Any] = {}
+    secrets: frozenset[str] = frozenset()
+    if args.params:
+        loaded = read_params_file(args.params, task=mode)
+        values.update(loaded.values)
+        secrets = loaded.secret_keys
+    values.update(parse_overrides(args.param or []))
+    if args.model:
+        values["modelId"] = args.model
+    return values, secrets
+
+
+def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
+                  caller: Caller) -> str:
+    lines = [f"Run {summary['runId']} {summary['state']} in {seconds:.1f} s "
+             f"({summary['mode']}, experiment {summary['experimentId']})"]
+    if summary.get("reason") and summary["state"] != "DONE":
+        lines.append(f"  reason:  {summary['reason']}")
+    for stage, secs in (summary.get("durations_s") or {}).items():
+        lines.append(f"  {stage + ':':9s}{secs:.2f} s")
+    if summary["metrics"]:
+        shown = ", ".join(f"{m['name']} {float(m['value']):.4g}" for m in summary["metrics"])
+        lines.append(f"  metrics: {shown}")
+    if summary.get("modelId"):
+        where = registry.get(MODEL, caller, summary["modelId"]).get("modelArtifactUri", "")
+        lines.append(f"  model:   {summary['modelId']} ({where})")
+    if summary.get("output"):
+        lines.append(f"  output:  {summary['output']}")
+    lines.append(f"  log:     {summary['log']}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..execution import RunExecutor
+
+    mode = _MODES[args.command]
+    registry = Registry.open(resolve_home(args.home))
+    caller = Caller.local(org=args.org, sandbox=args.sandbox)
+    try:
+        instance = resolve_target(registry, caller, args.target)
+        experiment = resolve_experiment(registry, caller, instance, args.experiment)
+        overrides, secrets = _overrides(args, mode)
+        executor = RunExecutor(registry)
+        prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
+                                    override_secrets=secrets, device=args.device,
+                                    backend=args.backend)
+        if args.explain or args.dry_run:
+            text = prepared.explain() if args.explain else prepared.describe_plan()
+            if args.json:
+                print(json.dumps({"mode": mode, "mlInstanceId": instance["id"],
+                                  "experimentId": experiment["id"], **prepared.record()}))
+            else:
+                print(text)
+            return 0
+        started = time.perf_counter()
+        run = registry.create_run(caller, experiment["id"], {"mode": mode})
+        print(f"Run {run['id']}: {mode} of MLInstance {instance['id']} "
+              f"({prepared.plan.reason})", file=sys.stderr, flush=True)
+        summary = executor.execute(caller, run, prepared, echo=sys.stderr)
+        seconds = time.perf_counter() - started
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(_summary_text(summary, seconds, registry, caller))
+        return 0 if summary["state"] == "DONE" else 1
+    finally:
+        registry.close()
+
+
+def data_main(args: argparse.Namespace) -> int:
+    from engines.retail_sales import write_retail_dataset
+
+    paths = write_retail_dataset(Path(args.out), seed=args.seed, stores=args.stores,
+                                 weeks=args.weeks)
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in paths.items()}))
+    else:
+        for name, path in paths.items():
+            print(f"{name:18s}{path}")
+    return 0
