@@ -250,12 +250,17 @@ def _tag() -> str:
     return uuid.uuid4().hex[:8]
 
 
+# An engine plugin name that is never installed: the server's background executor fails runs of
+# it at once (FAILED, nothing trained), so runs created by these tests write nothing else.
+UNINSTALLED_ENGINE = "tests-uninstalled-engine"
+
+
 def engine_body(name: Optional[str] = None, **extra: Any) -> dict[str, Any]:
     return {"name": name or f"engine-{_tag()}", "description": "An engine under test",
             "type": "Python", "algorithm": "regression", "mlLibrary": "scikit-learn",
             "language": ["Python"],
             "artifacts": {"default": {
-                "image": {"location": "local:retail", "name": "retail", "executionType": "Python",
+                "image": {"location": UNINSTALLED_ENGINE, "name": "retail", "executionType": "Python",
                           "packagingType": "egg"},
                 "defaultMLInstanceConfigs": [
                     {"name": "train", "parameters": [{"key": "learning_rate", "value": "0.1"}]}]}},
