@@ -20,7 +20,9 @@ from .params import FeaturePipelineParams, ScoreParams, TrainParams
 if TYPE_CHECKING:
     from .model import RetailSalesModel
 
-HISTORY_WEEKS = 70  # year-ago 8-week means reach back 59 weeks; the rest covers scoring files that overlap training
+# Year-ago features reach back 59 weeks; two years of history also covers scoring files that
+# start up to 45 weeks before the training data ends (the sample split overlaps by 2).
+HISTORY_WEEKS = 104
 
 
 class RetailSalesEngine(Engine):

@@ -32,7 +32,7 @@ def holiday_flags(dates: pd.DatetimeIndex) -> np.ndarray:
 
 def _seasonal_factor(dates: pd.DatetimeIndex) -> np.ndarray:
     """Multiplicative calendar effect shared by all stores (before per-store amplitude)."""
-    doy = dates.dayofyear.to_numpy(dtype="float64")
+    doy = dates.day_of_year.to_numpy(dtype="float64")
     month, day = dates.month, dates.day
     log_effect = 0.04 * np.sin(2 * np.pi * (doy - 80) / 365.25)        # spring/summer high
     log_effect += np.where(month == 1, -0.10, 0.0)                     # January lull
@@ -70,12 +70,12 @@ def generate_retail(seed: int, stores: int = 45, weeks: int = 143) -> pd.DataFra
     noise = rng.normal(0.0, 0.015, (weeks, stores))
     sales = level[None, :] * np.exp(growth[None, :] * t + season + ar + noise)
 
-    doy = dates.dayofyear.to_numpy(dtype="float64")[:, None]
+    doy = dates.day_of_year.to_numpy(dtype="float64")[:, None]
     climate = rng.uniform(-15, 15, stores)[None, :]
     temperature = 60 + climate - 22 * np.cos(2 * np.pi * (doy - 15) / 365.25) + rng.normal(0, 5, (weeks, stores))
     fuel_path = 2.6 + np.cumsum(rng.normal(0.008, 0.04, weeks))[:, None]
     fuel = fuel_path + rng.uniform(-0.15, 0.25, stores)[None, :]
-    markdown_on = (dates >= pd.Timestamp("2011-11-11")).to_numpy()[:, None]
+    markdown_on = np.asarray(dates >= pd.Timestamp("2011-11-11"))[:, None]
     markdown = np.where(markdown_on, np.round(rng.gamma(1.5, 4000.0, (weeks, stores)), 2), 0.0)
     cpi = rng.uniform(126, 212, stores)[None, :] * (1 + 0.0005 * t) + rng.normal(0, 0.05, (weeks, stores))
     unemployment = rng.uniform(4.0, 13.5, stores)[None, :] + np.cumsum(rng.normal(-0.01, 0.03, (weeks, stores)), 0)
