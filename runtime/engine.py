@@ -150,6 +150,10 @@ class Engine:
     params: ClassVar[dict[str, type[BaseModel]]] = {}
     accepts_extra_keys: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # What `score` and `evaluate` receive: "features" (Sensei's order: feature_pipeline's output)
+    # or "raw" (the loaded rows, for an engine that rebuilds its features itself, e.g. with a
+    # model's stored history).
+    score_input: ClassVar[Literal["features", "raw"]] = "features"
 
     def load_data(self, ctx: TaskContext, uri: str) -> pd.DataFrame:
         return read_table(uri)

@@ -32,6 +32,7 @@ class RetailSalesEngine(Engine):
                    "a bagged torch MLP on lag and year-ago features; CPU or CUDA.")
     params = {TRAIN: TrainParams, SCORE: ScoreParams, FEATURE_PIPELINE: FeaturePipelineParams}
     accepts_extra_keys = False
+    score_input = "raw"  # score/evaluate rebuild features with the model's history; either input works
 
     # --- stages ---------------------------------------------------------------------------
 

@@ -70,6 +70,13 @@ def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
     np.testing.assert_array_equal(before["prediction"].to_numpy(), after["prediction"].to_numpy())
 
 
+def test_score_and_evaluate_take_raw_rows_or_features_alike(trained, data):
+    engine, ctx, features, model = trained
+    assert engine.score_input == "raw"
+    pd.testing.assert_frame_equal(engine.score(ctx, model, data), engine.score(ctx, model, features))
+    assert engine.evaluate(ctx, model, data) == engine.evaluate(ctx, model, features)
+
+
 def test_load_refuses_a_directory_without_a_model(tmp_path):
     engine = RetailSalesEngine()
     with pytest.raises(ConfigError, match="model.json"):
