@@ -36,6 +36,9 @@ class RetailCommonParams(EngineParams):
 class FeaturePipelineParams(RetailCommonParams):
     """The feature pipeline has no knobs beyond the target: its features are fixed and documented."""
 
+    trainingDataSetId: Optional[str] = None
+    featuresDataSetId: Optional[str] = Field(None, description="Where the features are written")
+
 
 class TrainParams(RetailCommonParams):
     learning_rate: float = Field(0.01, gt=0, le=1.0)
