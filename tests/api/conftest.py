@@ -93,8 +93,9 @@ def live_server(home: Path, *extra_args: str) -> Iterator[LiveServer]:
             raise
         _stop(process)
         if attempt == attempts - 1 or "address already in use" not in server.output().lower():
-            pytest.fail(f"The server did not answer on {base_url} within {START_TIMEOUT_S} s "
-                        f"(exit code {process.returncode}). Its output:\n{server.output()}")
+            pytest.fail(f"The server did not come up on {base_url} (exit code "
+                        f"{process.returncode}; waited up to {START_TIMEOUT_S} s). Its output:\n"
+                        f"{server.output()}")
     try:
         yield server
     finally:
