@@ -1,0 +1,244 @@
+"""The dispatcher: decides where and how a task runs (backend, device, threads, environment).
+
+`plan` is pure: the host is passed in as data, so every decision is testable with a fake host.
+Only `detect_host` looks at the machine, and it never imports torch (that alone costs about 1 s).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError
+from .resources import ResourceRequest
+
+__all__ = ["CudaDevice", "HostInfo", "Plan", "THREAD_ENV_VARS", "describe", "detect_host", "plan"]
+
+PYTHON_CPU = "python-cpu"
+PYTHON_CUDA = "python-cuda"
+PYSPARK = "pyspark"
+
+# Every thread pool a python engine is likely to start reads one of these at import time.
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                   "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TORCH_NUM_THREADS")
+
+NVIDIA_SMI_TIMEOUT_S = 5.0
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
+
+
+class CudaDevice(BaseModel):
+    """One CUDA device as this process would number it (`index`, as in `cuda:<index>`).
+
+    `visible_id` is what a child's CUDA_VISIBLE_DEVICES must name to get this device: the entry of
+    our own CUDA_VISIBLE_DEVICES when one is set (CUDA numbers it relative to the physical list),
+    else the physical index.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0)
+    name: str
+    memory_mb: int = Field(ge=0)
+    visible_id: str | None = None
+
+    @property
+    def cuda_visible_id(self) -> str:
+        return self.visible_id if self.visible_id is not None else str(self.index)
+
+
+class HostInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cpu_count: int = Field(ge=1)
+    cuda_devices: tuple[CudaDevice, ...] = ()
+
+
+class Plan(BaseModel):
+    """Where a task runs. `device` is the device string the worker sees (after CUDA_VISIBLE_DEVICES
+    renumbering); `gpu_indices` are the host's device indices the run was given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    device: str
+    threads: int = Field(ge=1)
+    gpu_indices: tuple[int, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    reason: str
+
+    def to_record(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+def detect_host() -> HostInfo:
+    """This machine's usable cores (CPU affinity first) and the CUDA devices nvidia-smi reports,
+    filtered and renumbered by an existing CUDA_VISIBLE_DEVICES. No nvidia-smi, no CUDA."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return HostInfo(cpu_count=max(1, cpus), cuda_devices=_visible(_nvidia_smi_devices()))
+
+
+def _nvidia_smi_devices() -> list[tuple[int, str, str, int]]:
+    """(physical index, uuid, name, memory_mb) per device; [] when nvidia-smi is absent or fails
+    (a driver without a GPU, a hung driver): both mean "no CUDA device we can use"."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    devices = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            continue
+        try:
+            # the name may contain commas; index, uuid and memory never do
+            devices.append((int(parts[0]), parts[1], ",".join(parts[2:-1]), int(float(parts[-1]))))
+        except ValueError:
+            continue
+    return devices
+
+
+def _visible(physical: list[tuple[int, str, str, int]]) -> tuple[CudaDevice, ...]:
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return tuple(CudaDevice(index=i, name=n, memory_mb=m) for i, _, n, m in physical)
+    by_index = {str(d[0]): d for d in physical}
+    chosen: list[CudaDevice] = []
+    for entry in (e.strip() for e in mask.split(",")):
+        if not entry:
+            continue
+        # CUDA stops at the first entry it cannot match (e.g. "-1"), so do we
+        device = by_index.get(entry) or next((d for d in physical if d[1].startswith(entry)
+                                               and entry.startswith(("GPU-", "MIG-"))), None)
+        if device is None:
+            break
+        chosen.append(CudaDevice(index=len(chosen), name=device[2], memory_mb=device[3],
+                                 visible_id=entry))
+    return tuple(chosen)
+
+
+# --- the decision -----------------------------------------------------------------------------
+
+def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device: str | None = None,
+         backend: str | None = None) -> Plan:
+    """Decide backend, device, threads and environment for one task.
+
+    `device` is the user's explicit choice (`cpu`, `cuda`, `cuda:N`) and beats the resources'
+    `gpus`; `backend` is an explicitly requested backend and beats the engine kind. A GPU request
+    this host cannot serve is a ConfigError here, before anything runs.
+    """
+    if engine_kind not in ("python", "pyspark"):
+        raise ConfigError(f"Unknown engine kind {engine_kind!r}: expected 'python' or 'pyspark'")
+    threads, thread_note = _threads(resources, host)
+    gpus, pinned, source = _gpu_request(resources, device)
+
+    if backend is None:
+        backend = PYSPARK if engine_kind == "pyspark" else (PYTHON_CUDA if gpus else PYTHON_CPU)
+        why_backend = f"{engine_kind} engine"
+    else:
+        why_backend = f"{engine_kind} engine, backend {backend} requested"
+    if backend == PYTHON_CPU and gpus:
+        raise ConfigError(f"Backend {PYTHON_CPU} runs on the CPU, but the task requests "
+                          f"{_count(gpus, 'GPU')} ({source}); pass --device cpu to run on the CPU")
+    if backend == PYTHON_CUDA and not gpus:
+        if device is not None and device.strip().lower() == "cpu":
+            raise ConfigError(f"Backend {PYTHON_CUDA} runs on a GPU, but --device cpu was given")
+        gpus, source = 1, f"backend {PYTHON_CUDA}"
+    if backend == PYSPARK and gpus:
+        raise ConfigError(f"The pyspark backend schedules no GPUs, but the task requests "
+                          f"{_count(gpus, 'GPU')} ({source}); pass --device cpu to run on the CPU")
+
+    chosen = _choose_devices(gpus, pinned, source, host)
+    env = {name: str(threads) for name in THREAD_ENV_VARS}
+    # An empty mask hides every GPU: a CPU run can never grab one by accident.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(d.cuda_visible_id for d in chosen)
+    if chosen:
+        worker_device = "cuda:0" if len(chosen) == 1 else "cuda"
+        given = ", ".join(f"GPU {d.index}" for d in chosen)
+        host_note = f"host has {_count(len(host.cuda_devices), 'CUDA device')}"
+        reason = (f"{why_backend}, {_gpu_phrase(gpus, source)}, {host_note} -> {backend} on "
+                  f"{worker_device} ({given}), {threads} threads{thread_note}")
+    else:
+        worker_device = "cpu"
+        reason = (f"{why_backend}, {_gpu_phrase(gpus, source)} -> {backend} on cpu, "
+                  f"{threads} threads{thread_note}")
+    return Plan(backend=backend, device=worker_device, threads=threads,
+                gpu_indices=tuple(d.index for d in chosen), env=env, reason=reason)
+
+
+def _threads(resources: ResourceRequest, host: HostInfo) -> tuple[int, str]:
+    if resources.cpus is None:
+        return host.cpu_count, " (all host cores)"
+    if resources.cpus > host.cpu_count:
+        return host.cpu_count, f" ({resources.cpus} cpus requested, capped at the host's {host.cpu_count} cores)"
+    return resources.cpus, f" ({resources.cpus} cpus requested)"
+
+
+def _gpu_request(resources: ResourceRequest, device: str | None) -> tuple[int, int | None, str]:
+    """(GPUs wanted, pinned device index or None, where the request came from, for messages)."""
+    requested = resources.gpus or 0
+    if device is None:
+        return requested, None, f"gpus={requested} in the resources" if requested else ""
+    text = device.strip().lower()
+    if text == "cpu":
+        return 0, None, (f"--device cpu overrides gpus={requested} in the resources" if requested
+                         else "--device cpu")
+    match = _CUDA_DEVICE.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"Unknown device {device!r}: expected cpu, cuda or cuda:N")
+    if match.group(1) is None:
+        return max(1, requested), None, (f"--device cuda, gpus={requested} in the resources"
+                                         if requested else "--device cuda")
+    if requested > 1:
+        raise ConfigError(f"--device {text} pins one GPU, but the task requests {requested} GPUs; "
+                          "pass --device cuda to use several")
+    return 1, int(match.group(1)), f"--device {text}"
+
+
+def _gpu_phrase(gpus: int, source: str) -> str:
+    if not gpus:
+        return f"no GPU ({source})" if source else "no GPU requested"
+    return f"{_count(gpus, 'GPU')} requested ({source})"
+
+
+def _choose_devices(gpus: int, pinned: int | None, source: str, host: HostInfo) -> tuple[CudaDevice, ...]:
+    available = host.cuda_devices
+    if pinned is not None:
+        match = [d for d in available if d.index == pinned]
+        if not match:
+            have = (f"only {', '.join(f'cuda:{d.index}' for d in available)}" if available
+                    else "no CUDA device")
+            raise ConfigError(f"The task asks for cuda:{pinned} ({source}) but this host has {have}; "
+                              "pass --device cpu to run on the CPU")
+        return tuple(match)
+    if gpus > len(available):
+        have = f"only {_count(len(available), 'CUDA device')}" if available else "no CUDA device"
+        raise ConfigError(f"The task requests {_count(gpus, 'GPU')} ({source}) but this host has "
+                          f"{have}; pass --device cpu to run on the CPU")
+    return tuple(available[:gpus])
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def describe(plan: Plan) -> str:
+    """The plan as a few aligned lines, for `--dry-run`."""
+    gpus = ", ".join(str(i) for i in plan.gpu_indices) or "none"
+    env = " ".join(f"{k}={v!s}" if v else f"{k}=''" for k, v in sorted(plan.env.items()))
+    rows = [("backend", plan.backend), ("device", plan.device), ("threads", str(plan.threads)),
+            ("gpus", gpus), ("env", env), ("reason", plan.reason)]
+    return "\n".join(f"{key:<8} {value}" for key, value in rows)
