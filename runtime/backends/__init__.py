@@ -1,0 +1,150 @@
+"""The backend interface: a backend executes a planned task and hands back a run handle.
+
+Backends are found through the `mlinstance_runtime.backends` entry-point group, built-in ones
+included, so this module imports no backend (nor torch, pyspark or ray) itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, field_serializer
+
+from ..errors import ConfigError
+from ..schemas import RunStatus
+from ..tasks import TASK_NAMES, canonical_task
+
+if TYPE_CHECKING:
+    from ..dispatch import Plan
+
+__all__ = ["ENTRY_POINT_GROUP", "Backend", "Outcome", "RunHandle", "WorkerSpec", "installed_backends",
+           "load_backend", "RESULT_FILE", "SPEC_FILE"]
+
+ENTRY_POINT_GROUP = "mlinstance_runtime.backends"
+SPEC_FILE = "spec.json"
+RESULT_FILE = "result.json"
+
+
+class WorkerSpec(BaseModel):
+    """Everything the worker process needs, written as JSON into the run folder.
+
+    `values` holds resolved parameter values in clear (secrets included: the engine needs them),
+    so the file is written readable by its owner only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    engine: str                     # entry-point name or `module:Class`
+    mode: str                       # canonical task name
+    values: dict[str, Any] = {}
+    device: str = "cpu"
+    threads: int = 1
+    run_dir: Path
+    model_dir: Path | None = None   # score: the trained model's folder
+    seed: int | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if canonical_task(self.mode) != self.mode or self.mode not in TASK_NAMES:
+            raise ConfigError(f"WorkerSpec mode {self.mode!r} is not a canonical task name "
+                              f"({', '.join(TASK_NAMES)})")
+
+    @field_serializer("values")
+    def _reveal_secrets(self, values: dict[str, Any]) -> dict[str, Any]:
+        def reveal(value: Any) -> Any:
+            if isinstance(value, (SecretStr, SecretBytes)):
+                secret = value.get_secret_value()
+                return secret.decode() if isinstance(secret, bytes) else secret
+            if isinstance(value, dict):
+                return {k: reveal(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [reveal(v) for v in value]
+            return value
+        return reveal(values)
+
+    def write(self, path: Path) -> Path:
+        """Write the spec to `path` with 0600 permissions (it may carry secrets)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump_json(indent=2).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerSpec:
+        try:
+            return cls.model_validate_json(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"Cannot read worker spec {path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. `reason` says why it did not end DONE; `log_tail` is the log's last lines."""
+
+    state: RunStatus
+    result: dict[str, Any] | None
+    reason: str | None
+    log_tail: str
+    returncode: int | None
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["state"] = self.state.value
+        return json.loads(json.dumps(record, default=str))
+
+
+class RunHandle(ABC):
+    """A submitted run. `wait` raises TimeoutError when `timeout` seconds pass first."""
+
+    run_id: str
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> Outcome: ...
+
+    @abstractmethod
+    def status(self) -> RunStatus: ...
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stop the run and everything it started; its outcome becomes ABORTED. No-op once ended."""
+
+
+class Backend(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
+               echo: TextIO | None = None) -> RunHandle:
+        """Start `spec` as planned, its output going to `log_path` (and live to `echo` if given)."""
+
+
+def installed_backends() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_backend(name: str) -> Backend:
+    """An instance of the backend registered as `name`; unknown names list the installed ones."""
+    backends = installed_backends()
+    if name not in backends:
+        listed = ", ".join(sorted(backends)) or "none"
+        raise ConfigError(f"Unknown backend {name!r}; installed backends: {listed}")
+    try:
+        cls = backends[name].load()
+    except ImportError as exc:
+        raise ConfigError(f"Backend {name!r} is installed but cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ConfigError(f"Backend {name!r} ({backends[name].value}) is not a Backend class")
+    backend = cls()
+    backend.name = name
+    return backend

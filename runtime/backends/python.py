@@ -1,0 +1,213 @@
+"""The python backend (`python-cpu`, `python-cuda`): one worker subprocess per run, in its own
+process group, so a crash, an out-of-memory kill or a cancel never takes the caller down with it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TextIO
+
+from ..errors import ExecutionError
+from ..schemas import RunStatus
+from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec
+
+__all__ = ["PythonBackend", "PythonRunHandle"]
+
+if TYPE_CHECKING:
+    from ..dispatch import Plan
+
+LOG_TAIL_LINES = 40
+_SIGNAL_NOTES = {signal.SIGKILL: " (killed — out of memory?)", signal.SIGSEGV: " (segmentation fault)",
+                 signal.SIGBUS: " (bus error)", signal.SIGABRT: " (aborted)"}
+
+
+class PythonBackend(Backend):
+    """Runs `python -m runtime.worker SPEC.json` with the plan's environment.
+
+    `grace_s` is how long `cancel` waits after SIGTERM before it sends SIGKILL.
+    """
+
+    name = "python"
+
+    def __init__(self, *, grace_s: float = 5.0) -> None:
+        self.grace_s = grace_s
+
+    def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
+               echo: TextIO | None = None) -> PythonRunHandle:
+        # The plan decided device and threads; the spec only carries them to the worker.
+        spec = spec.model_copy(update={"device": plan.device, "threads": plan.threads})
+        run_dir = Path(spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a stale result must not pass for this run's
+        spec_path = spec.write(run_dir / SPEC_FILE)
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "runtime.worker", str(spec_path)]
+        log = open(log_path, "ab", buffering=0)
+        try:
+            proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE if echo is not None else log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            log.close()
+            raise ExecutionError(f"Run {spec.run_id}: cannot start the {plan.backend} worker: {exc}") from exc
+        return PythonRunHandle(proc, spec=spec, log=log, log_path=log_path, echo=echo,
+                               grace_s=self.grace_s)
+
+
+class PythonRunHandle(RunHandle):
+    def __init__(self, proc: subprocess.Popen, *, spec: WorkerSpec, log: IO[bytes], log_path: Path,
+                 echo: TextIO | None, grace_s: float) -> None:
+        self.run_id = spec.run_id
+        self.pid = proc.pid
+        self._proc = proc
+        self._spec = spec
+        self._log = log
+        self._log_path = log_path
+        self._grace_s = grace_s
+        self._lock = threading.Lock()
+        self._cancelled: str | None = None   # the cancel's reason, once asked
+        self._outcome: Outcome | None = None
+        self._pump: threading.Thread | None = None
+        if echo is not None:
+            self._pump = threading.Thread(target=_pump, args=(proc.stdout, log, echo),
+                                          name=f"log-{spec.run_id}", daemon=True)
+            self._pump.start()
+
+    # --- the interface -----------------------------------------------------------------------
+
+    def status(self) -> RunStatus:
+        if self._outcome is not None:
+            return self._outcome.state
+        if self._proc.poll() is None:
+            return RunStatus.RUNNING
+        return self._finish().state
+
+    def wait(self, timeout: float | None = None) -> Outcome:
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"run {self.run_id} still running after {timeout} s") from None
+        return self._finish()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled is not None or self._proc.poll() is not None:
+                return
+            self._cancelled = "cancelled"
+        # The whole group gets SIGTERM and a grace period: children of the engine included.
+        _signal_group(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._grace_s
+        try:
+            self._proc.wait(self._grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        while _group_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(self.pid):
+            _signal_group(self.pid, signal.SIGKILL)
+            self._cancelled = f"cancelled; killed (SIGKILL) after a {self._grace_s:g} s grace period"
+        else:
+            self._cancelled = "cancelled (SIGTERM)"
+        self._proc.wait()
+        self._finish()
+
+    # --- the end of a run ----------------------------------------------------------------------
+
+    def _finish(self) -> Outcome:
+        with self._lock:
+            if self._outcome is not None:
+                return self._outcome
+            returncode = self._proc.wait()
+            # A run owns its process group: whatever the engine left behind goes with it.
+            _signal_group(self.pid, signal.SIGKILL)
+            if self._pump is not None:
+                self._pump.join(timeout=5.0)
+            self._log.close()
+            self._outcome = self._judge(returncode)
+            return self._outcome
+
+    def _judge(self, returncode: int) -> Outcome:
+        result = _read_result(Path(self._spec.run_dir) / RESULT_FILE)
+        tail = _tail(self._log_path, LOG_TAIL_LINES)
+        error = (result or {}).get("error") or {}
+        if self._cancelled is not None:
+            return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, returncode)
+        if returncode == 0 and result is not None and result.get("state") == RunStatus.DONE.value:
+            return Outcome(RunStatus.DONE, result, None, tail, returncode)
+        if returncode < 0:
+            sig = _signal_name(-returncode)
+            note = _SIGNAL_NOTES.get(-returncode, "")
+            reason = f"worker killed by signal {sig}{note}"
+        elif error and error.get("type") != "SystemExit":
+            reason = f"{error.get('type')}: {error.get('message')}"
+        elif returncode == 0:
+            reason = f"worker exited with code 0 but left no successful {RESULT_FILE}"
+        else:
+            reason = f"worker exited with code {returncode}"
+        return Outcome(RunStatus.FAILED, result, reason, tail, returncode)
+
+
+def _pump(source: IO[bytes], log: IO[bytes], echo: TextIO) -> None:
+    """Copy the worker's output to the log file and, decoded, to `echo`, line by line."""
+    for line in iter(source.readline, b""):
+        log.write(line)
+        try:
+            echo.write(line.decode(errors="replace"))
+            echo.flush()
+        except (OSError, ValueError):  # a closed console must not stop the log
+            pass
+    source.close()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):  # the group is already gone
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the id now names someone else's group: ours is gone
+        return False
+    return True
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            kept = deque(fh.read().decode(errors="replace").splitlines(), maxlen=lines)
+    except OSError:
+        return ""
+    return "\n".join(kept)
+

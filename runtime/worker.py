@@ -1,0 +1,303 @@
+"""The worker: `python -m runtime.worker SPEC.json` runs one task of one engine in this process.
+
+It always leaves `run_dir/result.json` behind (unless killed), exits 0 on success and 1 when the
+engine or its configuration failed; the backend turns that into the run's outcome.
+"""
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .backends import RESULT_FILE, WorkerSpec
+from .engine import Engine, Metric, TaskContext, TextProgress, load_engine, parse_params
+from .errors import ConfigError, MLRuntimeError
+from .tasks import FEATURE_PIPELINE, SCORE, TRAIN
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Keys naming the run's data sets: the worker reads and writes them, so an engine need not declare them.
+DATA_SET_KEYS = ("trainingDataSetId", "scoringDataSetId", "scoringResultsDataSetId", "featuresDataSetId")
+MODEL_SUBDIR = "model"
+DEFAULT_FEATURES_FILE = "features.parquet"
+DEFAULT_SCORES_FILE = "scores.parquet"
+
+log = logging.getLogger("runtime.worker")
+
+
+class EngineExit(Exception):
+    """Engine code called sys.exit(); the worker records it and exits with the same code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Run:
+    """One task's execution: the engine, its context, and what the run has produced so far."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.run_dir = Path(spec.run_dir)
+        self.metrics: dict[str, Metric] = {}
+        self.durations_s: dict[str, float] = {}
+        self.result: dict[str, Any] = {"model_dir": None, "output": None, "rows": None}
+        self._torch_ready = False
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def prepare(self) -> tuple[Engine, TaskContext]:
+        spec = self.spec
+        with self.stage("load_engine"):
+            engine_cls = load_engine(spec.engine)
+        params = parse_params(engine_cls, spec.mode, _engine_values(engine_cls, spec.mode, spec.values))
+        logger = logging.getLogger(f"runtime.engine.{engine_cls.name}")
+        ctx = TaskContext(
+            task=spec.mode, params=params, device=spec.device, threads=spec.threads, logger=logger,
+            log_metric=self.log_metric,
+            progress=lambda total, desc: TextProgress(total, desc, logger),
+            artifact_dir=self.run_dir)
+        self.sync_torch()
+        return engine_cls(), ctx
+
+    def log_metric(self, name: str, value: float, valueType: str = "double") -> None:
+        self.metrics[name] = Metric(name=name, value=float(value), valueType=valueType)
+
+    def sync_torch(self) -> None:
+        """Thread count and seed for torch, once the engine has imported it (never import it here)."""
+        if self._torch_ready or "torch" not in sys.modules:
+            return
+        torch = sys.modules["torch"]
+        torch.set_num_threads(max(1, self.spec.threads))
+        if self.spec.seed is not None:
+            torch.manual_seed(self.spec.seed)
+        self._torch_ready = True
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        try:
+            yield
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            raise EngineExit(code or 1, f"engine code called sys.exit({exc.code!r}) in stage {name}") from exc
+        finally:
+            elapsed = time.perf_counter() - start
+            self.durations_s[name] = round(self.durations_s.get(name, 0.0) + elapsed, 6)
+            self.sync_torch()
+        log.info("stage %s done in %.3f s", name, elapsed)
+
+    # --- the tasks ---------------------------------------------------------------------------
+
+    def execute(self, engine: Engine, ctx: TaskContext) -> None:
+        mode = self.spec.mode
+        if mode == FEATURE_PIPELINE:
+            self.feature_pipeline(engine, ctx)
+        elif mode == TRAIN:
+            self.train(engine, ctx)
+        elif mode == SCORE:
+            self.score(engine, ctx)
+        else:  # WorkerSpec validates the mode; this guards a new task name added without a branch
+            raise ConfigError(f"The worker cannot run mode {mode!r}")
+
+    def feature_pipeline(self, engine: Engine, ctx: TaskContext) -> None:
+        values = self.spec.values
+        key = "trainingDataSetId" if values.get("trainingDataSetId") else "scoringDataSetId"
+        data = self.load(engine, ctx, key)
+        with self.stage("feature_pipeline"):
+            features = engine.feature_pipeline(ctx, data)
+        target = _output_path(values.get("featuresDataSetId"), self.run_dir / DEFAULT_FEATURES_FILE)
+        self.write(features, target)
+
+    def train(self, engine: Engine, ctx: TaskContext) -> None:
+        data = self.load(engine, ctx, "trainingDataSetId")
+        with self.stage("feature_pipeline"):
+            features = engine.feature_pipeline(ctx, data)
+        with self.stage("train"):
+            model = engine.train(ctx, features)
+        model_dir = self.run_dir / MODEL_SUBDIR
+        with self.stage("save_model"):
+            engine.save_model(ctx, model, model_dir)
+        self.result["model_dir"] = str(model_dir)
+        with self.stage("evaluate"):
+            metrics = engine.evaluate(ctx, model, data if _scores_raw(engine) else features)
+        for metric in metrics or []:
+            self.log_metric(metric.name, metric.value, metric.valueType)
+        self.result["rows"] = len(features)
+
+    def score(self, engine: Engine, ctx: TaskContext) -> None:
+        model_dir = self.spec.model_dir
+        if model_dir is None:
+            raise ConfigError("A score run needs the trained model's folder (model_dir); none was given")
+        if not Path(model_dir).is_dir():
+            raise ConfigError(f"Model folder not found: {model_dir}")
+        with self.stage("load_model"):
+            model = engine.load_model(ctx, Path(model_dir))
+        self.result["model_dir"] = str(model_dir)
+        data = self.load(engine, ctx, "scoringDataSetId")
+        if not _scores_raw(engine):
+            with self.stage("feature_pipeline"):
+                data = engine.feature_pipeline(ctx, data)
+        with self.stage("score"):
+            predictions = engine.score(ctx, model, data)
+        target = _output_path(self.spec.values.get("scoringResultsDataSetId"),
+                              self.run_dir / DEFAULT_SCORES_FILE)
+        self.write(predictions, target)
+
+    # --- data in and out ---------------------------------------------------------------------
+
+    def load(self, engine: Engine, ctx: TaskContext, key: str) -> pd.DataFrame:
+        uri = self.spec.values.get(key)
+        if not uri:
+            raise ConfigError(f"The {self.spec.mode} task needs {key} (a .parquet or .csv path); none was given")
+        path = _local_path(str(uri))
+        if path is not None and not path.exists():
+            raise ConfigError(f"Data set {key} not found: {path.absolute()}")
+        with self.stage("load_data"):
+            data = engine.load_data(ctx, str(uri))
+        log.info("loaded %s: %d rows, %d columns from %s", key, len(data), len(data.columns), uri)
+        return data
+
+    def write(self, frame: pd.DataFrame, target: Path) -> None:
+        with self.stage("write_output"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            suffix = target.suffix.lower()
+            if suffix in (".parquet", ".pq"):
+                frame.to_parquet(target, index=False)
+            elif suffix == ".csv":
+                frame.to_csv(target, index=False)
+            else:
+                raise ConfigError(f"Cannot write {target}: expected a .parquet or .csv file name")
+        self.result["output"] = str(target)
+        self.result["rows"] = len(frame)
+        log.info("wrote %d rows to %s", len(frame), target)
+
+    # --- the record ----------------------------------------------------------------------------
+
+    def record(self, error: BaseException | None) -> dict[str, Any]:
+        return {
+            "state": "FAILED" if error is not None else "DONE",
+            "run_id": self.spec.run_id,
+            "engine": self.spec.engine,
+            "mode": self.spec.mode,
+            "metrics": [m.model_dump() for m in self.metrics.values()],
+            **self.result,
+            "durations_s": self.durations_s,
+            "error": None if error is None else {
+                "type": "SystemExit" if isinstance(error, EngineExit) else type(error).__name__,
+                "message": str(error),
+                "traceback": "".join(traceback.format_exception(error)),
+            },
+        }
+
+
+def _engine_values(engine: type[Engine], mode: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` less the data-set keys the engine's schema does not declare (the worker uses them)."""
+    schema = engine.params.get(mode)
+    declared: set[str] = set()
+    if schema is not None:
+        for name, field in schema.model_fields.items():
+            declared |= {name, field.alias or name}
+    return {k: v for k, v in values.items() if k not in DATA_SET_KEYS or k in declared}
+
+
+def _scores_raw(engine: Engine) -> bool:
+    """Whether the engine's score/evaluate take the loaded rows rather than feature_pipeline's output.
+
+    An engine says so with `score_input = "raw"` (one that, like retail-sales, rebuilds its features
+    with the model's stored history); the default is Sensei's order, features first."""
+    return getattr(engine, "score_input", "features") == "raw"
+
+
+def _local_path(uri: str) -> Path | None:
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+        return Path(unquote(urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
+
+
+def _output_path(value: Any, default: Path) -> Path:
+    if not value:
+        return default
+    path = _local_path(str(value))
+    if path is None:
+        raise ConfigError(f"Cannot write to {value!r}: only local paths and file:// URIs are written")
+    return path
+
+
+def _write_result(run_dir: Path, record: dict[str, Any]) -> None:
+    path = run_dir / RESULT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)  # the backend never reads half a file
+
+
+def _summary(record: dict[str, Any], wall_s: float) -> str:
+    lines = [f"run {record['run_id']} {record['state']}: {record['mode']} with {record['engine']} "
+             f"in {wall_s:.2f} s"]
+    for metric in record["metrics"]:
+        lines.append(f"  metric {metric['name']} = {metric['value']:.6g}")
+    for key in ("model_dir", "output", "rows"):
+        if record.get(key) is not None:
+            lines.append(f"  {key}: {record[key]}")
+    if record["error"]:
+        lines.append(f"  error: {record['error']['type']}: {record['error']['message']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m runtime.worker SPEC.json", file=sys.stderr)
+        return 2
+    # A native crash still leaves the Python stack in the log.
+    faulthandler.enable()
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = WorkerSpec.read(Path(argv[0]))
+    except Exception as exc:  # no run folder to report into: say it and stop
+        print(f"worker: invalid spec {argv[0]}: {exc}", file=sys.stderr)
+        return 2
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(spec.threads))  # before any BLAS is imported
+    if spec.seed is not None:
+        random.seed(spec.seed)
+
+    run = Run(spec)
+    start = time.perf_counter()
+    error: BaseException | None = None
+    exit_code = 0
+    log.info("run %s: %s with engine %s on %s, %d threads", spec.run_id, spec.mode, spec.engine,
+             spec.device, spec.threads)
+    try:
+        if spec.seed is not None:
+            import numpy
+            numpy.random.seed(spec.seed % 2**32)
+        engine, ctx = run.prepare()
+        run.execute(engine, ctx)
+    except EngineExit as exc:
+        error, exit_code = exc, exc.code
+    except MLRuntimeError as exc:  # a configuration problem: its message says it all
+        error, exit_code = exc, 1
+    except Exception as exc:
+        error, exit_code = exc, 1
+        traceback.print_exc(file=sys.stdout)
+    record = run.record(error)
+    _write_result(run.run_dir, record)
+    print(_summary(record, time.perf_counter() - start), flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
