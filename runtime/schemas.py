@@ -317,6 +317,7 @@ class Kind:
     detail_fields: frozenset[str] = frozenset()   # left out of listings (the Summary schemas)
     has_creator: bool = True
     parent: Optional[tuple[str, str]] = None      # (field, parent kind name) that must exist
+    kept_on_put: tuple[str, ...] = ()             # server-set fields a PUT keeps unless it sets them
     fields: dict[str, FieldType] = field(default_factory=dict)
 
     @property
@@ -344,11 +345,12 @@ EXPERIMENT = _kind(name="experiment", title="Experiment", collection="experiment
                    parent=("mlInstanceId", "mlInstance"))
 EXPERIMENT_RUN = _kind(name="experimentRun", title="Experiment run", collection="experimentRuns",
                        schema=ExperimentRunIn, columns=("experimentId", "mode"),
-                       detail_fields=frozenset({"tasks", "runChain"}),
-                       parent=("experimentId", "experiment"))
+                       detail_fields=frozenset({"tasks", "runChain", "runtime", "result"}),
+                       parent=("experimentId", "experiment"), kept_on_put=("runtime", "result"))
 MODEL = _kind(name="model", title="Model", collection="models", schema=ModelIn,
               columns=("experimentRunId", "experimentId"), detail_fields=frozenset({"tags"}),
-              parent=("experimentRunId", "experimentRun"))
+              parent=("experimentRunId", "experimentRun"),
+              kept_on_put=("modelArtifactUri", "experimentId"))
 INSIGHT = _kind(name="insight", title="Insight", collection="insights", schema=InsightIn,
                 columns=(), has_creator=False)
 MLSERVICE = _kind(name="mlService", title="MLService", collection="mlServices",

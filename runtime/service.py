@@ -218,6 +218,9 @@ class Registry:
             old = self._live(kind, caller.scope, id)
             self._check_parent(kind, caller.scope, data)
             doc: dict[str, Any] = {"id": id, **data, "created": old["created"]}
+            for name in kind.kept_on_put:
+                if name not in data and name in old:
+                    doc[name] = old[name]
             if "createdBy" in old:
                 doc["createdBy"] = old["createdBy"]
             doc["updated"] = _later(old.get("updated"))
@@ -415,7 +418,11 @@ class Registry:
         parsed = urlparse(uri) if uri else None
         if not parsed or parsed.scheme not in ("file", ""):
             raise NotFound(f"Model {model_id!r} has no local artifact")
-        path = Path(unquote(parsed.path))
+        path = Path(unquote(parsed.path)).resolve()
+        # Only what this runtime stored is served: a client-set URI must not expose other files.
+        if not path.is_relative_to(self.home.artifacts.resolve() / "models"):
+            raise NotFound(f"Model {model_id!r} has no artifact stored by this runtime "
+                           f"(modelArtifactUri {uri!r})")
         if not path.exists():
             raise NotFound(f"The artifact of Model {model_id!r} is missing at {path}")
         return path

@@ -35,7 +35,8 @@ log = logging.getLogger("runtime.api")
 BASE = "/data/sensei"
 SENSEI_JSON = "application/vnd.adobe.platform.sensei+json"
 _JSON_TYPES = ("application/json", SENSEI_JSON)
-_ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "application/octet-stream")
+_ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "application/octet-stream",
+               "text/*", "text/plain")   # artifacts are bytes, run logs are text
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Api:
         self.local_user = Caller.local().user_id
 
     def caller(self, request: Request) -> Caller:
+        """Who asks, from which org and sandbox; also refuses an unacceptable `Accept`."""
+        self.check_accept(request)
         headers = request.headers
         tokens = self.settings.tokens
         scope = Scope(headers.get("x-gw-ims-org-id") or DEFAULT_ORG,
@@ -142,8 +145,8 @@ class Api:
         if not raw.strip():
             raise BadRequest("The request body is empty: a JSON object is required")
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return json.loads(raw, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"Malformed JSON body: {exc}") from None
 
     async def multipart(self, request: Request, entity_part: str) -> tuple[Any, dict[str, bytes]]:
@@ -187,6 +190,10 @@ class Api:
             links["next"] = {"href": f"{base}?{urlencode({'start': nxt, **common})}"}
         body = {"children": page.children, "_page": page_info, "_links": links}
         return _json(body, kind.listing_profile)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _success(detail: str) -> Response:
@@ -254,7 +261,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         @app.get(path, name=f"list_{kind.collection}")
         async def list_(request: Request) -> Response:
             caller = api.caller(request)
-            api.check_accept(request)
             query = parse_list_query(kind, dict(request.query_params))
             return api.listing(request, kind, registry.list(kind, caller, query))
 
@@ -277,7 +283,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         @app.get(path + "/{id}", name=f"get_{kind.name}")
         async def get_(request: Request, id: str) -> Response:
             caller = api.caller(request)
-            api.check_accept(request)
             return _json(registry.get(kind, caller, id), kind.profile)
 
         if update:
@@ -331,7 +336,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.get(f"{BASE}/insights/metrics")
     async def insight_metrics(request: Request) -> Response:
         api.caller(request)
-        api.check_accept(request)
         return _json(registry.default_metrics(request.query_params.get("algorithm")),
                      "defaultMetricsListing.v1.json")
 
@@ -342,7 +346,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.get(runs)
     async def list_runs(request: Request, experiment_id: str) -> Response:
         caller = api.caller(request)
-        api.check_accept(request)
         query = parse_list_query(EXPERIMENT_RUN, dict(request.query_params))
         return api.listing(request, EXPERIMENT_RUN,
                            registry.list_runs(caller, experiment_id, query))
@@ -357,7 +360,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.get(runs + "/{run_id}")
     async def get_run(request: Request, experiment_id: str, run_id: str) -> Response:
         caller = api.caller(request)
-        api.check_accept(request)
         return _json(registry.get_run(caller, experiment_id, run_id), EXPERIMENT_RUN.profile)
 
     @app.get(runs + "/{run_id}/logs/{name}")
@@ -369,7 +371,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.get(runs + "/{run_id}/status")
     async def run_status(request: Request, experiment_id: str, run_id: str) -> Response:
         caller = api.caller(request)
-        api.check_accept(request)
         return _json(registry.run_status(caller, experiment_id, run_id),
                      "experimentRunStatus.v1.json")
 

@@ -11,6 +11,7 @@ from ..home import resolve_home
 def main(args: argparse.Namespace) -> int:
     tokens = parse_tokens(args.token, args.tokens_file)
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
-                              max_body_bytes=int(args.max_body_mb * (1 << 20)))
+                              max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                              execute_runs=not args.no_execute)
     serve(settings, args.host, args.port, args.log_level)
     return 0

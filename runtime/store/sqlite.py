@@ -51,7 +51,30 @@ def _v1(conn: sqlite3.Connection) -> None:
         " state TEXT NOT NULL, doc TEXT NOT NULL)")
 
 
-MIGRATIONS = (_v1,)
+# Planner statistics for the shape of a large registry, independent of the data: names and
+# timestamps nearly unique, about 1,000 rows per reference id, org/sandbox/deleted unselective.
+# Without sqlite_stat1, SQLite prefers walking the ORDER BY index over every live row to using an
+# equality on `name` (43 ms instead of 0.03 ms for name==X at 100k). A later ANALYZE replaces them.
+_STAT_ROWS = 1_000_000
+_STAT_PER_VALUE = {"created": 2, "updated": 2, "name": 2, "id": 1}
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute("ANALYZE")   # creates sqlite_stat1; instant on the tables of a new store
+    conn.execute("DELETE FROM sqlite_stat1")
+    for table, refs in _V1_TABLES.items():
+        for col in ("created", "updated", "name"):
+            stat = f"{_STAT_ROWS} {_STAT_ROWS} {_STAT_ROWS} {_STAT_ROWS} {_STAT_PER_VALUE[col]}"
+            conn.execute("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", (table, f"{table}_{col}", stat))
+        for ref in refs:
+            stat = f"{_STAT_ROWS} {_STAT_ROWS} {_STAT_ROWS} 1000 1000 2"
+            conn.execute("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", (table, f"{table}_{ref}", stat))
+        conn.execute("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)",
+                     (table, f"sqlite_autoindex_{table}_1", f"{_STAT_ROWS} 1"))
+    conn.execute("ANALYZE sqlite_schema")   # this connection loads the statistics now
+
+
+MIGRATIONS = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

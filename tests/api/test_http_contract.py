@@ -564,9 +564,6 @@ def test_model_without_artifact_has_none_to_serve(client: httpx.Client, world: W
     assert total(client, "/models") == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: Registry.model_artifact_dir/model_artifact (runtime/service.py) serve any file: "
-    "URI a client stored in modelArtifactUri, and zip any such folder into <folder>.zip beside it"))
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_model_artifact_is_never_read_from_outside_the_home(client: httpx.Client, world: World,
                                                             tmp_path: Path, kind: str) -> None:
@@ -717,9 +714,6 @@ def test_routes_methods_and_accept(client: httpx.Client, world: World) -> None:
     assert_contract(ok, "GET", "/engines")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deviation: Api.check_accept runs on GET routes only (runtime/api/app.py); the contract "
-    "declares 406 for POST, PUT and DELETE too, and the write happens before any Accept check"))
 def test_unacceptable_accept_on_writes_is_406_and_writes_nothing(client: httpx.Client,
                                                                  world: World) -> None:
     before = total(client, "/mlInstances")
@@ -729,10 +723,6 @@ def test_unacceptable_accept_on_writes_is_406_and_writes_nothing(client: httpx.C
     assert total(client, "/mlInstances") == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: Registry.replace (runtime/service.py) drops the server-set modelArtifactUri "
-    "and experimentId of a Model on a PUT that does not repeat them: the uploaded artifact is "
-    "detached (GET .../artifact -> 404) and its file orphaned"))
 def test_put_model_keeps_its_uploaded_artifact(client: httpx.Client, world: World) -> None:
     path = f"/models/{world.model['id']}"
     assert client.get(path + "/artifact").content == b"model-bytes"

@@ -90,3 +90,28 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     names = {r[0] for r in conn.execute('SELECT name FROM "mlInstances"')}
     assert names == {f"{who}-{i}" for who in ("server", "cli") for i in range(150)}
+
+
+def test_a_version_1_store_migrates_and_keeps_its_data(tmp_path):
+    from runtime.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute('INSERT INTO "engines" (id, org, sandbox, deleted, created, updated, name, doc) '
+                 "VALUES ('e1', 'org', 'prod', 0, 't', 't', 'old', '{\"id\": \"e1\", \"name\": \"old\"}')")
+    conn.close()
+    store = open_store(tmp_path / "r.db")
+    assert store.schema_version() == SCHEMA_VERSION >= 2
+    assert store.get(ENGINE, SCOPE, "e1")["name"] == "old"
+    store.close()
+
+
+def test_name_filters_use_the_name_index_even_on_a_new_store(tmp_path):
+    store = open_store(tmp_path / "r.db")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    plan = " ".join(str(row) for row in conn.execute(
+        'EXPLAIN QUERY PLAN SELECT doc FROM "mlInstances" WHERE org=? AND sandbox=? AND deleted=0 '
+        "AND name=? ORDER BY created, rowid LIMIT 25", ("o", "s", "n")))
+    assert "mlInstances_name" in plan
