@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pandas as pd
 from pydantic import Field
@@ -14,6 +14,10 @@ from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, EngineParams,
 class NoopParams(EngineParams):
     sleep_ms: int = Field(0, ge=0, le=600_000, description="Pause per stage, to simulate work")
     echo: str = Field("", description="Stored in the model, to check that parameters arrive")
+    trainingDataSetId: Optional[str] = None
+    scoringDataSetId: Optional[str] = None
+    scoringResultsDataSetId: Optional[str] = None
+    featuresDataSetId: Optional[str] = None
 
 
 class NoopEngine(Engine):

@@ -110,7 +110,7 @@ def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
     if summary.get("reason") and summary["state"] != "DONE":
         lines.append(f"  reason:  {summary['reason']}")
     for stage, secs in (summary.get("durations_s") or {}).items():
-        lines.append(f"  {stage + ':':9s}{secs:.2f} s")
+        lines.append(f"  {stage + ':':18s}{secs:.2f} s")
     if summary["metrics"]:
         shown = ", ".join(f"{m['name']} {float(m['value']):.4g}" for m in summary["metrics"])
         lines.append(f"  metrics: {shown}")
