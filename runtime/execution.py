@@ -8,16 +8,15 @@ evaluation metrics become Insights.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from .errors import ConfigError, ExecutionError, MLRuntimeError, NotFound
+from .errors import ConfigError, MLRuntimeError, NotFound
 from .listing import Filter, ListQuery
-from .schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MODEL, RunStatus)
+from .schemas import ENGINE, EXPERIMENT, INSIGHT, MLINSTANCE, MODEL, RunStatus
 from .service import Caller, Registry
 from .tasks import SCORE, TRAIN, run_mode
 

@@ -6,18 +6,17 @@ layer, e.g. `Layer(CLI, overrides={**file.values, **parse_overrides(pairs)}, sec
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .documents import load_document
 from .errors import ConfigError
 from .resources import PARAMETER_KEYS, SPECIFICATION_KEYS
 from .tasks import canonical_task
 
-_SUFFIXES = {".json": "JSON", ".yaml": "YAML", ".yml": "YAML"}
 _PARAMETER_KEY_FOR_FIELD = {field: key for key, field in PARAMETER_KEYS.items()}
 
 
@@ -55,21 +54,7 @@ def read_params_file(path: str | os.PathLike[str], task: str | None = None) -> P
     taken; resource fields of its specification become the matching parameters, and win over them.
     """
     path = Path(path)
-    kind = _SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise ConfigError(f"Params file {str(path)!r} has an unsupported extension "
-                          f"{path.suffix or '(none)'!r}: use .json, .yaml or .yml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"Params file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"Params file {str(path)!r} is a directory, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"Params file {str(path)!r} is not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise ConfigError(f"Params file {str(path)!r} cannot be read: {exc.strerror}") from exc
-    document = _parse(path, kind, text)
+    document = load_document(path, label="Params file")
 
     if isinstance(document, Mapping) and isinstance(document.get("tasks"), list):
         document = document["tasks"]
@@ -80,24 +65,6 @@ def read_params_file(path: str | os.PathLike[str], task: str | None = None) -> P
     shape = "empty" if document is None else f"a single {type(document).__name__} value"
     raise ConfigError(f"Params file {str(path)!r} is {shape}: expected a mapping of key -> value "
                       "or a task list [{name, parameters: [{key, value}]}]")
-
-
-def _parse(path: Path, kind: str, text: str) -> Any:
-    if kind == "JSON":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"Params file {str(path)!r} is not valid JSON: {exc.msg} "
-                              f"at line {exc.lineno}, column {exc.colno}") from exc
-    import yaml  # only the CLI reads YAML; keep `import runtime` light
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"Params file {str(path)!r} is not valid YAML: {problem}{where}") from exc
 
 
 def _flat(path: Path, document: Mapping[Any, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def test_bulk_delete_by_engine(tmp_path, capsys, home_args):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ("name: [unclosed", "invalid YAML at line 1"),
+    ("name: [unclosed", "is not valid YAML"),
     ("description: no name\n", "name is required"),
 ])
 def test_bad_files_are_clear_one_line_errors(tmp_path, capsys, home_args, content, needle):
@@ -93,7 +93,7 @@ def test_bad_files_are_clear_one_line_errors(tmp_path, capsys, home_args, conten
 
 def test_missing_file(tmp_path, capsys, home_args):
     code, _, err = run(capsys, "engines", "create", str(tmp_path / "nope.json"), *home_args)
-    assert code == 1 and "File not found" in err
+    assert code == 1 and "does not exist" in err
 
 
 def test_cli_and_api_share_the_default_sandbox(tmp_path, capsys):
