@@ -1,0 +1,215 @@
+"""The pyspark backend: a run goes to a warm Spark worker of its resource shape (see
+`runtime.spark.pool`), whose SparkSession was built from the run's ResourceRequest.
+
+The run's effective Spark configuration (master, application id, driver and executor memory and
+cores, JVM pid, whether the session was reused) is read back from Spark and put in the worker's
+result under `spark`, next to the stage timings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TextIO
+
+from ..errors import MLRuntimeError
+from ..resources import ResourceRequest
+from ..schemas import RunStatus
+from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec
+
+if TYPE_CHECKING:
+    from ..dispatch import Plan
+    from ..spark.config import SparkConfig
+    from ..spark.pool import PoolWorker, SparkWorkerPool
+
+__all__ = ["PySparkBackend", "PySparkRunHandle"]
+
+LOG_TAIL_LINES = 40
+
+
+class PySparkBackend(Backend):
+    """Runs a task on a Spark worker from `pool` (the process-wide pool by default).
+
+    `master` is the configured Spark master (a flag or a server setting); without it
+    $MLRUNTIME_SPARK_MASTER, then a `spark.master` task parameter, then `local[N]` apply.
+    `grace_s` is how long `cancel` waits for the interrupted run before killing its worker.
+    """
+
+    name = "pyspark"
+
+    def __init__(self, *, pool: SparkWorkerPool | None = None, master: str | None = None,
+                 grace_s: float = 5.0) -> None:
+        self._pool = pool
+        self.master = master
+        self.grace_s = grace_s
+
+    @property
+    def pool(self) -> SparkWorkerPool:
+        if self._pool is None:
+            from ..spark.pool import default_pool
+
+            self._pool = default_pool()
+        return self._pool
+
+    def spark_config(self, resources: ResourceRequest, plan: Plan) -> SparkConfig:
+        """The planned Spark configuration (what `--dry-run` shows)."""
+        from ..spark.config import spark_config
+
+        return spark_config(resources, default_cores=plan.threads, master=self.master)
+
+    def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path, echo: TextIO | None = None,
+               resources: ResourceRequest | None = None,
+               mlinstance_id: str | None = None) -> PySparkRunHandle:
+        """`resources` and `mlinstance_id` default to the spec's or the plan's, when they carry them."""
+        from ..spark.pool import LogSink
+        from ..spark.session import require_pyspark
+
+        require_pyspark()  # MissingDependency now, before a worker process starts
+        if resources is None:
+            resources = (getattr(spec, "resources", None) or getattr(plan, "resources", None)
+                         or ResourceRequest())
+        mlinstance_id = mlinstance_id or getattr(spec, "mlinstance_id", None)
+        config = self.spark_config(resources, plan)
+
+        run_dir = Path(spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a stale result must not pass for this run's
+        spec_path = spec.write(run_dir / SPEC_FILE)
+        log_path = Path(log_path)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab", buffering=0)
+        handle = PySparkRunHandle(pool=self.pool, config=config, env=dict(plan.env), spec=spec,
+                                  spec_path=spec_path, log=log, log_path=log_path,
+                                  sink=LogSink(log, echo), mlinstance_id=mlinstance_id,
+                                  grace_s=self.grace_s)
+        handle.start()
+        return handle
+
+
+class PySparkRunHandle(RunHandle):
+    def __init__(self, *, pool: SparkWorkerPool, config: SparkConfig, env: dict[str, str],
+                 spec: WorkerSpec, spec_path: Path, log: IO[bytes], log_path: Path, sink: Any,
+                 mlinstance_id: str | None, grace_s: float) -> None:
+        self.run_id = spec.run_id
+        self.config = config
+        self.submitted_at = time.time()
+        self._pool, self._env, self._spec, self._spec_path = pool, env, spec, spec_path
+        self._log, self._log_path, self._sink = log, log_path, sink
+        self._mlinstance_id = mlinstance_id
+        self._grace_s = grace_s
+        self._lock = threading.Lock()
+        self._worker: PoolWorker | None = None
+        self._cancelled: str | None = None
+        self._outcome: Outcome | None = None
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._drive, name=f"spark-run-{spec.run_id}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- the interface -----------------------------------------------------------------------
+
+    def status(self) -> RunStatus:
+        return self._outcome.state if self._outcome is not None else RunStatus.RUNNING
+
+    def wait(self, timeout: float | None = None) -> Outcome:
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
+        assert self._outcome is not None
+        return self._outcome
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled is not None or self._finished.is_set():
+                return
+            self._cancelled = "cancelled"
+            worker = self._worker
+        if worker is None:  # not started yet: _drive sees the flag
+            self._finished.wait()
+            return
+        if worker.state == "busy" and worker.effective is not None:
+            worker.interrupt()  # sc.cancelAllJobs() and KeyboardInterrupt in the engine
+            if self._finished.wait(self._grace_s):
+                self._cancelled = "cancelled (Spark jobs cancelled)"
+                return
+            self._cancelled = (f"cancelled; Spark worker (pid {worker.pid}) killed after a "
+                               f"{self._grace_s:g} s grace period")
+        else:
+            self._cancelled = f"cancelled while Spark was starting; worker (pid {worker.pid}) killed"
+        worker.kill()
+        self._finished.wait()
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        reply: dict[str, Any] | None = None
+        failure: str | None = None
+        worker: PoolWorker | None = None
+        try:
+            with self._lock:
+                if self._cancelled is None:
+                    worker, _ = self._pool.acquire(self.config, self._env, self._sink)
+                    self._worker = worker
+            if worker is not None:
+                worker.wait_ready()
+                if self._cancelled is None:
+                    reply = worker.run({"op": "run", "run_id": self.run_id, "spec": str(self._spec_path),
+                                        "mlinstance_id": self._mlinstance_id,
+                                        "submitted_at": self.submitted_at})
+                    if reply is None:
+                        failure = f"Spark worker (pid {worker.pid}) died: {worker._exit_text()}"
+        except MLRuntimeError as exc:
+            failure = exc.detail
+        except Exception as exc:  # a bug here must still end the run
+            failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            if worker is not None:
+                healthy = reply is not None and bool(reply.get("healthy", True)) and worker.alive
+                self._pool.release(worker, healthy=healthy)
+            try:
+                self._log.close()
+            except OSError:
+                pass
+            self._outcome = self._judge(reply, failure)
+            self._finished.set()
+
+    def _judge(self, reply: dict[str, Any] | None, failure: str | None) -> Outcome:
+        result = _read_result(Path(self._spec.run_dir) / RESULT_FILE)
+        tail = _tail(self._log_path, LOG_TAIL_LINES)
+        if self._cancelled is not None:
+            return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, None)
+        if failure is not None:
+            return Outcome(RunStatus.FAILED, result, failure, tail, None)
+        if result is not None and result.get("state") == RunStatus.DONE.value:
+            return Outcome(RunStatus.DONE, result, None, tail, 0)
+        error = (result or {}).get("error") or {}
+        if error:
+            reason = f"{error.get('type')}: {error.get('message')}"
+        elif reply is not None and reply.get("error"):
+            reason = str(reply["error"])
+        else:
+            reason = f"the Spark worker left no successful {RESULT_FILE}"
+        return Outcome(RunStatus.FAILED, result, reason, tail, 1)
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            kept = deque(fh.read().decode(errors="replace").splitlines(), maxlen=lines)
+    except OSError:
+        return ""
+    return "\n".join(kept)
