@@ -10,9 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SHARED
-
-RETAIL = SHARED / "data" / "retail"
+RETAIL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "retail"
 pytestmark = pytest.mark.skipif(not (RETAIL / "retail.csv").exists(),
                                 reason="the shared retail data set is not beside the checkout")
 
