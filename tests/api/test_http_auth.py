@@ -16,7 +16,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import LiveServer, free_port, live_server, new_sandbox, sensei_client, server_env
+from live_server import LiveServer, free_port, live_server, new_sandbox, sensei_client, server_env
 from contract import assert_contract, assert_error, engine_body, mlinstance_body, repo_root
 
 TOKEN, USER = "secret-token", "jane@example.com"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import contract
-from conftest import MAX_BODY_BYTES, new_sandbox, sensei_client
+from live_server import MAX_BODY_BYTES, new_sandbox, sensei_client
 from contract import (UNINSTALLED_ENGINE, assert_contract, assert_error, engine_body,
                       experiment_body, insight_body, mlinstance_body, mlservice_body, model_body,
                       run_body)
