@@ -98,8 +98,10 @@ def _split_run_keys(tasks: Optional[list[dict[str, Any]]], mode: str,
 class RunExecutor:
     """Resolves, dispatches and records runs of one registry."""
 
-    def __init__(self, registry: Registry, *, max_background: int = 2) -> None:
+    def __init__(self, registry: Registry, *, max_background: int = 2,
+                 default_backend: Optional[str] = None) -> None:
         self.registry = registry
+        self.default_backend = default_backend   # background (API) runs: e.g. "ray"
         self._host = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._max_background = max_background
@@ -180,8 +182,11 @@ class RunExecutor:
     # -- executing -----------------------------------------------------------------------------
 
     def execute(self, caller: Caller, run: dict[str, Any], prepared: Prepared, *,
-                echo: Optional[TextIO] = None) -> dict[str, Any]:
-        """Runs a created (PENDING) run to its end; returns the summary the CLI prints."""
+                echo: Optional[TextIO] = None, backend: Any = None) -> dict[str, Any]:
+        """Runs a created (PENDING) run to its end; returns the summary the CLI prints.
+
+        `backend` is an already configured Backend (e.g. a RayBackend with an address); by
+        default the plan's backend is loaded by name."""
         from .backends import WorkerSpec, load_backend
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
@@ -198,14 +203,22 @@ class RunExecutor:
         tasklogs = [{"name": "worker.log",
                      "url": f"/data/sensei/experiments/{run['experimentId']}/runs/{run_id}/logs/"
                             "worker.log"}]
-        reg.transition_run(scope, run_id, RunStatus.RUNNING,
-                           message=prepared.plan.reason, tasklogs=tasklogs)
+        if backend is None:
+            backend = load_backend(prepared.plan.backend)
+        # A queueing backend (ray) reports when the run really starts: until then it stays PENDING.
+        queues = getattr(backend, "queues", False)
+        if not queues:
+            reg.transition_run(scope, run_id, RunStatus.RUNNING,
+                               message=prepared.plan.reason, tasklogs=tasklogs)
         try:
-            handle = load_backend(prepared.plan.backend).submit(
-                spec=spec, plan=prepared.plan, log_path=log_path, echo=echo)
+            handle = backend.submit(spec=spec, plan=prepared.plan, log_path=log_path, echo=echo)
         except MLRuntimeError as exc:
             reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
             raise
+        if queues:
+            reg.annotate_run(scope, run_id, {"backend": handle.record()})
+            handle.on_state = lambda state, message: reg.transition_run(
+                scope, run_id, state, message=message, tasklogs=tasklogs)
         with self._lock:
             self._handles[run_id] = handle
         try:
@@ -277,7 +290,7 @@ class RunExecutor:
     def _background(self, caller: Caller, run: dict[str, Any]) -> None:
         try:
             prepared = self.prepare(caller, run["experimentId"], run["mode"],
-                                    run_tasks=run.get("tasks"))
+                                    run_tasks=run.get("tasks"), backend=self.default_backend)
         except MLRuntimeError as exc:
             self.registry.transition_run(caller.scope, run["id"], RunStatus.FAILED,
                                          message=exc.detail)

@@ -46,6 +46,7 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20            # JSON bodies
     max_upload_bytes: int = 512 << 20        # multipart uploads (engine and model artifacts)
     execute_runs: bool = True                # POST .../runs executes runs in the background
+    run_backend: Optional[str] = None        # the backend of those runs (e.g. "ray"); None: planned
 
 
 def _media(profile: str) -> str:
@@ -208,7 +209,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     if settings.execute_runs:
         from ..execution import RunExecutor
 
-        executor = RunExecutor(registry)
+        executor = RunExecutor(registry, default_backend=settings.run_backend)
         registry.on_run_created = executor.submit_background
 
     @asynccontextmanager
