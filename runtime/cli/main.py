@@ -105,6 +105,38 @@ def build_parser() -> argparse.ArgumentParser:
         _common(run)
         run.set_defaults(handler="runtime.cli.runs:main")
 
+    submit = sub.add_parser("submit", help="run a task of an MLInstance as a job on a Ray cluster")
+    submit.add_argument("mode", choices=["train", "score", "fp"], help="the task to run")
+    submit.add_argument("target", metavar="TARGET",
+                        help="an MLInstance id, or a JSON/YAML file in the API's MLInstance shape")
+    submit.add_argument("--address", help="the cluster's Jobs API, http://HOST:8265 "
+                                          "(default: $RAY_ADDRESS)")
+    submit.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                        help="override a parameter (repeatable)")
+    submit.add_argument("--params", metavar="FILE", help="parameters from a JSON or YAML file")
+    submit.add_argument("--experiment", metavar="ID", help="the Experiment to run in")
+    submit.add_argument("--model", metavar="ID", help="score: the Model to score with")
+    submit.add_argument("--device", help="cpu, cuda or cuda:N")
+    submit.add_argument("--follow", action="store_true", help="stream the job's log here")
+    submit.add_argument("--working-dir", metavar="DIR",
+                        help="folder uploaded with the job (default: the current one, less .git, "
+                             "data and artifact folders)")
+    submit.add_argument("--no-working-dir", action="store_true",
+                        help="upload nothing: the cluster's installed runtime and engines run it")
+    submit.add_argument("--pip", action="append", metavar="REQ",
+                        help="a pip requirement or requirements .txt file for the job (repeatable)")
+    submit.add_argument("--shared-artifacts", action="store_true",
+                        help="the cluster sees this runtime home at the same path: the job writes "
+                             "the run's artifacts in place (default: they come back in its log)")
+    _common(submit)
+    submit.set_defaults(handler="runtime.cli.submit:main")
+
+    cancel = sub.add_parser("cancel", help="stop the Ray job of a run submitted with run submit")
+    cancel.add_argument("run", metavar="RUN", help="the experiment run's id")
+    cancel.add_argument("--address", help="the Jobs API (default: the one the run was sent to)")
+    _common(cancel)
+    cancel.set_defaults(handler="runtime.cli.submit:cancel_main")
+
     data = sub.add_parser("data", help="generate sample data sets")
     data_kinds = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     retail = data_kinds.add_parser("retail", help="synthetic weekly retail sales (the sample "
