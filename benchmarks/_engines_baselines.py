@@ -8,7 +8,6 @@ engine's own (the trained weights); the benchmark checks that both sides produce
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import pandas as pd
