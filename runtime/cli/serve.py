@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..api.app import ServerSettings
 from ..api.server import parse_tokens, serve
@@ -12,6 +13,8 @@ def main(args: argparse.Namespace) -> int:
     tokens = parse_tokens(args.token, args.tokens_file)
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                              execute_runs=not args.no_execute)
+                              execute_runs=not args.no_execute,
+                              # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
+                              run_backend=os.environ.get("MLRUNTIME_RUN_BACKEND") or None)
     serve(settings, args.host, args.port, args.log_level)
     return 0
