@@ -30,6 +30,34 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def descendants(root: int) -> list[int]:
+    """Every process below `root`, read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 class RayHead:
     """`ray start --head --block` as our child, in its own session; every port is chosen here."""
 
@@ -101,19 +129,13 @@ class RayHead:
             time.sleep(0.5)
         raise RuntimeError(f"the Jobs API at {self.address} did not come up")
 
-    def descendants(self) -> list:
-        import psutil
-
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+    def descendants(self) -> list[int]:
+        """Process ids under `ray start` (from /proc: psutil is only vendored inside ray)."""
+        return descendants(self.proc.pid) if self.proc is not None else []
 
     def stop(self) -> None:
         """SIGTERM to `ray start --block` (it stops what it started), then SIGKILL to any process
         of ours left: its descendants as seen before, and its session (process group)."""
-        import psutil
-
         if self.proc is None:
             return
         children = self.descendants()
@@ -124,12 +146,15 @@ class RayHead:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        _, alive = psutil.wait_procs(children, timeout=10)
-        for child in alive:
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.2)
+        for pid in children:
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
