@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,8 @@ __all__ = ["CudaDevice", "HostInfo", "Plan", "THREAD_ENV_VARS", "describe", "det
 PYTHON_CPU = "python-cpu"
 PYTHON_CUDA = "python-cuda"
 PYSPARK = "pyspark"
+# Backends that place the task on a cluster: its GPUs and cores are not this host's to check.
+CLUSTER_BACKENDS = frozenset({"ray"})
 
 # Every thread pool a python engine is likely to start reads one of these at import time.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -69,6 +71,7 @@ class Plan(BaseModel):
     gpu_indices: tuple[int, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     reason: str
+    resources: Optional[ResourceRequest] = None   # what the task asked for, for cluster backends
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -142,8 +145,10 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
     """
     if engine_kind not in ("python", "pyspark"):
         raise ConfigError(f"Unknown engine kind {engine_kind!r}: expected 'python' or 'pyspark'")
-    threads, thread_note = _threads(resources, host)
     gpus, pinned, source = _gpu_request(resources, device)
+    if backend in CLUSTER_BACKENDS:
+        return _cluster_plan(backend, engine_kind, resources, gpus, source)
+    threads, thread_note = _threads(resources, host)
 
     if backend is None:
         backend = PYSPARK if engine_kind == "pyspark" else (PYTHON_CUDA if gpus else PYTHON_CPU)
@@ -177,6 +182,18 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
                   f"{threads} threads{thread_note}")
     return Plan(backend=backend, device=worker_device, threads=threads,
                 gpu_indices=tuple(d.index for d in chosen), env=env, reason=reason)
+
+
+def _cluster_plan(backend: str, engine_kind: str, resources: ResourceRequest, gpus: int,
+                  source: str) -> Plan:
+    """A cluster backend schedules the task itself: no local device checks, no core cap."""
+    threads = resources.cpus or 1
+    env = {name: str(threads) for name in THREAD_ENV_VARS}
+    device = "cuda" if gpus else "cpu"
+    reason = (f"{engine_kind} engine, backend {backend} requested, {_gpu_phrase(gpus, source)} -> "
+              f"the {backend} cluster places it ({device}, {threads} threads)")
+    return Plan(backend=backend, device=device, threads=threads, env=env, reason=reason,
+                resources=resources)
 
 
 def _threads(resources: ResourceRequest, host: HostInfo) -> tuple[int, str]:

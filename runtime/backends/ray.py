@@ -238,7 +238,7 @@ class RayBackend(Backend):
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
                echo: TextIO | None = None) -> RayRunHandle:
         client = _job_client(self.address)
-        request = JobRequest.from_resources(self.resources, plan)
+        request = JobRequest.from_resources(self.resources or plan.resources, plan)
         stage = _stage(spec, self.artifacts, self.return_limit_mb)
         submission_id = f"mlrt-{spec.run_id}-{uuid.uuid4().hex[:8]}"
         try:

@@ -185,3 +185,14 @@ def test_describe_shows_every_decision():
 def test_reason_is_one_sentence():
     reason = python_plan(ResourceRequest(gpus=1), gpus=2).reason
     assert reason.startswith("python engine, 1 GPU requested") and "\n" not in reason
+
+
+def test_a_cluster_backend_places_gpu_tasks_itself():
+    """A Ray cluster's GPUs and cores are not this host's: no local refusal, no core cap."""
+    p = plan(engine_kind="python", resources=ResourceRequest(gpus=1, cpus=16), host=host(gpus=0, cpus=2),
+             backend="ray")
+    assert (p.backend, p.device, p.threads, p.gpu_indices) == ("ray", "cuda", 16, ())
+    assert "CUDA_VISIBLE_DEVICES" not in p.env
+    assert p.resources == ResourceRequest(gpus=1, cpus=16)
+    with pytest.raises(ConfigError):   # the same request on this host alone is refused
+        plan(engine_kind="python", resources=ResourceRequest(gpus=1), host=host(gpus=0))
