@@ -147,7 +147,7 @@ def test_pyspark_refuses_gpus():
 
 def test_explicit_backend_is_kept():
     p = python_plan(ResourceRequest(gpus=1), gpus=1, backend="ray")
-    assert (p.backend, p.device, p.gpu_indices) == ("ray", "cuda:0", (0,))
+    assert (p.backend, p.device, p.gpu_indices) == ("ray", "cuda", ())   # the cluster places it
     assert "backend ray requested" in p.reason
 
 
