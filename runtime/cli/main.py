@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tokens-file", help="JSON or YAML file mapping token -> user id")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
+    serve.add_argument("--run-backend", metavar="NAME",
+                       help="send API runs to this backend, e.g. ray with RAY_ADDRESS set "
+                            "(default: $MLRUNTIME_RUN_BACKEND, else the dispatcher's choice)")
     serve.add_argument("--no-execute", action="store_true",
                        help="registry only: keep API-created runs PENDING instead of running them")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",

@@ -15,6 +15,7 @@ def main(args: argparse.Namespace) -> int:
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
                               execute_runs=not args.no_execute,
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
-                              run_backend=os.environ.get("MLRUNTIME_RUN_BACKEND") or None)
+                              run_backend=args.run_backend
+                              or os.environ.get("MLRUNTIME_RUN_BACKEND") or None)
     serve(settings, args.host, args.port, args.log_level)
     return 0
