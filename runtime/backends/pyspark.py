@@ -126,20 +126,21 @@ class PySparkRunHandle(RunHandle):
         with self._lock:
             if self._cancelled is not None or self._finished.is_set():
                 return
-            self._cancelled = "cancelled"
             worker = self._worker
+            # The reason is set before the run can end, so the outcome always carries it.
+            self._cancelled = ("cancelled before Spark started" if worker is None else
+                               "cancelled (Spark jobs cancelled, the run interrupted)"
+                               if worker.effective is not None else
+                               f"cancelled while Spark was starting; worker (pid {worker.pid}) killed")
         if worker is None:  # not started yet: _drive sees the flag
             self._finished.wait()
             return
-        if worker.state == "busy" and worker.effective is not None:
+        if worker.effective is not None:
             worker.interrupt()  # sc.cancelAllJobs() and KeyboardInterrupt in the engine
             if self._finished.wait(self._grace_s):
-                self._cancelled = "cancelled (Spark jobs cancelled)"
                 return
             self._cancelled = (f"cancelled; Spark worker (pid {worker.pid}) killed after a "
                                f"{self._grace_s:g} s grace period")
-        else:
-            self._cancelled = f"cancelled while Spark was starting; worker (pid {worker.pid}) killed"
         worker.kill()
         self._finished.wait()
 
@@ -168,7 +169,10 @@ class PySparkRunHandle(RunHandle):
             failure = f"{type(exc).__name__}: {exc}"
         finally:
             if worker is not None:
-                healthy = reply is not None and bool(reply.get("healthy", True)) and worker.alive
+                # A cancelled run's worker is retired: a KeyboardInterrupt may have cut a py4j
+                # call short, and the gateway's state after that is not worth trusting.
+                healthy = (reply is not None and bool(reply.get("healthy", True)) and worker.alive
+                           and self._cancelled is None)
                 self._pool.release(worker, healthy=healthy)
             try:
                 self._log.close()

@@ -108,6 +108,17 @@ class PoolWorker:
         self._end_mark.set()
 
     def _read(self) -> None:
+        try:
+            self._read_messages()
+        except OSError:  # a killed worker resets the connection when it had unread data
+            pass
+        # The socket closed: the process has ended (or is about to).
+        if not self._ready.is_set() and self.start_error is None:
+            self.start_error = f"the Spark worker exited while starting ({self._exit_text()})"
+        self._ready.set()
+        self._done.set()
+
+    def _read_messages(self) -> None:
         for line in self._sock.makefile("rb"):
             try:
                 message = json.loads(line)
@@ -124,11 +135,6 @@ class PoolWorker:
             elif event == "done":
                 self._reply = message
                 self._done.set()
-        # The socket closed: the process has ended (or is about to).
-        if not self._ready.is_set() and self.start_error is None:
-            self.start_error = f"the Spark worker exited while starting ({self._exit_text()})"
-        self._ready.set()
-        self._done.set()
 
     def _send(self, message: dict[str, Any]) -> None:
         with self._send_lock:

@@ -265,11 +265,26 @@ def main(argv: list[str] | None = None) -> int:
                     continue
         if not reply.get("healthy", True):
             break
+    _stop(worker.spark)
+    return 0
+
+
+def _stop(spark: Any) -> None:
+    """Stop the session, then the JVM itself: it may outlive a stopped context for a while."""
+    from pyspark import SparkContext
+
+    gateway = getattr(SparkContext, "_gateway", None)
     try:
-        worker.spark.stop()
+        spark.stop()
     except Exception:
         pass
-    return 0
+    jvm = getattr(gateway, "proc", None)
+    if jvm is not None and jvm.poll() is None:
+        jvm.terminate()
+        try:
+            jvm.wait(5)
+        except Exception:
+            jvm.kill()
 
 
 if __name__ == "__main__":

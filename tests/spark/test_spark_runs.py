@@ -1,0 +1,150 @@
+"""A retail-sales-spark run end to end: through the CLI (`run train`/`run score` of an MLInstance
+file) and through the API (a real `run serve` on a free loopback port)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_GBT = [{"key": "n_estimators", "value": "3"}, {"key": "max_depth", "value": "3"},
+             {"key": "driverMemory", "value": "1024"}, {"key": "driverCores", "value": "2"}]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+
+
+def _cli(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.cli.main", *args, "--home", str(home)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=_env())
+
+
+def _instance(data: dict, scores: Path) -> dict:
+    return {"name": "retail-spark", "engineId": "retail-sales-spark", "tasks": [
+        {"name": "train", "parameters": [
+            {"key": "trainingDataSetId", "value": str(data["training.csv"])}, *SMALL_GBT]},
+        {"name": "score", "parameters": [
+            {"key": "scoringDataSetId", "value": str(data["scoring.parquet"])},
+            {"key": "scoringResultsDataSetId", "value": str(scores)}]}]}
+
+
+def test_cli_train_then_score(retail_small, tmp_path):
+    home, scores = tmp_path / "home", tmp_path / "out" / "scores.parquet"
+    target = tmp_path / "retail-spark.json"
+    target.write_text(json.dumps(_instance(retail_small, scores)))
+
+    planned = _cli("train", str(target), "--dry-run", home=home)
+    assert planned.returncode == 0, planned.stderr
+    assert "pyspark" in planned.stdout
+
+    trained = _cli("train", str(target), "--json", home=home)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads(trained.stdout)
+    assert summary["state"] == "DONE" and summary["modelId"]
+    metrics = {m["name"]: m["value"] for m in summary["metrics"]}
+    assert set(metrics) == {"MAPE", "MAE", "RMSE", "MASE"} and 0 < metrics["MAPE"] < 0.5
+    result = json.loads((home / "runs" / summary["runId"] / "result.json").read_text())
+    assert result["spark"]["master"].startswith("local[") and result["spark"]["applicationId"]
+    assert result["model_dir"]
+    assert any(home.rglob("pipeline/metadata"))  # the registered model: Spark ML's own writer
+
+    scored = _cli("score", str(target), "--json", home=home)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert json.loads(scored.stdout)["state"] == "DONE"
+    frame = pd.read_parquet(scores)
+    assert list(frame.columns) == ["date", "store", "prediction"]
+    assert len(frame) == 3 * 30 and frame["prediction"].notna().all()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    import httpx
+
+    home, port = tmp_path / "home", _free_port()
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--home", str(home), "--log-level", "warning"],
+                            cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/data/sensei"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/engines", timeout=1.0)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    headers = {"x-api-key": "k", "x-gw-ims-org-id": "TESTORG@AdobeOrg", "x-sandbox-name": "spark"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        yield client, home, proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def _wait(client, experiment_id: str, run_id: str, timeout_s: float = 400) -> dict:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        task = client.get(f"/experiments/{experiment_id}/runs/{run_id}/status").json()["status"]["tasks"][0]
+        if task["state"] in ("DONE", "FAILED", "ABORTED"):
+            return task
+        time.sleep(0.25)
+    raise AssertionError(f"run {run_id} did not end in {timeout_s} s")
+
+
+def test_api_runs_reuse_the_warm_session_and_the_server_closes_it(server, retail_small, tmp_path):
+    client, home, proc = server
+    engine = client.post("/engines", json={
+        "name": "RetailSpark", "type": "PySpark",
+        "artifacts": {"default": {"image": {"location": "retail-sales-spark", "name": "retail-sales-spark",
+                                            "executionType": "pyspark", "packagingType": "egg"}}}}).json()
+    body = _instance(retail_small, tmp_path / "scores.parquet")
+    instance = client.post("/mlInstances", json={**body, "engineId": engine["id"]})
+    assert instance.status_code == 201, instance.text
+    experiment = client.post("/experiments", json={"name": "spark", "mlInstanceId": instance.json()["id"]}).json()
+
+    results = []
+    for _ in range(2):
+        run = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "TRAIN"}).json()
+        task = _wait(client, experiment["id"], run["id"])
+        assert task["state"] == "DONE", task
+        results.append(json.loads((home / "runs" / run["id"] / "result.json").read_text())["spark"])
+        stored = client.get(f"/experiments/{experiment['id']}/runs/{run['id']}").json()
+        assert stored["runtime"]["plan"]["backend"] == "pyspark"
+    first, second = results
+    assert second["reusedSession"] and second["jvmPid"] == first["jvmPid"]
+    assert second["applicationId"] == first["applicationId"]
+    assert second["dispatchToEngineS"] < 1.0  # target 0.3 s; measured ~0.02 s warm
+
+    proc.terminate()  # the server's shutdown closes its Spark workers
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive(first["workerPid"]):
+        time.sleep(0.2)
+    assert not _alive(first["workerPid"]) and not _alive(first["jvmPid"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
