@@ -1,7 +1,7 @@
 """The retail-sales feature pipeline: raw weekly store rows in, scale-free forecasting features out.
 
-Everything is vectorised: a value "k weeks before" is looked up by (store, date - 7k days) through
-one index, so missing weeks give missing features instead of silently shifted ones.
+Everything is vectorised: a value "k weeks before" is looked up by (store, date - 7k days), through
+one packed int64 key per row, so missing weeks give missing features instead of silently shifted ones.
 """
 from __future__ import annotations
 
@@ -10,35 +10,19 @@ import pandas as pd
 
 from runtime.errors import ConfigError
 
-# The data schema (Adobe's retail-sales sample); matched case-insensitively.
-SCHEMA = ("date", "store", "storeType", "weeklySales", "storeSize", "temperature",
-          "regionalFuelPrice", "markdown", "cpi", "unemployment", "isHoliday")
-REQUIRED = ("date", "store")
-STORE_TYPES = ("A", "B", "C")
-LABEL_SUFFIX = "Ahead"  # weeklySales -> weeklySalesAhead, the sample recipe's label name
+from .schema import (CALENDAR_FEATURES, DEFAULT_INPUT_FEATURES, HISTORY_FEATURES, LABEL_SUFFIX,  # noqa: F401
+                     REQUIRED, SCHEMA, STORE_FEATURES, STORE_TYPES, label_column)
 
-# Features computed from the target's history; the model's default inputs are a subset.
-HISTORY_FEATURES = (
-    "lag1Ratio", "lag2Ratio", "lag3Ratio",          # log(y[t-k] / y[t])
-    "mean4Ratio", "mean8Ratio",                     # log(mean(y[t-w+1..t]) / y[t])
-    "lastYearNextRatio",                            # log(y[t-51] / y[t]): last year's next week
-    "lastYearStep",                                 # log(y[t-51] / y[t-52]): last year's week-on-week move
-    "yoyRatio", "yoy4Ratio", "yoy8Ratio",           # this year vs last year, 1/4/8-week means
-    "lastYearNextHoliday",                          # was last year's next week a holiday
-    "hasHistory",                                   # 1 where the year-ago features exist
-)
-CALENDAR_FEATURES = ("weekOfYear", "weekSin", "weekCos", "holiday")
-STORE_FEATURES = tuple(f"storeType_{t}" for t in STORE_TYPES) + ("logStoreSize",)
-
-DEFAULT_INPUT_FEATURES = ("lastYearNextRatio", "lastYearStep", "yoy4Ratio", "yoy8Ratio", "yoyRatio",
-                          "lag1Ratio", "lag2Ratio", "mean4Ratio", "mean8Ratio", "holiday",
-                          "lastYearNextHoliday")
-
-_WEEK = pd.Timedelta(days=7)
+# Keys leave this many days of room before each store's first day and after its last, so that
+# "k weeks before" (k <= 59) and "a week after" of any row stay within the row's own store.
+_KEY_MARGIN_DAYS = 7 * 60
 
 
 def normalise_columns(data: pd.DataFrame) -> pd.DataFrame:
-    """Columns renamed to the schema's spelling (`markDown`, `MARKDOWN` -> `markdown`); others kept."""
+    """Columns renamed to the schema's spelling (`markDown`, `MARKDOWN` -> `markdown`); others kept.
+
+    The result shares the caller's column data (pandas copies on write): assigning a column to it
+    leaves the caller's frame as it was."""
     canonical = {name.lower(): name for name in SCHEMA}
     renames: dict[str, str] = {}
     for column in data.columns:
@@ -47,7 +31,7 @@ def normalise_columns(data: pd.DataFrame) -> pd.DataFrame:
             if target in data.columns or target in renames.values():
                 raise ConfigError(f"Columns {column!r} and {target!r} differ only in case")
             renames[column] = target
-    frame = data.rename(columns=renames) if renames else data.copy()
+    frame = data.rename(columns=renames) if renames else data.copy(deep=False)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise ConfigError(f"Retail data lacks column(s) {', '.join(missing)}; "
@@ -56,9 +40,14 @@ def normalise_columns(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def parse_dates(values: pd.Series) -> pd.Series:
-    """Dates as datetime64: the CSVs' M/D/YY, or anything ISO-like."""
+    """Dates as datetime64 at midnight: the CSVs' M/D/YY, or anything ISO-like. Rows are weekly, and
+    weeks are looked up by day, so a time of day is dropped whatever the input's type."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.tz_localize(None) if values.dt.tz is not None else values
+        if values.dt.tz is not None:
+            values = values.dt.tz_localize(None)
+        if values.isna().any():
+            raise ConfigError("Retail data has a row without a date")
+        return values.dt.normalize()
     text = values.astype(str).str.strip()
     parsed = pd.to_datetime(text, format="%m/%d/%y", errors="coerce")
     rest = parsed.isna()
@@ -89,25 +78,97 @@ def prepare(data: pd.DataFrame) -> pd.DataFrame:
     frame["store"] = pd.to_numeric(frame["store"], errors="raise").astype("int64")
     if "isHoliday" in frame.columns:
         frame["isHoliday"] = parse_flags(frame["isHoliday"])
-    if frame.duplicated(["store", "date"]).any():
+    return sort_by_store_date(frame)
+
+
+def sort_by_store_date(frame: pd.DataFrame) -> pd.DataFrame:
+    """A prepared frame's rows ordered by store then date, with a fresh index; refuses two rows
+    for the same store and date."""
+    (key,) = store_day_keys(frame)
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
         raise ConfigError("Retail data has more than one row for the same store and date")
-    return frame.sort_values(["store", "date"], kind="stable").reset_index(drop=True)
+    if (order[1:] > order[:-1]).all():  # already in order: no need to move every column
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
 
 
-def build_features(data: pd.DataFrame, target: str = "weeklySales") -> pd.DataFrame:
+def _days(dates: pd.Series) -> np.ndarray:
+    return dates.to_numpy(dtype="datetime64[D]").astype("int64")
+
+
+def store_day_keys(*frames: pd.DataFrame) -> list[np.ndarray]:
+    """One int64 per row of each prepared frame, on one scale shared by all of them: ordered as
+    (store, date), equal exactly for the same store and day, and with `_KEY_MARGIN_DAYS` of room
+    on either side of each store's days (so a key minus 7k days never reaches another store)."""
+    stores = [f["store"].to_numpy(dtype="int64") for f in frames]
+    days = [_days(f["date"]) for f in frames]
+    present = [i for i, d in enumerate(days) if len(d)]
+    if not present:
+        return [np.zeros(0, dtype="int64") for _ in frames]
+    first_day = min(int(days[i].min()) for i in present) - _KEY_MARGIN_DAYS
+    span = max(int(days[i].max()) for i in present) + _KEY_MARGIN_DAYS + 1 - first_day
+    low = min(int(stores[i].min()) for i in present)
+    high = max(int(stores[i].max()) for i in present)
+    if (high - low + 1) * span < 2 ** 62:
+        codes = [s - low for s in stores]
+    else:  # store ids too far apart to scale: rank them instead
+        ids = np.unique(np.concatenate(stores))
+        codes = [np.searchsorted(ids, s) for s in stores]
+    return [c * span + (d - first_day) for c, d in zip(codes, days)]
+
+
+def build_features(data: pd.DataFrame, target: str = "weeklySales", *, prepared: bool = False) -> pd.DataFrame:
     """The feature frame: the prepared input columns plus the features and the label
-    `<target>Ahead` (next week's value of the same store; missing on each store's last week)."""
-    frame = prepare(data)
+    `<target>Ahead` (next week's value of the same store; missing on each store's last week).
+
+    `prepared=True` says `data` already is `prepare`'s output (or rows of such frames put back in
+    order by `sort_by_store_date`), so it is used as it is."""
+    frame = data.copy(deep=False) if prepared else prepare(data)
     if target not in frame.columns:
         raise ConfigError(f"Retail data lacks the target column {target!r}")
     y = pd.to_numeric(frame[target], errors="coerce").astype("float64")
     frame[target] = y
-    keys = pd.MultiIndex.from_arrays([frame["store"], frame["date"]])
-    by_key = pd.Series(y.to_numpy(), index=keys)
+    y_values = y.to_numpy(dtype="float64")
+    n = len(frame)
 
-    def weeks_before(series: pd.Series, k: int) -> np.ndarray:
-        wanted = pd.MultiIndex.from_arrays([frame["store"], frame["date"] - k * _WEEK])
-        return series.reindex(wanted).to_numpy(dtype="float64")
+    # The rows are sorted by (store, day) and unique, so a packed key finds "k weeks before" by
+    # position: weekly rows without gaps put it exactly k rows up; only where that row is not the
+    # wanted week, yet the wanted day lies within the store's own days, is the key searched for.
+    (key,) = store_day_keys(frame)
+    stores = frame["store"].to_numpy(dtype="int64")
+    starts = np.flatnonzero(np.r_[True, stores[1:] != stores[:-1]]) if n else np.zeros(0, dtype="int64")
+    lengths = np.diff(np.r_[starts, n])
+    first_key = np.repeat(key[starts], lengths)
+    last_key = np.repeat(key[starts + lengths - 1], lengths)
+
+    def positions(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where row i's week k weeks before (k < 0: after) is: `shifted[i]` if it is row i - k,
+        else row `source[j]` for row `rows[j]`, else nowhere."""
+        shifted = np.zeros(n, dtype=bool)
+        if 0 < abs(k) < n:  # keys differ by exactly 7k days only within one store
+            if k > 0:
+                shifted[k:] = key[k:] - key[:-k] == 7 * k
+            else:
+                shifted[:k] = key[-k:] - key[:k] == -7 * k
+        miss = np.flatnonzero(~shifted)
+        wanted = key[miss] - 7 * k
+        inside = (wanted >= first_key[miss]) & (wanted <= last_key[miss])
+        rows, wanted = miss[inside], wanted[inside]
+        source = np.minimum(np.searchsorted(key, wanted), n - 1)
+        exact = key[source] == wanted
+        return shifted, rows[exact], source[exact]
+
+    def weeks_before(values: np.ndarray, k: int) -> np.ndarray:
+        shifted, rows, source = found[k]
+        out = np.full(n, np.nan)
+        if 0 < k < n:
+            np.copyto(out[k:], values[:-k], where=shifted[k:])
+        elif 0 < -k < n:
+            np.copyto(out[:k], values[-k:], where=shifted[:k])
+        out[rows] = values[source]
+        return out
 
     # Ratios are taken in logs of positive sales; a non-positive value has no ratio.
     def log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -116,45 +177,63 @@ def build_features(data: pd.DataFrame, target: str = "weeklySales") -> pd.DataFr
         out[~np.isfinite(out)] = np.nan
         return out
 
-    lag = {k: weeks_before(by_key, k) for k in (*range(0, 8), 50, 51, *range(52, 60))}
+    found = {k: positions(k) for k in (*range(1, 8), 51, *range(52, 60), -1)}
+    lag = {k: weeks_before(y_values, k) for k in found if k > 0}
+    lag[0] = y_values
     yt = lag[0]
-    frame[target + LABEL_SUFFIX] = weeks_before(by_key, -1)
+    frame[target + LABEL_SUFFIX] = weeks_before(y_values, -1)
     features: dict[str, np.ndarray] = {}
     for k in (1, 2, 3):
         features[f"lag{k}Ratio"] = log_ratio(lag[k], yt)
+
+    def mean_of(first: int, w: int) -> np.ndarray:
+        # Summed in order, as np.mean over the stacked lags does, without stacking them.
+        total = lag[first] + lag[first + 1]
+        for k in range(first + 2, first + w):
+            total += lag[k]
+        return total / w
+
+    now = {w: mean_of(0, w) for w in (4, 8)}
     for w in (4, 8):
-        features[f"mean{w}Ratio"] = log_ratio(np.mean([lag[k] for k in range(w)], axis=0), yt)
+        features[f"mean{w}Ratio"] = log_ratio(now[w], yt)
     features["lastYearNextRatio"] = log_ratio(lag[51], yt)
     features["lastYearStep"] = log_ratio(lag[51], lag[52])
     features["yoyRatio"] = log_ratio(yt, lag[52])
     for w in (4, 8):
-        now = np.mean([lag[k] for k in range(w)], axis=0)
-        year_ago = np.mean([lag[52 + k] for k in range(w)], axis=0)
-        features[f"yoy{w}Ratio"] = log_ratio(now, year_ago)
+        features[f"yoy{w}Ratio"] = log_ratio(now[w], mean_of(52, w))
 
-    holiday = frame["isHoliday"].astype("float64") if "isHoliday" in frame.columns \
-        else pd.Series(0.0, index=frame.index)
-    by_key_holiday = pd.Series(holiday.to_numpy(), index=keys)
-    features["lastYearNextHoliday"] = np.nan_to_num(weeks_before(by_key_holiday, 51), nan=0.0)
+    holiday = frame["isHoliday"].to_numpy(dtype="float64") if "isHoliday" in frame.columns \
+        else np.zeros(n)
+    features["lastYearNextHoliday"] = np.nan_to_num(weeks_before(holiday, 51), nan=0.0)
     features["hasHistory"] = np.isfinite(features["lastYearNextRatio"]
                                          + features["yoy8Ratio"]).astype("float64")
-    week = frame["date"].dt.isocalendar().week.to_numpy(dtype="float64")
+    week = _iso_weeks(frame["date"])
     features["weekOfYear"] = week
     features["weekSin"] = np.sin(2 * np.pi * week / 52.0)
     features["weekCos"] = np.cos(2 * np.pi * week / 52.0)
-    features["holiday"] = holiday.to_numpy()
+    features["holiday"] = holiday
     if "storeType" in frame.columns:
-        kinds = frame["storeType"].astype(str).str.strip().str.upper()
+        # The string clean-up runs on the few distinct values, not on every row.
+        codes, kinds = pd.factorize(frame["storeType"])
+        kinds = pd.Series(kinds, dtype=object).astype(str).str.strip().str.upper().to_numpy()
         for t in STORE_TYPES:
-            features[f"storeType_{t}"] = (kinds == t).to_numpy(dtype="float64")
+            features[f"storeType_{t}"] = np.isin(codes, np.flatnonzero(kinds == t)).astype("float64")
     if "storeSize" in frame.columns:
         size = pd.to_numeric(frame["storeSize"], errors="coerce").to_numpy(dtype="float64")
         features["logStoreSize"] = log_ratio(size, np.ones_like(size))
-    return pd.concat([frame, pd.DataFrame(features, index=frame.index)], axis=1)
+    # The new columns are handed over as they are, not first stacked into one block (a copy).
+    return pd.concat([frame, pd.DataFrame(features, index=frame.index, copy=False)], axis=1)
 
 
-def label_column(target: str) -> str:
-    return target + LABEL_SUFFIX
+def _iso_weeks(dates: pd.Series) -> np.ndarray:
+    """ISO week numbers as float64, from a table over the frame's range of days (dates repeat for
+    every store, so this is a gather, not a calendar computation per row)."""
+    days = _days(dates)
+    if not len(days):
+        return np.zeros(0)
+    first = int(days.min())
+    calendar = pd.DatetimeIndex(np.arange(first, int(days.max()) + 1).astype("datetime64[D]"))
+    return calendar.isocalendar().week.to_numpy(dtype="float64")[days - first]
 
 
 def expand_input_features(names: list[str], columns: pd.Index) -> list[str]:
