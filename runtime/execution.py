@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
@@ -38,12 +38,15 @@ class Prepared:
     resolved: Any                     # runtime.resolver.ResolvedConfig
     plan: Any                         # runtime.dispatch.Plan
     model: Optional[dict[str, Any]] = None
-    notes: list[str] = field(default_factory=list)
+    spark: Any = None                 # runtime.spark.config.SparkConfig, for pyspark plans
 
     def record(self) -> dict[str, Any]:
-        return {"engine": self.engine_ref, "resolved": self.resolved.to_record(),
-                "plan": self.plan.to_record(),
-                "modelId": self.model["id"] if self.model else None}
+        record = {"engine": self.engine_ref, "resolved": self.resolved.to_record(),
+                  "plan": self.plan.to_record(),
+                  "modelId": self.model["id"] if self.model else None}
+        if self.spark is not None:
+            record["spark"] = self.spark.to_record()
+        return record
 
     def explain(self) -> str:
         lines = [f"{self.mode} run of MLInstance {self.instance['id']} ({self.instance.get('name')}),"
@@ -55,6 +58,8 @@ class Prepared:
         from .dispatch import describe
 
         text = describe(self.plan)
+        if self.spark is not None:
+            text += "\n" + self.spark.describe()
         if self.model:
             text += f"\nmodel: {self.model['id']} (run {self.model.get('experimentRunId')})"
         return text
@@ -99,14 +104,26 @@ class RunExecutor:
     """Resolves, dispatches and records runs of one registry."""
 
     def __init__(self, registry: Registry, *, max_background: int = 2,
-                 default_backend: Optional[str] = None) -> None:
+                 default_backend: Optional[str] = None,
+                 backend_options: Optional[dict[str, dict[str, Any]]] = None) -> None:
         self.registry = registry
         self.default_backend = default_backend   # background (API) runs: e.g. "ray"
+        self.backend_options = backend_options or {}   # e.g. {"pyspark": {"master": "spark://..."}}
+        self._backends: dict[str, Any] = {}   # one instance per name: warm pools live there
         self._host = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._max_background = max_background
         self._handles: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def backend(self, name: str) -> Any:
+        """The backend registered as `name`, configured once and kept for later runs."""
+        from .backends import load_backend
+
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = load_backend(name, **self.backend_options.get(name, {}))
+            return self._backends[name]
 
     @property
     def host(self):
@@ -158,8 +175,12 @@ class RunExecutor:
         model = None
         if mode == SCORE:
             model = self._model_for_scoring(caller, experiment, run_keys.get("modelId"))
+        spark = None
+        if plan.backend == "pyspark":   # the planned Spark configuration, for --explain and the record
+            spark = self.backend("pyspark").spark_config(resolved.resources, plan)
         return Prepared(mode=mode, engine_ref=engine_ref, engine_doc=engine_doc, instance=instance,
-                        experiment=experiment, resolved=resolved, plan=plan, model=model)
+                        experiment=experiment, resolved=resolved, plan=plan, model=model,
+                        spark=spark)
 
     def _model_for_scoring(self, caller: Caller, experiment: dict[str, Any],
                            model_id: Optional[str]) -> dict[str, Any]:
@@ -187,7 +208,7 @@ class RunExecutor:
 
         `backend` is an already configured Backend (e.g. a RayBackend with an address); by
         default the plan's backend is loaded by name."""
-        from .backends import WorkerSpec, load_backend
+        from .backends import WorkerSpec
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         run_dir = reg.home.runs / run_id
@@ -199,12 +220,14 @@ class RunExecutor:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
         spec = WorkerSpec(run_id=run_id, engine=prepared.engine_ref, mode=prepared.mode,
                           values=prepared.resolved.values, device=prepared.plan.device,
-                          threads=prepared.plan.threads, run_dir=run_dir, model_dir=model_dir)
+                          threads=prepared.plan.threads, run_dir=run_dir, model_dir=model_dir,
+                          resources=prepared.resolved.resources,
+                          mlinstance_id=prepared.instance["id"])
         tasklogs = [{"name": "worker.log",
                      "url": f"/data/sensei/experiments/{run['experimentId']}/runs/{run_id}/logs/"
                             "worker.log"}]
         if backend is None:
-            backend = load_backend(prepared.plan.backend)
+            backend = self.backend(prepared.plan.backend)
         # A queueing backend (ray) reports when the run really starts: until then it stays PENDING.
         queues = getattr(backend, "queues", False)
         if not queues:
@@ -240,6 +263,8 @@ class RunExecutor:
             "state": outcome.state.value, "metrics": result.get("metrics") or [],
             "modelId": None, "output": result.get("output"), "reason": outcome.reason,
             "durations_s": result.get("durations_s") or {}, "log": str(log_path)}
+        if result.get("spark"):   # the effective Spark configuration the worker read back
+            summary["spark"] = result["spark"]
         try:
             if outcome.state is RunStatus.DONE:
                 if prepared.mode == TRAIN and result.get("model_dir"):
@@ -258,7 +283,7 @@ class RunExecutor:
         reg.transition_run(scope, run_id, outcome_state, message=message,
                            logs=outcome.log_tail if outcome_state is not RunStatus.DONE else None)
         reg.annotate_run(scope, run_id, {"result": {k: summary[k] for k in (
-            "state", "metrics", "modelId", "output", "durations_s")}})
+            "state", "metrics", "modelId", "output", "durations_s", "spark") if k in summary}})
         return summary
 
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,

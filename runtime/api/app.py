@@ -46,6 +46,7 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20            # JSON bodies
     max_upload_bytes: int = 512 << 20        # multipart uploads (engine and model artifacts)
     execute_runs: bool = True                # POST .../runs executes runs in the background
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per backend name
     run_backend: Optional[str] = None        # the backend of those runs (e.g. "ray"); None: planned
 
 
@@ -209,7 +210,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     if settings.execute_runs:
         from ..execution import RunExecutor
 
-        executor = RunExecutor(registry, default_backend=settings.run_backend)
+        executor = RunExecutor(registry, default_backend=settings.run_backend,
+                               backend_options=settings.backend_options)
         registry.on_run_created = executor.submit_background
 
     @asynccontextmanager

@@ -13,9 +13,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field_serializer
 
 from ..errors import ConfigError
+from ..resources import ResourceRequest
 from ..schemas import RunStatus
 from ..tasks import TASK_NAMES, canonical_task
 
@@ -48,6 +49,8 @@ class WorkerSpec(BaseModel):
     run_dir: Path
     model_dir: Path | None = None   # score: the trained model's folder
     seed: int | None = None
+    resources: ResourceRequest = Field(default_factory=ResourceRequest)   # what the task asked for
+    mlinstance_id: str | None = None   # for error messages that name the MLInstance
 
     def model_post_init(self, __context: Any) -> None:
         if canonical_task(self.mode) != self.mode or self.mode not in TASK_NAMES:
@@ -133,8 +136,9 @@ def installed_backends() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load_backend(name: str) -> Backend:
-    """An instance of the backend registered as `name`; unknown names list the installed ones."""
+def load_backend(name: str, **options: Any) -> Backend:
+    """An instance of the backend registered as `name`, built with `options` (e.g. a Spark
+    `master`); unknown names list the installed ones."""
     backends = installed_backends()
     if name not in backends:
         listed = ", ".join(sorted(backends)) or "none"
@@ -145,6 +149,6 @@ def load_backend(name: str) -> Backend:
         raise ConfigError(f"Backend {name!r} is installed but cannot be imported: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise ConfigError(f"Backend {name!r} ({backends[name].value}) is not a Backend class")
-    backend = cls()
+    backend = cls(**options)
     backend.name = name
     return backend

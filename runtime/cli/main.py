@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--run-backend", metavar="NAME",
                        help="send API runs to this backend, e.g. ray with RAY_ADDRESS set "
                             "(default: $MLRUNTIME_RUN_BACKEND, else the dispatcher's choice)")
+    serve.add_argument("--spark-master", metavar="URL",
+                       help="Spark master for pyspark runs (default: $MLRUNTIME_SPARK_MASTER, "
+                            "else local[N])")
     serve.add_argument("--no-execute", action="store_true",
                        help="registry only: keep API-created runs PENDING instead of running them")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
@@ -101,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
             run.set_defaults(model=None)
         run.add_argument("--device", help="cpu, cuda or cuda:N (default: what the resources ask)")
         run.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
+        run.add_argument("--spark-master", metavar="URL",
+                         help="Spark master for pyspark engines: local[N], local-cluster[n,c,mb], "
+                              "spark://HOST:PORT, k8s://..., yarn (default: "
+                              "$MLRUNTIME_SPARK_MASTER, else local[N] from the resources)")
         run.add_argument("--explain", action="store_true",
                          help="print every parameter's value and source layer, and the plan; "
                               "run nothing")

@@ -133,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
         instance = resolve_target(registry, caller, args.target)
         experiment = resolve_experiment(registry, caller, instance, args.experiment)
         overrides, secrets = _overrides(args, mode)
-        executor = RunExecutor(registry)
+        executor = RunExecutor(registry, backend_options=(
+            {"pyspark": {"master": args.spark_master}} if args.spark_master else None))
         prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
                                     override_secrets=secrets, device=args.device,
                                     backend=args.backend)

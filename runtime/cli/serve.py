@@ -14,6 +14,8 @@ def main(args: argparse.Namespace) -> int:
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
                               execute_runs=not args.no_execute,
+                              backend_options=({"pyspark": {"master": args.spark_master}}
+                                               if args.spark_master else {}),
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
                               run_backend=args.run_backend
                               or os.environ.get("MLRUNTIME_RUN_BACKEND") or None)

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_GBT = [{"key": "n_estimators", "value": "3"}, {"key": "max_depth", "value": "3"},
-             {"key": "driverMemory", "value": "1024"}, {"key": "driverCores", "value": "2"}]
+             {"key": "driverMemory", "value": "1152"}, {"key": "driverCores", "value": "2"}]
 
 
 def _env() -> dict[str, str]:
@@ -43,7 +43,7 @@ def test_cli_train_then_score(retail_small, tmp_path):
 
     planned = _cli("train", str(target), "--dry-run", home=home)
     assert planned.returncode == 0, planned.stderr
-    assert "pyspark" in planned.stdout
+    assert "pyspark" in planned.stdout and "1152 MB, 2 cores" in planned.stdout
 
     trained = _cli("train", str(target), "--json", home=home)
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -53,6 +53,9 @@ def test_cli_train_then_score(retail_small, tmp_path):
     assert set(metrics) == {"MAPE", "MAE", "RMSE", "MASE"} and 0 < metrics["MAPE"] < 0.5
     result = json.loads((home / "runs" / summary["runId"] / "result.json").read_text())
     assert result["spark"]["master"].startswith("local[") and result["spark"]["applicationId"]
+    # the MLInstance's resources reached the JVM, and the run record keeps what Spark reports
+    assert (summary["spark"]["driverMemory"], summary["spark"]["driverCores"]) == ("1152m", 2)
+    assert summary["spark"]["master"] == "local[2]"
     assert result["model_dir"]
     assert any(home.rglob("pipeline/metadata"))  # the registered model: Spark ML's own writer
 
