@@ -242,6 +242,7 @@ class RunExecutor:
             reg.annotate_run(scope, run_id, {"backend": handle.record()})
             handle.on_state = lambda state, message: reg.transition_run(
                 scope, run_id, state, message=message, tasklogs=tasklogs)
+            handle.on_notice = lambda message: reg.note_run(scope, run_id, message)
         with self._lock:
             self._handles[run_id] = handle
         try:

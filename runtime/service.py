@@ -347,6 +347,17 @@ class Registry:
             raise NotFound(f"Experiment run {run_id!r} has no log {name!r}")
         return path
 
+    def note_run(self, scope: Scope, run_id: str, message: str) -> None:
+        """A new status message for a run that stays in its state (e.g. still queued)."""
+        with self.store.transaction():
+            status = self.store.get_run_status(scope, run_id)
+            if status is None:
+                raise NotFound(f"Experiment run {run_id!r} not found")
+            task = status["status"]["tasks"][0]
+            if not RunStatus(task["state"]).is_terminal():
+                task["message"] = message
+                self._write_status(scope, run_id, status)
+
     def transition_run(self, scope: Scope, run_id: str, state: RunStatus, *,
                        message: Optional[str] = None, logs: Optional[str] = None,
                        tasklogs: Optional[list[dict[str, str]]] = None) -> dict[str, Any]:

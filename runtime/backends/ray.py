@@ -310,6 +310,7 @@ class RayRunHandle(RunHandle):
         self.submission_id = submission_id
         self.address = client.get_address()
         self.on_state: Optional[Callable[[RunStatus, str], None]] = None
+        self.on_notice: Optional[Callable[[str], None]] = None
         self._client = client
         self._spec = spec
         self._request = request
@@ -394,7 +395,10 @@ class RayRunHandle(RunHandle):
         elif (state is RunStatus.PENDING and not self._pending_noticed
               and time.monotonic() - self._submitted >= self._pending_notice_s):
             self._pending_noticed = True
-            self._notify(self.pending_notice(info))
+            notice = self.pending_notice(info)
+            self._notify(notice)
+            if self.on_notice is not None:   # the registry's status message says it too
+                self.on_notice(notice)
         return state
 
     def _report(self, state: RunStatus, message: str) -> None:

@@ -259,3 +259,17 @@ def test_default_metrics(registry):
     assert len(registry.default_metrics(None)["children"]) >= 2
     with pytest.raises(NotFound, match="Unknown algorithm"):
         registry.default_metrics("astrology")
+
+
+def test_a_note_changes_the_message_but_not_the_state(registry, caller):
+    engine = _engine(registry, caller)
+    exp = registry.create(EXPERIMENT, caller, {"name": "x", "mlInstanceId": _instance(
+        registry, caller, engine["id"])["id"]})
+    run = registry.create_run(caller, exp["id"], {"mode": "train"})
+    registry.note_run(caller.scope, run["id"], "still queued: asks 4 CPUs, cluster has 2 free")
+    task = registry.run_status(caller, exp["id"], run["id"])["status"]["tasks"][0]
+    assert (task["state"], task["message"]) == ("PENDING", "still queued: asks 4 CPUs, cluster has 2 free")
+    registry.transition_run(caller.scope, run["id"], RunStatus.ABORTED, message="stopped")
+    registry.note_run(caller.scope, run["id"], "late notice")
+    task = registry.run_status(caller, exp["id"], run["id"])["status"]["tasks"][0]
+    assert task["message"] == "stopped"
