@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 from pydantic import Field
 
 from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, EngineParams, Metric, TaskContext
+
+if TYPE_CHECKING:  # the stages only pass frames through; loading the class must stay cheap
+    import pandas as pd
 
 
 class NoopParams(EngineParams):

@@ -1,23 +1,22 @@
 """The built-in `retail-sales` engine: forecast next week's weeklySales of each store.
 
-torch is imported inside the stages, so listing or loading the engine class stays cheap.
+numpy, pandas and torch are imported inside the stages, so listing or loading the engine class
+(which the CLI does before it starts a worker) stays cheap.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, Metric, TaskContext
 from runtime.errors import ConfigError
 
-from .features import SCHEMA, build_features, expand_input_features, label_column, prepare
-from .metrics import METRIC_NAMES, forecast_metrics
 from .params import FeaturePipelineParams, ScoreParams, TrainParams
+from .schema import METRIC_NAMES, SCHEMA, label_column
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .model import RetailSalesModel
 
 # Year-ago features reach back 59 weeks; two years of history also covers scoring files that
@@ -37,9 +36,15 @@ class RetailSalesEngine(Engine):
     # --- stages ---------------------------------------------------------------------------
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
+        from .features import build_features
+
         return build_features(data, _target(ctx))
 
     def train(self, ctx: TaskContext, features: pd.DataFrame) -> RetailSalesModel:
+        import numpy as np
+        import pandas as pd
+
+        from .features import build_features, expand_input_features
         from .model import FORMAT_VERSION, RetailSalesModel, fit
 
         params = ctx.params
@@ -111,6 +116,10 @@ class RetailSalesEngine(Engine):
 
     def evaluate(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> list[Metric]:
         """Metrics on the validation rows: those with a label, dated from `validation_start`."""
+        import pandas as pd
+
+        from .metrics import forecast_metrics
+
         frame = self._predict(ctx, model, data)
         label = getattr(ctx.params, "label_column", None) or model.meta["label"]
         if label not in frame.columns:
@@ -130,6 +139,8 @@ class RetailSalesEngine(Engine):
     def _predict(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> pd.DataFrame:
         """The feature frame of `data`'s rows, computed with the model's stored history in front
         (so a scoring file without last year still gets year-ago features), plus `prediction`."""
+        import numpy as np
+
         target = model.meta["target"]
         frame = _features_with_history(data, model.history, target)
         device = _torch_device(ctx)
@@ -162,6 +173,8 @@ def _torch_device(ctx: TaskContext) -> Any:
 
 def _history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     """The last HISTORY_WEEKS weeks of each store's target (and holiday flag), saved with the model."""
+    import pandas as pd
+
     latest = frame.groupby("store")["date"].transform("max")
     recent = frame[(frame["date"] > latest - pd.Timedelta(weeks=HISTORY_WEEKS)) & frame[target].notna()]
     columns = ["store", "date", target] + (["isHoliday"] if "isHoliday" in frame.columns else [])
@@ -169,6 +182,10 @@ def _history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str) -> pd.DataFrame:
+    import pandas as pd
+
+    from .features import build_features, prepare
+
     raw = prepare(data)
     keep = [c for c in raw.columns if c in SCHEMA or c == target]
     raw = raw[keep].assign(_scored=True)

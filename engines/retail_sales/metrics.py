@@ -5,7 +5,7 @@ import numpy as np
 
 from runtime.engine import Metric
 
-METRIC_NAMES = ("MAPE", "MAE", "RMSE", "MASE")
+from .schema import METRIC_NAMES
 
 
 def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, naive_scale: float,

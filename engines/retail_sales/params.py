@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from runtime.engine import EngineParams
 
-from .features import DEFAULT_INPUT_FEATURES
+from .schema import DEFAULT_INPUT_FEATURES
 
 
 class RetailCommonParams(EngineParams):

@@ -68,6 +68,22 @@ def test_import_does_not_import_heavy_libraries(module):
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("name", ["retail-sales", "noop"])
+def test_loading_an_engine_class_imports_no_data_libraries(name):
+    # `run train` loads the class in the CLI process to read its kind and parameter schemas,
+    # before the worker (which does import them) starts: numpy/pandas/torch there are pure cost.
+    code = textwrap.dedent(f"""
+        import sys
+        from runtime.engine import load_engine, parse_params
+        engine = load_engine({name!r})
+        for task in engine.params:
+            parse_params(engine, task, {{}})
+        print(",".join(sorted(m for m in ("numpy", "pandas", "torch", "pyarrow") if m in sys.modules)))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_load_engine_does_not_import_torch():
     code = "import sys; from runtime.engine import load_engine; load_engine('retail-sales'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
