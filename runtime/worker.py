@@ -133,7 +133,7 @@ class Run:
             metrics = engine.evaluate(ctx, model, data if _scores_raw(engine) else features)
         for metric in metrics or []:
             self.log_metric(metric.name, metric.value, metric.valueType)
-        self.result["rows"] = len(features)
+        self.result["rows"] = self.rows(features)
 
     def score(self, engine: Engine, ctx: TaskContext) -> None:
         model_dir = self.spec.model_dir
@@ -165,8 +165,16 @@ class Run:
             raise ConfigError(f"Data set {key} not found: {path.absolute()}")
         with self.stage("load_data"):
             data = engine.load_data(ctx, str(uri))
-        log.info("loaded %s: %d rows, %d columns from %s", key, len(data), len(data.columns), uri)
+        log.info("loaded %s: %s from %s", key, self.describe(data), uri)
         return data
+
+    # Hooks for frames that are not pandas (a pyspark run counts and describes Spark DataFrames).
+
+    def rows(self, frame: Any) -> int:
+        return len(frame)
+
+    def describe(self, frame: Any) -> str:
+        return f"{len(frame)} rows, {len(frame.columns)} columns"
 
     def write(self, frame: pd.DataFrame, target: Path) -> None:
         with self.stage("write_output"):

@@ -61,40 +61,13 @@ class SparkRun(Run):
         self.engine_ready_at = time.time()
         return engine, ctx
 
-    def load(self, engine: Engine, ctx: TaskContext, key: str) -> Any:
-        uri = self.spec.values.get(key)
-        if not uri:
-            raise ConfigError(f"The {self.spec.mode} task needs {key} (a .parquet or .csv path); none was given")
-        text = str(uri)
-        path = Path(text[len("file://"):]) if text.startswith("file://") else (
-            None if "://" in text else Path(text))
-        if path is not None and not path.exists():
-            raise ConfigError(f"Data set {key} not found: {path.absolute()}")
-        with self.stage("load_data"):
-            data = engine.load_data(ctx, text)
-        if is_spark_frame(data):  # counting would run a Spark job just for a log line
-            log.info("loaded %s: Spark DataFrame, %d columns from %s", key, len(data.columns), uri)
-        else:
-            log.info("loaded %s: %d rows, %d columns from %s", key, len(data), len(data.columns), uri)
-        return data
+    def rows(self, frame: Any) -> int:
+        return rows_of(frame)
 
-    def train(self, engine: Engine, ctx: TaskContext) -> None:
-        from ..worker import MODEL_SUBDIR, _scores_raw
-
-        data = self.load(engine, ctx, "trainingDataSetId")
-        with self.stage("feature_pipeline"):
-            features = engine.feature_pipeline(ctx, data)
-        with self.stage("train"):
-            model = engine.train(ctx, features)
-        model_dir = self.run_dir / MODEL_SUBDIR
-        with self.stage("save_model"):
-            engine.save_model(ctx, model, model_dir)
-        self.result["model_dir"] = str(model_dir)
-        with self.stage("evaluate"):
-            metrics = engine.evaluate(ctx, model, data if _scores_raw(engine) else features)
-        for metric in metrics or []:
-            self.log_metric(metric.name, metric.value, metric.valueType)
-        self.result["rows"] = rows_of(features)
+    def describe(self, frame: Any) -> str:
+        if is_spark_frame(frame):  # counting would run a Spark job just for a log line
+            return f"Spark DataFrame, {len(frame.columns)} columns"
+        return super().describe(frame)
 
     def write(self, frame: pd.DataFrame | Any, target: Path) -> None:
         if not is_spark_frame(frame):
@@ -143,7 +116,6 @@ class Worker:
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         """One run, start to result.json; never raises (but a cancel may interrupt it)."""
-        received = time.time()
         spec = WorkerSpec.read(Path(message["spec"]))
         started = time.perf_counter()
         # A session of its own per run (temp views, SQL settings), on the shared context.
