@@ -152,3 +152,26 @@ def load_backend(name: str, **options: Any) -> Backend:
     backend = cls(**options)
     backend.name = name
     return backend
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A worker's result.json, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a log (read from its last 256 KiB)."""
+    from collections import deque
+
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            kept = deque(fh.read().decode(errors="replace").splitlines(), maxlen=lines)
+    except OSError:
+        return ""
+    return "\n".join(kept)

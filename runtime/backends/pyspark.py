@@ -7,18 +7,16 @@ result under `spark`, next to the stage timings.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from ..errors import MLRuntimeError
 from ..resources import ResourceRequest
 from ..schemas import RunStatus
-from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec
+from . import (RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail,
+               read_result)
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
@@ -182,8 +180,8 @@ class PySparkRunHandle(RunHandle):
             self._finished.set()
 
     def _judge(self, reply: dict[str, Any] | None, failure: str | None) -> Outcome:
-        result = _read_result(Path(self._spec.run_dir) / RESULT_FILE)
-        tail = _tail(self._log_path, LOG_TAIL_LINES)
+        result = read_result(Path(self._spec.run_dir) / RESULT_FILE)
+        tail = log_tail(self._log_path, LOG_TAIL_LINES)
         if self._cancelled is not None:
             return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, None)
         if failure is not None:
@@ -198,22 +196,3 @@ class PySparkRunHandle(RunHandle):
         else:
             reason = f"the Spark worker left no successful {RESULT_FILE}"
         return Outcome(RunStatus.FAILED, result, reason, tail, 1)
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 256 * 1024))
-            kept = deque(fh.read().decode(errors="replace").splitlines(), maxlen=lines)
-    except OSError:
-        return ""
-    return "\n".join(kept)

@@ -3,20 +3,19 @@ process group, so a crash, an out-of-memory kill or a cancel never takes the cal
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from ..errors import ExecutionError
 from ..schemas import RunStatus
-from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec
+from . import (RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail,
+               read_result)
 
 __all__ = ["PythonBackend", "PythonRunHandle"]
 
@@ -137,8 +136,8 @@ class PythonRunHandle(RunHandle):
             return self._outcome
 
     def _judge(self, returncode: int) -> Outcome:
-        result = _read_result(Path(self._spec.run_dir) / RESULT_FILE)
-        tail = _tail(self._log_path, LOG_TAIL_LINES)
+        result = read_result(Path(self._spec.run_dir) / RESULT_FILE)
+        tail = log_tail(self._log_path, LOG_TAIL_LINES)
         error = (result or {}).get("error") or {}
         if self._cancelled is not None:
             return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, returncode)
@@ -191,23 +190,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 256 * 1024))
-            kept = deque(fh.read().decode(errors="replace").splitlines(), maxlen=lines)
-    except OSError:
-        return ""
-    return "\n".join(kept)
-
