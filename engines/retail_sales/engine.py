@@ -141,10 +141,12 @@ class RetailSalesEngine(Engine):
         (so a scoring file without last year still gets year-ago features), plus `prediction`."""
         import numpy as np
 
+        from .model import DEFAULT_BATCH_SIZE
+
         target = model.meta["target"]
         frame = _features_with_history(data, model.history, target)
         device = _torch_device(ctx)
-        batch_size = getattr(ctx.params, "batch_size", 8192)
+        batch_size = getattr(ctx.params, "batch_size", None) or DEFAULT_BATCH_SIZE
         log_ratio = model.predict_log_ratio(frame, device, batch_size)
         current = frame[target].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):
@@ -182,16 +184,28 @@ def _history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
 
 
 def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str) -> pd.DataFrame:
+    """The feature frame of `data`'s rows (prepared and sorted), each row's past looked up in
+    `data` itself and, for the weeks `data` lacks, in the model's `history`."""
+    import numpy as np
     import pandas as pd
 
-    from .features import build_features, prepare
+    from .features import build_features, parse_dates, parse_flags, prepare, sort_by_store_date, store_day_keys
 
     raw = prepare(data)
-    keep = [c for c in raw.columns if c in SCHEMA or c == target]
-    raw = raw[keep].assign(_scored=True)
-    if len(history):
-        known = pd.MultiIndex.from_frame(raw[["store", "date"]])
-        past = history[~pd.MultiIndex.from_frame(history[["store", "date"]]).isin(known)]
-        raw = pd.concat([past.assign(_scored=False), raw], ignore_index=True)
-    frame = build_features(raw, target)
-    return frame[frame["_scored"].astype(bool)].drop(columns="_scored").reset_index(drop=True)
+    raw = raw[[c for c in raw.columns if c in SCHEMA or c == target]]
+    if not len(history):
+        return build_features(raw, target, prepared=True)
+    history = history.assign(date=parse_dates(history["date"]))
+    history_keys, raw_keys = store_day_keys(history, raw)
+    known = np.zeros(len(history_keys), dtype=bool)
+    if len(raw_keys):  # raw is sorted by its keys: a binary search tells which weeks it has itself
+        at = np.minimum(np.searchsorted(raw_keys, history_keys), len(raw_keys) - 1)
+        known = raw_keys[at] == history_keys
+    past = history[~known]
+    if past.empty and set(history.columns) <= set(raw.columns):
+        return build_features(raw, target, prepared=True)  # the history adds neither rows nor columns
+    combined = pd.concat([past.assign(_scored=False), raw.assign(_scored=True)], ignore_index=True)
+    if "isHoliday" in combined.columns and not pd.api.types.is_bool_dtype(combined["isHoliday"]):
+        combined["isHoliday"] = parse_flags(combined["isHoliday"])  # a side without the column
+    frame = build_features(sort_by_store_date(combined), target, prepared=True)
+    return frame[frame["_scored"].to_numpy(dtype=bool)].drop(columns="_scored").reset_index(drop=True)

@@ -65,7 +65,8 @@ def parse_flags(values: pd.Series) -> pd.Series:
         return values.astype(bool)
     text = values.astype(str).str.strip().str.lower()
     truthy = text.isin(("true", "1", "1.0", "yes", "t", "y"))
-    falsy = text.isin(("false", "0", "0.0", "no", "f", "n", "nan", "none", "<na>", ""))
+    # pandas >= 3 keeps a missing value missing through astype(str): it is as false as "nan" is
+    falsy = text.isin(("false", "0", "0.0", "no", "f", "n", "nan", "none", "<na>", "")) | text.isna()
     if not (truthy | falsy).all():
         raise ConfigError(f"Cannot read isHoliday value {text[~(truthy | falsy)].iloc[0]!r} as a flag")
     return truthy

@@ -22,6 +22,7 @@ from runtime.errors import ConfigError
 
 FORMAT_VERSION = 1
 MAX_LOG_RATIO = 2.0  # a week-on-week factor beyond e^2 is not a forecast but a bug; clamp it
+DEFAULT_BATCH_SIZE = 4096  # rows per inference batch; measured faster than 8192 on 2 cores
 
 
 class BaggedMLP(nn.Module):
@@ -51,6 +52,38 @@ class BaggedMLP(nn.Module):
                 h = self.activation(h)
         return (h + skip).squeeze(-1)
 
+    @torch.no_grad()
+    def mean_predictor(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function (batch, inputs) -> (batch,): the mean over members of `forward`, for
+        inference. The members' first layers run as one matmul ((inputs, members * hidden)), and
+        the last layers and skips, being linear, are folded into the mean: a few wide kernel calls
+        instead of one narrow batched one per layer. Equal to `forward(x).mean(0)` up to float
+        rounding; weights are read now, so make a new one after training further."""
+        m = self.members
+        w = [p.detach() for p in self.weights]
+        b = [p.detach() for p in self.biases]
+        w_first = w[0].permute(1, 0, 2).reshape(self.n_inputs, -1).contiguous()
+        b_first = b[0].reshape(-1).contiguous()
+        skip = self.skip.detach().squeeze(-1).mean(0)                   # (inputs,)
+        activation = self.activation
+        if self.depth == 0:  # linear members: the first layer is the last
+            def linear(x: torch.Tensor) -> torch.Tensor:
+                return torch.addmm(b_first, x, w_first).mean(1) + x @ skip
+            return linear
+        middle = [(wi.contiguous(), bi.contiguous()) for wi, bi in zip(w[1:-1], b[1:-1])]
+        w_last = (w[-1] / m).contiguous()                               # (members, hidden, 1)
+        b_last = b[-1].mean()
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            h = activation(torch.addmm(b_first, x, w_first))           # (batch, members * hidden)
+            h = h.view(len(x), m, -1).transpose(0, 1)                  # (members, batch, hidden)
+            for wi, bi in middle:
+                h = activation(torch.baddbmm(bi, h, wi))
+            y = torch.bmm(h, w_last).sum(0).squeeze(-1)                # (batch,)
+            return y.add_(x @ skip).add_(b_last)
+
+        return predict
+
 
 @dataclass
 class RetailSalesModel:
@@ -64,22 +97,28 @@ class RetailSalesModel:
 
     def standardise(self, features: pd.DataFrame, device: torch.device) -> torch.Tensor:
         """Inputs scaled with the training statistics; a missing value becomes the training mean."""
-        try:
-            values = features[self.inputs].apply(pd.to_numeric, errors="raise").to_numpy(dtype="float64")
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"Input features must be numeric: {exc}") from exc
-        z = (values - np.asarray(self.meta["mean"])) / np.asarray(self.meta["std"])
+        values = features[self.inputs]
+        if not all(kind in "biuf" for kind in (dtype.kind for dtype in values.dtypes)):
+            try:
+                values = values.apply(pd.to_numeric, errors="raise")
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"Input features must be numeric: {exc}") from exc
+        z = (values.to_numpy(dtype="float64") - np.asarray(self.meta["mean"])) / np.asarray(self.meta["std"])
         z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.as_tensor(z, dtype=torch.float32, device=device)
 
-    def predict_log_ratio(self, features: pd.DataFrame, device: torch.device, batch_size: int) -> np.ndarray:
+    def predict_log_ratio(self, features: pd.DataFrame, device: torch.device,
+                          batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """The mean over members of each row's predicted log(next week / this week), clamped."""
         self.net.to(device).eval()
         x = self.standardise(features, device)
-        out = []
+        out = torch.empty(len(x), dtype=torch.float32, device=device)
         with torch.inference_mode():
+            predict = self.net.mean_predictor()
             for start in range(0, len(x), batch_size):
-                out.append(self.net(x[start:start + batch_size]).mean(0).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
-        return torch.cat(out).cpu().numpy().astype("float64") if out else np.zeros(0)
+                out[start:start + batch_size] = predict(x[start:start + batch_size]).clamp_(
+                    -MAX_LOG_RATIO, MAX_LOG_RATIO)
+        return out.cpu().numpy().astype("float64")
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

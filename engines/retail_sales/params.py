@@ -82,4 +82,4 @@ class ScoreParams(RetailCommonParams):
     scoringDataSetId: Optional[str] = None
     scoringResultsDataSetId: Optional[str] = None
     scoring_results_schema: Optional[str] = Field(None, alias="ACP_DSW_SCORING_RESULTS_XDM_SCHEMA")
-    batch_size: int = Field(8192, ge=1, description="Rows per inference batch")
+    batch_size: int = Field(4096, ge=1, description="Rows per inference batch")

@@ -157,3 +157,37 @@ def test_cuda_request_without_cuda_is_a_config_error(trained):
     ctx = default_context(engine, "score", {}, device="cuda")
     with pytest.raises(ConfigError, match="CUDA"):
         engine.score(ctx, model, features)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_inference_path_equals_the_mean_of_the_members(depth):
+    # predict_log_ratio runs a fused form of the network (first layers side by side, last
+    # layers and skips folded into the mean); it must compute what forward() does.
+    import torch
+
+    from engines.retail_sales.model import BaggedMLP
+
+    torch.manual_seed(depth)
+    net = BaggedMLP(n_inputs=5, hidden_size=16, depth=depth, members=4)
+    with torch.no_grad():
+        net.skip.normal_()
+    x = torch.randn(300, 5)
+    with torch.inference_mode():
+        expected = net(x).mean(0)
+        fused = net.mean_predictor()(x)
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_history_rows_fill_the_weeks_a_scoring_file_lacks(trained, data):
+    # Later weeks only, shuffled: year-ago features come from the stored history, so each row
+    # gets the prediction it gets when scored with the whole data; without the isHoliday column
+    # the model was trained with, the missing flags read as not-a-holiday instead of failing.
+    engine, _, _, model = trained
+    later = data[data["date"] >= data["date"].unique()[-20]].sample(frac=1.0, random_state=1)
+    ctx = default_context(engine, "score", {})
+    whole = engine.score(ctx, model, data).set_index(["store", "date"])["prediction"]
+    alone = engine.score(ctx, model, later).set_index(["store", "date"])["prediction"]
+    assert len(alone) == len(later)
+    np.testing.assert_allclose(alone.to_numpy(), whole.loc[alone.index].to_numpy(), rtol=1e-6)
+    without_flags = engine.score(ctx, model, later.drop(columns=["isHoliday"]))
+    assert np.isfinite(without_flags["prediction"]).all()
