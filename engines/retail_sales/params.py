@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from runtime.engine import EngineParams
 
-from .schema import DEFAULT_INPUT_FEATURES
+from .schema import DEFAULT_INPUT_FEATURES, METRIC_NAMES
 
 
 class RetailCommonParams(EngineParams):
@@ -40,20 +40,15 @@ class FeaturePipelineParams(RetailCommonParams):
     featuresDataSetId: Optional[str] = Field(None, description="Where the features are written")
 
 
-class TrainParams(RetailCommonParams):
-    learning_rate: float = Field(0.01, gt=0, le=1.0)
-    n_estimators: int = Field(8, ge=1, le=256, description="Bagged networks in the ensemble")
-    max_depth: int = Field(2, ge=0, le=8, description="Hidden layers of each network (0: linear)")
-    input_features: str = Field(",".join(DEFAULT_INPUT_FEATURES), alias="ACP_DSW_INPUT_FEATURES",
-                                description="Comma-separated feature columns given to the model")
+class ForecastTrainParams(RetailCommonParams):
+    """Train keys shared by the retail engines (this one and retail-sales-spark): evaluation,
+    data set, seed and the sample recipe's split. Each engine adds its model's knobs and its
+    default `ACP_DSW_INPUT_FEATURES`."""
+
     label_column: Optional[str] = Field(None, alias="evaluation.labelColumn",
                                         description="Ground truth column; default <target>Ahead")
-    metrics: str = Field("MAPE,MAE,RMSE,MASE", alias="evaluation.metrics")
+    metrics: str = Field(",".join(METRIC_NAMES), alias="evaluation.metrics")
     training_schema: Optional[str] = Field(None, alias="ACP_DSW_TRAINING_XDM_SCHEMA")
-    epochs: int = Field(50, ge=1, le=10_000)
-    batch_size: int = Field(256, ge=1)
-    hidden_size: int = Field(64, ge=1, le=4096)
-    weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
     trainingDataSetId: Optional[str] = None
     # The sample recipe's evaluation split; train_start/train_end bound the rows trained on
@@ -66,20 +61,39 @@ class TrainParams(RetailCommonParams):
     @classmethod
     def _known_metrics(cls, value: str) -> str:
         names = [m.strip().upper() for m in value.split(",") if m.strip()]
-        unknown = [m for m in names if m not in ("MAPE", "MAE", "RMSE", "MASE")]
+        unknown = [m for m in names if m not in METRIC_NAMES]
         if unknown:
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from MAPE, MAE, RMSE, MASE")
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(METRIC_NAMES)}")
         return ",".join(names)
 
     def input_feature_names(self) -> list[str]:
-        return [name.strip() for name in self.input_features.split(",") if name.strip()]
+        return [name.strip() for name in getattr(self, "input_features", "").split(",")
+                if name.strip()]
 
     def metric_names(self) -> list[str]:
         return [m for m in self.metrics.split(",") if m]
 
 
-class ScoreParams(RetailCommonParams):
+class TrainParams(ForecastTrainParams):
+    learning_rate: float = Field(0.01, gt=0, le=1.0)
+    n_estimators: int = Field(8, ge=1, le=256, description="Bagged networks in the ensemble")
+    max_depth: int = Field(2, ge=0, le=8, description="Hidden layers of each network (0: linear)")
+    input_features: str = Field(",".join(DEFAULT_INPUT_FEATURES), alias="ACP_DSW_INPUT_FEATURES",
+                                description="Comma-separated feature columns given to the model")
+    epochs: int = Field(50, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=1)
+    hidden_size: int = Field(64, ge=1, le=4096)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class ScoreDataParams(RetailCommonParams):
+    """Score keys shared by the retail engines."""
+
     scoringDataSetId: Optional[str] = None
     scoringResultsDataSetId: Optional[str] = None
     scoring_results_schema: Optional[str] = Field(None, alias="ACP_DSW_SCORING_RESULTS_XDM_SCHEMA")
+
+
+class ScoreParams(ScoreDataParams):
     batch_size: int = Field(4096, ge=1, description="Rows per inference batch")
