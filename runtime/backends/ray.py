@@ -148,6 +148,9 @@ def _pip_requirements(pip: Iterable[str]) -> list[str]:
     return out
 
 
+_FINAL = frozenset(state for state in RAY_STATES.values() if state.is_terminal())
+
+
 # --- the backend ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -235,6 +238,10 @@ class RayBackend(Backend):
             env["pip"] = requirements
         return env
 
+    def entrypoint(self, stage: Path) -> str:
+        """The job's command: it names the uploaded package, never the spec's values."""
+        return f"{self.python} -m runtime.backends.ray {stage.name}"
+
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
                echo: TextIO | None = None) -> RayRunHandle:
         client = _job_client(self.address)
@@ -243,7 +250,7 @@ class RayBackend(Backend):
         submission_id = f"mlrt-{spec.run_id}-{uuid.uuid4().hex[:8]}"
         try:
             runtime_env = self.runtime_env(stage, plan)
-            entrypoint = f"{self.python} -m runtime.backends.ray {stage.name}"
+            entrypoint = self.entrypoint(stage)
             kwargs: dict[str, Any] = {}
             if request.num_cpus:
                 kwargs["entrypoint_num_cpus"] = request.num_cpus
@@ -328,6 +335,7 @@ class RayRunHandle(RunHandle):
         self._echoed = 0
         self._cancelled = False
         self._outcome: Outcome | None = None
+        self._last_info: Any = None
 
     def record(self) -> dict[str, Any]:
         """What the run document keeps about its job (for `run cancel` and for people)."""
@@ -381,14 +389,15 @@ class RayRunHandle(RunHandle):
 
     def _info(self):
         try:
-            return self._client.get_job_info(self.submission_id)
+            self._last_info = self._client.get_job_info(self.submission_id)
+            return self._last_info
         except Exception as exc:
             raise ExecutionError(f"Run {self.run_id}: cannot read Ray job {self.submission_id} "
                                  f"at {self.address}: {exc}") from exc
 
     def _poll(self) -> RunStatus:
         info = self._info()
-        state = RAY_STATES[str(getattr(info.status, "value", info.status))]
+        state = RAY_STATES[_ray_state(info)]
         if state is RunStatus.RUNNING or (state.is_terminal() and state is not RunStatus.FAILED
                                           and state is not RunStatus.ABORTED):
             self._report(RunStatus.RUNNING, f"Ray job {self.submission_id} running")
@@ -456,8 +465,10 @@ class RayRunHandle(RunHandle):
         with self._lock:
             if self._outcome is not None:
                 return self._outcome
-            info = self._info()
-            ray_state = str(getattr(info.status, "value", info.status))
+            info = self._last_info   # the poll that saw the end: no second request
+            if info is None or RAY_STATES[_ray_state(info)] not in _FINAL:
+                info = self._info()
+            ray_state = _ray_state(info)
             text, bundle = split_bundle(self._logs())
             if self._echo is not None and len(text) > self._echoed:
                 self._echo.write(text[self._echoed:])
@@ -504,6 +515,10 @@ class RayRunHandle(RunHandle):
             reason = (f"Ray job {self.submission_id} {ray_state}: {getattr(info, 'message', '')}"
                       f" (last log line: {last[0]})")
         return Outcome(RunStatus.FAILED, result, reason, tail, code)
+
+
+def _ray_state(info: Any) -> str:
+    return str(getattr(info.status, "value", info.status))
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

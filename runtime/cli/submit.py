@@ -6,6 +6,8 @@ ray backend executes it as a Ray job.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import sys
@@ -25,10 +27,19 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _skip_exit_collection() -> None:
+    """Importing Ray leaves ~10^5 long-lived objects; the collection at interpreter exit walks them
+    all (0.25-0.4 s on a 2-core machine) to free memory the OS takes back anyway. Freezing them at
+    exit skips that walk: every file and the registry are closed by then, and an in-process caller
+    is not affected until its own exit."""
+    atexit.register(gc.freeze)
+
+
 def main(args: argparse.Namespace) -> int:
     from ..backends.ray import WORKING_DIR_EXCLUDES, RayBackend
     from ..execution import RunExecutor
 
+    _skip_exit_collection()
     mode = _MODES[args.mode]
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -73,6 +84,7 @@ def cancel_main(args: argparse.Namespace) -> int:
     (it was killed), this command records it."""
     from ..backends.ray import stop_job
 
+    _skip_exit_collection()
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     try:
