@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TextIO
 
 from ..errors import ConfigError, ExecutionError, MissingDependency
 from ..schemas import RunStatus
-from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec
+from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, read_result
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
@@ -482,7 +482,7 @@ class RayRunHandle(RunHandle):
                     if bundle is not None:
                         result = restore_bundle(bundle, run_dir)
                 else:
-                    result = _read_result(run_dir / RESULT_FILE)
+                    result = read_result(run_dir / RESULT_FILE)
                     if result is None and ray_state == "SUCCEEDED":
                         problem = (f"the job succeeded but left no {RESULT_FILE} in {run_dir}: is "
                                    "this runtime home mounted on the cluster at the same path? "
@@ -524,13 +524,6 @@ def _ray_state(info: Any) -> str:
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(deque(text.splitlines(), maxlen=lines))
 
-
-def _read_result(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # --- artifacts that travel in the log ------------------------------------------------------------
@@ -593,7 +586,7 @@ def restore_bundle(data: bytes, run_dir: Path) -> Optional[dict[str, Any]]:
                 os.replace(item, target)
         shutil.rmtree(run_dir.parent / "_ray_incoming", ignore_errors=True)
         remote_dir = manifest["run_dir"]
-        result = _read_result(run_dir / RESULT_FILE)
+        result = read_result(run_dir / RESULT_FILE)
         if result is None:
             return None
 
@@ -649,7 +642,7 @@ def job_main(argv: list[str]) -> int:
 
     code = worker.main([str(spec_path)])
     if job["artifacts"] == "return":
-        result = _read_result(run_dir / RESULT_FILE)
+        result = read_result(run_dir / RESULT_FILE)
         if result is not None:
             data = make_bundle(run_dir, result)
             limit_mb = float(job.get("return_limit_mb") or RETURN_LIMIT_MB)
