@@ -61,7 +61,9 @@ class Prepared:
         if self.spark is not None:
             text += "\n" + self.spark.describe()
         if self.model:
-            text += f"\nmodel: {self.model['id']} (run {self.model.get('experimentRunId')})"
+            text += f"\nmodel    {self.model['id']} (run {self.model.get('experimentRunId')})"
+        elif self.mode == SCORE:
+            text += "\nmodel    none yet: train this MLInstance first, or give --model ID"
         return text
 
 
@@ -139,7 +141,10 @@ class RunExecutor:
                 run_tasks: Optional[list[dict[str, Any]]] = None,
                 overrides: Optional[dict[str, Any]] = None,
                 override_secrets: frozenset[str] = frozenset(),
-                device: Optional[str] = None, backend: Optional[str] = None) -> Prepared:
+                device: Optional[str] = None, backend: Optional[str] = None,
+                require_model: bool = True) -> Prepared:
+        """Everything decided before a run. `require_model=False` (for --explain and --dry-run)
+        lets a score plan be shown before any Model exists."""
         from .dispatch import plan as make_plan
         from .engine import load_engine
         from .resolver import CLI, ENGINE as ENGINE_LAYER, EXPERIMENT as EXPERIMENT_LAYER
@@ -174,7 +179,11 @@ class RunExecutor:
                          host=self.host, device=device, backend=backend)
         model = None
         if mode == SCORE:
-            model = self._model_for_scoring(caller, experiment, run_keys.get("modelId"))
+            try:
+                model = self._model_for_scoring(caller, experiment, run_keys.get("modelId"))
+            except ConfigError:
+                if require_model:
+                    raise
         spark = None
         if plan.backend == "pyspark":   # the planned Spark configuration, for --explain and the record
             spark = self.backend("pyspark").spark_config(resolved.resources, plan)

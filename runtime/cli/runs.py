@@ -137,7 +137,8 @@ def main(args: argparse.Namespace) -> int:
             {"pyspark": {"master": args.spark_master}} if args.spark_master else None))
         prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
                                     override_secrets=secrets, device=args.device,
-                                    backend=args.backend)
+                                    backend=args.backend,
+                                    require_model=not (args.explain or args.dry_run))
         if args.explain or args.dry_run:
             text = prepared.explain() if args.explain else prepared.describe_plan()
             if args.json:
