@@ -70,6 +70,12 @@ class UnsupportedMediaType(MLRuntimeError):
     status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
 
 
+class Unprocessable(MLRuntimeError):
+    """A valid request this runtime cannot carry out (e.g. a model transcoding)."""
+
+    status, title, slug = 422, "Unprocessable Entity", "unprocessable-entity"
+
+
 class ValidationFailed(MLRuntimeError):
     """A well-formed request whose values break a rule (a missing name, an unknown engineId)."""
 

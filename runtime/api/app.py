@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 
 from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, NotFound, PayloadTooLarge,
-                      Unauthorized, UnsupportedMediaType)
+                      Unauthorized, Unprocessable, UnsupportedMediaType)
 from ..home import Home
 from ..listing import parse_list_query
 from ..schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MLSERVICE, MODEL,
@@ -377,13 +377,29 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         return _json(registry.run_status(caller, experiment_id, run_id),
                      "experimentRunStatus.v1.json")
 
-    @app.api_route(f"{BASE}/models/{{id}}/transcodings", methods=["GET", "POST"])
-    @app.api_route(f"{BASE}/models/{{id}}/transcodings/{{transcoding_id}}", methods=["GET"])
-    async def transcodings(request: Request) -> Response:
+    # Transcoding to CoreML, TF, K2 or Deepnet is a hosted-service feature: a Model here has none.
+    @app.get(f"{BASE}/models/{{id}}/transcodings")
+    async def list_transcodings(request: Request, id: str) -> Response:
         caller = api.caller(request)
-        registry.get(MODEL, caller, request.path_params["id"])
-        raise NotFound("Model transcodings (CoreML, TF, K2, Deepnet) are not produced by "
-                       "this runtime")
+        registry.get(MODEL, caller, id)
+        page = {"orderby": "created", "property": "deleted==false", "start": "0",
+                "totalCount": 0, "count": 0}
+        return _json({"children": [], "_page": page, "_links": {"self": {"href": str(request.url)}}},
+                     "modelTranscodingListing.v1.json")
+
+    @app.post(f"{BASE}/models/{{id}}/transcodings")
+    async def create_transcoding(request: Request, id: str) -> Response:
+        caller = api.caller(request)
+        registry.get(MODEL, caller, id)
+        raise Unprocessable("Model transcodings (CoreML, TF, K2, Deepnet) are not produced by "
+                            "this runtime; download the Model's artifact instead")
+
+    @app.get(f"{BASE}/models/{{id}}/transcodings/{{transcoding_id}}")
+    async def get_transcoding(request: Request, id: str, transcoding_id: str) -> Response:
+        caller = api.caller(request)
+        registry.get(MODEL, caller, id)
+        raise NotFound(f"Model transcoding {transcoding_id!r} not found: this runtime produces "
+                       "no transcodings")
 
     add_collection(ENGINE, create=False)
     add_collection(MLINSTANCE, bulk_delete="engineId")
