@@ -151,7 +151,8 @@ def test_custom_input_features(data):
     assert model.inputs == ["storeType_A", "storeType_B", "storeType_C", "holiday", "temperature", "lag1Ratio"]
 
 
-@pytest.mark.skipif("__import__('torch').cuda.is_available()")
+@pytest.mark.skipif("__import__('torch').cuda.is_available()",
+                    reason="a CUDA device is present: this test checks the refusal without one")
 def test_cuda_request_without_cuda_is_a_config_error(trained):
     engine, _, features, model = trained
     ctx = default_context(engine, "score", {}, device="cuda")
