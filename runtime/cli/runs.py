@@ -123,6 +123,28 @@ def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
     return "\n".join(lines)
 
 
+def prepare_run(registry: Registry, caller: Caller, args: argparse.Namespace, mode: str,
+                executor: Any, **prepare: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The MLInstance, the Experiment and the prepared run that a run command's arguments name
+    (`run train|score|fp` and `run submit` share it)."""
+    instance = resolve_target(registry, caller, args.target)
+    experiment = resolve_experiment(registry, caller, instance, args.experiment)
+    overrides, secrets = _overrides(args, mode)
+    prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
+                                override_secrets=secrets, device=args.device, **prepare)
+    return instance, experiment, prepared
+
+
+def report(args: argparse.Namespace, summary: dict[str, Any], seconds: float,
+           registry: Registry, caller: Caller, *extra_lines: str) -> int:
+    """Prints a finished run (one JSON line with --json) and returns the exit code."""
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("\n".join([_summary_text(summary, seconds, registry, caller), *extra_lines]))
+    return 0 if summary["state"] == "DONE" else 1
+
+
 def main(args: argparse.Namespace) -> int:
     from ..execution import RunExecutor
 
@@ -130,15 +152,11 @@ def main(args: argparse.Namespace) -> int:
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     try:
-        instance = resolve_target(registry, caller, args.target)
-        experiment = resolve_experiment(registry, caller, instance, args.experiment)
-        overrides, secrets = _overrides(args, mode)
         executor = RunExecutor(registry, backend_options=(
             {"pyspark": {"master": args.spark_master}} if args.spark_master else None))
-        prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
-                                    override_secrets=secrets, device=args.device,
-                                    backend=args.backend,
-                                    require_model=not (args.explain or args.dry_run))
+        instance, experiment, prepared = prepare_run(
+            registry, caller, args, mode, executor, backend=args.backend,
+            require_model=not (args.explain or args.dry_run))
         if args.explain or args.dry_run:
             text = prepared.explain() if args.explain else prepared.describe_plan()
             if args.json:
@@ -152,12 +170,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"Run {run['id']}: {mode} of MLInstance {instance['id']} "
               f"({prepared.plan.reason})", file=sys.stderr, flush=True)
         summary = executor.execute(caller, run, prepared, echo=sys.stderr)
-        seconds = time.perf_counter() - started
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(_summary_text(summary, seconds, registry, caller))
-        return 0 if summary["state"] == "DONE" else 1
+        return report(args, summary, time.perf_counter() - started, registry, caller)
     finally:
         registry.close()
 

@@ -18,7 +18,7 @@ from ..errors import ConfigError, Conflict, NotFound
 from ..home import resolve_home
 from ..schemas import EXPERIMENT_RUN, RunStatus
 from ..service import Caller, Registry
-from .runs import _MODES, _overrides, _summary_text, resolve_experiment, resolve_target
+from .runs import _MODES, prepare_run, report
 
 CANCEL_RECORD_WAIT_S = 10.0
 
@@ -47,12 +47,9 @@ def main(args: argparse.Namespace) -> int:
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     try:
-        instance = resolve_target(registry, caller, args.target)
-        experiment = resolve_experiment(registry, caller, instance, args.experiment)
-        overrides, secrets = _overrides(args, mode)
         executor = RunExecutor(registry)
-        prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
-                                    override_secrets=secrets, device=args.device, backend="ray")
+        instance, experiment, prepared = prepare_run(registry, caller, args, mode, executor,
+                                                     backend="ray")
         working_dir = None if args.no_working_dir else Path(args.working_dir or Path.cwd()).resolve()
         excludes = list(WORKING_DIR_EXCLUDES)
         if working_dir is not None and registry.home.root.is_relative_to(working_dir):
@@ -69,12 +66,8 @@ def main(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         doc = registry.get(EXPERIMENT_RUN, caller, run["id"])
         summary["submissionId"] = (doc.get("backend") or {}).get("submissionId")
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(_summary_text(summary, seconds, registry, caller))
-            print(f"  ray job: {summary['submissionId']}")
-        return 0 if summary["state"] == RunStatus.DONE.value else 1
+        return report(args, summary, seconds, registry, caller,
+                      f"  ray job: {summary['submissionId']}")
     finally:
         registry.close()
 
