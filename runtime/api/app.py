@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
@@ -194,6 +195,12 @@ class Api:
         return _json(body, kind.listing_profile)
 
 
+async def write(operation: Any, *args: Any) -> Any:
+    """Runs a registry write on a worker thread: a write may wait for SQLite's lock (another
+    process, such as a CLI, writing the same file), and the event loop must keep serving."""
+    return await run_in_threadpool(operation, *args)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -271,7 +278,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             @app.post(path, name=f"create_{kind.name}", status_code=201)
             async def create_(request: Request) -> Response:
                 caller = api.caller(request)
-                doc = registry.create(kind, caller, await api.json_body(request))
+                doc = await write(registry.create, kind, caller, await api.json_body(request))
                 return _json(doc, kind.profile, 201,
                              _location(request, f"{path}/{doc['id']}"))
 
@@ -279,8 +286,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             @app.delete(path, name=f"delete_{kind.collection}")
             async def delete_many(request: Request) -> Response:
                 caller = api.caller(request)
-                registry.delete_where(kind, caller, bulk_delete,
-                                      request.query_params.get(bulk_delete))
+                await write(registry.delete_where, kind, caller, bulk_delete,
+                            request.query_params.get(bulk_delete))
                 return _success(f"{kind.title}s successfully deleted")
 
         @app.get(path + "/{id}", name=f"get_{kind.name}")
@@ -292,14 +299,15 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             @app.put(path + "/{id}", name=f"update_{kind.name}")
             async def put_(request: Request, id: str) -> Response:
                 caller = api.caller(request)
-                doc = registry.replace(kind, caller, id, await api.json_body(request))
+                body = await api.json_body(request)
+                doc = await write(registry.replace, kind, caller, id, body)
                 return _json(doc, kind.profile)
 
         if delete:
             @app.delete(path + "/{id}", name=f"delete_{kind.name}")
             async def delete_(request: Request, id: str) -> Response:
                 caller = api.caller(request)
-                registry.delete(kind, caller, id)
+                await write(registry.delete, kind, caller, id)
                 return _success(f"{kind.title} deletion was successful")
 
     # Fixed paths first, so that they are not read as ids.
@@ -316,7 +324,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             body, files = await api.multipart(request, "engine")
         else:
             body, files = await api.json_body(request), {}
-        doc = registry.create_engine(caller, body, files)
+        doc = await write(registry.create_engine, caller, body, files)
         return _json(doc, ENGINE.profile, 201, _location(request, f"{BASE}/engines/{doc['id']}"))
 
     @app.post(f"{BASE}/models", status_code=201)
@@ -327,7 +335,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             artifact = files.get("modelArtifact")
         else:
             body, artifact = await api.json_body(request), None
-        doc = registry.create_model(caller, body, artifact)
+        doc = await write(registry.create_model, caller, body, artifact)
         return _json(doc, MODEL.profile, 201, _location(request, f"{BASE}/models/{doc['id']}"))
 
     @app.get(f"{BASE}/models/{{id}}/artifact")
@@ -356,7 +364,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.post(runs, status_code=201)
     async def create_run(request: Request, experiment_id: str) -> Response:
         caller = api.caller(request)
-        doc = registry.create_run(caller, experiment_id, await api.json_body(request))
+        body = await api.json_body(request)
+        doc = await write(registry.create_run, caller, experiment_id, body)
         return _json(doc, EXPERIMENT_RUN.profile, 201,
                      _location(request, f"{BASE}/experiments/{experiment_id}/runs/{doc['id']}"))
 
