@@ -175,3 +175,15 @@ def log_tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(kept)
+
+
+def stage_run(spec: WorkerSpec, log_path: Path) -> tuple[Path, Path]:
+    """The run folder with the worker's spec written into it (and no stale result.json), and a
+    log path whose folder exists."""
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a stale result must not pass for this run's
+    spec_path = spec.write(run_dir / SPEC_FILE)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return spec_path, log_path

@@ -15,8 +15,8 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 from ..errors import MLRuntimeError
 from ..resources import ResourceRequest
 from ..schemas import RunStatus
-from . import (RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail,
-               read_result)
+from . import (RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail, read_result,
+               stage_run)
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
@@ -72,12 +72,7 @@ class PySparkBackend(Backend):
         mlinstance_id = mlinstance_id or getattr(spec, "mlinstance_id", None)
         config = self.spark_config(resources, plan)
 
-        run_dir = Path(spec.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a stale result must not pass for this run's
-        spec_path = spec.write(run_dir / SPEC_FILE)
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path, log_path = stage_run(spec, log_path)
         log = open(log_path, "ab", buffering=0)
         handle = PySparkRunHandle(pool=self.pool, config=config, env=dict(plan.env), spec=spec,
                                   spec_path=spec_path, log=log, log_path=log_path,

@@ -14,8 +14,8 @@ from typing import IO, TYPE_CHECKING, TextIO
 
 from ..errors import ExecutionError
 from ..schemas import RunStatus
-from . import (RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail,
-               read_result)
+from . import (RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail, read_result,
+               stage_run)
 
 __all__ = ["PythonBackend", "PythonRunHandle"]
 
@@ -42,12 +42,7 @@ class PythonBackend(Backend):
                echo: TextIO | None = None) -> PythonRunHandle:
         # The plan decided device and threads; the spec only carries them to the worker.
         spec = spec.model_copy(update={"device": plan.device, "threads": plan.threads})
-        run_dir = Path(spec.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RESULT_FILE).unlink(missing_ok=True)  # a stale result must not pass for this run's
-        spec_path = spec.write(run_dir / SPEC_FILE)
-        log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path, log_path = stage_run(spec, log_path)
 
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "runtime.worker", str(spec_path)]
