@@ -46,6 +46,12 @@ class Unauthorized(MLRuntimeError):
     status, title, slug = 401, "Unauthorized", "unauthorized"
 
 
+class Forbidden(MLRuntimeError):
+    """An authenticated caller asking for what it may not reach (a sandbox, a path)."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
 class NotFound(MLRuntimeError):
     status, title, slug = 404, "Not Found", "not-found"
 

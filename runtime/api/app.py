@@ -6,8 +6,6 @@ body `{type, title, status, detail}`.
 """
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -23,13 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 
 from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, NotFound, PayloadTooLarge,
-                      Unauthorized, Unprocessable, UnsupportedMediaType)
+                      Unprocessable, UnsupportedMediaType)
 from ..home import Home
+from .auth import authenticate
 from ..listing import parse_list_query
 from ..schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MLSERVICE, MODEL,
                        Kind)
-from ..service import DEFAULT_ORG, DEFAULT_SANDBOX, Caller, Page, Registry
-from ..store import Scope
+from ..service import Caller, Page, Registry
 
 log = logging.getLogger("runtime.api")
 
@@ -43,7 +41,7 @@ _ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "applica
 @dataclass
 class ServerSettings:
     home: Home
-    tokens: dict[str, str] = field(default_factory=dict)   # bearer token -> user id
+    tokens: dict[str, Any] = field(default_factory=dict)   # bearer token -> user id | TokenGrant
     max_body_bytes: int = 1 << 20            # JSON bodies
     max_upload_bytes: int = 512 << 20        # multipart uploads (engine and model artifacts)
     execute_runs: bool = True                # POST .../runs executes runs in the background
@@ -66,17 +64,6 @@ def _error_response(err: MLRuntimeError) -> Response:
                     media_type="application/json")
 
 
-def _is_loopback(host: Optional[str]) -> bool:
-    if not host:
-        return False
-    if host == "localhost" or host == "testclient":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Api:
     """Request parsing shared by every route."""
 
@@ -86,27 +73,11 @@ class Api:
         self.local_user = Caller.local().user_id
 
     def caller(self, request: Request) -> Caller:
-        """Who asks, from which org and sandbox; also refuses an unacceptable `Accept`."""
+        """Who asks, from which org and sandbox (see auth.py); also refuses an unacceptable
+        `Accept`."""
         self.check_accept(request)
-        headers = request.headers
-        tokens = self.settings.tokens
-        scope = Scope(headers.get("x-gw-ims-org-id") or DEFAULT_ORG,
-                      headers.get("x-sandbox-name") or DEFAULT_SANDBOX)
-        if not tokens:
-            client = request.client.host if request.client else None
-            if not _is_loopback(client):
-                raise Unauthorized("This server has no tokens configured and serves loopback "
-                                   "clients only; configure tokens to serve other hosts")
-            return Caller(scope, self.local_user)
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Missing bearer token: send 'Authorization: Bearer TOKEN'")
-        token = token.strip()
-        for known, user in tokens.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
-                return Caller(scope, user)
-        raise Unauthorized("The bearer token is not valid for this server")
+        return authenticate(self.settings.tokens, request.headers,
+                            request.client.host if request.client else None, self.local_user)
 
     @staticmethod
     def check_accept(request: Request) -> None:

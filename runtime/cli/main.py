@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN[=USER]",
                        help="accept this bearer token (repeatable); USER becomes createdBy.userId")
-    serve.add_argument("--tokens-file", help="JSON or YAML file mapping token -> user id")
+    serve.add_argument("--tokens-file", help="JSON or YAML file mapping token -> user id, or -> "
+                       "{user, org, sandboxes} to limit the token to those")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
     serve.add_argument("--run-backend", metavar="NAME",
