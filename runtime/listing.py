@@ -137,5 +137,6 @@ def parse_list_query(kind: Kind, params: dict[str, str]) -> ListQuery:
     return ListQuery(
         filters=filters, order=order,
         start=parse_int("start", params.get("start"), 0, 0, None),
-        limit=parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT),
+        # limit=0 (the contract allows 0..100) lists no children: `_page.totalCount` alone.
+        limit=parse_int("limit", params.get("limit"), DEFAULT_LIMIT, 0, MAX_LIMIT),
         orderby_text=orderby_text, property_text=property_text)

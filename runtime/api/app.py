@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, Response
 
 from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, NotFound, PayloadTooLarge,
                       Unprocessable, UnsupportedMediaType)
+from ..data_roots import data_roots_for
 from ..home import Home
 from .auth import authenticate
 from ..listing import parse_list_query
@@ -34,6 +35,8 @@ log = logging.getLogger("runtime.api")
 BASE = "/data/sensei"
 SENSEI_JSON = "application/vnd.adobe.platform.sensei+json"
 _JSON_TYPES = ("application/json", SENSEI_JSON)
+# No Content-Type, or curl's `-d` default: read as JSON when the body parses as JSON.
+_SNIFFED_TYPES = ("", "application/x-www-form-urlencoded")
 _ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "application/octet-stream",
                "text/*", "text/plain")   # artifacts are bytes, run logs are text
 
@@ -47,6 +50,8 @@ class ServerSettings:
     execute_runs: bool = True                # POST .../runs executes runs in the background
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per backend name
     run_backend: Optional[str] = None        # the backend of those runs (e.g. "ray"); None: planned
+    # --data-root folders (else MLRUNTIME_DATA_ROOTS; with tokens and neither: HOME/data)
+    data_roots: list[str] = field(default_factory=list)
 
 
 def _media(profile: str) -> str:
@@ -74,10 +79,11 @@ class Api:
 
     def caller(self, request: Request) -> Caller:
         """Who asks, from which org and sandbox (see auth.py); also refuses an unacceptable
-        `Accept`."""
+        `Accept`. Authentication comes first: without a valid token every route is a 401."""
+        caller = authenticate(self.settings.tokens, request.headers,
+                              request.client.host if request.client else None, self.local_user)
         self.check_accept(request)
-        return authenticate(self.settings.tokens, request.headers,
-                            request.client.host if request.client else None, self.local_user)
+        return caller
 
     @staticmethod
     def check_accept(request: Request) -> None:
@@ -109,18 +115,24 @@ class Api:
         return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
     async def json_body(self, request: Request) -> Any:
+        """The JSON body. A body sent without a Content-Type, or as curl's `-d` default
+        (application/x-www-form-urlencoded), is read as JSON when it parses as JSON; anything else
+        is a 415 that names the header to add."""
         media = self.media_type(request)
-        if media not in _JSON_TYPES:
-            shown = request.headers.get("content-type") or "none"
-            raise UnsupportedMediaType(
-                f"Unsupported content type {shown!r}: send application/json or "
-                f"{SENSEI_JSON};profile=...")
+        shown = request.headers.get("content-type") or "none"
+        hint = ("send the header 'Content-Type: application/json' (curl: -H 'Content-Type: "
+                f"application/json') or '{SENSEI_JSON};profile=...'")
+        if media not in _JSON_TYPES and media not in _SNIFFED_TYPES:
+            raise UnsupportedMediaType(f"Unsupported content type {shown!r}: {hint}")
         raw = await self.read_raw(request, self.settings.max_body_bytes)
         if not raw.strip():
             raise BadRequest("The request body is empty: a JSON object is required")
         try:
             return json.loads(raw, parse_constant=_reject_constant)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            if media in _SNIFFED_TYPES:
+                raise UnsupportedMediaType(
+                    f"The body sent with content type {shown!r} is not JSON: {hint}") from None
             raise BadRequest(f"Malformed JSON body: {exc}") from None
 
     async def multipart(self, request: Request, entity_part: str) -> tuple[Any, dict[str, bytes]]:
@@ -158,7 +170,7 @@ class Api:
                                      "start": str(q.start), "totalCount": page.total,
                                      "count": len(page.children)}
         links: dict[str, Any] = {"self": {"href": f"{base}?{urlencode({'start': q.start, **common})}"}}
-        if q.start + len(page.children) < page.total:
+        if q.limit and q.start + len(page.children) < page.total:   # limit=0: a count only
             nxt = q.start + q.limit
             page_info["next"] = str(nxt)
             links["next"] = {"href": f"{base}?{urlencode({'start': nxt, **common})}"}
@@ -176,6 +188,74 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path, for a 405's `Allow` header."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] in (Match.FULL, Match.PARTIAL):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
+_ERROR_SCHEMA = {"type": "object", "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}}}
+_ERRORS = {
+    "400": "Bad request: a malformed body or query, an invalid field, an unknown listing field",
+    "401": "A missing or unknown bearer token (with tokens configured: every route, any path)",
+    "403": "The token's grant does not reach the org or sandbox asked for",
+    "404": "No such object in this sandbox (deleted objects included), or no such path",
+    "406": "The Accept header names nothing this API answers (it answers JSON)",
+    "500": "An internal error; the server log has the details",
+}
+_BODY_ERRORS = {
+    "413": "The body is over the server's limit (--max-body-mb; uploads --max-upload-mb)",
+    "415": "The body is neither JSON nor multipart: send 'Content-Type: application/json' "
+           "(a body without a Content-Type, or sent as curl -d, is read as JSON if it parses)",
+}
+_SPECIFIC_ERRORS = {
+    ("get", f"{BASE}/engines/dockerRegistry"):
+        {"404": "Always: engines are installed plugins here, there is no Docker registry"},
+    ("get", f"{BASE}/insights/metrics"): {"404": "The algorithm is not one this runtime knows"},
+    ("post", f"{BASE}/models/{{id}}/transcodings"):
+        {"422": "Always: this runtime produces no transcodings"},
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI the server serves names every status it answers: the error statuses of each
+    route (the body `{type, title, status, detail}`), and 405 with `Allow` for other methods."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schema["info"]["description"] = (
+            "The Sensei ML API served locally. Every 4xx/5xx body is {type, title, status, "
+            "detail}. A method a path does not serve is a 405 whose Allow header lists those it "
+            "does. Paths take no trailing slash.")
+        content = {"application/json": {"schema": _ERROR_SCHEMA}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                if responses.get("422", {}).get("description") == "Validation Error":
+                    del responses["422"]   # invalid input is a 400 here
+                errors = {**_ERRORS, **(_BODY_ERRORS if method in ("post", "put") else {}),
+                          **_SPECIFIC_ERRORS.get((method, path), {})}
+                for status, text in errors.items():
+                    responses.setdefault(status, {"description": text, "content": content})
+        schema.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        schema.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _success(detail: str) -> Response:
     return _json({"title": "Success", "status": 200, "detail": detail}, "api-response.v1.json")
 
@@ -183,6 +263,9 @@ def _success(detail: str) -> Response:
 def create_app(settings: ServerSettings, registry: Optional[Registry] = None) -> FastAPI:
     """The ASGI app. The registry opens here, not at import."""
     registry = registry or Registry.open(settings.home)
+    # With tokens the server holds several users' requests: their data sets stay under the roots.
+    registry.data_roots = data_roots_for(settings.home.root, settings.data_roots,
+                                         shared=bool(settings.tokens))
     api = Api(registry, settings)
     executor = None
     if settings.execute_runs:
@@ -200,6 +283,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
 
     app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0", lifespan=lifespan,
                   docs_url=f"{BASE}/docs", openapi_url=f"{BASE}/openapi.json", redoc_url=None)
+    app.router.redirect_slashes = False   # `/engines/` is no alias of the listing: a 404
+    _document_errors(app)
     app.state.registry = registry
     app.state.settings = settings
     app.state.executor = executor
@@ -210,14 +295,30 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        err = MLRuntimeError(
-            "No such resource: " + request.url.path if exc.status_code == 404
-            else f"{request.method} is not allowed on {request.url.path}"
-            if exc.status_code == 405 else str(exc.detail),
-            status=exc.status_code, title={404: "Not Found", 405: "Method Not Allowed"}.get(
-                exc.status_code, "Error"))
+        if exc.status_code in (404, 405) and settings.tokens:
+            try:   # with tokens, a request without one learns nothing, not even what exists
+                authenticate(settings.tokens, request.headers,
+                             request.client.host if request.client else None, api.local_user)
+            except MLRuntimeError as denied:
+                return _error_response(denied)
+        path = request.url.path
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            detail = "No such resource: " + path
+            if path.endswith("/") and path.rstrip("/"):
+                detail += f" (paths take no trailing slash: {path.rstrip('/')})"
+        elif exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {path}; allowed: {', '.join(allowed)}"
+        else:
+            detail = str(exc.detail)
+        err = MLRuntimeError(detail, status=exc.status_code, title={
+            404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error"))
         err.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "error")
-        return _error_response(err)
+        response = _error_response(err)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
