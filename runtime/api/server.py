@@ -15,8 +15,10 @@ def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info
 
     app = create_app(settings)
     registry = app.state.registry
+    roots = registry.data_roots
     print(f"Serving the Sensei ML API at http://{host}:{port}/data/sensei "
-          f"(home {settings.home.root}, store {registry.store.url})", flush=True)
+          f"(home {settings.home.root}, store {registry.store.url}, data sets "
+          f"{'under ' + roots.describe() if roots else 'anywhere'})", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:

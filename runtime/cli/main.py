@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accept this bearer token (repeatable); USER becomes createdBy.userId")
     serve.add_argument("--tokens-file", help="JSON or YAML file mapping token -> user id, or -> "
                        "{user, org, sandboxes} to limit the token to those")
+    serve.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                       help="data sets are read and written only under DIR (repeatable; default: "
+                            "$MLRUNTIME_DATA_ROOTS, else with tokens HOME/data, else anywhere)")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
     serve.add_argument("--run-backend", metavar="NAME",

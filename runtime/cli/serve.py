@@ -13,7 +13,7 @@ def main(args: argparse.Namespace) -> int:
     tokens = parse_tokens(args.token, args.tokens_file)
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
-                              execute_runs=not args.no_execute,
+                              execute_runs=not args.no_execute, data_roots=args.data_root,
                               backend_options=({"pyspark": {"master": args.spark_master}}
                                                if args.spark_master else {}),
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
