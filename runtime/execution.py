@@ -175,6 +175,8 @@ class RunExecutor:
         layers.append(Layer(CLI, overrides=cli, secret_keys=override_secrets))
         resolved = resolve(mode, engine_cls.params.get(mode), layers,
                            accepts_extra_keys=engine_cls.accepts_extra_keys)
+        # Data sets from every layer, inside the data roots before anything is read or written.
+        reg.check_run_data_sets(caller, resolved.values)
         plan = make_plan(engine_kind=engine_cls.kind, resources=resolved.resources,
                          host=self.host, device=device, backend=backend)
         model = None

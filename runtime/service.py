@@ -15,11 +15,12 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ValidationError
 
+from .data_roots import DataRoots, data_roots_for
 from .errors import BadRequest, Conflict, NotFound, ValidationFailed
 from .home import Home
 from .listing import ListQuery
-from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS, MODEL,
-                      RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
+from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS, MLSERVICE,
+                      MODEL, RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
 from .store import Scope, Store, open_store
 from .tasks import run_mode
 
@@ -133,10 +134,15 @@ class Registry:
         self.home = home
         # Called with (caller, run document) after a run is created; the execution layer sets it.
         self.on_run_created: Optional[Callable[[Caller, dict[str, Any]], None]] = None
+        # Where data sets may be (runtime.data_roots); None: anywhere. A server with tokens sets it.
+        self.data_roots: Optional[DataRoots] = None
 
     @classmethod
     def open(cls, home: Home) -> "Registry":
-        return cls(open_store(home.store_url), home)
+        registry = cls(open_store(home.store_url), home)
+        # Configured roots (MLRUNTIME_DATA_ROOTS) apply to every face; `run serve` may add defaults.
+        registry.data_roots = data_roots_for(home.root, shared=False)
+        return registry
 
     def close(self) -> None:
         self.store.close()
@@ -178,7 +184,28 @@ class Registry:
 
     def create(self, kind: Kind, caller: Caller, body: Any) -> dict[str, Any]:
         data = self._validate(kind, body)
+        self._check_data_sets(kind, caller, data)
         return self._insert(kind, caller, data)
+
+    def _check_data_sets(self, kind: Kind, caller: Caller, data: dict[str, Any]) -> None:
+        """Data sets an MLInstance, an Experiment's template or an MLService names are checked
+        against the data roots when they are written (403), not only when a run starts."""
+        if self.data_roots is None:
+            return
+        catalog = self.dataset_lookup(caller)
+        if kind is MLSERVICE:
+            self.data_roots.check_values(data, catalog=catalog)
+        self.data_roots.check_tasks(data.get("tasks"), catalog=catalog)
+        self.data_roots.check_tasks((data.get("template") or {}).get("tasks"), catalog=catalog)
+
+    def check_run_data_sets(self, caller: Caller, values: dict[str, Any]) -> None:
+        """Before a run starts: every data set of its resolved values inside the data roots."""
+        if self.data_roots is not None:
+            self.data_roots.check_values(values, catalog=self.dataset_lookup(caller))
+
+    def dataset_lookup(self, caller: Caller) -> Optional[Callable[[str], Optional[str]]]:
+        """The catalog of the caller's sandbox as a look-up for the data roots' check."""
+        return None
 
     def _insert(self, kind: Kind, caller: Caller, data: dict[str, Any],
                 id: Optional[str] = None) -> dict[str, Any]:
@@ -214,6 +241,7 @@ class Registry:
 
     def replace(self, kind: Kind, caller: Caller, id: str, body: Any) -> dict[str, Any]:
         data = self._validate(kind, body)
+        self._check_data_sets(kind, caller, data)
         with self.store.transaction():
             old = self._live(kind, caller.scope, id)
             self._check_parent(kind, caller.scope, data)
