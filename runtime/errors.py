@@ -125,3 +125,26 @@ class ServerConfigError(MLRuntimeError):
     """The server cannot start as asked (for example, a public bind address without tokens)."""
 
     status, title, slug = 500, "Server Configuration Error", "server-configuration"
+
+
+class EnvBuildError(MLRuntimeError):
+    """A recipe's environment could not be resolved, built or checked; the run does not start.
+    `build_log` holds uv's/pip's output (the run's log gets it); `step` names what failed."""
+
+    status, title, slug = 422, "Environment Build Failed", "environment-build-failed"
+
+    def __init__(self, detail: str, *, build_log: str = "", step: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(detail, step=step, **extra)
+        self.build_log = build_log
+        self.step = step
+
+
+class PythonUnavailable(EnvBuildError):
+    """The recipe's pins or python_requires need a Python this host lacks; `needed` names it."""
+
+    title, slug = "Python Unavailable", "python-unavailable"
+
+    def __init__(self, detail: str, *, needed: str, build_log: str = "") -> None:
+        super().__init__(detail, build_log=build_log, step="python", needed=needed)
+        self.needed = needed
