@@ -1,0 +1,1 @@
+"""`ml.runtime.python.Interfaces`: the older class templates (one module per class)."""

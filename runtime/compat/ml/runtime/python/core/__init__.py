@@ -1,0 +1,1 @@
+"""`ml.runtime.python.core`: the evaluators a recipe's `Evaluation` entry point extends."""

@@ -1,0 +1,1 @@
+"""`ml.runtime.tensorflow.Interfaces`: `AbstractTrainer.AbstractTrainer`, `AbstractScorer.AbstractScorer`."""

@@ -1,0 +1,1 @@
+"""`ml.runtime.tensorflow`: base classes of class-based (Tensorflow, PyTorch) recipes."""

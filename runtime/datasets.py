@@ -1,0 +1,501 @@
+"""Data sets: the local catalog (id -> location, format) and the one reader/writer every path uses.
+
+A data set value is a local path, a `file://` URI, or an id registered with `run datasets add`.
+The worker, the `platform_sdk` shims of a recipe's environment and the Spark data source all read
+and write through here. This module imports no pydantic, torch or FastAPI, and only pandas/pyarrow
+API that pandas 1.x has: recipe environments import it too.
+
+XDM shape (the platform's data sets): a column named `_tenant.field` (first segment starting with
+`_`) is a field of the tenant's (or a field group's) object. Written as JSON lines it is nested
+(`{"_tenant": {"field": ...}}`), written as Parquet it is a struct column `_tenant`; CSV keeps the
+dotted names. Read back, `_`-prefixed struct columns (Parquet) and `_`-prefixed objects (JSON lines)
+are flattened to dotted columns again, which is what the platform's DatasetReader returned and what
+recipes expect (`reader[tenant + ".date"]`, `rename(columns=lambda c: c[c.find(".") + 1:])`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["FORMATS", "ENV_DATASETS_FILE", "DatasetEntry", "DatasetRef", "active_catalog",
+           "catalog_from_json", "catalog_to_json", "check_dataset_id", "entry_for", "format_name",
+           "read_dataset", "resolve_dataset", "use_catalog", "write_catalog_file", "write_dataset",
+           "written"]
+
+FORMATS = ("csv", "parquet", "jsonl")
+ENV_DATASETS_FILE = "MLRUNTIME_DATASETS_FILE"
+DATASETS_FILE = "datasets.json"
+_SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+                   ".ndjson": "jsonl", ".json": "jsonl"}
+_FORMAT_SUFFIX = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+_FORMAT_ALIASES = {"csv": "csv", "parquet": "parquet", "pq": "parquet", "jsonl": "jsonl",
+                   "json": "jsonl", "ndjson": "jsonl", "jsonlines": "jsonl"}
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered data set: its id, where it lives (a `file://` URI) and its format (None: a
+    folder whose files say it)."""
+
+    id: str
+    uri: str
+    format: Optional[str] = None
+    created: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A resolved data set: `id` as given (a registered id or the path itself), its URI, the local
+    path, and the format (None when the location is a folder whose files decide)."""
+
+    id: str
+    uri: str
+    path: Optional[Path]
+    format: Optional[str]
+
+
+# --- formats and ids ---------------------------------------------------------------------------
+
+def format_name(value: Optional[str], *, where: str = "format") -> Optional[str]:
+    """`json` -> `jsonl`, `pq` -> `parquet`; None stays None; anything else is a ConfigError."""
+    if value is None or value == "":
+        return None
+    name = _FORMAT_ALIASES.get(str(value).strip().lower())
+    if name is None:
+        raise ConfigError(f"Unknown data set {where} {value!r}: expected one of csv, parquet, "
+                          "jsonl (json)")
+    return name
+
+
+def check_dataset_id(value: str) -> str:
+    """A catalog id: letters, digits, `_`, `-`, `.`, at most 128 characters, not path-like."""
+    if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        raise ConfigError(
+            f"Invalid data set id {value!r}: use letters, digits, '_', '-' and '.' (at most 128 "
+            "characters, starting with a letter or digit)")
+    if Path(value).suffix.lower() in _SUFFIX_FORMATS:
+        raise ConfigError(f"Invalid data set id {value!r}: it ends like a file name "
+                          f"({Path(value).suffix}); ids that look like paths would be read as paths")
+    return value
+
+
+def _suffix_format(path: Path) -> Optional[str]:
+    return _SUFFIX_FORMATS.get(path.suffix.lower())
+
+
+def _looks_like_path(value: str) -> bool:
+    return (value.startswith(("/", ".", "~", "file:")) or "/" in value or os.sep in value
+            or Path(value).suffix.lower() in _SUFFIX_FORMATS)
+
+
+def _uri_path(value: str) -> Optional[Path]:
+    """The local path of a path or file:// URI; None for another scheme."""
+    if value.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+        return Path(unquote(urlparse(value).path))
+    if "://" in value:
+        return None
+    return Path(value).expanduser()
+
+
+def entry_for(dataset_id: str, location: str, file_format: Optional[str] = None, *,
+              created: Optional[str] = None) -> DatasetEntry:
+    """A catalog entry for registering `location` (a path or file:// URI) as `dataset_id`: the
+    location made absolute, the format from `file_format`, else from the file name. A file name
+    whose format cannot be told needs `file_format`; a name without a suffix is a folder."""
+    check_dataset_id(dataset_id)
+    text = str(location)
+    path = _uri_path(text)
+    if path is None:
+        raise ConfigError(f"Cannot register {text!r}: only local paths and file:// URIs are "
+                          "data set locations")
+    path = Path(os.path.abspath(path))   # `..` folded, symlinks kept
+    fmt = format_name(file_format)
+    if fmt is None and not path.is_dir():
+        fmt = _suffix_format(path)
+        if fmt is None and path.suffix:
+            raise ConfigError(f"Cannot tell the format of {path} from its name: give --format "
+                              "csv, parquet or jsonl")
+    return DatasetEntry(id=dataset_id, uri=path.as_uri(), format=fmt, created=created)
+
+
+# --- the catalog a process sees ----------------------------------------------------------------
+
+_active: Optional[dict[str, DatasetEntry]] = None
+_file_cache: dict[str, tuple[float, dict[str, DatasetEntry]]] = {}
+_lock = threading.Lock()
+# What this process has written with write_dataset: {"id", "path", "format", "rows"} per write,
+# so the code that ran a recipe's saver can say where its output went.
+written: list[dict[str, Any]] = []
+
+
+def catalog_from_json(data: Any) -> dict[str, DatasetEntry]:
+    """Entries from `{"datasets": {id: {uri, format}}}` or `{id: {uri, format}}`."""
+    if isinstance(data, dict) and isinstance(data.get("datasets"), dict):
+        data = data["datasets"]
+    if not isinstance(data, dict):
+        raise ConfigError("A data set catalog is a JSON object mapping ids to {uri, format}")
+    out: dict[str, DatasetEntry] = {}
+    for key, value in data.items():
+        if isinstance(value, DatasetEntry):
+            out[key] = value
+        elif isinstance(value, dict) and value.get("uri"):
+            out[key] = DatasetEntry(id=key, uri=str(value["uri"]),
+                                    format=format_name(value.get("format")),
+                                    created=value.get("created"))
+        else:
+            raise ConfigError(f"Data set catalog entry {key!r} has no uri")
+    return out
+
+
+def catalog_to_json(catalog: Mapping[str, Any]) -> dict[str, Any]:
+    return {"datasets": {k: (v.to_dict() if isinstance(v, DatasetEntry) else dict(v))
+                         for k, v in catalog.items()}}
+
+
+def write_catalog_file(catalog: Mapping[str, Any], path: Path) -> Path:
+    """The catalog as the JSON file named by MLRUNTIME_DATASETS_FILE (written whole, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(catalog_to_json(catalog), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def use_catalog(catalog: Optional[Mapping[str, Any]]) -> None:
+    """Make `catalog` the one `resolve_dataset` uses when given none (None: back to the file named
+    by MLRUNTIME_DATASETS_FILE, if any)."""
+    global _active
+    with _lock:
+        _active = None if catalog is None else catalog_from_json(dict(catalog))
+
+
+def active_catalog() -> dict[str, DatasetEntry]:
+    """The catalog set by `use_catalog`, else the file named by MLRUNTIME_DATASETS_FILE, else none."""
+    if _active is not None:
+        return _active
+    name = os.environ.get(ENV_DATASETS_FILE)
+    if not name:
+        return {}
+    try:
+        mtime = os.stat(name).st_mtime
+    except OSError as exc:
+        raise ConfigError(f"{ENV_DATASETS_FILE} names {name}, which cannot be read: {exc}") from exc
+    cached = _file_cache.get(name)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        catalog = catalog_from_json(json.loads(Path(name).read_text()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the data set catalog {name}: {exc}") from exc
+    _file_cache[name] = (mtime, catalog)
+    return catalog
+
+
+# --- resolving -----------------------------------------------------------------------------------
+
+def resolve_dataset(value: str, catalog: Optional[Mapping[str, DatasetEntry]] = None) -> DatasetRef:
+    """A registered id, a path or a `file://` URI as a DatasetRef. A registered id wins over a
+    same-named relative path; a path that a catalog entry points at takes that entry's format.
+    Anything else is a ConfigError naming the value and the registered ids."""
+    if value is None or str(value).strip() == "":
+        raise ConfigError("No data set given: expected a registered data set id, a path or a "
+                          "file:// URI")
+    text = str(value).strip()
+    entries = active_catalog() if catalog is None else catalog_from_json(dict(catalog))
+    entry = entries.get(text)
+    if entry is not None:
+        path = _uri_path(entry.uri)
+        return DatasetRef(id=text, uri=entry.uri, path=path,
+                          format=entry.format or (_suffix_format(path) if path else None))
+    if "://" in text and not text.startswith("file://"):
+        raise ConfigError(f"Unsupported data set URI {text!r}: only registered ids, local paths "
+                          "and file:// URIs are read and written here")
+    path = _uri_path(text)
+    if text.startswith("file://") or _looks_like_path(text) or (path is not None and path.exists()):
+        assert path is not None
+        fmt = _suffix_format(path)
+        absolute = Path(os.path.abspath(path))
+        for other in entries.values():   # a path registered with an explicit format keeps it
+            if other.format and _uri_path(other.uri) == absolute:
+                fmt = other.format
+                break
+        uri = text if text.startswith("file://") else absolute.as_uri()
+        return DatasetRef(id=text, uri=uri, path=path, format=fmt)
+    known = ", ".join(sorted(entries)) or "none"
+    raise ConfigError(
+        f"Unknown data set {text!r}: it is not a data set id registered in this sandbox "
+        f"(registered: {known}) nor a path; register it with: run datasets add {text} PATH")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def _folder_files(path: Path) -> list[tuple[Path, str]]:
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and not p.name.startswith((".", "_")) and _suffix_format(p))
+    return [(p, _suffix_format(p) or "") for p in files]
+
+
+def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """The data set as a pandas DataFrame (XDM objects flattened to dotted columns, see the module
+    docstring). A folder is read as the concatenation of its data files, in name order."""
+    import pandas as pd
+
+    path = ref.path
+    if path is None:
+        raise ConfigError(f"Data set {ref.id!r} ({ref.uri}) is not a local file")
+    if not path.exists():
+        raise ConfigError(f"Data set {ref.id!r} not found: {path.absolute()}")
+    wanted = list(columns) if columns is not None else None
+    if path.is_dir():
+        if ref.format == "parquet" or (ref.format is None and any(path.glob("*.parquet"))
+                                       and not any(path.glob("*.jsonl"))
+                                       and not any(path.glob("*.csv"))):
+            frame = _read_parquet(path)   # pyarrow reads a (partitioned) Parquet folder itself
+        else:
+            files = [(p, f) for p, f in _folder_files(path) if ref.format in (None, f)]
+            if not files:
+                raise ConfigError(f"Data set {ref.id!r}: folder {path} holds no "
+                                  f"{ref.format or 'csv, parquet or jsonl'} files")
+            parts = [_read_file(p, f) for p, f in files]
+            frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, sort=False)
+    else:
+        fmt = ref.format or _suffix_format(path)
+        if fmt is None:
+            raise ConfigError(f"Cannot read {path}: expected a .parquet, .csv or .jsonl file "
+                              "(or register it with run datasets add ID PATH --format FORMAT)")
+        frame = _read_file(path, fmt)
+    if wanted is not None:
+        missing = [c for c in wanted if c not in frame.columns]
+        if missing:
+            raise ConfigError(f"Data set {ref.id!r} has no column(s) {', '.join(missing)} "
+                              f"(columns: {', '.join(map(str, frame.columns))})")
+        frame = frame[wanted]
+    return frame
+
+
+def _read_file(path: Path, fmt: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if fmt == "parquet":
+        return _read_parquet(path)
+    if fmt == "csv":
+        return pd.read_csv(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    raise ConfigError(f"Cannot read {path}: unknown format {fmt!r}")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(str(path))
+    except Exception as exc:  # pyarrow's own errors: say which file
+        raise ConfigError(f"Cannot read Parquet data set {path}: {exc}") from exc
+    if any(_is_struct(field.type) and field.name.startswith("_") for field in table.schema):
+        table = _flatten_structs(table)
+    return table.to_pandas()
+
+
+def _is_struct(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_struct(arrow_type)
+
+
+def _flatten_structs(table: Any) -> Any:
+    """`_`-prefixed struct columns replaced by their fields, named `parent.child`, recursively."""
+    import pyarrow as pa
+
+    names, arrays = [], []
+
+    def add(name: str, column: Any) -> None:
+        if _is_struct(column.type) and name.split(".", 1)[0].startswith("_"):
+            children = column.flatten()
+            for i, child in enumerate(children):
+                add(f"{name}.{column.type[i].name}", child)
+        else:
+            names.append(name)
+            arrays.append(column)
+
+    for i, name in enumerate(table.column_names):
+        add(name, table.column(i))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        # Dates stay as written (strings): recipes parse them themselves, as on the platform.
+        frame = pd.read_json(path, lines=True, convert_dates=False)
+    except ValueError as exc:
+        try:   # a .json file may hold one JSON array of records instead
+            frame = pd.read_json(path, orient="records", convert_dates=False)
+        except ValueError:
+            raise ConfigError(f"Cannot read JSON lines data set {path}: {exc}") from exc
+    return _flatten_objects(frame)
+
+
+def _flatten_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """`_`-prefixed columns holding JSON objects expanded to dotted columns, recursively."""
+    import pandas as pd
+
+    nested = [c for c in frame.columns if isinstance(c, str) and c.startswith("_")
+              and frame[c].dtype == object and _first_value_is_dict(frame[c])]
+    if not nested:
+        return frame
+    pieces = []
+    for column in frame.columns:
+        if column in nested:
+            records = [v if isinstance(v, dict) else {} for v in frame[column].tolist()]
+            inner = pd.json_normalize(records, sep=".")
+            inner.index = frame.index
+            inner.columns = [f"{column}.{c}" for c in inner.columns]
+            pieces.append(inner)
+        else:
+            pieces.append(frame[[column]])
+    return pd.concat(pieces, axis=1)
+
+
+def _first_value_is_dict(series: Any) -> bool:
+    for value in series.head(100).tolist():
+        if value is not None and not (isinstance(value, float) and value != value):
+            return isinstance(value, dict)
+    return False
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _xdm_groups(columns: Iterable[Any]) -> bool:
+    return any(isinstance(c, str) and c.startswith("_") and "." in c.strip(".") for c in columns)
+
+
+def write_dataset(frame: pd.DataFrame, ref: DatasetRef, file_format: Optional[str] = None, *,
+                  log: Any = None) -> Path:
+    """Write `frame` where `ref` points and return the file written.
+
+    A file path (or a registered id pointing at a file) is replaced whole, in its own format: when
+    `file_format` asks for another one, the data set's format wins and `log` (a logger) says so. A
+    folder, or a path without a suffix, receives a new batch file `part-<time>-<id>.<ext>` in
+    `file_format` (else the registered format, else Parquet), as a platform data set receives a
+    batch; reading the folder reads every batch."""
+    requested = format_name(file_format, where="file_format")
+    path = ref.path
+    if path is None:
+        raise ConfigError(f"Cannot write data set {ref.id!r} ({ref.uri}): only local paths and "
+                          "file:// URIs are written")
+    as_folder = path.is_dir() or (not path.exists() and not path.suffix)
+    if not as_folder and _suffix_format(path) is None and ref.format is None:
+        raise ConfigError(f"Cannot write {path}: expected a .parquet, .jsonl or .csv file name, or "
+                          "a folder")
+    if as_folder:
+        fmt = requested or ref.format or "parquet"
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = path / f"part-{stamp}-{uuid.uuid4().hex[:8]}{_FORMAT_SUFFIX[fmt]}"
+    else:
+        fmt = ref.format or _suffix_format(path) or requested or "parquet"
+        if requested and requested != fmt and log is not None:
+            log.warning("data set %s is %s (%s); writing %s, not the %s asked for", ref.id, fmt,
+                        path, fmt, requested)
+        target = path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if fmt == "parquet":
+            _write_parquet(frame, tmp)
+        elif fmt == "jsonl":
+            _write_jsonl(frame, tmp)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    written.append({"id": ref.id, "path": str(target), "format": fmt, "rows": len(frame)})
+    if log is not None:
+        log.info("wrote %d rows to %s (%s)", len(frame), target, fmt)
+    return target
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if _xdm_groups(frame.columns):
+        table = _nested_table(frame)
+    else:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, str(path), compression="snappy")
+
+
+def _group_tree(columns: Iterable[Any]) -> dict[str, Any]:
+    """{'_t': {'a': 'col _t.a', 'b': {...}}, 'x': 'x'} from dotted column names (XDM only)."""
+    tree: dict[str, Any] = {}
+    for column in columns:
+        parts = column.split(".") if isinstance(column, str) and column.startswith("_") else [column]
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"Column {column!r} nests under {part!r}, which is also a "
+                                  "column of its own: XDM columns cannot be both")
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"Column {column!r} is also the parent of other columns")
+        node[parts[-1]] = column
+    return tree
+
+
+def _nested_table(frame: pd.DataFrame) -> Any:
+    import pyarrow as pa
+
+    flat = pa.Table.from_pandas(frame, preserve_index=False)
+    index = {name: i for i, name in enumerate(flat.column_names)}
+
+    def build(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return flat.column(index[str(node)]).combine_chunks()
+        names = list(node)
+        children = [build(node[n]) for n in names]
+        return pa.StructArray.from_arrays(children, names=[str(n) for n in names])
+
+    tree = _group_tree(frame.columns)
+    return pa.Table.from_arrays([build(v) if isinstance(v, dict) else flat.column(index[str(v)])
+                                 for v in tree.values()], names=[str(k) for k in tree])
+
+
+def _write_jsonl(frame: pd.DataFrame, path: Path) -> None:
+    if _xdm_groups(frame.columns):
+        tree = _group_tree(frame.columns)
+
+        def build(node: Any) -> Any:   # an object column of dicts for each group
+            if not isinstance(node, dict):
+                return frame[node]
+            import pandas as pd
+            parts = {name: build(child) for name, child in node.items()}
+            return pd.DataFrame(parts, index=frame.index).to_dict("records")
+
+        import pandas as pd
+        out = pd.DataFrame({name: build(node) for name, node in tree.items()}, index=frame.index)
+    else:
+        out = frame
+    out.to_json(path, orient="records", lines=True, date_format="iso", date_unit="ms")
