@@ -297,10 +297,22 @@ def _read_file(path: Path, fmt: str) -> pd.DataFrame:
     if fmt == "parquet":
         return _read_parquet(path)
     if fmt == "csv":
-        return pd.read_csv(path)
+        try:
+            return pd.read_csv(path)
+        except Exception as exc:
+            raise unreadable(path, "CSV", exc) from None
     if fmt == "jsonl":
         return _read_jsonl(path)
     raise ConfigError(f"Cannot read {path}: unknown format {fmt!r}")
+
+
+def unreadable(path: Path, what: str, exc: BaseException) -> ConfigError:
+    """A data file the parser refused, named with the parser's error class and (when it says one)
+    the line, never the parser's message: that may quote the file's content, which a shared server
+    must not hand to a user who named a file they may not read."""
+    line = re.search(r"\bline (\d+)", str(exc))
+    return ConfigError(f"Cannot read {what} data set {path}: {type(exc).__name__}"
+                       + (f" at line {line.group(1)}" if line else ""))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -309,7 +321,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(str(path))
     except Exception as exc:  # pyarrow's own errors: say which file
-        raise ConfigError(f"Cannot read Parquet data set {path}: {exc}") from exc
+        raise unreadable(path, "Parquet", exc) from None
     if any(_is_struct(field.type) and field.name.startswith("_") for field in table.schema):
         table = _flatten_structs(table)
     return table.to_pandas()
@@ -351,7 +363,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         try:   # a .json file may hold one JSON array of records instead
             frame = pd.read_json(path, orient="records", convert_dates=False)
         except ValueError:
-            raise ConfigError(f"Cannot read JSON lines data set {path}: {exc}") from exc
+            raise unreadable(path, "JSON lines", exc) from None
     return _flatten_objects(frame)
 
 
