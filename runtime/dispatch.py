@@ -72,6 +72,9 @@ class Plan(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     reason: str
     resources: Optional[ResourceRequest] = None   # what the task asked for, for cluster backends
+    # The interpreter the worker runs with: a recipe's environment (runtime.envs); None = the
+    # runtime's own (sys.executable).
+    python: Optional[str] = None
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -136,18 +139,21 @@ def _visible(physical: list[tuple[int, str, str, int]]) -> tuple[CudaDevice, ...
 # --- the decision -----------------------------------------------------------------------------
 
 def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device: str | None = None,
-         backend: str | None = None) -> Plan:
+         backend: str | None = None, python: str | os.PathLike | None = None) -> Plan:
     """Decide backend, device, threads and environment for one task.
 
     `device` is the user's explicit choice (`cpu`, `cuda`, `cuda:N`) and beats the resources'
     `gpus`; `backend` is an explicitly requested backend and beats the engine kind. A GPU request
-    this host cannot serve is a ConfigError here, before anything runs.
+    this host cannot serve is a ConfigError here, before anything runs. `python` is the worker's
+    interpreter (a recipe environment's, from runtime.envs.ensure_env); None = the runtime's own.
     """
+    python = None if python is None else os.fspath(python)
     if engine_kind not in ("python", "pyspark"):
         raise ConfigError(f"Unknown engine kind {engine_kind!r}: expected 'python' or 'pyspark'")
     gpus, pinned, source = _gpu_request(resources, device)
     if backend in CLUSTER_BACKENDS:
-        return _cluster_plan(backend, engine_kind, resources, gpus, source)
+        return _cluster_plan(backend, engine_kind, resources, gpus, source).model_copy(
+            update={"python": python})
     threads, thread_note = _threads(resources, host)
 
     if backend is None:
@@ -181,7 +187,7 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
         reason = (f"{why_backend}, {_gpu_phrase(gpus, source)} -> {backend} on cpu, "
                   f"{threads} threads{thread_note}")
     return Plan(backend=backend, device=worker_device, threads=threads,
-                gpu_indices=tuple(d.index for d in chosen), env=env, reason=reason)
+                gpu_indices=tuple(d.index for d in chosen), env=env, reason=reason, python=python)
 
 
 def _cluster_plan(backend: str, engine_kind: str, resources: ResourceRequest, gpus: int,
@@ -257,5 +263,6 @@ def describe(plan: Plan) -> str:
     gpus = ", ".join(str(i) for i in plan.gpu_indices) or "none"
     env = " ".join(f"{k}={v!s}" if v else f"{k}=''" for k, v in sorted(plan.env.items()))
     rows = [("backend", plan.backend), ("device", plan.device), ("threads", str(plan.threads)),
-            ("gpus", gpus), ("env", env), ("reason", plan.reason)]
+            ("gpus", gpus), ("python", plan.python or "the runtime's own"), ("env", env),
+            ("reason", plan.reason)]
     return "\n".join(f"{key:<8} {value}" for key, value in rows)
