@@ -45,7 +45,8 @@ class PythonBackend(Backend):
         spec_path, log_path = stage_run(spec, log_path)
 
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "runtime.worker", str(spec_path)]
+        python = getattr(plan, "python", None) or sys.executable
+        command = [str(python), "-m", "runtime.worker", str(spec_path)]
         log = open(log_path, "ab", buffering=0)
         try:
             proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
