@@ -1,0 +1,66 @@
+"""Runtime profiles: the pinned sets a recipe environment starts from, written down in one place.
+
+A profile stands for one of the platform's runtime images. Its `version` goes into every
+environment key, so changing a pin (and bumping the version) builds new environments instead of
+silently changing old ones. README's "Recipe environments" section lists these pins; a test keeps
+the two in step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "WORKER_REQUIREMENTS", "get_profile"]
+
+# What `python -m runtime.worker` itself imports inside a recipe environment (the runtime's own
+# source reaches the environment through a .pth file, its dependencies do not): pydantic 2 for the
+# spec and the engine contract, pyyaml for parameter files and application.yaml.
+WORKER_REQUIREMENTS: tuple[str, ...] = (
+    "pydantic==2.10.6",
+    "pyyaml==6.0.2",
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    version: int                       # bump whenever `requirements` change
+    requirements: tuple[str, ...]      # exact pins (name==version), worker needs included
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    profile.name: profile for profile in (
+        Profile(
+            name="python",
+            version=1,
+            description="the platform's Python image (adobe/acp-dsw-ml-runtime-python): pandas 1.x, "
+                        "numpy 1.x, scikit-learn, pyarrow",
+            requirements=(
+                "pandas==1.5.3",        # the last 1.x: Series.dt.week, positional dropna(0, ...)
+                "numpy==1.26.4",        # the last 1.x
+                "scikit-learn==1.3.2",  # the last release built against numpy 1.x only
+                "scipy==1.11.4",        # scikit-learn's, pinned so it stays on numpy 1.x
+                "pyarrow==14.0.2",      # Parquet for pandas 1.5 and DatasetWriter
+                *WORKER_REQUIREMENTS,
+            ),
+        ),
+        Profile(
+            name="bare",
+            version=1,
+            description="only what the runtime's worker needs; the recipe brings everything else",
+            requirements=WORKER_REQUIREMENTS,
+        ),
+    )
+}
+
+DEFAULT_PROFILE = "python"
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"Unknown environment profile {name!r}: expected one of "
+                          f"{', '.join(sorted(PROFILES))}") from None
