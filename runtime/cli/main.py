@@ -163,6 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     retail.add_argument("--verbose", "-v", action="store_true")
     retail.set_defaults(handler="runtime.cli.runs:data_main")
 
+    envs = sub.add_parser("envs", help="list, build, remove and prune recipe environments")
+    env_actions = envs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    env_list = env_actions.add_parser("list", help="the environments, most recently used first")
+    _common(env_list, scope=False)
+    env_list.set_defaults(handler="runtime.cli.envs:list_main")
+    env_build = env_actions.add_parser("build", help="build (or find) a recipe's environment now")
+    env_build.add_argument("recipe", nargs="?", metavar="RECIPE",
+                           help="a recipe folder, wheel or egg (none: the profile alone)")
+    env_build.add_argument("--profile", default="python",
+                           help="the runtime profile: python (pandas 1.x image) or bare")
+    env_build.add_argument("--pip", action="append", metavar="REQ",
+                           help="an extra requirement or requirements .txt file (repeatable)")
+    env_build.add_argument("--refresh", action="store_true",
+                           help="resolve again even if this request was resolved recently")
+    _common(env_build, scope=False)
+    env_build.set_defaults(handler="runtime.cli.envs:build_main")
+    env_rm = env_actions.add_parser("rm", help="remove environments by key (or unique prefix)")
+    env_rm.add_argument("keys", metavar="KEY", nargs="+")
+    _common(env_rm, scope=False)
+    env_rm.set_defaults(handler="runtime.cli.envs:rm_main")
+    env_prune = env_actions.add_parser("prune", help="remove least recently used environments "
+                                                     "until the rest fit under a size cap")
+    env_prune.add_argument("--max-size", metavar="SIZE",
+                           help="the cap, e.g. 10G, 500M (default: $MLRUNTIME_ENVS_MAX_SIZE or 10G)")
+    env_prune.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    _common(env_prune, scope=False)
+    env_prune.set_defaults(handler="runtime.cli.envs:prune_main")
+
     _entity_commands(sub, "engines", "engine", "Engine")
     _entity_commands(sub, "instances", "mlInstance", "MLInstance", bulk=("engine", "engineId"))
     return parser
