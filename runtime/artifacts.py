@@ -1,0 +1,815 @@
+"""Recipe artifacts: store an uploaded or local recipe once, content-addressed, and read what it is.
+
+`store_artifact` digests a zip / tar.gz of a source folder, an egg, a wheel or a folder, unpacks it
+(with `safe_extract`: nothing may land outside the target) into `HOME/recipes/<sha256>/src/`, and
+reads its metadata statically (setup.py is parsed, never executed). Anything that is not a recipe
+is an `InvalidArtifact` (HTTP 400) saying what was found and what is expected, and leaves nothing.
+"""
+from __future__ import annotations
+
+import ast
+import configparser
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from .errors import BadRequest
+
+__all__ = ["ArtifactInfo", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS", "inspect_recipe",
+           "load_recipe_info", "safe_extract", "store_artifact", "tree_digest", "file_digest",
+           "recipes_dir", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
+
+RECIPE_KINDS = ("python-functions", "python-classes", "pyspark")
+MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
+MAX_ENTRIES = 20_000
+RECIPE_FILE = "recipe.json"
+SOURCE_DIR = "src"
+# Left out of a folder's digest and copy: build by-products that change without the recipe changing.
+FOLDER_EXCLUDES = ("__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".mypy_cache",
+                   ".pytest_cache", "build", "dist", ".eggs", ".DS_Store", ".ipynb_checkpoints")
+_EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
+
+# Entry points of function-based recipes, by group: the roles the runtime calls.
+FUNCTION_ROLES = {"Training": ("training_dataloader", "training_pipeline"),
+                  "Scoring": ("scoring_dataloader", "scoring_pipeline", "scoring_datasaver")}
+CLASS_GROUPS = ("Trainer.train", "Scorer.score")
+EXPECTED = ("a recipe: a zip or tar.gz of a source folder with setup.py, setup.cfg or "
+            "pyproject.toml declaring entry points (groups Training/Scoring[/Evaluation], or "
+            "Trainer.train/Scorer.score), an egg or a wheel with such entry points, or a PySpark "
+            "package with resources/application.yaml")
+
+
+class InvalidArtifact(BadRequest):
+    title, slug = "Invalid Artifact", "invalid-artifact"
+
+
+class RecipeInfo(BaseModel):
+    """What a recipe is, read from its files (recipe.json beside the unpacked tree)."""
+
+    kind: Literal["python-functions", "python-classes", "pyspark"]
+    name: str
+    version: Optional[str] = None
+    requirements: list[str] = Field(default_factory=list)
+    entry_points: dict[str, dict[str, str]] = Field(default_factory=dict)   # group -> name -> target
+    application: Optional[str] = None    # resources/application.yaml, relative to root
+    root: str = "."                      # the project folder, relative to the recipe folder
+    import_root: str = "."               # the folder put on sys.path (src/ layouts), relative too
+    packaging: str = "folder"            # folder | zip | tar.gz | egg | wheel
+    sha256: str = ""
+
+    def root_dir(self, recipe_dir: Path) -> Path:
+        return (Path(recipe_dir) / self.root).resolve()
+
+    def import_dir(self, recipe_dir: Path) -> Path:
+        return (Path(recipe_dir) / self.import_root).resolve()
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    sha256: str
+    kind: str                 # packaging: folder | zip | tar.gz | egg | wheel
+    dir: Path                 # HOME/recipes/<sha256>
+    recipe: RecipeInfo
+    archive: Optional[Path]   # the stored upload, None for a folder
+
+    @property
+    def source_dir(self) -> Path:
+        return self.dir / SOURCE_DIR
+
+
+def recipes_dir(home_root: Path) -> Path:
+    return Path(home_root) / "recipes"
+
+
+# --------------------------------------------------------------------------------------------
+# Digests
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _excluded(name: str) -> bool:
+    return name in FOLDER_EXCLUDES or name.endswith(_EXCLUDED_SUFFIXES)
+
+
+def _walk(folder: Path, exclude: bool) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        if exclude:
+            dirnames[:] = [d for d in dirnames if not _excluded(d)]
+        dirnames.sort()
+        for name in sorted(filenames):
+            if exclude and _excluded(name):
+                continue
+            yield Path(dirpath) / name
+
+
+def tree_digest(folder: Path, *, exclude: bool = False,
+                preread: Optional[dict[str, bytes]] = None) -> str:
+    """SHA-256 over a folder: every file's relative path and content digest, sorted.
+
+    `preread` maps relative paths to bytes already read (a caller that must hash exactly the bytes
+    it then uses, e.g. a model about to be unpickled)."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(_walk(folder, exclude), key=lambda p: p.relative_to(folder).as_posix()):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            h.update(f"L {rel}\0{os.readlink(path)}\n".encode())
+            continue
+        digest = hashlib.sha256(preread[rel]).hexdigest() if preread and rel in preread \
+            else file_digest(path)
+        h.update(f"F {rel}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Safe extraction
+
+
+def _checked_name(name: str) -> PurePosixPath:
+    raw = name.replace("\\", "/")
+    if not raw or raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
+        raise InvalidArtifact(f"Refused archive entry {name!r}: an absolute path")
+    parts = [p for p in PurePosixPath(raw).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArtifact(f"Refused archive entry {name!r}: a path that climbs out with '..'")
+    if not parts:
+        raise InvalidArtifact(f"Refused archive entry {name!r}: an empty path")
+    return PurePosixPath(*parts)
+
+
+def _inside(dest: Path, rel: PurePosixPath, link_target: str, name: str, what: str) -> None:
+    if link_target.startswith("/") or re.match(r"^[A-Za-z]:", link_target):
+        raise InvalidArtifact(f"Refused archive entry {name!r}: a {what} to the absolute path "
+                              f"{link_target!r}")
+    resolved = os.path.normpath(os.path.join(str(rel.parent), link_target))
+    if resolved == ".." or resolved.startswith("../") or os.path.isabs(resolved):
+        raise InvalidArtifact(f"Refused archive entry {name!r}: a {what} pointing outside the "
+                              f"archive ({link_target!r})")
+
+
+class _Budget:
+    def __init__(self, max_total_bytes: int, max_entries: int) -> None:
+        self.bytes_left, self.entries_left = max_total_bytes, max_entries
+        self.max_total_bytes, self.max_entries = max_total_bytes, max_entries
+
+    def entry(self, name: str) -> None:
+        self.entries_left -= 1
+        if self.entries_left < 0:
+            raise InvalidArtifact(f"Refused archive entry {name!r}: the archive has more than "
+                                  f"{self.max_entries} entries")
+
+    def copy(self, src: Any, target: Path, name: str) -> None:
+        with open(target, "wb") as out:
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                self.bytes_left -= len(block)
+                if self.bytes_left < 0:
+                    raise InvalidArtifact(f"Refused archive entry {name!r}: the archive unpacks to "
+                                          f"more than {self.max_total_bytes} bytes")
+                out.write(block)
+
+
+def safe_extract(src: Path | bytes, dest: Path, *, max_total_bytes: int = MAX_TOTAL_BYTES,
+                 max_entries: int = MAX_ENTRIES) -> Path:
+    """Unpacks a zip (egg, wheel) or tar (.tar, .tar.gz, .tgz) archive into `dest` (created).
+
+    Refused, with the entry named: absolute paths, `..`, symbolic or hard links pointing outside,
+    device files and FIFOs, more than `max_entries` entries or `max_total_bytes` unpacked bytes
+    (counted while unpacking, not trusted from headers). On refusal `dest` is removed again."""
+    dest = Path(dest)
+    data = src if isinstance(src, (bytes, bytearray)) else None
+    opener = io.BytesIO(data) if data is not None else Path(src)
+    dest.mkdir(parents=True, exist_ok=False)
+    budget = _Budget(max_total_bytes, max_entries)
+    try:
+        if _is_zip(data, opener):
+            _extract_zip(opener, dest, budget)
+        else:
+            _extract_tar(opener, dest, budget)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return dest
+
+
+def _is_zip(data: Optional[bytes], opener: Any) -> bool:
+    if data is not None:
+        return data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06"
+    return zipfile.is_zipfile(opener)
+
+
+def _extract_zip(opener: Any, dest: Path, budget: _Budget) -> None:
+    try:
+        archive = zipfile.ZipFile(opener)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidArtifact(f"Not a readable zip archive: {exc}") from None
+    with archive:
+        for member in archive.infolist():
+            budget.entry(member.filename)
+            rel = _checked_name(member.filename)
+            target = dest / rel
+            mode = member.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                link = archive.read(member).decode("utf-8", "replace")
+                _inside(dest, rel, link, member.filename, "symbolic link")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(link, target)
+            elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
+                           or stat.S_ISSOCK(mode)):
+                raise InvalidArtifact(f"Refused archive entry {member.filename!r}: a device file "
+                                      "or FIFO")
+            elif member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(member) as fh:
+                        budget.copy(fh, target, member.filename)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise InvalidArtifact(f"Cannot read archive entry {member.filename!r}: "
+                                          f"{exc}") from None
+
+
+def _extract_tar(opener: Any, dest: Path, budget: _Budget) -> None:
+    try:
+        archive = tarfile.open(fileobj=opener, mode="r:*") if isinstance(opener, io.BytesIO) \
+            else tarfile.open(opener, mode="r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidArtifact(f"Neither a zip nor a tar archive ({exc}); expected {EXPECTED}") \
+            from None
+    with archive:
+        try:
+            for member in archive:
+                budget.entry(member.name)
+                rel = _checked_name(member.name)
+                target = dest / rel
+                if member.issym():
+                    _inside(dest, rel, member.linkname, member.name, "symbolic link")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(member.linkname, target)
+                elif member.islnk():
+                    linked = _checked_name(member.linkname)
+                    source = dest / linked
+                    if not source.is_file() or source.is_symlink():
+                        raise InvalidArtifact(f"Refused archive entry {member.name!r}: a hard link "
+                                              f"to {member.linkname!r}, which is not a file "
+                                              "unpacked before it")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    budget.bytes_left -= source.stat().st_size
+                    if budget.bytes_left < 0:
+                        raise InvalidArtifact(f"Refused archive entry {member.name!r}: the archive "
+                                              f"unpacks to more than {budget.max_total_bytes} bytes")
+                    shutil.copyfile(source, target)
+                elif member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    fh = archive.extractfile(member)
+                    assert fh is not None
+                    budget.copy(fh, target, member.name)
+                    if member.mode & 0o111:
+                        target.chmod(0o755)
+                else:
+                    raise InvalidArtifact(f"Refused archive entry {member.name!r}: a device file, "
+                                          "FIFO or other special file")
+        except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+            raise InvalidArtifact(f"Cannot read the tar archive: {exc}") from None
+
+
+def zlib_error() -> type[BaseException]:
+    import zlib
+
+    return zlib.error
+
+
+# --------------------------------------------------------------------------------------------
+# Storing
+
+
+def _packaging_of_zip(data: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+    if any(n.startswith("EGG-INFO/") for n in names):
+        return "egg"
+    if any(re.match(r"^[^/]+\.dist-info/WHEEL$", n) for n in names):
+        return "wheel"
+    return "zip"
+
+
+def _packaging(data: bytes) -> str:
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        try:
+            return _packaging_of_zip(data)
+        except zipfile.BadZipFile as exc:
+            raise InvalidArtifact(f"The artifact looks like a zip archive but cannot be read "
+                                  f"({exc}); expected {EXPECTED}") from None
+    if data[:2] == b"\x1f\x8b":
+        return "tar.gz"
+    if len(data) > 262 and data[257:262] == b"ustar":
+        return "tar"
+    head = data[:16]
+    found = "an empty file" if not data else (
+        "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data")
+    raise InvalidArtifact(f"The artifact is {found} of {len(data)} bytes, not an archive; "
+                          f"expected {EXPECTED}")
+
+
+_EXTENSIONS = {"zip": "zip", "tar.gz": "tar.gz", "tar": "tar", "egg": "egg", "wheel": "whl"}
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / RECIPE_FILE).is_file():   # not another process storing the same digest
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached(final: Path) -> Optional[ArtifactInfo]:
+    if not (final / RECIPE_FILE).is_file():
+        return None
+    info = load_recipe_info(final)
+    archive = next(iter(sorted(final.glob("artifact.*"))), None)
+    return ArtifactInfo(sha256=info.sha256, kind=info.packaging, dir=final, recipe=info,
+                        archive=archive)
+
+
+def store_artifact(data_or_path: bytes | str | Path, filename: Optional[str], home: Path | Any,
+                   ) -> ArtifactInfo:
+    """Stores a recipe under HOME/recipes/<sha256>/ once (immutable) and returns what it is.
+
+    `data_or_path` is the uploaded bytes, or a local archive file or folder (a `file://` URI too).
+    `home` is the runtime home's root folder (or a `Home`). A second store of the same content
+    returns the first one's record without unpacking again."""
+    root = Path(getattr(home, "root", home))
+    store = recipes_dir(root)
+    store.mkdir(parents=True, exist_ok=True)
+    if isinstance(data_or_path, (bytes, bytearray)):
+        return _store_bytes(bytes(data_or_path), store)
+    path = local_path(str(data_or_path))
+    if path is None:
+        raise InvalidArtifact(f"{data_or_path!r} is not a local path or file:// URI; expected "
+                              f"{EXPECTED}")
+    if not path.exists():
+        raise InvalidArtifact(f"Recipe location {str(path)!r} does not exist; expected {EXPECTED}")
+    if path.is_dir():
+        return _store_folder(path, store)
+    return _store_bytes(path.read_bytes(), store)
+
+
+def local_path(text: str) -> Optional[Path]:
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path))
+    if "://" in text:
+        return None
+    return Path(text).expanduser().absolute()
+
+
+def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
+    packaging = _packaging(data)
+    sha = hashlib.sha256(data).hexdigest()
+    final = store / sha
+    cached = _cached(final)
+    if cached is not None:
+        return cached
+    tmp = store / f".tmp-{sha[:12]}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        archive = tmp / f"artifact.{_EXTENSIONS[packaging]}"
+        archive.write_bytes(data)
+        safe_extract(data, tmp / SOURCE_DIR)
+        info = inspect_recipe(tmp / SOURCE_DIR, packaging=packaging, base=tmp)
+        info = info.model_copy(update={"sha256": sha})
+        (tmp / RECIPE_FILE).write_text(info.model_dump_json(indent=2))
+        _make_read_only(tmp / SOURCE_DIR)
+        _publish(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return _cached(final) or ArtifactInfo(sha, packaging, final, info, final / archive.name)
+
+
+def _store_folder(folder: Path, store: Path) -> ArtifactInfo:
+    folder = folder.resolve()
+    sha = tree_digest(folder, exclude=True)
+    final = store / sha
+    cached = _cached(final)
+    if cached is not None:
+        return cached
+    tmp = store / f".tmp-{sha[:12]}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        target = tmp / SOURCE_DIR / folder.name
+        shutil.copytree(folder, target, symlinks=False, ignore_dangling_symlinks=True,
+                        ignore=lambda _d, names: [n for n in names if _excluded(n)])
+        info = inspect_recipe(tmp / SOURCE_DIR, packaging="folder", base=tmp)
+        info = info.model_copy(update={"sha256": sha})
+        (tmp / RECIPE_FILE).write_text(info.model_dump_json(indent=2))
+        _make_read_only(tmp / SOURCE_DIR)
+        _publish(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return _cached(final) or ArtifactInfo(sha, "folder", final, info, None)
+
+
+def _make_read_only(folder: Path) -> None:
+    for path in _walk(folder, exclude=False):
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode & ~0o222)
+
+
+def _remove(folder: Path) -> None:
+    def writable(func: Any, path: str, _exc: Any) -> None:
+        os.chmod(path, 0o700)
+        func(path)
+    shutil.rmtree(folder, onerror=writable) if folder.exists() else None
+
+
+def load_recipe_info(recipe_dir: Path) -> RecipeInfo:
+    """The RecipeInfo of a stored recipe folder (HOME/recipes/<sha256>)."""
+    path = Path(recipe_dir) / RECIPE_FILE
+    try:
+        return RecipeInfo.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidArtifact(f"No readable recipe at {recipe_dir}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Reading what a recipe is
+
+
+def _project_root(src: Path) -> tuple[Path, str]:
+    """The folder holding the project's metadata, and which metadata it is."""
+    markers = ("setup.py", "setup.cfg", "pyproject.toml", "EGG-INFO")
+    candidates = [src]
+    children = [p for p in sorted(src.iterdir()) if not p.name.startswith(".")
+                and p.name != "__MACOSX"]
+    if len(children) == 1 and children[0].is_dir():
+        candidates.append(children[0])
+    for folder in candidates:
+        for marker in markers:
+            if (folder / marker).exists():
+                return folder, marker
+        wheel_meta = sorted(folder.glob("*.dist-info"))
+        if wheel_meta:
+            return folder, "dist-info"
+    for folder in candidates:
+        app = _find_application(folder)
+        if app is not None:
+            return folder, "application.yaml"
+    top = ", ".join(p.name + ("/" if p.is_dir() else "") for p in children[:12]) or "nothing"
+    raise InvalidArtifact(f"The artifact holds no Python package metadata (found: {top}); "
+                          f"expected {EXPECTED}")
+
+
+def _find_application(root: Path) -> Optional[Path]:
+    direct = root / "resources" / "application.yaml"
+    if direct.is_file():
+        return direct
+    for depth in ("*/resources/application.yaml", "*/*/resources/application.yaml"):
+        found = sorted(root.glob(depth))
+        if found:
+            return found[0]
+    return None
+
+
+def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path] = None
+                   ) -> RecipeInfo:
+    """The recipe in an unpacked tree: kind, name, version, requirements, entry points.
+
+    `base` is the folder paths in the result are relative to (default: `src`)."""
+    src = Path(src)
+    base = Path(base) if base is not None else src
+    root, marker = _project_root(src)
+    meta: dict[str, Any] = {"name": None, "version": None, "requirements": [], "entry_points": {},
+                            "package_dir": None}
+    if marker == "setup.py":
+        meta.update(_read_setup_py(root / "setup.py"))
+        if (root / "setup.cfg").is_file():
+            _merge(meta, _read_setup_cfg(root / "setup.cfg"))
+    elif marker == "setup.cfg":
+        meta.update(_read_setup_cfg(root / "setup.cfg"))
+    elif marker == "pyproject.toml":
+        meta.update(_read_pyproject(root / "pyproject.toml"))
+        if (root / "setup.cfg").is_file():
+            _merge(meta, _read_setup_cfg(root / "setup.cfg"))
+    elif marker == "EGG-INFO":
+        meta.update(_read_egg(root / "EGG-INFO"))
+    elif marker == "dist-info":
+        meta.update(_read_wheel(sorted(root.glob("*.dist-info"))[0]))
+    if (root / "requirements.txt").is_file():
+        extra = _requirement_lines((root / "requirements.txt").read_text(errors="replace"))
+        meta["requirements"] = list(dict.fromkeys([*meta["requirements"], *extra]))
+    import_root = root
+    package_dir = meta.get("package_dir")
+    if isinstance(package_dir, dict) and package_dir.get(""):
+        import_root = root / str(package_dir[""])
+    elif (root / "src").is_dir() and not (root / "src" / "__init__.py").exists() \
+            and marker in ("setup.cfg", "pyproject.toml"):
+        import_root = root / "src"
+
+    app = _find_application(root)
+    entry_points = {g: dict(eps) for g, eps in (meta["entry_points"] or {}).items()}
+    kind = _kind(entry_points, app, root, marker)
+    _check_targets(kind, entry_points, import_root)
+    name = meta.get("name") or root.name
+    return RecipeInfo(
+        kind=kind, name=str(name), version=None if meta.get("version") is None else str(meta["version"]),
+        requirements=[str(r) for r in meta["requirements"]], entry_points=entry_points,
+        application=None if app is None else app.relative_to(root).as_posix(),
+        root=os.path.relpath(root, base), import_root=os.path.relpath(import_root, base),
+        packaging=packaging)
+
+
+def _merge(meta: dict[str, Any], more: dict[str, Any]) -> None:
+    for key, value in more.items():
+        if value and not meta.get(key):
+            meta[key] = value
+
+
+def _kind(entry_points: dict[str, dict[str, str]], app: Optional[Path], root: Path,
+          marker: str) -> str:
+    if app is not None:
+        return "pyspark"
+    if any(g in entry_points for g in CLASS_GROUPS):
+        missing = [g for g in CLASS_GROUPS if not entry_points.get(g)]
+        if len(missing) == len(CLASS_GROUPS):
+            raise InvalidArtifact(f"The recipe {root.name!r} declares empty {'/'.join(CLASS_GROUPS)} "
+                                  f"entry point groups; expected {EXPECTED}")
+        for group, eps in entry_points.items():
+            if group in CLASS_GROUPS:
+                for name, target in eps.items():
+                    if ":" not in target:
+                        raise InvalidArtifact(
+                            f"Entry point {name} = {target} in group {group} names a module; "
+                            "a class-based recipe names classes, e.g. trainer = pkg.trainer:Trainer")
+        return "python-classes"
+    roles = {g: entry_points.get(g, {}) for g in FUNCTION_ROLES}
+    if not any(roles.values()):
+        groups = ", ".join(sorted(entry_points)) or "none"
+        raise InvalidArtifact(
+            f"The recipe {root.name!r} ({marker}) declares no recipe entry points (groups found: "
+            f"{groups}) and has no resources/application.yaml; expected {EXPECTED}")
+    as_classes = [t for g in FUNCTION_ROLES for t in roles[g].values() if ":" in t]
+    if as_classes and len(as_classes) == sum(len(r) for r in roles.values()):
+        return "python-classes"       # the older class groups: Training/Scoring naming classes
+    for group, needed in FUNCTION_ROLES.items():
+        if roles[group]:
+            missing = [n for n in needed if n not in roles[group]]
+            if missing:
+                raise InvalidArtifact(
+                    f"The recipe's {group} entry points lack {', '.join(missing)} (found: "
+                    f"{', '.join(sorted(roles[group]))}); a function-based recipe declares "
+                    f"{', '.join(needed)} in {group}")
+    return "python-functions"
+
+
+def _module_file(import_root: Path, module: str) -> bool:
+    path = import_root.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() or \
+        any(path.parent.glob(path.name + ".*.so")) or any(path.parent.glob(path.name + ".pyc"))
+
+
+def _check_targets(kind: str, entry_points: dict[str, dict[str, str]], import_root: Path) -> None:
+    if kind == "pyspark":
+        return
+    for group, eps in entry_points.items():
+        if group not in (*FUNCTION_ROLES, "Evaluation", *CLASS_GROUPS):
+            continue
+        for name, target in eps.items():
+            module = target.split(":", 1)[0].strip()
+            if not _module_file(import_root, module):
+                raise InvalidArtifact(
+                    f"Entry point {name} = {target} (group {group}) names module {module!r}, "
+                    f"which the artifact does not contain (looked under "
+                    f"{import_root.name or '.'}/); expected the module's .py file or package")
+
+
+# --- metadata readers ------------------------------------------------------------------------
+
+def _parse_entry_point_text(text: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment]
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise InvalidArtifact(f"Unreadable entry points: {exc}") from None
+    return {section: {k.strip(): v.strip() for k, v in parser.items(section)}
+            for section in parser.sections()}
+
+
+def _entry_points_value(value: Any) -> dict[str, dict[str, str]]:
+    if isinstance(value, str):
+        return _parse_entry_point_text(value)
+    if not isinstance(value, dict):
+        raise InvalidArtifact(f"setup(entry_points=...) must be a dict or INI text, got "
+                              f"{type(value).__name__}")
+    out: dict[str, dict[str, str]] = {}
+    for group, items in value.items():
+        if isinstance(items, str):
+            items = [line for line in items.splitlines() if line.strip()]
+        parsed: dict[str, str] = {}
+        for item in items or []:
+            name, sep, target = str(item).partition("=")
+            if not sep:
+                raise InvalidArtifact(f"Entry point {item!r} in group {group!r} is not "
+                                      "'name = target'")
+            parsed[name.strip()] = target.strip()
+        out[str(group)] = parsed
+    return out
+
+
+class _Unknown:
+    pass
+
+
+def _evaluate(node: ast.AST, names: dict[str, Any]) -> Any:
+    """A literal, with names bound earlier in setup.py and `find_packages()` allowed."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [_evaluate(e, names) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_evaluate(k, names): _evaluate(v, names) for k, v in zip(node.keys, node.values)
+                if k is not None}
+    if isinstance(node, ast.Name):
+        return names.get(node.id, _Unknown())
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _evaluate(node.left, names), _evaluate(node.right, names)
+        try:
+            return left + right
+        except TypeError:
+            return _Unknown()
+    if isinstance(node, ast.JoinedStr):
+        return _Unknown()
+    return _Unknown()
+
+
+def _read_setup_py(path: Path) -> dict[str, Any]:
+    try:
+        tree = ast.parse(path.read_text(errors="replace"), filename=str(path))
+    except SyntaxError as exc:
+        raise InvalidArtifact(f"setup.py cannot be parsed: {exc}") from None
+    names: dict[str, Any] = {}
+    call: Optional[ast.Call] = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = _evaluate(node.value, names)
+        if isinstance(node, ast.Call):
+            func = node.func
+            fname = func.id if isinstance(func, ast.Name) else \
+                func.attr if isinstance(func, ast.Attribute) else None
+            if fname == "setup":
+                call = node
+    if call is None:
+        return {}
+    kwargs: dict[str, Any] = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            spread = _evaluate(kw.value, names)
+            if isinstance(spread, dict):
+                kwargs.update(spread)
+            continue
+        kwargs[kw.arg] = _evaluate(kw.value, names)
+    out: dict[str, Any] = {}
+    for key in ("name", "version"):
+        if isinstance(kwargs.get(key), (str, int, float)):
+            out[key] = str(kwargs[key])
+    if "entry_points" in kwargs:
+        if isinstance(kwargs["entry_points"], _Unknown):
+            raise InvalidArtifact("setup.py computes entry_points at run time; this runtime reads "
+                                  "them without executing setup.py: write them as a literal dict "
+                                  "or in setup.cfg")
+        out["entry_points"] = _entry_points_value(kwargs["entry_points"])
+    requires = kwargs.get("install_requires")
+    if isinstance(requires, list) and all(isinstance(r, str) for r in requires):
+        out["requirements"] = [r.strip() for r in requires if r.strip()]
+    elif isinstance(requires, str):
+        out["requirements"] = _requirement_lines(requires)
+    if isinstance(kwargs.get("package_dir"), dict):
+        out["package_dir"] = kwargs["package_dir"]
+    return out
+
+
+def _read_setup_cfg(path: Path) -> dict[str, Any]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment]
+    try:
+        parser.read_string(path.read_text(errors="replace"))
+    except configparser.Error as exc:
+        raise InvalidArtifact(f"setup.cfg cannot be read: {exc}") from None
+    out: dict[str, Any] = {}
+    if parser.has_section("metadata"):
+        out["name"] = parser.get("metadata", "name", fallback=None)
+        out["version"] = parser.get("metadata", "version", fallback=None)
+    if parser.has_section("options"):
+        out["requirements"] = _requirement_lines(parser.get("options", "install_requires",
+                                                            fallback=""))
+        package_dir = parser.get("options", "package_dir", fallback="")
+        if package_dir.strip():
+            mapping = {}
+            for line in package_dir.strip().splitlines():
+                key, _, value = line.partition("=")
+                mapping[key.strip()] = value.strip()
+            out["package_dir"] = mapping
+    if parser.has_section("options.entry_points"):
+        out["entry_points"] = _entry_points_value(
+            {g: v for g, v in parser.items("options.entry_points")})
+    return out
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(errors="replace"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArtifact(f"pyproject.toml cannot be read: {exc}") from None
+    project = data.get("project") or {}
+    out: dict[str, Any] = {"name": project.get("name"), "version": project.get("version"),
+                           "requirements": list(project.get("dependencies") or []),
+                           "entry_points": {str(g): {str(k): str(v) for k, v in eps.items()}
+                                            for g, eps in (project.get("entry-points") or {}).items()
+                                            if isinstance(eps, dict)}}
+    setuptools_cfg = (data.get("tool") or {}).get("setuptools") or {}
+    if isinstance(setuptools_cfg.get("package-dir"), dict):
+        out["package_dir"] = setuptools_cfg["package-dir"]
+    return out
+
+
+def _read_pkg_info(text: str) -> dict[str, Any]:
+    from email.parser import Parser
+
+    message = Parser().parsestr(text, headersonly=True)
+    return {"name": message.get("Name"), "version": message.get("Version"),
+            "requires_dist": message.get_all("Requires-Dist") or []}
+
+
+def _read_egg(egg_info: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (egg_info / "PKG-INFO").is_file():
+        meta = _read_pkg_info((egg_info / "PKG-INFO").read_text(errors="replace"))
+        out.update(name=meta["name"], version=meta["version"])
+    if (egg_info / "entry_points.txt").is_file():
+        out["entry_points"] = _parse_entry_point_text(
+            (egg_info / "entry_points.txt").read_text(errors="replace"))
+    if (egg_info / "requires.txt").is_file():
+        lines = []
+        for line in (egg_info / "requires.txt").read_text(errors="replace").splitlines():
+            if line.strip().startswith("["):
+                break                        # extras follow: not required
+            lines.append(line)
+        out["requirements"] = _requirement_lines("\n".join(lines))
+    return out
+
+
+def _read_wheel(dist_info: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if (dist_info / "METADATA").is_file():
+        meta = _read_pkg_info((dist_info / "METADATA").read_text(errors="replace"))
+        out.update(name=meta["name"], version=meta["version"],
+                   requirements=[r for r in meta["requires_dist"] if "extra ==" not in r])
+    if (dist_info / "entry_points.txt").is_file():
+        out["entry_points"] = _parse_entry_point_text(
+            (dist_info / "entry_points.txt").read_text(errors="replace"))
+    return out
+
+
+def _requirement_lines(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        out.append(line)
+    return out
+
+
+def describe(info: RecipeInfo) -> str:
+    return json.dumps(info.model_dump(), indent=2)

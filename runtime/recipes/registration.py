@@ -1,0 +1,105 @@
+"""What an Engine's `artifacts.default.image` names, checked when the Engine is written.
+
+A recipe (uploaded `defaultArtifact`, a local folder or archive, a `file://` URI) is stored
+content-addressed and its digest, kind and version are written on the Engine (server-owned keys:
+a client cannot set them). An installed plugin name or an importable `module:Class` passes as
+before. Anything else is a 400 now, never a run that fails later.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from ..artifacts import ArtifactInfo, InvalidArtifact, load_recipe_info, recipes_dir, store_artifact
+from . import reference
+
+SERVER_KEYS = ("sha256", "recipeKind", "artifactVersion")
+_MODULE_CLASS = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_TYPES = {"python-functions": "Python", "python-classes": "Python", "pyspark": "PySpark"}
+
+
+def _image(data: dict[str, Any]) -> dict[str, Any]:
+    return data.setdefault("artifacts", {}).setdefault("default", {}).setdefault("image", {})
+
+
+def _old_image(doc: Optional[dict[str, Any]]) -> dict[str, Any]:
+    return (((doc or {}).get("artifacts") or {}).get("default") or {}).get("image") or {}
+
+
+def _looks_like_path(location: str) -> bool:
+    return location.startswith(("file://", "/", "./", "../", "~")) or \
+        location.endswith((".zip", ".tar.gz", ".tgz", ".egg", ".whl")) or Path(location).exists()
+
+
+def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: Any,
+                          previous: Optional[dict[str, Any]] = None) -> Optional[ArtifactInfo]:
+    """Checks and stores the Engine's default artifact in place in `data` (the validated body)."""
+    has_image = bool(_old_image(data)) or upload
+    image = _image(data) if has_image else {}
+    for key in SERVER_KEYS:
+        image.pop(key, None)
+    location = image.get("location")
+    info: Optional[ArtifactInfo] = None
+    if upload:
+        info = store_artifact(upload, None, home)
+        image["location"] = (info.archive or info.dir).as_uri()
+    elif isinstance(location, str) and location.strip():
+        location = location.strip()
+        if _looks_like_path(location):
+            info = store_artifact(location, None, home)
+        else:
+            _check_plugin(location)
+    if info is None:
+        return None
+    old = _old_image(previous)
+    version = int(old.get("artifactVersion") or 0)
+    if old.get("sha256") != info.sha256:
+        version += 1
+    image.update(sha256=info.sha256, recipeKind=info.recipe.kind, artifactVersion=max(version, 1))
+    image.setdefault("name", info.recipe.name)
+    image.setdefault("packagingType", info.kind)
+    image.setdefault("executionType", _TYPES[info.recipe.kind])
+    data.setdefault("type", _TYPES[info.recipe.kind])
+    return info
+
+
+def _check_plugin(location: str) -> None:
+    from ..engine import installed_engines
+
+    installed = installed_engines()
+    if location in installed:
+        return
+    if _MODULE_CLASS.match(location):
+        module = location.split(":", 1)[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return
+        raise InvalidArtifact(f"artifacts.default.image.location {location!r} names module "
+                              f"{module!r}, which is not importable here; expected an installed "
+                              "engine plugin, an importable 'module:Class', or a recipe")
+    names = ", ".join(sorted(installed)) or "none"
+    raise InvalidArtifact(
+        f"artifacts.default.image.location {location!r} is neither a recipe (a local folder or "
+        f"archive, or a file:// URI of one), nor an installed engine plugin ({names}), nor a "
+        "'module:Class' path")
+
+
+def recipe_reference_for(engine_doc: dict[str, Any], home: Any) -> Optional[str]:
+    """`recipe:<kind>:<stored folder>` for an Engine whose artifact is a recipe, else None."""
+    image = _old_image(engine_doc)
+    sha = image.get("sha256")
+    if not sha:
+        return None
+    folder = recipes_dir(Path(getattr(home, "root", home))) / sha
+    if not (folder / "recipe.json").is_file():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"Engine {engine_doc.get('id')} ({engine_doc.get('name')}): its recipe "
+                          f"artifact sha256:{sha} is no longer stored at {folder}; register the "
+                          "recipe again")
+    return reference(load_recipe_info(folder).kind, folder)

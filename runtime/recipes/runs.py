@@ -1,0 +1,73 @@
+"""A recipe run's extras, for the execution layer: the keys the platform injected into
+config_properties, and the recipe's own environment (built once, see runtime/envs)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+from ..artifacts import RecipeInfo
+from ..tasks import SCORE, TRAIN
+
+ENV_MANAGERS = ("uv", "local")
+ENV_MANAGER_VAR = "MLRUNTIME_ENV_MANAGER"
+MODEL_SUBDIR = "model"        # the worker's model folder inside the run folder
+LOCAL_CLIENT_ID = "mlruntime-local"
+
+
+def default_env_manager() -> str:
+    value = (os.environ.get(ENV_MANAGER_VAR) or "uv").strip().lower()
+    if value not in ENV_MANAGERS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{ENV_MANAGER_VAR}={value!r}: expected one of {', '.join(ENV_MANAGERS)}")
+    return value
+
+
+def injected_values(values: dict[str, Any], *, mode: str, org: str, sandbox: str, run_dir: Path,
+                    model_dir: Optional[Path]) -> dict[str, Any]:
+    """`values` with the keys the platform handed every recipe. The run's own folders and sandbox
+    always win; credentials get local stand-ins unless the configuration sets them."""
+    out = dict(values)
+    credentials = {
+        "ML_FRAMEWORK_IMS_USER_CLIENT_ID": LOCAL_CLIENT_ID,
+        "ML_FRAMEWORK_IMS_CLIENT_ID": LOCAL_CLIENT_ID,
+        "ML_FRAMEWORK_IMS_TENANT_ID": org,
+        "ML_FRAMEWORK_IMS_ORG_ID": org,
+        "ML_FRAMEWORK_IMS_TOKEN": "local-user-token",
+        "ML_FRAMEWORK_IMS_ML_TOKEN": "local-service-token",
+        "USER_SCRATCH_SPACE_PARAMS": str(run_dir / "scratch"),
+    }
+    for key, value in credentials.items():
+        out.setdefault(key, value)
+    out["sandboxId"] = sandbox
+    out["sandboxName"] = sandbox
+    if mode == TRAIN:
+        out["modelPATH"] = str(run_dir / MODEL_SUBDIR)
+    elif mode == SCORE and model_dir is not None:
+        out["modelPATH"] = str(model_dir)
+    out["logsPATH"] = str(run_dir / "logs")
+    return out
+
+
+def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: list[str],
+                  log: Optional[TextIO], env_manager: str) -> Optional[Path]:
+    """The interpreter the recipe's worker runs with: its own environment (built once), or None
+    for --env-manager local (the runtime's own interpreter)."""
+    if env_manager == "local":
+        return None
+    from ..envs import ensure_env
+
+    env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
+                     extra_pip=list(extra_pip), home=home, log=log)
+    return Path(env.python)
+
+
+def engine_extra_pip(engine_doc: dict[str, Any]) -> list[str]:
+    """Extra requirements named on the Engine: `artifacts.default.image.requirements` (a list or
+    comma-separated text)."""
+    image = ((engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
+    raw = image.get("requirements") or []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    return [str(r).strip() for r in raw if str(r).strip()]
