@@ -233,7 +233,8 @@ class RunExecutor:
                           values=prepared.resolved.values, device=prepared.plan.device,
                           threads=prepared.plan.threads, run_dir=run_dir, model_dir=model_dir,
                           resources=prepared.resolved.resources,
-                          mlinstance_id=prepared.instance["id"])
+                          mlinstance_id=prepared.instance["id"],
+                          secret_keys=sorted(prepared.resolved.secret_keys))
         tasklogs = [{"name": "worker.log",
                      "url": f"/data/sensei/experiments/{run['experimentId']}/runs/{run_id}/logs/"
                             "worker.log"}]

@@ -19,8 +19,9 @@ from .data_roots import DataRoots, data_roots_for
 from .errors import BadRequest, Conflict, NotFound, ValidationFailed
 from .home import Home
 from .listing import ListQuery
-from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS, MLSERVICE,
-                      MODEL, RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
+from .redaction import Redactor
+from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS,
+                      MLINSTANCE, MLSERVICE, MODEL, RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
 from .store import Scope, Store, open_store
 from .tasks import run_mode
 
@@ -370,10 +371,28 @@ class Registry:
     def run_log(self, caller: Caller, experiment_id: str, run_id: str, name: str) -> Path:
         """A log file of a run, as named in its status document's tasklogs."""
         self._run_in(caller, experiment_id, run_id)
-        path = self.home.runs / run_id / Path(name).name
-        if name != path.name or not path.suffix == ".log" or not path.is_file():
+        status = self.store.get_run_status(caller.scope, run_id) or {}
+        listed = {log.get("name") for task in (status.get("status") or {}).get("tasks") or []
+                  for log in task.get("tasklogs") or []}
+        run_dir = self.home.runs / run_id
+        path = run_dir / Path(name).name
+        # The run's own log only: listed, a plain file (no link out of the folder) in its folder.
+        if (name not in listed or name != path.name or not path.suffix == ".log"
+                or path.is_symlink() or not path.is_file() or path.stat().st_nlink != 1
+                or path.resolve().parent != run_dir.resolve()):
             raise NotFound(f"Experiment run {run_id!r} has no log {name!r}")
         return path
+
+    def run_secrets(self, scope: Scope, run_id: str) -> Redactor:
+        """Masks the secret parameter values of a run, its Experiment, MLInstance and Engine."""
+        run = self.store.get(EXPERIMENT_RUN, scope, run_id)
+        experiment = run and self.store.get(EXPERIMENT, scope, run.get("experimentId") or "")
+        instance = experiment and self.store.get(MLINSTANCE, scope,
+                                                 experiment.get("mlInstanceId") or "")
+        engine = instance and self.store.get(ENGINE, scope, instance.get("engineId") or "")
+        return Redactor(str(param.get("value")) for doc in (run, experiment, instance, engine)
+                        if doc for _, param in _walk_parameters(doc)
+                        if param.get("secret") is True)
 
     def note_run(self, scope: Scope, run_id: str, message: str) -> None:
         """A new status message for a run that stays in its state (e.g. still queued)."""
@@ -405,6 +424,10 @@ class Registry:
                 task["started"] = now
             if state.is_terminal():
                 task["ended"] = now
+            if message is not None or logs is not None:   # an error may quote a secret value
+                scrub = self.run_secrets(scope, run_id)
+                message = None if message is None else scrub.text(message)
+                logs = None if logs is None else scrub.text(logs)
             if message is not None:
                 task["message"] = message
             if tasklogs is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import RESULT_FILE, WorkerSpec
 from .engine import Engine, Metric, TaskContext, TextProgress, load_engine, parse_params
+from . import redaction
 from .errors import ConfigError, MLRuntimeError
 from .tasks import FEATURE_PIPELINE, SCORE, TRAIN
 
@@ -244,6 +245,7 @@ def _output_path(value: Any, default: Path) -> Path:
 
 
 def _write_result(run_dir: Path, record: dict[str, Any]) -> None:
+    record = redaction.active().document(record)   # an error message may quote a secret
     path = run_dir / RESULT_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
@@ -277,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # no run folder to report into: say it and stop
         print(f"worker: invalid spec {argv[0]}: {exc}", file=sys.stderr)
         return 2
+    if spec.secret_keys:   # secrets never reach the log or result.json (runtime.redaction)
+        redaction.install(redaction.Redactor(redaction.secret_values(spec.values, spec.secret_keys)))
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stdout)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, str(spec.threads))  # before any BLAS is imported
     if spec.seed is not None:

@@ -51,6 +51,7 @@ class WorkerSpec(BaseModel):
     seed: int | None = None
     resources: ResourceRequest = Field(default_factory=ResourceRequest)   # what the task asked for
     mlinstance_id: str | None = None   # for error messages that name the MLInstance
+    secret_keys: list[str] = []     # keys of `values` the worker masks in its log and result
 
     def model_post_init(self, __context: Any) -> None:
         if canonical_task(self.mode) != self.mode or self.mode not in TASK_NAMES:
