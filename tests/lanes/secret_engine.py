@@ -14,7 +14,7 @@ from runtime.engine import TRAIN, Engine, EngineParams, Metric, TaskContext
 
 class SecretParams(EngineParams):
     apiKey: str = ""
-    retries: int = 1
+    batchSize: int = 32
     fail: bool = False
     trainingDataSetId: Optional[str] = None
 

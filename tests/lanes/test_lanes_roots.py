@@ -1,0 +1,190 @@
+"""Data roots on a real token server: data sets outside the roots are refused at create (403) and
+at run time (FAILED before any I/O), inside they run; CLI and no-token servers only when configured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lanes_helpers import NOOP_ENGINE, ROOT, ORG, client, instance_body, lanes_server, wait_run
+from live_server import live_server, new_sandbox, sensei_client, server_env
+from runtime.data_roots import DATA_SET_KEYS, DataRoots, configured_roots
+from runtime.errors import Forbidden
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _outside_values(lanes: dict) -> dict[str, str]:
+    root, outside = lanes["root"], lanes["outside"]
+    return {
+        "absolute": str(outside / "private.csv"),
+        "dotdot": str(root / ".." / "outside" / "private.csv"),
+        "symlink": str(root / "escape.csv"),
+        "symlinked folder": str(root / "outdir" / "private.csv"),
+        "file uri": (outside / "private.csv").as_uri(),
+        "etc": "/etc/hosts",
+        "relative": os.path.relpath(outside / "private.csv", REPO),   # the server runs in REPO
+        "remote uri": "s3://bucket/data.csv",
+    }
+
+
+def _engine(c) -> str:
+    created = c.post("/engines", json=NOOP_ENGINE)
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
+def test_create_and_update_refuse_every_kind_of_path_outside(lanes: dict) -> None:
+    root = str(lanes["root"])
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine_id = _engine(c)
+        ok = c.post("/mlInstances", json=instance_body(engine_id,
+                                                       trainingDataSetId=str(lanes["root"] / "train.csv")))
+        assert ok.status_code == 201, ok.text
+        for name, value in _outside_values(lanes).items():
+            for key in ("trainingDataSetId", "scoringResultsDataSetId"):
+                body = instance_body(engine_id, **{key: value})
+                for response in (c.post("/mlInstances", json=body),
+                                 c.put(f"/mlInstances/{ok.json()['id']}", json=body)):
+                    assert response.status_code == 403, (name, response.text)
+                    detail = response.json()["detail"]
+                    assert key in detail and root in detail, (name, detail)
+        # An experiment's template is checked the same way.
+        exp = c.post("/experiments", json={"name": "x", "mlInstanceId": ok.json()["id"],
+                                          "template": {"tasks": [{"name": "train", "parameters": [
+                                              {"key": "featuresDataSetId",
+                                               "value": str(lanes["outside"] / "f.parquet")}]}]}})
+        assert exp.status_code == 403 and "featuresDataSetId" in exp.json()["detail"]
+        listed = c.get("/mlInstances").json()
+        assert listed["_page"]["totalCount"] == 1   # nothing refused was written
+        assert c.get(f"/mlInstances/{ok.json()['id']}").json()["tasks"] == \
+            ok.json()["tasks"]
+
+
+def test_inside_the_roots_paths_and_file_uris_are_accepted(lanes: dict) -> None:
+    root = lanes["root"]
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine_id = _engine(c)
+        for value in (str(root / "train.csv"), (root / "train.csv").as_uri(),
+                      str(root / "sub" / ".." / "train.csv"), str(root / "new" / "out.parquet")):
+            response = c.post("/mlInstances", json=instance_body(
+                engine_id, trainingDataSetId=value, scoringResultsDataSetId=value))
+            assert response.status_code == 201, (value, response.text)
+
+
+def _run(c, engine_id: str, run_params: dict[str, str] | None = None,
+         **instance_params: str) -> tuple[dict, str]:
+    instance = c.post("/mlInstances", json=instance_body(engine_id, **instance_params))
+    assert instance.status_code == 201, instance.text
+    exp = c.post("/experiments", json={"name": "x", "mlInstanceId": instance.json()["id"]})
+    body: dict = {"mode": "train"}
+    if run_params:
+        body["tasks"] = [{"name": "train", "parameters": [
+            {"key": k, "value": v} for k, v in run_params.items()]}]
+    run = c.post(f"/experiments/{exp.json()['id']}/runs", json=body)
+    assert run.status_code == 201, run.text
+    return wait_run(c, exp.json()["id"], run.json()["id"]), run.json()["id"]
+
+
+def test_a_run_level_override_outside_fails_the_run_before_any_io(lanes: dict) -> None:
+    root, outside = lanes["root"], lanes["outside"]
+    target = outside / "features-written.parquet"
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine_id = _engine(c)
+        status, run_id = _run(c, engine_id, {"trainingDataSetId": str(root / "escape.csv")},
+                              trainingDataSetId=str(root / "train.csv"))
+        task = status["status"]["tasks"][0]
+        assert task["state"] == "FAILED"
+        assert "trainingDataSetId" in task["message"] and str(root) in task["message"]
+        # Nothing started: no run folder, no worker log.
+        assert not (lanes["server"].home / "runs" / run_id / "worker.log").exists()
+        status, _ = _run(c, engine_id, {"featuresDataSetId": str(target)},
+                         trainingDataSetId=str(root / "train.csv"))
+        assert status["status"]["tasks"][0]["state"] == "FAILED"
+        assert "featuresDataSetId" in status["status"]["tasks"][0]["message"]
+    assert not target.exists()
+
+
+def test_a_run_inside_the_roots_runs(lanes: dict) -> None:
+    root = lanes["root"]
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine_id = _engine(c)
+        status, _ = _run(c, engine_id, trainingDataSetId=str(root / "train.csv"))
+        assert status["status"]["tasks"][0]["state"] == "DONE", status
+
+
+def test_with_tokens_and_no_roots_configured_the_home_data_folder_is_the_root(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    outside = tmp_path / "elsewhere.csv"
+    with live_server(home, "--token", "t=u") as server, \
+            sensei_client(server.api_url, new_sandbox(), token="t") as c:
+        engine_id = _engine(c)
+        assert (home / "data").is_dir()
+        inside = c.post("/mlInstances", json=instance_body(
+            engine_id, trainingDataSetId=str(home / "data" / "x.csv")))
+        assert inside.status_code == 201, inside.text
+        refused = c.post("/mlInstances", json=instance_body(engine_id,
+                                                            trainingDataSetId=str(outside)))
+        assert refused.status_code == 403 and str(home / "data") in refused.json()["detail"]
+        # The rest of the home (registry, runs, artifacts) is never a data set.
+        for name in ("registry.db", "runs/x/spec.json", "artifacts/models/m/model.json"):
+            refused = c.post("/mlInstances", json=instance_body(
+                engine_id, scoringResultsDataSetId=str(home / name)))
+            assert refused.status_code == 403, name
+
+
+def test_without_tokens_roots_apply_only_when_configured(tmp_path: Path) -> None:
+    anywhere = tmp_path / "anywhere.csv"
+    with live_server(tmp_path / "home") as server, \
+            sensei_client(server.api_url, new_sandbox(), token=None) as c:
+        engine_id = _engine(c)
+        assert c.post("/mlInstances", json=instance_body(
+            engine_id, trainingDataSetId=str(anywhere))).status_code == 201
+    with live_server(tmp_path / "home2", "--data-root", str(tmp_path / "data")) as server, \
+            sensei_client(server.api_url, new_sandbox(), token=None) as c:
+        engine_id = _engine(c)
+        assert c.post("/mlInstances", json=instance_body(
+            engine_id, trainingDataSetId=str(anywhere))).status_code == 403
+
+
+def test_the_cli_applies_roots_from_the_environment(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    (outside / "t.csv").write_text("a,b\n1,2\n")
+    config = tmp_path / "noop.json"
+    config.write_text(json.dumps({"name": "cli-lanes", "engineId": "noop", "tasks": [
+        {"name": "train", "parameters": [{"key": "trainingDataSetId",
+                                          "value": str(outside / "t.csv")}]}]}))
+    command = [sys.executable, "-m", "runtime.cli.main", "train", str(config),
+               "--home", str(tmp_path / "home")]
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                             env={**server_env(), "MLRUNTIME_DATA_ROOTS": str(data)})
+    assert refused.returncode == 1
+    assert "trainingDataSetId" in refused.stderr and str(data) in refused.stderr
+    assert "Traceback" not in refused.stderr
+    allowed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                             env=server_env())
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_data_roots_unit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    roots = DataRoots.of([tmp_path], home=home)   # a root that holds the home
+    assert roots.allows(tmp_path / "a.csv") and roots.allows(home / "data" / "a.csv")
+    assert not roots.allows(home / "registry.db") and not roots.allows(home / "runs" / "r")
+    with pytest.raises(Forbidden):
+        roots.check("scoringDataSetId", "file://otherhost/x.csv")
+    assert configured_roots([], env=f"/a{os.pathsep}/b{os.pathsep}") == ["/a", "/b"]
+    assert configured_roots(["/c"], env="/a") == ["/c"]
+
+
+def test_every_key_the_worker_reads_or_writes_is_checked() -> None:
+    from runtime import worker
+
+    assert set(worker.DATA_SET_KEYS) <= set(DATA_SET_KEYS)
