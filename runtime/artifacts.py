@@ -166,6 +166,25 @@ def _inside(dest: Path, rel: PurePosixPath, link_target: str, name: str, what: s
                               f"archive ({link_target!r})")
 
 
+def _lands_inside(dest: Path, path: Path, name: str) -> None:
+    """Where `path` really is, links unpacked before followed: inside `dest` or refused. (A check of
+    names alone misses chains such as `d/s -> ..`, then `d/s/t -> ..`, then `d/s/t/x`.)"""
+    real_dest = os.path.realpath(dest)
+    real = os.path.realpath(path)
+    if real != real_dest and not real.startswith(real_dest + os.sep):
+        raise InvalidArtifact(f"Refused archive entry {name!r}: it leads outside the archive's "
+                              "folder through a link unpacked before it")
+
+
+def _links_inside(dest: Path) -> None:
+    """After unpacking: every symbolic link, followed as it now stands, stays inside `dest`."""
+    for folder, dirs, files in os.walk(dest):
+        for entry in (*dirs, *files):
+            path = Path(folder) / entry
+            if path.is_symlink():
+                _lands_inside(dest, path, str(path.relative_to(dest)))
+
+
 class _Budget:
     def __init__(self, max_total_bytes: int, max_entries: int) -> None:
         self.bytes_left, self.entries_left = max_total_bytes, max_entries
@@ -207,6 +226,7 @@ def safe_extract(src: Path | bytes, dest: Path, *, max_total_bytes: int = MAX_TO
             _extract_zip(opener, dest, budget)
         else:
             _extract_tar(opener, dest, budget)
+        _links_inside(dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -229,10 +249,12 @@ def _extract_zip(opener: Any, dest: Path, budget: _Budget) -> None:
             budget.entry(member.filename)
             rel = _checked_name(member.filename)
             target = dest / rel
+            _lands_inside(dest, target, member.filename)
             mode = member.external_attr >> 16
             if stat.S_ISLNK(mode):
                 link = archive.read(member).decode("utf-8", "replace")
                 _inside(dest, rel, link, member.filename, "symbolic link")
+                _lands_inside(dest, target.parent / link, member.filename)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(link, target)
             elif mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode)
@@ -264,13 +286,16 @@ def _extract_tar(opener: Any, dest: Path, budget: _Budget) -> None:
                 budget.entry(member.name)
                 rel = _checked_name(member.name)
                 target = dest / rel
+                _lands_inside(dest, target, member.name)
                 if member.issym():
                     _inside(dest, rel, member.linkname, member.name, "symbolic link")
+                    _lands_inside(dest, target.parent / member.linkname, member.name)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(member.linkname, target)
                 elif member.islnk():
                     linked = _checked_name(member.linkname)
                     source = dest / linked
+                    _lands_inside(dest, source, member.name)
                     if not source.is_file() or source.is_symlink():
                         raise InvalidArtifact(f"Refused archive entry {member.name!r}: a hard link "
                                               f"to {member.linkname!r}, which is not a file "
