@@ -35,6 +35,8 @@ __all__ = ["ArtifactInfo", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS", "ins
 RECIPE_KINDS = ("python-functions", "python-classes", "pyspark")
 MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
 MAX_ENTRIES = 20_000
+ENV_MAX_UNPACKED_MB = "MLRUNTIME_MAX_UNPACKED_MB"        # overrides MAX_TOTAL_BYTES (MiB)
+ENV_MAX_ARCHIVE_ENTRIES = "MLRUNTIME_MAX_ARCHIVE_ENTRIES"   # overrides MAX_ENTRIES
 RECIPE_FILE = "recipe.json"
 SOURCE_DIR = "src"
 # Left out of a folder's digest and copy: build by-products that change without the recipe changing.
@@ -209,13 +211,37 @@ class _Budget:
                 out.write(block)
 
 
-def safe_extract(src: Path | bytes, dest: Path, *, max_total_bytes: int = MAX_TOTAL_BYTES,
-                 max_entries: int = MAX_ENTRIES) -> Path:
+def archive_limits() -> tuple[int, int]:
+    """(max_total_bytes, max_entries) of an unpacked archive: MLRUNTIME_MAX_UNPACKED_MB and
+    MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 1 GiB and 20,000 entries."""
+    def number(name: str, default: int, scale: int = 1) -> int:
+        text = os.environ.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise BadRequest(f"{name}={text!r} is not a positive number")
+        return int(value * scale)
+
+    return (number(ENV_MAX_UNPACKED_MB, MAX_TOTAL_BYTES, 1 << 20),
+            number(ENV_MAX_ARCHIVE_ENTRIES, MAX_ENTRIES))
+
+
+def safe_extract(src: Path | bytes, dest: Path, *, max_total_bytes: Optional[int] = None,
+                 max_entries: Optional[int] = None) -> Path:
     """Unpacks a zip (egg, wheel) or tar (.tar, .tar.gz, .tgz) archive into `dest` (created).
 
     Refused, with the entry named: absolute paths, `..`, symbolic or hard links pointing outside,
     device files and FIFOs, more than `max_entries` entries or `max_total_bytes` unpacked bytes
-    (counted while unpacking, not trusted from headers). On refusal `dest` is removed again."""
+    (counted while unpacking, not trusted from headers; default: archive_limits()). On refusal
+    `dest` is removed again."""
+    if max_total_bytes is None or max_entries is None:
+        default_bytes, default_entries = archive_limits()
+        max_total_bytes = default_bytes if max_total_bytes is None else max_total_bytes
+        max_entries = default_entries if max_entries is None else max_entries
     dest = Path(dest)
     data = src if isinstance(src, (bytes, bytearray)) else None
     opener = io.BytesIO(data) if data is not None else Path(src)
