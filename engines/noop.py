@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # the stages only pass frames through; loading the class must
 class NoopParams(EngineParams):
     sleep_ms: int = Field(0, ge=0, le=600_000, description="Pause per stage, to simulate work")
     echo: str = Field("", description="Stored in the model, to check that parameters arrive")
+    steps: int = Field(0, ge=0, le=1_000_000,
+                       description="Train: report a synthetic loss curve (loss = 1/step) over this "
+                                   "many steps, to exercise per-step metrics")
     trainingDataSetId: Optional[str] = None
     scoringDataSetId: Optional[str] = None
     scoringResultsDataSetId: Optional[str] = None
@@ -34,6 +37,14 @@ class NoopEngine(Engine):
 
     def train(self, ctx: TaskContext, features: pd.DataFrame) -> dict[str, Any]:
         _pause(ctx)
+        steps = getattr(ctx.params, "steps", 0)
+        if steps:
+            progress = ctx.progress(steps, "noop steps")
+            for step in range(1, steps + 1):
+                ctx.log_metric("loss", 1.0 / step, step)
+                progress.update(1)
+            progress.close()
+            ctx.log_metric("loss", 1.0 / steps)
         ctx.log_metric("rows", float(len(features)), "double")
         return {"rows": len(features), "echo": getattr(ctx.params, "echo", "")}
 

@@ -106,7 +106,9 @@ class TaskContext:
     device: str = "cpu"
     threads: int = 1
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("runtime.engine"))
-    log_metric: Callable[..., None] = field(default=lambda name, value, valueType="double": None)
+    # log_metric(name, value) sets a final metric; log_metric(name, value, step) adds a point to
+    # the metric's per-step series; log_metric(name, value, valueType="double") as before.
+    log_metric: Callable[..., None] = field(default=lambda name, value, step=None, valueType=None: None)
     progress: ProgressFactory = NullProgress
     artifact_dir: Path = field(default_factory=Path.cwd)
     spark: Any = None
@@ -130,7 +132,7 @@ def default_context(engine: type[Engine] | Engine, task: str, params: Mapping[st
     return TaskContext(
         task=task, params=typed, device=device, threads=threads,
         logger=logger or logging.getLogger(f"runtime.engine.{engine.name}"),
-        log_metric=log_metric or (lambda name, value, valueType="double": None),
+        log_metric=log_metric or (lambda name, value, step=None, valueType=None: None),
         progress=progress or NullProgress,
         artifact_dir=Path(artifact_dir) if artifact_dir is not None else Path.cwd())
 

@@ -271,6 +271,7 @@ class RunExecutor:
                 log_path: Path) -> dict[str, Any]:
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         result = outcome.result or {}
+        self._ingest_metrics(scope, run_id)
         summary: dict[str, Any] = {
             "runId": run_id, "experimentId": run["experimentId"], "mode": prepared.mode,
             "state": outcome.state.value, "metrics": result.get("metrics") or [],
@@ -298,6 +299,16 @@ class RunExecutor:
         reg.annotate_run(scope, run_id, {"result": {k: summary[k] for k in (
             "state", "metrics", "modelId", "output", "durations_s", "spark") if k in summary}})
         return summary
+
+    def _ingest_metrics(self, scope: Any, run_id: str) -> None:
+        """The per-step metrics the worker left in the run folder, into the registry. A failure
+        here is logged, not raised: the run's own outcome stands."""
+        from .run_views import RunViews
+
+        try:
+            RunViews(self.registry).ingest(scope, run_id)
+        except Exception:
+            log.warning("Run %s: its per-step metrics could not be recorded", run_id, exc_info=True)
 
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                         model_dir: Path) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import RESULT_FILE, WorkerSpec
-from .engine import Engine, Metric, TaskContext, TextProgress, load_engine, parse_params
+from .engine import Engine, Metric, TaskContext, load_engine, parse_params
 from . import redaction
 from .errors import ConfigError, MLRuntimeError
+from .metrics_series import SeriesProgress, SeriesWriter, split_metric_args
 from .tasks import FEATURE_PIPELINE, SCORE, TRAIN
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Run:
         self.durations_s: dict[str, float] = {}
         self.result: dict[str, Any] = {"model_dir": None, "output": None, "rows": None}
         self._torch_ready = False
+        # Per-step metrics and live progress, flushed to the run folder by a thread.
+        self.series = SeriesWriter(self.run_dir)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -65,13 +68,20 @@ class Run:
         ctx = TaskContext(
             task=spec.mode, params=params, device=spec.device, threads=spec.threads, logger=logger,
             log_metric=self.log_metric,
-            progress=lambda total, desc: TextProgress(total, desc, logger),
+            progress=lambda total, desc: SeriesProgress(total, desc, self.series),
             artifact_dir=self.run_dir)
         self.sync_torch()
         return engine_cls(), ctx
 
-    def log_metric(self, name: str, value: float, valueType: str = "double") -> None:
-        self.metrics[name] = Metric(name=name, value=float(value), valueType=valueType)
+    def log_metric(self, name: str, value: float, step: int | str | None = None,
+                   valueType: str | None = None) -> None:
+        """With a step, one point of the metric's series (metrics.jsonl, never blocking); without,
+        the run's final value (an Insight). `log_metric(name, value, "double")` still works."""
+        step, value_type = split_metric_args(step, valueType)
+        if step is None:
+            self.metrics[name] = Metric(name=name, value=float(value), valueType=value_type)
+        else:
+            self.series.point(name, value, step)
 
     def sync_torch(self) -> None:
         """Thread count and seed for torch, once the engine has imported it (never import it here)."""
@@ -86,6 +96,7 @@ class Run:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         log.info("stage %s ...", name)
+        self.series.stage(name)
         start = time.perf_counter()
         try:
             yield
@@ -194,6 +205,7 @@ class Run:
     # --- the record ----------------------------------------------------------------------------
 
     def record(self, error: BaseException | None) -> dict[str, Any]:
+        self.series.close()   # the record is the run's end: the last points reach the file first
         return {
             "state": "FAILED" if error is not None else "DONE",
             "run_id": self.spec.run_id,

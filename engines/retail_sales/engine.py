@@ -73,11 +73,26 @@ class RetailSalesEngine(Engine):
         y = np.log(train_rows[label].to_numpy(dtype="float64") / train_rows[target].to_numpy(dtype="float64"))
         naive_scale = float(np.mean(np.abs(train_rows[label] - train_rows[target])))
 
-        progress = ctx.progress(params.epochs, "retail-sales train")
+        from .validation import EpochValidation
+
+        validation = None
+        if params.validation_every_epochs:
+            validation = EpochValidation.build(
+                frame, inputs, mean, std, target=target, label=params.label_column or label,
+                start=params.validation_start, naive_scale=naive_scale,
+                names=params.metric_names(), device=device)
+        progress = ctx.progress(params.epochs, "epochs")
+        batches = ctx.progress(params.epochs * max(1, -(-len(x) // params.batch_size)), "batches")
         losses: list[float] = []
 
-        def on_epoch(epoch: int, loss: float) -> None:
+        def on_epoch(epoch: int, loss: float, net: Any) -> None:
+            # Per-epoch curves: the training loss, and the validation metrics evaluate reports.
             losses.append(loss)
+            ctx.log_metric("trainingLoss", loss, epoch + 1)
+            every = params.validation_every_epochs
+            if validation is not None and ((epoch + 1) % every == 0 or epoch + 1 == params.epochs):
+                for metric in validation.metrics(net):
+                    ctx.log_metric(metric.name, metric.value, epoch + 1)
             progress.update(1)
 
         ctx.logger.info("training on %d rows, %d inputs, %d members, device %s",
@@ -86,8 +101,10 @@ class RetailSalesEngine(Engine):
             net = fit((x - mean) / std, y, hidden_size=params.hidden_size, depth=params.max_depth,
                       members=params.n_estimators, epochs=params.epochs, batch_size=params.batch_size,
                       learning_rate=params.learning_rate, weight_decay=params.weight_decay,
-                      seed=params.seed, device=device, on_epoch=on_epoch)
+                      seed=params.seed, device=device, on_epoch=on_epoch,
+                      on_batch=lambda rows: batches.update(1))
         finally:
+            batches.close()
             progress.close()
         ctx.log_metric("trainingLoss", losses[-1], "double")
 

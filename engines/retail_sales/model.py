@@ -145,10 +145,12 @@ class RetailSalesModel:
 
 def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: int, epochs: int,
         batch_size: int, learning_rate: float, weight_decay: float, seed: int, device: torch.device,
-        on_epoch: Callable[[int, float], None] | None = None) -> BaggedMLP:
+        on_epoch: Callable[[int, float, BaggedMLP], None] | None = None,
+        on_batch: Callable[[int], None] | None = None) -> BaggedMLP:
     """Train on standardised inputs `x` and log-ratio targets `y` with an L1 loss (which is close
     to the MAPE it is judged by). Tensors are made once on the device and sliced per batch; each
-    member sees the rows with its own Poisson(1) bootstrap weights (bagging)."""
+    member sees the rows with its own Poisson(1) bootstrap weights (bagging). `on_epoch(epoch,
+    mean loss, net)` runs after each epoch, `on_batch(rows)` after each optimiser step."""
     torch.manual_seed(seed)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     net = BaggedMLP(x.shape[1], hidden_size, depth, members).to(device)
@@ -176,6 +178,8 @@ def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: 
             optimiser.step()
             schedule.step()
             total += loss.detach()
+            if on_batch is not None:
+                on_batch(len(idx))
         if on_epoch is not None:
-            on_epoch(epoch, float(total) / steps_per_epoch)
+            on_epoch(epoch, float(total) / steps_per_epoch, net)
     return net.eval()

@@ -85,6 +85,9 @@ class TrainParams(ForecastTrainParams):
     batch_size: int = Field(256, ge=1)
     hidden_size: int = Field(64, ge=1, le=4096)
     weight_decay: float = Field(1e-4, ge=0)
+    validation_every_epochs: int = Field(
+        1, ge=0, le=10_000, description="Report the validation metrics every N epochs as a "
+        "per-epoch curve (the last epoch always); 0: only the final evaluation")
 
 
 class ScoreDataParams(RetailCommonParams):

@@ -488,4 +488,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     add_collection(MODEL, create=False)
     add_collection(INSIGHT, update=False, delete=False)
     add_collection(MLSERVICE, bulk_delete="mlInstanceId")
+
+    from ..web import mount_web   # the runs page at / and its JSON (runtime/web)
+
+    mount_web(app, api, registry)
     return app

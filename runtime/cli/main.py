@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print every parameter's value and source layer, and the plan; "
                               "run nothing")
         run.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
+        run.add_argument("--quiet", "-q", action="store_true",
+                         help="print only the result: no log lines, no progress")
         _common(run)
         run.set_defaults(handler="runtime.cli.runs:main")
 

@@ -14,6 +14,7 @@ from ..home import resolve_home
 from ..listing import Filter, ListQuery
 from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL
 from ..service import Caller, Registry
+from .progress import RunConsole
 
 _MODES = {"train": "train", "score": "score", "fp": "featurePipeline"}
 
@@ -167,9 +168,17 @@ def main(args: argparse.Namespace) -> int:
             return 0
         started = time.perf_counter()
         run = registry.create_run(caller, experiment["id"], {"mode": mode})
-        print(f"Run {run['id']}: {mode} of MLInstance {instance['id']} "
-              f"({prepared.plan.reason})", file=sys.stderr, flush=True)
-        summary = executor.execute(caller, run, prepared, echo=sys.stderr)
+        quiet = getattr(args, "quiet", False)
+        if not quiet:
+            print(f"Run {run['id']}: {mode} of MLInstance {instance['id']} "
+                  f"({prepared.plan.reason})", file=sys.stderr, flush=True)
+        # A live progress line on a terminal, the log's lines otherwise, nothing with --quiet.
+        console = RunConsole(sys.stderr, quiet=quiet)
+        console.follow(registry.home.runs / run["id"])
+        try:
+            summary = executor.execute(caller, run, prepared, echo=console)
+        finally:
+            console.close()
         return report(args, summary, time.perf_counter() - started, registry, caller)
     finally:
         registry.close()

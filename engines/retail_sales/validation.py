@@ -1,0 +1,49 @@
+"""Validation metrics during training: the rows `evaluate` judges, scored after each epoch.
+
+The rows and their standardised inputs are prepared once; an epoch's check is one forward pass of
+the ensemble's mean predictor over them (no gradients), so the curve costs little next to the epoch.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from runtime.engine import Metric
+
+from .metrics import forecast_metrics
+from .model import MAX_LOG_RATIO, BaggedMLP
+
+
+class EpochValidation:
+    def __init__(self, x: torch.Tensor, current: np.ndarray, actual: np.ndarray,
+                 naive_scale: float, names: list[str]) -> None:
+        self.x, self.current, self.actual = x, current, actual
+        self.naive_scale, self.names = naive_scale, names
+
+    @classmethod
+    def build(cls, frame: pd.DataFrame, inputs: list[str], mean: np.ndarray, std: np.ndarray, *,
+              target: str, label: str, start: Optional[object], naive_scale: float,
+              names: list[str], device: torch.device) -> Optional["EpochValidation"]:
+        """None when no row qualifies (evaluate then says why) or no metric is asked for."""
+        if label not in frame.columns or not names:
+            return None
+        rows = frame[label].notna() & (frame[target] > 0)
+        if start is not None:
+            rows &= frame["date"] >= pd.Timestamp(start)
+        if not rows.any():
+            return None
+        picked = frame.loc[rows]
+        values = picked[inputs].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+        z = np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)  # as scoring does
+        x = torch.as_tensor(z, dtype=torch.float32, device=device)
+        return cls(x, picked[target].to_numpy(dtype="float64"),
+                   picked[label].to_numpy(dtype="float64"), naive_scale, names)
+
+    def metrics(self, net: BaggedMLP) -> list[Metric]:
+        with torch.inference_mode():
+            log_ratio = net.mean_predictor()(self.x).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+        predicted = self.current * np.exp(log_ratio.cpu().numpy().astype("float64"))
+        return forecast_metrics(self.actual, predicted, self.naive_scale, self.names)

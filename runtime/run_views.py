@@ -1,0 +1,269 @@
+"""The runs view's service layer: the runs table, one run, a comparison, metric series, log chunks.
+
+Shared by the web page's JSON routes (runtime/web) and anything else that wants the same answers.
+The table is one indexed query (store/sqlite_runs.py); per-step metrics reach the registry when
+the host ingests a run's metrics.jsonl (`ingest`), never from the worker.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .errors import BadRequest, NotFound, StoreError
+from .listing import Filter, ListQuery
+from .metrics_series import METRICS_FILE, read_points, read_progress
+from .schemas import EXPERIMENT_RUN, MODEL, RunStatus
+from .service import Caller, Registry, mask_secrets
+from .store import Scope
+
+log = logging.getLogger("runtime.run_views")
+
+MAX_LIMIT = 200
+MAX_COMPARE = 10
+_SORT_COLUMNS = {"created": "created", "mode": "mode", "state": "state", "started": "started",
+                 "ended": "ended", "duration": "duration_s", "duration_s": "duration_s"}
+_AUTO_PARAM_COLUMNS = 6
+_LOG_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class TableQuery:
+    """What the runs table asks for; `sort` is a column (`created`, `state`, `duration`, ...),
+    `metric.NAME` (final value), `best.NAME` (best step) or `param.KEY`, `-` for descending."""
+
+    filters: tuple[tuple[str, str], ...] = ()
+    sort: str = "-created"
+    start: int = 0
+    limit: int = 50
+    params: Optional[tuple[str, ...]] = None
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> "TableQuery":
+        from .store.sqlite_runs import FILTER_COLUMNS
+
+        unknown = sorted(set(query) - {*FILTER_COLUMNS, "sort", "start", "limit", "params"})
+        if unknown:
+            raise BadRequest(f"Unknown query parameter(s) {', '.join(unknown)}; the runs table takes "
+                             f"{', '.join(FILTER_COLUMNS)}, sort, start, limit, params")
+        filters = tuple((k, query[k]) for k in FILTER_COLUMNS if query.get(k))
+        try:
+            start = int(query.get("start") or 0)
+            limit = int(query.get("limit") or 50)
+        except ValueError:
+            raise BadRequest("start and limit must be integers") from None
+        if start < 0 or not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"start must be >= 0 and limit 1..{MAX_LIMIT}")
+        params = query.get("params")
+        return cls(filters=filters, sort=query.get("sort") or "-created", start=start, limit=limit,
+                   params=tuple(p for p in params.split(",") if p) if params is not None else None)
+
+    def sort_spec(self) -> tuple[Optional[str], str, bool]:
+        descending = self.sort.startswith("-")
+        field = self.sort.lstrip("-+")
+        kind, dot, key = field.partition(".")
+        if dot and kind in ("metric", "best", "param") and key:
+            return kind, key, descending
+        if field in _SORT_COLUMNS:
+            return None, _SORT_COLUMNS[field], descending
+        raise BadRequest(f"Cannot sort by {field!r}: use one of {', '.join(_SORT_COLUMNS)}, "
+                         "metric.NAME, best.NAME or param.KEY")
+
+
+class RunViews:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _conn(self):
+        from .store.sqlite import SQLiteStore
+
+        store = self.registry.store
+        if not isinstance(store, SQLiteStore):
+            raise StoreError("The runs view needs the SQLite store")
+        return store._conn()
+
+    # -- per-step metrics ----------------------------------------------------------------------
+
+    def ingest(self, scope: Scope, run_id: str) -> int:
+        """Reads what the run's worker appended to metrics.jsonl since the last read into the
+        registry; returns the number of points. Safe to call from any process, any time."""
+        from .store.sqlite_runs import add_points, read_offset
+
+        path = self.registry.home.runs / run_id / METRICS_FILE
+        if not path.exists():
+            return 0
+        store = self.registry.store
+        with store.transaction():
+            conn = self._conn()
+            offset = read_offset(conn, run_id)
+            points, new_offset, bad = read_points(path, offset)
+            if bad:
+                log.warning("run %s: %d malformed line(s) in %s skipped", run_id, bad, path)
+            if new_offset != offset:
+                add_points(conn, run_id, points, new_offset)
+        return len(points)
+
+    def _live_run(self, caller: Caller, run_id: str) -> dict[str, Any]:
+        doc = self.registry.store.get(EXPERIMENT_RUN, caller.scope, run_id)
+        if doc is None or doc.get("deleted"):
+            raise NotFound(f"Experiment run {run_id!r} not found")
+        return doc
+
+    def _state(self, caller: Caller, run_id: str) -> Optional[str]:
+        status = self.registry.store.get_run_status(caller.scope, run_id)
+        return status["status"]["tasks"][0]["state"] if status else None
+
+    def series(self, caller: Caller, run_id: str) -> dict[str, Any]:
+        from .store.sqlite_runs import series
+
+        self._live_run(caller, run_id)
+        state = self._state(caller, run_id)
+        if state and not RunStatus(state).is_terminal():
+            self.ingest(caller.scope, run_id)
+        return {"runId": run_id, "state": state, "series": series(self._conn(), [run_id])[run_id]}
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def table(self, caller: Caller, query: TableQuery) -> dict[str, Any]:
+        from .store import sqlite_runs as sql
+
+        kind, key, descending = query.sort_spec()
+        conn = self._conn()
+        scope = caller.scope
+        rows, total = sql.table_page(conn, scope.org, scope.sandbox, dict(query.filters), kind, key,
+                                     descending, query.start, query.limit)
+        ids = [r["id"] for r in rows]
+        values = sql.values_of(conn, ids)
+        engines = sql.names_of(conn, "engines", (r["engineId"] for r in rows))
+        instances = sql.names_of(conn, "mlInstances", (r["mlInstanceId"] for r in rows))
+        experiments = sql.names_of(conn, "experiments", (r["experimentId"] for r in rows))
+        metric_names = sorted({m for v in values.values() for m in v["metric"]})
+        if query.params is not None:
+            param_cols = list(query.params)
+        else:   # the parameters that differ between the runs shown
+            keys = sorted({p for v in values.values() for p in v["param"]})
+            param_cols = [k for k in keys
+                          if len({repr(values[i]["param"].get(k)) for i in ids}) > 1][:_AUTO_PARAM_COLUMNS]
+        if kind == "param" and key not in param_cols:
+            param_cols.append(key)
+        out_rows = []
+        for row in rows:
+            v = values[row["id"]]
+            out_rows.append({
+                **row,
+                "engine": {"id": row["engineId"], "name": engines.get(row["engineId"])},
+                "mlInstance": {"id": row["mlInstanceId"], "name": instances.get(row["mlInstanceId"])},
+                "experiment": {"id": row["experimentId"], "name": experiments.get(row["experimentId"])},
+                "metrics": v["metric"], "best": v["best"],
+                "params": {k: v["param"].get(k) for k in param_cols},
+            })
+        return {"total": total, "start": query.start, "limit": query.limit, "sort": query.sort,
+                "filters": dict(query.filters),
+                "columns": {"metrics": metric_names, "params": param_cols},
+                "runs": out_rows}
+
+    def choices(self, caller: Caller) -> dict[str, Any]:
+        """What the table's filters and sort menu offer in this sandbox."""
+        from .store import sqlite_runs as sql
+
+        conn = self._conn()
+        scope = caller.scope
+        return {**sql.scope_choices(conn, scope.org, scope.sandbox),
+                "keys": sql.value_keys(conn, scope.org, scope.sandbox),
+                "states": [s.value for s in RunStatus], "modes": ["train", "score", "featurePipeline"]}
+
+    # -- one run and a comparison ----------------------------------------------------------------
+
+    def detail(self, caller: Caller, run_id: str) -> dict[str, Any]:
+        from .store import sqlite_runs as sql
+
+        doc = mask_secrets(self._live_run(caller, run_id))
+        status = self.registry.store.get_run_status(caller.scope, run_id) or {}
+        task = ((status.get("status") or {}).get("tasks") or [{}])[0]
+        state = task.get("state")
+        running = bool(state) and not RunStatus(state).is_terminal()
+        if running:
+            self.ingest(caller.scope, run_id)
+        conn = self._conn()
+        index = conn.execute("SELECT engineId, mlInstanceId FROM runIndex WHERE id = ?",
+                             (run_id,)).fetchone() or (None, None)
+        engine_id, instance_id = index
+        names = {"engine": sql.names_of(conn, "engines", [engine_id]).get(engine_id),
+                 "mlInstance": sql.names_of(conn, "mlInstances", [instance_id]).get(instance_id),
+                 "experiment": sql.names_of(conn, "experiments", [doc.get("experimentId")]).get(
+                     doc.get("experimentId"))}
+        runtime = doc.get("runtime") or {}
+        result = doc.get("result") or {}
+        models = self.registry.list(MODEL, caller, ListQuery(
+            filters=(Filter("deleted", "==", False, "bool"),
+                     Filter("experimentRunId", "==", run_id, "str")),
+            order=(("created", True),), limit=10)).children
+        model_id = result.get("modelId") or runtime.get("modelId")
+        base = f"/data/sensei/experiments/{doc.get('experimentId')}/runs/{run_id}"
+        return {
+            "id": run_id, "mode": doc.get("mode"), "created": doc.get("created"),
+            "createdBy": doc.get("createdBy"),
+            "experiment": {"id": doc.get("experimentId"), "name": names["experiment"]},
+            "mlInstance": {"id": instance_id, "name": names["mlInstance"]},
+            "engine": {"id": engine_id, "name": names["engine"], "plugin": runtime.get("engine")},
+            "state": state, "message": task.get("message"), "started": task.get("started"),
+            "ended": task.get("ended"), "logs": task.get("logs"),
+            "durations_s": result.get("durations_s") or {},
+            "parameters": _parameters(runtime.get("resolved") or {}),
+            "resources": (runtime.get("resolved") or {}).get("resources"),
+            "resourceSources": (runtime.get("resolved") or {}).get("resource_provenance"),
+            "plan": runtime.get("plan"), "spark": runtime.get("spark") or result.get("spark"),
+            "metrics": result.get("metrics") or [],
+            "series": sql.series(conn, [run_id])[run_id],
+            "progress": read_progress(self.registry.home.runs / run_id) if running else None,
+            "models": [{"id": m["id"], "name": m.get("name"),
+                        "download": f"/data/sensei/models/{m['id']}/artifact"} for m in models],
+            "scoringModelId": model_id if doc.get("mode") != "train" else None,
+            "output": result.get("output"),
+            "log": f"{base}/logs/worker.log",
+        }
+
+    def compare(self, caller: Caller, run_ids: list[str]) -> dict[str, Any]:
+        ids = list(dict.fromkeys(i for i in run_ids if i))
+        if not 2 <= len(ids) <= MAX_COMPARE:
+            raise BadRequest(f"Compare takes 2 to {MAX_COMPARE} distinct run ids, got {len(ids)}")
+        runs = [self.detail(caller, i) for i in ids]
+        keys = sorted({p["key"] for r in runs for p in r["parameters"]})
+        table = []
+        for key in keys:
+            values = [next((p["value"] for p in r["parameters"] if p["key"] == key), None) for r in runs]
+            sources = [next((p["source"] for p in r["parameters"] if p["key"] == key), None) for r in runs]
+            table.append({"key": key, "values": values, "sources": sources,
+                          "differs": len({repr(v) for v in values}) > 1})
+        metric_names = sorted({m["name"] for r in runs for m in r["metrics"]})
+        metrics = [{"name": n, "values": [next((m["value"] for m in r["metrics"] if m["name"] == n), None)
+                                          for r in runs]} for n in metric_names]
+        return {"runs": runs, "parameters": table, "metrics": metrics,
+                "seriesNames": sorted({n for r in runs for n in r["series"]})}
+
+    # -- the log ---------------------------------------------------------------------------------
+
+    def log_chunk(self, caller: Caller, run_id: str, offset: int) -> dict[str, Any]:
+        """The worker log from byte `offset` (at most 256 KiB), for following it live."""
+        doc = self._live_run(caller, run_id)
+        state = self._state(caller, run_id)
+        path = self.registry.home.runs / run_id / "worker.log"
+        size = path.stat().st_size if path.exists() else 0
+        offset = max(0, min(int(offset), size))
+        if offset == 0 and size > _LOG_CHUNK:
+            offset = size - _LOG_CHUNK   # a long log starts at its last 256 KiB
+        text = ""
+        if size > offset:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(_LOG_CHUNK)
+            text = data.decode("utf-8", errors="replace")
+            offset += len(data)
+        return {"runId": run_id, "experimentId": doc.get("experimentId"), "state": state,
+                "offset": offset, "size": size, "text": text}
+
+
+def _parameters(resolved: dict[str, Any]) -> list[dict[str, Any]]:
+    values = resolved.get("values") or {}
+    sources = resolved.get("provenance") or {}
+    return [{"key": k, "value": v, "source": sources.get(k)} for k, v in values.items()]

@@ -1,0 +1,259 @@
+"""SQLite tables behind the runs view: an index row per run, its sortable values, its metric series.
+
+- `runIndex`: one row per run (scope, Engine/MLInstance/Experiment, mode, state, times), kept by
+  triggers on `experimentRuns` and `runStatus`, so every writer (server, CLI, another process)
+  keeps it current without knowing it exists.
+- `runValues`: (run, kind, key) -> val for `param` (the resolved parameters), `metric` (the final
+  value: the run's result metric, else the last step of its series) and `best` (the best step or
+  final value; lower is better except for accuracy-like names). Indexed on (kind, key, val), which
+  is what the table sorts on.
+- `runMetrics`: the per-step series; `runMetricsRead` how far a run's metrics.jsonl was read.
+
+`create_run_views` is a migration step: frozen once released (changes go in a new migration).
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any, Iterable, Optional, Sequence
+
+# Metric names (lower case, without separators) for which a higher value is better.
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "fscore", "f1", "f1score", "auc", "rsquared",
+                    "r2", "map", "ndcg")
+_NORMALISED = "lower(replace(replace(replace({k}, '-', ''), '_', ''), ' ', ''))"
+
+
+def higher_is_better(name: str) -> bool:
+    return re.sub(r"[-_ ]", "", name.lower()) in HIGHER_IS_BETTER
+
+
+def _best_of(key: str, old: str, new: str) -> str:
+    higher = ", ".join(f"'{n}'" for n in HIGHER_IS_BETTER)
+    return (f"CASE WHEN {old} IS NULL THEN {new} WHEN {new} IS NULL THEN {old} "
+            f"WHEN {_NORMALISED.format(k=key)} IN ({higher}) THEN max({old}, {new}) "
+            f"ELSE min({old}, {new}) END")
+
+
+_RESULT_METRICS = ("SELECT {run}, '{kind}', json_extract(j.value, '$.name'), "
+                   "json_extract(j.value, '$.value') FROM json_each({doc}, '$.result.metrics') j "
+                   "WHERE json_extract(j.value, '$.name') IS NOT NULL")
+_PARAMS = ("SELECT {run}, 'param', j.key, j.value FROM json_each({doc}, '$.runtime.resolved.values') j")
+
+
+def _status_update(row: str) -> str:
+    return (f"UPDATE runIndex SET state = {row}.state, "
+            f"started = json_extract({row}.doc, '$.status.tasks[0].started'), "
+            f"ended = json_extract({row}.doc, '$.status.tasks[0].ended'), "
+            f"duration_s = (julianday(json_extract({row}.doc, '$.status.tasks[0].ended')) - "
+            f"julianday(json_extract({row}.doc, '$.status.tasks[0].started'))) * 86400.0 "
+            f"WHERE id = {row}.id")
+
+
+def create_run_views(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE runIndex (id TEXT PRIMARY KEY, org TEXT NOT NULL, sandbox TEXT NOT NULL,"
+        " deleted INTEGER NOT NULL DEFAULT 0, created TEXT NOT NULL, mode TEXT, experimentId TEXT,"
+        " mlInstanceId TEXT, engineId TEXT, state TEXT, started TEXT, ended TEXT, duration_s REAL)")
+    for name, cols in (("created", "deleted, created"), ("state", "deleted, state, created"),
+                       ("mode", "deleted, mode, created"), ("duration", "deleted, duration_s"),
+                       ("engine", "engineId, deleted, created"),
+                       ("instance", "mlInstanceId, deleted, created"),
+                       ("experiment", "experimentId, deleted, created")):
+        conn.execute(f"CREATE INDEX runIndex_{name} ON runIndex (org, sandbox, {cols})")
+    conn.execute("CREATE TABLE runValues (run TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,"
+                 " val, PRIMARY KEY (run, kind, key)) WITHOUT ROWID")
+    conn.execute("CREATE INDEX runValues_sort ON runValues (kind, key, val)")
+    conn.execute("CREATE TABLE runMetrics (run TEXT NOT NULL, name TEXT NOT NULL,"
+                 " step INTEGER NOT NULL, value REAL, ts REAL, PRIMARY KEY (run, name, step))"
+                 " WITHOUT ROWID")
+    conn.execute("CREATE TABLE runMetricsRead (run TEXT PRIMARY KEY, offset INTEGER NOT NULL)")
+
+    instance = "(SELECT mlInstanceId FROM experiments WHERE id = new.experimentId)"
+    engine = ("(SELECT m.engineId FROM experiments e JOIN mlInstances m ON m.id = e.mlInstanceId"
+              " WHERE e.id = new.experimentId)")
+    conn.execute(
+        "CREATE TRIGGER runIndex_insert AFTER INSERT ON experimentRuns BEGIN "
+        "INSERT OR REPLACE INTO runIndex (id, org, sandbox, deleted, created, mode, experimentId,"
+        " mlInstanceId, engineId) VALUES (new.id, new.org, new.sandbox, new.deleted, new.created,"
+        f" new.mode, new.experimentId, {instance}, {engine}); END")
+    conn.execute(
+        "CREATE TRIGGER runIndex_deleted AFTER UPDATE OF deleted ON experimentRuns "
+        "WHEN new.deleted IS NOT old.deleted BEGIN "
+        "UPDATE runIndex SET deleted = new.deleted WHERE id = new.id; END")
+    conn.execute(
+        "CREATE TRIGGER runValues_params AFTER UPDATE OF doc ON experimentRuns "
+        "WHEN json_extract(new.doc, '$.runtime.resolved.values') IS NOT "
+        "json_extract(old.doc, '$.runtime.resolved.values') BEGIN "
+        "DELETE FROM runValues WHERE run = new.id AND kind = 'param'; "
+        "INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+        + _PARAMS.format(run="new.id", doc="new.doc") + "; END")
+    # The final metrics win over the series' last value; `best` keeps the better of both.
+    conn.execute(
+        "CREATE TRIGGER runValues_result AFTER UPDATE OF doc ON experimentRuns "
+        "WHEN json_extract(new.doc, '$.result.metrics') IS NOT "
+        "json_extract(old.doc, '$.result.metrics') BEGIN "
+        "INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+        + _RESULT_METRICS.format(run="new.id", kind="metric", doc="new.doc") + "; "
+        "INSERT INTO runValues (run, kind, key, val) "
+        + _RESULT_METRICS.format(run="new.id", kind="best", doc="new.doc")
+        + " ON CONFLICT (run, kind, key) DO UPDATE SET val = "
+        + _best_of("excluded.key", "runValues.val", "excluded.val") + "; END")
+    for event in ("INSERT", "UPDATE"):
+        conn.execute(f"CREATE TRIGGER runIndex_status_{event.lower()} AFTER {event} ON runStatus "
+                     f"BEGIN {_status_update('new')}; END")
+
+    # Runs recorded before this migration.
+    conn.execute(
+        "INSERT INTO runIndex (id, org, sandbox, deleted, created, mode, experimentId, mlInstanceId,"
+        " engineId) SELECT r.id, r.org, r.sandbox, r.deleted, r.created, r.mode, r.experimentId,"
+        " e.mlInstanceId, m.engineId FROM experimentRuns r LEFT JOIN experiments e"
+        " ON e.id = r.experimentId LEFT JOIN mlInstances m ON m.id = e.mlInstanceId")
+    conn.execute("UPDATE runIndex SET state = s.state, "
+                 "started = json_extract(s.doc, '$.status.tasks[0].started'), "
+                 "ended = json_extract(s.doc, '$.status.tasks[0].ended') "
+                 "FROM runStatus s WHERE s.id = runIndex.id")
+    conn.execute("UPDATE runIndex SET duration_s = (julianday(ended) - julianday(started)) * 86400.0")
+    conn.execute("INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+                 + _PARAMS.format(run="r.id", doc="r.doc").replace("FROM json_each", "FROM experimentRuns r, json_each"))
+    for kind in ("metric", "best"):
+        conn.execute("INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+                     + _RESULT_METRICS.format(run="r.id", kind=kind, doc="r.doc").replace(
+                         "FROM json_each", "FROM experimentRuns r, json_each"))
+
+
+# --- the series --------------------------------------------------------------------------------
+
+def read_offset(conn: sqlite3.Connection, run_id: str) -> int:
+    row = conn.execute("SELECT offset FROM runMetricsRead WHERE run = ?", (run_id,)).fetchone()
+    return row[0] if row else 0
+
+
+def add_points(conn: sqlite3.Connection, run_id: str, points: Sequence[dict[str, Any]],
+               offset: int) -> None:
+    """Inside the caller's transaction: the points, the read offset, and each series' last and
+    best value (a step logged twice keeps its latest value)."""
+    conn.executemany("INSERT OR REPLACE INTO runMetrics (run, name, step, value, ts) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     [(run_id, p["name"], p["step"], p["value"], p["ts"]) for p in points])
+    conn.execute("INSERT INTO runMetricsRead (run, offset) VALUES (?, ?) "
+                 "ON CONFLICT (run) DO UPDATE SET offset = excluded.offset", (run_id, offset))
+    names = sorted({p["name"] for p in points})
+    for name in names:
+        last = conn.execute("SELECT value FROM runMetrics WHERE run = ? AND name = ? "
+                            "ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
+        agg = "max" if higher_is_better(name) else "min"
+        best = conn.execute(f"SELECT {agg}(value) FROM runMetrics WHERE run = ? AND name = ?",
+                            (run_id, name)).fetchone()
+        conn.execute("INSERT OR REPLACE INTO runValues (run, kind, key, val) VALUES (?, 'metric', ?, ?)",
+                     (run_id, name, last[0] if last else None))
+        conn.execute("INSERT INTO runValues (run, kind, key, val) VALUES (?, 'best', ?, ?) "
+                     "ON CONFLICT (run, kind, key) DO UPDATE SET val = "
+                     + _best_of("excluded.key", "runValues.val", "excluded.val"),
+                     (run_id, name, best[0] if best else None))
+
+
+def series(conn: sqlite3.Connection, run_ids: Sequence[str],
+           names: Optional[Iterable[str]] = None) -> dict[str, dict[str, dict[str, list]]]:
+    """{run: {name: {"steps": [...], "values": [...]}}} in step order."""
+    out: dict[str, dict[str, dict[str, list]]] = {r: {} for r in run_ids}
+    wanted = set(names) if names else None
+    for run_id in run_ids:
+        for name, step, value in conn.execute(
+                "SELECT name, step, value FROM runMetrics WHERE run = ? ORDER BY name, step",
+                (run_id,)):
+            if wanted is not None and name not in wanted:
+                continue
+            entry = out[run_id].setdefault(name, {"steps": [], "values": []})
+            entry["steps"].append(step)
+            entry["values"].append(value)
+    return out
+
+
+# --- the runs table ----------------------------------------------------------------------------
+
+INDEX_COLUMNS = ("created", "mode", "state", "started", "ended", "duration_s")
+FILTER_COLUMNS = ("engineId", "mlInstanceId", "experimentId", "state", "mode")
+VALUE_KINDS = ("param", "metric", "best")
+
+
+def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[str, str],
+               sort_kind: Optional[str], sort_key: str, descending: bool, start: int,
+               limit: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of runIndex rows, filtered and sorted, and the count of matches."""
+    where = ["r.org = ?", "r.sandbox = ?", "r.deleted = 0"]
+    args: list[Any] = [org, sandbox]
+    for column in FILTER_COLUMNS:
+        if filters.get(column):
+            where.append(f"r.{column} = ?")
+            args.append(filters[column])
+    clause = " AND ".join(where)
+    total = conn.execute(f"SELECT count(*) FROM runIndex r WHERE {clause}", args).fetchone()[0]
+    direction = "DESC" if descending else "ASC"
+    select = ("SELECT r.id, r.created, r.mode, r.state, r.started, r.ended, r.duration_s,"
+              " r.experimentId, r.mlInstanceId, r.engineId")
+    if sort_kind is None:
+        # Runs without the value (still running, never started) come last either way.
+        order = f"(r.{sort_key} IS NULL), r.{sort_key} {direction}, r.created DESC, r.id"
+        sql = f"{select} FROM runIndex r WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?"
+        rows = conn.execute(sql, (*args, limit, start)).fetchall()
+    else:
+        sql = (f"{select} FROM runIndex r LEFT JOIN runValues v ON v.run = r.id AND v.kind = ?"
+               f" AND v.key = ? WHERE {clause} ORDER BY (v.val IS NULL), v.val {direction},"
+               f" r.created DESC, r.id LIMIT ? OFFSET ?")
+        rows = conn.execute(sql, (sort_kind, sort_key, *args, limit, start)).fetchall()
+    names = ("id", "created", "mode", "state", "started", "ended", "duration_s", "experimentId",
+             "mlInstanceId", "engineId")
+    return [dict(zip(names, row)) for row in rows], total
+
+
+def values_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{run: {kind: {key: val}}} for the runs of a page."""
+    out: dict[str, dict[str, dict[str, Any]]] = {r: {k: {} for k in VALUE_KINDS} for r in run_ids}
+    if not run_ids:
+        return out
+    marks = ", ".join("?" for _ in run_ids)
+    for run, kind, key, val in conn.execute(
+            f"SELECT run, kind, key, val FROM runValues WHERE run IN ({marks})", tuple(run_ids)):
+        out[run].setdefault(kind, {})[key] = val
+    return out
+
+
+def names_of(conn: sqlite3.Connection, table: str, ids: Iterable[str]) -> dict[str, str]:
+    ids = sorted({i for i in ids if i})
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    return dict(conn.execute(f'SELECT id, name FROM "{table}" WHERE id IN ({marks})', ids).fetchall())
+
+
+def value_keys(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str, list[str]]:
+    """The param and metric keys some live run of the sandbox has: a loose index scan over
+    (kind, key), then one existence probe per key."""
+    keys: list[tuple[str, str]] = []
+    row = conn.execute("SELECT kind, key FROM runValues ORDER BY kind, key LIMIT 1").fetchone()
+    while row is not None and len(keys) < 2000:
+        keys.append(row)
+        row = conn.execute("SELECT kind, key FROM runValues WHERE (kind, key) > (?, ?) "
+                           "ORDER BY kind, key LIMIT 1", row).fetchone()
+    out: dict[str, list[str]] = {"param": [], "metric": []}
+    for kind, key in keys:
+        if kind not in out:
+            continue
+        hit = conn.execute(
+            "SELECT 1 FROM runValues v JOIN runIndex r ON r.id = v.run WHERE v.kind = ? AND v.key = ?"
+            " AND r.org = ? AND r.sandbox = ? AND r.deleted = 0 LIMIT 1",
+            (kind, key, org, sandbox)).fetchone()
+        if hit:
+            out[kind].append(key)
+    return out
+
+
+def scope_choices(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str, list[dict[str, str]]]:
+    """The Engines, MLInstances and Experiments of a sandbox, for the table's filters."""
+    out = {}
+    for label, table in (("engines", "engines"), ("mlInstances", "mlInstances"),
+                         ("experiments", "experiments")):
+        out[label] = [{"id": i, "name": n} for i, n in conn.execute(
+            f'SELECT id, name FROM "{table}" WHERE org = ? AND sandbox = ? AND deleted = 0 '
+            "ORDER BY created DESC LIMIT 500", (org, sandbox))]
+    return out

@@ -1,0 +1,83 @@
+"""The web view of runs, served by `run serve` beside the API: one static page and its JSON.
+
+`/`, `/runs/{runId}` and `/compare?runs=ID,ID` all serve the same page (static/index.html), which
+reads its view from the address and fetches the JSON below with the API's own auth (a bearer
+token when the server has tokens; the page asks for it). The chart library (uPlot, MIT) is
+vendored in static/: nothing is downloaded at install or run time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from ..errors import BadRequest
+from ..run_views import RunViews, TableQuery
+
+if TYPE_CHECKING:
+    from ..api.app import Api
+    from ..service import Registry
+
+STATIC = Path(__file__).parent / "static"
+UI_API = "/ui/api"
+
+
+def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
+    views = RunViews(registry)
+    page = STATIC / "index.html"
+    no_store = {"Cache-Control": "no-cache"}
+
+    def _json(doc: Any) -> Response:
+        return Response(json.dumps(doc, separators=(",", ":"), default=str).encode(),
+                        media_type="application/json", headers=no_store)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(page, media_type="text/html; charset=utf-8", headers=no_store)
+
+    for path in ("/", "/runs/{run_id}", "/compare"):
+        app.add_api_route(path, index, methods=["GET"], include_in_schema=False)
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+
+    # Reads that may ingest a running run's new metric points write to SQLite: a worker thread.
+    @app.get(f"{UI_API}/runs", include_in_schema=False)
+    async def runs_table(request: Request) -> Response:
+        caller = api.caller(request)
+        query = TableQuery.parse(dict(request.query_params))
+        return _json(await run_in_threadpool(views.table, caller, query))
+
+    @app.get(f"{UI_API}/choices", include_in_schema=False)
+    async def choices(request: Request) -> Response:
+        caller = api.caller(request)
+        return _json(await run_in_threadpool(views.choices, caller))
+
+    @app.get(f"{UI_API}/runs/{{run_id}}", include_in_schema=False)
+    async def run_detail(request: Request, run_id: str) -> Response:
+        caller = api.caller(request)
+        return _json(await run_in_threadpool(views.detail, caller, run_id))
+
+    @app.get(f"{UI_API}/runs/{{run_id}}/log", include_in_schema=False)
+    async def run_log(request: Request, run_id: str) -> Response:
+        caller = api.caller(request)
+        try:
+            offset = int(request.query_params.get("offset") or 0)
+        except ValueError:
+            raise BadRequest("offset must be an integer") from None
+        return _json(await run_in_threadpool(views.log_chunk, caller, run_id, offset))
+
+    @app.get(f"{UI_API}/compare", include_in_schema=False)
+    async def compare(request: Request) -> Response:
+        caller = api.caller(request)
+        ids = (request.query_params.get("runs") or "").split(",")
+        return _json(await run_in_threadpool(views.compare, caller, ids))
+
+    # The series as an extension of the Sensei run resource.
+    @app.get("/data/sensei/experiments/{experiment_id}/runs/{run_id}/metrics", include_in_schema=False)
+    async def run_metrics(request: Request, experiment_id: str, run_id: str) -> Response:
+        caller = api.caller(request)
+        registry.get_run(caller, experiment_id, run_id)   # 404 unless the run is in that experiment
+        return _json(await run_in_threadpool(views.series, caller, run_id))

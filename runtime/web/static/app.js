@@ -1,0 +1,319 @@
+// The runs page: one static script, three views read from the address (/, /runs/ID, /compare),
+// JSON from /ui/api with the API's auth (a bearer token kept in this browser when one is asked).
+"use strict";
+(function () {
+  const view = document.getElementById("view");
+  const COLORS = ["#1473e6", "#e34850", "#2d9d78", "#e68619", "#8e5cd9", "#d83790", "#0d8a8a",
+                  "#6f7d00", "#7a5b3b", "#4b5563"];
+  window.__charts = {};            // name -> uPlot instance (tests read them)
+  let timers = [];
+
+  // --- small helpers --------------------------------------------------------------------------
+  const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  const short = (id) => (id || "").slice(0, 8);
+  function fmt(v) {
+    if (v == null) return "";
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return String(v);
+      const a = Math.abs(v);
+      return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : String(+v.toPrecision(5));
+    }
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+  function secs(s) {
+    if (s == null) return "";
+    if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + " s";
+    const m = Math.floor(s / 60);
+    return m + " min " + Math.round(s - 60 * m) + " s";
+  }
+  const when = (t) => (t ? t.replace("T", " ").replace(/\.\d+Z$/, "Z") : "");
+  function scopeHeaders() {
+    const q = new URLSearchParams(location.search), h = {};
+    if (q.get("org")) h["x-gw-ims-org-id"] = q.get("org");
+    if (q.get("sandbox")) h["x-sandbox-name"] = q.get("sandbox");
+    const token = localStorage.getItem("mlrt-token");
+    if (token) h["Authorization"] = "Bearer " + token;
+    return h;
+  }
+  // Keeps org and sandbox on every in-page link.
+  function link(path, extra) {
+    const q = new URLSearchParams(location.search), out = new URLSearchParams(extra || {});
+    for (const k of ["org", "sandbox"]) if (q.get(k)) out.set(k, q.get(k));
+    const s = out.toString();
+    return path + (s ? "?" + s : "");
+  }
+  class AuthNeeded extends Error {}
+  async function api(path) {
+    const res = await fetch(path, { headers: { Accept: "application/json", ...scopeHeaders() } });
+    if (res.status === 401) throw new AuthNeeded();
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error((body.title || res.status) + ": " + (body.detail || res.statusText));
+    return body;
+  }
+  function askToken() {
+    const box = document.getElementById("auth");
+    box.hidden = false;
+    view.innerHTML = "";
+    box.querySelector("input").focus();
+  }
+  document.getElementById("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    localStorage.setItem("mlrt-token", e.target.token.value.trim());
+    document.getElementById("auth").hidden = true;
+    route();
+  });
+  const scopeForm = document.getElementById("scope");
+  scopeForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams(location.search);
+    for (const k of ["org", "sandbox"]) {
+      const v = scopeForm[k].value.trim();
+      if (v) q.set(k, v); else q.delete(k);
+    }
+    q.delete("start");
+    go(location.pathname + (q.toString() ? "?" + q : ""));
+  });
+  function go(url) { history.pushState(null, "", url); route(); }
+  document.addEventListener("click", (e) => {
+    const a = e.target.closest("a[data-nav]");
+    if (a && !e.metaKey && !e.ctrlKey && a.origin === location.origin) {
+      e.preventDefault();
+      go(a.getAttribute("href"));
+    }
+  });
+  window.addEventListener("popstate", route);
+
+  function chart(el, name, xs, ys, labels) {
+    const width = Math.max(320, el.clientWidth || 420);
+    const series = [{ label: "step" }];
+    ys.forEach((_, i) => series.push({ label: labels[i], stroke: COLORS[i % COLORS.length], width: 1.5,
+                                       points: { show: xs.length < 60 }, spanGaps: true }));
+    const u = new uPlot({ width: width, height: 220, series: series, scales: { x: { time: false } },
+                          axes: [{ label: "step" }, {}], legend: { live: true } }, [xs, ...ys], el);
+    window.__charts[name] = u;
+    return u;
+  }
+  function clearCharts() {
+    for (const k of Object.keys(window.__charts)) { window.__charts[k].destroy(); delete window.__charts[k]; }
+  }
+
+  // --- the runs table -------------------------------------------------------------------------
+  const FILTERS = [["engineId", "Engine", "engines"], ["mlInstanceId", "MLInstance", "mlInstances"],
+                   ["experimentId", "Experiment", "experiments"], ["state", "State", "states"],
+                   ["mode", "Mode", "modes"]];
+  async function runsView() {
+    const q = new URLSearchParams(location.search);
+    const params = new URLSearchParams();
+    for (const [k] of FILTERS) if (q.get(k)) params.set(k, q.get(k));
+    for (const k of ["sort", "start", "limit", "params"]) if (q.get(k) != null) params.set(k, q.get(k));
+    const page = await api("/ui/api/runs?" + params);
+    const sort = page.sort, desc = sort.startsWith("-"), sortKey = sort.replace(/^[-+]/, "");
+    const head = (key, label, cls) => {
+      const sorted = key === sortKey;
+      return `<th class="sortable ${cls || ""} ${sorted ? "sorted" + (desc ? " desc" : "") : ""}" data-sort="${esc(key)}">${esc(label)}</th>`;
+    };
+    const pcols = page.columns.params, mcols = page.columns.metrics;
+    let rows = "";
+    for (const r of page.runs) {
+      rows += `<tr data-run="${esc(r.id)}"><td><input type="checkbox" class="pick" value="${esc(r.id)}"></td>` +
+        `<td class="mono"><a data-nav href="${esc(link("/runs/" + r.id))}">${short(r.id)}</a></td>` +
+        `<td><span class="state ${esc(r.state)}">${esc(r.state)}</span></td><td>${esc(r.mode)}</td>` +
+        `<td>${esc(r.engine.name)}</td><td>${esc(r.mlInstance.name)}</td><td>${esc(r.experiment.name)}</td>` +
+        `<td>${esc(when(r.created))}</td><td class="num">${esc(secs(r.duration_s))}</td>` +
+        pcols.map((k) => `<td class="num">${esc(fmt(r.params[k]))}</td>`).join("") +
+        mcols.map((k) => `<td class="num" data-metric="${esc(k)}">${esc(fmt(r.metrics[k]))}</td>`).join("") + "</tr>";
+    }
+    const end = page.start + page.runs.length;
+    view.innerHTML =
+      `<h1>Runs</h1><div class="toolbar" id="filters"></div>` +
+      `<div class="toolbar"><button id="compare" disabled>Compare selected</button>` +
+      `<span class="muted">Metric columns show each run's final value (its last step when it has no final one); sort by "best" in the menu for its best step.</span></div>` +
+      `<div style="overflow-x:auto"><table id="runs"><thead><tr><th></th><th>Run</th>${head("state", "State")}` +
+      `${head("mode", "Mode")}<th>Engine</th><th>MLInstance</th><th>Experiment</th>${head("created", "Created")}` +
+      `${head("duration", "Duration", "num")}` +
+      pcols.map((k) => head("param." + k, k, "num")).join("") +
+      mcols.map((k) => head("metric." + k, k, "num")).join("") +
+      `</tr></thead><tbody>${rows || `<tr><td colspan="9" class="muted">No runs match.</td></tr>`}</tbody></table></div>` +
+      `<div class="pager"><button id="prev" ${page.start > 0 ? "" : "disabled"}>‹ Prev</button>` +
+      `<span id="range">${page.total ? page.start + 1 : 0}–${end} of ${page.total.toLocaleString("en")}</span>` +
+      `<button id="next" ${end < page.total ? "" : "disabled"}>Next ›</button></div>`;
+    window.__tableRenderedAt = performance.now();
+    const setQuery = (changes) => {
+      const nq = new URLSearchParams(location.search);
+      for (const [k, v] of Object.entries(changes)) { if (v == null || v === "") nq.delete(k); else nq.set(k, v); }
+      go("/" + (nq.toString() ? "?" + nq : ""));
+    };
+    view.querySelectorAll("th.sortable").forEach((th) => th.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      const metricLike = key.startsWith("metric.") || key.startsWith("best.");
+      const next = key === sortKey ? (desc ? key : "-" + key) : (metricLike ? key : "-" + key);
+      setQuery({ sort: next, start: null });
+    }));
+    view.querySelector("#prev").onclick = () => setQuery({ start: Math.max(0, page.start - page.limit) || null });
+    view.querySelector("#next").onclick = () => setQuery({ start: page.start + page.limit });
+    const picks = () => [...view.querySelectorAll("input.pick:checked")].map((c) => c.value);
+    view.querySelectorAll("input.pick").forEach((c) => c.addEventListener("change", () => {
+      const n = picks().length;
+      view.querySelector("#compare").disabled = n < 2 || n > 10;
+    }));
+    view.querySelector("#compare").onclick = () => go(link("/compare", { runs: picks().join(",") }));
+    // The filter menus come after the table has painted.
+    api("/ui/api/choices").then((choices) => {
+      const box = view.querySelector("#filters");
+      if (!box) return;
+      let html = "";
+      for (const [key, label, list] of FILTERS) {
+        html += `<label>${label} <select data-filter="${key}"><option value="">all</option>` +
+          choices[list].map((c) => {
+            const id = typeof c === "string" ? c : c.id, name = typeof c === "string" ? c : (c.name || short(c.id));
+            return `<option value="${esc(id)}" ${q.get(key) === id ? "selected" : ""}>${esc(name)}</option>`;
+          }).join("") + `</select></label>`;
+      }
+      const sortOptions = [["-created", "newest first"], ["created", "oldest first"], ["-duration", "longest"]]
+        .concat(choices.keys.metric.flatMap((m) => [["metric." + m, m + " (final) ↑"], ["-metric." + m, m + " (final) ↓"],
+                                                    ["best." + m, m + " (best) ↑"], ["-best." + m, m + " (best) ↓"]]))
+        .concat(choices.keys.param.flatMap((p) => [["param." + p, p + " ↑"], ["-param." + p, p + " ↓"]]));
+      html += `<label>Sort <select id="sort">` + sortOptions.map(([v, l]) =>
+        `<option value="${esc(v)}" ${v === sort ? "selected" : ""}>${esc(l)}</option>`).join("") + `</select></label>`;
+      box.innerHTML = html;
+      box.querySelectorAll("select[data-filter]").forEach((s) => s.addEventListener("change",
+        () => setQuery({ [s.dataset.filter]: s.value, start: null })));
+      box.querySelector("#sort").addEventListener("change", (e) => setQuery({ sort: e.target.value, start: null }));
+    }).catch(() => {});
+  }
+
+  // --- one run --------------------------------------------------------------------------------
+  function kvList(obj) {
+    const entries = Object.entries(obj || {}).filter(([, v]) => v != null && !(typeof v === "object" && !Object.keys(v).length));
+    if (!entries.length) return `<p class="muted">none</p>`;
+    return `<dl class="kv">` + entries.map(([k, v]) => `<dt>${esc(k)}</dt><dd class="mono">${esc(fmt(v))}</dd>`).join("") + `</dl>`;
+  }
+  async function download(url, name) {
+    const res = await fetch(url, { headers: scopeHeaders() });
+    if (!res.ok) { alert("Download failed: " + res.status); return; }
+    const blob = await res.blob(), a = document.createElement("a");
+    a.href = URL.createObjectURL(blob); a.download = name; a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+  function seriesCharts(box, seriesByRun, labels) {
+    // seriesByRun: [{name: {steps, values}}] one entry per run; overlays when several.
+    const names = [...new Set(seriesByRun.flatMap((s) => Object.keys(s)))].sort();
+    if (!names.length) { box.innerHTML = `<p class="muted">No per-step metrics.</p>`; return; }
+    box.innerHTML = names.map((n) => `<div class="card"><h3>${esc(n)}</h3><div class="chart" data-chart="${esc(n)}"></div></div>`).join("");
+    for (const n of names) {
+      const steps = [...new Set(seriesByRun.flatMap((s) => (s[n] ? s[n].steps : [])))].sort((a, b) => a - b);
+      const ys = seriesByRun.map((s) => {
+        const m = new Map();
+        if (s[n]) s[n].steps.forEach((st, i) => m.set(st, s[n].values[i]));
+        return steps.map((st) => (m.has(st) ? m.get(st) : null));
+      });
+      chart(box.querySelector(`[data-chart="${CSS.escape(n)}"]`), n, steps, ys, labels);
+    }
+  }
+  async function runView(runId) {
+    const r = await api("/ui/api/runs/" + encodeURIComponent(runId));
+    const running = r.state === "RUNNING" || r.state === "PENDING";
+    const total = r.started ? ((r.ended ? Date.parse(r.ended) : Date.now()) - Date.parse(r.started)) / 1000 : null;
+    const params = r.parameters.map((p) => `<tr><td class="mono">${esc(p.key)}</td><td class="mono">${esc(fmt(p.value))}</td><td>${esc(p.source)}</td></tr>`).join("");
+    const metrics = r.metrics.map((m) => `<tr><td>${esc(m.name)}</td><td class="num">${esc(fmt(m.value))}</td></tr>`).join("");
+    const progress = r.progress && r.progress.bars ? r.progress.bars.map((b) => `${esc(b.desc)} ${b.n}/${b.total}`).join(" · ") : "";
+    view.innerHTML =
+      `<h1>Run <span class="mono">${esc(r.id)}</span> <span class="state ${esc(r.state)}" id="state">${esc(r.state)}</span></h1>` +
+      `<p class="muted">${esc(r.mode)} of MLInstance ${esc(r.mlInstance.name || r.mlInstance.id)}, engine ${esc(r.engine.name)} ` +
+      `(${esc(r.engine.plugin || "")}), experiment ${esc(r.experiment.name || r.experiment.id)}. ${esc(r.message || "")}` +
+      (progress ? ` <b>${progress}</b>` : "") + `</p>` +
+      `<div class="grid">` +
+      `<div class="card"><h3>Times</h3>${kvList({ created: when(r.created), started: when(r.started), ended: when(r.ended), "total": secs(total) })}` +
+      `<h3 style="margin-top:.6rem">Stages</h3>${kvList(Object.fromEntries(Object.entries(r.durations_s).map(([k, v]) => [k, secs(v)])))}</div>` +
+      `<div class="card"><h3>Final metrics</h3>${metrics ? `<table>${metrics}</table>` : `<p class="muted">none yet</p>`}` +
+      `<h3 style="margin-top:.6rem">Results</h3>` +
+      (r.models.length ? r.models.map((m) => `<p>Model <span class="mono">${esc(m.id)}</span> <a href="${esc(m.download)}" class="download" data-name="model-${esc(short(m.id))}.zip">download</a></p>`).join("") : "") +
+      (r.scoringModelId ? `<p>Scored with Model <span class="mono">${esc(r.scoringModelId)}</span></p>` : "") +
+      (r.output ? `<p>Output <span class="mono">${esc(r.output)}</span></p>` : "") +
+      (!r.models.length && !r.output && !r.scoringModelId ? `<p class="muted">none</p>` : "") + `</div>` +
+      `<div class="card"><h3>Resources</h3>${kvList(r.resources)}<h3 style="margin-top:.6rem">Plan</h3>${kvList(r.plan && { backend: r.plan.backend, device: r.plan.device, threads: r.plan.threads, reason: r.plan.reason })}</div>` +
+      `</div>` +
+      `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` +
+      `<h2>Parameters</h2><table><thead><tr><th>key</th><th>value</th><th>source layer</th></tr></thead><tbody>${params}</tbody></table>` +
+      `<h2>Log ${running ? `<span class="muted">(following)</span>` : ""} <a class="muted" href="${esc(r.log)}" target="_blank">raw</a></h2><pre class="log" id="log"></pre>` +
+      (r.logs ? `<h2>Failure</h2><pre class="log">${esc(r.logs)}</pre>` : "");
+    seriesCharts(view.querySelector("#charts"), [r.series], [short(r.id)]);
+    view.querySelectorAll("a.download").forEach((a) => a.addEventListener("click", (e) => {
+      if (!localStorage.getItem("mlrt-token")) return;   // no token: a plain link works
+      e.preventDefault(); download(a.href, a.dataset.name);
+    }));
+    const logEl = view.querySelector("#log");
+    let offset = 0;
+    async function pollLog() {
+      const chunk = await api(`/ui/api/runs/${encodeURIComponent(runId)}/log?offset=${offset}`);
+      if (chunk.text) {
+        const atEnd = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 4;
+        logEl.textContent += chunk.text;
+        if (atEnd) logEl.scrollTop = logEl.scrollHeight;
+      }
+      offset = chunk.offset;
+      return chunk.state;
+    }
+    await pollLog();
+    if (running) {
+      const t = setInterval(async () => {
+        try {
+          const state = await pollLog();
+          if (state !== "RUNNING" && state !== "PENDING") { clearInterval(t); route(); }
+          else {
+            const fresh = await api("/ui/api/runs/" + encodeURIComponent(runId));
+            for (const [n, s] of Object.entries(fresh.series)) {
+              if (window.__charts[n]) window.__charts[n].setData([s.steps, s.values]);
+              else { seriesCharts(view.querySelector("#charts"), [fresh.series], [short(runId)]); break; }
+            }
+          }
+        } catch (err) { clearInterval(t); }
+      }, 1000);
+      timers.push(t);
+    }
+  }
+
+  // --- compare --------------------------------------------------------------------------------
+  async function compareView() {
+    const ids = (new URLSearchParams(location.search).get("runs") || "").split(",").filter(Boolean);
+    const c = await api("/ui/api/compare?runs=" + encodeURIComponent(ids.join(",")));
+    const labels = c.runs.map((r) => short(r.id));
+    const heads = c.runs.map((r, i) => `<th style="color:${COLORS[i % COLORS.length]}"><a data-nav href="${esc(link("/runs/" + r.id))}" class="mono">${short(r.id)}</a><br><span class="state ${esc(r.state)}">${esc(r.state)}</span> <span class="muted">${esc(r.mlInstance.name || "")}</span></th>`).join("");
+    const ndiff = c.parameters.filter((p) => p.differs).length;
+    const prow = (p) => `<tr class="${p.differs ? "diff" : "same"}"><td class="mono">${esc(p.key)}</td>` +
+      p.values.map((v, i) => `<td class="mono" title="${esc(p.sources[i] || "")}">${esc(fmt(v))}</td>`).join("") + `</tr>`;
+    const mrow = (m) => `<tr><td>${esc(m.name)}</td>` + m.values.map((v) => `<td class="num">${esc(fmt(v))}</td>`).join("") + `</tr>`;
+    view.innerHTML =
+      `<h1>Compare ${c.runs.length} runs</h1>` +
+      `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` +
+      `<h2>Final metrics</h2><table id="metrics"><thead><tr><th>metric</th>${heads}</tr></thead><tbody>${c.metrics.map(mrow).join("")}</tbody></table>` +
+      `<h2>Parameters <span class="muted">(${ndiff} differ, highlighted)</span> <label class="muted"><input type="checkbox" id="only-diff"> only those that differ</label></h2>` +
+      `<table id="params"><thead><tr><th>key</th>${heads}</tr></thead><tbody>${c.parameters.map(prow).join("")}</tbody></table>`;
+    seriesCharts(view.querySelector("#charts"), c.runs.map((r) => r.series), labels);
+    view.querySelector("#only-diff").addEventListener("change", (e) => {
+      view.querySelectorAll("#params tr.same").forEach((tr) => { tr.hidden = e.target.checked; });
+    });
+  }
+
+  // --- routing --------------------------------------------------------------------------------
+  async function route() {
+    timers.forEach(clearInterval); timers = [];
+    clearCharts();
+    const q = new URLSearchParams(location.search);
+    scopeForm.org.value = q.get("org") || ""; scopeForm.sandbox.value = q.get("sandbox") || "";
+    const path = location.pathname;
+    try {
+      if (path.startsWith("/runs/")) await runView(decodeURIComponent(path.slice(6)));
+      else if (path === "/compare") await compareView();
+      else await runsView();
+      document.title = (path.startsWith("/runs/") ? "Run " + short(path.slice(6)) : path === "/compare" ? "Compare" : "Runs") + " · MLInstance Runtime";
+    } catch (err) {
+      if (err instanceof AuthNeeded) { askToken(); return; }
+      view.innerHTML = `<p class="error">${esc(err.message)}</p>`;
+    }
+    window.__ready = true;
+  }
+  route();
+})();
