@@ -238,18 +238,20 @@ def _gpu_phrase(gpus: int, source: str) -> str:
 
 
 def _choose_devices(gpus: int, pinned: int | None, source: str, host: HostInfo) -> tuple[CudaDevice, ...]:
+    from .capacity import NeverFits   # a request this host can never serve: a 400, never queued
+
     available = host.cuda_devices
     if pinned is not None:
         match = [d for d in available if d.index == pinned]
         if not match:
             have = (f"only {', '.join(f'cuda:{d.index}' for d in available)}" if available
                     else "no CUDA device")
-            raise ConfigError(f"The task asks for cuda:{pinned} ({source}) but this host has {have}; "
+            raise NeverFits(f"The task asks for cuda:{pinned} ({source}) but this host has {have}; "
                               "pass --device cpu to run on the CPU")
         return tuple(match)
     if gpus > len(available):
         have = f"only {_count(len(available), 'CUDA device')}" if available else "no CUDA device"
-        raise ConfigError(f"The task requests {_count(gpus, 'GPU')} ({source}) but this host has "
+        raise NeverFits(f"The task requests {_count(gpus, 'GPU')} ({source}) but this host has "
                           f"{have}; pass --device cpu to run on the CPU")
     return tuple(available[:gpus])
 

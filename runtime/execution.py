@@ -7,9 +7,9 @@ evaluation metrics become Insights.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
@@ -23,7 +23,9 @@ from .tasks import SCORE, TRAIN, run_mode
 log = logging.getLogger("runtime.execution")
 
 # Keys of the run itself, not of the engine: taken out of the layers before resolution.
-RUN_KEYS = ("modelId",)
+# `maxRuntime` (seconds) aborts a run that runs longer; `retries` re-runs a FAILED run N times.
+RUN_KEYS = ("modelId", "maxRuntime", "retries")
+RETRY_DELAY_S = 1.0   # between a FAILED attempt and the next one
 
 
 @dataclass
@@ -39,11 +41,24 @@ class Prepared:
     plan: Any                         # runtime.dispatch.Plan
     model: Optional[dict[str, Any]] = None
     spark: Any = None                 # runtime.spark.config.SparkConfig, for pyspark plans
+    device: Optional[str] = None      # the device asked for (--device), for GPU leases
+    max_runtime_s: Optional[float] = None
+    retries: int = 0
+    recipe: Any = None                # runtime.artifacts.RecipeInfo when the Engine is a recipe
+    env_manager: str = "uv"           # recipes: "uv" (their own environment) or "local"
+    extra_pip: tuple[str, ...] = ()   # recipes: requirements added with --pip
 
     def record(self) -> dict[str, Any]:
         record = {"engine": self.engine_ref, "resolved": self.resolved.to_record(),
                   "plan": self.plan.to_record(),
                   "modelId": self.model["id"] if self.model else None}
+        if self.max_runtime_s is not None or self.retries:
+            record["limits"] = {"maxRuntime": self.max_runtime_s, "retries": self.retries}
+        if self.recipe is not None:   # which artifact this run ran
+            image = ((self.engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
+            record["artifact"] = {"sha256": self.recipe.sha256, "kind": self.recipe.kind,
+                                  "version": image.get("artifactVersion"),
+                                  "envManager": self.env_manager}
         if self.spark is not None:
             record["spark"] = self.spark.to_record()
         return record
@@ -81,6 +96,26 @@ def engine_reference(engine_doc: dict[str, Any]) -> str:
     return location
 
 
+def _run_limits(run_keys: dict[str, str]) -> dict[str, Any]:
+    """`maxRuntime` and `retries` of a run, checked: a bad value names the key."""
+    limits: dict[str, Any] = {}
+    if run_keys.get("maxRuntime") not in (None, ""):
+        try:
+            value = float(run_keys["maxRuntime"])
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(f"maxRuntime {run_keys['maxRuntime']!r} is not a positive number of "
+                              "seconds")
+        limits["max_runtime_s"] = value
+    if run_keys.get("retries") not in (None, ""):
+        text = run_keys["retries"]
+        if not text.strip().isdigit():
+            raise ConfigError(f"retries {text!r} is not a whole number of retries (0 or more)")
+        limits["retries"] = int(text)
+    return limits
+
+
 def _split_run_keys(tasks: Optional[list[dict[str, Any]]], mode: str,
                     found: dict[str, str]) -> Optional[list[dict[str, Any]]]:
     """The task list without RUN_KEYS for `mode`; their values land in `found` (later wins)."""
@@ -107,15 +142,22 @@ class RunExecutor:
 
     def __init__(self, registry: Registry, *, max_background: int = 2,
                  default_backend: Optional[str] = None,
-                 backend_options: Optional[dict[str, dict[str, Any]]] = None) -> None:
+                 backend_options: Optional[dict[str, dict[str, Any]]] = None,
+                 kind: str = "cli", max_concurrent_runs: Optional[int] = None,
+                 capacity: Any = None) -> None:
         self.registry = registry
+        self.kind = kind                          # who owns the runs: "server" or "cli"
+        self.max_concurrent_runs = max_concurrent_runs
+        self._capacity = capacity                 # runtime.capacity.Capacity; default: the host's
+        self._supervisor: Any = None
+        self._threads: dict[str, threading.Thread] = {}
+        self._accepting = True
         self.default_backend = default_backend   # background (API) runs: e.g. "ray"
+        self.env_manager: Optional[str] = None   # recipes: "uv" or "local" (default: the env var)
         self.backend_options = backend_options or {}   # e.g. {"pyspark": {"master": "spark://..."}}
         self._backends: dict[str, Any] = {}   # one instance per name: warm pools live there
         self._host = None
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._max_background = max_background
-        self._handles: dict[str, Any] = {}
+        self._max_background = max_background   # unused: the capacity queue decides
         self._lock = threading.Lock()
 
     def backend(self, name: str) -> Any:
@@ -126,6 +168,27 @@ class RunExecutor:
             if name not in self._backends:
                 self._backends[name] = load_backend(name, **self.backend_options.get(name, {}))
             return self._backends[name]
+
+    @property
+    def capacity(self):
+        if self._capacity is None:
+            from .capacity import host_capacity
+
+            self._capacity = host_capacity(
+                cpu_count=self.host.cpu_count,
+                gpu_indices=[d.index for d in self.host.cuda_devices],
+                max_runs=self.max_concurrent_runs)
+        return self._capacity
+
+    @property
+    def supervisor(self):
+        """The run ledger as this process sees it (runtime.supervisor)."""
+        with self._lock:
+            if self._supervisor is None:
+                from .supervisor import Supervisor
+
+                self._supervisor = Supervisor(self.registry, self.capacity, kind=self.kind)
+            return self._supervisor
 
     @property
     def host(self):
@@ -142,7 +205,8 @@ class RunExecutor:
                 overrides: Optional[dict[str, Any]] = None,
                 override_secrets: frozenset[str] = frozenset(),
                 device: Optional[str] = None, backend: Optional[str] = None,
-                require_model: bool = True) -> Prepared:
+                require_model: bool = True, env_manager: Optional[str] = None,
+                extra_pip: Optional[list[str]] = None) -> Prepared:
         """Everything decided before a run. `require_model=False` (for --explain and --dry-run)
         lets a score plan be shown before any Model exists."""
         from .dispatch import plan as make_plan
@@ -155,7 +219,9 @@ class RunExecutor:
         experiment = reg.get_unmasked(EXPERIMENT, caller, experiment_id)
         instance = reg.get_unmasked(MLINSTANCE, caller, experiment["mlInstanceId"])
         engine_doc = reg.get_unmasked(ENGINE, caller, instance["engineId"])
-        engine_ref = engine_reference(engine_doc)
+        from .recipes.registration import recipe_reference_for
+
+        engine_ref = recipe_reference_for(engine_doc, reg.home) or engine_reference(engine_doc)
         engine_cls = load_engine(engine_ref)
 
         run_keys: dict[str, str] = {}
@@ -189,9 +255,17 @@ class RunExecutor:
         spark = None
         if plan.backend == "pyspark":   # the planned Spark configuration, for --explain and the record
             spark = self.backend("pyspark").spark_config(resolved.resources, plan)
+        recipe = getattr(engine_cls, "recipe", None)
+        if recipe is not None:
+            from .recipes.runs import default_env_manager, engine_extra_pip
+
+            env_manager = env_manager or self.env_manager or default_env_manager()
+            extra_pip = (*engine_extra_pip(engine_doc), *(extra_pip or ()))
         return Prepared(mode=mode, engine_ref=engine_ref, engine_doc=engine_doc, instance=instance,
                         experiment=experiment, resolved=resolved, plan=plan, model=model,
-                        spark=spark)
+                        spark=spark, recipe=recipe, env_manager=env_manager or "uv",
+                        extra_pip=tuple(extra_pip or ()), device=device,
+                        **_run_limits(run_keys))
 
     def _model_for_scoring(self, caller: Caller, experiment: dict[str, Any],
                            model_id: Optional[str]) -> dict[str, Any]:
@@ -214,11 +288,14 @@ class RunExecutor:
     # -- executing -----------------------------------------------------------------------------
 
     def execute(self, caller: Caller, run: dict[str, Any], prepared: Prepared, *,
-                echo: Optional[TextIO] = None, backend: Any = None) -> dict[str, Any]:
+                echo: Optional[TextIO] = None, backend: Any = None,
+                interrupt: Any = None) -> dict[str, Any]:
         """Runs a created (PENDING) run to its end; returns the summary the CLI prints.
 
         `backend` is an already configured Backend (e.g. a RayBackend with an address); by
-        default the plan's backend is loaded by name."""
+        default the plan's backend is loaded by name. The run waits in the FIFO queue until the
+        host has room for it. `interrupt` (a runtime.supervisor.SignalGuard) turns Ctrl-C and
+        SIGTERM into a cancel of this run, however early they arrive."""
         from .backends import WorkerSpec
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
@@ -229,43 +306,130 @@ class RunExecutor:
         model_dir = None
         if prepared.model is not None:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
+        values = prepared.resolved.values
+        if prepared.recipe is not None:   # the platform's injected keys; the recipe's own Python
+            from .recipes.runs import injected_values
+
+            values = injected_values(values, mode=prepared.mode, org=scope.org,
+                                     sandbox=scope.sandbox, run_dir=run_dir, model_dir=model_dir)
+            prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
         spec = WorkerSpec(run_id=run_id, engine=prepared.engine_ref, mode=prepared.mode,
-                          values=prepared.resolved.values, device=prepared.plan.device,
+                          values=values, device=prepared.plan.device,
+                          model_digest=(prepared.model or {}).get("modelArtifactDigest"),
                           threads=prepared.plan.threads, run_dir=run_dir, model_dir=model_dir,
                           resources=prepared.resolved.resources,
                           mlinstance_id=prepared.instance["id"],
-                          secret_keys=sorted(prepared.resolved.secret_keys))
+                          secret_keys=sorted(prepared.resolved.secret_keys),
+                          datasets=reg.dataset_catalog(scope))
         tasklogs = [{"name": "worker.log",
                      "url": f"/data/sensei/experiments/{run['experimentId']}/runs/{run_id}/logs/"
                             "worker.log"}]
-        if backend is None:
-            backend = self.backend(prepared.plan.backend)
-        # A queueing backend (ray) reports when the run really starts: until then it stays PENDING.
-        queues = getattr(backend, "queues", False)
-        if not queues:
-            reg.transition_run(scope, run_id, RunStatus.RUNNING,
-                               message=prepared.plan.reason, tasklogs=tasklogs)
+        sup = self.supervisor
+        control = sup.control(run_id) or sup.own(scope, run_id)
+        if interrupt is not None:
+            interrupt.bind(control)
         try:
-            handle = backend.submit(spec=spec, plan=prepared.plan, log_path=log_path, echo=echo)
+            if backend is None:
+                backend = self.backend(prepared.plan.backend)
+            outcome = self._attempts(caller, run, prepared, backend, control, spec, log_path,
+                                     tasklogs, echo)
+            return self._record(caller, run, prepared, outcome, log_path)
+        finally:
+            sup.release(run_id)
+
+    def _attempts(self, caller: Caller, run: dict[str, Any], prepared: Prepared, backend: Any,
+                  control: Any, spec: Any, log_path: Path, tasklogs: list[dict[str, str]],
+                  echo: Optional[TextIO]) -> Any:
+        """Queue the run for capacity, then run it (again, while it FAILS and retries are left)."""
+        from .backends import Outcome
+        from .capacity import check_fits, demand_for
+
+        reg, scope, run_id = self.registry, caller.scope, run["id"]
+        demand = demand_for(prepared.resolved.resources, prepared.plan, self.capacity,
+                            prepared.device)
+        try:
+            check_fits(demand, self.capacity)
         except MLRuntimeError as exc:
             reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
             raise
-        if queues:
-            reg.annotate_run(scope, run_id, {"backend": handle.record()})
-            handle.on_state = lambda state, message: reg.transition_run(
-                scope, run_id, state, message=message, tasklogs=tasklogs)
-            handle.on_notice = lambda message: reg.note_run(scope, run_id, message)
-        with self._lock:
-            self._handles[run_id] = handle
-        try:
-            outcome = handle.wait()
-        except KeyboardInterrupt:
-            handle.cancel()
-            outcome = handle.wait()
-        finally:
-            with self._lock:
-                self._handles.pop(run_id, None)
-        return self._record(caller, run, prepared, outcome, log_path)
+        grant = self.supervisor.acquire(control, demand,
+                                        lambda message: reg.note_run(scope, run_id, message))
+        if grant is None:
+            return Outcome(RunStatus.ABORTED, None, control.reason or "cancelled while queued",
+                           "", None)
+        plan = self._plan_for_grant(prepared.plan, grant)
+        # A queueing backend (ray) reports when the run really starts: until then it stays PENDING.
+        queues = getattr(backend, "queues", False)
+        attempts = 1 + prepared.retries
+        for attempt in range(1, attempts + 1):
+            if not queues:
+                message = plan.reason if attempt == 1 else (
+                    f"attempt {attempt} of {attempts}: {plan.reason}")
+                reg.transition_run(scope, run_id, RunStatus.RUNNING, message=message,
+                                   tasklogs=tasklogs)
+            if control.stopping():
+                return Outcome(RunStatus.ABORTED, None, control.reason, "", None)
+            try:
+                handle = backend.submit(spec=spec, plan=plan, log_path=log_path, echo=echo)
+            except MLRuntimeError as exc:
+                reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
+                raise
+            if queues:
+                reg.annotate_run(scope, run_id, {"backend": handle.record()})
+                handle.on_state = lambda state, message: reg.transition_run(
+                    scope, run_id, state, message=message, tasklogs=tasklogs)
+                handle.on_notice = lambda message: reg.note_run(scope, run_id, message)
+            self.supervisor.attach_worker(control, handle)
+            outcome = self._wait(handle, control, prepared.max_runtime_s)
+            if (outcome.state is RunStatus.FAILED and attempt < attempts
+                    and not control.stopping()):
+                note = (f"attempt {attempt} of {attempts} failed: {outcome.reason}; "
+                        f"retrying in {RETRY_DELAY_S:g} s ({attempts - attempt} left)")
+                reg.transition_run(scope, run_id, RunStatus.RETRY, message=note)
+                with open(log_path, "a") as fh:
+                    fh.write(f"\n=== {note} ===\n")
+                if control.stop.wait(RETRY_DELAY_S) or control.stopping():
+                    return dataclasses.replace(outcome, state=RunStatus.ABORTED,
+                                               reason=control.reason)
+                continue
+            return outcome
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _wait(handle: Any, control: Any, max_runtime_s: Optional[float]) -> Any:
+        """The handle's outcome; a stop request (cancel, Ctrl-C, maxRuntime) cancels it first."""
+        import dataclasses
+        import time
+
+        deadline = None if not max_runtime_s else time.monotonic() + max_runtime_s
+        while not control.stopping():
+            if deadline is not None and time.monotonic() >= deadline:
+                control.request_stop(f"exceeded its maxRuntime of {max_runtime_s:g} s")
+                break
+            try:
+                return handle.wait(timeout=0.1)
+            except TimeoutError:
+                continue
+            except KeyboardInterrupt:   # a caller without a SignalGuard
+                control.request_stop("interrupted (SIGINT)")
+        handle.cancel()
+        outcome = handle.wait()
+        if outcome.state is RunStatus.ABORTED and control.reason:
+            detail = f" ({outcome.reason})" if outcome.reason else ""
+            outcome = dataclasses.replace(outcome, reason=control.reason + detail)
+        return outcome
+
+    def _plan_for_grant(self, plan: Any, grant: Any) -> Any:
+        """The plan with the GPUs the queue leased (by index) instead of the first ones."""
+        if not plan.gpu_indices or tuple(plan.gpu_indices) == grant.gpu_indices:
+            return plan
+        devices = [d for d in self.host.cuda_devices if d.index in grant.gpus]
+        if len(devices) != len(plan.gpu_indices):   # a fake capacity in tests: keep the plan
+            return plan
+        env = {**plan.env, "CUDA_VISIBLE_DEVICES": ",".join(d.cuda_visible_id for d in devices)}
+        given = ", ".join(f"GPU {d.index}" for d in devices)
+        return plan.model_copy(update={"gpu_indices": tuple(d.index for d in devices), "env": env,
+                                       "reason": f"{plan.reason}; leased {given}"})
 
     def _record(self, caller: Caller, run: dict[str, Any], prepared: Prepared, outcome: Any,
                 log_path: Path) -> dict[str, Any]:
@@ -279,10 +443,30 @@ class RunExecutor:
             "durations_s": result.get("durations_s") or {}, "log": str(log_path)}
         if result.get("spark"):   # the effective Spark configuration the worker read back
             summary["spark"] = result["spark"]
+        with reg.store.transaction():   # the Model and DONE together, or neither
+            current = self._state(scope, run_id)
+            if current is not None and current.is_terminal():
+                # Another process recorded it (a cancel of an unwatched run): that record stands.
+                summary.update(state=current.value, reason=summary["reason"] or "recorded elsewhere")
+                return summary
+            return self._record_locked(caller, run, prepared, outcome, summary, current)
+
+    def _state(self, scope: Any, run_id: str) -> Optional[RunStatus]:
+        status = self.registry.store.get_run_status(scope, run_id)
+        return RunStatus(status["status"]["tasks"][0]["state"]) if status else None
+
+    def _record_locked(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
+                       outcome: Any, summary: dict[str, Any],
+                       current: Optional[RunStatus]) -> dict[str, Any]:
+        reg, scope, run_id = self.registry, caller.scope, run["id"]
+        result = outcome.result or {}
         try:
             if outcome.state is RunStatus.DONE:
+                if current is RunStatus.PENDING:   # a queueing backend's job seen only at its end
+                    reg.transition_run(scope, run_id, RunStatus.RUNNING)
                 if prepared.mode == TRAIN and result.get("model_dir"):
-                    model = self._register_model(caller, run, prepared, Path(result["model_dir"]))
+                    model = self._register_model(caller, run, prepared, Path(result["model_dir"]),
+                                                 digest=result.get("model_digest"))
                     summary["modelId"] = model["id"]
                 elif prepared.model is not None:
                     summary["modelId"] = prepared.model["id"]
@@ -298,6 +482,10 @@ class RunExecutor:
                            logs=outcome.log_tail if outcome_state is not RunStatus.DONE else None)
         reg.annotate_run(scope, run_id, {"result": {k: summary[k] for k in (
             "state", "metrics", "modelId", "output", "durations_s", "spark") if k in summary}})
+        if outcome_state is RunStatus.ABORTED:
+            from .supervisor import remove_partial_artifacts
+
+            remove_partial_artifacts(reg.home.runs / run_id)
         return summary
 
     def _ingest_metrics(self, scope: Any, run_id: str) -> None:
@@ -310,13 +498,45 @@ class RunExecutor:
         except Exception:
             log.warning("Run %s: its per-step metrics could not be recorded", run_id, exc_info=True)
 
+    def _recipe_environment(self, caller: Caller, run_id: str, prepared: Prepared,
+                            log_path: Path, echo: Optional[TextIO]) -> Prepared:
+        """`prepared` with the recipe's environment's interpreter in its plan (built on first
+        use; its build log goes to the run's log). A failed build fails the run before it starts."""
+        import dataclasses
+
+        from .artifacts import recipes_dir
+        from .recipes.runs import recipe_python
+
+        scope = caller.scope
+        if prepared.env_manager != "local":
+            self.registry.note_run(scope, run_id, "Preparing the recipe's environment")
+        recipe_dir = recipes_dir(self.registry.home.root) / prepared.recipe.sha256
+        try:
+            with open(log_path, "a", encoding="utf-8") as log:
+                python = recipe_python(prepared.recipe, recipe_dir, home=self.registry.home.root,
+                                       extra_pip=list(prepared.extra_pip), log=log,
+                                       env_manager=prepared.env_manager)
+        except MLRuntimeError as exc:
+            build_log = getattr(exc, "build_log", "")
+            if build_log:
+                with open(log_path, "a", encoding="utf-8") as log:
+                    log.write(build_log if build_log.endswith("\n") else build_log + "\n")
+            if echo is not None and build_log:
+                echo.write(build_log[-4000:])
+            self.registry.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail,
+                                         logs=build_log[-8000:] or None)
+            raise
+        if python is None:
+            return prepared
+        return dataclasses.replace(prepared, plan=prepared.plan.model_copy(update={"python": python}))
+
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
-                        model_dir: Path) -> dict[str, Any]:
+                        model_dir: Path, digest: Optional[str] = None) -> dict[str, Any]:
         return self.registry.register_model(caller, {
             "name": prepared.instance.get("name"),
             "description": prepared.instance.get("description") or "",
             "experimentId": run["experimentId"], "experimentRunId": run["id"],
-            "state": ["trained"]}, model_dir)
+            "state": ["trained"]}, model_dir, digest=digest)
 
     def _record_insight(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                         summary: dict[str, Any]) -> None:
@@ -330,47 +550,216 @@ class RunExecutor:
 
     # -- background runs (the server) ----------------------------------------------------------
 
+    def admit(self, caller: Caller, experiment_id: str, body: Any) -> None:
+        """Before the API writes a run: refuse one this host can never start (NeverFits, a 400)
+        instead of queueing it forever. Other problems are left to the run, which FAILS with
+        them as before."""
+        from .capacity import NeverFits, check_fits, demand_for
+        from .schemas import EXPERIMENT_RUN
+
+        try:
+            data = self.registry.validated(EXPERIMENT_RUN, body)
+            prepared = self.prepare(caller, experiment_id, data["mode"],
+                                    run_tasks=data.get("tasks"), backend=self.default_backend,
+                                    require_model=False)
+        except NeverFits:
+            raise
+        except Exception:  # the run records it
+            return
+        check_fits(demand_for(prepared.resolved.resources, prepared.plan, self.capacity,
+                              prepared.device), self.capacity)
+
     def submit_background(self, caller: Caller, run: dict[str, Any]) -> None:
-        """Called when the API creates a run: prepare and execute it on a worker thread."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._max_background, thread_name_prefix="run")
-        self._pool.submit(self._background, caller, run)
+        """Called when the API creates a run: own it now (its place in the FIFO queue), then
+        prepare and execute it on a thread of its own; the queue decides when it starts."""
+        if not self._accepting:
+            self.registry.transition_run(caller.scope, run["id"], RunStatus.ABORTED,
+                                         message="the server is stopping and accepts no runs")
+            return
+        self.supervisor.own(caller.scope, run["id"])
+        thread = threading.Thread(target=self._background, args=(caller, run),
+                                  name=f"run-{run['id'][:8]}", daemon=True)
+        with self._lock:
+            self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
+            self._threads[run["id"]] = thread
+        thread.start()
 
     def _background(self, caller: Caller, run: dict[str, Any]) -> None:
         try:
             prepared = self.prepare(caller, run["experimentId"], run["mode"],
                                     run_tasks=run.get("tasks"), backend=self.default_backend)
         except MLRuntimeError as exc:
-            self.registry.transition_run(caller.scope, run["id"], RunStatus.FAILED,
-                                         message=exc.detail)
+            self._fail_unless_ended(caller, run["id"], exc.detail)
             return
         except Exception as exc:  # a bug must still end the run, not leave it PENDING
             log.exception("Preparing run %s failed", run["id"])
-            self.registry.transition_run(caller.scope, run["id"], RunStatus.FAILED,
-                                         message=f"{type(exc).__name__}: {exc}")
+            self._fail_unless_ended(caller, run["id"], f"{type(exc).__name__}: {exc}")
             return
         try:
             self.execute(caller, run, prepared)
         except Exception as exc:
-            log.exception("Run %s failed", run["id"])
-            status = self.registry.store.get_run_status(caller.scope, run["id"])
-            state = RunStatus(status["status"]["tasks"][0]["state"]) if status else None
-            if state is not None and not state.is_terminal():
-                self.registry.transition_run(caller.scope, run["id"], RunStatus.FAILED,
-                                             message=f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, MLRuntimeError):
+                log.exception("Run %s failed", run["id"])
+            self._fail_unless_ended(caller, run["id"], getattr(exc, "detail", None)
+                                    or f"{type(exc).__name__}: {exc}")
+        finally:
+            self.supervisor.release(run["id"])
 
-    def cancel(self, run_id: str) -> bool:
-        with self._lock:
-            handle = self._handles.get(run_id)
-        if handle is None:
-            return False
-        handle.cancel()
-        return True
+    def _fail_unless_ended(self, caller: Caller, run_id: str, reason: str) -> None:
+        from .errors import Conflict
 
-    def shutdown(self) -> None:
+        state = self._state(caller.scope, run_id)
+        if state is not None and not state.is_terminal():
+            try:
+                self.registry.transition_run(caller.scope, run_id, RunStatus.FAILED,
+                                             message=reason)
+            except Conflict:
+                pass
+        self.supervisor.release(run_id)
+
+    def cancel(self, caller: Caller, run_id: str, reason: Optional[str] = None) -> None:
+        """Cancel a live run, whoever owns it (a Conflict once it ended)."""
+        self.supervisor.request_cancel(caller.scope, run_id,
+                                       reason or f"cancelled by {caller.user_id}")
+
+    def wait_ended(self, caller: Caller, run_id: str, timeout_s: float) -> Optional[RunStatus]:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        state = self._state(caller.scope, run_id)
+        while state is not None and not state.is_terminal() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self._state(caller.scope, run_id)
+        return state
+
+    # -- runs nobody watched (reconciliation at start-up) ----------------------------------------
+
+    def _caller_of(self, scope: Any, run: dict[str, Any]) -> Caller:
+        return Caller(scope, (run.get("createdBy") or {}).get("userId") or "local")
+
+    def _prepared_from_record(self, caller: Caller, run: dict[str, Any]) -> Prepared:
+        """What recording a run needs, rebuilt from the registry (the process that prepared it
+        is gone)."""
+        reg = self.registry
+        experiment = reg.get_unmasked(EXPERIMENT, caller, run["experimentId"])
+        instance = reg.get_unmasked(MLINSTANCE, caller, experiment["mlInstanceId"])
+        engine_doc = reg.get_unmasked(ENGINE, caller, instance["engineId"])
+        runtime = run.get("runtime") or {}
+        model = None
+        if runtime.get("modelId"):
+            try:
+                model = reg.get(MODEL, caller, runtime["modelId"])
+            except NotFound:
+                model = None
+        return Prepared(mode=run["mode"], engine_ref=runtime.get("engine") or "", engine_doc=engine_doc,
+                        instance=instance, experiment=experiment, resolved=None, plan=None,
+                        model=model)
+
+    def record_unwatched(self, scope: Any, run_id: str, worker: Any = None,
+                         outcome: Any = None) -> Optional[dict[str, Any]]:
+        """Record a run whose worker ended while no process watched it, from its result file."""
+        from .backends import RESULT_FILE, Outcome, log_tail, read_result
+        from .schemas import EXPERIMENT_RUN
+        from .supervisor import SERVER_GONE
+
+        reg = self.registry
+        run = reg.store.get(EXPERIMENT_RUN, scope, run_id)
+        if run is None:
+            return None
+        caller = self._caller_of(scope, run)
+        run_dir = reg.home.runs / run_id
+        log_path = run_dir / "worker.log"
+        if outcome is None:
+            result = read_result(run_dir / RESULT_FILE)
+            tail = log_tail(log_path, 40)
+            if result is not None and result.get("state") == RunStatus.DONE.value:
+                outcome = Outcome(RunStatus.DONE, result, None, tail, None)
+            elif result is not None and result.get("error"):
+                error = result["error"]
+                outcome = Outcome(RunStatus.FAILED, result,
+                                  f"{error.get('type')}: {error.get('message')}", tail, None)
+            else:
+                outcome = Outcome(RunStatus.FAILED, result, SERVER_GONE, tail, None)
+        try:
+            prepared = self._prepared_from_record(caller, run)
+        except MLRuntimeError as exc:   # its Experiment or MLInstance was deleted meanwhile
+            self._fail_unless_ended(caller, run_id, f"{outcome.reason or 'ended'}; cannot record "
+                                                    f"its result: {exc.detail}")
+            return None
+        try:
+            return self._record(caller, run, prepared, outcome, log_path)
+        finally:
+            self.supervisor.release(run_id)
+
+    def adopt(self, scope: Any, run_id: str, worker: dict[str, Any]) -> None:
+        """Follow a live worker that a dead owner started; record its result when it ends."""
+        from .schemas import EXPERIMENT_RUN
+        from .supervisor import AdoptedWorker
+
+        run = self.registry.store.get(EXPERIMENT_RUN, scope, run_id)
+        if run is None:
+            return
+        control = self.supervisor.own(scope, run_id, phase="running")
+        handle = AdoptedWorker(run_id, worker, self.registry.home.runs / run_id)
+        control.handle = handle
+
+        def follow() -> None:
+            try:
+                outcome = self._wait(handle, control, None)
+                self.record_unwatched(scope, run_id, outcome=outcome)
+            except Exception as exc:
+                log.exception("Adopted run %s could not be recorded", run_id)
+                self._fail_unless_ended(self._caller_of(scope, run), run_id,
+                                        f"{type(exc).__name__}: {exc}")
+            finally:
+                self.supervisor.release(run_id)
+
+        thread = threading.Thread(target=follow, name=f"adopted-{run_id[:8]}", daemon=True)
         with self._lock:
-            handles = list(self._handles.values())
-        for handle in handles:
-            handle.cancel()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._threads[run_id] = thread
+        thread.start()
+
+    def resubmit(self, scope: Any, run_id: str) -> None:
+        """Queue again a run that a dead server had accepted but not started."""
+        from .schemas import EXPERIMENT_RUN
+
+        run = self.registry.get_unmasked(EXPERIMENT_RUN, Caller(scope, "local"), run_id)
+        self.submit_background(self._caller_of(scope, run), run)
+
+    def reconcile(self) -> Any:
+        from .supervisor import reconcile
+
+        summary = reconcile(self, resubmit=self.kind == "server")
+        log.info("%s", summary.summary())
+        return summary
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def shutdown(self, grace_s: float = 0.0, abort: Optional[threading.Event] = None) -> None:
+        """Stop: accept no run; abort queued runs; give running runs `grace_s` seconds to
+        finish, then abort them; wait until every run of this process is recorded."""
+        import time
+
+        self._accepting = False
+        if self._supervisor is None:
+            return
+        sup = self._supervisor
+        for control in sup.controls():
+            if not control.granted.is_set():
+                control.request_stop("the server stopped before the run started")
+        deadline = time.monotonic() + grace_s
+        while (time.monotonic() < deadline and self._live_threads()
+               and not (abort is not None and abort.is_set())):
+            time.sleep(0.05)
+        for control in sup.controls():
+            control.request_stop(
+                f"the server stopped; the run did not finish within the {grace_s:g} s grace "
+                "period")
+        end = time.monotonic() + 30.0
+        for thread in self._live_threads():
+            thread.join(max(0.1, end - time.monotonic()))
+        sup.close()
+
+    def _live_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return [t for t in self._threads.values() if t.is_alive()]

@@ -28,7 +28,8 @@ from .tasks import run_mode
 SECRET_MASK = "********"
 DEFAULT_ORG = "local"
 DEFAULT_SANDBOX = "prod"
-_SERVER_FIELDS = ("id", "created", "createdBy", "updated", "deleted", "_links")
+_SERVER_FIELDS = ("id", "created", "createdBy", "updated", "deleted", "_links",
+                  "modelArtifactDigest")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,19 @@ def _validation_detail(kind: Kind, exc: ValidationError) -> str:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{location}: {message}")
     return f"Invalid {kind.title}: " + "; ".join(problems)
+
+
+def _is_archive(data: bytes) -> bool:
+    """A zip (egg, wheel) or a tar archive, compressed or not."""
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return True
+    import io
+    import tarfile
+
+    try:
+        return tarfile.is_tarfile(io.BytesIO(data))
+    except Exception:   # a compressed stream that is no tar: a plain file
+        return False
 
 
 def _later(previous: Optional[str]) -> str:
@@ -206,7 +220,8 @@ class Registry:
 
     def dataset_lookup(self, caller: Caller) -> Optional[Callable[[str], Optional[str]]]:
         """The catalog of the caller's sandbox as a look-up for the data roots' check."""
-        return None
+        catalog = self.dataset_catalog(caller.scope)
+        return lambda value: (catalog.get(value) or {}).get("uri")
 
     def _insert(self, kind: Kind, caller: Caller, data: dict[str, Any],
                 id: Optional[str] = None) -> dict[str, Any]:
@@ -240,8 +255,11 @@ class Registry:
             children.append(mask_secrets(doc))
         return Page(children, total, query)
 
-    def replace(self, kind: Kind, caller: Caller, id: str, body: Any) -> dict[str, Any]:
-        data = self._validate(kind, body)
+    def replace(self, kind: Kind, caller: Caller, id: str, body: Any, *,
+                validated: bool = False) -> dict[str, Any]:
+        if kind is ENGINE and not validated:
+            return self.replace_engine(caller, id, body)
+        data = body if validated else self._validate(kind, body)
         self._check_data_sets(kind, caller, data)
         with self.store.transaction():
             old = self._live(kind, caller.scope, id)
@@ -291,19 +309,37 @@ class Registry:
         data = self._validate(ENGINE, body)
         engine_id = str(uuid.uuid4())
         stored = {n: b for n, b in (artifacts or {}).items() if b}
+        from .recipes.registration import apply_engine_artifact
+
+        # A recipe is checked and stored (content-addressed, immutable) before anything is written.
+        apply_engine_artifact(data, stored.pop("defaultArtifact", None), self.home)
         if stored:
             folder = self.home.artifacts / "engines" / engine_id
             folder.mkdir(parents=True, exist_ok=True)
             for name, payload in stored.items():
                 (folder / name).write_bytes(payload)
-            image = data.setdefault("artifacts", {}).setdefault("default", {}).setdefault("image", {})
-            if "defaultArtifact" in stored:
-                image.setdefault("location", (folder / "defaultArtifact").as_uri())
         try:
             return self._insert(ENGINE, caller, data, id=engine_id)
         except BaseException:
             shutil.rmtree(self.home.artifacts / "engines" / engine_id, ignore_errors=True)
             raise
+
+    def replace_engine(self, caller: Caller, id: str, body: Any,
+                       artifacts: Optional[dict[str, bytes]] = None) -> dict[str, Any]:
+        """PUT of an Engine; a new recipe artifact (uploaded, or another location's content) is
+        stored beside the old one and makes a new artifactVersion."""
+        from .recipes.registration import apply_engine_artifact
+
+        data = self._validate(ENGINE, body)
+        old = self._live(ENGINE, caller.scope, id)
+        stored = {n: b for n, b in (artifacts or {}).items() if b}
+        apply_engine_artifact(data, stored.pop("defaultArtifact", None), self.home, previous=old)
+        if stored:
+            folder = self.home.artifacts / "engines" / id
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, payload in stored.items():
+                (folder / name).write_bytes(payload)
+        return self.replace(ENGINE, caller, id, data, validated=True)
 
     # -- experiment runs ----------------------------------------------------------------------
 
@@ -435,6 +471,8 @@ class Registry:
             if logs is not None:
                 task["logs"] = logs
             self._write_status(scope, run_id, status)
+            if state.is_terminal():   # an ended run holds no place in the queue, no capacity
+                self.store.ledger_delete([run_id])
         return status
 
     # -- models -------------------------------------------------------------------------------
@@ -445,10 +483,18 @@ class Registry:
         model_id = str(uuid.uuid4())
         if artifact:
             folder = self.home.artifacts / "models" / model_id
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / (Path(artifact_name).name or "artifact")
-            target.write_bytes(artifact)
-            data["modelArtifactUri"] = target.as_uri()
+            if _is_archive(artifact):
+                from .artifacts import safe_extract
+
+                # A model folder packed as zip/tar: unpacked only if every entry stays inside (400
+                # naming the entry otherwise), so that it can be scored like a trained one.
+                safe_extract(artifact, folder)
+                data["modelArtifactUri"] = folder.as_uri()
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / (Path(artifact_name).name or "artifact")
+                target.write_bytes(artifact)
+                data["modelArtifactUri"] = target.as_uri()
         with self.store.transaction():
             run = self.store.get(EXPERIMENT_RUN, caller.scope, data["experimentRunId"])
             if run is not None:
@@ -459,9 +505,13 @@ class Registry:
                 shutil.rmtree(self.home.artifacts / "models" / model_id, ignore_errors=True)
                 raise
 
-    def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-        """A Model for a trained run; its folder moves into the home's model artifacts."""
+    def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path,
+                       digest: Optional[str] = None) -> dict[str, Any]:
+        """A Model for a trained run; its folder moves into the home's model artifacts. `digest`
+        (recipes' pickled models) is server-owned: only a Model registered here carries one."""
         data = self._validate(MODEL, body)
+        if digest:
+            data["modelArtifactDigest"] = digest
         model_id = str(uuid.uuid4())
         target = self.home.artifacts / "models" / model_id
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -500,6 +550,45 @@ class Registry:
         if not path.is_file():
             raise NotFound(f"The artifact of Model {model_id!r} is missing at {path}")
         return path
+
+    # -- the data set catalog (runtime.datasets) ------------------------------------------------
+
+    def add_dataset(self, caller: Caller, dataset_id: str, location: str,
+                    file_format: Optional[str] = None, *, replace: bool = False) -> dict[str, Any]:
+        """Register `location` (a path or file:// URI, made absolute) as `dataset_id` in the
+        caller's sandbox. An id already registered is a Conflict unless `replace`; a location
+        outside the data roots is refused. The location need not exist yet (an output data set)."""
+        from .datasets import entry_for
+
+        entry = entry_for(dataset_id, location, file_format, created=now_timestamp())
+        if self.data_roots is not None:
+            self.data_roots.check("location", entry.uri)
+        if not self.store.dataset_put(caller.scope, entry.to_dict(), replace=replace):
+            raise Conflict(f"Data set {dataset_id!r} is already registered in sandbox "
+                           f"{caller.scope.sandbox!r}: remove it first, or use --replace")
+        return self._dataset_view(entry.to_dict())
+
+    def list_datasets(self, caller: Caller) -> list[dict[str, Any]]:
+        return [self._dataset_view(doc) for doc in self.store.dataset_list(caller.scope)]
+
+    def remove_dataset(self, caller: Caller, dataset_id: str) -> None:
+        """Forget a registered id (the files stay where they are)."""
+        if not self.store.dataset_delete(caller.scope, dataset_id):
+            known = ", ".join(d["id"] for d in self.store.dataset_list(caller.scope)) or "none"
+            raise NotFound(f"Data set {dataset_id!r} is not registered in sandbox "
+                           f"{caller.scope.sandbox!r} (registered: {known})")
+
+    def dataset_catalog(self, scope: Scope) -> dict[str, dict[str, Any]]:
+        """The sandbox's catalog as the worker receives it (WorkerSpec.datasets): id -> entry."""
+        return {doc["id"]: doc for doc in self.store.dataset_list(scope)}
+
+    @staticmethod
+    def _dataset_view(doc: dict[str, Any]) -> dict[str, Any]:
+        from .datasets import _uri_path
+
+        path = _uri_path(doc["uri"])
+        return {**doc, "path": str(path) if path else None,
+                "exists": bool(path and path.exists())}
 
     # -- insights -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional
@@ -35,8 +36,13 @@ log = logging.getLogger("runtime.api")
 BASE = "/data/sensei"
 SENSEI_JSON = "application/vnd.adobe.platform.sensei+json"
 _JSON_TYPES = ("application/json", SENSEI_JSON)
-# No Content-Type, or curl's `-d` default: read as JSON when the body parses as JSON.
-_SNIFFED_TYPES = ("", "application/x-www-form-urlencoded")
+# The binary parts the contract names beside each multipart entity part.
+_FILE_PARTS = {
+    "engine": ("defaultArtifact", "preprocessOverrideArtifact", "featurePipelineOverrideArtifact",
+               "trainOverrideArtifact", "batchScoreOverrideArtifact", "validateOverrideArtifact",
+               "evaluateOverrideArtifact", "publishOverrideArtifact"),
+    "model": ("modelArtifact",),
+}
 _ACCEPTABLE = ("*/*", "application/*", "application/json", SENSEI_JSON, "application/octet-stream",
                "text/*", "text/plain")   # artifacts are bytes, run logs are text
 
@@ -50,6 +56,9 @@ class ServerSettings:
     execute_runs: bool = True                # POST .../runs executes runs in the background
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per backend name
     run_backend: Optional[str] = None        # the backend of those runs (e.g. "ray"); None: planned
+    grace_s: float = 30.0                    # on stop: how long running runs may still finish
+    max_concurrent_runs: Optional[int] = None   # None: the host's CPU slots, GPUs and memory cap it
+    reconcile_runs: bool = True              # at start: settle runs of a dead server or CLI
     # --data-root folders (else MLRUNTIME_DATA_ROOTS; with tokens and neither: HOME/data)
     data_roots: list[str] = field(default_factory=list)
 
@@ -115,24 +124,21 @@ class Api:
         return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
     async def json_body(self, request: Request) -> Any:
-        """The JSON body. A body sent without a Content-Type, or as curl's `-d` default
-        (application/x-www-form-urlencoded), is read as JSON when it parses as JSON; anything else
-        is a 415 that names the header to add."""
+        """The JSON body. Like the platform, a body needs a JSON Content-Type: anything else
+        (none, or curl's `-d` default, form encoding) is a 415 that names the header to add."""
         media = self.media_type(request)
-        shown = request.headers.get("content-type") or "none"
-        hint = ("send the header 'Content-Type: application/json' (curl: -H 'Content-Type: "
-                f"application/json') or '{SENSEI_JSON};profile=...'")
-        if media not in _JSON_TYPES and media not in _SNIFFED_TYPES:
-            raise UnsupportedMediaType(f"Unsupported content type {shown!r}: {hint}")
+        if media not in _JSON_TYPES:
+            shown = request.headers.get("content-type") or "none"
+            raise UnsupportedMediaType(
+                f"Unsupported content type {shown!r}: send the header 'Content-Type: "
+                "application/json' (curl: -H 'Content-Type: application/json'; -d alone sends "
+                f"form encoding) or '{SENSEI_JSON};profile=...'")
         raw = await self.read_raw(request, self.settings.max_body_bytes)
         if not raw.strip():
             raise BadRequest("The request body is empty: a JSON object is required")
         try:
             return json.loads(raw, parse_constant=_reject_constant)
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            if media in _SNIFFED_TYPES:
-                raise UnsupportedMediaType(
-                    f"The body sent with content type {shown!r} is not JSON: {hint}") from None
             raise BadRequest(f"Malformed JSON body: {exc}") from None
 
     async def multipart(self, request: Request, entity_part: str) -> tuple[Any, dict[str, bytes]]:
@@ -148,7 +154,12 @@ class Api:
             raise BadRequest(f"Malformed multipart body: {exc}") from None
         entity: Any = None
         files: dict[str, bytes] = {}
+        allowed = _FILE_PARTS[entity_part]
         for name, value in form.multi_items():
+            if name != entity_part and name not in allowed:
+                # a part name becomes a file name: only the contract's names, never a path
+                raise BadRequest(f"Unknown multipart part {name!r}: expected {entity_part!r} "
+                                 f"and optionally {', '.join(repr(a) for a in allowed)}")
             payload = await value.read() if isinstance(value, UploadFile) else value.encode()
             if name == entity_part:
                 try:
@@ -193,9 +204,13 @@ def _allowed_methods(request: Request) -> list[str]:
     from starlette.routing import Match
 
     methods: set[str] = set()
+    path = None   # the first route that matches the path is the one that serves it
     for route in request.app.router.routes:
         route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] in (Match.FULL, Match.PARTIAL):
+        if not route_methods or route.matches(request.scope)[0] not in (Match.FULL, Match.PARTIAL):
+            continue
+        path = path or route.path
+        if route.path == path:
             methods |= set(route_methods)
     return sorted(methods)
 
@@ -213,8 +228,8 @@ _ERRORS = {
 }
 _BODY_ERRORS = {
     "413": "The body is over the server's limit (--max-body-mb; uploads --max-upload-mb)",
-    "415": "The body is neither JSON nor multipart: send 'Content-Type: application/json' "
-           "(a body without a Content-Type, or sent as curl -d, is read as JSON if it parses)",
+    "415": "The body has no JSON (or, where taken, multipart) Content-Type: send "
+           "'Content-Type: application/json' (curl -d alone sends form encoding)",
 }
 _SPECIFIC_ERRORS = {
     ("get", f"{BASE}/engines/dockerRegistry"):
@@ -222,6 +237,12 @@ _SPECIFIC_ERRORS = {
     ("get", f"{BASE}/insights/metrics"): {"404": "The algorithm is not one this runtime knows"},
     ("post", f"{BASE}/models/{{id}}/transcodings"):
         {"422": "Always: this runtime produces no transcodings"},
+    ("post", f"{BASE}/experiments/{{experiment_id}}/runs"):
+        {"400": "The body is invalid, or the run can never start on this host (it asks for more "
+                "CPUs, GPUs or memory than the host has): the detail says which"},
+    ("post", f"{BASE}/experiments/{{experiment_id}}/runs/{{run_id}}/cancel"):
+        {"404": "No such experiment or run", "409": "The run already ended (DONE, FAILED or "
+                                                     "ABORTED): there is nothing to cancel"},
 }
 
 
@@ -256,6 +277,18 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _abort_idle_run(registry: Registry, caller: Caller, run_id: str, reason: str) -> None:
+    from ..errors import Conflict
+    from ..schemas import RunStatus
+
+    status = registry.store.get_run_status(caller.scope, run_id)
+    state = RunStatus(status["status"]["tasks"][0]["state"]) if status else None
+    if state is None or state.is_terminal():
+        raise Conflict(f"Experiment run {run_id} already ended "
+                       f"{state.value if state else ''}; there is nothing to cancel")
+    registry.transition_run(caller.scope, run_id, RunStatus.ABORTED, message=reason)
+
+
 def _success(detail: str) -> Response:
     return _json({"title": "Success", "status": 200, "detail": detail}, "api-response.v1.json")
 
@@ -272,14 +305,18 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         from ..execution import RunExecutor
 
         executor = RunExecutor(registry, default_backend=settings.run_backend,
-                               backend_options=settings.backend_options)
+                               backend_options=settings.backend_options, kind="server",
+                               max_concurrent_runs=settings.max_concurrent_runs)
         registry.on_run_created = executor.submit_background
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if executor is not None and settings.reconcile_runs:
+            summary = await run_in_threadpool(executor.reconcile)
+            log.info("%s", summary.summary())
         yield
-        if executor is not None:
-            executor.shutdown()
+        if executor is not None:   # running runs get the grace period, then are aborted
+            await run_in_threadpool(executor.shutdown, settings.grace_s, app.state.stop_now)
 
     app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0", lifespan=lifespan,
                   docs_url=f"{BASE}/docs", openapi_url=f"{BASE}/openapi.json", redoc_url=None)
@@ -288,6 +325,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     app.state.registry = registry
     app.state.settings = settings
     app.state.executor = executor
+    app.state.stop_now = threading.Event()   # set by a second signal: abort runs at once
 
     @app.exception_handler(MLRuntimeError)
     async def _runtime_error(request: Request, exc: MLRuntimeError) -> Response:
@@ -399,6 +437,17 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         doc = await write(registry.create_engine, caller, body, files)
         return _json(doc, ENGINE.profile, 201, _location(request, f"{BASE}/engines/{doc['id']}"))
 
+    @app.put(f"{BASE}/engines/{{id}}")
+    async def replace_engine(request: Request, id: str) -> Response:
+        """JSON, or multipart with a new `defaultArtifact` (a new artifact version)."""
+        caller = api.caller(request)
+        if api.media_type(request) == "multipart/form-data":
+            body, files = await api.multipart(request, "engine")
+        else:
+            body, files = await api.json_body(request), {}
+        doc = await write(registry.replace_engine, caller, id, body, files)
+        return _json(doc, ENGINE.profile)
+
     @app.post(f"{BASE}/models", status_code=201)
     async def create_model(request: Request) -> Response:
         caller = api.caller(request)
@@ -433,10 +482,34 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         return api.listing(request, EXPERIMENT_RUN,
                            registry.list_runs(caller, experiment_id, query))
 
+    @app.post(runs + "/{run_id}/cancel",
+              summary="Cancel an experiment run (an extension of the Sensei contract)",
+              description="Stops a PENDING or RUNNING run, whichever process runs it: a queued "
+                          "run leaves the queue, a running run's worker process group is stopped "
+                          "(SIGTERM, then SIGKILL after 3 s), a Ray job is stopped. The run ends "
+                          "ABORTED with the reason in its status message, and the files it wrote "
+                          "in its run folder (all but its log) are removed. Answers the run's "
+                          "status once it has ended (waiting up to 5 s; a run still ending then "
+                          "is answered as it is). A run that already ended is a 409.",
+              responses={200: {"description": "The run's status after the cancel"}})
+    async def cancel_run(request: Request, experiment_id: str, run_id: str) -> Response:
+        caller = api.caller(request)
+        registry.get_run(caller, experiment_id, run_id)   # 404 unless it is this experiment's
+        user = caller.user_id
+        if executor is None:   # --no-execute: nothing runs, the run only changes state
+            await write(_abort_idle_run, registry, caller, run_id, f"cancelled by {user}")
+        else:
+            await write(executor.cancel, caller, run_id, f"cancelled by {user} through the API")
+            await run_in_threadpool(executor.wait_ended, caller, run_id, 5.0)
+        return _json(registry.run_status(caller, experiment_id, run_id),
+                     "experimentRunStatus.v1.json")
+
     @app.post(runs, status_code=201)
     async def create_run(request: Request, experiment_id: str) -> Response:
         caller = api.caller(request)
         body = await api.json_body(request)
+        if executor is not None:   # a run this host can never start is a 400, not queued forever
+            await write(executor.admit, caller, experiment_id, body)
         doc = await write(registry.create_run, caller, experiment_id, body)
         return _json(doc, EXPERIMENT_RUN.profile, 201,
                      _location(request, f"{BASE}/experiments/{experiment_id}/runs/{doc['id']}"))

@@ -19,7 +19,49 @@ def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info
     print(f"Serving the Sensei ML API at http://{host}:{port}/data/sensei "
           f"(home {settings.home.root}, store {registry.store.url}, data sets "
           f"{'under ' + roots.describe() if roots else 'anywhere'})", flush=True)
+    server = _graceful_server(uvicorn)(uvicorn.Config(app, host=host, port=port,
+                                                      log_level=log_level, access_log=False))
+    server.stop_now = app.state.stop_now
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        server.run()
     finally:
+        executor = app.state.executor
+        if executor is not None:   # a forced exit skipped the lifespan's stop: nothing stays RUNNING
+            executor.shutdown(0.0, app.state.stop_now)
         registry.close()
+    if server.stop_signal is not None:
+        print(f"Stopped cleanly on {server.stop_signal.name}", flush=True)
+
+
+def _graceful_server(uvicorn):
+    """uvicorn's Server, keeping SIGTERM and SIGINT to itself: the first signal stops the server
+    (the lifespan gives running runs their grace period), a second one aborts them at once. After a
+    clean stop the process exits 0 instead of re-raising the signal as uvicorn does."""
+    import contextlib
+    import signal
+    import threading
+
+    class GracefulServer(uvicorn.Server):
+        stop_signal = None
+        stop_now = None
+
+        def handle_exit(self, sig, frame):
+            if self.stop_signal is not None and self.stop_now is not None:
+                self.stop_now.set()
+            self.stop_signal = signal.Signals(sig)
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer

@@ -35,7 +35,7 @@ class PythonBackend(Backend):
 
     name = "python"
 
-    def __init__(self, *, grace_s: float = 5.0) -> None:
+    def __init__(self, *, grace_s: float = 3.0) -> None:
         self.grace_s = grace_s
 
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
@@ -48,22 +48,31 @@ class PythonBackend(Backend):
         python = getattr(plan, "python", None) or sys.executable
         command = [str(python), "-m", "runtime.worker", str(spec_path)]
         log = open(log_path, "ab", buffering=0)
+        offset = log.tell()
+        # The worker writes its log file itself, never a pipe to this process: it outlives a
+        # caller that dies (a server restart adopts it) and `echo` follows the file instead.
         try:
-            proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if echo is not None else log,
+            proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             log.close()
             raise ExecutionError(f"Run {spec.run_id}: cannot start the {plan.backend} worker: {exc}") from exc
         return PythonRunHandle(proc, spec=spec, log=log, log_path=log_path, echo=echo,
-                               grace_s=self.grace_s)
+                               grace_s=self.grace_s, spec_path=spec_path, offset=offset)
 
 
 class PythonRunHandle(RunHandle):
     def __init__(self, proc: subprocess.Popen, *, spec: WorkerSpec, log: IO[bytes], log_path: Path,
-                 echo: TextIO | None, grace_s: float) -> None:
+                 echo: TextIO | None, grace_s: float, spec_path: Path | None = None,
+                 offset: int = 0) -> None:
+        from ..supervisor import proc_start_ticks
+
         self.run_id = spec.run_id
         self.pid = proc.pid
+        self.pgid = proc.pid            # start_new_session: the worker leads its own group
+        self.start_ticks = proc_start_ticks(proc.pid)
+        self.spec_path = spec_path
+        self.backend_name = "python"
         self._proc = proc
         self._spec = spec
         self._log = log
@@ -73,8 +82,10 @@ class PythonRunHandle(RunHandle):
         self._cancelled: str | None = None   # the cancel's reason, once asked
         self._outcome: Outcome | None = None
         self._pump: threading.Thread | None = None
+        self._ended = threading.Event()
         if echo is not None:
-            self._pump = threading.Thread(target=_pump, args=(proc.stdout, log, echo),
+            self._pump = threading.Thread(target=follow_log,
+                                          args=(log_path, offset, echo, self._ended),
                                           name=f"log-{spec.run_id}", daemon=True)
             self._pump.start()
 
@@ -125,6 +136,7 @@ class PythonRunHandle(RunHandle):
             returncode = self._proc.wait()
             # A run owns its process group: whatever the engine left behind goes with it.
             _signal_group(self.pid, signal.SIGKILL)
+            self._ended.set()
             if self._pump is not None:
                 self._pump.join(timeout=5.0)
             self._log.close()
@@ -152,16 +164,39 @@ class PythonRunHandle(RunHandle):
         return Outcome(RunStatus.FAILED, result, reason, tail, returncode)
 
 
-def _pump(source: IO[bytes], log: IO[bytes], echo: TextIO) -> None:
-    """Copy the worker's output to the log file and, decoded, to `echo`, line by line."""
-    for line in iter(source.readline, b""):
-        log.write(line)
-        try:
-            echo.write(line.decode(errors="replace"))
-            echo.flush()
-        except (OSError, ValueError):  # a closed console must not stop the log
-            pass
-    source.close()
+def follow_log(path: Path, offset: int, echo: TextIO, ended: threading.Event,
+               poll_s: float = 0.05) -> None:
+    """Copy what is appended to `path` after `offset` to `echo`, decoded, until `ended` is set
+    and everything written before it has been copied."""
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return
+    with fh:
+        fh.seek(offset)
+        pending = b""
+        while True:
+            last_round = ended.is_set()
+            chunk = fh.read(65536)
+            if chunk:
+                pending += chunk
+                lines, _, pending = pending.rpartition(b"\n")
+                if lines:
+                    _echo(echo, lines + b"\n")
+                continue
+            if last_round:
+                if pending:
+                    _echo(echo, pending)
+                return
+            ended.wait(poll_s)
+
+
+def _echo(echo: TextIO, data: bytes) -> None:
+    try:
+        echo.write(data.decode(errors="replace"))
+        echo.flush()
+    except (OSError, ValueError):  # a closed console must not stop the run
+        pass
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

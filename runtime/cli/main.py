@@ -31,6 +31,10 @@ def _entity_commands(sub: argparse._SubParsersAction, name: str, kind: str, titl
 
     create = actions.add_parser("create", help=f"register a {title} from a JSON or YAML file")
     create.add_argument("file", help=f"the {title} in the API's shape (.json, .yaml, .yml, - for stdin)")
+    if kind == "engine":
+        create.add_argument("--artifact", metavar="PATH",
+                            help="the recipe: a source folder, a zip or tar.gz of one, an egg or a "
+                                 "wheel (stored content-addressed, like a defaultArtifact upload)")
     _common(create)
 
     listing = actions.add_parser("list", help=f"list {title}s")
@@ -47,6 +51,9 @@ def _entity_commands(sub: argparse._SubParsersAction, name: str, kind: str, titl
     update = actions.add_parser("update", help=f"overwrite a {title} with a JSON or YAML file")
     update.add_argument("id")
     update.add_argument("file")
+    if kind == "engine":
+        update.add_argument("--artifact", metavar="PATH",
+                            help="a new recipe artifact: a new artifact version of the Engine")
     _common(update)
 
     delete = actions.add_parser("delete", help=f"delete a {title} (and what it owns)")
@@ -77,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-root", action="append", default=[], metavar="DIR",
                        help="data sets are read and written only under DIR (repeatable; default: "
                             "$MLRUNTIME_DATA_ROOTS, else with tokens HOME/data, else anywhere)")
+    serve.add_argument("--max-unpacked-mb", type=float, metavar="MB",
+                       help="largest unpacked size of an uploaded archive (recipe or model) "
+                            "(default: $MLRUNTIME_MAX_UNPACKED_MB, else 1024)")
+    serve.add_argument("--max-archive-entries", type=int, metavar="N",
+                       help="most entries in an uploaded archive (default: "
+                            "$MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 20000)")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
     serve.add_argument("--run-backend", metavar="NAME",
@@ -85,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--spark-master", metavar="URL",
                        help="Spark master for pyspark runs (default: $MLRUNTIME_SPARK_MASTER, "
                             "else local[N])")
+    serve.add_argument("--grace", type=float, default=30.0, metavar="S",
+                       help="on SIGTERM or Ctrl-C: seconds running runs may still finish before "
+                            "they are aborted (default 30); a second signal aborts them at once")
+    serve.add_argument("--max-concurrent-runs", type=int, metavar="N",
+                       help="run at most N runs at once (default: $MLRUNTIME_MAX_CONCURRENT_RUNS, "
+                            "else as many as the host's CPU slots, GPUs and memory allow)")
     serve.add_argument("--no-execute", action="store_true",
                        help="registry only: keep API-created runs PENDING instead of running them")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
@@ -106,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the Model to score with (default: the Experiment's latest)")
         else:
             run.set_defaults(model=None)
+        run.add_argument("--engine", metavar="PATH", dest="engine_path",
+                         help="run a recipe on disk (a source folder, zip, tar.gz, egg or wheel): "
+                              "TARGET may then be the recipe's own tasks-array config file")
+        run.add_argument("--env-manager", choices=["uv", "local"],
+                         help="recipes: uv builds the recipe's own environment once (default, or "
+                              "$MLRUNTIME_ENV_MANAGER); local runs it in this environment")
+        run.add_argument("--pip", action="append", metavar="REQ",
+                         help="recipes: an extra requirement for the recipe's environment "
+                              "(repeatable)")
         run.add_argument("--device", help="cpu, cuda or cuda:N (default: what the resources ask)")
         run.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
         run.add_argument("--spark-master", metavar="URL",
@@ -147,11 +175,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(submit)
     submit.set_defaults(handler="runtime.cli.submit:main")
 
-    cancel = sub.add_parser("cancel", help="stop the Ray job of a run submitted with run submit")
+    cancel = sub.add_parser("cancel", help="cancel a queued or running run, whoever runs it "
+                                           "(a local worker, a Spark worker or a Ray job)")
     cancel.add_argument("run", metavar="RUN", help="the experiment run's id")
-    cancel.add_argument("--address", help="the Jobs API (default: the one the run was sent to)")
+    cancel.add_argument("--address", help="a Ray job's Jobs API (default: the one the run was "
+                                          "sent to)")
     _common(cancel)
-    cancel.set_defaults(handler="runtime.cli.submit:cancel_main")
+    cancel.set_defaults(handler="runtime.cli.history:cancel_main")
+
+    runs = sub.add_parser("runs", help="the run history: list runs, show one")
+    run_actions = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    runs_list = run_actions.add_parser("list", help="list runs, newest first")
+    runs_list.add_argument("--experiment", metavar="ID", help="only this Experiment's runs")
+    runs_list.add_argument("--state", metavar="S", type=str.upper,
+                           choices=["PENDING", "RUNNING", "RETRY", "DONE", "FAILED", "ABORTED"],
+                           help="only runs in this state")
+    runs_list.add_argument("--limit", type=int, default=25, help="at most this many (default 25)")
+    _common(runs_list)
+    runs_show = run_actions.add_parser("show", help="one run: state, durations, metrics, model, "
+                                                    "parameters with their sources, owner")
+    runs_show.add_argument("run", metavar="RUN")
+    _common(runs_show)
+    for p in (runs_list, runs_show):
+        p.set_defaults(handler="runtime.cli.history:main")
+
+    logs = sub.add_parser("logs", help="print a run's worker log")
+    logs.add_argument("run", metavar="RUN")
+    logs.add_argument("--follow", "-f", action="store_true",
+                      help="keep printing what the worker writes until the run ends")
+    _common(logs)
+    logs.set_defaults(handler="runtime.cli.history:logs_main")
 
     data = sub.add_parser("data", help="generate sample data sets")
     data_kinds = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
@@ -164,6 +217,25 @@ def build_parser() -> argparse.ArgumentParser:
     retail.add_argument("--json", action="store_true")
     retail.add_argument("--verbose", "-v", action="store_true")
     retail.set_defaults(handler="runtime.cli.runs:data_main")
+
+    datasets = sub.add_parser("datasets", help="register, list and remove data set ids (the "
+                                               "sandbox's catalog)")
+    dataset_actions = datasets.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ds_add = dataset_actions.add_parser("add", help="register PATH (a file or folder, or a "
+                                                    "file:// URI) as data set ID")
+    ds_add.add_argument("id", metavar="ID")
+    ds_add.add_argument("path", metavar="PATH")
+    ds_add.add_argument("--format", choices=["csv", "parquet", "jsonl", "json"],
+                        help="the files' format (default: from the file name; a folder's files say)")
+    ds_add.add_argument("--replace", action="store_true", help="re-register an id already in use")
+    _common(ds_add)
+    ds_list = dataset_actions.add_parser("list", help="list the sandbox's data sets")
+    _common(ds_list)
+    ds_rm = dataset_actions.add_parser("rm", help="forget data set ids (files are left in place)")
+    ds_rm.add_argument("ids", metavar="ID", nargs="+")
+    _common(ds_rm)
+    for p in (ds_add, ds_list, ds_rm):
+        p.set_defaults(handler="runtime.cli.datasets:main")
 
     envs = sub.add_parser("envs", help="list, build, remove and prune recipe environments")
     env_actions = envs.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -64,9 +64,50 @@ def resolve_target(registry: Registry, caller: Caller, target: str) -> dict[str,
     engine = registry.store.get(ENGINE, caller.scope, engine_ref)
     if engine is None or engine.get("deleted"):
         engine = ensure_engine(registry, caller, engine_ref)
-    body = {**doc, "engineId": engine["id"]}
+    return _upsert_instance(registry, caller, {**doc, "engineId": engine["id"]})
+
+
+def recipe_engine(registry: Registry, caller: Caller, path: str) -> dict[str, Any]:
+    """The Engine of a recipe on disk: the one registered for the same content (digest), or a
+    new one. An edited recipe is new content, hence a new Engine."""
+    from ..artifacts import store_artifact
+
+    info = store_artifact(Path(path).expanduser().resolve(), None, registry.home)
+    found = _find(registry, caller, ENGINE, ("artifacts.default.image.sha256", info.sha256))
+    if found:
+        return found
+    return registry.create_engine(caller, {
+        "name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {path}",
+        "artifacts": {"default": {"image": {"location": str(Path(path).expanduser().resolve())}}}})
+
+
+def resolve_recipe_target(registry: Registry, caller: Caller, target: str,
+                          engine_path: str) -> dict[str, Any]:
+    """The MLInstance for `--engine PATH`: TARGET is the recipe's tasks-array config file, an
+    MLInstance file (its engineId is ignored), or an MLInstance id of that Engine."""
+    engine = recipe_engine(registry, caller, engine_path)
+    path = Path(target)
+    if not path.exists():
+        instance = registry.get(MLINSTANCE, caller, target)
+        if instance.get("engineId") != engine["id"]:
+            raise ConfigError(f"MLInstance {target} runs Engine {instance.get('engineId')}, not "
+                              f"the recipe at {engine_path} (Engine {engine['id']})")
+        return instance
+    doc = load_document(path)
+    if isinstance(doc, list):
+        doc = {"name": f"{engine['name']} ({path.name})", "tasks": doc}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected the recipe's config (a JSON array of tasks) or an "
+                          "MLInstance object")
+    doc = {**doc, "engineId": engine["id"]}
+    doc.setdefault("name", f"{engine['name']} ({path.name})")
+    return _upsert_instance(registry, caller, doc)
+
+
+def _upsert_instance(registry: Registry, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    """The MLInstance of this name and Engine, created or updated to `body`'s tasks."""
     existing = _find(registry, caller, MLINSTANCE, ("name", body.get("name")),
-                     ("engineId", engine["id"]))
+                     ("engineId", body["engineId"]))
     if existing is None:
         return registry.create(MLINSTANCE, caller, body)
     current = registry.get_unmasked(MLINSTANCE, caller, existing["id"])
@@ -128,7 +169,12 @@ def prepare_run(registry: Registry, caller: Caller, args: argparse.Namespace, mo
                 executor: Any, **prepare: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The MLInstance, the Experiment and the prepared run that a run command's arguments name
     (`run train|score|fp` and `run submit` share it)."""
-    instance = resolve_target(registry, caller, args.target)
+    engine_path = getattr(args, "engine_path", None)
+    instance = resolve_recipe_target(registry, caller, args.target, engine_path) if engine_path \
+        else resolve_target(registry, caller, args.target)
+    for key in ("env_manager", "pip"):
+        if getattr(args, key, None):
+            prepare.setdefault("extra_pip" if key == "pip" else key, getattr(args, key))
     experiment = resolve_experiment(registry, caller, instance, args.experiment)
     overrides, secrets = _overrides(args, mode)
     prepared = executor.prepare(caller, experiment["id"], mode, overrides=overrides,
@@ -150,8 +196,11 @@ def main(args: argparse.Namespace) -> int:
     from ..execution import RunExecutor
 
     mode = _MODES[args.command]
+    from ..supervisor import SignalGuard
+
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
+    interrupt = None
     try:
         executor = RunExecutor(registry, backend_options=(
             {"pyspark": {"master": args.spark_master}} if args.spark_master else None))
@@ -167,6 +216,8 @@ def main(args: argparse.Namespace) -> int:
                 print(text)
             return 0
         started = time.perf_counter()
+        # From here on, Ctrl-C or SIGTERM cancels the run, however early it arrives.
+        interrupt = SignalGuard().__enter__()
         run = registry.create_run(caller, experiment["id"], {"mode": mode})
         quiet = getattr(args, "quiet", False)
         if not quiet:
@@ -176,11 +227,14 @@ def main(args: argparse.Namespace) -> int:
         console = RunConsole(sys.stderr, quiet=quiet)
         console.follow(registry.home.runs / run["id"])
         try:
-            summary = executor.execute(caller, run, prepared, echo=console)
+            summary = executor.execute(caller, run, prepared, echo=console,
+                                       interrupt=interrupt)
         finally:
             console.close()
         return report(args, summary, time.perf_counter() - started, registry, caller)
     finally:
+        if interrupt is not None:
+            interrupt.__exit__(None, None, None)
         registry.close()
 
 

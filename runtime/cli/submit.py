@@ -59,10 +59,14 @@ def main(args: argparse.Namespace) -> int:
             working_dir=working_dir, excludes=excludes, pip=args.pip or [],
             resources=prepared.resolved.resources, notify=_stderr)
         started = time.perf_counter()
-        run = registry.create_run(caller, experiment["id"], {"mode": mode})
-        _stderr(f"Run {run['id']}: {mode} of MLInstance {instance['id']} on Ray at {address}")
-        summary = executor.execute(caller, run, prepared, backend=backend,
-                                   echo=sys.stderr if args.follow else None)
+        from ..supervisor import SignalGuard
+
+        with SignalGuard() as interrupt:   # Ctrl-C stops the job, however early it arrives
+            run = registry.create_run(caller, experiment["id"], {"mode": mode})
+            _stderr(f"Run {run['id']}: {mode} of MLInstance {instance['id']} on Ray at {address}")
+            summary = executor.execute(caller, run, prepared, backend=backend,
+                                       echo=sys.stderr if args.follow else None,
+                                       interrupt=interrupt)
         seconds = time.perf_counter() - started
         doc = registry.get(EXPERIMENT_RUN, caller, run["id"])
         summary["submissionId"] = (doc.get("backend") or {}).get("submissionId")

@@ -62,6 +62,38 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    # The run ledger of runtime.supervisor (owners, FIFO queue, capacity held). A store that does
+    # not keep one cannot supervise runs.
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        raise StoreError(f"The store {self.url} keeps no run ledger")
+
+    def ledger_get(self, run_id: str) -> Optional[dict[str, Any]]:
+        raise StoreError(f"The store {self.url} keeps no run ledger")
+
+    def ledger_put(self, scope: Scope, run_id: str, phase: str, fields: dict[str, Any]) -> None:
+        raise StoreError(f"The store {self.url} keeps no run ledger")
+
+    def ledger_delete(self, run_ids: list[str]) -> int:
+        raise StoreError(f"The store {self.url} keeps no run ledger")
+
+    def live_run_states(self) -> list[tuple[str, str, str, str]]:
+        raise StoreError(f"The store {self.url} keeps no run ledger")
+
+    def data_version(self) -> int:
+        return 0
+
+    # The data set catalog of runtime.datasets, one per org and sandbox.
+
+    def dataset_put(self, scope: Scope, entry: dict[str, Any], *, replace: bool = False) -> bool:
+        raise StoreError(f"The store {self.url} keeps no data set catalog")
+
+    def dataset_list(self, scope: Scope) -> list[dict[str, Any]]:
+        raise StoreError(f"The store {self.url} keeps no data set catalog")
+
+    def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
+        raise StoreError(f"The store {self.url} keeps no data set catalog")
+
 
 def open_store(url: str | Path) -> Store:
     """A store for `sqlite:///path/registry.db` (or a bare path). Other schemes fail clearly."""

@@ -74,7 +74,34 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ANALYZE sqlite_schema")   # this connection loads the statistics now
 
 
-MIGRATIONS = (_v1, _v2)
+def _v3_run_ledger(conn: sqlite3.Connection) -> None:
+    # One row per live run that a process owns (runtime.supervisor): the FIFO order, the phase
+    # (preparing, queued, running), the owner and worker identities and the capacity it holds,
+    # as JSON. A run's row goes when the run reaches a terminal state.
+    conn.execute(
+        "CREATE TABLE runLedger (run_id TEXT PRIMARY KEY, org TEXT NOT NULL, sandbox TEXT NOT NULL,"
+        " seq INTEGER NOT NULL, phase TEXT NOT NULL, doc TEXT NOT NULL)")
+    conn.execute("CREATE INDEX runStatus_state ON runStatus (state)")
+
+
+def _v4_datasets(conn: sqlite3.Connection) -> None:
+    # The data set catalog (runtime.datasets): `run datasets add ID PATH`, one row per id and
+    # sandbox, the location as a file:// URI and the format (NULL: a folder whose files say it).
+    conn.execute(
+        "CREATE TABLE datasets (org TEXT NOT NULL, sandbox TEXT NOT NULL, id TEXT NOT NULL,"
+        " uri TEXT NOT NULL, format TEXT, created TEXT NOT NULL, doc TEXT NOT NULL,"
+        " PRIMARY KEY (org, sandbox, id))")
+
+
+def _v_run_views(conn: sqlite3.Connection) -> None:
+    # The runs view (runtime.run_views): an index row per run kept by triggers, its sortable
+    # parameters and metrics, and per-step metric series. See store/sqlite_runs.py.
+    from .sqlite_runs import create_run_views
+
+    create_run_views(conn)
+
+
+MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -273,3 +300,84 @@ class SQLiteStore(Store):
                 "INSERT INTO runStatus (id, org, sandbox, state, doc) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET state=excluded.state, doc=excluded.doc",
                 (run_id, scope.org, scope.sandbox, state, json.dumps(status)))
+
+    # -- the run ledger (runtime.supervisor) ------------------------------------------------------
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT run_id, org, sandbox, seq, phase, doc FROM runLedger ORDER BY seq").fetchall()
+        return [{**json.loads(doc), "run_id": run_id, "org": org, "sandbox": sandbox, "seq": seq,
+                 "phase": phase} for run_id, org, sandbox, seq, phase, doc in rows]
+
+    def ledger_get(self, run_id: str) -> Optional[dict[str, Any]]:
+        row = self._conn().execute(
+            "SELECT run_id, org, sandbox, seq, phase, doc FROM runLedger WHERE run_id=?",
+            (run_id,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[5]), "run_id": row[0], "org": row[1], "sandbox": row[2],
+                "seq": row[3], "phase": row[4]}
+
+    def ledger_put(self, scope: Scope, run_id: str, phase: str, fields: dict[str, Any]) -> None:
+        with self.transaction():
+            conn = self._conn()
+            row = conn.execute("SELECT doc FROM runLedger WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM runLedger").fetchone()[0]
+                conn.execute("INSERT INTO runLedger (run_id, org, sandbox, seq, phase, doc) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (run_id, scope.org, scope.sandbox, seq, phase, json.dumps(fields)))
+            else:
+                doc = {**json.loads(row[0]), **fields}
+                conn.execute("UPDATE runLedger SET phase=?, doc=? WHERE run_id=?",
+                             (phase, json.dumps(doc), run_id))
+
+    def ledger_delete(self, run_ids: list[str]) -> int:
+        count = 0
+        with self.transaction():
+            conn = self._conn()
+            for i in range(0, len(run_ids), 500):
+                chunk = run_ids[i:i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                count += conn.execute(f"DELETE FROM runLedger WHERE run_id IN ({marks})",
+                                      chunk).rowcount
+        return count
+
+    def live_run_states(self) -> list[tuple[str, str, str, str]]:
+        """(run id, org, sandbox, state) of every run not yet in a terminal state."""
+        return [tuple(r) for r in self._conn().execute(
+            "SELECT id, org, sandbox, state FROM runStatus "
+            "WHERE state NOT IN ('DONE', 'FAILED', 'ABORTED')")]
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: a cheap way to notice other processes."""
+        return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
+    # -- the data set catalog (runtime.datasets) ----------------------------------------------
+
+    def dataset_put(self, scope: Scope, entry: dict[str, Any], *, replace: bool = False) -> bool:
+        """Store `entry` ({id, uri, format, created}); False when the id exists and not `replace`."""
+        with self.transaction():
+            conn = self._conn()
+            exists = conn.execute("SELECT 1 FROM datasets WHERE org=? AND sandbox=? AND id=?",
+                                  (scope.org, scope.sandbox, entry["id"])).fetchone()
+            if exists and not replace:
+                return False
+            conn.execute(
+                "INSERT INTO datasets (org, sandbox, id, uri, format, created, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(org, sandbox, id) DO UPDATE SET "
+                "uri=excluded.uri, format=excluded.format, created=excluded.created, doc=excluded.doc",
+                (scope.org, scope.sandbox, entry["id"], entry["uri"], entry.get("format"),
+                 entry["created"], json.dumps(entry)))
+        return True
+
+    def dataset_list(self, scope: Scope) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._conn().execute(
+            "SELECT doc FROM datasets WHERE org=? AND sandbox=? ORDER BY id",
+            (scope.org, scope.sandbox))]
+
+    def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
+        with self.transaction():
+            return self._conn().execute(
+                "DELETE FROM datasets WHERE org=? AND sandbox=? AND id=?",
+                (scope.org, scope.sandbox, dataset_id)).rowcount > 0

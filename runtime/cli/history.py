@@ -1,0 +1,203 @@
+"""`run runs list|show`, `run logs RUN [--follow]` and `run cancel RUN`: the run history and
+control of live runs from the command line, over the same registry the server writes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any, Optional
+
+from ..errors import NotFound
+from ..home import resolve_home
+from ..listing import Filter, ListQuery
+from ..schemas import EXPERIMENT_RUN, MODEL, RunStatus
+from ..service import Caller, Registry
+
+CANCEL_WAIT_S = 10.0
+FOLLOW_POLL_S = 0.2
+
+
+def _open(args: argparse.Namespace) -> tuple[Registry, Caller]:
+    return (Registry.open(resolve_home(args.home)),
+            Caller.local(org=args.org, sandbox=args.sandbox))
+
+
+def _status(registry: Registry, caller: Caller, run_id: str) -> dict[str, Any]:
+    status = registry.store.get_run_status(caller.scope, run_id)
+    if status is None:
+        raise NotFound(f"Experiment run {run_id!r} has no status")
+    return status["status"]["tasks"][0]
+
+
+def _seconds(task: dict[str, Any]) -> Optional[float]:
+    def parse(text: str) -> datetime:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+    if not task.get("started"):
+        return None
+    end = parse(task["ended"]) if task.get("ended") else datetime.utcnow()
+    return (end - parse(task["started"])).total_seconds()
+
+
+def main(args: argparse.Namespace) -> int:
+    registry, caller = _open(args)
+    try:
+        if args.action == "list":
+            return _list(registry, caller, args)
+        return _show(registry, caller, args)
+    finally:
+        registry.close()
+
+
+def _list(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
+    filters = [Filter("deleted", "==", False, "bool")]
+    if args.experiment:
+        filters.append(Filter("experimentId", "==", args.experiment, "str"))
+    rows: list[dict[str, Any]] = []
+    start = 0
+    while len(rows) < args.limit:   # newest first; the state lives beside the run, so filter here
+        page = registry.list(EXPERIMENT_RUN, caller, ListQuery(
+            filters=tuple(filters), order=(("created", True),), limit=100, start=start))
+        for run in page.children:
+            task = _status(registry, caller, run["id"])
+            if args.state and task["state"] != args.state:
+                continue
+            rows.append({"id": run["id"], "mode": run.get("mode"),
+                         "experimentId": run.get("experimentId"), "state": task["state"],
+                         "created": run.get("created"), "duration_s": _seconds(task),
+                         "message": task.get("message", "")})
+            if len(rows) >= args.limit:
+                break
+        start += len(page.children)
+        if not page.children or start >= page.total:
+            break
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    print(f"{'RUN':36}  {'MODE':15}  {'STATE':8}  {'CREATED':24}  {'TIME':>8}  MESSAGE")
+    for row in rows:
+        took = f"{row['duration_s']:.1f}s" if row["duration_s"] is not None else "-"
+        message = (row["message"] or "").replace("\n", " ")
+        print(f"{row['id']:36}  {row['mode'] or '':15}  {row['state']:8}  {row['created']:24}  "
+              f"{took:>8}  {message[:70]}")
+    return 0
+
+
+def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
+    from ..supervisor import describe_owner
+
+    run = registry.get(EXPERIMENT_RUN, caller, args.run)
+    task = _status(registry, caller, args.run)
+    runtime = run.get("runtime") or {}
+    result = run.get("result") or {}
+    resolved = runtime.get("resolved") or {}
+    ledger = registry.store.ledger_get(args.run)
+    model = None
+    if result.get("modelId"):
+        try:
+            model = registry.get(MODEL, caller, result["modelId"])
+        except NotFound:
+            model = None
+    log_path = registry.home.runs / args.run / "worker.log"
+    if args.json:
+        print(json.dumps({"run": run, "status": task, "owner": ledger,
+                          "model": model, "log": str(log_path)}))
+        return 0
+    took = _seconds(task)
+    lines = [f"Run {run['id']} ({run.get('mode')}, experiment {run.get('experimentId')})",
+             f"  state:     {task['state']}" + (f" - {task['message']}" if task.get("message")
+                                                 else ""),
+             f"  created:   {run.get('created')}",
+             f"  started:   {task.get('started', '-')}",
+             f"  ended:     {task.get('ended', '-')}"
+             + (f"  ({took:.1f} s)" if took is not None else "")]
+    for stage, secs in (result.get("durations_s") or {}).items():
+        lines.append(f"    {stage + ':':16}{secs:.2f} s")
+    if result.get("metrics"):
+        lines.append("  metrics:   " + ", ".join(f"{m['name']} {float(m['value']):.4g}"
+                                                  for m in result["metrics"]))
+    if result.get("modelId"):
+        where = (model or {}).get("modelArtifactUri", "deleted")
+        lines.append(f"  model:     {result['modelId']} ({where})")
+    elif runtime.get("modelId"):
+        lines.append(f"  model:     {runtime['modelId']} (scored with)")
+    if result.get("output"):
+        lines.append(f"  output:    {result['output']}")
+    if runtime.get("limits"):
+        lines.append(f"  limits:    {json.dumps(runtime['limits'])}")
+    if not RunStatus(task["state"]).is_terminal():
+        lines.append(f"  owner:     {describe_owner(ledger)}")
+    if runtime.get("plan"):
+        lines.append(f"  plan:      {runtime['plan'].get('reason')}")
+    values = resolved.get("values") or {}
+    if values:
+        provenance = resolved.get("provenance") or {}
+        lines.append("  parameters:")
+        width = max(len(k) for k in values)
+        for key, value in values.items():
+            lines.append(f"    {key:{width}}  {json.dumps(value) if not isinstance(value, str) else value}"
+                         f"  ({provenance.get(key, '?')})")
+    lines.append(f"  log:       {log_path}")
+    print("\n".join(lines))
+    return 0
+
+
+def logs_main(args: argparse.Namespace) -> int:
+    registry, caller = _open(args)
+    try:
+        registry.get(EXPERIMENT_RUN, caller, args.run)
+        path = registry.home.runs / args.run / "worker.log"
+        offset = 0
+        while True:
+            ended = RunStatus(_status(registry, caller, args.run)["state"]).is_terminal()
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                data = b""
+            if data:
+                offset += len(data)
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+            if not args.follow or ended:
+                break
+            time.sleep(FOLLOW_POLL_S)
+        if not path.exists() and not args.follow:
+            print(f"Run {args.run} has no worker log yet", file=sys.stderr)
+        return 0
+    finally:
+        registry.close()
+
+
+def cancel_main(args: argparse.Namespace) -> int:
+    """Cancel a run whoever runs it: its owner stops it (and records ABORTED); a run whose owner
+    is gone is stopped and recorded here."""
+    from ..execution import RunExecutor
+
+    registry, caller = _open(args)
+    try:
+        run = registry.get(EXPERIMENT_RUN, caller, args.run)
+        job = run.get("backend") or {}
+        if registry.store.ledger_get(args.run) is None and job.get("name") == "ray":
+            from .submit import cancel_main as cancel_ray_job
+
+            return cancel_ray_job(args)   # a job submitted before runs had owners
+        executor = RunExecutor(registry, kind="cli")
+        executor.cancel(caller, args.run, f"cancelled by {caller.user_id} with run cancel")
+        state = executor.wait_ended(caller, args.run, CANCEL_WAIT_S)
+        task = _status(registry, caller, args.run)
+        if args.json:
+            print(json.dumps({"runId": args.run, "state": task["state"],
+                              "message": task.get("message")}))
+        else:
+            print(f"Run {args.run} {task['state']}"
+                  + (f": {task['message']}" if task.get("message") else ""))
+        return 0 if state is not None and state.is_terminal() else 1
+    finally:
+        registry.close()

@@ -1,0 +1,126 @@
+"""Runs through a real `run serve`: cancel, the FIFO queue, refusal of runs that never fit,
+maxRuntime, retries, and a graceful stop on SIGTERM."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from support import (client_for, integrity, live_server, new_sandbox, noop_experiment, post_run,
+                     task_of, wait_no_workers, wait_state, worker_pids)
+
+
+@pytest.fixture
+def server(tmp_path):
+    with live_server(tmp_path / "home", "--max-concurrent-runs", "1") as server:
+        yield server
+
+
+def test_cancel_a_running_run_aborts_it_kills_its_worker_and_removes_partial_artifacts(
+        server, tmp_path):
+    client = client_for(server, new_sandbox())
+    eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
+    run_id = post_run(client, eid)
+    wait_state(client, eid, run_id, {"RUNNING"})
+    deadline = time.monotonic() + 60
+    while not worker_pids(server.home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (server.home / "runs" / run_id / "partial.bin").write_bytes(b"half a model")
+
+    started = time.monotonic()
+    answer = client.post(f"/experiments/{eid}/runs/{run_id}/cancel")
+    assert answer.status_code == 200, answer.text
+    task = wait_state(client, eid, run_id, {"ABORTED"}, timeout_s=5)
+    assert time.monotonic() - started < 5
+    assert "cancelled by" in task["message"] and "through the API" in task["message"]
+    assert wait_no_workers(server.home, 5) == []
+    assert sorted(p.name for p in (server.home / "runs" / run_id).iterdir()) == ["worker.log"]
+
+    again = client.post(f"/experiments/{eid}/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "already ended ABORTED" in again.json()["detail"]
+    missing = client.post(f"/experiments/{eid}/runs/no-such-run/cancel")
+    assert missing.status_code == 404
+
+
+def test_the_cancel_route_is_documented_in_the_served_openapi(server):
+    spec = client_for(server, "prod").get("/openapi.json").json()
+    operation = spec["paths"]["/data/sensei/experiments/{experiment_id}/runs/{run_id}/cancel"]["post"]
+    assert "ABORTED" in operation["description"]
+    assert {"200", "404", "409"} <= set(operation["responses"])
+
+
+def test_runs_beyond_capacity_wait_in_fifo_order_with_their_position(server, tmp_path):
+    client = client_for(server, new_sandbox())
+    eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=1500)
+    runs = [post_run(client, eid) for _ in range(3)]
+    wait_state(client, eid, runs[0], {"RUNNING"})
+    deadline = time.monotonic() + 30
+    task = task_of(client, eid, runs[2])
+    while "Queued: position 2 of 2" not in task.get("message", "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        task = task_of(client, eid, runs[2])
+    assert task["state"] == "PENDING" and "Queued: position 2 of 2" in task["message"], task
+    assert "concurrent runs" in task["message"]
+    tasks = [wait_state(client, eid, run_id, {"DONE"}, timeout_s=120) for run_id in runs]
+    for earlier, later in zip(tasks, tasks[1:]):   # one at a time, first come first served
+        assert earlier["ended"] <= later["started"]
+
+
+def test_a_run_that_can_never_fit_is_refused_with_a_400_saying_why(server, tmp_path):
+    client = client_for(server, new_sandbox())
+    eid = noop_experiment(client, tmp_path / "tiny.csv")
+    for task, why in (({"name": "train", "specification": {"type": "ContainerTaskSpec",
+                                                         "gpus": "8"}}, "GPU"),
+                      ({"name": "train", "parameters": [{"key": "driverMemory",
+                                                         "value": "900000000"}]}, "memory")):
+        answer = client.post(f"/experiments/{eid}/runs", json={"mode": "train", "tasks": [task]})
+        assert answer.status_code == 400, answer.text
+        assert why in answer.json()["detail"], answer.json()
+    listing = client.get(f"/experiments/{eid}/runs").json()
+    assert listing["_page"]["totalCount"] == 0      # nothing was written
+
+
+def test_max_runtime_aborts_and_retries_rerun_a_failed_run(server, tmp_path):
+    client = client_for(server, new_sandbox())
+    eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
+    slow = post_run(client, eid, {"maxRuntime": "2"})
+    task = wait_state(client, eid, slow, {"ABORTED", "DONE", "FAILED"}, timeout_s=60)
+    assert task["state"] == "ABORTED" and "maxRuntime of 2 s" in task["message"], task
+
+    failing = post_run(client, eid, {"retries": "2", "sleep_ms": "0",
+                                     "trainingDataSetId": str(tmp_path / "missing.csv")})
+    seen = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        task = task_of(client, eid, failing)
+        seen.add(task["state"])
+        if task["state"] in ("DONE", "FAILED", "ABORTED"):
+            break
+        time.sleep(0.05)
+    assert task["state"] == "FAILED" and "missing.csv" in task["message"], task
+    assert "RETRY" in seen
+    log = client.get(f"/experiments/{eid}/runs/{failing}/logs/worker.log").text
+    assert "attempt 1 of 3 failed" in log and "attempt 2 of 3 failed" in log
+    assert "attempt 3 of 3 failed" not in log      # two retries: three attempts, no fourth
+
+
+def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
+    home = tmp_path / "home"
+    with live_server(home, "--grace", "8") as server:
+        client = client_for(server, new_sandbox())
+        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=200)
+        slow = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
+        short_run, long_run = post_run(client, quick), post_run(client, slow)
+        wait_state(client, quick, short_run, {"RUNNING"})
+        wait_state(client, slow, long_run, {"RUNNING"})
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0, server.output()
+        assert "Stopped cleanly on SIGTERM" in server.output()
+    assert wait_no_workers(home, 5) == []
+    with live_server(home) as again:   # a fresh server reads what the stopped one recorded
+        client = client_for(again, client.headers["x-sandbox-name"])
+        assert task_of(client, quick, short_run)["state"] == "DONE"
+        task = task_of(client, slow, long_run)
+        assert task["state"] == "ABORTED" and "8 s grace period" in task["message"], task
+    assert integrity(home) == "ok"
