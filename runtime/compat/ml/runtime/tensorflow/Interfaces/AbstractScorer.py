@@ -7,4 +7,4 @@ from typing import Any
 
 class AbstractScorer:
     def score(self, config: Any = {}) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement score(self, config={})")
+        raise NotImplementedError(f"{type(self).__name__} must implement score(self, config={{}})")

@@ -7,4 +7,4 @@ from typing import Any
 
 class AbstractTrainer:
     def train(self, config: Any = {}) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement train(self, config={})")
+        raise NotImplementedError(f"{type(self).__name__} must implement train(self, config={{}})")
