@@ -180,24 +180,11 @@ class Engine:
 
 
 def read_table(uri: str | Path) -> pd.DataFrame:
-    """A local path or `file://` URI read as Parquet (`.parquet`, `.pq`) or CSV (`.csv`)."""
-    import pandas as pd
+    """A data set read through runtime.datasets: a registered id (the run's catalog), a local path
+    or a `file://` URI, as Parquet, CSV or JSON lines (by file name or catalog entry)."""
+    from .datasets import read_dataset, resolve_dataset
 
-    text = str(uri)
-    if text.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-        text = unquote(urlparse(text).path)
-    elif "://" in text:
-        raise ConfigError(f"Unsupported data URI {uri!r}: only local paths and file:// URIs are read")
-    path = Path(text)
-    if not path.exists():
-        raise ConfigError(f"Data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq") or (path.is_dir() and any(path.glob("*.parquet"))):
-        return pd.read_parquet(path)
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    raise ConfigError(f"Cannot read {path}: expected a .parquet or .csv file")
+    return read_dataset(resolve_dataset(str(uri)))
 
 
 def parse_params(engine: type[Engine] | Engine, task: str, values: Mapping[str, Any]) -> BaseModel:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .backends import RESULT_FILE, WorkerSpec
+from .datasets import (DATASETS_FILE, ENV_DATASETS_FILE, resolve_dataset, use_catalog,
+                       write_catalog_file, write_dataset)
 from .engine import Engine, Metric, TaskContext, load_engine, parse_params
 from . import redaction
 from .errors import ConfigError, MLRuntimeError
@@ -54,6 +56,7 @@ class Run:
         self.durations_s: dict[str, float] = {}
         self.result: dict[str, Any] = {"model_dir": None, "output": None, "rows": None}
         self._torch_ready = False
+        _use_datasets(spec, self.run_dir)
         # Per-step metrics and live progress, flushed to the run folder by a thread.
         self.series = SeriesWriter(self.run_dir)
 
@@ -169,14 +172,16 @@ class Run:
     # --- data in and out ---------------------------------------------------------------------
 
     def load(self, engine: Engine, ctx: TaskContext, key: str) -> pd.DataFrame:
-        uri = self.spec.values.get(key)
-        if not uri:
-            raise ConfigError(f"The {self.spec.mode} task needs {key} (a .parquet or .csv path); none was given")
-        path = _local_path(str(uri))
-        if path is not None and not path.exists():
-            raise ConfigError(f"Data set {key} not found: {path.absolute()}")
+        value = self.spec.values.get(key)
+        if not value:
+            raise ConfigError(f"The {self.spec.mode} task needs {key} (a registered data set id, or "
+                              "a .parquet, .csv or .jsonl path); none was given")
+        ref = resolve_dataset(str(value))   # a catalog id, a path or a file:// URI
+        if ref.path is not None and not ref.path.exists():
+            raise ConfigError(f"Data set {key} {str(value)!r} not found: {ref.path.absolute()}")
+        uri = str(ref.path) if ref.path is not None else ref.uri
         with self.stage("load_data"):
-            data = engine.load_data(ctx, str(uri))
+            data = engine.load_data(ctx, uri)
         log.info("loaded %s: %s from %s", key, self.describe(data), uri)
         return data
 
@@ -190,14 +195,8 @@ class Run:
 
     def write(self, frame: pd.DataFrame, target: Path) -> None:
         with self.stage("write_output"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            suffix = target.suffix.lower()
-            if suffix in (".parquet", ".pq"):
-                frame.to_parquet(target, index=False)
-            elif suffix == ".csv":
-                frame.to_csv(target, index=False)
-            else:
-                raise ConfigError(f"Cannot write {target}: expected a .parquet or .csv file name")
+            # In the format of the file name or the catalog entry; a folder gets a new batch file.
+            target = write_dataset(frame, resolve_dataset(str(target)))
         self.result["output"] = str(target)
         self.result["rows"] = len(frame)
         log.info("wrote %d rows to %s", len(frame), target)
@@ -232,6 +231,13 @@ def _engine_values(engine: type[Engine], mode: str, values: dict[str, Any]) -> d
     return {k: v for k, v in values.items() if k not in DATA_SET_KEYS or k in declared}
 
 
+def _use_datasets(spec: WorkerSpec, run_dir: Path) -> None:
+    """The sandbox's data set catalog for this run: resolve_dataset uses it, and recipe code (or
+    any process the run starts) finds it in the JSON file named by MLRUNTIME_DATASETS_FILE."""
+    use_catalog(spec.datasets)
+    os.environ[ENV_DATASETS_FILE] = str(write_catalog_file(spec.datasets, run_dir / DATASETS_FILE))
+
+
 def _scores_raw(engine: Engine) -> bool:
     """Whether the engine's score/evaluate take the loaded rows rather than feature_pipeline's output.
 
@@ -240,17 +246,10 @@ def _scores_raw(engine: Engine) -> bool:
     return getattr(engine, "score_input", "features") == "raw"
 
 
-def _local_path(uri: str) -> Path | None:
-    if uri.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-        return Path(unquote(urlparse(uri).path))
-    return None if "://" in uri else Path(uri)
-
-
 def _output_path(value: Any, default: Path) -> Path:
     if not value:
         return default
-    path = _local_path(str(value))
+    path = resolve_dataset(str(value)).path   # a catalog id, a path or a file:// URI
     if path is None:
         raise ConfigError(f"Cannot write to {value!r}: only local paths and file:// URIs are written")
     return path

@@ -51,6 +51,9 @@ class WorkerSpec(BaseModel):
     seed: int | None = None
     resources: ResourceRequest = Field(default_factory=ResourceRequest)   # what the task asked for
     mlinstance_id: str | None = None   # for error messages that name the MLInstance
+    # The sandbox's data set catalog (runtime.datasets), id -> {uri, format}: the worker resolves
+    # ids with it and hands it to recipe code as the file named by MLRUNTIME_DATASETS_FILE.
+    datasets: dict[str, dict[str, Any]] = {}
     secret_keys: list[str] = []     # keys of `values` the worker masks in its log and result
 
     def model_post_init(self, __context: Any) -> None:
