@@ -31,6 +31,9 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
+    # A fresh Python worker (forked from the daemon) per task: a warm JVM serves one recipe after
+    # another, and a reused Python worker would keep the previous recipe's modules imported.
+    "spark.python.worker.reuse": "false",
 }
 # Local masters live on this machine only: the driver binds the loopback address.
 LOCAL_ONLY_CONF: dict[str, str] = {

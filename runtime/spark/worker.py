@@ -54,12 +54,34 @@ class SparkRun(Run):
         super().__init__(spec)
         self.spark = spark
         self.engine_ready_at: float | None = None
+        self.engine: Engine | None = None
 
     def prepare(self) -> tuple[Engine, TaskContext]:
         engine, ctx = super().prepare()
         ctx.spark = self.spark
+        self.engine = engine
         self.engine_ready_at = time.time()
         return engine, ctx
+
+    def feature_pipeline(self, engine: Engine, ctx: TaskContext) -> None:
+        if not getattr(engine, "saves_output", False):
+            super().feature_pipeline(engine, ctx)
+            return
+        # A recipe's feature pipeline: its loader reads and its data saver writes (transformedDataSetId)
+        data = self.load(engine, ctx, "trainingDataSetId")
+        with self.stage("feature_pipeline"):
+            features = engine.feature_pipeline(ctx, data)
+        with self.stage("write_output"):
+            self.result["output"] = engine.save_output(ctx, features)
+
+    def end(self) -> None:
+        """The engine's end of run (a recipe adapter leaves nothing of its recipe in the worker)."""
+        end_run = getattr(self.engine, "end_run", None)
+        if end_run is not None:
+            try:
+                end_run()
+            except Exception:
+                log.warning("run %s: the engine's end of run failed", self.spec.run_id, exc_info=True)
 
     def rows(self, frame: Any) -> int:
         return rows_of(frame)
@@ -109,6 +131,7 @@ class Worker:
         from .session import build_session, effective_config
 
         started = time.perf_counter()
+        config = _with_datasource(config)
         self.spark = build_session(config)
         self.spark.sparkContext.setLogLevel("WARN")
         self.startup_s = time.perf_counter() - started
@@ -144,6 +167,7 @@ class Worker:
             if is_spark_error(exc):
                 error = translate(exc, run_id=spec.run_id, mlinstance_id=message.get("mlinstance_id"))
                 error.__cause__ = exc
+        run.end()
         record = run.record(error)
         if cancelled:
             record["state"] = "ABORTED"
@@ -170,6 +194,19 @@ class Worker:
             return not self.spark.sparkContext._jsc.sc().isStopped()
         except Exception:
             return False
+
+
+def _with_datasource(config: SparkConfig) -> SparkConfig:
+    """`config` with the platform data source's jar on the classpath (compiled once, cached); a
+    machine without a JDK runs without it, and a recipe that reads through it is told why."""
+    from .datasource import DatasourceUnavailable, ensure_jar, jar_conf
+
+    try:
+        jar = ensure_jar()
+    except DatasourceUnavailable as exc:
+        log.warning("%s", exc.detail)
+        return config
+    return config.model_copy(update={"conf": jar_conf(config.conf, jar)})
 
 
 def _reader(sock_file: Any, jobs: queue.Queue) -> None:
