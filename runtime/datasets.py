@@ -354,45 +354,39 @@ def _flatten_structs(table: Any) -> Any:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON lines (or one JSON array of records) with JSON's own types: strings stay strings
+    (dates included: recipes parse them themselves, as on the platform), `_`-prefixed objects
+    become dotted columns in the order their fields appear."""
     import pandas as pd
 
+    records: list[dict[str, Any]] = []
     try:
-        # Dates stay as written (strings): recipes parse them themselves, as on the platform.
-        frame = pd.read_json(path, lines=True, convert_dates=False)
-    except ValueError as exc:
-        try:   # a .json file may hold one JSON array of records instead
-            frame = pd.read_json(path, orient="records", convert_dates=False)
-        except ValueError:
-            raise unreadable(path, "JSON lines", exc) from None
-    return _flatten_objects(frame)
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(1)
+            while head and head.isspace():
+                head = fh.read(1)
+            fh.seek(0)
+            items = json.load(fh) if head == "[" else (json.loads(line) for line in fh if line.strip())
+            for number, item in enumerate(items, 1):
+                if not isinstance(item, dict):
+                    raise ValueError(f"line {number} is a {type(item).__name__}, not an object")
+                records.append(_flat_record(item))
+    except (OSError, ValueError) as exc:
+        raise unreadable(path, "JSON lines", exc) from None   # its message may quote the file
+    return pd.DataFrame(records)
 
 
-def _flatten_objects(frame: pd.DataFrame) -> pd.DataFrame:
-    """`_`-prefixed columns holding JSON objects expanded to dotted columns, recursively."""
-    import pandas as pd
-
-    nested = [c for c in frame.columns if isinstance(c, str) and c.startswith("_")
-              and frame[c].dtype == object and _first_value_is_dict(frame[c])]
-    if not nested:
-        return frame
-    pieces = []
-    for column in frame.columns:
-        if column in nested:
-            records = [v if isinstance(v, dict) else {} for v in frame[column].tolist()]
-            inner = pd.json_normalize(records, sep=".")
-            inner.index = frame.index
-            inner.columns = [f"{column}.{c}" for c in inner.columns]
-            pieces.append(inner)
+def _flat_record(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    if not prefix and not any(isinstance(v, dict) and k.startswith("_") for k, v in record.items()):
+        return record
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and (prefix or key.startswith("_")):
+            out.update(_flat_record(value, name + "."))
         else:
-            pieces.append(frame[[column]])
-    return pd.concat(pieces, axis=1)
-
-
-def _first_value_is_dict(series: Any) -> bool:
-    for value in series.head(100).tolist():
-        if value is not None and not (isinstance(value, float) and value != value):
-            return isinstance(value, dict)
-    return False
+            out[name] = value
+    return out
 
 
 # --- writing -------------------------------------------------------------------------------------

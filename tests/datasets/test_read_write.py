@@ -156,7 +156,7 @@ def test_json_array_files_and_bad_json_lines(tmp_path):
     back = read_dataset(ref(tmp_path / "array.json"))
     assert list(back.columns) == ["a", "_t.b"] and back["a"].tolist() == [1, 2]
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n[1, 2]\n')
-    with pytest.raises(ConfigError, match="record 2 is a list"):
+    with pytest.raises(ConfigError, match="ValueError at line 2"):
         read_dataset(ref(tmp_path / "bad.jsonl"))
     (tmp_path / "broken.jsonl").write_text('{"a": 1\n')
     with pytest.raises(ConfigError, match="Cannot read JSON lines data set"):
