@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-archive-entries", type=int, metavar="N",
                        help="most entries in an uploaded archive (default: "
                             "$MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 20000)")
+    serve.add_argument("--max-unpacked-mb", type=float, metavar="MB",
+                       help="largest unpacked size of an uploaded archive (recipe or model) "
+                            "(default: $MLRUNTIME_MAX_UNPACKED_MB, else 1024)")
+    serve.add_argument("--max-archive-entries", type=int, metavar="N",
+                       help="most entries in an uploaded archive (default: "
+                            "$MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 20000)")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
     serve.add_argument("--run-backend", metavar="NAME",
