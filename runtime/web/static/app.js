@@ -310,8 +310,8 @@
       else await runsView();
       document.title = (path.startsWith("/runs/") ? "Run " + short(path.slice(6)) : path === "/compare" ? "Compare" : "Runs") + " · MLInstance Runtime";
     } catch (err) {
-      if (err instanceof AuthNeeded) { askToken(); return; }
-      view.innerHTML = `<p class="error">${esc(err.message)}</p>`;
+      if (err instanceof AuthNeeded) askToken();
+      else view.innerHTML = `<p class="error">${esc(err.message)}</p>`;
     }
     window.__ready = true;
   }
