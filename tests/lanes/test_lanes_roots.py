@@ -188,3 +188,38 @@ def test_every_key_the_worker_reads_or_writes_is_checked() -> None:
     from runtime import worker
 
     assert set(worker.DATA_SET_KEYS) <= set(DATA_SET_KEYS)
+
+
+def _add_dataset(home: Path, sandbox: str, dataset_id: str, path: Path, *extra: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "runtime.cli.main", "datasets", "add", dataset_id,
+                           str(path), "--home", str(home), "--org", ORG, "--sandbox", sandbox,
+                           *extra], cwd=REPO, env=server_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_catalog_entries_are_checked_through_the_file_they_name(lanes: dict) -> None:
+    server, root, outside = lanes["server"], lanes["root"], lanes["outside"]
+    sandbox = new_sandbox()
+    # Registered from a CLI without roots (the CLI only applies configured ones).
+    _add_dataset(server.home, sandbox, "mine", root / "train.csv")
+    _add_dataset(server.home, sandbox, "private", outside / "private.csv")
+    _add_dataset(server.home, sandbox, "sneaky", root / "escape.csv")
+    with client(server, sandbox, token=ROOT) as c:
+        engine_id = _engine(c)
+        for dataset_id in ("private", "sneaky"):
+            refused = c.post("/mlInstances", json=instance_body(engine_id,
+                                                                trainingDataSetId=dataset_id))
+            assert refused.status_code == 403, refused.text
+            assert f"trainingDataSetId '{dataset_id}'" in refused.json()["detail"]
+            assert str(root) in refused.json()["detail"]
+        status, _ = _run(c, engine_id, trainingDataSetId="mine")
+        assert status["status"]["tasks"][0]["state"] == "DONE", status
+        # The entry re-pointed outside after the MLInstance was written: the run is refused.
+        _add_dataset(server.home, sandbox, "mine", outside / "private.csv", "--replace")
+        instance = c.get("/mlInstances").json()["children"][0]
+        exp = c.post("/experiments", json={"name": "y", "mlInstanceId": instance["id"]}).json()
+        run = c.post(f"/experiments/{exp['id']}/runs", json={"mode": "train"}).json()
+        task = wait_run(c, exp["id"], run["id"])["status"]["tasks"][0]
+        assert task["state"] == "FAILED" and "trainingDataSetId 'mine'" in task["message"]
+        assert not (server.home / "runs" / run["id"] / "worker.log").exists()
