@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 from typing import Any, Iterable, Mapping, Optional, TextIO
 
@@ -115,15 +116,21 @@ _active: Optional[Redactor] = None
 
 
 def install(redactor: Redactor) -> Redactor:
-    """Scrub this process's stdout and stderr from now on (call before logging is configured, so
-    that its handlers write through the scrubbing streams)."""
+    """Scrub this process's stdout and stderr, and the logging handlers writing to them, from now
+    on. Installing again (a pooled worker's next run) replaces the secrets; an empty Redactor
+    leaves the streams as they are."""
     global _active
     _active = redactor
-    if redactor:
-        if not isinstance(sys.stdout, RedactingStream):
-            sys.stdout = RedactingStream(sys.stdout, redactor)
-        if not isinstance(sys.stderr, RedactingStream):
-            sys.stderr = RedactingStream(sys.stderr, redactor)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, RedactingStream):
+            stream._redactor = redactor
+        elif redactor:
+            wrapped = RedactingStream(stream, redactor)
+            setattr(sys, name, wrapped)
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+                    handler.setStream(wrapped)
     return redactor
 
 

@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import redaction
 from ..backends import WorkerSpec
 from ..errors import ConfigError, MLRuntimeError
 from ..worker import EngineExit, Run, _summary, _write_result
@@ -140,6 +141,9 @@ class Worker:
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         """One run, start to result.json; never raises (but a cancel may interrupt it)."""
         spec = WorkerSpec.read(Path(message["spec"]))
+        # This run's secrets masked in what it prints and in result.json (runtime.redaction).
+        redaction.install(redaction.Redactor(redaction.secret_values(spec.values,
+                                                                     spec.secret_keys)))
         started = time.perf_counter()
         # A session of its own per run (temp views, SQL settings), on the shared context.
         new_session_start = time.perf_counter()

@@ -123,3 +123,23 @@ def test_the_redactor_masks_json_escaped_and_short_values() -> None:
     assert redactor.text(json.dumps({"e": 'oops p"w\\d'})) == json.dumps({"e": f"oops {MASK}"})
     assert redactor.text("xy 12345") == f"xy {MASK}"   # under 3 characters is not masked
     assert redactor.document({"k": ["12345"]}) == {"k": [MASK]}
+
+
+def test_a_pooled_worker_masks_each_runs_own_secrets() -> None:
+    """The Spark worker serves run after run in one process: installing a run's redactor replaces
+    the last run's, in the streams and in the logging handler that writes to them."""
+    script = (
+        "import logging, sys\n"
+        "from runtime import redaction\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s')\n"
+        "redaction.install(redaction.Redactor(['first-secret']))\n"
+        "print('p first-secret'); logging.info('l first-secret')\n"
+        "redaction.install(redaction.Redactor(['second-secret']))\n"
+        "print('p second-secret first-secret'); logging.info('l second-secret')\n"
+        "print('e second-secret', file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["p ********", "l ********",
+                                        "p ******** first-secret", "l ********"]
+    assert done.stderr.strip() == "e ********"
