@@ -30,7 +30,7 @@ from .errors import BadRequest
 
 __all__ = ["ArtifactInfo", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS", "inspect_recipe",
            "load_recipe_info", "safe_extract", "store_artifact", "tree_digest", "file_digest",
-           "recipes_dir", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
+           "recipes_dir", "home_root", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
 
 RECIPE_KINDS = ("python-functions", "python-classes", "pyspark")
 MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
@@ -94,6 +94,11 @@ class ArtifactInfo:
 
 def recipes_dir(home_root: Path) -> Path:
     return Path(home_root) / "recipes"
+
+
+def home_root(home: Any) -> Path:
+    """A runtime home's root folder, from a path or a `runtime.home.Home`."""
+    return Path(home) if isinstance(home, (str, os.PathLike)) else Path(home.root)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +324,11 @@ def _extract_tar(opener: Any, dest: Path, budget: _Budget) -> None:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(member.linkname, target)
                 elif member.islnk():
-                    linked = _checked_name(member.linkname)
+                    try:
+                        linked = _checked_name(member.linkname)
+                    except InvalidArtifact as exc:
+                        raise InvalidArtifact(f"Refused archive entry {member.name!r}: a hard link "
+                                              f"pointing outside the archive: {exc.detail}") from None
                     source = dest / linked
                     _lands_inside(dest, source, member.name)
                     if not source.is_file() or source.is_symlink():
@@ -414,7 +423,7 @@ def store_artifact(data_or_path: bytes | str | Path, filename: Optional[str], ho
     `data_or_path` is the uploaded bytes, or a local archive file or folder (a `file://` URI too).
     `home` is the runtime home's root folder (or a `Home`). A second store of the same content
     returns the first one's record without unpacking again."""
-    root = Path(getattr(home, "root", home))
+    root = home_root(home)
     store = recipes_dir(root)
     store.mkdir(parents=True, exist_ok=True)
     if isinstance(data_or_path, (bytes, bytearray)):

@@ -112,6 +112,7 @@ class TaskContext:
     progress: ProgressFactory = NullProgress
     artifact_dir: Path = field(default_factory=Path.cwd)
     spark: Any = None
+    model_digest: str | None = None   # score: the digest recorded when the runtime wrote the model
 
     def __post_init__(self) -> None:
         self.task = canonical_task(self.task)
@@ -218,7 +219,12 @@ def installed_engines() -> dict[str, metadata.EntryPoint]:
 
 def load_engine(name_or_path: str) -> type[Engine]:
     """The engine class for an entry-point name (`retail-sales`) or an import path
-    (`package.module:ClassName`). Unknown names raise EngineNotFound listing what is installed."""
+    (`package.module:ClassName`), or the adapter of a stored recipe (`recipe:<kind>:<folder>`).
+    Unknown names raise EngineNotFound listing what is installed."""
+    if name_or_path.startswith("recipe:"):
+        from .recipes import load_recipe_engine
+
+        return load_recipe_engine(name_or_path)
     engines = installed_engines()
     if name_or_path in engines:
         try:
@@ -236,7 +242,8 @@ def load_engine(name_or_path: str) -> type[Engine]:
         for part in attr.split("."):
             cls = getattr(cls, part, None)
             if cls is None:
-                raise EngineNotFound(f"Module {module_name!r} has no engine class {attr!r}")
+                raise EngineNotFound(f"Module {module_name!r} has no engine class {attr!r} "
+                                     f"(engine {name_or_path!r})")
         return _checked(cls, name_or_path)
     listed = ", ".join(sorted(engines)) or "none"
     raise EngineNotFound(f"Unknown engine {name_or_path!r}; installed engines: {listed}. "

@@ -260,6 +260,10 @@ class RunExecutor:
             from .recipes.runs import default_env_manager, engine_extra_pip
 
             env_manager = env_manager or self.env_manager or default_env_manager()
+            if model is not None:   # refused before anything starts, not only by the worker
+                from .recipes.runs import check_recipe_model
+
+                check_recipe_model(model)
             extra_pip = (*engine_extra_pip(engine_doc), *(extra_pip or ()))
         return Prepared(mode=mode, engine_ref=engine_ref, engine_doc=engine_doc, instance=instance,
                         experiment=experiment, resolved=resolved, plan=plan, model=model,

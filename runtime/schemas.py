@@ -350,7 +350,7 @@ EXPERIMENT_RUN = _kind(name="experimentRun", title="Experiment run", collection=
 MODEL = _kind(name="model", title="Model", collection="models", schema=ModelIn,
               columns=("experimentRunId", "experimentId"), detail_fields=frozenset({"tags"}),
               parent=("experimentRunId", "experimentRun"),
-              kept_on_put=("modelArtifactUri", "experimentId"))
+              kept_on_put=("modelArtifactUri", "experimentId", "modelArtifactDigest"))
 INSIGHT = _kind(name="insight", title="Insight", collection="insights", schema=InsightIn,
                 columns=(), has_creator=False)
 MLSERVICE = _kind(name="mlService", title="MLService", collection="mlServices",

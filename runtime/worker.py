@@ -72,7 +72,7 @@ class Run:
             task=spec.mode, params=params, device=spec.device, threads=spec.threads, logger=logger,
             log_metric=self.log_metric,
             progress=lambda total, desc: SeriesProgress(total, desc, self.series),
-            artifact_dir=self.run_dir)
+            artifact_dir=self.run_dir, model_digest=spec.model_digest)
         self.sync_torch()
         return engine_cls(), ctx
 
@@ -144,6 +144,8 @@ class Run:
         with self.stage("save_model"):
             engine.save_model(ctx, model, model_dir)
         self.result["model_dir"] = str(model_dir)
+        if getattr(engine, "model_digest", None):   # recipes: what the score run must find again
+            self.result["model_digest"] = engine.model_digest
         with self.stage("evaluate"):
             metrics = engine.evaluate(ctx, model, data if _scores_raw(engine) else features)
         for metric in metrics or []:
@@ -165,6 +167,11 @@ class Run:
                 data = engine.feature_pipeline(ctx, data)
         with self.stage("score"):
             predictions = engine.score(ctx, model, data)
+        if getattr(engine, "saves_output", False):   # a recipe's own data saver writes it
+            with self.stage("write_output"):
+                self.result["output"] = engine.save_output(ctx, predictions)
+            self.result["rows"] = self.rows(predictions)
+            return
         target = _output_path(self.spec.values.get("scoringResultsDataSetId"),
                               self.run_dir / DEFAULT_SCORES_FILE)
         self.write(predictions, target)
@@ -173,6 +180,9 @@ class Run:
 
     def load(self, engine: Engine, ctx: TaskContext, key: str) -> pd.DataFrame:
         value = self.spec.values.get(key)
+        if not value and getattr(engine, "loads_data_sets", False):   # a recipe reads its own
+            with self.stage("load_data"):
+                return engine.load_data(ctx, "")
         if not value:
             raise ConfigError(f"The {self.spec.mode} task needs {key} (a registered data set id, or "
                               "a .parquet, .csv or .jsonl path); none was given")
@@ -187,10 +197,12 @@ class Run:
 
     # Hooks for frames that are not pandas (a pyspark run counts and describes Spark DataFrames).
 
-    def rows(self, frame: Any) -> int:
-        return len(frame)
+    def rows(self, frame: Any) -> int | None:
+        return None if frame is None else len(frame)
 
     def describe(self, frame: Any) -> str:
+        if frame is None:   # a class-based recipe reads its data itself
+            return "read by the recipe"
         return f"{len(frame)} rows, {len(frame.columns)} columns"
 
     def write(self, frame: pd.DataFrame, target: Path) -> None:

@@ -48,6 +48,7 @@ class WorkerSpec(BaseModel):
     threads: int = 1
     run_dir: Path
     model_dir: Path | None = None   # score: the trained model's folder
+    model_digest: str | None = None   # score, recipes: the model's digest recorded at training
     seed: int | None = None
     resources: ResourceRequest = Field(default_factory=ResourceRequest)   # what the task asked for
     mlinstance_id: str | None = None   # for error messages that name the MLInstance

@@ -33,14 +33,34 @@ def _show(doc: dict[str, Any], kind: Kind, as_json: bool) -> None:
         print(f"{key.ljust(width)}  {shown}")
 
 
+def _with_artifact(body: Any, args: argparse.Namespace) -> tuple[Any, dict[str, bytes]]:
+    """The Engine body and its uploads for `--artifact PATH`: a folder becomes the image location
+    (stored by content at registration), a file is sent as the defaultArtifact upload is."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    path = getattr(args, "artifact", None)
+    if not path:
+        return body, {}
+    artifact = Path(path).expanduser()
+    if not artifact.exists():
+        raise ConfigError(f"--artifact {path}: no such file or folder")
+    if isinstance(body, dict) and artifact.is_dir():
+        image = body.setdefault("artifacts", {}).setdefault("default", {}).setdefault("image", {})
+        image["location"] = str(artifact.resolve())
+        return body, {}
+    return body, {"defaultArtifact": artifact.read_bytes()}
+
+
 def main(args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     try:
         if args.action == "create":
-            doc = registry.create_engine(caller, load_document(args.file)) if kind.name == "engine" \
-                else registry.create(kind, caller, load_document(args.file))
+            doc = registry.create_engine(caller, *_with_artifact(load_document(args.file), args)) \
+                if kind.name == "engine" else registry.create(kind, caller, load_document(args.file))
             _show(doc, kind, args.json) if args.json else print(f"Created {kind.title} {doc['id']}")
         elif args.action == "list":
             query = parse_list_query(kind, {k: v for k, v in (
@@ -59,7 +79,10 @@ def main(args: argparse.Namespace) -> int:
         elif args.action == "get":
             _show(registry.get(kind, caller, args.id), kind, args.json)
         elif args.action == "update":
-            doc = registry.replace(kind, caller, args.id, load_document(args.file))
+            doc = registry.replace_engine(caller, args.id,
+                                          *_with_artifact(load_document(args.file), args)) \
+                if kind.name == "engine" else registry.replace(kind, caller, args.id,
+                                                               load_document(args.file))
             _show(doc, kind, args.json) if args.json else print(f"Updated {kind.title} {doc['id']}")
         elif args.action == "delete":
             bulk_value = getattr(args, "bulk_value", None)

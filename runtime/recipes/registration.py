@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from ..artifacts import ArtifactInfo, InvalidArtifact, load_recipe_info, recipes_dir, store_artifact
+from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
+                         store_artifact)
 from . import reference
 
 SERVER_KEYS = ("sha256", "recipeKind", "artifactVersion")
@@ -95,7 +96,7 @@ def recipe_reference_for(engine_doc: dict[str, Any], home: Any) -> Optional[str]
     sha = image.get("sha256")
     if not sha:
         return None
-    folder = recipes_dir(Path(getattr(home, "root", home))) / sha
+    folder = recipes_dir(home_root(home)) / sha
     if not (folder / "recipe.json").is_file():
         from ..errors import ConfigError
 

@@ -56,6 +56,8 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
     for --env-manager local (the runtime's own interpreter)."""
     if env_manager == "local":
         return None
+    if info.kind == "pyspark" and not info.requirements and not extra_pip:
+        return None     # the runtime's own interpreter has pyspark; an env would have to bring it
     from ..envs import ensure_env
 
     env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
@@ -71,3 +73,15 @@ def engine_extra_pip(engine_doc: dict[str, Any]) -> list[str]:
     if isinstance(raw, str):
         raw = raw.split(",")
     return [str(r).strip() for r in raw if str(r).strip()]
+
+
+def check_recipe_model(model: dict[str, Any]) -> None:
+    """A recipe scores only with a Model this runtime trained (and recorded a digest for)."""
+    if not model.get("modelArtifactDigest"):
+        from .base import ModelRefused
+
+        raise ModelRefused(
+            f"Model {model.get('id')} ({model.get('name')}) has no digest recorded by this runtime "
+            "(uploaded through POST /models, or trained by another engine): a recipe's model is "
+            "pickled Python, and this runtime loads only models it trained itself. Train the "
+            "recipe here to score with it")
