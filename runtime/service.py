@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from .data_roots import DataRoots, data_roots_for
+from .data_roots import DataRoots, data_roots_for, local_path
 from .errors import BadRequest, Conflict, NotFound, ValidationFailed
 from .home import Home
 from .listing import ListQuery
@@ -117,6 +117,12 @@ def _validation_detail(kind: Kind, exc: ValidationError) -> str:
     return f"Invalid {kind.title}: " + "; ".join(problems)
 
 
+def _names_a_path(location: str) -> bool:
+    return location.startswith(("file:", "/", "./", "../", "~")) or "://" in location or \
+        location.endswith((".zip", ".tar.gz", ".tgz", ".tar", ".egg", ".whl")) or \
+        Path(location).exists()
+
+
 def _is_archive(data: bytes) -> bool:
     """A zip (egg, wheel) or a tar archive, compressed or not."""
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
@@ -212,6 +218,22 @@ class Registry:
             self.data_roots.check_values(data, catalog=catalog)
         self.data_roots.check_tasks(data.get("tasks"), catalog=catalog)
         self.data_roots.check_tasks((data.get("template") or {}).get("tasks"), catalog=catalog)
+
+    def _check_engine_location(self, data: dict[str, Any]) -> None:
+        """With data roots, an Engine's recipe named by a server path (not uploaded) must lie under
+        them, or in this home's recipe store: a token holder may not import any folder the server
+        can read."""
+        if self.data_roots is None:
+            return
+        image = ((data.get("artifacts") or {}).get("default") or {}).get("image") or {}
+        location = image.get("location")
+        if not isinstance(location, str) or not _names_a_path(location.strip()):
+            return   # an installed plugin or a module:Class
+        local = local_path(location.strip())
+        store = os.path.realpath(self.home.root / "recipes")
+        if local is not None and os.path.realpath(local).startswith(store + os.sep):
+            return
+        self.data_roots.check("artifacts.default.image.location", location.strip())
 
     def check_run_data_sets(self, caller: Caller, values: dict[str, Any]) -> None:
         """Before a run starts: every data set of its resolved values inside the data roots."""
@@ -312,6 +334,7 @@ class Registry:
         from .recipes.registration import apply_engine_artifact
 
         # A recipe is checked and stored (content-addressed, immutable) before anything is written.
+        self._check_engine_location(data)
         apply_engine_artifact(data, stored.pop("defaultArtifact", None), self.home)
         if stored:
             folder = self.home.artifacts / "engines" / engine_id
@@ -333,6 +356,7 @@ class Registry:
         data = self._validate(ENGINE, body)
         old = self._live(ENGINE, caller.scope, id)
         stored = {n: b for n, b in (artifacts or {}).items() if b}
+        self._check_engine_location(data)
         apply_engine_artifact(data, stored.pop("defaultArtifact", None), self.home, previous=old)
         if stored:
             folder = self.home.artifacts / "engines" / id

@@ -166,3 +166,33 @@ def test_a_model_archive_is_unpacked_inside_its_folder_and_served_back(capped: d
             ("modelArtifact", ("weights.bin", b"\x00\x01plain", "application/octet-stream"))])
         assert plain.status_code == 201, plain.text
         assert c.get(f"/models/{plain.json()['id']}/artifact").content == b"\x00\x01plain"
+
+
+def test_a_recipe_named_by_a_server_path_must_lie_under_the_roots(capped: dict) -> None:
+    import shutil
+
+    fixture = Path(__file__).resolve().parents[1] / "recipes" / "fixtures" / "classify_functions"
+    outside = capped["outside"] / "recipe"
+    inside = capped["root"] / "recipe"
+    shutil.copytree(fixture, outside)
+    shutil.copytree(fixture, inside)
+
+    def engine(location: str) -> dict:
+        return {"name": "recipe", "type": "Python",
+                "artifacts": {"default": {"image": {"location": location}}}}
+
+    with client(capped["server"], new_sandbox(), token=ROOT) as c:
+        for location in (str(outside), outside.as_uri(), str(capped["root"] / ".." / "outside" /
+                                                             "recipe")):
+            refused = c.post("/engines", json=engine(location))
+            assert refused.status_code == 403, (location, refused.text)
+            assert "artifacts.default.image.location" in refused.json()["detail"]
+            assert str(capped["root"]) in refused.json()["detail"]
+        created = c.post("/engines", json=engine(str(inside)))
+        assert created.status_code == 201, created.text
+        doc = created.json()
+        # Read back and written again as is: the location is now in the home's recipe store.
+        again = c.put(f"/engines/{doc['id']}", json=doc)
+        assert again.status_code == 200, again.text
+        moved = c.put(f"/engines/{doc['id']}", json=engine(str(outside)))
+        assert moved.status_code == 403
