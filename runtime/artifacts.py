@@ -597,6 +597,10 @@ def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path]
     entry_points = {g: dict(eps) for g, eps in (meta["entry_points"] or {}).items()}
     kind = _kind(entry_points, app, root, marker)
     _check_targets(kind, entry_points, import_root)
+    if kind == "pyspark":   # application.yaml's role classes, read statically (imports nothing)
+        from .recipes.pyspark_app import check_application
+
+        check_application(root, app, import_root)
     name = meta.get("name") or root.name
     return RecipeInfo(
         kind=kind, name=str(name), version=None if meta.get("version") is None else str(meta["version"]),

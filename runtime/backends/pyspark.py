@@ -74,7 +74,10 @@ class PySparkBackend(Backend):
 
         spec_path, log_path = stage_run(spec, log_path)
         log = open(log_path, "ab", buffering=0)
-        handle = PySparkRunHandle(pool=self.pool, config=config, env=dict(plan.env), spec=spec,
+        env = dict(plan.env)
+        if getattr(plan, "python", None):   # a recipe's own environment: driver and executors
+            env["PYSPARK_DRIVER_PYTHON"] = env["PYSPARK_PYTHON"] = str(plan.python)
+        handle = PySparkRunHandle(pool=self.pool, config=config, env=env, spec=spec,
                                   spec_path=spec_path, log=log, log_path=log_path,
                                   sink=LogSink(log, echo), mlinstance_id=mlinstance_id,
                                   grace_s=self.grace_s)

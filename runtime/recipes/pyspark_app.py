@@ -164,7 +164,10 @@ def check_application(root: Path, application: Path, import_root: Path) -> None:
     """Refuse (InvalidArtifact, a 400) a PySpark recipe whose application.yaml names a role class
     that is not in the artifact, or that visibly does not subclass the role's sdk base. A base
     that comes from elsewhere cannot be judged here; the run checks it."""
-    app = read_application(Path(root) / application if not Path(application).is_absolute() else application)
+    path = Path(application)
+    if not path.is_file():      # relative to the project folder
+        path = Path(root) / application
+    app = read_application(path)
     roles = _roles_of(app)
     if not roles:
         raise InvalidArtifact(f"application.yaml names no role; expected some of {', '.join(ROLES)}")

@@ -76,7 +76,8 @@ class PoolWorker:
         full_env.setdefault("PYSPARK_PYTHON", sys.executable)  # UDF workers: this interpreter
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runtime.spark.worker", "--fd", str(theirs.fileno())],
+                [full_env.get("PYSPARK_DRIVER_PYTHON") or sys.executable, "-m", "runtime.spark.worker",
+                 "--fd", str(theirs.fileno())],
                 env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, pass_fds=(theirs.fileno(),), start_new_session=True)
         except OSError as exc:
