@@ -20,6 +20,7 @@ one day) so that second and later runs cost no index round trip; after that, or 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -318,23 +319,16 @@ class _Builder:
         return lines, self._recipe_line_name(lines)
 
     def _resolve_pip(self, venv: Path) -> tuple[list[str], str | None]:
-        self._say(f"resolving {len(self.requested)} requirements (profile {self.profile.name} "
-                  f"v{self.profile.version}) for Python {self.python.version} with pip")
-        with tempfile.TemporaryDirectory(prefix="resolve-", dir=self._tmp_root()) as tmp:
-            req_in = Path(tmp, IN_FILE)
-            req_in.write_text("\n".join(self._input_lines()) + "\n")
-            report = Path(tmp, "report.json")
-            self._run([str(_env_python(venv)), "-m", "pip", "install", "--dry-run",
-                       "--ignore-installed", "--quiet", "--report", str(report), "-r", str(req_in)],
-                      step="resolve")
-            doc = json.loads(report.read_text())
-        lines = []
-        for item in doc.get("install", []):
-            name, version = item["metadata"]["name"], item["metadata"]["version"]
-            url = (item.get("download_info") or {}).get("url", "")
-            lines.append(f"{_canonical(name)} @ {url}" if item.get("is_direct") else
-                         f"{_canonical(name)}=={version}")
-        lines.sort()
+        """pip has no resolver without an install: install into the staging venv, then read
+        what it installed (that is the resolution; the build then only checks it)."""
+        self._say(f"resolving and installing {len(self.requested)} requirements (profile "
+                  f"{self.profile.name} v{self.profile.version}) for Python "
+                  f"{self.python.version} with pip")
+        req_in = venv / IN_FILE
+        req_in.write_text("\n".join(self._input_lines()) + "\n")
+        self._run([*self._pip(venv), "install", "--quiet", "-r", str(req_in)],
+                  step="resolve")
+        lines = _installed(_env_python(venv))
         return lines, self._recipe_line_name(lines)
 
     def _recipe_line_name(self, lines: list[str]) -> str | None:
@@ -373,6 +367,7 @@ class _Builder:
         if final.exists():    # a folder without its metadata: a build that was cut short
             shutil.rmtree(final, ignore_errors=True)
         tmp = self._staging_dir(key)
+        origins = [tmp] if venv is None else [venv, tmp]   # where scripts may point
         started = time.monotonic()
         try:
             if venv is None:
@@ -390,16 +385,14 @@ class _Builder:
                 self._run([self.uv, "pip", "sync", str(lock_file), "--python", str(python),
                            "--link-mode", "hardlink", "--no-python-downloads", "--quiet"],
                           step="install")
-            else:
-                self._run([str(python), "-m", "pip", "install", "--no-deps", "--quiet",
-                           "-r", str(lock_file)], step="install")
+            # (pip: installed while resolving)
             site = _site_packages(python)
             if self.recipe is not None and self.recipe.kind in ("egg", "dist-info"):
                 _copy_unpacked(self.recipe, site, self._say)
             _write_pth(tmp, site)
             self._check(python, recipe_name)
-            freeze = self._run([self.uv, "pip", "freeze", "--python", str(python)] if self.tool == "uv"
-                               else [str(python), "-m", "pip", "freeze", "--all"], step="freeze")
+            freeze = (self._run([self.uv, "pip", "freeze", "--python", str(python)], step="freeze")
+                      if self.tool == "uv" else "\n".join(_installed(python, seeds=True)) + "\n")
             (tmp / FREEZE_FILE).write_text(freeze)
             meta = {"key": key, "profile": self.profile.name, "profile_version": self.profile.version,
                     "python": str(self.python.path), "python_version": self.python.version,
@@ -416,7 +409,7 @@ class _Builder:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _relink_scripts(final, tmp)
+        _relink_scripts(final, origins)
         self._say(f"environment {key} ready: {final}")
         return EnvInfo(python=_env_python(final), key=key, path=final, cached=False, tool=self.tool)
 
@@ -424,7 +417,7 @@ class _Builder:
         if self.tool == "uv":
             self._run([self.uv, "pip", "check", "--python", str(python)], step="check")
         else:
-            self._run([str(python), "-m", "pip", "check"], step="check")
+            self._run([*self._pip(python.parent.parent), "check"], step="check")
         # The worker must start, and every entry point of the recipe must import, in isolation.
         self._run([str(python), "-I", "-c", _CHECK_SCRIPT, recipe_name or ""], step="import check",
                   cwd=self.root)
@@ -432,7 +425,16 @@ class _Builder:
     # --- helpers ------------------------------------------------------------------------------
 
     def _make_venv_pip(self, target: Path) -> None:
-        self._run([str(self.python.path), "-m", "venv", str(target)], step="venv")
+        # Seeding pip into every environment (ensurepip) is most of a venv's cost: when this
+        # process has a pip, that pip installs into the environment (`pip --python`) instead.
+        self._host_pip = _host_pip()
+        self._run([str(self.python.path), "-m", "venv", str(target),
+                   *(["--without-pip"] if self._host_pip else [])], step="venv")
+
+    def _pip(self, env: Path) -> list[str]:
+        if getattr(self, "_host_pip", None):
+            return [sys.executable, "-m", "pip", "--python", str(_env_python(env))]
+        return [str(_env_python(env)), "-m", "pip"]
 
     def _tmp_root(self) -> Path:
         path = self.root / ".tmp"
@@ -590,7 +592,9 @@ def _choose_python(recipe: RecipeSource | None, uv: str | None) -> _Python:
         "worker runs in the environment) and run again", needed=spec_text, build_log="")
 
 
-def _host_pythons(uv: str | None) -> list[tuple[str, Path]]:
+@functools.lru_cache(maxsize=4)
+def _host_pythons(uv: str | None) -> tuple[tuple[str, Path], ...]:
+    """The CPython interpreters uv finds on this host (asking each one: slow, so asked once)."""
     found: list[tuple[str, Path]] = []
     if uv:
         try:
@@ -606,7 +610,7 @@ def _host_pythons(uv: str | None) -> list[tuple[str, Path]]:
         exe = shutil.which(f"python3.{minor}")
         if exe:
             found.append((f"3.{minor}", Path(exe)))
-    return found
+    return tuple(found)
 
 
 def _describe_pythons(own: _Python, uv: str | None) -> str:
@@ -636,6 +640,43 @@ def _choose_tool(tool: str | None) -> tuple[str, str | None]:
 
 def _env_python(env: Path) -> Path:
     return env / "bin" / "python"
+
+
+_INSTALLED_SCRIPT = r"""
+import json, sys, importlib.metadata as md
+out = []
+for dist in md.distributions():
+    name = dist.metadata["Name"]
+    url = None
+    direct = dist.read_text("direct_url.json")
+    if direct:
+        url = json.loads(direct).get("url")
+    out.append([name, dist.version, url])
+print(json.dumps(out))
+"""
+_VENV_SEEDS = {"pip", "setuptools", "wheel"}
+
+
+def _installed(python: Path, *, seeds: bool = False) -> list[str]:
+    """What is installed in an environment, as sorted pins (`name==version`, `name @ url` for
+    direct references): pip freeze's format, read with importlib.metadata in one start."""
+    out = subprocess.run([str(python), "-I", "-c", _INSTALLED_SCRIPT], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    lines = set()
+    for name, version, url in json.loads(out):
+        if not seeds and _canonical(name) in _VENV_SEEDS:
+            continue
+        lines.add(f"{_canonical(name)} @ {url}" if url else f"{_canonical(name)}=={version}")
+    return sorted(lines)
+
+
+def _host_pip() -> bool:
+    """Whether this interpreter has a pip that can install into another one (pip >= 22.3)."""
+    try:
+        from importlib.metadata import version
+        return _version_tuple(version("pip")) >= (22, 3)
+    except Exception:   # no pip, or unreadable metadata
+        return False
 
 
 def _site_packages(python: Path) -> Path:
@@ -688,22 +729,24 @@ def _egg_name(path: Path) -> str | None:
     return _canonical(stem) if stem else None
 
 
-def _relink_scripts(final: Path, tmp: Path) -> None:
+def _relink_scripts(final: Path, origins: list[Path]) -> None:
     """venv + pip write absolute paths into bin/ scripts: point them at the final folder (uv's
     relocatable environments have none)."""
-    old, new = str(tmp).encode(), str(final).encode()
-    for script in (final / "bin").iterdir():
-        if script.is_symlink() or not script.is_file():
-            continue
+    new = str(final).encode()
+    files = [p for p in (final / "bin").iterdir() if p.is_file() and not p.is_symlink()]
+    files.append(final / "pyvenv.cfg")
+    for path in files:
         try:
-            data = script.read_bytes()
+            data = path.read_bytes()
         except OSError:
             continue
-        if old in data and b"\0" not in data[:1024]:
-            script.write_bytes(data.replace(old, new))
-    cfg = final / "pyvenv.cfg"
-    if cfg.is_file():
-        cfg.write_bytes(cfg.read_bytes().replace(old, new))
+        if b"\0" in data[:1024]:
+            continue
+        changed = data
+        for origin in origins:
+            changed = changed.replace(str(origin).encode(), new)
+        if changed != data:
+            path.write_bytes(changed)
 
 
 def _is_ready(path: Path) -> bool:
