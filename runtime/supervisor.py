@@ -540,6 +540,7 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
     sup = executor.supervisor
     result = Reconciliation()
     rows = {row["run_id"]: row for row in store.ledger_rows()}
+    runs_dir = str(registry.home.runs)
     to_fail: list[tuple[Scope, str, str]] = []
     to_record: list[tuple[Scope, str]] = []
     to_adopt: list[tuple[Scope, str, dict[str, Any]]] = []
@@ -554,14 +555,14 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
             result.left.append(run_id)
             continue
         gone = _cli_gone(owner.get("pid")) if owner.get("kind") == "cli" else SERVER_GONE
-        run_dir = registry.home.runs / run_id
+        has_result = os.path.isfile(os.path.join(runs_dir, run_id, RESULT_FILE))
         worker = (row or {}).get("worker") or {}
         if row is not None and row["phase"] == "running":
             if not worker.get("pid") and row.get("spec"):
                 worker = find_worker(Path(row["spec"])) or worker
             if worker.get("pid") and same_process_alive(worker["pid"], worker.get("start")):
                 to_adopt.append((scope, run_id, worker))
-            elif (run_dir / RESULT_FILE).is_file():
+            elif has_result:
                 to_record.append((scope, run_id))
             elif worker.get("job", {}).get("name") == "ray":
                 # Its artifacts come back only to the process that waited on the job: stop it.
@@ -570,7 +571,7 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
             else:
                 to_fail.append((scope, run_id, gone))
         elif state is RunStatus.RUNNING:
-            if (run_dir / RESULT_FILE).is_file():
+            if has_result:
                 to_record.append((scope, run_id))
             else:
                 to_fail.append((scope, run_id, gone if row else
@@ -585,7 +586,8 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
         with store.transaction():   # one write for all: a thousand stale runs in milliseconds
             for scope, run_id, reason in to_fail:
                 try:
-                    registry.transition_run(scope, run_id, RunStatus.FAILED, message=reason)
+                    registry.transition_run(scope, run_id, RunStatus.FAILED, message=reason,
+                                            scrub=False)
                 except (Conflict, NotFound):
                     continue
                 result.failed.append(run_id)

@@ -24,6 +24,17 @@ def _open(args: argparse.Namespace) -> tuple[Registry, Caller]:
             Caller.local(org=args.org, sandbox=args.sandbox))
 
 
+def _run_id(registry: Registry, caller: Caller, text: str) -> str:
+    """A run id; `latest` names the sandbox's newest run."""
+    if text != "latest":
+        return text
+    page = registry.list(EXPERIMENT_RUN, caller, ListQuery(
+        filters=(Filter("deleted", "==", False, "bool"),), order=(("created", True),), limit=1))
+    if not page.children:
+        raise NotFound(f"There are no runs in sandbox {caller.scope.sandbox!r} yet")
+    return page.children[0]["id"]
+
+
 def _status(registry: Registry, caller: Caller, run_id: str) -> dict[str, Any]:
     status = registry.store.get_run_status(caller.scope, run_id)
     if status is None:
@@ -91,6 +102,7 @@ def _list(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
 def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
     from ..supervisor import describe_owner
 
+    args.run = _run_id(registry, caller, args.run)
     run = registry.get(EXPERIMENT_RUN, caller, args.run)
     task = _status(registry, caller, args.run)
     runtime = run.get("runtime") or {}
@@ -117,7 +129,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
              f"  ended:     {task.get('ended', '-')}"
              + (f"  ({took:.1f} s)" if took is not None else "")]
     for stage, secs in (result.get("durations_s") or {}).items():
-        lines.append(f"    {stage + ':':16}{secs:.2f} s")
+        lines.append(f"    {stage + ':':18}{secs:.2f} s")
     if result.get("metrics"):
         lines.append("  metrics:   " + ", ".join(f"{m['name']} {float(m['value']):.4g}"
                                                   for m in result["metrics"]))
@@ -150,6 +162,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
 def logs_main(args: argparse.Namespace) -> int:
     registry, caller = _open(args)
     try:
+        args.run = _run_id(registry, caller, args.run)
         registry.get(EXPERIMENT_RUN, caller, args.run)
         path = registry.home.runs / args.run / "worker.log"
         offset = 0
@@ -182,6 +195,7 @@ def cancel_main(args: argparse.Namespace) -> int:
 
     registry, caller = _open(args)
     try:
+        args.run = _run_id(registry, caller, args.run)
         run = registry.get(EXPERIMENT_RUN, caller, args.run)
         job = run.get("backend") or {}
         if registry.store.ledger_get(args.run) is None and job.get("name") == "ray":

@@ -90,12 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-archive-entries", type=int, metavar="N",
                        help="most entries in an uploaded archive (default: "
                             "$MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 20000)")
-    serve.add_argument("--max-unpacked-mb", type=float, metavar="MB",
-                       help="largest unpacked size of an uploaded archive (recipe or model) "
-                            "(default: $MLRUNTIME_MAX_UNPACKED_MB, else 1024)")
-    serve.add_argument("--max-archive-entries", type=int, metavar="N",
-                       help="most entries in an uploaded archive (default: "
-                            "$MLRUNTIME_MAX_ARCHIVE_ENTRIES, else 20000)")
     serve.add_argument("--max-body-mb", type=float, default=1.0,
                        help="largest JSON body in MiB (default 1)")
     serve.add_argument("--run-backend", metavar="NAME",
@@ -183,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a queued or running run, whoever runs it "
                                            "(a local worker, a Spark worker or a Ray job)")
-    cancel.add_argument("run", metavar="RUN", help="the experiment run's id")
+    cancel.add_argument("run", metavar="RUN", help="the experiment run's id (latest: the newest)")
     cancel.add_argument("--address", help="a Ray job's Jobs API (default: the one the run was "
                                           "sent to)")
     _common(cancel)
@@ -200,13 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(runs_list)
     runs_show = run_actions.add_parser("show", help="one run: state, durations, metrics, model, "
                                                     "parameters with their sources, owner")
-    runs_show.add_argument("run", metavar="RUN")
+    runs_show.add_argument("run", metavar="RUN", help="a run id, or latest")
     _common(runs_show)
     for p in (runs_list, runs_show):
         p.set_defaults(handler="runtime.cli.history:main")
 
     logs = sub.add_parser("logs", help="print a run's worker log")
-    logs.add_argument("run", metavar="RUN")
+    logs.add_argument("run", metavar="RUN", help="a run id, or latest")
     logs.add_argument("--follow", "-f", action="store_true",
                       help="keep printing what the worker writes until the run ends")
     _common(logs)
@@ -276,9 +270,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose values may start with '-' (`--orderby -created`): argparse would read such a value
+# as an option, so it is attached (`--orderby=-created`) before parsing.
+_DASH_VALUE_OPTIONS = ("--orderby",)
+
+
+def _attach_dash_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] in _DASH_VALUE_OPTIONS and i + 1 < len(items) and items[i + 1].startswith("-"):
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_dash_values(sys.argv[1:] if argv is None else argv))
     module_name, _, func_name = args.handler.partition(":")
     handler: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), func_name)

@@ -52,33 +52,37 @@ def soak(tmp: Path, *, runs: int, cancels: int, worker_kills: int, restarts: int
                                                       worker_kills, report), daemon=True)
         chaos.start()
         chaos.join(timeout_s / 3)
-        for _ in range(restarts):
+        if restarts:
             server.process.send_signal(signal.SIGKILL)
             server.process.wait()
             report.server_kills += 1
-            break
-    with live_server(home) as server:   # a new server on the same home reconciles
-        client = client_for(server, sandbox)
-        deadline = time.monotonic() + timeout_s
-        tasks = {}
-        for eid, run_id in posted:
-            task = task_of(client, eid, run_id)
-            while task["state"] not in TERMINAL and time.monotonic() < deadline:
-                time.sleep(0.2)
-                task = task_of(client, eid, run_id)
-            tasks[run_id] = task
-            report.states[task["state"]] = report.states.get(task["state"], 0) + 1
-            if task["state"] not in TERMINAL:
-                report.problems.append(f"{run_id} still {task['state']}: {task.get('message')}")
-            elif task["state"] != "DONE" and not task.get("message"):
-                report.problems.append(f"{run_id} {task['state']} without a reason")
-            models = models_of_run(home, run_id)
-            if (task["state"] == "DONE") != (models == 1) or models > 1:
-                report.problems.append(f"{run_id} {task['state']} with {models} Models")
+        else:
+            _settle(client, home, posted, report, timeout_s)
+    if restarts:
+        with live_server(home) as server:   # a new server on the same home reconciles
+            _settle(client_for(server, sandbox), home, posted, report, timeout_s)
     report.leftover_workers = wait_no_workers(home, 10)
     report.integrity = integrity(home)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _settle(client, home: Path, posted, report: SoakReport, timeout_s: float) -> None:
+    """Wait for every run to end, then hold each to the soak's rules."""
+    deadline = time.monotonic() + timeout_s
+    for eid, run_id in posted:
+        task = task_of(client, eid, run_id)
+        while task["state"] not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
+            task = task_of(client, eid, run_id)
+        report.states[task["state"]] = report.states.get(task["state"], 0) + 1
+        if task["state"] not in TERMINAL:
+            report.problems.append(f"{run_id} still {task['state']}: {task.get('message')}")
+        elif task["state"] != "DONE" and not task.get("message"):
+            report.problems.append(f"{run_id} {task['state']} without a reason")
+        models = models_of_run(home, run_id)
+        if (task["state"] == "DONE") != (models == 1) or models > 1:
+            report.problems.append(f"{run_id} {task['state']} with {models} Models")
 
 
 def _chaos(server, client, posted, rng, cancels, worker_kills, report) -> None:
