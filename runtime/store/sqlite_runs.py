@@ -176,10 +176,17 @@ FILTER_COLUMNS = ("engineId", "mlInstanceId", "experimentId", "state", "mode")
 VALUE_KINDS = ("param", "metric", "best")
 
 
+_ROW = ("r.id, r.created, r.mode, r.state, r.started, r.ended, r.duration_s, r.experimentId,"
+        " r.mlInstanceId, r.engineId")
+_ROW_NAMES = ("id", "created", "mode", "state", "started", "ended", "duration_s", "experimentId",
+              "mlInstanceId", "engineId")
+
+
 def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[str, str],
                sort_kind: Optional[str], sort_key: str, descending: bool, start: int,
                limit: int) -> tuple[list[dict[str, Any]], int]:
-    """One page of runIndex rows, filtered and sorted, and the count of matches."""
+    """One page of runIndex rows, filtered and sorted, and the count of matches. Runs without
+    the sort value (not finished, or without that metric) come last, newest first."""
     where = ["r.org = ?", "r.sandbox = ?", "r.deleted = 0"]
     args: list[Any] = [org, sandbox]
     for column in FILTER_COLUMNS:
@@ -189,21 +196,35 @@ def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[s
     clause = " AND ".join(where)
     total = conn.execute(f"SELECT count(*) FROM runIndex r WHERE {clause}", args).fetchone()[0]
     direction = "DESC" if descending else "ASC"
-    select = ("SELECT r.id, r.created, r.mode, r.state, r.started, r.ended, r.duration_s,"
-              " r.experimentId, r.mlInstanceId, r.engineId")
-    if sort_kind is None:
-        # Runs without the value (still running, never started) come last either way.
-        order = f"(r.{sort_key} IS NULL), r.{sort_key} {direction}, r.created DESC, r.id"
-        sql = f"{select} FROM runIndex r WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?"
-        rows = conn.execute(sql, (*args, limit, start)).fetchall()
+    if sort_kind is None and sort_key == "created":
+        # The index (org, sandbox, deleted, created) walked in order: no sort step.
+        rows = conn.execute(f"SELECT {_ROW} FROM runIndex r WHERE {clause} ORDER BY r.created "
+                            f"{direction}, r.rowid {direction} LIMIT ? OFFSET ?",
+                            (*args, limit, start)).fetchall()
+    elif sort_kind is None:
+        rows = conn.execute(f"SELECT {_ROW} FROM runIndex r WHERE {clause} ORDER BY "
+                            f"(r.{sort_key} IS NULL), r.{sort_key} {direction}, r.created DESC, "
+                            f"r.rowid DESC LIMIT ? OFFSET ?", (*args, limit, start)).fetchall()
     else:
-        sql = (f"{select} FROM runIndex r LEFT JOIN runValues v ON v.run = r.id AND v.kind = ?"
-               f" AND v.key = ? WHERE {clause} ORDER BY (v.val IS NULL), v.val {direction},"
-               f" r.created DESC, r.id LIMIT ? OFFSET ?")
-        rows = conn.execute(sql, (sort_kind, sort_key, *args, limit, start)).fetchall()
-    names = ("id", "created", "mode", "state", "started", "ended", "duration_s", "experimentId",
-             "mlInstanceId", "engineId")
-    return [dict(zip(names, row)) for row in rows], total
+        # Walk the value index (kind, key, val, run) in order and probe each run's index row:
+        # page 1 of 10,000 runs reads about one page of entries, not every run.
+        valued = (f"FROM runValues v INDEXED BY runValues_sort CROSS JOIN runIndex r ON r.id = v.run"
+                  f" WHERE v.kind = ? AND v.key = ? AND v.val IS NOT NULL AND {clause}")
+        rows = conn.execute(f"SELECT {_ROW} {valued} ORDER BY v.val {direction}, v.run {direction}"
+                            " LIMIT ? OFFSET ?", (sort_kind, sort_key, *args, limit, start)).fetchall()
+        if len(rows) < limit:   # past the runs with a value: those without, newest first
+            if rows:
+                skip = 0
+            else:
+                with_value = conn.execute(f"SELECT count(*) {valued}",
+                                          (sort_kind, sort_key, *args)).fetchone()[0]
+                skip = max(0, start - with_value)
+            rows += conn.execute(
+                f"SELECT {_ROW} FROM runIndex r WHERE {clause} AND NOT EXISTS (SELECT 1 FROM "
+                "runValues v WHERE v.run = r.id AND v.kind = ? AND v.key = ? AND v.val IS NOT NULL)"
+                " ORDER BY r.created DESC, r.rowid DESC LIMIT ? OFFSET ?",
+                (*args, sort_kind, sort_key, limit - len(rows), skip)).fetchall()
+    return [dict(zip(_ROW_NAMES, row)) for row in rows], total
 
 
 def values_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:

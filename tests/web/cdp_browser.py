@@ -90,11 +90,14 @@ class Browser:
                 return message.get("result", {})
             self.events.append(message)
 
-    def navigate(self, url: str, timeout_s: float = 30.0) -> None:
+    def navigate(self, url: str, timeout_s: float = 30.0, *, page_ready: bool = True) -> None:
+        """Loads `url` and waits until the runs page says it is ready (`window.__ready`), or,
+        with page_ready=False (another page), until the document has loaded."""
         self.events.clear()
         self.evaluate("window.__ready = false")   # the old page must not pass for the new one
         self.send("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && window.__ready === true", timeout_s)
+        self.wait_for("document.readyState === 'complete'"
+                      + (" && window.__ready === true" if page_ready else ""), timeout_s)
 
     def evaluate(self, expression: str) -> Any:
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
