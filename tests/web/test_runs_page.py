@@ -97,3 +97,42 @@ def test_with_tokens_the_page_asks_for_one(tmp_path, browser):
     finally:
         browser.evaluate("localStorage.clear()")
         stop_server(live.process)
+
+
+def test_a_running_run_is_followed_live(server, browser, tmp_path):
+    """A run still working shows RUNNING and its log as it grows; the page moves on to DONE and
+    its curve when the run ends, without a reload."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, clean_env
+
+    instance = noop_instance(tmp_path, "live noop")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli.main", "train", str(instance), "--home", str(server.home),
+         "--sandbox", "live", "-p", "steps=5", "-p", "sleep_ms=5000", "--quiet"],
+        cwd=REPO, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_id = None
+        deadline = time.monotonic() + 120
+        while run_id is None and time.monotonic() < deadline:
+            page = httpx.get(server.url + "/ui/api/runs", params={"state": "RUNNING"},
+                             headers={"x-sandbox-name": "live"}).json()
+            run_id = page["runs"][0]["id"] if page["runs"] else None
+            time.sleep(0.2)
+        assert run_id, "the run never showed up as RUNNING"
+        browser.navigate(f"{server.url}/runs/{run_id}?sandbox=live")
+        assert browser.evaluate("document.getElementById('state').innerText") == "RUNNING"
+        assert "(following)" in browser.evaluate("document.body.innerText")
+        browser.wait_for("document.querySelector('#log').textContent.includes('stage feature_pipeline ...')", 60)
+        browser.screenshot(tmp_path / "run-running.png")
+        browser.wait_for("document.getElementById('state') && document.getElementById('state').innerText === 'DONE'", 120)
+        browser.wait_for("window.__charts && window.__charts.loss && window.__charts.loss.data[0].length === 5", 30)
+        assert "stage evaluate done" in browser.evaluate("document.querySelector('#log').textContent")
+        browser.screenshot(tmp_path / "run-done.png")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
