@@ -130,3 +130,19 @@ def test_catalog_from_the_environment_file(tmp_path, monkeypatch):
     monkeypatch.setenv(datasets.ENV_DATASETS_FILE, str(tmp_path / "missing.json"))
     with pytest.raises(ConfigError, match="cannot be read"):
         resolve_dataset("mine")
+
+
+def test_the_data_roots_confine_registered_locations_and_ids(registry, caller, tmp_path):
+    from runtime.data_roots import DataRoots
+    from runtime.errors import Forbidden
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    registry.add_dataset(caller, "early", str(tmp_path / "outside.csv"))   # before any roots
+    registry.data_roots = DataRoots.of([allowed])
+    registry.add_dataset(caller, "inside", str(allowed / "in.parquet"))
+    with pytest.raises(Forbidden, match="outside this server's data roots"):
+        registry.add_dataset(caller, "outside", str(tmp_path / "outside.csv"))
+    registry.check_run_data_sets(caller, {"trainingDataSetId": "inside"})
+    with pytest.raises(Forbidden, match="catalog entry"):   # an id is checked where it points
+        registry.check_run_data_sets(caller, {"trainingDataSetId": "early"})
