@@ -67,7 +67,36 @@ class Prepared:
         lines = [f"{self.mode} run of MLInstance {self.instance['id']} ({self.instance.get('name')}),"
                  f" engine {self.engine_ref}, experiment {self.experiment['id']}",
                  "", self.resolved.explain(), "", self.describe_plan()]
+        data = self.describe_data()
+        if data:
+            lines += ["", data]
         return "\n".join(lines)
+
+    def describe_data(self) -> str:
+        """What the engine says about this run's input data (`Engine.explain`: e.g. the train /
+        validation split and the rows on each side), or why the data cannot be read. Empty for
+        an engine that says nothing."""
+        from .engine import Engine, TaskContext, load_engine, parse_params
+        from .worker import _engine_values
+
+        engine_cls = load_engine(self.engine_ref)
+        if getattr(engine_cls, "explain", Engine.explain) is Engine.explain:
+            return ""
+        key = "scoringDataSetId" if self.mode == SCORE else "trainingDataSetId"
+        values = self.resolved.values
+        uri = values.get(key)
+        if not uri:
+            return f"data     {key} is not set"
+        engine = engine_cls()
+        ctx = TaskContext(task=self.mode, params=parse_params(
+            engine_cls, self.mode, _engine_values(engine_cls, self.mode, values)))
+        try:
+            data = engine.load_data(ctx, str(uri))
+        except Exception as exc:   # --explain runs nothing: say what the run would hit
+            return f"data     {key} {uri}: cannot be read ({exc})"
+        lines = engine.explain(ctx, data)
+        return "\n".join([f"data     {key} {uri}: {len(data)} rows",
+                          *(f"         {line}" for line in lines)])
 
     def describe_plan(self) -> str:
         from .dispatch import describe
@@ -317,6 +346,7 @@ class RunExecutor:
             values = injected_values(values, mode=prepared.mode, org=scope.org,
                                      sandbox=scope.sandbox, run_dir=run_dir, model_dir=model_dir)
             prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
+            reg.annotate_run(scope, run_id, {"runtime": prepared.record()})   # with its Python
         spec = WorkerSpec(run_id=run_id, engine=prepared.engine_ref, mode=prepared.mode,
                           values=values, device=prepared.plan.device,
                           model_digest=(prepared.model or {}).get("modelArtifactDigest"),
@@ -356,8 +386,13 @@ class RunExecutor:
         except MLRuntimeError as exc:
             reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
             raise
-        grant = self.supervisor.acquire(control, demand,
-                                        lambda message: reg.note_run(scope, run_id, message))
+        def note(message: str) -> None:   # the queue position, in the status and on the console
+            reg.note_run(scope, run_id, message)
+            if echo is not None:
+                echo.write(f"Run {run_id}: {message}\n")
+                echo.flush()
+
+        grant = self.supervisor.acquire(control, demand, note)
         if grant is None:
             return Outcome(RunStatus.ABORTED, None, control.reason or "cancelled while queued",
                            "", None)
@@ -482,10 +517,15 @@ class RunExecutor:
         else:
             outcome_state = outcome.state
         message = {RunStatus.DONE: "Run completed"}.get(outcome_state, summary["reason"] or "")
+        if result.get("warnings"):   # e.g. no validation metrics, and why
+            summary["warnings"] = list(result["warnings"])
+            if outcome_state is RunStatus.DONE:
+                message = "Run completed with warnings: " + "; ".join(summary["warnings"])
         reg.transition_run(scope, run_id, outcome_state, message=message,
                            logs=outcome.log_tail if outcome_state is not RunStatus.DONE else None)
         reg.annotate_run(scope, run_id, {"result": {k: summary[k] for k in (
-            "state", "metrics", "modelId", "output", "durations_s", "spark") if k in summary}})
+            "state", "metrics", "modelId", "output", "durations_s", "spark", "warnings")
+            if k in summary}})
         if outcome_state is RunStatus.ABORTED:
             from .supervisor import remove_partial_artifacts
 
@@ -532,7 +572,8 @@ class RunExecutor:
             raise
         if python is None:
             return prepared
-        return dataclasses.replace(prepared, plan=prepared.plan.model_copy(update={"python": python}))
+        return dataclasses.replace(prepared,
+                                   plan=prepared.plan.model_copy(update={"python": str(python)}))
 
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                         model_dir: Path, digest: Optional[str] = None) -> dict[str, Any]:

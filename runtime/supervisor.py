@@ -577,6 +577,9 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
                 to_fail.append((scope, run_id, gone if row else
                                 "no process owns this run any more (its owner left no record); "
                                 "worker exited without a result"))
+        elif row is None and _just_created(store, scope, run_id):
+            # A process created it a moment ago and is about to claim it: not ours to take.
+            result.left.append(run_id)
         elif resubmit and owner.get("kind") != "cli":
             to_resubmit.append((scope, run_id))
         else:
@@ -606,6 +609,22 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
     if stale:
         store.ledger_delete(stale)
     return result
+
+
+UNCLAIMED_GRACE_S = 30.0
+
+
+def _just_created(store: Any, scope: Scope, run_id: str) -> bool:
+    from datetime import datetime, timezone
+
+    from .schemas import EXPERIMENT_RUN
+
+    run = store.get(EXPERIMENT_RUN, scope, run_id)
+    if run is None:
+        return False
+    created = datetime.strptime(run["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - created).total_seconds() < UNCLAIMED_GRACE_S
 
 
 def describe_owner(row: Optional[dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ def test_the_cancel_route_is_documented_in_the_served_openapi(server):
 
 def test_runs_beyond_capacity_wait_in_fifo_order_with_their_position(server, tmp_path):
     client = client_for(server, new_sandbox())
-    eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=1500)
+    eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=700)
     runs = [post_run(client, eid) for _ in range(3)]
     wait_state(client, eid, runs[0], {"RUNNING"})
     deadline = time.monotonic() + 30
@@ -107,13 +107,17 @@ def test_max_runtime_aborts_and_retries_rerun_a_failed_run(server, tmp_path):
 
 def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
     home = tmp_path / "home"
-    with live_server(home, "--grace", "8") as server:
+    with live_server(home, "--grace", "6") as server:
         client = client_for(server, new_sandbox())
-        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=200)
+        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=100)
         slow = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
         short_run, long_run = post_run(client, quick), post_run(client, slow)
-        wait_state(client, quick, short_run, {"RUNNING"})
         wait_state(client, slow, long_run, {"RUNNING"})
+        log = home / "runs" / short_run / "worker.log"
+        deadline = time.monotonic() + 90   # the quick run is nearly done: the grace covers the rest
+        while time.monotonic() < deadline and (
+                not log.exists() or "stage train" not in log.read_text(errors="replace")):
+            time.sleep(0.05)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0, server.output()
         assert "Stopped cleanly on SIGTERM" in server.output()
@@ -122,5 +126,5 @@ def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
         client = client_for(again, client.headers["x-sandbox-name"])
         assert task_of(client, quick, short_run)["state"] == "DONE"
         task = task_of(client, slow, long_run)
-        assert task["state"] == "ABORTED" and "8 s grace period" in task["message"], task
+        assert task["state"] == "ABORTED" and "6 s grace period" in task["message"], task
     assert integrity(home) == "ok"
