@@ -118,3 +118,16 @@ def test_help_imports_no_heavy_library():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_orderby_descending_is_read_as_a_value(tmp_path, capsys, home_args):
+    """`--orderby -created` (as the README writes it) sorts newest first instead of failing."""
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\ntype: Python\n")
+        assert run(capsys, "engines", "create", str(path), *home_args)[0] == 0
+    code, out, err = run(capsys, "engines", "list", "--orderby", "-created", "--json", *home_args)
+    assert code == 0, err
+    assert [e["name"] for e in json.loads(out)["children"]] == ["second", "first"]
+    code, out, _ = run(capsys, "engines", "list", "--orderby", "created", "--json", *home_args)
+    assert [e["name"] for e in json.loads(out)["children"]] == ["first", "second"]
