@@ -179,6 +179,11 @@ class Engine:
     def evaluate(self, ctx: TaskContext, model: Any, data: pd.DataFrame) -> list[Metric]:
         return []
 
+    def explain(self, ctx: TaskContext, data: pd.DataFrame) -> list[str]:
+        """Lines that `--explain` prints about how this task will use its input data (a train /
+        validation split, the rows on each side); `data` is the loaded input. Default: none."""
+        return []
+
 
 def read_table(uri: str | Path) -> pd.DataFrame:
     """A data set read through runtime.datasets: a registered id (the run's catalog), a local path

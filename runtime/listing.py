@@ -120,10 +120,10 @@ def parse_orderby(kind: Kind, text: Optional[str]) -> tuple[tuple[tuple[str, boo
 def parse_int(name: str, raw: Optional[str], default: int, low: int, high: Optional[int]) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+    # ASCII digits only: int() would also take "+1", "1_0" and other scripts' digits
+    if not re.fullmatch(r"[0-9]{1,12}", raw):
+        raise BadRequest(f"{name} must be a whole number, got {raw!r}")
+    value = int(raw)
     if value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"{low} or more"
         raise BadRequest(f"{name} must be {bound}, got {value}")

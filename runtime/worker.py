@@ -56,6 +56,9 @@ class Run:
         self.durations_s: dict[str, float] = {}
         self.result: dict[str, Any] = {"model_dir": None, "output": None, "rows": None}
         self._torch_ready = False
+        # Warnings an engine logs (ctx.logger.warning) reach the run's status message.
+        self.warnings = _WarningCollector()
+        logging.getLogger("runtime.engine").addHandler(self.warnings)
         _use_datasets(spec, self.run_dir)
         # Per-step metrics and live progress, flushed to the run folder by a thread.
         self.series = SeriesWriter(self.run_dir)
@@ -217,7 +220,9 @@ class Run:
 
     def record(self, error: BaseException | None) -> dict[str, Any]:
         self.series.close()   # the record is the run's end: the last points reach the file first
+        logging.getLogger("runtime.engine").removeHandler(self.warnings)   # a warm worker goes on
         return {
+            "warnings": self.warnings.messages,
             "state": "FAILED" if error is not None else "DONE",
             "run_id": self.spec.run_id,
             "engine": self.spec.engine,
@@ -231,6 +236,23 @@ class Run:
                 "traceback": "".join(traceback.format_exception(error)),
             },
         }
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the messages of warnings logged under `runtime.engine` (the engines' loggers)."""
+
+    MAX_MESSAGES = 20
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < self.MAX_MESSAGES:
+            try:
+                self.messages.append(record.getMessage())
+            except Exception:   # a malformed log call must not fail the run
+                self.handleError(record)
 
 
 def _engine_values(engine: type[Engine], mode: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -146,10 +146,48 @@ class RetailSalesEngine(Engine):
         if start is not None:
             rows &= frame["date"] >= pd.Timestamp(start)
         if not rows.any():
-            raise ConfigError(f"No validation rows: none from {start} has a label and a prediction")
+            # The model is good without them: register it, and say why there are no metrics.
+            ctx.logger.warning("%s", _no_validation_reason(frame, label, start))
+            return []
         names = ctx.params.metric_names() if isinstance(ctx.params, TrainParams) else list(METRIC_NAMES)
         return forecast_metrics(frame.loc[rows, label].to_numpy(), frame.loc[rows, "prediction"].to_numpy(),
                                 model.meta["naive_scale"], names)
+
+    def explain(self, ctx: TaskContext, data: pd.DataFrame) -> list[str]:
+        """For `--explain` of a train run: the split and how many rows each side gets."""
+        import pandas as pd
+
+        from .features import build_features, expand_input_features
+
+        params = ctx.params
+        if not isinstance(params, TrainParams):
+            return []
+        target, label = params.target, params.label_column or label_column(params.target)
+        frame = build_features(data, target)
+        if label not in frame.columns:
+            return [f"label column {label!r} is not in the data: no rows to train or validate on"]
+        inputs = expand_input_features(params.input_feature_names(), frame.columns)
+        labelled = frame[label].notna() & (frame[target] > 0)
+        train = labelled.copy()
+        if params.train_start is not None:
+            train &= frame["date"] >= pd.Timestamp(params.train_start)
+        if params.train_end is not None:
+            train &= frame["date"] <= pd.Timestamp(params.train_end)
+        train &= frame[inputs].apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+        validation = labelled.copy()
+        if params.validation_start is not None:
+            validation &= frame["date"] >= pd.Timestamp(params.validation_start)
+        lines = [f"split: train on rows dated {params.train_start or 'any'}..{params.train_end or 'any'}"
+                 f" (train_start, train_end), validate on rows from "
+                 f"{params.validation_start or 'the start'} (validation_start)",
+                 f"train rows: {int(train.sum())} of {len(frame)} (a label, {target} > 0, every "
+                 f"input feature)",
+                 f"validation rows: {int(validation.sum())} (a label, {target} > 0)"]
+        if not train.any():
+            lines.append("no training rows: the run will fail before training")
+        elif not validation.any():
+            lines.append(_no_validation_reason(frame, label, params.validation_start))
+        return lines
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -170,6 +208,18 @@ class RetailSalesEngine(Engine):
             prediction = np.where(current > 0, current * np.exp(log_ratio), np.nan)
         frame["prediction"] = prediction
         return frame
+
+
+def _no_validation_reason(frame: pd.DataFrame, label: str, start: Any) -> str:
+    """Why evaluate has no rows, and what to change (a training file that ends before the
+    validation window: the last week's label is the week after it)."""
+    dates = frame.loc[frame[label].notna(), "date"]
+    last = dates.max().date().isoformat() if len(dates) else None
+    ends = f"the labelled rows end at {last}" if last else "no row has a label"
+    fix = f"move validation_start to {last} or earlier (and train_end before it), or " if last else ""
+    return (f"No validation metrics: no row from validation_start {start} has a label and a "
+            f"prediction ({ends}); the Model is registered without them. To validate, "
+            f"{fix}train on data that reaches past {start}")
 
 
 def _target(ctx: TaskContext) -> str:

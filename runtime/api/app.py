@@ -199,6 +199,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _list_params(request: Request) -> dict[str, str]:
+    """A listing's query parameters; one given twice is a 400 (`orderby` and `property` take
+    comma-separated lists, not repeats), never silently the last one."""
+    params = request.query_params
+    for name in ("start", "limit", "orderby", "property"):
+        if len(params.getlist(name)) > 1:
+            raise BadRequest(f"The query parameter {name} is given more than once; "
+                             "orderby and property take comma-separated lists")
+    return dict(params)
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves on this request's path, for a 405's `Allow` header."""
     from starlette.routing import Match
@@ -381,7 +392,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         @app.get(path, name=f"list_{kind.collection}")
         async def list_(request: Request) -> Response:
             caller = api.caller(request)
-            query = parse_list_query(kind, dict(request.query_params))
+            query = parse_list_query(kind, _list_params(request))
             return api.listing(request, kind, registry.list(kind, caller, query))
 
         if create:
@@ -478,7 +489,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     @app.get(runs)
     async def list_runs(request: Request, experiment_id: str) -> Response:
         caller = api.caller(request)
-        query = parse_list_query(EXPERIMENT_RUN, dict(request.query_params))
+        query = parse_list_query(EXPERIMENT_RUN, _list_params(request))
         return api.listing(request, EXPERIMENT_RUN,
                            registry.list_runs(caller, experiment_id, query))
 

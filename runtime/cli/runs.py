@@ -156,6 +156,8 @@ def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
     if summary["metrics"]:
         shown = ", ".join(f"{m['name']} {float(m['value']):.4g}" for m in summary["metrics"])
         lines.append(f"  metrics: {shown}")
+    for warning in summary.get("warnings") or ():
+        lines.append(f"  warning: {warning}")
     if summary.get("modelId"):
         where = registry.get(MODEL, caller, summary["modelId"]).get("modelArtifactUri", "")
         lines.append(f"  model:   {summary['modelId']} ({where})")
