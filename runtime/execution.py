@@ -486,7 +486,8 @@ class RunExecutor:
             current = self._state(scope, run_id)
             if current is not None and current.is_terminal():
                 # Another process recorded it (a cancel of an unwatched run): that record stands.
-                summary.update(state=current.value, reason=summary["reason"] or "recorded elsewhere")
+                summary.update(state=current.value,
+                               reason=summary["reason"] or "recorded elsewhere")
                 return summary
             return self._record_locked(caller, run, prepared, outcome, summary, current)
 
@@ -696,9 +697,9 @@ class RunExecutor:
                 model = reg.get(MODEL, caller, runtime["modelId"])
             except NotFound:
                 model = None
-        return Prepared(mode=run["mode"], engine_ref=runtime.get("engine") or "", engine_doc=engine_doc,
-                        instance=instance, experiment=experiment, resolved=None, plan=None,
-                        model=model)
+        return Prepared(mode=run["mode"], engine_ref=runtime.get("engine") or "",
+                        engine_doc=engine_doc, instance=instance, experiment=experiment,
+                        resolved=None, plan=None, model=model)
 
     def record_unwatched(self, scope: Any, run_id: str, worker: Any = None,
                          outcome: Any = None) -> Optional[dict[str, Any]]:

@@ -278,7 +278,8 @@ class Supervisor:
             except Exception:  # a description only
                 pass
         self.store.ledger_put(control.scope, control.run_id, "running",
-                              {"worker": worker, "spec": str(getattr(handle, "spec_path", "") or "")})
+                              {"worker": worker,
+                               "spec": str(getattr(handle, "spec_path", "") or "")})
 
     # -- the queue ------------------------------------------------------------------------------
 
@@ -636,8 +637,9 @@ def describe_owner(row: Optional[dict[str, Any]]) -> str:
             f"({'alive' if same_process_alive(owner.get('pid'), owner.get('start')) else 'gone'})"
             f", phase {row.get('phase')}")
     if worker.get("pid"):
+        alive = same_process_alive(worker["pid"], worker.get("start"))
         text += (f"; worker pid {worker['pid']} (group {worker.get('pgid')}, "
-                 f"{'alive' if same_process_alive(worker['pid'], worker.get('start')) else 'gone'})")
+                 f"{'alive' if alive else 'gone'})")
     if row.get("grant"):
         text += f"; holds {json.dumps(row['grant'])}"
     return text

@@ -152,8 +152,8 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
         lines.append("  parameters:")
         width = max(len(k) for k in values)
         for key, value in values.items():
-            lines.append(f"    {key:{width}}  {json.dumps(value) if not isinstance(value, str) else value}"
-                         f"  ({provenance.get(key, '?')})")
+            shown = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"    {key:{width}}  {shown}  ({provenance.get(key, '?')})")
     lines.append(f"  log:       {log_path}")
     print("\n".join(lines))
     return 0

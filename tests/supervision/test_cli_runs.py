@@ -195,3 +195,63 @@ def test_a_killed_cli_run_is_adopted_by_the_next_server_and_the_history_shows_it
     assert "stage train done" in logs.stdout
     finished = cli(home, "cancel", run_id)
     assert finished.returncode == 1 and "nothing to cancel" in finished.stderr
+
+
+class PidlessHandle:
+    """A handle like the Spark and Ray ones: no worker pid of its own, only cancel()."""
+
+    def __init__(self, spec):
+        import threading
+
+        self.run_id = spec.run_id
+        self.cancelled = threading.Event()
+
+    def status(self):
+        return RunStatus.ABORTED if self.cancelled.is_set() else RunStatus.RUNNING
+
+    def wait(self, timeout=None):
+        from runtime.backends import Outcome
+
+        if not self.cancelled.wait(timeout):
+            raise TimeoutError("still running")
+        return Outcome(RunStatus.ABORTED, None, "cancelled (job stopped)", "", None)
+
+    def cancel(self):
+        self.cancelled.set()
+
+
+class PidlessBackend:
+    name = "fake-cluster"
+
+    def submit(self, *, spec, plan, log_path, echo=None):
+        Path(log_path).write_text("started\n")
+        self.handle = PidlessHandle(spec)
+        return self.handle
+
+
+def test_cancel_from_another_process_reaches_a_backend_without_a_worker_pid(registry, caller,
+                                                                             tmp_path):
+    """`run cancel` in one process, the run's owner (with a Spark- or Ray-like handle) in another:
+    the request goes through the ledger and the owner stops its handle and records ABORTED."""
+    import threading
+
+    owner, experiment, prepared = prepared_run(registry, caller, tmp_path)
+    run = registry.create_run(caller, experiment["id"], {"mode": "train"})
+    backend = PidlessBackend()
+    summaries = []
+    thread = threading.Thread(target=lambda: summaries.append(
+        owner.execute(caller, run, prepared, backend=backend)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not getattr(backend, "handle", None):
+        time.sleep(0.02)
+    other = RunExecutor(registry, kind="cli")          # a second supervisor: another process
+    other.cancel(caller, run["id"], "cancelled by tester with run cancel")
+    thread.join(10)
+    assert summaries and summaries[0]["state"] == "ABORTED"
+    assert summaries[0]["reason"].startswith("cancelled by tester with run cancel")
+    assert backend.handle.cancelled.is_set()
+    with pytest.raises(Exception, match="already ended ABORTED"):
+        other.cancel(caller, run["id"], "again")
+    owner.supervisor.close()
+    other.supervisor.close()

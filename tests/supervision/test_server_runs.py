@@ -45,7 +45,8 @@ def test_cancel_a_running_run_aborts_it_kills_its_worker_and_removes_partial_art
 
 def test_the_cancel_route_is_documented_in_the_served_openapi(server):
     spec = client_for(server, "prod").get("/openapi.json").json()
-    operation = spec["paths"]["/data/sensei/experiments/{experiment_id}/runs/{run_id}/cancel"]["post"]
+    path = "/data/sensei/experiments/{experiment_id}/runs/{run_id}/cancel"
+    operation = spec["paths"][path]["post"]
     assert "ABORTED" in operation["description"]
     assert {"200", "404", "409"} <= set(operation["responses"])
 
