@@ -1,0 +1,80 @@
+"""Fixtures of the PySpark-recipe suite: the test recipes (fixtures/), zipped on demand; one
+data source jar for the whole session ($MLRUNTIME_SPARK_JARS, so no test compiles it twice);
+an in-process SparkSession with the data source for its own tests. Every test here is marked
+`spark` (select with -m spark)."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+REPO = HERE.parents[1]
+RETAIL = REPO.parent / "shared" / "data" / "retail"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "spark: needs a real local Spark (pyspark and Java)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.spark)
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The recipe folder zipped as users zip one: with its own name as the top folder."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, str(Path(folder.name) / path.relative_to(folder)))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def jars_dir(tmp_path_factory):
+    """Where the data source's jar is compiled once for the session (and what subprocesses use)."""
+    folder = tmp_path_factory.mktemp("spark-jars")
+    previous = os.environ.get("MLRUNTIME_SPARK_JARS")
+    os.environ["MLRUNTIME_SPARK_JARS"] = str(folder)
+    from runtime.spark.datasource import ensure_jar
+
+    ensure_jar(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MLRUNTIME_SPARK_JARS", None)
+    else:
+        os.environ["MLRUNTIME_SPARK_JARS"] = previous
+
+
+def run_env(jars: Path) -> dict[str, str]:
+    """A subprocess's environment: none of the developer's MLRUNTIME_* settings, our jar cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    env["MLRUNTIME_SPARK_JARS"] = str(jars)
+    return env
+
+
+@pytest.fixture(scope="session")
+def spark(jars_dir):
+    """A local[1] session with the data source on its classpath (the data source's own tests)."""
+    from pyspark.sql import SparkSession
+
+    from runtime.spark.datasource import ensure_jar, jar_conf
+
+    builder = (SparkSession.builder.master("local[1]").appName("spark-recipes-tests")
+               .config("spark.driver.memory", "768m").config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1"))
+    for key, value in jar_conf({}, ensure_jar(jars_dir)).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
