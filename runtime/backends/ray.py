@@ -617,6 +617,32 @@ def _inside(path: Path, folder: Path) -> bool:
 
 # --- the job itself (on the cluster) -------------------------------------------------------------
 
+DISTRIBUTION = "mlinstance-runtime"
+
+
+def runtime_missing(engine: str) -> Optional[str]:
+    """Why this Python cannot run `engine`, when the cause is that it lacks the runtime's
+    distribution (the working_dir upload brings the source, not the installed package whose entry
+    points name the engines); None when it has it, or the engine is an import path."""
+    from importlib import metadata
+
+    if ":" in engine:   # `module:Class` or `recipe:<kind>:<dir>`: no entry point needed
+        return None
+    try:
+        metadata.distribution(DISTRIBUTION)
+        return None
+    except metadata.PackageNotFoundError:
+        pass
+    return (f"the job's Python on the Ray cluster ({sys.executable}) has no {DISTRIBUTION} "
+            f"installed, so it knows no engine plugin (engine {engine!r} is an entry point of that "
+            "package; the uploaded working_dir brings the source, not the installed package). "
+            f"Install it in the cluster's Python (pip install '{DISTRIBUTION}[ray]', or a wheel "
+            "of this checkout: pip wheel --no-deps . -w dist), let Ray install it for the job "
+            "(run submit --pip REQ with a requirement or wheel the cluster can reach; "
+            "MLRUNTIME_RAY_PIP for the server), or run the cluster from the project's Docker "
+            "image (docker/, which has it installed)")
+
+
 def job_main(argv: list[str]) -> int:
     """`python -m runtime.backends.ray STAGE_MODULE`: the Ray job's entrypoint.
 
@@ -640,7 +666,16 @@ def job_main(argv: list[str]) -> int:
 
     from .. import worker
 
-    code = worker.main([str(spec_path)])
+    missing = runtime_missing(spec.engine)
+    if missing is not None:   # not "installed engines: none": say which Python lacks what
+        print(f"error: {missing}", flush=True)
+        worker._write_result(run_dir, {
+            "state": "FAILED", "run_id": spec.run_id, "engine": spec.engine, "mode": spec.mode,
+            "metrics": [], "model_dir": None, "output": None, "rows": None, "durations_s": {},
+            "error": {"type": "RuntimeNotInstalled", "message": missing, "traceback": ""}})
+        code = 1
+    else:
+        code = worker.main([str(spec_path)])
     if job["artifacts"] == "return":
         result = read_result(run_dir / RESULT_FILE)
         if result is not None:
