@@ -328,7 +328,34 @@ class RunExecutor:
         `backend` is an already configured Backend (e.g. a RayBackend with an address); by
         default the plan's backend is loaded by name. The run waits in the FIFO queue until the
         host has room for it. `interrupt` (a runtime.supervisor.SignalGuard) turns Ctrl-C and
-        SIGTERM into a cancel of this run, however early they arrive."""
+        SIGTERM into a cancel of this run, however early they arrive. A run that cannot even
+        start (its environment or Model is missing) ends FAILED, never stays PENDING."""
+        sup = self.supervisor
+        control = sup.control(run["id"]) or sup.own(caller.scope, run["id"])
+        if interrupt is not None:
+            interrupt.bind(control)
+        try:
+            return self._execute_owned(caller, run, prepared, echo, backend, control)
+        except BaseException as exc:
+            reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
+                      getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")
+            state = self._state(caller.scope, run["id"])
+            if state is not None and not state.is_terminal():
+                from .errors import Conflict
+
+                try:
+                    self.registry.transition_run(
+                        caller.scope, run["id"], RunStatus.ABORTED
+                        if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED,
+                        message=reason)
+                except Conflict:
+                    pass
+            raise
+        finally:
+            sup.release(run["id"])
+
+    def _execute_owned(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
+                       echo: Optional[TextIO], backend: Any, control: Any) -> dict[str, Any]:
         from .backends import WorkerSpec
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
@@ -354,22 +381,17 @@ class RunExecutor:
                           resources=prepared.resolved.resources,
                           mlinstance_id=prepared.instance["id"],
                           secret_keys=sorted(prepared.resolved.secret_keys),
+                          data_roots=[str(r) for r in reg.data_roots.roots] if reg.data_roots
+                          else [],
                           datasets=reg.dataset_catalog(scope))
         tasklogs = [{"name": "worker.log",
                      "url": f"/data/sensei/experiments/{run['experimentId']}/runs/{run_id}/logs/"
                             "worker.log"}]
-        sup = self.supervisor
-        control = sup.control(run_id) or sup.own(scope, run_id)
-        if interrupt is not None:
-            interrupt.bind(control)
-        try:
-            if backend is None:
-                backend = self.backend(prepared.plan.backend)
-            outcome = self._attempts(caller, run, prepared, backend, control, spec, log_path,
-                                     tasklogs, echo)
-            return self._record(caller, run, prepared, outcome, log_path)
-        finally:
-            sup.release(run_id)
+        if backend is None:
+            backend = self.backend(prepared.plan.backend)
+        outcome = self._attempts(caller, run, prepared, backend, control, spec, log_path,
+                                 tasklogs, echo)
+        return self._record(caller, run, prepared, outcome, log_path)
 
     def _attempts(self, caller: Caller, run: dict[str, Any], prepared: Prepared, backend: Any,
                   control: Any, spec: Any, log_path: Path, tasklogs: list[dict[str, str]],

@@ -211,6 +211,10 @@ class SignalGuard:
     def _note(self, signum: int, frame: Any) -> None:
         if self.reason is None:
             self.reason = f"interrupted ({signal.Signals(signum).name})"
+        elif signum == signal.SIGINT:
+            # A second Ctrl-C while something slow and uninterruptible runs (an environment
+            # build): give the user their KeyboardInterrupt; the run still ends ABORTED.
+            raise KeyboardInterrupt
 
     def bind(self, control: "RunControl") -> None:
         control.guard = self
