@@ -530,6 +530,10 @@ class Reconciliation:
     resubmitted: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)        # owned by a live process
 
+    def total(self) -> int:
+        return (len(self.adopted) + len(self.recorded) + len(self.failed) + len(self.resubmitted)
+                + len(self.left))
+
     def summary(self) -> str:
         return (f"reconciled runs: {len(self.adopted)} adopted, {len(self.recorded)} recorded "
                 f"from their result file, {len(self.failed)} failed, {len(self.resubmitted)} "

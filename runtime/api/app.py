@@ -324,7 +324,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if executor is not None and settings.reconcile_runs:
             summary = await run_in_threadpool(executor.reconcile)
-            log.info("%s", summary.summary())
+            if summary.total():
+                print(f"Start-up: {summary.summary()}", flush=True)
         yield
         if executor is not None:   # running runs get the grace period, then are aborted
             await run_in_threadpool(executor.shutdown, settings.grace_s, app.state.stop_now)
