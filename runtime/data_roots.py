@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlparse
 from .errors import Forbidden
 
 ENV_DATA_ROOTS = "MLRUNTIME_DATA_ROOTS"
+# Set by the worker for its own process tree: the roots in force for this run, plus its run folder.
+ENV_RUN_DATA_ROOTS = "MLRUNTIME_RUN_DATA_ROOTS"
 DEFAULT_ROOT_NAME = "data"   # under the runtime home
 
 # Every parameter that names a data set a run reads or writes (runtime.worker's keys and the
@@ -129,3 +131,20 @@ def data_roots_for(home: Path, flags: Sequence[str] = (), *, shared: bool,
         default.mkdir(parents=True, exist_ok=True)
         folders = [str(default)]
     return DataRoots.of(folders, home=home)
+
+
+def guard(ref_id: str, path: Optional[Path]) -> None:
+    """In a run's processes (worker, recipe code, the platform_sdk shims): a data set read or
+    written through runtime.datasets lies under the run's roots, checked again at the moment of
+    I/O — this also covers data sets a recipe names under keys of its own. No-op outside a run
+    started with roots."""
+    text = os.environ.get(ENV_RUN_DATA_ROOTS)
+    if not text:
+        return
+    roots = DataRoots.of(part for part in text.split(os.pathsep) if part)
+    if path is None:
+        raise Forbidden(f"Data set {ref_id!r} is not a local file: this run reads and writes data "
+                        f"sets only under the data roots ({roots.describe()})")
+    if not roots.allows(path if path.is_absolute() else Path.cwd() / path):
+        raise Forbidden(f"Data set {ref_id!r} is outside this server's data roots "
+                        f"({roots.describe()}); symlinks and '..' are resolved before the check")

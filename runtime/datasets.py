@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
 
+from .data_roots import guard
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -258,6 +259,7 @@ def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) ->
     docstring). A folder is read as the concatenation of its data files, in name order."""
     import pandas as pd
 
+    guard(ref.id, ref.path)   # a run's data roots, checked again at the moment of reading
     path = ref.path
     if path is None:
         raise ConfigError(f"Data set {ref.id!r} ({ref.uri}) is not a local file")
@@ -405,6 +407,7 @@ def write_dataset(frame: pd.DataFrame, ref: DatasetRef, file_format: Optional[st
     `file_format` (else the registered format, else Parquet), as a platform data set receives a
     batch; reading the folder reads every batch."""
     requested = format_name(file_format, where="file_format")
+    guard(ref.id, ref.path)   # a run's data roots, checked again at the moment of writing
     path = ref.path
     if path is None:
         raise ConfigError(f"Cannot write data set {ref.id!r} ({ref.uri}): only local paths and "

@@ -22,6 +22,7 @@ from .datasets import (DATASETS_FILE, ENV_DATASETS_FILE, resolve_dataset, use_ca
                        write_catalog_file, write_dataset)
 from .engine import Engine, Metric, TaskContext, load_engine, parse_params
 from . import redaction
+from .data_roots import ENV_RUN_DATA_ROOTS
 from .errors import ConfigError, MLRuntimeError
 from .metrics_series import SeriesProgress, SeriesWriter, split_metric_args
 from .tasks import FEATURE_PIPELINE, SCORE, TRAIN
@@ -289,6 +290,15 @@ def _output_path(value: Any, default: Path) -> Path:
     return path
 
 
+def _confine_data(spec: WorkerSpec) -> None:
+    """Every data set this run's processes read or write through runtime.datasets stays under the
+    server's data roots (or in the run folder): checked again at the moment of I/O."""
+    if spec.data_roots:
+        os.environ[ENV_RUN_DATA_ROOTS] = os.pathsep.join([*spec.data_roots, str(spec.run_dir)])
+    else:
+        os.environ.pop(ENV_RUN_DATA_ROOTS, None)
+
+
 def _write_result(run_dir: Path, record: dict[str, Any]) -> None:
     record = redaction.active().document(record)   # an error message may quote a secret
     path = run_dir / RESULT_FILE
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(sys.stdout)
+    _confine_data(spec)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, str(spec.threads))  # before any BLAS is imported
     if spec.seed is not None:

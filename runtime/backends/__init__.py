@@ -52,10 +52,11 @@ class WorkerSpec(BaseModel):
     seed: int | None = None
     resources: ResourceRequest = Field(default_factory=ResourceRequest)   # what the task asked for
     mlinstance_id: str | None = None   # for error messages that name the MLInstance
+    secret_keys: list[str] = []     # keys of `values` the worker masks in its log and result
+    data_roots: list[str] = []      # the server's data roots (runtime.data_roots); [] = anywhere
     # The sandbox's data set catalog (runtime.datasets), id -> {uri, format}: the worker resolves
     # ids with it and hands it to recipe code as the file named by MLRUNTIME_DATASETS_FILE.
     datasets: dict[str, dict[str, Any]] = {}
-    secret_keys: list[str] = []     # keys of `values` the worker masks in its log and result
 
     def model_post_init(self, __context: Any) -> None:
         if canonical_task(self.mode) != self.mode or self.mode not in TASK_NAMES:

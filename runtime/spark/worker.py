@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .. import redaction
 from ..backends import WorkerSpec
 from ..errors import ConfigError, MLRuntimeError
-from ..worker import EngineExit, Run, _summary, _write_result
+from ..worker import EngineExit, Run, _confine_data, _summary, _write_result
 from .config import SparkConfig
 from .errors import is_spark_error, translate
 
@@ -144,6 +144,7 @@ class Worker:
         # This run's secrets masked in what it prints and in result.json (runtime.redaction).
         redaction.install(redaction.Redactor(redaction.secret_values(spec.values,
                                                                      spec.secret_keys)))
+        _confine_data(spec)
         started = time.perf_counter()
         # A session of its own per run (temp views, SQL settings), on the shared context.
         new_session_start = time.perf_counter()

@@ -223,3 +223,23 @@ def test_catalog_entries_are_checked_through_the_file_they_name(lanes: dict) -> 
         task = wait_run(c, exp["id"], run["id"])["status"]["tasks"][0]
         assert task["state"] == "FAILED" and "trainingDataSetId 'mine'" in task["message"]
         assert not (server.home / "runs" / run["id"] / "worker.log").exists()
+
+
+def test_a_data_set_under_a_key_of_the_engines_own_is_confined_in_the_run(lanes: dict) -> None:
+    """The worker checks again at the moment of I/O, through runtime.datasets: a key the server
+    does not know, a symlink swapped after the check, a recipe's own reader — all stay inside."""
+    root, outside = lanes["root"], lanes["outside"]
+    reader = {"name": "reader", "type": "Python", "artifacts": {"default": {"image": {
+        "location": "tests.lanes.reader_engine:ReaderEngine"}}}}
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine = c.post("/engines", json=reader)
+        assert engine.status_code == 201, engine.text
+        status, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
+                         lookupDataSetId=str(root / "train.csv"))
+        assert status["status"]["tasks"][0]["state"] == "DONE", status
+        for lookup in (str(outside / "private.csv"), str(root / "escape.csv")):
+            status, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
+                             lookupDataSetId=lookup)
+            task = status["status"]["tasks"][0]
+            assert task["state"] == "FAILED" and str(root) in task["message"], task
+            assert "outside this server's data roots" in task["message"]
