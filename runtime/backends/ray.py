@@ -640,7 +640,7 @@ def runtime_missing(engine: str) -> Optional[str]:
             "of this checkout: pip wheel --no-deps . -w dist), let Ray install it for the job "
             "(run submit --pip REQ with a requirement or wheel the cluster can reach; "
             "MLRUNTIME_RAY_PIP for the server), or run the cluster from the project's Docker "
-            "image (docker/, which has it installed)")
+            "image (docker/Dockerfile.cpu or docker/Dockerfile.cuda, which install it)")
 
 
 def job_main(argv: list[str]) -> int:
