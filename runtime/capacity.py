@@ -138,9 +138,12 @@ def demand_for(resources: Any, plan: Any, capacity: Capacity,
         return NO_DEMAND
     cpus = float(resources.cpus) if getattr(resources, "cpus", None) else DEFAULT_RUN_CPUS
     gpus = float(len(plan.gpu_indices))
+    share = float(getattr(plan, "gpus", 0) or 0)
+    if plan.gpu_indices and 0 < share < 1:   # a share of one device (gpus: 0.5)
+        gpus = share
     pinned = None
     text = (device or "").strip().lower()
-    if gpus == 1 and text.startswith("cuda:") and text[5:].isdigit():
+    if 0 < gpus <= 1 and text.startswith("cuda:") and text[5:].isdigit():
         pinned = int(text[5:])
     memory = int(getattr(resources, "driver_memory_mb", None) or 0)
     return Demand(cpus=min(cpus, capacity.cpus), gpus=gpus, memory_mb=memory, gpu_pinned=pinned)

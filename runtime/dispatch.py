@@ -69,6 +69,9 @@ class Plan(BaseModel):
     device: str
     threads: int = Field(ge=1)
     gpu_indices: tuple[int, ...] = ()
+    # The GPUs asked for: a whole number, or a share below 1 of one device (two 0.5 runs share
+    # it); 0 = no GPU. The queue leases by it (runtime.capacity.demand_for).
+    gpus: float = 0
     env: dict[str, str] = Field(default_factory=dict)
     reason: str
     resources: Optional[ResourceRequest] = None   # what the task asked for, for cluster backends
@@ -172,10 +175,12 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
         raise ConfigError(f"The pyspark backend schedules no GPUs, but the task requests "
                           f"{_count(gpus, 'GPU')} ({source}); pass --device cpu to run on the CPU")
 
-    chosen = _choose_devices(gpus, pinned, source, host)
+    chosen = _choose_devices(_whole(gpus), pinned, source, host)
     env = {name: str(threads) for name in THREAD_ENV_VARS}
-    # An empty mask hides every GPU: a CPU run can never grab one by accident.
+    # An empty mask hides every GPU: a CPU run can never grab one by accident. Indices follow
+    # the PCI bus, as nvidia-smi numbers them (CUDA's default order is "fastest first").
     env["CUDA_VISIBLE_DEVICES"] = ",".join(d.cuda_visible_id for d in chosen)
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     if chosen:
         worker_device = "cuda:0" if len(chosen) == 1 else "cuda"
         given = ", ".join(f"GPU {d.index}" for d in chosen)
@@ -187,7 +192,8 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
         reason = (f"{why_backend}, {_gpu_phrase(gpus, source)} -> {backend} on cpu, "
                   f"{threads} threads{thread_note}")
     return Plan(backend=backend, device=worker_device, threads=threads,
-                gpu_indices=tuple(d.index for d in chosen), env=env, reason=reason, python=python)
+                gpu_indices=tuple(d.index for d in chosen), gpus=gpus if chosen else 0, env=env,
+                reason=reason, python=python)
 
 
 def _cluster_plan(backend: str, engine_kind: str, resources: ResourceRequest, gpus: int,
@@ -210,8 +216,16 @@ def _threads(resources: ResourceRequest, host: HostInfo) -> tuple[int, str]:
     return resources.cpus, f" ({resources.cpus} cpus requested)"
 
 
-def _gpu_request(resources: ResourceRequest, device: str | None) -> tuple[int, int | None, str]:
-    """(GPUs wanted, pinned device index or None, where the request came from, for messages)."""
+def _whole(gpus: float) -> int:
+    """Devices a request occupies: a share below 1 still needs one."""
+    import math
+
+    return int(math.ceil(gpus - 1e-9)) if gpus > 0 else 0
+
+
+def _gpu_request(resources: ResourceRequest, device: str | None) -> tuple[float, int | None, str]:
+    """(GPUs wanted, pinned device index or None, where the request came from, for messages).
+    A share (gpus: 0.5) stays a share under --device cuda and cuda:N."""
     requested = resources.gpus or 0
     if device is None:
         return requested, None, f"gpus={requested} in the resources" if requested else ""
@@ -223,12 +237,12 @@ def _gpu_request(resources: ResourceRequest, device: str | None) -> tuple[int, i
     if match is None:
         raise ConfigError(f"Unknown device {device!r}: expected cpu, cuda or cuda:N")
     if match.group(1) is None:
-        return max(1, requested), None, (f"--device cuda, gpus={requested} in the resources"
+        return requested or 1, None, (f"--device cuda, gpus={requested} in the resources"
                                          if requested else "--device cuda")
     if requested > 1:
         raise ConfigError(f"--device {text} pins one GPU, but the task requests {requested} GPUs; "
                           "pass --device cuda to use several")
-    return 1, int(match.group(1)), f"--device {text}"
+    return (requested if 0 < requested < 1 else 1), int(match.group(1)), f"--device {text}"
 
 
 def _gpu_phrase(gpus: int, source: str) -> str:
@@ -256,8 +270,10 @@ def _choose_devices(gpus: int, pinned: int | None, source: str, host: HostInfo) 
     return tuple(available[:gpus])
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def _count(n: float, noun: str) -> str:
+    if 0 < n < 1:
+        return f"a {n:g} share of one {noun}"
+    return f"{n:g} {noun}{'' if n == 1 else 's'}"
 
 
 def describe(plan: Plan) -> str:

@@ -102,6 +102,11 @@ class Prepared:
         from .dispatch import describe
 
         text = describe(self.plan)
+        if self.recipe is not None:
+            where = ("this environment (--env-manager local)" if self.env_manager == "local" else
+                     "its own environment (uv), built on first use")
+            text += (f"\nrecipe   {self.recipe.kind} {self.recipe.name} "
+                     f"sha256:{self.recipe.sha256[:12]}, runs in {where}")
         if self.spark is not None:
             text += "\n" + self.spark.describe()
         if self.model:
@@ -419,6 +424,8 @@ class RunExecutor:
             return Outcome(RunStatus.ABORTED, None, control.reason or "cancelled while queued",
                            "", None)
         plan = self._plan_for_grant(prepared.plan, grant)
+        if plan.gpu_indices:   # the leased devices, by physical index and name, on the run
+            reg.annotate_run(scope, run_id, {"devices": self._leased_devices(plan, grant)})
         # A queueing backend (ray) reports when the run really starts: until then it stays PENDING.
         queues = getattr(backend, "queues", False)
         attempts = 1 + prepared.retries
@@ -479,6 +486,19 @@ class RunExecutor:
             detail = f" ({outcome.reason})" if outcome.reason else ""
             outcome = dataclasses.replace(outcome, reason=control.reason + detail)
         return outcome
+
+    def _leased_devices(self, plan: Any, grant: Any) -> list[dict[str, Any]]:
+        """What the run holds, as `run gpus` and the run's document show it: the host's index
+        (nvidia-smi's, PCI bus order), the name, the share and the worker's own cuda:N."""
+        by_index = {d.index: d for d in self.host.cuda_devices}
+        out = []
+        for position, index in enumerate(plan.gpu_indices):
+            device = by_index.get(index)
+            out.append({"index": index, "name": device.name if device else None,
+                        "memoryMB": device.memory_mb if device else None,
+                        "share": float((grant.gpus or {}).get(index, 1.0)),
+                        "workerDevice": f"cuda:{position}"})
+        return out
 
     def _plan_for_grant(self, plan: Any, grant: Any) -> Any:
         """The plan with the GPUs the queue leased (by index) instead of the first ones."""

@@ -38,6 +38,7 @@ _COLLECTION_ORIGINS = (list, tuple, set, frozenset, collections.abc.Sequence,
                        collections.abc.Set, collections.abc.MutableSequence)
 _MAPPING_ORIGINS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _INTEGER = re.compile(r"[+-]?\d+")
+_GPU_SHARE = re.compile(r"\d*\.\d+")   # gpus: 0.5 (a share of one device)
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,9 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
     for field, setting in resources.items():
         shown = MASK if field in secret else repr(setting.raw)
         text = setting.value.strip() if isinstance(setting.value, str) else None
+        if field == "gpus" and text is not None and _GPU_SHARE.fullmatch(text):
+            request_input[field] = float(text)   # a share of one GPU (0.5), checked below
+            continue
         if text is None or not _INTEGER.fullmatch(text):
             why = ("memory must be an integer number of MB (for example '4096' for 4 GB)"
                    if field in MEMORY_FIELDS else "expected a whole number")
@@ -449,8 +453,9 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
             shown = MASK if field in secret else repr(setting.raw)
             kind = "a non-negative" if field == "gpus" else "a positive"
             unit = " (memory in MB)" if field in MEMORY_FIELDS else ""
+            what = (" or a share below 1 such as 0.5" if field == "gpus" else "")
             problems.append(f"resource {name(setting)} = {shown} from layer {setting.layer!r}: "
-                            f"expected {kind} integer{unit} ({error['msg']})")
+                            f"expected {kind} integer{unit}{what} ({error['msg']})")
     if len(problems) > before:
         return None, {}
     provenance = {field: setting.layer for field, setting in resources.items()}

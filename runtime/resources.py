@@ -5,7 +5,7 @@ Sensei spells the same request two ways (task parameters `driverMemory`, specifi
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Task-parameter key -> ResourceRequest field. Memory parameters are in MB, as in Sensei.
 PARAMETER_KEYS: dict[str, str] = {
@@ -46,9 +46,22 @@ class ResourceRequest(BaseModel):
     executor_cores: int | None = Field(default=None, gt=0)
     num_executors: int | None = Field(default=None, gt=0)
     cpus: int | None = Field(default=None, gt=0)
-    # Zero GPUs is a meaningful request: "run this on the CPU".
-    gpus: int | None = Field(default=None, ge=0)
+    # Zero GPUs is a meaningful request: "run this on the CPU". A fraction below 1 (0.5) asks
+    # for a share of one device, so two small runs can share it; above 1 only whole numbers.
+    gpus: int | float | None = Field(default=None, ge=0)
     spark_conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_or_share(cls, value: int | float | None) -> int | float | None:
+        if value is None or isinstance(value, int):
+            return value
+        if float(value).is_integer():
+            return int(value)
+        if value > 1:
+            raise ValueError("a GPU request above 1 must be a whole number; a fraction (such "
+                             "as 0.5) asks for a share of one GPU")
+        return float(value)
 
     def is_empty(self) -> bool:
         return not self.spark_conf and all(

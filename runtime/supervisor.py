@@ -83,6 +83,40 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, read from /proc."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                data = fh.read()
+            fields = data[data.rindex(b")") + 2:].split()
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                members.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def worker_group_alive(worker: Optional[dict[str, Any]]) -> bool:
+    """Whether anything of a recorded worker's process group still runs (the worker itself, or
+    children it left, which may hold GPU memory). A pid now naming another process means the
+    old group is gone: Linux never reuses an id while a group of that id exists."""
+    if not worker or not isinstance(worker.get("pid"), int):
+        return False
+    pid, pgid = worker["pid"], worker.get("pgid") or worker["pid"]
+    now = proc_start_ticks(pid)
+    if now is not None and worker.get("start") is not None and now != worker["start"]:
+        return False
+    return group_alive(pgid) and bool(group_members(pgid))
+
+
 def kill_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
@@ -406,7 +440,9 @@ class Supervisor:
             for row in rows:
                 owner_alive = self._alive(row.get("owner"))
                 if row["phase"] == "running":
-                    if owner_alive or self._alive(row.get("worker")):
+                    # A lease is held until the worker's whole process group is gone.
+                    if (owner_alive or self._alive(row.get("worker"))
+                            or worker_group_alive(row.get("worker"))):
                         grants.append(Grant.from_record(row.get("grant") or {}))
                 elif row["phase"] == "queued" and owner_alive and row.get("demand"):
                     queued.append(QueueEntry(row["run_id"], row["seq"],
@@ -569,6 +605,12 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
         if row is not None and row["phase"] == "running":
             if not worker.get("pid") and row.get("spec"):
                 worker = find_worker(Path(row["spec"])) or worker
+            if (worker.get("pid") and not same_process_alive(worker["pid"], worker.get("start"))
+                    and worker_group_alive(worker)):
+                # The worker died but left children (which may hold GPU memory): they go
+                # before the run's lease is freed.
+                kill_group(worker.get("pgid") or worker["pid"], signal.SIGKILL)
+                _wait_gone(worker, 5.0)
             if worker.get("pid") and same_process_alive(worker["pid"], worker.get("start")):
                 to_adopt.append((scope, run_id, worker))
             elif has_result:
@@ -618,6 +660,12 @@ def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
     if stale:
         store.ledger_delete(stale)
     return result
+
+
+def _wait_gone(worker: dict[str, Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while worker_group_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 UNCLAIMED_GRACE_S = 30.0

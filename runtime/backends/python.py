@@ -134,8 +134,10 @@ class PythonRunHandle(RunHandle):
             if self._outcome is not None:
                 return self._outcome
             returncode = self._proc.wait()
-            # A run owns its process group: whatever the engine left behind goes with it.
+            # A run owns its process group: whatever the engine left behind goes with it, and
+            # the run ends (freeing its GPU lease) only once the whole group is gone.
             _signal_group(self.pid, signal.SIGKILL)
+            _wait_group_gone(self.pid, GROUP_GONE_TIMEOUT_S)
             self._ended.set()
             if self._pump is not None:
                 self._pump.join(timeout=5.0)
@@ -204,6 +206,22 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):  # the group is already gone
         pass
+
+
+GROUP_GONE_TIMEOUT_S = 10.0
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of the group is left (a SIGKILLed child holding GPU memory takes a
+    moment to exit and be reaped); False when some remain after `timeout_s`."""
+    from ..supervisor import group_members
+
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(pgid) and group_members(pgid):   # zombies hold nothing
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (runs_list, runs_show):
         p.set_defaults(handler="runtime.cli.history:main")
 
+    gpus = sub.add_parser("gpus", help="the host's CUDA devices: index, name, memory used/total "
+                                       "and the run holding each")
+    _common(gpus, scope=False)
+    gpus.set_defaults(handler="runtime.cli.gpus:main")
+
     logs = sub.add_parser("logs", help="print a run's worker log")
     logs.add_argument("run", metavar="RUN", help="a run id, or latest")
     logs.add_argument("--follow", "-f", action="store_true",

@@ -54,7 +54,7 @@ def test_env_sets_every_thread_pool():
     p = python_plan(ResourceRequest(cpus=3))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TORCH_NUM_THREADS"):
         assert p.env[name] == "3"
-    assert set(p.env) == {*THREAD_ENV_VARS, "CUDA_VISIBLE_DEVICES"}
+    assert set(p.env) == {*THREAD_ENV_VARS, "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
 
 
 # --- CUDA --------------------------------------------------------------------------------------
