@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from .errors import ConfigError
 from .resources import ResourceRequest
@@ -78,6 +78,11 @@ class Plan(BaseModel):
     # The interpreter the worker runs with: a recipe's environment (runtime.envs); None = the
     # runtime's own (sys.executable).
     python: Optional[str] = None
+
+    @field_serializer("python")
+    def _python_text(self, value: Any) -> Optional[str]:
+        # model_copy(update=...) does not validate: a Path put there is still written as text
+        return None if value is None else os.fspath(value)
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
