@@ -31,6 +31,9 @@ DATA_SET_KEYS = ("trainingDataSetId", "scoringDataSetId", "scoringResultsDataSet
 CatalogLookup = Callable[[str], Optional[str]]
 
 
+_DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+
+
 def local_path(value: str) -> Optional[Path]:
     """The local path a data set value names: a plain path or a `file://` URI; None for any other
     URI (`s3://...`), which no local check can confine."""
@@ -41,7 +44,14 @@ def local_path(value: str) -> Optional[Path]:
         return Path(unquote(parsed.path))
     if "://" in value:
         return None
-    return Path(value)
+    return Path(value).expanduser()
+
+
+def names_a_file(value: str) -> bool:
+    """Whether a data set value is read as a path (runtime.datasets' rule) rather than as an id."""
+    return (value.startswith(("/", ".", "~", "file:")) or "/" in value or os.sep in value
+            or "://" in value or Path(value).suffix.lower() in _DATA_SUFFIXES
+            or Path(value).exists())
 
 
 def configured_roots(flags: Sequence[str] = (), env: Optional[str] = None) -> list[str]:
@@ -83,6 +93,10 @@ class DataRoots:
         secret = hasattr(value, "get_secret_value")   # a data set marked secret stays unshown
         text = str(value.get_secret_value() if secret else value).strip()
         target = catalog(text) if catalog is not None else None
+        if target is None and not names_a_file(text):
+            # An id not (yet) registered: nothing to read or write. The worker refuses it if it is
+            # still unknown, and checks where it leads if it is registered by then.
+            return None
         shown = (f"{key} (secret)" if secret else f"{key} {text!r}"
                  + (f" (catalog entry for {target!r})" if target else ""))
         path = local_path(str(target) if target else text)

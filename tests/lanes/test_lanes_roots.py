@@ -29,6 +29,8 @@ def _outside_values(lanes: dict) -> dict[str, str]:
         "file uri": (outside / "private.csv").as_uri(),
         "etc": "/etc/hosts",
         "relative": os.path.relpath(outside / "private.csv", REPO),   # the server runs in REPO
+        "home relative": "~/private.csv",
+        "bare file name": "private.csv",
         "remote uri": "s3://bucket/data.csv",
     }
 
@@ -71,7 +73,8 @@ def test_inside_the_roots_paths_and_file_uris_are_accepted(lanes: dict) -> None:
     with client(lanes["server"], new_sandbox(), token=ROOT) as c:
         engine_id = _engine(c)
         for value in (str(root / "train.csv"), (root / "train.csv").as_uri(),
-                      str(root / "sub" / ".." / "train.csv"), str(root / "new" / "out.parquet")):
+                      str(root / "sub" / ".." / "train.csv"), str(root / "new" / "out.parquet"),
+                      "5c6bd4ee84b2a01cbb8cb1e3"):   # a platform data set id, registered later
             response = c.post("/mlInstances", json=instance_body(
                 engine_id, trainingDataSetId=value, scoringResultsDataSetId=value))
             assert response.status_code == 201, (value, response.text)
@@ -243,3 +246,20 @@ def test_a_data_set_under_a_key_of_the_engines_own_is_confined_in_the_run(lanes:
             task = status["status"]["tasks"][0]
             assert task["state"] == "FAILED" and str(root) in task["message"], task
             assert "outside this server's data roots" in task["message"]
+
+
+def test_an_mlservice_naming_a_data_set_outside_is_refused(lanes: dict) -> None:
+    schedule = {"startTime": "2019-01-01T00:00:00.000Z", "endTime": "2029-01-01T00:00:00.000Z",
+                "cron": "20 * * * *"}
+    with client(lanes["server"], new_sandbox(), token=ROOT) as c:
+        engine_id = _engine(c)
+        instance = c.post("/mlInstances", json=instance_body(engine_id)).json()
+
+        def service(scoring: str) -> dict:
+            return {"name": "s", "mlInstanceId": instance["id"], "scoringDataSetId": scoring,
+                    "scoringTimeframe": 10000, "scoringSchedule": schedule}
+        refused = c.post("/mlServices", json=service(str(lanes["outside"] / "private.csv")))
+        assert refused.status_code == 403 and "scoringDataSetId" in refused.json()["detail"]
+        assert c.post("/mlServices", json=service("dataset-score-1")).status_code == 201
+        assert c.post("/mlServices", json=service(str(lanes["root"] / "train.csv"))).status_code \
+            == 201
