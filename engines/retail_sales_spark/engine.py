@@ -99,6 +99,7 @@ class RetailSalesSparkEngine(Engine):
                          seed=params.seed),
         ])
         fitted = pipeline.fit(rows)
+        _log_iterations(ctx, fitted, rows)
         rows.unpersist()
 
         keep = [c for c in ("store", "date", target, "isHoliday", "storeType", "storeSize")
@@ -189,6 +190,17 @@ def _spark(ctx: TaskContext) -> Any:
         raise ConfigError("retail-sales-spark needs a SparkSession (ctx.spark): run it on the "
                           "pyspark backend")
     return ctx.spark
+
+
+def _log_iterations(ctx: TaskContext, fitted: Any, rows: Any) -> None:
+    """The training loss after each boosting iteration, as a per-step curve: GBT's
+    evaluateEachIteration, one Spark pass over the (cached) training rows."""
+    from pyspark.ml import PipelineModel
+
+    gbt = fitted.stages[-1]
+    prepared = PipelineModel(fitted.stages[:-1]).transform(rows)
+    for iteration, loss in enumerate(gbt.evaluateEachIteration(prepared, gbt.getLossType()), 1):
+        ctx.log_metric("trainingLoss", float(loss), iteration)
 
 
 def _target(ctx: TaskContext) -> str:

@@ -58,6 +58,10 @@ def test_cli_train_then_score(retail_small, tmp_path):
     assert summary["spark"]["master"] == "local[2]"
     assert result["model_dir"]
     assert any(home.rglob("pipeline/metadata"))  # the registered model: Spark ML's own writer
+    # the per-iteration training loss, one point per boosting iteration (n_estimators=3)
+    points = [json.loads(line) for line in
+              (home / "runs" / summary["runId"] / "metrics.jsonl").read_text().splitlines()]
+    assert [(p["name"], p["step"]) for p in points] == [("trainingLoss", s) for s in (1, 2, 3)]
 
     scored = _cli("score", str(target), "--json", home=home)
     assert scored.returncode == 0, scored.stderr[-3000:]
