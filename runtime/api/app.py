@@ -232,7 +232,8 @@ _ERROR_SCHEMA = {"type": "object", "properties": {
 _ERRORS = {
     "400": "Bad request: a malformed body or query, an invalid field, an unknown listing field",
     "401": "A missing or unknown bearer token (with tokens configured: every route, any path)",
-    "403": "The token's grant does not reach the org or sandbox asked for",
+    "403": "The token's grant does not reach the org or sandbox asked for, or a data set (or a "
+           "recipe path) lies outside the server's data roots",
     "404": "No such object in this sandbox (deleted objects included), or no such path",
     "406": "The Accept header names nothing this API answers (it answers JSON)",
     "500": "An internal error; the server log has the details",
