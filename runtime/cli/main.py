@@ -149,6 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
         _common(run)
         run.set_defaults(handler="runtime.cli.runs:main")
 
+    sweep = sub.add_parser("sweep", help="a parameter sweep: many train runs of one MLInstance "
+                                         "in one Experiment (grid or random)")
+    sweep.add_argument("mode", nargs="?", choices=["train"], help="the task to sweep (train)")
+    sweep.add_argument("target", nargs="?", metavar="TARGET",
+                       help="an MLInstance id, or a JSON/YAML file in the API's MLInstance shape")
+    sweep.add_argument("-p", "--param", action="append", metavar="KEY=VALUES",
+                       help="a swept parameter: a,b,c | range(start,stop[,step]) | choice(a,b) | "
+                            "uniform(lo,hi) | loguniform(lo,hi) | randint(lo,hi); one value is "
+                            "a plain override (repeatable)")
+    sweep.add_argument("--file", metavar="YAML", help="the sweep from a file: params (and "
+                                                      "samples, seed, metric, mode, parallel)")
+    sweep.add_argument("--samples", type=int, metavar="N",
+                       help="random search: N trials, each parameter drawn at random")
+    sweep.add_argument("--seed", type=int, metavar="S", help="the random search's seed (0)")
+    sweep.add_argument("--parallel", type=int, metavar="K",
+                       help="run at most K trials at once, each leasing its own CPU slots or "
+                            "GPUs in the run queue (default 1)")
+    sweep.add_argument("--metric", metavar="NAME", help="sort the results by this metric (MAPE)")
+    sweep.add_argument("--mode", dest="order", choices=["min", "max"],
+                       help="whether a smaller or a larger metric is better (default min)")
+    sweep.add_argument("--experiment", metavar="ID",
+                       help="the Experiment to run in (default: a new one for the sweep)")
+    sweep.add_argument("--resume", metavar="SWEEP_ID",
+                       help="run the unfinished trials of an earlier sweep (DONE ones are kept)")
+    sweep.add_argument("--device", help="cpu, cuda or cuda:N for every trial")
+    sweep.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
+    _common(sweep)
+    sweep.set_defaults(handler="runtime.cli.sweep:main")
+
     submit = sub.add_parser("submit", help="run a task of an MLInstance as a job on a Ray cluster")
     submit.add_argument("mode", choices=["train", "score", "fp"], help="the task to run")
     submit.add_argument("target", metavar="TARGET",

@@ -1,0 +1,118 @@
+"""`run sweep train TARGET -p KEY=V1,V2 ...` and `run sweep --resume SWEEP_ID`: a family of runs
+of one MLInstance in one Experiment (runtime.sweep has the grammar and the runner)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from ..home import resolve_home
+from ..service import Caller, Registry
+from ..sweep import (SweepConfig, SweepRunner, load_sweep_file, parse_param, plan_trials,
+                     table_text)
+
+SWEEP_EXPERIMENT_DESCRIPTION = "A parameter sweep started by `run sweep`"
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..supervisor import SignalGuard
+
+    registry = Registry.open(resolve_home(args.home))
+    caller = Caller.local(org=args.org, sandbox=args.sandbox)
+    err = sys.stderr if args.json else sys.stdout
+
+    def out(line: str) -> None:
+        print(line, file=err, flush=True)
+
+    interrupt = SignalGuard().__enter__()
+    try:
+        state = _resume(registry, args) if args.resume else _new(registry, caller, args)
+        runner = SweepRunner(registry, caller, state, out=out, device=args.device,
+                             backend=args.backend, interrupt=interrupt)
+        todo = sum(1 for r in state["rows"] if r["state"] != "DONE")
+        out(f"Sweep {state['id']}: {len(state['rows'])} trial(s), {todo} to run, at most "
+            f"{state['parallel']} at once, Experiment {state['experimentId']} "
+            f"(folder {runner.folder})")
+        rows = runner.run()
+        out("")
+        out(table_text(rows, state["keys"], state.get("metric")))
+        best = runner.best()
+        if best is not None:
+            out(f"best: trial {best['trial']} {state['metric']}={best['metric']:.6g} run "
+                f"{best['runId']} model {best.get('modelId') or '-'} (tagged sweepBest)")
+        out(f"results: {runner.folder / 'results.csv'}, {runner.folder / 'results.json'}")
+        if args.json:
+            print(json.dumps({"sweepId": state["id"], "experimentId": state["experimentId"],
+                              "metric": state.get("metric"), "mode": state.get("order"),
+                              "best": best, "rows": rows}))
+        if interrupt.reason:
+            return 130
+        return 0 if all(r["state"] == "DONE" for r in rows) else 1
+    finally:
+        interrupt.__exit__(None, None, None)
+        registry.close()
+
+
+def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[str, Any]:
+    from .runs import resolve_target
+
+    if args.mode != "train" or not args.target:
+        raise ConfigError("Usage: run sweep train TARGET -p KEY=V1,V2 ... (or run sweep --resume "
+                          "SWEEP_ID)")
+    config = load_sweep_file(args.file) if args.file else SweepConfig()
+    swept, fixed = [], []
+    for text in args.param or []:
+        axis = parse_param(text)
+        (swept if axis.is_distribution or len(axis.values) > 1 else fixed).append(
+            (axis, text))
+    axes = [a for a in config.axes if a.key not in {x.key for x, _ in swept + fixed}]
+    axes += [a for a, _ in swept]
+    # A one-valued -p that is not swept is a plain override; one the file sweeps replaces it.
+    base = {axis.key: axis.values[0] for axis, _ in fixed}
+    samples = args.samples if args.samples is not None else config.samples
+    seed = args.seed if args.seed is not None else config.seed
+    trials = plan_trials(axes, samples=samples, seed=seed)
+    metric = args.metric or config.metric
+    order = (args.order or config.mode or "min").lower()
+    if order not in ("min", "max"):
+        raise ConfigError(f"--mode must be min or max, got {order!r}")
+    parallel = args.parallel if args.parallel is not None else (config.parallel or 1)
+    if parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1, got {parallel}")
+    instance = resolve_target(registry, caller, args.target)
+    if args.experiment:
+        from .runs import resolve_experiment
+
+        experiment = resolve_experiment(registry, caller, instance, args.experiment)
+    else:
+        from ..schemas import EXPERIMENT
+
+        experiment = registry.create(EXPERIMENT, caller, {
+            "name": f"sweep of {instance.get('name')}", "mlInstanceId": instance["id"],
+            "description": SWEEP_EXPERIMENT_DESCRIPTION})
+    # Every trial is checked before any runs: a bad value fails here, naming its trial.
+    from ..execution import RunExecutor
+
+    executor = RunExecutor(registry)
+    for index, params in enumerate(trials[:1] + trials[-1:]):
+        try:
+            executor.prepare(caller, experiment["id"], "train", overrides={**base, **params},
+                             device=args.device, backend=args.backend)
+        except ConfigError as exc:
+            raise ConfigError(f"Sweep trial {params}: {exc.detail}") from None
+    return SweepRunner.new_state(instance_id=instance["id"], experiment_id=experiment["id"],
+                                 mode="train", trials=trials, base=base, metric=metric,
+                                 order=order, parallel=parallel, keys=[a.key for a in axes],
+                                 target=args.target)
+
+
+def _resume(registry: Registry, args: argparse.Namespace) -> dict[str, Any]:
+    if args.target or args.param or args.file or args.samples is not None:
+        raise ConfigError("run sweep --resume SWEEP_ID takes the sweep's own plan: no TARGET, "
+                          "-p, --file or --samples")
+    state = SweepRunner.load(registry.home.root, args.resume)
+    if args.parallel is not None:
+        state["parallel"] = args.parallel
+    return state
