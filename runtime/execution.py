@@ -464,12 +464,14 @@ class RunExecutor:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _wait(handle: Any, control: Any, max_runtime_s: Optional[float]) -> Any:
-        """The handle's outcome; a stop request (cancel, Ctrl-C, maxRuntime) cancels it first."""
-        import dataclasses
+    def _wait(handle: Any, control: Any, max_runtime_s: Optional[float],
+              elapsed_s: float = 0.0) -> Any:
+        """The handle's outcome; a stop request (cancel, Ctrl-C, maxRuntime) cancels it first.
+        `elapsed_s`: how long the run already ran (an adopted run)."""
         import time
 
-        deadline = None if not max_runtime_s else time.monotonic() + max_runtime_s
+        deadline = (None if not max_runtime_s
+                    else time.monotonic() + max(0.0, max_runtime_s - elapsed_s))
         while not control.stopping():
             if deadline is not None and time.monotonic() >= deadline:
                 control.request_stop(f"exceeded its maxRuntime of {max_runtime_s:g} s")
@@ -790,10 +792,12 @@ class RunExecutor:
         control = self.supervisor.own(scope, run_id, phase="running")
         handle = AdoptedWorker(run_id, worker, self.registry.home.runs / run_id)
         control.handle = handle
+        max_runtime_s = ((run.get("runtime") or {}).get("limits") or {}).get("maxRuntime")
+        elapsed_s = _elapsed_s(self.registry.store.get_run_status(scope, run_id))
 
         def follow() -> None:
             try:
-                outcome = self._wait(handle, control, None)
+                outcome = self._wait(handle, control, max_runtime_s, elapsed_s)
                 self.record_unwatched(scope, run_id, outcome=outcome)
             except Exception as exc:
                 log.exception("Adopted run %s could not be recorded", run_id)
@@ -851,3 +855,14 @@ class RunExecutor:
     def _live_threads(self) -> list[threading.Thread]:
         with self._lock:
             return [t for t in self._threads.values() if t.is_alive()]
+
+
+def _elapsed_s(status: Optional[dict[str, Any]]) -> float:
+    """Seconds since a run's status says it started (0 when it does not say)."""
+    from datetime import datetime, timezone
+
+    started = ((status or {}).get("status", {}).get("tasks") or [{}])[0].get("started")
+    if not started:
+        return 0.0
+    then = datetime.strptime(started, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return max(0.0, (datetime.now(timezone.utc) - then).total_seconds())
