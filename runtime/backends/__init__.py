@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, field
 
 from ..errors import ConfigError
 from ..resources import ResourceRequest
-from ..schemas import RunStatus
 from ..tasks import TASK_NAMES, canonical_task
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
+    from ..schemas import RunStatus   # annotations only: the worker need not build every schema
 
 __all__ = ["ENTRY_POINT_GROUP", "Backend", "Outcome", "RunHandle", "WorkerSpec", "installed_backends",
            "load_backend", "RESULT_FILE", "SPEC_FILE"]

@@ -58,11 +58,24 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
         return None
     if info.kind == "pyspark" and not info.requirements and not extra_pip:
         return None     # the runtime's own interpreter has pyspark; an env would have to bring it
+    # A stored recipe never changes (its folder is named by its digest): once this process has
+    # its environment, a later run only checks that the interpreter is still there.
+    key = (str(Path(recipe_dir).resolve()), tuple(info.requirements), tuple(extra_pip),
+           str(home))
+    known = _READY.get(key)
+    if known is not None and known.is_file():
+        if log is not None:
+            log.write(f"[env] environment ready: {known.parent.parent}\n")
+        return known
     from ..envs import ensure_env
 
     env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
                      extra_pip=list(extra_pip), home=home, log=log)
+    _READY[key] = Path(env.python)
     return Path(env.python)
+
+
+_READY: dict[tuple, Path] = {}
 
 
 def engine_extra_pip(engine_doc: dict[str, Any]) -> list[str]:

@@ -250,9 +250,10 @@ def _tag() -> str:
     return uuid.uuid4().hex[:8]
 
 
-# An engine plugin name that is never installed: the server's background executor fails runs of
-# it at once (FAILED, nothing trained), so runs created by these tests write nothing else.
-UNINSTALLED_ENGINE = "tests-uninstalled-engine"
+# An engine that passes registration (an importable module: POST /engines refuses a location that
+# names nothing runnable) but has no such class: the server's background executor fails runs of it
+# at once (FAILED, nothing trained), so runs created by these tests write nothing else.
+UNINSTALLED_ENGINE = "runtime.engine:TestsUninstalledEngine"
 
 
 def engine_body(name: Optional[str] = None, **extra: Any) -> dict[str, Any]:

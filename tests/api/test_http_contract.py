@@ -513,7 +513,18 @@ def _file_of(uri: str) -> Path:
 
 
 def test_multipart_engine_keeps_the_uploaded_artifact(server, client: httpx.Client) -> None:
-    payload = bytes(range(256)) * 64 + b"\r\n--not-a-boundary\r\n"
+    # A real recipe (the artifact is checked at registration), zipped with a member whose bytes
+    # look like a multipart boundary.
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("r/setup.py", "from setuptools import setup\nsetup(name='r', entry_points="
+                         "{'Training': ['training_dataloader=r.load', 'training_pipeline=r.load']})\n")
+        archive.writestr("r/r/__init__.py", "")
+        archive.writestr("r/r/load.py", "BLOB = b'\\r\\n--not-a-boundary\\r\\n'\n")
+        archive.writestr("r/r/blob.bin", bytes(range(256)) * 64 + b"\r\n--not-a-boundary\r\n")
+    payload = buffer.getvalue()
     sent = engine_body()
     sent["artifacts"]["default"]["image"].pop("location")
     response = multipart_engine(client, sent, {"defaultArtifact": payload,
@@ -525,7 +536,9 @@ def test_multipart_engine_keeps_the_uploaded_artifact(server, client: httpx.Clie
     stored = _file_of(image["location"])
     assert stored.resolve().is_relative_to(server.home.resolve())
     assert stored.read_bytes() == payload
-    assert (stored.parent / "trainOverrideArtifact").read_bytes() == b"train-only"
+    assert image["recipeKind"] == "python-functions" and len(image["sha256"]) == 64
+    assert (server.home / "artifacts" / "engines" / engine["id"] / "trainOverrideArtifact"
+            ).read_bytes() == b"train-only"
     assert client.get(f"/engines/{engine['id']}").json() == engine
 
 

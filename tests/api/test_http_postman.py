@@ -166,9 +166,11 @@ def send(http: httpx.Client, built: Built) -> httpx.Response:
 
 
 def base_environment(sandbox: str) -> dict[str, str]:
+    # defaultArtifact is a text field in the collection: text cannot carry a recipe archive (an
+    # upload that is not a recipe is a 400), so it goes empty; recipe uploads: tests/recipes.
     env = {"IMS_ORG": "POSTMANORG@AdobeOrg", "SANDBOX_NAME": sandbox,
            "ACCESS_TOKEN": "postman-token", "API_KEY": "", "algorithm": "regression",
-           "modelArtifact": MODEL_ARTIFACT, "defaultArtifact": "engine artifact from postman",
+           "modelArtifact": MODEL_ARTIFACT, "defaultArtifact": "",
            "modelTranscodingId": "transcoding-0"}
     for name in ("preprocess", "featurePipeline", "train", "batchScore", "validate", "evaluate",
                  "publish"):

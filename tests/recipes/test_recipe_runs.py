@@ -91,7 +91,9 @@ def test_function_recipe_from_the_cli(home: Path, tmp_path: Path) -> None:
         registry.close()
     sha = engine["artifacts"]["default"]["image"]["sha256"]
     assert run["runtime"]["artifact"]["sha256"] == sha          # the run records what it ran
-    assert run["runtime"]["plan"]["python"] != sys.executable   # its own environment
+    python = run["runtime"]["plan"]["python"]                    # its own environment
+    assert python and Path(python) != Path(sys.executable)
+    assert Path(python).is_relative_to(home / "envs")
     assert model["modelArtifactDigest"].startswith("sha256:")
 
     out = tmp_path / "scores.parquet"
@@ -189,6 +191,18 @@ def test_uploaded_recipe_through_the_api(home: Path, tmp_path: Path) -> None:
         assert task["state"] == "DONE", task
         rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
         assert len(rows) > 1000 and {"prediction", "probability"} <= set(rows[0])
+
+        # A PUT with another artifact is the Engine's next version; the runs keep their digest.
+        put = client.put(f"/engines/{engine['id']}", files={
+            "engine": (None, json.dumps({"name": "Classify v2"}), "application/json"),
+            "defaultArtifact": ("class.zip", zip_folder(FIXTURES / "class_recipe"),
+                                "application/zip")})
+        assert put.status_code == 200, put.text
+        image = put.json()["artifacts"]["default"]["image"]
+        assert (image["artifactVersion"], image["recipeKind"]) == (2, "python-classes")
+        assert image["sha256"] != engine["artifacts"]["default"]["image"]["sha256"]
+        assert client.get(f"/experiments/{experiment['id']}/runs/{run['id']}").json()[
+            "runtime"]["artifact"]["sha256"] == engine["artifacts"]["default"]["image"]["sha256"]
 
         # A Model uploaded through POST /models is never unpickled.
         import pickle
