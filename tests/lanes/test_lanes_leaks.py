@@ -2,7 +2,6 @@
 the parser's error class; tasklogs serve the run's own listed log and nothing else."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

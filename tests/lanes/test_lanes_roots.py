@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lanes_helpers import NOOP_ENGINE, ROOT, ORG, client, instance_body, lanes_server, wait_run
+from lanes_helpers import NOOP_ENGINE, ORG, ROOT, client, instance_body, wait_run
 from live_server import live_server, new_sandbox, sensei_client, server_env
 from runtime.data_roots import DATA_SET_KEYS, DataRoots, configured_roots
 from runtime.errors import Forbidden
@@ -142,12 +142,20 @@ def test_with_tokens_and_no_roots_configured_the_home_data_folder_is_the_root(tm
 
 
 def test_without_tokens_roots_apply_only_when_configured(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from runtime.api.app import ServerSettings, create_app
+    from runtime.home import resolve_home
+
     anywhere = tmp_path / "anywhere.csv"
-    with live_server(tmp_path / "home") as server, \
-            sensei_client(server.api_url, new_sandbox(), token=None) as c:
-        engine_id = _engine(c)
-        assert c.post("/mlInstances", json=instance_body(
-            engine_id, trainingDataSetId=str(anywhere))).status_code == 201
+    app = create_app(ServerSettings(home=resolve_home(tmp_path / "home0")))   # loopback, no roots
+    try:
+        with TestClient(app) as c:
+            engine_id = c.post("/data/sensei/engines", json=NOOP_ENGINE).json()["id"]
+            assert c.post("/data/sensei/mlInstances", json=instance_body(
+                engine_id, trainingDataSetId=str(anywhere))).status_code == 201
+    finally:
+        app.state.registry.close()
     with live_server(tmp_path / "home2", "--data-root", str(tmp_path / "data")) as server, \
             sensei_client(server.api_url, new_sandbox(), token=None) as c:
         engine_id = _engine(c)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lanes_helpers import ALICE, BOB, ORG, ROOT, NOOP_ENGINE, client
+from lanes_helpers import BOB, NOOP_ENGINE, ORG, ROOT, client
 from live_server import new_sandbox
 from runtime.api.auth import TokenGrant, parse_tokens
 from runtime.errors import ServerConfigError
