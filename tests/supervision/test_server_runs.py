@@ -2,6 +2,7 @@
 maxRuntime, retries, and a graceful stop on SIGTERM."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -129,3 +130,40 @@ def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
         task = task_of(client, slow, long_run)
         assert task["state"] == "ABORTED" and "6 s grace period" in task["message"], task
     assert integrity(home) == "ok"
+
+
+def test_after_a_server_sigkill_the_next_server_adopts_live_workers_and_fails_dead_ones(
+        tmp_path):
+    from support import models_of_run
+
+    home = tmp_path / "home"
+    with live_server(home) as server:
+        sandbox = new_sandbox()
+        client = client_for(server, sandbox)
+        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=2500)
+        slow = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
+        survivor, doomed = post_run(client, quick), post_run(client, slow)
+        wait_state(client, quick, survivor, {"RUNNING"})
+        wait_state(client, slow, doomed, {"RUNNING"})
+        deadline = time.monotonic() + 60
+        while len(worker_pids(home)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.process.send_signal(signal.SIGKILL)      # as the OOM killer would
+        server.process.wait()
+    doomed_worker = [pid for pid in worker_pids(home)
+                     if doomed in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")]
+    assert len(doomed_worker) == 1 and len(worker_pids(home)) == 2   # both outlived the server
+    os.killpg(doomed_worker[0], signal.SIGKILL)
+    with live_server(home) as server:
+        client = client_for(server, sandbox)
+        task = wait_state(client, quick, survivor, {"DONE", "FAILED", "ABORTED"}, timeout_s=90)
+        assert task["state"] == "DONE", task
+        assert models_of_run(home, survivor) == 1
+        insights = client.get("/insights").json()["children"]
+        assert any(i["context"].get("experimentRunId") == survivor for i in insights)
+        task = task_of(client, slow, doomed)
+        assert task["state"] == "FAILED", task
+        assert task["message"] == ("the server stopped while the run was running; worker "
+                                   "exited without a result")
+        assert "1 adopted" in server.output() and "1 failed" in server.output()
+    assert wait_no_workers(home, 5) == [] and integrity(home) == "ok"
