@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_after_a_server_sigkill_the_next_server_adopts_live_workers_and_fails_de
         server.process.send_signal(signal.SIGKILL)      # as the OOM killer would
         server.process.wait()
     doomed_worker = [pid for pid in worker_pids(home)
-                     if doomed in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")]
+                     if doomed.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(doomed_worker) == 1 and len(worker_pids(home)) == 2   # both outlived the server
     os.killpg(doomed_worker[0], signal.SIGKILL)
     with live_server(home) as server:
