@@ -115,7 +115,7 @@ def test_prune_clears_dead_staging_folders(tmp_path):
     assert not stale.exists() and fresh.exists()
 
 
-def test_cli_list_build_rm_prune(python_env, env_home, tmp_path, capsys):
+def test_cli_list_build_rm_prune(python_env, env_home, prune_home, tmp_path, capsys):
     assert run_main(["envs", "list", "--home", str(env_home), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert python_env.key in [e["key"] for e in listed["envs"]]
@@ -125,10 +125,12 @@ def test_cli_list_build_rm_prune(python_env, env_home, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KEY" in out and python_env.key in out and "envtest-pandas1" in out
 
-    home = tmp_path / "home"
-    assert run_main(["envs", "list", "--home", str(home)]) == 0
+    assert run_main(["envs", "list", "--home", str(tmp_path / "empty")]) == 0
     assert "no environments" in capsys.readouterr().out
-    assert run_main(["envs", "build", "--profile", "bare", "--home", str(home), "--json"]) == 0
+
+    home = prune_home     # uv's cache there is warm; this environment is new
+    assert run_main(["envs", "build", "--profile", "bare", "--pip", "six==1.17.0",
+                     "--home", str(home), "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert built["cached"] is False and built["python"].startswith(str(home))
     assert run_main(["envs", "prune", "--max-size", "1", "--dry-run", "--home", str(home)]) == 0
