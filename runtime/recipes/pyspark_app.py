@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +437,7 @@ class PySparkRecipeEngine(RecipeEngine):
         self._scope: Optional[_RunScope] = None
         self._config: Optional[dict[str, Any]] = None
         self._instances: dict[str, Any] = {}
+        self.loader_reached_at: Optional[float] = None
 
     @property
     def import_dir(self) -> Path:
@@ -505,9 +507,7 @@ class PySparkRecipeEngine(RecipeEngine):
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            from ..spark.errors import is_spark_error, spark_message
-
-            text = spark_message(exc) if is_spark_error(exc) else str(exc)
+            text = _error_text(exc)
             raise RecipeRoleError(f"Recipe {self.recipe.name!r}, role {key} "
                                   f"({self.roles[key]}).{method} failed: {type(exc).__name__}: "
                                   f"{text}") from exc
@@ -524,6 +524,9 @@ class PySparkRecipeEngine(RecipeEngine):
         config = self.begin(ctx)
         key = {TRAIN: "training.dataLoader", SCORE: "scoring.dataLoader",
                FEATURE_PIPELINE: "feature.dataLoader"}[ctx.task]
+        loader = self.role(key)
+        self.loader_reached_at = time.time()   # the Spark worker reports dispatch -> loader
+        del loader
         return self._frame(key, "load", self.call(key, "load", config, ctx.spark))
 
     def feature_pipeline(self, ctx: TaskContext, data: Any) -> Any:
@@ -577,9 +580,7 @@ class PySparkRecipeEngine(RecipeEngine):
             try:
                 model = pipeline.fit(rows, params) if params else pipeline.fit(rows)
             except Exception as exc:
-                from ..spark.errors import is_spark_error, spark_message
-
-                text = spark_message(exc) if is_spark_error(exc) else str(exc)
+                text = _error_text(exc)
                 raise RecipeRoleError(f"{where}: fitting its pipeline failed: "
                                       f"{type(exc).__name__}: {text}") from exc
         if not (hasattr(model, "transform") and hasattr(model, "write")):
@@ -636,6 +637,17 @@ class PySparkRecipeEngine(RecipeEngine):
                        else ("scoring.dataSaver", "scoringResultsDataSetId"))
         self.call(key, "save", config, frame)
         return config.get(target)
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception's own message, first lines only (a JVM stack trace stays in the log)."""
+    kept = []
+    for line in str(exc).strip().splitlines():
+        if line.lstrip().startswith(("at ", "JVM stacktrace:", "Traceback")):
+            break
+        if line.strip():
+            kept.append(line.strip())
+    return " ".join(kept[:3]) or type(exc).__name__
 
 
 def _metrics(found: Any, recipe: str, target: str) -> list[Metric]:

@@ -187,6 +187,10 @@ class Worker:
             "newSessionS": round(new_session_s, 6),
             "dispatchToEngineS": (round(run.engine_ready_at - submitted, 4)
                                   if submitted and run.engine_ready_at else None),
+            # a recipe: from submit to its data loader's load() (imports and run setup included)
+            "dispatchToLoaderS": (round(loader_at - submitted, 4)
+                                  if submitted and (loader_at := getattr(run.engine, "loader_reached_at", None))
+                                  else None),
         }
         _write_result(run.run_dir, record)
         print(_summary(record, time.perf_counter() - started), flush=True)
