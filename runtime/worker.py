@@ -197,6 +197,8 @@ class Run:
         with self.stage("load_data"):
             data = engine.load_data(ctx, uri)
         log.info("loaded %s: %s from %s", key, self.describe(data), uri)
+        if type(data).__module__.startswith("pandas"):   # a Spark frame would need a job to count
+            self.series.bar("rows in", len(data), 0)
         return data
 
     # Hooks for frames that are not pandas (a pyspark run counts and describes Spark DataFrames).
@@ -215,6 +217,7 @@ class Run:
             target = write_dataset(frame, resolve_dataset(str(target)))
         self.result["output"] = str(target)
         self.result["rows"] = len(frame)
+        self.series.bar("rows out", len(frame), 0)   # the terminal's progress line shows it
         log.info("wrote %d rows to %s", len(frame), target)
 
     # --- the record ----------------------------------------------------------------------------

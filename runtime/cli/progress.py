@@ -94,23 +94,34 @@ class RunConsole:
                 self._draw()
 
     def status_text(self, width: int = 100) -> str:
+        """The live line: spinner, stage, the outermost loop with a bar, the loss, the time, then
+        inner loops, row counts and other metrics; what does not fit the width is left out,
+        least important first."""
         progress = read_progress(self._run_dir) if self._run_dir else None
         elapsed = time.monotonic() - self._started
-        parts = [_SPIN[self._frame % len(_SPIN)]]
+        pieces: list[tuple[int, str]] = [(0, _SPIN[self._frame % len(_SPIN)])]   # (rank, text)
         if progress and progress.get("stage"):
-            parts.append(str(progress["stage"]))
+            pieces.append((1, str(progress["stage"])))
+        drawn = False   # the outermost loop gets the bar; inner ones their counts
         for bar in (progress or {}).get("bars") or []:
             n, total = int(bar.get("n") or 0), int(bar.get("total") or 0)
-            if total:
-                parts.append(f"{bar['desc']} {n}/{total} {_bar(n / total)} {100 * n // total}%"
-                             if len(parts) < 3 else f"{bar['desc']} {n}/{total}")
-            else:
-                parts.append(f"{bar['desc']} {n}")
-        for name, point in sorted(((progress or {}).get("metrics") or {}).items()):
+            if total and not drawn:
+                pieces.append((1, f"{bar['desc']} {n}/{total} {_bar(n / total)} {100 * n // total}%"))
+                drawn = True
+            elif total:
+                pieces.append((4, f"{bar['desc']} {n}/{total}"))
+            else:   # a count without a total: rows read or written
+                pieces.append((5, f"{bar['desc']} {n:,}"))
+        metrics = sorted(((progress or {}).get("metrics") or {}).items(),
+                         key=lambda item: ("loss" not in item[0].lower(), item[0]))
+        for name, point in metrics:
             if point.get("value") is not None:
-                parts.append(f"{name} {point['value']:.4g}")
-        parts.append(f"{elapsed:.1f} s")
-        text = " · ".join(parts)
+                rank = 2 if "loss" in name.lower() else 6
+                pieces.append((rank, f"{name} {point['value']:.4g}"))
+        pieces.append((3, f"{elapsed:.1f} s"))
+        while len(pieces) > 1 and len(" · ".join(t for _, t in pieces)) > width:
+            pieces.remove(max(reversed(pieces), key=lambda p: p[0]))
+        text = " · ".join(t for _, t in pieces)
         return text if len(text) <= width else text[:width - 1] + "…"
 
     def _draw(self) -> None:

@@ -237,7 +237,7 @@
       `</div>` +
       `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` +
       `<h2>Parameters</h2><table><thead><tr><th>key</th><th>value</th><th>source layer</th></tr></thead><tbody>${params}</tbody></table>` +
-      `<h2>Log ${running ? `<span class="muted">(following)</span>` : ""} <a class="muted" href="${esc(r.log)}" target="_blank">raw</a></h2><pre class="log" id="log"></pre>` +
+      `<h2>Log ${running ? `<span class="muted">(following)</span>` : ""} <a class="muted download" href="${esc(r.log)}" data-name="worker-${esc(short(r.id))}.log" target="_blank">raw</a></h2><pre class="log" id="log"></pre>` +
       (r.logs ? `<h2>Failure</h2><pre class="log">${esc(r.logs)}</pre>` : "");
     seriesCharts(view.querySelector("#charts"), [r.series], [short(r.id)]);
     view.querySelectorAll("a.download").forEach((a) => a.addEventListener("click", (e) => {
