@@ -715,18 +715,44 @@ def _copy_unpacked(recipe: RecipeSource, site: Path, say) -> None:
             else:
                 shutil.copy2(entry, target)
         if (source / "EGG-INFO").is_dir():
-            shutil.copytree(source / "EGG-INFO", site / f"{_egg_name(recipe.path) or 'recipe'}.egg-info")
+            name, version = _egg_identity(source)
+            # <name>-<version>.egg-info: the form importlib.metadata, pip and uv all read
+            shutil.copytree(source / "EGG-INFO",
+                            site / f"{name.replace('-', '_')}-{version}.egg-info")
 
 
-def _egg_name(path: Path) -> str | None:
-    """The distribution name of an egg, from its PKG-INFO (else its file name)."""
+def _egg_identity(path: Path) -> tuple[str, str]:
+    """(name, version) of an unpacked egg, from its PKG-INFO, else its folder name
+    (`name-version-pyX.Y.egg`)."""
+    fields: dict[str, str] = {}
     pkg_info = Path(path) / "EGG-INFO" / "PKG-INFO"
     if pkg_info.is_file():
         for line in pkg_info.read_text(errors="replace").splitlines():
-            if line.startswith("Name:"):
-                return _canonical(line.split(":", 1)[1].strip())
-    stem = Path(path).name.split("-")[0]
-    return _canonical(stem) if stem else None
+            key, sep, value = line.partition(":")
+            if not line.strip():
+                break
+            if sep and key in ("Name", "Version"):
+                fields[key] = value.strip()
+    parts = Path(path).name.removesuffix(".egg").split("-")
+    name = fields.get("Name") or parts[0] or "recipe"
+    version = fields.get("Version") or (parts[1] if len(parts) > 1 else "0")
+    return _canonical(name), version
+
+
+def _egg_name(path: Path) -> str | None:
+    """The distribution name of an egg (folder or .egg file)."""
+    path = Path(path)
+    if path.is_file():
+        import zipfile
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for line in zf.read("EGG-INFO/PKG-INFO").decode(errors="replace").splitlines():
+                    if line.startswith("Name:"):
+                        return _canonical(line.split(":", 1)[1].strip())
+        except (KeyError, zipfile.BadZipFile):
+            pass
+        return _canonical(path.name.split("-")[0])
+    return _egg_identity(path)[0]
 
 
 def _relink_scripts(final: Path, origins: list[Path]) -> None:

@@ -246,3 +246,23 @@ def test_pip_fallback_builds_the_same_env(tmp_path, bare_env, monkeypatch):
     activate = (info.path / "bin" / "activate").read_text()
     assert str(info.path) in activate and ".tmp" not in activate
     assert leftovers(home) == []
+
+
+# --- the platform's own artifact format: an egg ----------------------------------------------------
+
+def test_unpacked_egg_recipe_is_installed_with_its_entry_points(env_home, tmp_path):
+    egg = tmp_path / "egg_recipe-1.0-py3.11.egg"
+    (egg / "EGG-INFO").mkdir(parents=True)
+    (egg / "EGG-INFO" / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: egg-recipe\nVersion: 1.0\n")
+    (egg / "EGG-INFO" / "entry_points.txt").write_text("[Training]\ntraining_pipeline = eggrec.pipeline\n")
+    (egg / "EGG-INFO" / "requires.txt").write_text("six==1.16.0\n")
+    (egg / "eggrec").mkdir()
+    (egg / "eggrec" / "__init__.py").write_text("")
+    (egg / "eggrec" / "pipeline.py").write_text("import six\n\ndef train(config, data):\n"
+                                                "    return 'py3' if six.PY3 else 'py2'\n")
+    info = ensure_env(recipe_dir=egg, requirements=[], profile="bare", home=env_home)
+    out = in_env(info, "import importlib.metadata as md\n"
+                       "(ep,) = md.entry_points(group='Training')\n"
+                       "print(ep.name, ep.load().train({}, None), md.version('egg-recipe'))")
+    assert out == "training_pipeline py3 1.0"
+    assert "six==1.16.0" in (info.path / "requirements.lock").read_text()
