@@ -248,7 +248,9 @@ class RunViews:
         doc = self._live_run(caller, run_id)
         state = self._state(caller, run_id)
         path = self.registry.home.runs / run_id / "worker.log"
-        size = path.stat().st_size if path.exists() else 0
+        # The run's own log only: a link planted in the run folder is not followed (as run_log).
+        plain = path.exists() and not path.is_symlink() and path.stat().st_nlink == 1
+        size = path.stat().st_size if plain else 0
         offset = max(0, min(int(offset), size))
         if offset == 0 and size > _LOG_CHUNK:
             offset = size - _LOG_CHUNK   # a long log starts at its last 256 KiB

@@ -61,8 +61,11 @@ def test_tasklogs_serve_the_runs_own_log_only(lanes: dict) -> None:
         # A log of another run, through this run's path, is not this run's log.
         other_exp, other_run, _ = _train(c, trainingDataSetId=str(lanes["root"] / "train.csv"))
         assert c.get(f"/experiments/{exp_id}/runs/{other_run}/logs/worker.log").status_code == 404
-        # The worker.log replaced by a link out is refused too.
+        # The worker.log replaced by a link out is refused too, by the API and by the web page's
+        # log route.
         log = run_dir / "worker.log"
         log.unlink()
         log.symlink_to(lanes["outside"] / "private.csv")
         assert c.get(base + "worker.log").status_code == 404
+        page = c.get(server.base_url + f"/ui/api/runs/{run_id}/log")
+        assert page.status_code == 200 and page.json()["text"] == "" and "5,6" not in page.text
