@@ -102,6 +102,7 @@ def test_detect_and_the_engine_reference(tmp_path: Path) -> None:
         assert detect(spark_recipe) == "pyspark"
         assert inspect_recipe(spark_recipe).application.endswith("application.yaml")
     assert detect(FIXTURES / "class_recipe") == "python-classes"
+    assert detect(FIXTURES / "old_classes") == "python-classes"   # Training/Scoring naming classes
 
     info = store_artifact(FIXTURES / "retail_functions", None, tmp_path)
     ref = reference(info.recipe.kind, info.dir)

@@ -218,3 +218,46 @@ def test_uploaded_recipe_through_the_api(home: Path, tmp_path: Path) -> None:
         assert task["state"] == "FAILED"
         assert "no digest recorded by this runtime" in task["message"] or \
             "no digest recorded by this runtime" in task.get("logs", ""), task
+
+
+def test_older_class_recipe_in_this_environment(home: Path, tmp_path: Path) -> None:
+    """--env-manager local: the runtime's own interpreter, compat/ on the recipe's path only."""
+    recipe = FIXTURES / "old_classes"
+    config = str(recipe / "old.config.json")
+    trained = summary(cli(home, "train", config, "--engine", str(recipe), "--env-manager", "local",
+                          "--sandbox", "lab", "--org", "Acme@AdobeOrg", "--json",
+                          "-p", f"trainingDataSetId={RETAIL / 'retail-training.csv'}"))
+    assert trained["state"] == "DONE", trained
+    model_dir = Path(trained["log"]).parent / "model"   # moved into the Model's folder on success
+    registry = _registry(home)
+    try:
+        from runtime.schemas import MODEL, EXPERIMENT_RUN
+        from runtime.service import Caller
+        caller = Caller.local(org="Acme@AdobeOrg", sandbox="lab")
+        model = registry.get(MODEL, caller, trained["modelId"])
+        run = registry.get(EXPERIMENT_RUN, caller, trained["runId"])
+    finally:
+        registry.close()
+    assert run["runtime"]["plan"]["python"] is None and run["runtime"]["artifact"]["envManager"] == "local"
+    folder = Path(model["modelArtifactUri"].removeprefix("file://"))
+    saved = json.loads((folder / "model.json").read_text())
+    config_seen = saved["config"]
+    assert (config_seen["sandboxId"], config_seen["sandboxName"]) == ("lab", "lab")
+    assert config_seen["ML_FRAMEWORK_IMS_TENANT_ID"] == "Acme@AdobeOrg"
+    assert config_seen["ML_FRAMEWORK_IMS_TOKEN"] and config_seen["ML_FRAMEWORK_IMS_ML_TOKEN"]
+    assert config_seen["modelPATH"] == str(model_dir) and config_seen["factor"] == "2"
+    assert config_seen["logsPATH"] == str(Path(trained["log"]).parent / "logs")
+
+    out = tmp_path / "old.jsonl"
+    score = ["score", config, "--engine", str(recipe), "--env-manager", "local", "--sandbox", "lab",
+             "--org", "Acme@AdobeOrg", "--json",
+             "-p", f"scoringDataSetId={RETAIL / 'retail-scoring.csv'}",
+             "-p", f"scoringResultsDataSetId={out}"]
+    assert summary(cli(home, *score))["state"] == "DONE"
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["prediction"] == pytest.approx(saved["mean"])
+    # The model folder a class recipe wrote is checked as a whole before its scorer runs.
+    (folder / "model.json").chmod(0o644)
+    (folder / "model.json").write_text(json.dumps({**saved, "mean": 0}))
+    refused = cli(home, *score, check=False)
+    assert refused.returncode == 1 and "changed since this runtime wrote it" in summary(refused)["reason"]
