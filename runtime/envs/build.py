@@ -126,6 +126,7 @@ def compat_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "compat"
 
 
+@functools.lru_cache(maxsize=1)
 def find_uv() -> str | None:
     """The uv binary of the `uv` package (a dependency of the runtime), else one on PATH; None
     when neither runs here (then environments are built with venv + pip)."""
