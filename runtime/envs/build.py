@@ -121,6 +121,10 @@ def runtime_source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def _runtime_package() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
 def compat_dir() -> Path:
     """runtime/compat: the platform's libraries (platform_sdk, ml, sdk), for recipe envs only."""
     return Path(__file__).resolve().parents[1] / "compat"
@@ -223,7 +227,8 @@ class _Builder:
                                                                   self.python.version],
                "recipe": self.recipe.digest if self.recipe else None,
                "recipe_kind": self.recipe.kind if self.recipe else None,
-               "index": self.index_settings(), "tool": self.tool}
+               "index": self.index_settings(), "tool": self.tool,
+               "runtime": str(_runtime_package())}
         return _digest(doc)[:32]
 
     # --- the remembered resolution ------------------------------------------------------------
@@ -354,6 +359,8 @@ class _Builder:
             pins.append(f"{_canonical(name)} @ recipe:{self.recipe.digest}"
                         if sep and url.strip() == uri else _normalize_pin(line))
         doc = {"layout": LAYOUT_VERSION, "python": self.python.identity,
+               # the environment links this runtime's package: another checkout gets its own
+               "runtime": str(_runtime_package()),
                "pins": sorted(pins), "index": self.index_settings(),
                "profile": f"{self.profile.name}@{self.profile.version}",
                "recipe": [self.recipe.kind, self.recipe.digest] if self.recipe else None}
@@ -692,7 +699,7 @@ def _write_pth(env: Path, site: Path) -> None:
     link folder is named relative to site-packages, so the environment survives its rename."""
     links = env / RUNTIME_LINK_DIR
     links.mkdir(exist_ok=True)
-    (links / "runtime").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+    (links / "runtime").symlink_to(_runtime_package(), target_is_directory=True)
     rel = os.path.relpath(links, site)
     (site / PTH_FILE).write_text(f"{rel}\n{compat_dir()}\n")
 
