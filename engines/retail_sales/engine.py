@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
     from .model import RetailSalesModel
 
+# Rows per inference batch on CUDA when the run does not set batch_size.
+CUDA_BATCH_SIZE = 1 << 16
+
 # Year-ago features reach back 59 weeks; two years of history also covers scoring files that
 # start up to 45 weeks before the training data ends (the sample split overlaps by 2).
 HISTORY_WEEKS = 104
@@ -45,12 +48,13 @@ class RetailSalesEngine(Engine):
         import pandas as pd
 
         from .features import build_features, expand_input_features
-        from .model import FORMAT_VERSION, RetailSalesModel, fit
+        from .model import FORMAT_VERSION, RetailSalesModel, configure_matmul, fit
 
         params = ctx.params
         if not isinstance(params, TrainParams):
             raise ConfigError(f"retail-sales train needs its train parameters, got {type(params).__name__}")
         device = _torch_device(ctx)
+        configure_matmul(device, params.tf32)
         target, label = params.target, label_column(params.target)
         frame = features if label in features.columns else build_features(features, target)
         inputs = expand_input_features(params.input_feature_names(), frame.columns)
@@ -102,7 +106,8 @@ class RetailSalesEngine(Engine):
                       members=params.n_estimators, epochs=params.epochs, batch_size=params.batch_size,
                       learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                       seed=params.seed, device=device, on_epoch=on_epoch,
-                      on_batch=lambda rows: batches.update(1))
+                      on_batch=lambda rows: batches.update(1), precision=params.precision,
+                      compile=params.compile)
         finally:
             batches.close()
             progress.close()
@@ -114,7 +119,10 @@ class RetailSalesEngine(Engine):
             "training_rows": len(train_rows),
             "hyperparameters": {"hidden_size": params.hidden_size, "max_depth": params.max_depth,
                                 "n_estimators": params.n_estimators, "epochs": params.epochs,
-                                "learning_rate": params.learning_rate, "seed": params.seed},
+                                "learning_rate": params.learning_rate, "seed": params.seed,
+                                "precision": params.precision, "compile": params.compile,
+                                "tf32": params.tf32 and device.type == "cuda",
+                                "device": str(device)},
         }
         return RetailSalesModel(net=net, meta=meta, history=_history(frame, target))
 
@@ -202,6 +210,9 @@ class RetailSalesEngine(Engine):
         frame = _features_with_history(data, model.history, target)
         device = _torch_device(ctx)
         batch_size = getattr(ctx.params, "batch_size", None) or DEFAULT_BATCH_SIZE
+        if device.type == "cuda" and (isinstance(ctx.params, TrainParams)   # its training batch
+                                      or "batch_size" not in ctx.params.model_fields_set):
+            batch_size = max(batch_size, CUDA_BATCH_SIZE)   # a GPU wants far larger batches
         log_ratio = model.predict_log_ratio(frame, device, batch_size)
         current = frame[target].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):

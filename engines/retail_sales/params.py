@@ -7,7 +7,7 @@ the ensemble (trained together as one batched model); `max_depth` is the number 
 from __future__ import annotations
 
 from datetime import date
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 
@@ -88,6 +88,16 @@ class TrainParams(ForecastTrainParams):
     validation_every_epochs: int = Field(
         1, ge=0, le=10_000, description="Report the validation metrics every N epochs as a "
         "per-epoch curve (the last epoch always); 0: only the final evaluation")
+    # Speed options. fp32 with compile off and tf32 off gives the same numbers on every device
+    # up to float rounding; bf16 and tf32 round matmul inputs (results differ slightly, in the
+    # 3rd-4th significant digit of the loss); compile changes only the speed.
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: the forward pass under bfloat16 autocast (CUDA, or CPU with "
+        "bf16 support); changes results slightly")
+    compile: bool = Field(False, description="torch.compile the training step's network "
+                                             "(pays a compile once; same results)")
+    tf32: bool = Field(True, description="CUDA: let fp32 matmuls use TF32 tensor cores (Ampere "
+                                         "and later; changes results slightly); no effect on CPU")
 
 
 class ScoreDataParams(RetailCommonParams):
