@@ -40,6 +40,7 @@ from contract import openapi
 
 BASE_PATH = "/data/sensei"
 DEFAULTED_HEADERS = ("x-gw-ims-org-id", "x-sandbox-name", "x-api-key")
+FUZZ_ORG, FUZZ_SANDBOX = "FUZZ@AdobeOrg", "fuzz"
 
 # Contract component -> the pydantic schema the server validates it with.
 COMPONENT_SCHEMAS: dict[str, type[BaseModel]] = {
@@ -64,6 +65,7 @@ LISTINGS = {
 
 PARENT_REFERENCE_OPERATIONS = (
     ("POST", "/experiments/{experimentId}/runs"),   # a body experimentId other than the path's
+    ("POST", "/engines"),   # a defaultArtifact that is no recipe archive (zip, tar.gz)
     ("POST", "/mlInstances"), ("PUT", "/mlInstances/{mlInstanceId}"),
     ("POST", "/experiments"), ("PUT", "/experiments/{experimentId}"),
     ("POST", "/mlServices"), ("PUT", "/mlServices/{serviceId}"),
@@ -261,6 +263,11 @@ def local_contract(*, tokens: bool, served: Optional[dict[str, Any]] = None) -> 
                     if media.startswith("application/vnd.adobe.platform.sensei+json"):
                         # application/json is taken as well as the Sensei profiles
                         content_types.setdefault("application/json", copy.deepcopy(content))
+            if body and (path, method) in (("/engines", "post"), ("/models", "post")):
+                # these creates take the entity as JSON too (README: "The API server")
+                entity = "Engine" if path == "/engines" else "Model"
+                body["content"]["application/json"] = {
+                    "schema": {"$ref": f"#/components/schemas/{entity}"}}
             for content in (body or {}).get("content", {}).values():
                 props = content.get("schema", {}).get("properties", {})
                 for part, entity in (("engine", "Engine"), ("model", "Model")):
@@ -281,8 +288,10 @@ def local_contract(*, tokens: bool, served: Optional[dict[str, Any]] = None) -> 
                 parent = PARENT_LINKS.get((path, method))
                 if parent:
                     name, target, body_field = parent
+                    # a whole valid body: the link's requestBody replaces the generated one
                     out[name] = {"operationRef": _operation_ref(target, "post"),
-                                 "requestBody": {body_field: "$response.body#/id"}}
+                                 "requestBody": {"name": f"linked {target[1:]}",
+                                                 body_field: "$response.body#/id"}}
     return doc
 
 
@@ -312,10 +321,23 @@ def _operation_ref(path: str, method: str) -> str:
 # Running the fuzzer
 
 
-def fuzzer_config() -> str:
+def fuzzer_config(ids: Optional[dict[str, list[str]]] = None, stateful_examples: int = 40) -> str:
     """schemathesis.toml: a 400 is an expected answer to a schema-valid request only where the
-    body names a parent that may not exist (see PARENT_REFERENCE_OPERATIONS)."""
-    lines = []
+    body names a parent that may not exist (see PARENT_REFERENCE_OPERATIONS). `ids`: path
+    parameter -> ids of objects seeded before the run, drawn half the time (the other half stays
+    random, so unknown ids keep meeting their 404)."""
+    # The stateful phase walks create -> read/update/delete chains: valid data, more scenarios
+    # than the per-operation examples, each up to 8 steps.
+    lines = ["[phases.stateful]", "max-steps = 8", "[phases.stateful.generation]",
+             'mode = "positive"', f"max-examples = {stateful_examples}", ""]
+    if ids:
+        lines.append("[dictionaries]")
+        lines += [f"{name} = {{ values = {json.dumps(values)} }}" for name, values in ids.items()]
+        # reads, updates and creates under them; never deletes, which would leave nothing
+        lines += ["", "[[operations]]", 'include-method-regex = "^(GET|PUT|POST)$"',
+                  "[operations.parameters]"]
+        lines += [f'"path.{name}" = {{ dictionary = "{name}", probability = 0.5 }}' for name in ids]
+        lines.append("")
     # schemathesis 4.32's coverage phase fails on these multipart bodies with binary parts
     # ("Unsupported type: 'Binary'"); the fuzzing and stateful phases still cover them.
     for path in ("/engines", "/models"):
@@ -337,7 +359,10 @@ def fuzzer_command(contract_path: Path, api_url: str, *, config_path: Path, max_
     command = [str(st) if st.exists() else "st", "--no-color", "--config-file", str(config_path),
                "run", str(contract_path), "--url", api_url, "--checks", "all",
                "--max-examples", str(max_examples), "--seed", str(seed), "--workers", str(workers),
-               "--phases", phases, "--request-timeout", "30", "--header", "x-api-key: fuzz-key"]
+               "--phases", phases, "--request-timeout", "30", "--header", "x-api-key: fuzz-key",
+               # One org and sandbox: objects are sandbox-scoped, so a link from a create to the
+               # read of what it created needs both requests in the same sandbox.
+               "--header", f"x-gw-ims-org-id: {FUZZ_ORG}", "--header", f"x-sandbox-name: {FUZZ_SANDBOX}"]
     if token is not None:
         command += ["--header", f"Authorization: Bearer {token}"]
     if max_time_s is not None:
@@ -360,5 +385,43 @@ def prepare_fuzz_run(folder: Path, api_url: str, *,
     contract_path = folder / "sensei-ml-api.local.json"
     contract_path.write_text(json.dumps(contract, indent=1))
     config_path = folder / "schemathesis.toml"
-    config_path.write_text(fuzzer_config())
+    config_path.write_text(fuzzer_config(seed_objects(api_url, token)))
     return contract_path, config_path
+
+
+def seed_objects(api_url: str, token: Optional[str] = None) -> dict[str, list[str]]:
+    """One object of each kind, chained (Engine, MLInstance, Experiment, run, Model, Insight,
+    MLService), in the fuzzer's org and sandbox: ids the fuzzer draws for the path parameters,
+    so that reads, updates and deletes of real objects are exercised too (random bodies rarely
+    name an existing parent, so the fuzzer's own creates rarely get that far)."""
+    import httpx
+
+    headers = {"x-gw-ims-org-id": FUZZ_ORG, "x-sandbox-name": FUZZ_SANDBOX}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.Client(base_url=api_url, headers=headers, timeout=30) as client:
+        def create(path: str, body: dict[str, Any]) -> str:
+            response = client.post(path, json=body)
+            response.raise_for_status()
+            return response.json()["id"]
+
+        engine = create("/engines", {"name": "Seeded engine", "type": "Python", "artifacts": {
+            "default": {"image": {"location": "noop"}}}})
+        instance = create("/mlInstances", {"name": "Seeded instance", "engineId": engine})
+        experiment = create("/experiments", {"name": "Seeded experiment",
+                                             "mlInstanceId": instance})
+        run = create(f"/experiments/{experiment}/runs", {"mode": "train"})
+        model = create("/models", {"name": "Seeded model", "experimentRunId": run,
+                                   "experimentId": experiment})
+        insight = create("/insights", {"context": {"experimentId": experiment},
+                                       "metrics": [{"name": "MAPE", "value": "0.1"}]})
+        ids = {"engineId": [engine], "mlInstanceId": [instance], "experimentId": [experiment],
+               "experimentRunId": [run], "modelId": [model], "insightId": [insight]}
+        # With tokens, a data set path must lie under the server's data roots (a 403 otherwise):
+        # the MLService is seeded only where its scoring path is accepted.
+        response = client.post("/mlServices", json={
+            "name": "Seeded service", "mlInstanceId": instance, "scoringDataSetId": "scores.csv",
+            "scoringTimeframe": 1, "scoringSchedule": {"cron": "0 0 * * *"}})
+        if response.status_code == 201:
+            ids["serviceId"] = [response.json()["id"]]
+    return ids
