@@ -369,6 +369,8 @@ class RunExecutor:
         log_path = run_dir / "worker.log"
         reg.annotate_run(scope, run_id, {"runtime": prepared.record()})
         model_dir = None
+        if prepared.recipe is not None:   # the recipe's own Python, recorded with the rest
+            prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
         if prepared.model is not None:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
         values = prepared.resolved.values
@@ -377,8 +379,6 @@ class RunExecutor:
 
             values = injected_values(values, mode=prepared.mode, org=scope.org,
                                      sandbox=scope.sandbox, run_dir=run_dir, model_dir=model_dir)
-            prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
-            reg.annotate_run(scope, run_id, {"runtime": prepared.record()})   # with its Python
         spec = WorkerSpec(run_id=run_id, engine=prepared.engine_ref, mode=prepared.mode,
                           values=values, device=prepared.plan.device,
                           model_digest=(prepared.model or {}).get("modelArtifactDigest"),
@@ -594,14 +594,15 @@ class RunExecutor:
         import dataclasses
 
         from .artifacts import recipes_dir
-        from .recipes.runs import recipe_python
+        from .recipes.runs import environment_known, recipe_python
 
         scope = caller.scope
-        if prepared.env_manager != "local":
-            self.registry.note_run(scope, run_id, "Preparing the recipe's environment")
         recipe_dir = recipes_dir(self.registry.home.root) / prepared.recipe.sha256
         try:
             with open(log_path, "a", encoding="utf-8") as log:
+        if prepared.env_manager != "local" and not environment_known(
+                prepared.recipe, recipe_dir, list(prepared.extra_pip), self.registry.home.root):
+            self.registry.note_run(scope, run_id, "Preparing the recipe's environment")
                 python = recipe_python(prepared.recipe, recipe_dir, home=self.registry.home.root,
                                        extra_pip=list(prepared.extra_pip), log=log,
                                        env_manager=prepared.env_manager)

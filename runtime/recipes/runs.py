@@ -60,8 +60,7 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
         return None     # the runtime's own interpreter has pyspark; an env would have to bring it
     # A stored recipe never changes (its folder is named by its digest): once this process has
     # its environment, a later run only checks that the interpreter is still there.
-    key = (str(Path(recipe_dir).resolve()), tuple(info.requirements), tuple(extra_pip),
-           str(home))
+    key = _key(info, recipe_dir, extra_pip, home)
     known = _READY.get(key)
     if known is not None and known.is_file():
         if log is not None:
@@ -76,6 +75,16 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
 
 
 _READY: dict[tuple, Path] = {}
+
+
+def _key(info: RecipeInfo, recipe_dir: Path, extra_pip: list[str], home: Any) -> tuple:
+    return (str(Path(recipe_dir).resolve()), tuple(info.requirements), tuple(extra_pip), str(home))
+
+
+def environment_known(info: RecipeInfo, recipe_dir: Path, extra_pip: list[str], home: Any) -> bool:
+    """Whether this process already has the recipe's environment (nothing to prepare)."""
+    known = _READY.get(_key(info, recipe_dir, extra_pip, home))
+    return known is not None and known.is_file()
 
 
 def engine_extra_pip(engine_doc: dict[str, Any]) -> list[str]:
