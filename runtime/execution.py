@@ -598,11 +598,11 @@ class RunExecutor:
 
         scope = caller.scope
         recipe_dir = recipes_dir(self.registry.home.root) / prepared.recipe.sha256
-        try:
-            with open(log_path, "a", encoding="utf-8") as log:
         if prepared.env_manager != "local" and not environment_known(
                 prepared.recipe, recipe_dir, list(prepared.extra_pip), self.registry.home.root):
             self.registry.note_run(scope, run_id, "Preparing the recipe's environment")
+        try:
+            with open(log_path, "a", encoding="utf-8") as log:
                 python = recipe_python(prepared.recipe, recipe_dir, home=self.registry.home.root,
                                        extra_pip=list(prepared.extra_pip), log=log,
                                        env_manager=prepared.env_manager)
