@@ -125,7 +125,7 @@ def test_predictions_are_keyed_by_store_and_date_not_row_order(trained, data):
     assert error.median() < 0.05  # a forecast of the following week's sales, in its units
 
 
-def test_evaluate_reports_the_configured_metrics(trained):
+def test_evaluate_reports_the_configured_metrics(trained, caplog):
     engine, ctx, features, model = trained
     metrics = engine.evaluate(ctx, model, features)
     values = {m.name: m.value for m in metrics}
@@ -136,9 +136,12 @@ def test_evaluate_reports_the_configured_metrics(trained):
 
     only = default_context(engine, "train", {**FAST, "evaluation.metrics": "RMSE"})
     assert [m.name for m in engine.evaluate(only, model, features)] == ["RMSE"]
+    # No validation rows: no metrics, and a warning that says why (the Model is still good)
     late = default_context(engine, "train", {**FAST, "validation_start": "2030-01-01"})
-    with pytest.raises(ConfigError, match="No validation rows"):
-        engine.evaluate(late, model, features)
+    with caplog.at_level("WARNING", logger="runtime.engine"):
+        assert engine.evaluate(late, model, features) == []
+    assert any("No validation metrics: no row from validation_start 2030-01-01" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_training_window_without_rows_is_a_config_error(data):
