@@ -186,6 +186,8 @@ class RunExecutor:
         self._supervisor: Any = None
         self._threads: dict[str, threading.Thread] = {}
         self._accepting = True
+        self._preparer: Optional[threading.Thread] = None
+        self._to_prepare: Any = None
         self.default_backend = default_backend   # background (API) runs: e.g. "ray"
         self.env_manager: Optional[str] = None   # recipes: "uv" or "local" (default: the env var)
         self.backend_options = backend_options or {}   # e.g. {"pyspark": {"master": "spark://..."}}
@@ -367,10 +369,10 @@ class RunExecutor:
         run_dir = reg.home.runs / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path = run_dir / "worker.log"
-        reg.annotate_run(scope, run_id, {"runtime": prepared.record()})
-        model_dir = None
         if prepared.recipe is not None:   # the recipe's own Python, recorded with the rest
             prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
+        reg.annotate_run(scope, run_id, {"runtime": prepared.record()})
+        model_dir = None
         if prepared.model is not None:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
         values = prepared.resolved.values
@@ -661,31 +663,66 @@ class RunExecutor:
                               prepared.device), self.capacity)
 
     def submit_background(self, caller: Caller, run: dict[str, Any]) -> None:
-        """Called when the API creates a run: own it now (its place in the FIFO queue), then
-        prepare and execute it on a thread of its own; the queue decides when it starts."""
+        """Called when the API creates a run: own it now (its place in the FIFO queue); one
+        preparer thread then prepares runs in the order they came and queues each for capacity,
+        so runs posted together start in the order they were posted. Each runs on its own
+        thread once the queue lets it."""
+        import queue
+
         if not self._accepting:
             self.registry.transition_run(caller.scope, run["id"], RunStatus.ABORTED,
                                          message="the server is stopping and accepts no runs")
             return
         self.supervisor.own(caller.scope, run["id"])
-        thread = threading.Thread(target=self._background, args=(caller, run),
-                                  name=f"run-{run['id'][:8]}", daemon=True)
         with self._lock:
+            if self._preparer is None or not self._preparer.is_alive():
+                self._to_prepare = queue.Queue()
+                self._preparer = threading.Thread(target=self._prepare_loop, name="run-preparer",
+                                                  daemon=True)
+                self._preparer.start()
+            self._to_prepare.put((caller, run))
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
-            self._threads[run["id"]] = thread
-        thread.start()
 
-    def _background(self, caller: Caller, run: dict[str, Any]) -> None:
+    def _prepare_loop(self) -> None:
+        while True:
+            item = self._to_prepare.get()
+            if item is None:   # shutdown
+                return
+            caller, run = item
+            try:
+                self._prepare_one(caller, run)
+            except Exception as exc:  # a bug must still end the run, not leave it PENDING
+                log.exception("Preparing run %s failed", run["id"])
+                self._fail_unless_ended(caller, run["id"], f"{type(exc).__name__}: {exc}")
+
+    def _prepare_one(self, caller: Caller, run: dict[str, Any]) -> None:
+        from .capacity import check_fits, demand_for
+
+        control = self.supervisor.control(run["id"])
+        if control is None or control.stopping():   # cancelled before it was prepared
+            self._fail_unless_ended(caller, run["id"], control.reason if control else "cancelled",
+                                    RunStatus.ABORTED)
+            return
         try:
             prepared = self.prepare(caller, run["experimentId"], run["mode"],
                                     run_tasks=run.get("tasks"), backend=self.default_backend)
         except MLRuntimeError as exc:
             self._fail_unless_ended(caller, run["id"], exc.detail)
             return
-        except Exception as exc:  # a bug must still end the run, not leave it PENDING
-            log.exception("Preparing run %s failed", run["id"])
-            self._fail_unless_ended(caller, run["id"], f"{type(exc).__name__}: {exc}")
-            return
+        demand = demand_for(prepared.resolved.resources, prepared.plan, self.capacity,
+                            prepared.device)
+        try:
+            check_fits(demand, self.capacity)
+            self.supervisor.enqueue(control, demand)   # its place in the queue, in posting order
+        except MLRuntimeError:
+            pass   # execute records why it can never start
+        thread = threading.Thread(target=self._background, args=(caller, run, prepared),
+                                  name=f"run-{run['id'][:8]}", daemon=True)
+        with self._lock:
+            self._threads[run["id"]] = thread
+        thread.start()
+
+    def _background(self, caller: Caller, run: dict[str, Any], prepared: Prepared) -> None:
         try:
             self.execute(caller, run, prepared)
         except Exception as exc:
@@ -696,14 +733,14 @@ class RunExecutor:
         finally:
             self.supervisor.release(run["id"])
 
-    def _fail_unless_ended(self, caller: Caller, run_id: str, reason: str) -> None:
+    def _fail_unless_ended(self, caller: Caller, run_id: str, reason: str,
+                           state_to: RunStatus = RunStatus.FAILED) -> None:
         from .errors import Conflict
 
         state = self._state(caller.scope, run_id)
         if state is not None and not state.is_terminal():
             try:
-                self.registry.transition_run(caller.scope, run_id, RunStatus.FAILED,
-                                             message=reason)
+                self.registry.transition_run(caller.scope, run_id, state_to, message=reason)
             except Conflict:
                 pass
         self.supervisor.release(run_id)
@@ -840,6 +877,11 @@ class RunExecutor:
         for control in sup.controls():
             if not control.granted.is_set():
                 control.request_stop("the server stopped before the run started")
+        with self._lock:
+            preparer = self._preparer
+        if preparer is not None:   # what it has yet to prepare ends ABORTED there
+            self._to_prepare.put(None)
+            preparer.join(30)
         deadline = time.monotonic() + grace_s
         while (time.monotonic() < deadline and self._live_threads()
                and not (abort is not None and abort.is_set())):

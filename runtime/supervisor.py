@@ -321,13 +321,20 @@ class Supervisor:
 
     # -- the queue ------------------------------------------------------------------------------
 
-    def acquire(self, control: RunControl, demand: Demand,
-                note: Callable[[str], None]) -> Optional[Grant]:
-        """Queue the run and block until it may start (its Grant) or is stopped (None)."""
+    def enqueue(self, control: RunControl, demand: Demand) -> None:
+        """Put the run in the queue (its place is its ledger row's order) without waiting."""
+        if control.demand is not None:
+            return
         control.demand = demand
         self.store.ledger_put(control.scope, control.run_id, "queued",
                               {"demand": demand.to_record(), "owner": self.me})
         self._kick()
+
+    def acquire(self, control: RunControl, demand: Demand,
+                note: Callable[[str], None]) -> Optional[Grant]:
+        """Queue the run (unless it is queued already) and block until it may start (its
+        Grant) or is stopped (None)."""
+        self.enqueue(control, demand)
         last_note = None
         while not control.granted.wait(0.1) and not control.stopping():
             message = self._position(control.run_id)

@@ -57,14 +57,19 @@ def test_runs_beyond_capacity_wait_in_fifo_order_with_their_position(server, tmp
     client = client_for(server, new_sandbox())
     eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=700)
     runs = [post_run(client, eid) for _ in range(3)]
-    wait_state(client, eid, runs[0], {"RUNNING"})
-    deadline = time.monotonic() + 30
+    seen = []   # the last run's status messages while it waits
+    deadline = time.monotonic() + 60
     task = task_of(client, eid, runs[2])
-    while "Queued: position 2 of 2" not in task.get("message", "") and time.monotonic() < deadline:
+    while task["state"] == "PENDING" and time.monotonic() < deadline:
+        if task.get("message") and (not seen or seen[-1] != task["message"]):
+            seen.append(task["message"])
         time.sleep(0.05)
         task = task_of(client, eid, runs[2])
-    assert task["state"] == "PENDING" and "Queued: position 2 of 2" in task["message"], task
-    assert "concurrent runs" in task["message"]
+    queued = [m for m in seen if m.startswith("Queued: position")]
+    assert queued and all("concurrent runs" in m for m in queued), seen
+    positions = [int(m.split()[2]) for m in queued]
+    assert positions == sorted(positions, reverse=True) and positions[-1] == 1, seen
+    assert any(m.startswith("Queued: position 2 of 2") for m in queued) or len(seen) == 1, seen
     tasks = [wait_state(client, eid, run_id, {"DONE"}, timeout_s=120) for run_id in runs]
     for earlier, later in zip(tasks, tasks[1:]):   # one at a time, first come first served
         assert earlier["ended"] <= later["started"]
