@@ -415,6 +415,7 @@ class RunExecutor:
         except MLRuntimeError as exc:
             reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
             raise
+
         def note(message: str) -> None:   # the queue position, in the status and on the console
             reg.note_run(scope, run_id, message)
             if echo is not None:
@@ -453,11 +454,11 @@ class RunExecutor:
             outcome = self._wait(handle, control, prepared.max_runtime_s)
             if (outcome.state is RunStatus.FAILED and attempt < attempts
                     and not control.stopping()):
-                note = (f"attempt {attempt} of {attempts} failed: {outcome.reason}; "
-                        f"retrying in {RETRY_DELAY_S:g} s ({attempts - attempt} left)")
-                reg.transition_run(scope, run_id, RunStatus.RETRY, message=note)
+                retry = (f"attempt {attempt} of {attempts} failed: {outcome.reason}; "
+                         f"retrying in {RETRY_DELAY_S:g} s ({attempts - attempt} left)")
+                reg.transition_run(scope, run_id, RunStatus.RETRY, message=retry)
                 with open(log_path, "a") as fh:
-                    fh.write(f"\n=== {note} ===\n")
+                    fh.write(f"\n=== {retry} ===\n")
                 if control.stop.wait(RETRY_DELAY_S) or control.stopping():
                     return dataclasses.replace(outcome, state=RunStatus.ABORTED,
                                                reason=control.reason)
