@@ -225,7 +225,11 @@ def _no_validation_reason(frame: pd.DataFrame, label: str, start: Any) -> str:
     """Why evaluate has no rows, and what to change (a training file that ends before the
     validation window: the last week's label is the week after it)."""
     dates = frame.loc[frame[label].notna(), "date"]
-    last = dates.max().date().isoformat() if len(dates) else None
+    return no_validation_message(start, dates.max().date().isoformat() if len(dates) else None)
+
+
+def no_validation_message(start: Any, last: Any) -> str:
+    """The warning of a train run without validation rows; `last`: the last labelled date."""
     ends = f"the labelled rows end at {last}" if last else "no row has a label"
     fix = f"move validation_start to {last} or earlier (and train_end before it), or " if last else ""
     return (f"No validation metrics: no row from validation_start {start} has a label and a "
