@@ -104,6 +104,9 @@ class Prepared:
         text = describe(self.plan)
         if self.recipe is not None:
             where = ("this environment (--env-manager local)" if self.env_manager == "local" else
+                     "this environment (a PySpark recipe without requirements)"
+                     if self.recipe.kind == "pyspark" and not self.recipe.requirements
+                     and not self.extra_pip else
                      "its own environment (uv), built on first use")
             text += (f"\nrecipe   {self.recipe.kind} {self.recipe.name} "
                      f"sha256:{self.recipe.sha256[:12]}, runs in {where}")

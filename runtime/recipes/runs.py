@@ -68,13 +68,34 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
         return known
     from ..envs import ensure_env
 
+    profile: dict[str, Any] = {}
+    if info.kind == "pyspark":   # the runtime's Spark stack, pinned, under the recipe's own needs
+        profile = {"profile": "bare", "extra": pyspark_pins()}
     env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
-                     extra_pip=list(extra_pip), home=home, log=log)
+                     extra_pip=[*profile.get("extra", ()), *extra_pip], home=home, log=log,
+                     **({"profile": profile["profile"]} if profile else {}))
     _READY[key] = Path(env.python)
     return Path(env.python)
 
 
 _READY: dict[tuple, Path] = {}
+
+
+def pyspark_pins() -> list[str]:
+    """pyspark and what its driver needs (py4j; pandas, numpy, pyarrow for toPandas and Arrow) at
+    the runtime's own versions: a PySpark recipe's environment talks to the same Spark."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in ("pyspark", "py4j", "pandas", "numpy", "pyarrow"):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            if name == "pyspark":
+                from ..errors import MissingDependency
+
+                raise MissingDependency("pyspark", "spark") from None
+    return pins
 
 
 def _key(info: RecipeInfo, recipe_dir: Path, extra_pip: list[str], home: Any) -> tuple:
