@@ -161,6 +161,8 @@ def prune_envs(home, *, max_size_bytes: int, keep: Sequence[str] = (),
 
 
 def _clear_leftovers(root: Path) -> None:
+    # .locks/*.lock files stay: unlinking one while another process has it open but not yet
+    # locked would let a third process lock a new file of the same name and build alongside it.
     tmp = root / ".tmp"
     if tmp.is_dir():
         now = time.time()
