@@ -325,7 +325,12 @@ def table_text(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: O
 
 # --- the runner -----------------------------------------------------------------------------
 
-TERMINAL = ("DONE", "FAILED", "ABORTED")
+TERMINAL = ("DONE", "FAILED", "ABORTED", "STOPPED EARLY")
+FINISHED = ("DONE", "STOPPED EARLY")   # what --resume keeps
+STOP_EARLY_RULES = ("median",)
+MEDIAN_MIN_COMPLETED = 2     # completed trials with a value at that epoch before any is stopped
+MEDIAN_GRACE_STEPS = 1       # steps (epochs) 1..GRACE are never judged
+MONITOR_POLL_S = 0.5
 
 
 def sweeps_dir(home_root: Path) -> Path:
@@ -353,6 +358,8 @@ class SweepRunner:
         self.folder = sweeps_dir(registry.home.root) / state["id"]
         self._lock = threading.Lock()
         self._next = 0
+        self._running: dict[str, dict[str, Any]] = {}   # run id -> row, metrics file offset
+        self._done_flag = threading.Event()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -360,10 +367,16 @@ class SweepRunner:
     def new_state(*, sweep_id: Optional[str] = None, instance_id: str, experiment_id: str,
                   mode: str, trials: list[dict[str, str]], base: dict[str, Any],
                   metric: Optional[str], order: str, parallel: int, keys: list[str],
-                  target: str) -> dict[str, Any]:
+                  target: str, stop_early: Optional[str] = None) -> dict[str, Any]:
+        if stop_early is not None and stop_early not in STOP_EARLY_RULES:
+            raise ConfigError(f"--stop-early {stop_early!r}: the rule is one of "
+                              f"{', '.join(STOP_EARLY_RULES)}")
+        if stop_early and not metric:
+            raise ConfigError("--stop-early needs --metric: the per-epoch metric it compares")
         return {"id": sweep_id or str(uuid.uuid4()), "mlInstanceId": instance_id,
                 "experimentId": experiment_id, "mode": mode, "target": target,
                 "metric": metric, "order": order, "parallel": parallel, "keys": keys,
+                "stopEarly": stop_early,
                 "base": base, "created": time.time(),
                 "rows": [{"trial": i, "params": p, "runId": None, "state": "PENDING",
                           "metric": None, "duration_s": None, "modelId": None, "reason": None}
@@ -408,7 +421,7 @@ class SweepRunner:
 
     def run(self) -> list[dict[str, Any]]:
         """Run every trial not DONE yet; returns the sorted results."""
-        todo = [r for r in self.state["rows"] if r["state"] != "DONE"]
+        todo = [r for r in self.state["rows"] if r["state"] not in FINISHED]
         for row in todo:   # a resumed sweep runs its unfinished trials again
             row.update(state="PENDING", runId=None, metric=None, duration_s=None, modelId=None,
                        reason=None)
@@ -418,12 +431,19 @@ class SweepRunner:
                    for i in range(max(1, min(self.state["parallel"], len(todo))))]
         for thread in threads:
             thread.start()
+        monitor = None
+        if self.state.get("stopEarly"):
+            monitor = threading.Thread(target=self._monitor, name="sweep-stop-early", daemon=True)
+            monitor.start()
         for thread in threads:
             while thread.is_alive():
                 try:
                     thread.join(0.2)
                 except KeyboardInterrupt:   # a second Ctrl-C: the runs are stopping already
                     continue
+        if monitor is not None:
+            self._done_flag.set()
+            monitor.join(timeout=5)
         for row in self.state["rows"]:
             if row["state"] == "PENDING" and self.stopping():
                 row.update(state="NOT STARTED", reason=self.interrupt.reason)
@@ -469,13 +489,79 @@ class SweepRunner:
             "id": state["id"], "trial": row["trial"], "params": row["params"]}})
         row["state"] = "RUNNING"
         self.save()
-        summary = self.executor.execute(self.caller, run, prepared, interrupt=self.interrupt)
+        if state.get("stopEarly"):
+            with self._lock:
+                self._running[run["id"]] = {"row": row, "offset": 0}
+        try:
+            summary = self.executor.execute(self.caller, run, prepared, interrupt=self.interrupt)
+        finally:
+            if state.get("stopEarly"):
+                with self._lock:
+                    self._running.pop(run["id"], None)
         row["state"] = summary["state"]
         row["modelId"] = summary.get("modelId")
         row["reason"] = summary.get("reason") if summary["state"] != "DONE" else None
         if state.get("metric"):
             row["metric"] = metric_of(summary.get("metrics") or [], state["metric"])
+        if row.get("stoppedEarly") and summary["state"] == "ABORTED":
+            row.update(state="STOPPED EARLY", reason=row["stoppedEarly"], metric=None)
+        elif state.get("stopEarly") and summary["state"] == "DONE":
+            row["curve"] = self._curve(run["id"])
         row["duration_s"] = self._duration(run["id"])
+
+    # -- early stopping (median rule) ----------------------------------------------------------
+
+    def _curve(self, run_id: str) -> dict[str, float]:
+        """The run's per-step values of the sweep's metric, from its run folder."""
+        from .metrics_series import METRICS_FILE, read_points
+
+        points, _, _ = read_points(self.registry.home.runs / run_id / METRICS_FILE)
+        wanted = str(self.state["metric"]).lower()
+        return {str(p["step"]): p["value"] for p in points
+                if p["name"].lower() == wanted and p["value"] is not None}
+
+    def _median_at(self, step: int) -> tuple[Optional[float], int]:
+        import statistics
+
+        values = [r["curve"][str(step)] for r in self.state["rows"]
+                  if r["state"] == "DONE" and str(step) in (r.get("curve") or {})]
+        if len(values) < MEDIAN_MIN_COMPLETED:
+            return None, len(values)
+        return statistics.median(values), len(values)
+
+    def _monitor(self) -> None:
+        """Stops a running trial whose metric at an epoch is worse than the median of the
+        completed trials at that epoch (after MEDIAN_GRACE_STEPS, once MEDIAN_MIN_COMPLETED
+        trials have a value there)."""
+        from .metrics_series import METRICS_FILE, read_points
+
+        wanted = str(self.state["metric"]).lower()
+        worse = ((lambda v, m: v > m) if (self.state.get("order") or "min") == "min"
+                 else (lambda v, m: v < m))
+        while not self._done_flag.wait(MONITOR_POLL_S):
+            with self._lock:
+                running = list(self._running.items())
+            for run_id, entry in running:
+                row = entry["row"]
+                if row.get("stoppedEarly"):
+                    continue
+                points, entry["offset"], _ = read_points(
+                    self.registry.home.runs / run_id / METRICS_FILE, entry["offset"])
+                for p in points:
+                    if (p["name"].lower() != wanted or p["value"] is None
+                            or p["step"] <= MEDIAN_GRACE_STEPS):
+                        continue
+                    median, count = self._median_at(p["step"])
+                    if median is None or not worse(p["value"], median):
+                        continue
+                    reason = (f"stopped early: {self.state['metric']} {p['value']:.6g} at epoch "
+                              f"{p['step']} is worse than the median {median:.6g} of {count} "
+                              "completed trials there")
+                    row["stoppedEarly"] = reason
+                    control = self.executor.supervisor.control(run_id)
+                    if control is not None:
+                        control.request_stop(reason)
+                    break
 
     def _duration(self, run_id: str) -> Optional[float]:
         from datetime import datetime
@@ -499,6 +585,9 @@ class SweepRunner:
         dur = f" in {row['duration_s']:.1f} s" if row.get("duration_s") is not None else ""
         self.out(f"[{done}/{total}] trial {row['trial']} {row['state']}{shown}{dur}: {params} "
                  f"run {row.get('runId') or '-'}{why}")
+
+    def finished_ok(self) -> bool:
+        return all(r["state"] in FINISHED for r in self.state["rows"])
 
     def best(self) -> Optional[dict[str, Any]]:
         for row in self.results():

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whether a smaller or a larger metric is better (default min)")
     sweep.add_argument("--experiment", metavar="ID",
                        help="the Experiment to run in (default: a new one for the sweep)")
+    sweep.add_argument("--stop-early", metavar="RULE", choices=["median"],
+                       help="median: stop a trial whose --metric at an epoch is worse than the "
+                            "median of the completed trials at that epoch")
     sweep.add_argument("--resume", metavar="SWEEP_ID",
                        help="run the unfinished trials of an earlier sweep (DONE ones are kept)")
     sweep.add_argument("--device", help="cpu, cuda or cuda:N for every trial")

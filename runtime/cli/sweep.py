@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
                               "best": best, "rows": rows}))
         if interrupt.reason:
             return 130
-        return 0 if all(r["state"] == "DONE" for r in rows) else 1
+        return 0 if runner.finished_ok() else 1
     finally:
         interrupt.__exit__(None, None, None)
         registry.close()
@@ -105,11 +105,11 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
     return SweepRunner.new_state(instance_id=instance["id"], experiment_id=experiment["id"],
                                  mode="train", trials=trials, base=base, metric=metric,
                                  order=order, parallel=parallel, keys=[a.key for a in axes],
-                                 target=args.target)
+                                 target=args.target, stop_early=args.stop_early)
 
 
 def _resume(registry: Registry, args: argparse.Namespace) -> dict[str, Any]:
-    if args.target or args.param or args.file or args.samples is not None:
+    if args.target or args.param or args.file or args.samples is not None or args.stop_early:
         raise ConfigError("run sweep --resume SWEEP_ID takes the sweep's own plan: no TARGET, "
                           "-p, --file or --samples")
     state = SweepRunner.load(registry.home.root, args.resume)

@@ -184,3 +184,26 @@ def test_ctrl_c_stops_the_whole_sweep_and_leaves_no_worker(env, tmp_path):
     rows = json.loads(out.strip().splitlines()[-1])["rows"]
     states = sorted(r["state"] for r in rows)
     assert states == ["ABORTED", "ABORTED", "NOT STARTED", "NOT STARTED"], rows
+
+
+def test_stop_early_median_stops_a_trial_worse_than_the_completed_ones(env, tmp_path):
+    target = quad_instance(tmp_path)
+    # x=3 twice (loss 0 every epoch) complete first; x=9 (loss 36 * (1 + 1/epoch)) is stopped at
+    # epoch 2, well before its 6 s are up.
+    started = time.monotonic()
+    result = sweep(env, "train", str(target), "-p", "x=3,3.0,9", "-p", "epochs=6",
+                   "-p", "sleep_ms=6000", "--metric", "loss", "--stop-early", "median", "--json")
+    assert result.returncode == 0, result.stderr
+    table = table_of(result)
+    by_x = {r["params"]["x"]: r for r in table["rows"]}
+    assert by_x["3"]["state"] == by_x["3.0"]["state"] == "DONE"
+    stopped = by_x["9"]
+    assert stopped["state"] == "STOPPED EARLY", stopped
+    assert "worse than the median 0 of 2 completed trials" in stopped["reason"]
+    assert stopped["duration_s"] is not None and stopped["duration_s"] < 5.5
+    assert table["best"]["params"]["x"] in ("3", "3.0")
+    run = [r for r in runs_of(env, table["experimentId"]) if r["id"] == stopped["runId"]]
+    assert run and run[0]["sweep"]["params"]["x"] == "9"
+    bad = sweep(env, "train", str(target), "-p", "x=1,2", "--stop-early", "median")
+    assert bad.returncode == 1 and "needs --metric" in bad.stderr
+    del started
