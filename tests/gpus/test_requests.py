@@ -40,3 +40,17 @@ def test_without_cuda_a_gpu_request_is_refused_unless_device_cpu():
     assert plan(engine_kind="python", resources=ResourceRequest(gpus=0.5), host=bare,
                 device="cpu").device == "cpu"
 
+
+
+def test_the_resolver_reads_shares_from_a_container_spec_and_parameters():
+    from runtime.resolver import Layer, resolve
+
+    spec = [{"name": "train", "specification": {"type": "ContainerTaskSpec", "gpus": 0.5}}]
+    assert resolve("train", None, [Layer("mlInstance", tasks=spec)],
+                   accepts_extra_keys=True).resources.gpus == 0.5
+    params = [{"name": "train", "parameters": [{"key": "gpus", "value": "2.0"}]}]
+    assert resolve("train", None, [Layer("mlInstance", tasks=params)],
+                   accepts_extra_keys=True).resources.gpus == 2
+    bad = [{"name": "train", "parameters": [{"key": "gpus", "value": "1.5"}]}]
+    with pytest.raises(ConfigError, match="share below 1"):
+        resolve("train", None, [Layer("mlInstance", tasks=bad)], accepts_extra_keys=True)
