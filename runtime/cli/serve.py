@@ -19,14 +19,6 @@ def main(args: argparse.Namespace) -> int:
     if args.max_archive_entries is not None:
         os.environ[ENV_MAX_ARCHIVE_ENTRIES] = str(args.max_archive_entries)
     archive_limits()   # a bad value stops the server here, not at the first upload
-    # The archive caps are read where archives are unpacked (runtime.artifacts.archive_limits).
-    from ..artifacts import ENV_MAX_ARCHIVE_ENTRIES, ENV_MAX_UNPACKED_MB, archive_limits
-
-    if args.max_unpacked_mb is not None:
-        os.environ[ENV_MAX_UNPACKED_MB] = str(args.max_unpacked_mb)
-    if args.max_archive_entries is not None:
-        os.environ[ENV_MAX_ARCHIVE_ENTRIES] = str(args.max_archive_entries)
-    archive_limits()   # a bad value stops the server here, not at the first upload
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
                               execute_runs=not args.no_execute, data_roots=args.data_root,
