@@ -30,3 +30,17 @@ def caller():
     from runtime.service import Caller
 
     return Caller.local(org="TestOrg@AdobeOrg", sandbox="test", user_id="tester@example.com")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_uv_cache(tmp_path_factory):
+    """One uv cache for every runtime home the suite makes (tests and the CLI processes they
+    start inherit it), so a recipe environment's packages are downloaded once per run."""
+    import os
+
+    if os.environ.get("MLRUNTIME_UV_CACHE_DIR"):
+        yield
+        return
+    os.environ["MLRUNTIME_UV_CACHE_DIR"] = str(tmp_path_factory.mktemp("uv-cache"))
+    yield
+    os.environ.pop("MLRUNTIME_UV_CACHE_DIR", None)

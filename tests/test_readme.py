@@ -7,7 +7,9 @@ the way a reader would paste them. What the harness changes, and why, is all in 
   127.0.0.1: tests never bind a fixed port or listen beyond loopback on a shared machine;
 - `--home DIR` outside the sandbox becomes a folder inside it;
 - UPPER_CASE placeholders (ENGINE_ID, MLINSTANCE_ID, ID) become the ids of objects the harness
-  registered first from `configs/retail-sales.json`, as a reader would use their own ids.
+  registered first from `configs/retail-sales.json`, as a reader would use their own ids;
+  ENV_KEY becomes the key of the newest recipe environment (`run envs list --json`) at the moment
+  the command runs.
 Files the reader is assumed to have (`engine.yaml`, `instance.yaml`, `more.yaml`,
 `configs/my-instance.json`) are written by `USER_FILES`. `run serve` commands are started, asked
 for a page, and stopped with Ctrl-C (exit 0). `curl` commands go to a server the harness starts
@@ -34,6 +36,7 @@ from readme_commands import README, Command, commands, setup_commands
 REPO = README.parent
 VENV_BIN = Path(sys.executable).parent
 PLACEHOLDERS = ("MLINSTANCE_ID", "ENGINE_ID", "ID")
+LATE_PLACEHOLDERS = ("ENV_KEY",)   # looked up when the command runs
 
 USER_FILES = {
     "engine.yaml": "name: Retail (plugin)\ntype: Python\nartifacts:\n  default:\n    image:\n"
@@ -92,7 +95,7 @@ class Sandbox:
     def prepare(self, block: list[Command]) -> None:
         """Data, the reader's own files and ids, as far as the block needs them."""
         text = " ".join(c.text for c in block)
-        if "configs/" in text and "run data retail" not in block[0].text:
+        if ("configs/" in text or "data/retail/" in text) and "run data retail" not in block[0].text:
             self.check(self.sh("run data retail --out data/retail"), "run data retail")
         if any(re.search(rf"\b{p}\b", text) for p in PLACEHOLDERS):
             (self.root / "engine.yaml").write_text(USER_FILES["engine.yaml"])
@@ -106,7 +109,7 @@ class Sandbox:
             self.ids = {"MLINSTANCE_ID": doc["id"], "ID": doc["id"], "ENGINE_ID": engine["id"]}
         for name, content in USER_FILES.items():
             for key, value in self.ids.items():
-                content = content.replace(key, value)
+                content = re.sub(rf"\b{key}\b", value, content)
             (self.root / name).write_text(content)
 
     @staticmethod
@@ -123,6 +126,11 @@ class Sandbox:
         for key in PLACEHOLDERS:   # longest first: ENGINE_ID before ID
             if key in self.ids:
                 text = re.sub(rf"\b{key}\b", self.ids[key], text)
+        if re.search(r"\bENV_KEY\b", text):
+            envs = json.loads(self.check(self.sh("run envs list --json"), "run envs list"))["envs"]
+            assert envs, f"{text}: no recipe environment to name (run envs list is empty)"
+            newest = max(envs, key=lambda e: str(e.get("last_used") or e.get("created") or ""))
+            text = re.sub(r"\bENV_KEY\b", newest["key"], text)
         return text
 
     # -- servers -------------------------------------------------------------------------------

@@ -112,8 +112,14 @@ def envs_dir(home) -> Path:
     return _home_root(home) / "envs"
 
 
+ENV_UV_CACHE_DIR = "MLRUNTIME_UV_CACHE_DIR"
+
+
 def uv_cache_dir(home) -> Path:
-    return _home_root(home) / "cache" / "uv"
+    """HOME/cache/uv, or one cache shared by several homes (MLRUNTIME_UV_CACHE_DIR): keep it on
+    the homes' file system, or packages are copied instead of hard-linked."""
+    shared = os.environ.get(ENV_UV_CACHE_DIR)
+    return Path(shared).expanduser() if shared else _home_root(home) / "cache" / "uv"
 
 
 def runtime_source_root() -> Path:

@@ -112,7 +112,9 @@ public class DefaultSource implements RelationProvider, CreatableRelationProvide
             Path path = localPath(uri);
             return new Target(id, path, format == null || format.isEmpty() ? formatOf(path) : normalFormat(format));
         }
-        if (id.startsWith("file:") || id.startsWith("/") || id.startsWith("./") || id.startsWith("../")) {
+        // Not registered: a URI, a path with a folder in it (ids have none) or an existing file is
+        // a path, relative to this process's folder, as the Python side reads it.
+        if (id.startsWith("file:") || id.contains("/") || Files.exists(Paths.get(id))) {
             Path path = localPath(id);
             return new Target(id, path, formatOf(path));
         }
