@@ -66,10 +66,13 @@ class SleepingEngine(_Base):
     name = "sleeping"
 
     def train(self, ctx, features):
-        child = subprocess.Popen([sys.executable, "-c",
-                                  "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                                  "time.sleep(120)"])
-        (ctx.artifact_dir / "child.pid").write_text(str(child.pid))
+        # The child writes its pid once it ignores SIGTERM: a cancel that the test sends after
+        # seeing the file always needs the SIGKILL, however slowly the child's Python started.
+        pid_file = ctx.artifact_dir / "child.pid"
+        subprocess.Popen([sys.executable, "-c",
+                          "import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                          "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid())); "
+                          "os.replace(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)", str(pid_file)])
         print("child started", flush=True)
         time.sleep(120)
 

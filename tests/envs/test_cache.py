@@ -56,6 +56,7 @@ def test_list_most_recently_used_first_with_sizes(two_envs):
 def test_reuse_marks_the_env_used(two_envs):
     home, old, new = two_envs
     _age(old, 3600)
+    _age(new, 60)   # the fixture just used both: within one tick of the file system's clock
     again = ensure_env(recipe_dir=None, requirements=[], profile="bare", home=home)
     assert again.cached and again.key == old.key
     assert list_envs(home)[0].key == old.key

@@ -74,7 +74,28 @@ def spark(jars_dir):
                .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1"))
     for key, value in jar_conf({}, ensure_jar(jars_dir)).items():
         builder = builder.config(key, value)
+    _fresh_jvm()
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def _fresh_jvm() -> None:
+    """Stop a JVM that an earlier test of this process started (tests/spark builds sessions in
+    process): py4j resolves `_jvm.com.adobe...` with the classpath the JVM was launched with, so
+    the data source jar must be there from the launch, not added to a running JVM."""
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    if proc is not None:
+        proc.kill()
+        proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
