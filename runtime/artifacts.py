@@ -451,7 +451,28 @@ def local_path(text: str) -> Optional[Path]:
 
 def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
     packaging = _packaging(data)
-    sha = hashlib.sha256(data).hexdigest()
+
+    def fill(tmp: Path) -> None:
+        (tmp / f"artifact.{_EXTENSIONS[packaging]}").write_bytes(data)
+        safe_extract(data, tmp / SOURCE_DIR)
+
+    return _store(store, hashlib.sha256(data).hexdigest(), packaging, fill)
+
+
+def _store_folder(folder: Path, store: Path) -> ArtifactInfo:
+    folder = folder.resolve()
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(folder, tmp / SOURCE_DIR / folder.name, symlinks=False,
+                        ignore_dangling_symlinks=True,
+                        ignore=lambda _d, names: [n for n in names if _excluded(n)])
+
+    return _store(store, tree_digest(folder, exclude=True), "folder", fill)
+
+
+def _store(store: Path, sha: str, packaging: str, fill: Any) -> ArtifactInfo:
+    """HOME/recipes/<sha>: filled and inspected in a temporary folder, made read-only, then
+    renamed into place, so a half-stored or refused recipe never appears there."""
     final = store / sha
     cached = _cached(final)
     if cached is not None:
@@ -459,9 +480,7 @@ def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
     tmp = store / f".tmp-{sha[:12]}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        archive = tmp / f"artifact.{_EXTENSIONS[packaging]}"
-        archive.write_bytes(data)
-        safe_extract(data, tmp / SOURCE_DIR)
+        fill(tmp)
         info = inspect_recipe(tmp / SOURCE_DIR, packaging=packaging, base=tmp)
         info = info.model_copy(update={"sha256": sha})
         (tmp / RECIPE_FILE).write_text(info.model_dump_json(indent=2))
@@ -470,31 +489,8 @@ def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
     except BaseException:
         _remove(tmp)
         raise
-    return _cached(final) or ArtifactInfo(sha, packaging, final, info, final / archive.name)
-
-
-def _store_folder(folder: Path, store: Path) -> ArtifactInfo:
-    folder = folder.resolve()
-    sha = tree_digest(folder, exclude=True)
-    final = store / sha
-    cached = _cached(final)
-    if cached is not None:
-        return cached
-    tmp = store / f".tmp-{sha[:12]}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        target = tmp / SOURCE_DIR / folder.name
-        shutil.copytree(folder, target, symlinks=False, ignore_dangling_symlinks=True,
-                        ignore=lambda _d, names: [n for n in names if _excluded(n)])
-        info = inspect_recipe(tmp / SOURCE_DIR, packaging="folder", base=tmp)
-        info = info.model_copy(update={"sha256": sha})
-        (tmp / RECIPE_FILE).write_text(info.model_dump_json(indent=2))
-        _make_read_only(tmp / SOURCE_DIR)
-        _publish(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
-    return _cached(final) or ArtifactInfo(sha, "folder", final, info, None)
+    return _cached(final) or ArtifactInfo(sha, packaging, final, info,
+                                          next(iter(sorted(final.glob("artifact.*"))), None))
 
 
 def _make_read_only(folder: Path) -> None:
