@@ -14,7 +14,7 @@ import pytest
 from runtime.home import resolve_home
 from runtime.service import Registry
 
-from conftest import probe, probe_instance, run_cli, start_run
+from gpu_helpers import probe, probe_instance, run_cli, start_run
 
 
 def registry_of(env) -> Registry:

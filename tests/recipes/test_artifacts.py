@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, tar_folder, zip_folder
+from recipe_helpers import FIXTURES, tar_folder, zip_folder
 from runtime.artifacts import (InvalidArtifact, inspect_recipe, load_recipe_info, safe_extract,
                                store_artifact, tree_digest)
 from runtime.recipes import detect, load_recipe_engine, parse_reference, reference

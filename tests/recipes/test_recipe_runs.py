@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FIXTURES, REPO, RETAIL, zip_folder
+from recipe_helpers import FIXTURES, REPO, RETAIL, zip_folder
 
 sys.path.insert(0, str(REPO / "tests" / "api"))
 from live_server import live_server, new_sandbox, sensei_client  # noqa: E402

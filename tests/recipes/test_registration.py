@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, tar_folder, zip_folder
+from recipe_helpers import FIXTURES, tar_folder, zip_folder
 from runtime.artifacts import InvalidArtifact
 from runtime.errors import NotFound
 from runtime.schemas import ENGINE, MODEL

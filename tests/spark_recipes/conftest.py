@@ -1,20 +1,15 @@
-"""Fixtures of the PySpark-recipe suite: the test recipes (fixtures/), zipped on demand; one
-data source jar for the whole session ($MLRUNTIME_SPARK_JARS, so no test compiles it twice);
-an in-process SparkSession with the data source for its own tests. Every test here is marked
-`spark` (select with -m spark)."""
+"""Fixtures of the PySpark-recipe suite: one data source jar for the whole session
+($MLRUNTIME_SPARK_JARS, so no test compiles it twice); an in-process SparkSession with the data
+source for its own tests. The helpers (test recipes zipped on demand, a subprocess's environment)
+live in spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark)."""
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-FIXTURES = HERE / "fixtures"
-REPO = HERE.parents[1]
-RETAIL = REPO.parent / "shared" / "data" / "retail"
+from spark_recipe_helpers import HERE
 
 
 def pytest_configure(config):
@@ -25,16 +20,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).resolve().is_relative_to(HERE):
             item.add_marker(pytest.mark.spark)
-
-
-def zip_folder(folder: Path) -> bytes:
-    """The recipe folder zipped as users zip one: with its own name as the top folder."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                archive.write(path, str(Path(folder.name) / path.relative_to(folder)))
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +36,6 @@ def jars_dir(tmp_path_factory):
         os.environ.pop("MLRUNTIME_SPARK_JARS", None)
     else:
         os.environ["MLRUNTIME_SPARK_JARS"] = previous
-
-
-def run_env(jars: Path) -> dict[str, str]:
-    """A subprocess's environment: none of the developer's MLRUNTIME_* settings, our jar cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-    env["MLRUNTIME_SPARK_JARS"] = str(jars)
-    return env
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES
+from spark_recipe_helpers import FIXTURES
 from runtime.artifacts import InvalidArtifact, inspect_recipe, store_artifact
 from runtime.recipes import load_recipe_engine, reference
 

@@ -15,7 +15,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES, REPO, RETAIL, run_env, zip_folder
+from spark_recipe_helpers import FIXTURES, REPO, RETAIL, run_env, zip_folder
 
 RUN_TIMEOUT_S = 900
 EVALUATION = [{"key": "evaluation.metrics", "value": "MAPE,MAE,RMSE,MASE"},

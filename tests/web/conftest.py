@@ -1,92 +1,15 @@
 """Fixtures for the runs page: a real `run serve` on a free loopback port, runs trained with the
-real `run train`, and a real headless Chromium (skipped, saying why, when none is installed)."""
+real `run train`, and a real headless Chromium (skipped, saying why, when none is installed). The
+helpers live in web_helpers.py."""
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 from cdp_browser import Browser, find_chromium
-
-REPO = Path(__file__).resolve().parents[2]
-TRAINING_CSV = REPO.parent / "shared" / "data" / "retail" / "retail-training.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-
-
-@dataclass
-class Server:
-    url: str
-    home: Path
-    process: subprocess.Popen
-
-
-def start_server(home: Path, *args: str) -> Server:
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = open(home.parent / f"{home.name}-server.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port), "--home", str(home),
-         "--log-level", "warning", *args], cwd=REPO, env=clean_env(), stdout=log,
-        stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"run serve exited: {(home.parent / f'{home.name}-server.log').read_text()}")
-        try:
-            httpx.get(url + "/ui/static/app.css", timeout=1.0)
-            return Server(url, home, process)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    stop_server(process)
-    raise RuntimeError("run serve did not come up within 60 s")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
-def train(home: Path, instance: Path, *params: str) -> dict:
-    """`run train --json` in `home`; the summary it prints last."""
-    args = [sys.executable, "-m", "runtime.cli.main", "train", str(instance), "--home", str(home),
-            "--json"]
-    for p in params:
-        args += ["-p", p]
-    done = subprocess.run(args, cwd=REPO, env=clean_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def noop_instance(folder: Path, name: str = "web noop") -> Path:
-    path = folder / f"{name.replace(' ', '-')}.json"
-    path.write_text(json.dumps({"name": name, "engineId": "noop", "tasks": [{
-        "name": "train", "parameters": [{"key": "trainingDataSetId", "value": str(TRAINING_CSV)}]}]}))
-    return path
+from web_helpers import Server, noop_instance, start_server, stop_server, train
 
 
 @pytest.fixture(scope="module")

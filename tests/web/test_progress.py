@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, clean_env, noop_instance
+from web_helpers import REPO, clean_env, noop_instance
 from runtime.cli.progress import RunConsole
 from runtime.metrics_series import SeriesProgress, SeriesWriter, split_metric_args
 

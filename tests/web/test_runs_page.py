@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from conftest import noop_instance, start_server, stop_server, train
+from web_helpers import noop_instance, start_server, stop_server, train
 
 
 def _row_ids(browser) -> list[str]:
@@ -106,7 +106,7 @@ def test_a_running_run_is_followed_live(server, browser, tmp_path):
     import sys
     import time
 
-    from conftest import REPO, clean_env
+    from web_helpers import REPO, clean_env
 
     instance = noop_instance(tmp_path, "live noop")
     proc = subprocess.Popen(
