@@ -30,6 +30,7 @@ class NoopEngine(Engine):
     kind = "python"
     description = "Does nothing: returns its input, saves a tiny JSON model, emits one metric."
     params = {TRAIN: NoopParams, SCORE: NoopParams, FEATURE_PIPELINE: NoopParams}
+    preload = ("pandas", "pyarrow.parquet")   # what its runs read and write data sets with
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
         _pause(ctx)

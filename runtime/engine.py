@@ -153,6 +153,10 @@ class Engine:
     params: ClassVar[dict[str, type[BaseModel]]] = {}
     accepts_extra_keys: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # Modules a warm parent imports before it forks this engine's runs (runtime.forkserver): its
+    # heavy libraries and its own modules that import them. Never modules that start threads or
+    # touch CUDA at import (the parent refuses those and says so).
+    preload: ClassVar[tuple[str, ...]] = ()
     # What `score` and `evaluate` receive: "features" (Sensei's order: feature_pipeline's output)
     # or "raw" (the loaded rows, for an engine that rebuilds its features itself, e.g. with a
     # model's stored history).
@@ -217,9 +221,21 @@ def parse_params(engine: type[Engine] | Engine, task: str, values: Mapping[str, 
 
 # --- discovery ------------------------------------------------------------------------------
 
+_FROZEN_ENGINES: dict[str, metadata.EntryPoint] | None = None
+
+
 def installed_engines() -> dict[str, metadata.EntryPoint]:
     """Engines registered in the `mlinstance_runtime.engines` entry-point group, by name."""
+    if _FROZEN_ENGINES is not None:
+        return dict(_FROZEN_ENGINES)
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def freeze_installed_engines() -> None:
+    """Read the entry points once for this process and its forks (a warm parent: it retires when
+    a package is installed or removed, so the table never goes stale there)."""
+    global _FROZEN_ENGINES
+    _FROZEN_ENGINES = installed_engines()
 
 
 def load_engine(name_or_path: str) -> type[Engine]:

@@ -181,7 +181,7 @@ class RunExecutor:
                  default_backend: Optional[str] = None,
                  backend_options: Optional[dict[str, dict[str, Any]]] = None,
                  kind: str = "cli", max_concurrent_runs: Optional[int] = None,
-                 capacity: Any = None) -> None:
+                 capacity: Any = None, warm: Any = None) -> None:
         self.registry = registry
         self.kind = kind                          # who owns the runs: "server" or "cli"
         self.max_concurrent_runs = max_concurrent_runs
@@ -195,6 +195,8 @@ class RunExecutor:
         self.env_manager: Optional[str] = None   # recipes: "uv" or "local" (default: the env var)
         self.backend_options = backend_options or {}   # e.g. {"pyspark": {"master": "spark://..."}}
         self._backends: dict[str, Any] = {}   # one instance per name: warm pools live there
+        # runtime.warm.WarmPools for the python backends (None: every python run starts cold)
+        self.warm = warm
         self._host = None
         self._max_background = max_background   # unused: the capacity queue decides
         self._lock = threading.Lock()
@@ -202,10 +204,14 @@ class RunExecutor:
     def backend(self, name: str) -> Any:
         """The backend registered as `name`, configured once and kept for later runs."""
         from .backends import load_backend
+        from .dispatch import PYTHON_CPU, PYTHON_CUDA
 
         with self._lock:
             if name not in self._backends:
-                self._backends[name] = load_backend(name, **self.backend_options.get(name, {}))
+                options = dict(self.backend_options.get(name, {}))
+                if name in (PYTHON_CPU, PYTHON_CUDA) and self.warm is not None:
+                    options.setdefault("warm", self.warm)
+                self._backends[name] = load_backend(name, **options)
             return self._backends[name]
 
     @property
@@ -876,6 +882,7 @@ class RunExecutor:
 
         self._accepting = False
         if self._supervisor is None:
+            self.close_warm()
             return
         sup = self._supervisor
         for control in sup.controls():
@@ -898,6 +905,12 @@ class RunExecutor:
         for thread in self._live_threads():
             thread.join(max(0.1, end - time.monotonic()))
         sup.close()
+        self.close_warm()
+
+    def close_warm(self) -> None:
+        """Stop the warm parents this process started (runtime.warm); runs end cold after."""
+        if self.warm is not None:
+            self.warm.close()
 
     def _live_threads(self) -> list[threading.Thread]:
         with self._lock:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .capacity import Capacity, Demand, Grant, QueueEntry, admit
+from .procs import proc_start_ticks
 from .errors import Conflict, NotFound
 from .schemas import RunStatus
 from .store import Scope
@@ -42,23 +43,6 @@ def _cli_gone(pid: Any) -> str:
 
 
 # --- processes --------------------------------------------------------------------------------
-
-def proc_start_ticks(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None when
-    no such process exists. Two processes with one pid never share it."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except (OSError, ValueError):
-        return None
-    try:
-        fields = data[data.rindex(b")") + 2:].split()
-        if fields[0] == b"Z":   # a zombie has finished: nothing runs there any more
-            return None
-        return int(fields[19])
-    except (ValueError, IndexError):
-        return None
-
 
 HOST = socket.gethostname()
 

@@ -323,7 +323,9 @@ def _summary(record: dict[str, Any], wall_s: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, warm: dict[str, Any] | None = None) -> int:
+    """Run the spec named by `argv`. `warm` describes the warm parent this process was forked
+    from (runtime.forkserver), None for a cold start."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m runtime.worker SPEC.json", file=sys.stderr)
@@ -345,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     _confine_data(spec)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, str(spec.threads))  # before any BLAS is imported
+    if warm is not None:   # the parent imported BLAS and OpenMP with one thread: set ours
+        _limit_loaded_pools(spec.threads)
     if spec.seed is not None:
         random.seed(spec.seed)
 
@@ -354,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     exit_code = 0
     log.info("run %s: %s with engine %s on %s, %d threads", spec.run_id, spec.mode, spec.engine,
              spec.device, spec.threads)
+    if warm is not None:
+        log.info("warm start: forked from parent %s (its run %s; %s modules preloaded)",
+                 warm.get("parent"), warm.get("runs"), warm.get("preloaded"))
     try:
         if spec.seed is not None:
             import numpy
@@ -373,12 +380,31 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code
 
 
-if __name__ == "__main__":
-    _code = main()
-    # The result is written and the log flushed below: skip the interpreter's teardown of every
-    # module the engine imported (seconds with pandas, scipy and scikit-learn loaded on a busy
-    # host, paid by every run for nothing).
+def _limit_loaded_pools(threads: int) -> None:
+    """Thread counts for pools loaded before this process knew its run (a warm child): BLAS and
+    OpenMP through threadpoolctl, numexpr directly; torch is set once the engine runs
+    (Run.sync_torch)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.warning("threadpoolctl is not installed: BLAS keeps the warm parent's single thread")
+    else:
+        threadpool_limits(limits=max(1, threads))
+    numexpr = sys.modules.get("numexpr")
+    if numexpr is not None:
+        numexpr.set_num_threads(max(1, threads))
+
+
+def teardown() -> None:
+    """The result is written: flush the log and leave without the interpreter's teardown of every
+    module the engine imported (seconds with pandas, scipy and scikit-learn loaded on a busy host,
+    paid by every run for nothing). The caller then calls os._exit."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    _code = main()
+    teardown()
     os._exit(_code)

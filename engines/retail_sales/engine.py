@@ -35,6 +35,10 @@ class RetailSalesEngine(Engine):
     params = {TRAIN: TrainParams, SCORE: ScoreParams, FEATURE_PIPELINE: FeaturePipelineParams}
     accepts_extra_keys = False
     score_input = "raw"  # score/evaluate rebuild features with the model's history; either input works
+    # What a warm parent imports before forking a run (runtime.forkserver): the stages' modules.
+    preload = ("numpy", "pandas", "pyarrow.parquet", "torch", "engines.retail_sales.features",
+               "engines.retail_sales.model", "engines.retail_sales.metrics",
+               "engines.retail_sales.validation")
 
     # --- stages ---------------------------------------------------------------------------
 

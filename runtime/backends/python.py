@@ -21,6 +21,7 @@ __all__ = ["PythonBackend", "PythonRunHandle"]
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
+    from ..warm import WarmChild, WarmPools
 
 LOG_TAIL_LINES = 40
 _SIGNAL_NOTES = {signal.SIGKILL: " (killed — out of memory?)", signal.SIGSEGV: " (segmentation fault)",
@@ -35,8 +36,10 @@ class PythonBackend(Backend):
 
     name = "python"
 
-    def __init__(self, *, grace_s: float = 3.0) -> None:
+    def __init__(self, *, grace_s: float = 3.0, warm: WarmPools | None = None) -> None:
         self.grace_s = grace_s
+        self.warm = warm   # runtime.warm: fork runs from a warm parent; None: every run cold
+        self._preloads: dict[str, tuple[str, ...]] = {}
 
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
                echo: TextIO | None = None) -> PythonRunHandle:
@@ -45,32 +48,66 @@ class PythonBackend(Backend):
         spec_path, log_path = stage_run(spec, log_path)
 
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
-        python = getattr(plan, "python", None) or sys.executable
-        command = [str(python), "-m", "runtime.worker", str(spec_path)]
+        python = str(getattr(plan, "python", None) or sys.executable)
         log = open(log_path, "ab", buffering=0)
         offset = log.tell()
+        proc: subprocess.Popen | WarmChild | None = None
+        if self.warm is not None:   # forked from the warm parent of this interpreter and device
+            proc, cold_reason = self.warm.spawn(
+                python=python, device_kind="cuda" if plan.device.startswith("cuda") else "cpu",
+                spec_path=spec_path, log_path=log_path, env=env, needs=self._preload(spec.engine),
+                result_path=Path(spec.run_dir) / RESULT_FILE)
+            if proc is None:
+                log.write(f"[runtime] cold start: {cold_reason}\n".encode())
+        if proc is None:
+            proc = self._start_cold(python, spec, spec_path, plan, env, log)
+        return PythonRunHandle(proc, spec=spec, log=log, log_path=log_path, echo=echo,
+                               grace_s=self.grace_s, spec_path=spec_path, offset=offset)
+
+    def _start_cold(self, python: str, spec: WorkerSpec, spec_path: Path, plan: Plan,
+                    env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
+        command = [python, "-m", "runtime.worker", str(spec_path)]
         # The worker writes its log file itself, never a pipe to this process: it outlives a
         # caller that dies (a server restart adopts it) and `echo` follows the file instead.
         try:
-            proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             log.close()
             raise ExecutionError(f"Run {spec.run_id}: cannot start the {plan.backend} worker: {exc}") from exc
-        return PythonRunHandle(proc, spec=spec, log=log, log_path=log_path, echo=echo,
-                               grace_s=self.grace_s, spec_path=spec_path, offset=offset)
+
+    def _preload(self, engine_ref: str) -> tuple[str, ...]:
+        """What the engine declares for a warm parent to import (Engine.preload); () when the
+        engine cannot be loaded here (the worker then says why)."""
+        if engine_ref not in self._preloads:
+            from ..engine import load_engine
+
+            try:
+                cls = load_engine(engine_ref)
+            except Exception:
+                self._preloads[engine_ref] = ()
+            else:   # its own module too, unless it is a recipe (whose code is never preloaded)
+                own = () if engine_ref.startswith("recipe:") else (cls.__module__,)
+                self._preloads[engine_ref] = (*getattr(cls, "preload", ()), *own)
+        return self._preloads[engine_ref]
+
+    def close(self) -> None:
+        """Stop the warm parents this backend started."""
+        if self.warm is not None:
+            self.warm.close()
 
 
 class PythonRunHandle(RunHandle):
-    def __init__(self, proc: subprocess.Popen, *, spec: WorkerSpec, log: IO[bytes], log_path: Path,
+    def __init__(self, proc: subprocess.Popen | WarmChild, *, spec: WorkerSpec, log: IO[bytes], log_path: Path,
                  echo: TextIO | None, grace_s: float, spec_path: Path | None = None,
                  offset: int = 0) -> None:
-        from ..supervisor import proc_start_ticks
+        from ..procs import proc_start_ticks
 
         self.run_id = spec.run_id
         self.pid = proc.pid
-        self.pgid = proc.pid            # start_new_session: the worker leads its own group
-        self.start_ticks = proc_start_ticks(proc.pid)
+        self.pgid = proc.pid            # a new session: the worker leads its own group
+        self.start_ticks = getattr(proc, "start_ticks", None) or proc_start_ticks(proc.pid)
+        self.warm_parent = getattr(proc, "parent_pid", None)   # None: a cold start
         self.spec_path = spec_path
         self.backend_name = "python"
         self._proc = proc

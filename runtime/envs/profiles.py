@@ -15,10 +15,12 @@ __all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "WORKER_REQUIREMENTS", "get
 
 # What `python -m runtime.worker` itself imports inside a recipe environment (the runtime's own
 # source reaches the environment through a .pth file, its dependencies do not): pydantic 2 for the
-# spec and the engine contract, pyyaml for parameter files and application.yaml.
+# spec and the engine contract, pyyaml for parameter files and application.yaml, threadpoolctl to
+# set a warm child's thread pools (runtime.forkserver: its parent imported BLAS with one thread).
 WORKER_REQUIREMENTS: tuple[str, ...] = (
     "pydantic==2.10.6",
     "pyyaml==6.0.2",
+    "threadpoolctl==3.5.0",
 )
 
 
@@ -34,7 +36,7 @@ PROFILES: dict[str, Profile] = {
     profile.name: profile for profile in (
         Profile(
             name="python",
-            version=1,
+            version=2,
             description="the platform's Python image (adobe/acp-dsw-ml-runtime-python): pandas 1.x, "
                         "numpy 1.x, scikit-learn, pyarrow",
             requirements=(
@@ -48,7 +50,7 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             name="bare",
-            version=1,
+            version=2,
             description="only what the runtime's worker needs; the recipe brings everything else",
             requirements=WORKER_REQUIREMENTS,
         ),

@@ -42,6 +42,9 @@ class RecipeEngine(Engine):
     loads_data_sets: ClassVar[bool] = True
     saves_output: ClassVar[bool] = True
     score_input = "raw"
+    # The profile's libraries; what a recipe imports besides, its warm parent learns from its runs.
+    # The recipe's own code is never imported there.
+    preload = ("numpy", "pandas")
     recipe_dir: ClassVar[Path]
     recipe: ClassVar[RecipeInfo]
 

@@ -18,6 +18,7 @@ from runtime.dispatch import detect_host, plan as make_plan
 from runtime.errors import ConfigError
 from runtime.resources import ResourceRequest
 from runtime.schemas import RunStatus
+from runtime.warm import WarmPools
 
 REPO = HERE.parents[1]
 
@@ -27,9 +28,25 @@ def _with_test_engines(plan):
     return plan.model_copy(update={"env": {**plan.env, "PYTHONPATH": str(HERE)}})
 
 
-@pytest.fixture
-def backend():
-    return PythonBackend(grace_s=1.0)
+@pytest.fixture(params=["cold", "warm"])
+def backend(request, tmp_path):
+    """Every test here runs twice: a cold worker per run, and runs forked from a warm parent
+    (runtime.forkserver) of its own, started for the test and stopped after it."""
+    if request.param == "cold":
+        yield PythonBackend(grace_s=1.0)
+        return
+    pools = WarmPools(tmp_path / "warm-home", start=True, owned=True)
+    yield WarmOnlyBackend(grace_s=1.0, warm=pools)
+    pools.close()
+
+
+class WarmOnlyBackend(PythonBackend):
+    """A python backend whose every run must have been forked warm (no silent cold fallback)."""
+
+    def submit(self, **kwargs):
+        handle = super().submit(**kwargs)
+        assert handle.warm_parent is not None, Path(kwargs["log_path"]).read_text()
+        return handle
 
 
 @pytest.fixture

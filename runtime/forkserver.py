@@ -1,0 +1,528 @@
+"""The warm parent of python runs (a fork server): `python -m runtime.forkserver --name NAME ...`.
+
+It imports the heavy libraries once (the worker, numpy, pandas, torch: what the engines declare
+and what earlier runs imported), then starts every run in a fresh child forked from itself, so a
+run reaches its engine in milliseconds and runs stay as isolated as cold ones: each child leads its
+own session and process group, writes its own log and result, and is killed and reaped exactly like
+a cold worker. The parent itself never runs an engine, never opens a SQLite file, never touches
+CUDA and keeps a single thread, so a fork inherits nothing in a bad state; it checks that after
+every import and refuses (retires) when an import broke it.
+
+Clients (runtime.warm) talk to it over an abstract Unix socket, one connection per run, JSON lines:
+
+    client -> {"op": "run", "spec": PATH, "log": PATH, "env": {...}, "cwd": DIR, "umask": N,
+               "needs": [MODULE, ...]}
+    parent -> {"pid": N, "start": TICKS, "parent": PID, "runs": K}    the child is running
+           |  {"retired": REASON}                           ask a new parent (this one is ending)
+    parent -> {"exit": CODE}     when the child has ended (CODE < 0: killed by that signal)
+
+    client -> {"op": "ping"}     -> {"pong": {...its state}}
+    client -> {"op": "shutdown"} -> {"bye": true}, and the parent exits
+
+Only processes of the parent's own user may connect (SO_PEERCRED). The parent retires (finishes
+the runs it started, then exits) after `--max-runs` runs, when its environment changes (a package
+added or removed, a runtime source file edited), when its owner process is gone, or after
+`--idle-s` seconds without a run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from .procs import proc_start_ticks
+
+__all__ = ["main", "unsafe_state", "THREAD_ENV_VARS"]
+
+# A parent imports with every thread pool at one thread (no pool thread exists to fork over); the
+# child sets its own counts (runtime.worker, threadpoolctl and torch.set_num_threads).
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                   "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+# Threads that are safe across fork: jemalloc (pyarrow's allocator) stops its background thread in
+# its prefork handler and restarts it on demand in the child.
+FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-journal", ".db-shm")
+MAX_LEARNED = 64
+LEARNED_LINE_MAX = 3800   # below PIPE_BUF: a child's line reaches the pipe in one piece
+LOOP_S = 1.0
+_SO_PEERCRED_FMT = "3i"
+
+
+# --- is it safe to fork? -----------------------------------------------------------------------
+
+def unsafe_state() -> Optional[str]:
+    """Why forking this process now would hand a child something in a bad state, or None."""
+    threads = []
+    me = str(os.getpid())
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            if tid == me:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as fh:
+                    name = fh.read().strip()
+            except OSError:   # it just ended
+                continue
+            if name not in FORK_SAFE_THREADS:
+                threads.append(name)
+    except OSError:
+        return "no /proc/self/task to count threads in"
+    if threads:
+        return f"it runs {len(threads)} more thread(s) ({', '.join(sorted(set(threads)))})"
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and hasattr(cuda, "is_initialized") and cuda.is_initialized():
+        return "CUDA is initialised"
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(SQLITE_SUFFIXES):
+            return f"a SQLite file is open ({target})"
+    return None
+
+
+# --- the environment's fingerprint ---------------------------------------------------------------
+
+def _project_root() -> str:
+    return str(Path(__file__).resolve().parents[1])
+
+
+def fingerprint() -> tuple:
+    """What changes when the environment does: the modification times of every folder on sys.path
+    (installing or removing a package touches its site-packages) and of every source file of this
+    project loaded in the parent (editing the runtime or an engine)."""
+    marks: list[Any] = []
+    for entry in sys.path:
+        try:
+            marks.append(os.stat(entry or ".").st_mtime_ns)
+        except OSError:
+            marks.append(None)
+    root = _project_root()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(root) and "site-packages" not in path:
+            try:
+                marks.append((name, os.stat(path).st_mtime_ns))
+            except OSError:
+                marks.append((name, None))
+    return tuple(marks)
+
+
+# --- the parent ----------------------------------------------------------------------------------
+
+class Parent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state_path = Path(args.state) if args.state else None
+        self.state = self._read_state()
+        self.preloaded: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.runs = 0
+        self.children: dict[int, socket.socket] = {}
+        self.retiring: Optional[str] = None
+        self.last_active = time.monotonic()
+        self.learn_queue: list[str] = []
+        self.buffers: dict[socket.socket, bytes] = {}
+        self.started = time.time()
+        self.startup_s = 0.0
+        owner = args.owner.split(":") if args.owner else None
+        self.owner = (int(owner[0]), int(owner[1]) if len(owner) > 1 and owner[1] else None) \
+            if owner else None
+
+    # -- state shared between generations: what runs imported, what cannot be preloaded --------
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text()) if self.state_path else {}
+        except (OSError, ValueError):
+            data = {}
+        return {"learned": list(data.get("learned") or []), "unsafe": dict(data.get("unsafe") or {})}
+
+    def _write_state(self) -> None:
+        if self.state_path is None:
+            return
+        tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.state, indent=1))
+            os.replace(tmp, self.state_path)
+        except OSError:
+            pass
+
+    # -- imports --------------------------------------------------------------------------------
+
+    def preload(self, name: str) -> bool:
+        """Import `name` here; False (and the parent retires) when that left it unsafe to fork."""
+        if name in self.preloaded or name in self.skipped or name in self.state["unsafe"]:
+            return True
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:   # the run imports it itself (and says what is wrong)
+            self.skipped[name] = f"{type(exc).__name__}: {exc}"
+            return unsafe_state() is None or self._unsafe(name, unsafe_state() or "")
+        problem = unsafe_state()
+        if problem is not None:
+            return self._unsafe(name, problem)
+        self.preloaded.append(name)
+        return True
+
+    def _unsafe(self, name: str, problem: str) -> bool:
+        self.state["unsafe"][name] = problem
+        self._write_state()
+        print(f"forkserver: importing {name} left this process unsafe to fork: {problem}; "
+              "retiring (the next parent will not import it)", flush=True)
+        self.retire(f"importing {name} left it unsafe to fork ({problem})")
+        return False
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def serve(self, listener: socket.socket) -> int:
+        started = time.perf_counter()
+        for name in ["runtime.worker", *self.args.preload, *self.state["learned"]]:
+            if name and not self.preload(name):
+                break
+        from .engine import freeze_installed_engines
+
+        freeze_installed_engines()   # a child finds its engine without scanning every package
+        self.startup_s = round(time.perf_counter() - started, 3)
+        self.fingerprint = fingerprint()
+        print(f"forkserver {os.getpid()}: ready in {self.startup_s:.2f} s, preloaded "
+              f"{', '.join(self.preloaded)}", flush=True)
+
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.learn_r, self.learn_w = os.pipe()
+        os.set_blocking(self.learn_r, False)
+        self.listener = listener
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ, "accept")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(self.learn_r, selectors.EVENT_READ, "learn")
+        learned_buf = b""
+        while True:
+            for key, _ in self.sel.select(LOOP_S):
+                what = key.data
+                if what == "accept":
+                    self._accept()
+                elif what == "wake":
+                    self._drain(self.wake_r)
+                elif what == "learn":
+                    learned_buf = self._learned(learned_buf + self._drain(self.learn_r))
+                else:
+                    self._readable(key.fileobj)
+            self._reap()
+            if self.learn_queue and not self.buffers:   # idle: import what the runs used
+                while self.learn_queue and self.retiring is None:
+                    self.preload(self.learn_queue.pop(0))
+                self.fingerprint = fingerprint()
+            if self._should_exit():
+                return 0
+
+    def _on_term(self, *_: Any) -> None:
+        self.retire("asked to stop (SIGTERM)")
+        self.children_detach = True
+
+    def _should_exit(self) -> bool:
+        if self.owner is not None and (proc_start_ticks(self.owner[0]) is None or (
+                self.owner[1] is not None and proc_start_ticks(self.owner[0]) != self.owner[1])):
+            self.retire("its owner process is gone")
+            return True   # the runs it started go on; nobody is left to tell their ends to
+        if self.retiring is not None:
+            return not self.children
+        idle = time.monotonic() - self.last_active
+        if self.args.idle_s and not self.children and not self.buffers and idle > self.args.idle_s:
+            self.retire(f"idle for {self.args.idle_s:g} s")
+            return True
+        return getattr(self, "children_detach", False)
+
+    def retire(self, reason: str) -> None:
+        """Take no new run; exit once the runs started here have ended."""
+        if self.retiring is not None:
+            return
+        self.retiring = reason
+        try:   # the name is free at once: a new parent can start while this one finishes
+            self.sel.unregister(self.listener)
+        except (AttributeError, KeyError, ValueError):
+            pass
+        try:
+            self.listener.close()
+        except AttributeError:
+            pass
+        print(f"forkserver {os.getpid()}: retiring: {reason}", flush=True)
+
+    @staticmethod
+    def _drain(fd: int) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _learned(self, data: bytes) -> bytes:
+        *lines, rest = data.split(b"\n")
+        known = set(self.state["learned"])
+        for line in lines:
+            try:
+                names = json.loads(line)
+            except ValueError:
+                continue
+            for name in names if isinstance(names, list) else []:
+                if (isinstance(name, str) and name not in known and name not in self.state["unsafe"]
+                        and len(known) < MAX_LEARNED):
+                    known.add(name)
+                    self.state["learned"].append(name)
+                    self.learn_queue.append(name)
+        if self.learn_queue:
+            self._write_state()
+        return rest
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        pid, uid, _gid = struct.unpack(_SO_PEERCRED_FMT, conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_SO_PEERCRED_FMT)))
+        if uid != os.getuid():   # only our own user may start runs as us
+            conn.close()
+            return
+        conn.setblocking(False)
+        self.buffers[conn] = b""
+        self.sel.register(conn, selectors.EVENT_READ, "conn")
+        self.last_active = time.monotonic()
+
+    def _readable(self, conn: socket.socket) -> None:
+        try:
+            chunk = conn.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:   # the client went away before asking anything
+            self._drop(conn)
+            return
+        data = self.buffers.get(conn, b"") + chunk
+        if b"\n" not in data:
+            self.buffers[conn] = data
+            return
+        line, _, _ = data.partition(b"\n")
+        self.sel.unregister(conn)
+        self.buffers.pop(conn, None)
+        conn.setblocking(True)
+        try:
+            request = json.loads(line)
+        except ValueError:
+            self._send(conn, {"error": "the request is not JSON"})
+            conn.close()
+            return
+        self.last_active = time.monotonic()
+        op = request.get("op")
+        if op == "ping":
+            self._send(conn, {"pong": self.describe()})
+            conn.close()
+        elif op == "shutdown":
+            self._send(conn, {"bye": True})
+            conn.close()
+            self.retire("asked to shut down")
+            self.children_detach = True
+        elif op == "run":
+            self._start_run(conn, request)
+        else:
+            self._send(conn, {"error": f"unknown op {op!r}"})
+            conn.close()
+
+    def _drop(self, conn: socket.socket) -> None:
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        self.buffers.pop(conn, None)
+        conn.close()
+
+    @staticmethod
+    def _send(conn: socket.socket, message: dict[str, Any]) -> bool:
+        try:
+            conn.sendall(json.dumps(message).encode() + b"\n")
+            return True
+        except OSError:   # the client is gone; the run goes on without it
+            return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "python": sys.executable, "device": self.args.device,
+                "preloaded": self.preloaded, "skipped": self.skipped, "runs": self.runs,
+                "running": sorted(self.children), "retiring": self.retiring,
+                "startupS": self.startup_s, "maxRuns": self.args.max_runs,
+                "learned": self.state["learned"], "unsafe": self.state["unsafe"],
+                "owner": self.owner[0] if self.owner else None, "idleS": self.args.idle_s,
+                "since": self.started}
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def _start_run(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        if self.retiring is None and fingerprint() != self.fingerprint:
+            self.retire("its environment changed (a package or a source file)")
+        for name in request.get("needs") or []:
+            if self.retiring is not None:
+                break
+            self.preload(str(name))
+        if self.retiring is not None:
+            self._send(conn, {"retired": self.retiring})
+            conn.close()
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(self, conn, request)   # never returns
+        self.runs += 1
+        self.children[pid] = conn
+        if not self._send(conn, {"pid": pid, "start": proc_start_ticks(pid), "parent": os.getpid(),
+                                 "runs": self.runs}):
+            self.children[pid] = None
+        if self.runs >= self.args.max_runs:
+            self.retire(f"it served {self.runs} runs (--max-runs)")
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                self._send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                conn.close()
+
+
+def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None:
+    """The run, in the forked child: a clean session, the run's own files and environment, then
+    the worker, exactly as `python -m runtime.worker SPEC` would run it."""
+    code = 70
+    try:
+        os.setsid()   # its own session and process group: cancels signal the group
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        parent.sel.close()
+        for sock in (conn, *parent.buffers, *[c for c in parent.children.values() if c]):
+            sock.close()
+        if parent.retiring is None:
+            parent.listener.close()
+        for fd in (parent.wake_r, parent.wake_w, parent.learn_r):
+            os.close(fd)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        # What PYTHONUNBUFFERED gives a cold worker: every write reaches the log at once.
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
+                                      line_buffering=True, encoding="utf-8")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                      line_buffering=True, encoding="utf-8",
+                                      errors="backslashreplace")
+        os.environ.clear()
+        os.environ.update(request.get("env") or {})
+        cwd = request.get("cwd") or "/"
+        os.chdir(cwd)
+        if sys.path and sys.path[0] == parent.args.cwd:   # `-m` put the starter's folder first
+            sys.path[0] = cwd
+        if request.get("umask") is not None:
+            os.umask(int(request["umask"]))
+        sys.argv = ["-m", request["spec"]]
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:   # a cold worker seeds its global generator from the OS at import
+            numpy.random.seed()
+        before = set(sys.modules)
+
+        from . import worker
+
+        code = worker.main([request["spec"]], warm={"parent": os.getppid(), "runs": parent.runs + 1,
+                                                   "preloaded": len(parent.preloaded)})
+        _report_imports(before, parent.learn_w)
+        worker.teardown()
+    except BaseException:
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _report_imports(before: set[str], fd: int) -> None:
+    """Tell the parent which installed libraries this run imported that it had not: the next runs
+    find them preloaded. Only packages of the environment (site-packages), never the recipe's own
+    code nor the run's folder."""
+    names = []
+    for name in set(sys.modules) - before:
+        if "." in name or name.startswith("_") or name == "__main__":
+            continue
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        if "site-packages" in path or "dist-packages" in path:
+            names.append(name)
+    line = json.dumps(sorted(names))
+    while len(line) > LEARNED_LINE_MAX and names:
+        names.pop()
+        line = json.dumps(sorted(names))
+    try:
+        os.write(fd, line.encode() + b"\n")
+    except OSError:
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.forkserver")
+    parser.add_argument("--name", required=True, help="the abstract Unix socket name to listen on")
+    parser.add_argument("--preload", default="", help="modules to import first, comma-separated")
+    parser.add_argument("--state", help="JSON file of learned and unsafe imports (kept per key)")
+    parser.add_argument("--max-runs", type=int, default=200)
+    parser.add_argument("--owner", help="PID[:START]: exit when that process is gone")
+    parser.add_argument("--idle-s", type=float, default=0.0, help="exit after S idle seconds")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = parser.parse_args(argv)
+    args.preload = [m for m in args.preload.split(",") if m]
+    args.cwd = os.getcwd()
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = "1"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind("\0" + args.name)
+    except OSError as exc:   # another parent of this key is there first: it serves
+        print(f"forkserver: {args.name} is taken ({exc}); not starting", flush=True)
+        return 3
+    listener.listen(64)   # clients queue here while the imports run
+    return Parent(args).serve(listener)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
