@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 from .procs import proc_start_ticks
 
-__all__ = ["main", "unsafe_state", "THREAD_ENV_VARS"]
+__all__ = ["main", "unsafe_state", "THREAD_ENV_VARS", "WORKER_PID_FILE"]
 
 # A parent imports with every thread pool at one thread (no pool thread exists to fork over); the
 # child sets its own counts (runtime.worker, threadpoolctl and torch.set_num_threads).
@@ -56,6 +56,9 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-journal", ".db-
 MAX_LEARNED = 64
 LEARNED_LINE_MAX = 3800   # below PIPE_BUF: a child's line reaches the pipe in one piece
 LOOP_S = 1.0
+# A forked worker's "PID START_TICKS", beside its spec: its command line is its parent's, so this
+# is how a server that restarts finds it (runtime.supervisor.find_worker).
+WORKER_PID_FILE = "worker.pid"
 _SO_PEERCRED_FMT = "3i"
 
 
@@ -198,6 +201,8 @@ class Parent:
         freeze_installed_engines()   # a child finds its engine without scanning every package
         self.startup_s = round(time.perf_counter() - started, 3)
         self.fingerprint = fingerprint()
+        if self.retiring is not None:   # an import made it unsafe: the next parent skips it
+            return 4
         print(f"forkserver {os.getpid()}: ready in {self.startup_s:.2f} s, preloaded "
               f"{', '.join(self.preloaded)}", flush=True)
 
@@ -458,6 +463,8 @@ def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None
         if request.get("umask") is not None:
             os.umask(int(request["umask"]))
         sys.argv = ["-m", request["spec"]]
+        me = os.getpid()
+        Path(request["spec"]).with_name(WORKER_PID_FILE).write_text(f"{me} {proc_start_ticks(me)}")
         numpy = sys.modules.get("numpy")
         if numpy is not None:   # a cold worker seeds its global generator from the OS at import
             numpy.random.seed()

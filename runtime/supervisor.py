@@ -131,7 +131,18 @@ def stop_worker(worker: dict[str, Any], grace_s: float) -> str:
 
 def find_worker(spec_path: Path) -> Optional[dict[str, Any]]:
     """A live worker process started on `spec_path` (its command line names it), for a run whose
-    owner died between starting the worker and recording it."""
+    owner died between starting the worker and recording it. A worker forked from a warm parent
+    (whose command line is the parent's) is found by the pid file it writes beside the spec."""
+    from .forkserver import WORKER_PID_FILE
+
+    try:
+        pid_text, _, start_text = (Path(spec_path).parent / WORKER_PID_FILE).read_text().partition(" ")
+        pid, start = int(pid_text), int(start_text)
+    except (OSError, ValueError):
+        pass
+    else:
+        if same_process_alive(pid, start):
+            return {"pid": pid, "pgid": pid, "start": start}
     needle = str(spec_path).encode()
     try:
         entries = os.listdir("/proc")

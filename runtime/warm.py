@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["ENV_WARM", "WarmChild", "WarmPools", "pools_for", "socket_name"]
+__all__ = ["ENV_WARM", "WarmChild", "WarmPools", "describe_home", "listening", "pools_for",
+           "socket_name", "stop_home"]
 
 ENV_WARM = "MLRUNTIME_WARM"               # 0/off: every run cold; 1/on: CLI runs start a parent
 ENV_MAX_RUNS = "MLRUNTIME_WARM_MAX_RUNS"  # runs a parent forks before it retires (default 200)
@@ -37,6 +38,7 @@ DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 120.0     # the imports of a new parent (torch on a loaded host)
 REPLY_TIMEOUT_S = 60.0      # a parent importing what a run needs before it forks
 KEY_ENV = ("PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD")
+EXITED_AT_START = "the warm parent exited at its start"
 _PEERCRED = "3i"
 
 
@@ -121,17 +123,22 @@ class WarmPools:
                 if not self.start:
                     return None, problem
                 conn, problem = self._start(key, name, python, device_kind, env, needs)
+                if conn is None and problem.startswith(EXITED_AT_START):
+                    continue   # once more: a parent that an import made unsafe exits at its start
                 if conn is None:
                     return None, problem
             reply, problem = _ask(conn, request, REPLY_TIMEOUT_S)
             if reply is not None and "pid" in reply:
                 return WarmChild(conn, reply, result_path), None
-            if reply is None:   # a broken parent: it goes, and this run starts cold
-                _kill_peer_of(conn)
+            if reply is None and problem.startswith("no reply"):
+                _kill_peer_of(conn)   # hung: it goes, and this run starts cold
                 conn.close()
                 return None, f"the warm parent did not answer ({problem})"
             conn.close()
-            problem = reply.get("retired") or reply.get("error") or "the warm parent refused"
+            if reply is None:   # it ended as we asked (retired at its start, or crashed)
+                problem = f"the warm parent went away ({problem})"
+            else:
+                problem = reply.get("retired") or reply.get("error") or "the warm parent refused"
         return None, problem
 
     def _start(self, key: str, name: str, python: str, device_kind: str, env: Mapping[str, str],
@@ -181,7 +188,7 @@ class WarmPools:
                     conn = _connect(name)   # it lost the race to another process's parent
                     if conn is not None:
                         return conn, ""
-                    return None, (f"the warm parent exited with code {proc.returncode} at start "
+                    return None, (f"{EXITED_AT_START} with code {proc.returncode} "
                                   f"(see {self.state_dir / f'{key}.log'})")
                 time.sleep(0.01)
             proc.kill()
@@ -190,17 +197,8 @@ class WarmPools:
     # --- the pools ---------------------------------------------------------------------------
 
     def describe(self) -> list[dict[str, Any]]:
-        """What each parent this process started says of itself."""
-        out = []
-        for key, name in list(self._names.items()):
-            conn = _connect(name)
-            if conn is None:
-                continue
-            reply, _ = _ask(conn, {"op": "ping"}, 5.0)
-            conn.close()
-            if reply and "pong" in reply:
-                out.append({"key": key, **reply["pong"]})
-        return out
+        """What each warm parent of this home says of itself."""
+        return describe_home(self.home_root)
 
     def close(self) -> None:
         """Stop the parents this process started (their running children go on)."""
@@ -219,6 +217,50 @@ class WarmPools:
                 proc.kill()
                 proc.wait(5.0)
         self._started.clear()
+
+
+def listening(home_root: Path) -> list[str]:
+    """The socket names of the warm parents listening for this home (from /proc/net/unix, where
+    abstract names show with a leading @)."""
+    prefix = "@" + socket_name(home_root, "")
+    names = []
+    try:
+        with open("/proc/net/unix") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields and fields[-1].startswith(prefix) and fields[-1][1:] not in names:
+                    names.append(fields[-1][1:])
+    except OSError:
+        pass
+    return names
+
+
+def describe_home(home_root: Path) -> list[dict[str, Any]]:
+    """What every warm parent of this home says of itself (`run warm list`)."""
+    out = []
+    for name in listening(home_root):
+        conn = _connect(name)
+        if conn is None:
+            continue
+        reply, _ = _ask(conn, {"op": "ping"}, 5.0)
+        conn.close()
+        if reply and "pong" in reply:
+            out.append({"key": name.rsplit("-", 1)[-1], **reply["pong"]})
+    return out
+
+
+def stop_home(home_root: Path) -> list[int]:
+    """Ask every warm parent of this home to stop (`run warm stop`); their pids."""
+    stopped = []
+    for parent in describe_home(home_root):
+        conn = _connect(socket_name(home_root, parent["key"]))
+        if conn is None:
+            continue
+        reply, _ = _ask(conn, {"op": "shutdown"}, 5.0)
+        conn.close()
+        if reply and reply.get("bye"):
+            stopped.append(parent["pid"])
+    return stopped
 
 
 class WarmChild:

@@ -61,6 +61,7 @@ class ServerSettings:
     reconcile_runs: bool = True              # at start: settle runs of a dead server or CLI
     # --data-root folders (else MLRUNTIME_DATA_ROOTS; with tokens and neither: HOME/data)
     data_roots: list[str] = field(default_factory=list)
+    warm: Optional[str] = None               # "cold": no warm parents (runtime.warm); None: used
 
 
 def _media(profile: str) -> str:
@@ -316,9 +317,12 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     if settings.execute_runs:
         from ..execution import RunExecutor
 
+        from ..warm import pools_for
+
         executor = RunExecutor(registry, default_backend=settings.run_backend,
                                backend_options=settings.backend_options, kind="server",
-                               max_concurrent_runs=settings.max_concurrent_runs)
+                               max_concurrent_runs=settings.max_concurrent_runs,
+                               warm=pools_for(settings.home.root, kind="server", flag=settings.warm))
         registry.on_run_created = executor.submit_background
 
     @asynccontextmanager

@@ -14,6 +14,16 @@ from .. import __version__
 from ..errors import MLRuntimeError
 
 
+def _warm_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--warm", action="store_const", const="warm", dest="warm",
+                       help="fork the run from a warm parent, starting one for this home if none "
+                            "runs (it waits $MLRUNTIME_WARM_IDLE_S, default 600 s, for the next "
+                            f"runs); by default {default}")
+    group.add_argument("--cold", action="store_const", const="cold", dest="warm",
+                       help="start the run in a fresh interpreter")
+
+
 def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
     parser.add_argument("--home", help="runtime home (default: $MLRUNTIME_HOME or "
                                        "~/.mlinstance-runtime)")
@@ -104,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrent-runs", type=int, metavar="N",
                        help="run at most N runs at once (default: $MLRUNTIME_MAX_CONCURRENT_RUNS, "
                             "else as many as the host's CPU slots, GPUs and memory allow)")
+    serve.add_argument("--cold", action="store_const", const="cold", dest="warm",
+                       help="start every python run in a fresh interpreter (default: fork runs "
+                            "from warm parents, started on first use and stopped with the server)")
     serve.add_argument("--no-execute", action="store_true",
                        help="registry only: keep API-created runs PENDING instead of running them")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
@@ -146,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
         run.add_argument("--quiet", "-q", action="store_true",
                          help="print only the result: no log lines, no progress")
+        _warm_flags(run, "a warm parent already running for this home (a server's, or one a "
+                         "--warm run left) is used when there is one")
         _common(run)
         run.set_defaults(handler="runtime.cli.runs:main")
 
@@ -178,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the unfinished trials of an earlier sweep (DONE ones are kept)")
     sweep.add_argument("--device", help="cpu, cuda or cuda:N for every trial")
     sweep.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
+    sweep.add_argument("--cold", action="store_const", const="cold", dest="warm",
+                       help="start every trial in a fresh interpreter (default: trials are forked "
+                            "from a warm parent the sweep starts and stops)")
     _common(sweep)
     sweep.set_defaults(handler="runtime.cli.sweep:main")
 
@@ -230,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(runs_show)
     for p in (runs_list, runs_show):
         p.set_defaults(handler="runtime.cli.history:main")
+
+    warm = sub.add_parser("warm", help="the warm parents python runs are forked from: list "
+                                       "them, or stop them")
+    warm.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    _common(warm, scope=False)
+    warm.set_defaults(handler="runtime.cli.warm:main")
 
     gpus = sub.add_parser("gpus", help="the host's CUDA devices: index, name, memory used/total "
                                        "and the run holding each")

@@ -204,8 +204,11 @@ def main(args: argparse.Namespace) -> int:
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     interrupt = None
     try:
+        from ..warm import pools_for
+
         executor = RunExecutor(registry, backend_options=(
-            {"pyspark": {"master": args.spark_master}} if args.spark_master else None))
+            {"pyspark": {"master": args.spark_master}} if args.spark_master else None),
+            warm=pools_for(registry.home.root, kind="cli", flag=getattr(args, "warm", None)))
         instance, experiment, prepared = prepare_run(
             registry, caller, args, mode, executor, backend=args.backend,
             require_model=not (args.explain or args.dry_run))

@@ -27,6 +27,7 @@ def main(args: argparse.Namespace) -> int:
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
                               run_backend=args.run_backend
                               or os.environ.get("MLRUNTIME_RUN_BACKEND") or None,
-                              grace_s=args.grace, max_concurrent_runs=args.max_concurrent_runs)
+                              grace_s=args.grace, max_concurrent_runs=args.max_concurrent_runs,
+                              warm=args.warm)
     serve(settings, args.host, args.port, args.log_level)
     return 0

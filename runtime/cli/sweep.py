@@ -27,10 +27,17 @@ def main(args: argparse.Namespace) -> int:
         print(line, file=err, flush=True)
 
     interrupt = SignalGuard().__enter__()
+    executor = None
     try:
         state = _resume(registry, args) if args.resume else _new(registry, caller, args)
+        from ..execution import RunExecutor
+        from ..warm import pools_for
+
+        # The trials fork from a warm parent the sweep starts and stops (--cold: none).
+        executor = RunExecutor(registry, warm=pools_for(registry.home.root, kind="sweep",
+                                                        flag=getattr(args, "warm", None)))
         runner = SweepRunner(registry, caller, state, out=out, device=args.device,
-                             backend=args.backend, interrupt=interrupt)
+                             backend=args.backend, interrupt=interrupt, executor=executor)
         todo = sum(1 for r in state["rows"] if r["state"] != "DONE")
         out(f"Sweep {state['id']}: {len(state['rows'])} trial(s), {todo} to run, at most "
             f"{state['parallel']} at once, Experiment {state['experimentId']} "
@@ -52,6 +59,8 @@ def main(args: argparse.Namespace) -> int:
         return 0 if runner.finished_ok() else 1
     finally:
         interrupt.__exit__(None, None, None)
+        if executor is not None:
+            executor.close_warm()
         registry.close()
 
 
