@@ -108,7 +108,8 @@ class WarmPools:
     def spawn(self, *, python: str, device_kind: str, spec_path: Path, log_path: Path,
               env: Mapping[str, str], needs: Sequence[str] = (),
               result_path: Optional[Path] = None) -> tuple[Optional["WarmChild"], Optional[str]]:
-        """(the forked run, None), or (None, why the run must start cold)."""
+        """(the forked run, None), or (None, why the run must start cold; None when cold is
+        simply this process's default: no parent listens and it may not start one)."""
         reason = cold_reason(env)
         if reason is not None or self._closed:
             return None, reason or "the warm pools are closed"
@@ -120,8 +121,8 @@ class WarmPools:
         for _attempt in range(2):   # a retiring or broken parent: once more, with a new one
             conn = _connect(name)
             if conn is None:
-                if not self.start:
-                    return None, problem
+                if not self.start:   # a CLI run's default: cold unless a parent is listening
+                    return None, None if _attempt == 0 else problem
                 conn, problem = self._start(key, name, python, device_kind, env, needs)
                 if conn is None and problem.startswith(EXITED_AT_START):
                     continue   # once more: a parent that an import made unsafe exits at its start

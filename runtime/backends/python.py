@@ -57,7 +57,7 @@ class PythonBackend(Backend):
                 python=python, device_kind="cuda" if plan.device.startswith("cuda") else "cpu",
                 spec_path=spec_path, log_path=log_path, env=env, needs=self._preload(spec.engine),
                 result_path=Path(spec.run_dir) / RESULT_FILE)
-            if proc is None:
+            if proc is None and cold_reason:
                 log.write(f"[runtime] cold start: {cold_reason}\n".encode())
         if proc is None:
             proc = self._start_cold(python, spec, spec_path, plan, env, log)
