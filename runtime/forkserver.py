@@ -103,24 +103,27 @@ def _project_root() -> str:
     return str(Path(__file__).resolve().parents[1])
 
 
-def fingerprint() -> tuple:
-    """What changes when the environment does: the modification times of every folder on sys.path
-    (installing or removing a package touches its site-packages) and of every source file of this
-    project loaded in the parent (editing the runtime or an engine)."""
-    marks: list[Any] = []
-    for entry in sys.path:
-        try:
-            marks.append(os.stat(entry or ".").st_mtime_ns)
-        except OSError:
-            marks.append(None)
+def watched_paths() -> list[str]:
+    """What changes when the environment does: every folder on sys.path (installing or removing a
+    package touches its site-packages) and every source file of this project loaded here (editing
+    the runtime or an engine)."""
+    paths = [entry or "." for entry in sys.path]
     root = _project_root()
-    for name, module in list(sys.modules.items()):
+    for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
         if path and path.startswith(root) and "site-packages" not in path:
-            try:
-                marks.append((name, os.stat(path).st_mtime_ns))
-            except OSError:
-                marks.append((name, None))
+            paths.append(path)
+    return paths
+
+
+def fingerprint(paths: list[str]) -> tuple:
+    """The modification times of `paths` (a stat each: well under a millisecond for a parent)."""
+    marks: list[Any] = []
+    for path in paths:
+        try:
+            marks.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            marks.append(None)
     return tuple(marks)
 
 
@@ -189,6 +192,10 @@ class Parent:
         self.retire(f"importing {name} left it unsafe to fork ({problem})")
         return False
 
+    def _watch(self) -> None:
+        self.watched = watched_paths()
+        self.fingerprint = fingerprint(self.watched)
+
     # -- the loop -------------------------------------------------------------------------------
 
     def serve(self, listener: socket.socket) -> int:
@@ -199,8 +206,9 @@ class Parent:
         from .engine import freeze_installed_engines
 
         freeze_installed_engines()   # a child finds its engine without scanning every package
+        _inspect_thread_pools()
         self.startup_s = round(time.perf_counter() - started, 3)
-        self.fingerprint = fingerprint()
+        self._watch()
         if self.retiring is not None:   # an import made it unsafe: the next parent skips it
             return 4
         print(f"forkserver {os.getpid()}: ready in {self.startup_s:.2f} s, preloaded "
@@ -235,7 +243,8 @@ class Parent:
             if self.learn_queue and not self.buffers:   # idle: import what the runs used
                 while self.learn_queue and self.retiring is None:
                     self.preload(self.learn_queue.pop(0))
-                self.fingerprint = fingerprint()
+                _inspect_thread_pools()
+                self._watch()
             if self._should_exit():
                 return 0
 
@@ -387,12 +396,16 @@ class Parent:
     # -- runs -----------------------------------------------------------------------------------
 
     def _start_run(self, conn: socket.socket, request: dict[str, Any]) -> None:
-        if self.retiring is None and fingerprint() != self.fingerprint:
+        if self.retiring is None and fingerprint(self.watched) != self.fingerprint:
             self.retire("its environment changed (a package or a source file)")
+        count = len(self.preloaded)
         for name in request.get("needs") or []:
             if self.retiring is not None:
                 break
             self.preload(str(name))
+        if len(self.preloaded) != count:
+            _inspect_thread_pools()
+            self._watch()
         if self.retiring is not None:
             self._send(conn, {"retired": self.retiring})
             conn.close()
@@ -422,6 +435,18 @@ class Parent:
             if conn is not None:
                 self._send(conn, {"exit": os.waitstatus_to_exitcode(status)})
                 conn.close()
+
+
+def _inspect_thread_pools() -> None:
+    """Find the loaded BLAS and OpenMP libraries once, here, so each child only sets their thread
+    counts (runtime.worker); finding them costs a child about 6 ms."""
+    from . import worker
+
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    worker.THREAD_POOLS = ThreadpoolController()
 
 
 def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None:
@@ -492,7 +517,10 @@ def _report_imports(before: set[str], fd: int) -> None:
     code nor the run's folder."""
     names = []
     for name in set(sys.modules) - before:
-        if "." in name or name.startswith("_") or name == "__main__":
+        package, _, leaf = name.rpartition(".")
+        # a new library, or a new public part of one the parent has (pyarrow.dataset): importing
+        # it imports what lies below it
+        if leaf.startswith("_") or name == "__main__" or (package and package not in before):
             continue
         path = getattr(sys.modules.get(name), "__file__", None) or ""
         if "site-packages" in path or "dist-packages" in path:

@@ -380,16 +380,24 @@ def main(argv: list[str] | None = None, *, warm: dict[str, Any] | None = None) -
     return exit_code
 
 
+# A warm parent's threadpoolctl.ThreadpoolController over the BLAS and OpenMP libraries it loaded
+# (runtime.forkserver); None: found here, when needed.
+THREAD_POOLS: Any = None
+
+
 def _limit_loaded_pools(threads: int) -> None:
     """Thread counts for pools loaded before this process knew its run (a warm child): BLAS and
     OpenMP through threadpoolctl, numexpr directly; torch is set once the engine runs
     (Run.sync_torch)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        log.warning("threadpoolctl is not installed: BLAS keeps the warm parent's single thread")
+    if THREAD_POOLS is not None:
+        THREAD_POOLS.limit(limits=max(1, threads))
     else:
-        threadpool_limits(limits=max(1, threads))
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            log.warning("threadpoolctl is not installed: BLAS keeps the warm parent's single thread")
+        else:
+            threadpool_limits(limits=max(1, threads))
     numexpr = sys.modules.get("numexpr")
     if numexpr is not None:
         numexpr.set_num_threads(max(1, threads))
