@@ -488,6 +488,7 @@ def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None
         if request.get("umask") is not None:
             os.umask(int(request["umask"]))
         sys.argv = ["-m", request["spec"]]
+        _retitle([sys.executable, "-m", "runtime.worker", request["spec"]])
         me = os.getpid()
         Path(request["spec"]).with_name(WORKER_PID_FILE).write_text(f"{me} {proc_start_ticks(me)}")
         numpy = sys.modules.get("numpy")
@@ -509,6 +510,27 @@ def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None
             pass
     finally:
         os._exit(code)
+
+
+def _retitle(args: list[str]) -> None:
+    """Make this process's command line read as a cold worker's (`ps`, and whatever finds workers
+    by their command line, see `python -m runtime.worker SPEC`): the words are written over the
+    parent's own argument strings (the memory /proc/PID/cmdline shows), padded with NULs, cut
+    short if longer (the client gives the parent room: --room)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            data = fh.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])   # arg_start, arg_end (fields 48 and 49)
+    except (OSError, ValueError, IndexError):
+        return
+    size = end - start
+    if size <= 1:
+        return
+    words = b"\0".join(os.fsencode(a) for a in args)[:size - 1]
+    ctypes.memmove(start, words.ljust(size, b"\0"), size)
 
 
 def _report_imports(before: set[str], fd: int) -> None:
@@ -544,6 +566,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--owner", help="PID[:START]: exit when that process is gone")
     parser.add_argument("--idle-s", type=float, default=0.0, help="exit after S idle seconds")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--room", default="", help="padding: room for a child's command line")
     args = parser.parse_args(argv)
     args.preload = [m for m in args.preload.split(",") if m]
     args.cwd = os.getcwd()

@@ -168,6 +168,12 @@ class WarmPools:
                        "--max-runs", str(self.max_runs), "--device", device_kind]
             command += (["--owner", f"{me}:{proc_start_ticks(me) or ''}"] if self.owned
                         else ["--idle-s", str(self.idle_s)])
+            # A child rewrites its command line over these words to read as a cold worker's
+            # (python -m runtime.worker HOME/runs/ID/spec.json): leave it room enough.
+            needed = len(python) + len(str(self.home_root.resolve())) + 160
+            have = sum(len(os.fsencode(word)) + 1 for word in command)
+            if have < needed:
+                command.append("--room=" + "." * (needed - have))
             log = open(self.state_dir / f"{key}.log", "ab")
             try:
                 proc = subprocess.Popen(command, env=parent_env, stdin=subprocess.DEVNULL,
