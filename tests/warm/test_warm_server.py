@@ -125,3 +125,34 @@ def test_a_sweep_forks_its_trials_and_stops_its_parent(tmp_path):
     rows = json.loads(cold.stdout.strip().splitlines()[-1])["rows"]
     assert not any("warm start" in (home / "runs" / r["runId"] / "worker.log").read_text()
                    for r in rows)
+
+
+def test_a_recipe_forks_from_a_parent_of_its_own_environment(tmp_path):
+    """A function-based recipe in its uv environment: the parent runs that environment's Python,
+    and its warm runs give the cold run's metrics."""
+    import shutil
+
+    fixtures = Path(__file__).resolve().parents[1] / "recipes" / "fixtures"
+    recipe = tmp_path / "retail_functions"
+    shutil.copytree(fixtures / "retail_functions", recipe)
+    home = tmp_path / "home"
+    env = {"MLRUNTIME_UV_CACHE_DIR": os.environ.get("MLRUNTIME_UV_CACHE_DIR", ""),
+           "MLRUNTIME_WARM_IDLE_S": "60"}
+    train = ["train", str(recipe / "retail.config.json"), "--engine", str(recipe), "--json",
+             "-p", f"trainingDataSetId={REPO.parent / 'shared' / 'data' / 'retail' / 'retail-training.csv'}"]
+
+    def summary(*extra: str) -> dict:
+        done = cli(home, *train, *extra, env=env)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cold = summary("--cold")
+    try:
+        warm_runs = [summary("--warm"), summary()]
+        assert "warm start" in log_of(warm_runs[1]) and "warm start" not in log_of(cold)
+        [parent] = json.loads(cli(home, "warm", "list", "--json").stdout)
+        assert Path(parent["python"]).is_relative_to(home / "envs")   # the recipe's own Python
+        assert {"numpy", "pandas"} <= set(parent["preloaded"])
+        for run in warm_runs:
+            assert run["metrics"] == cold["metrics"]
+    finally:
+        cli(home, "warm", "stop")
