@@ -1,7 +1,9 @@
 """A retail-sales-spark run end to end: through the CLI (`run train`/`run score` of an MLInstance
-file) and through the API (a real `run serve` on a free loopback port)."""
+file) and through the API (a real `run serve` on a free loopback port, one for the module, so
+its runs share a warm Spark session): warm reuse, and a train run without validation rows."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -77,12 +79,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+def _start_server(folder: Path):
     import httpx
 
-    home, port = tmp_path / "home", _free_port()
-    log = open(tmp_path / "server.log", "wb")
+    home, port = folder / "home", _free_port()
+    log = open(folder / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--home", str(home), "--log-level", "warning"],
                             cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -94,9 +95,10 @@ def server(tmp_path):
             break
         except httpx.TransportError:
             time.sleep(0.1)
-    headers = {"x-api-key": "k", "x-gw-ims-org-id": "TESTORG@AdobeOrg", "x-sandbox-name": "spark"}
-    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
-        yield client, home, proc
+    return url, home, proc, log
+
+
+def _stop_server(proc: subprocess.Popen, log) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -104,6 +106,34 @@ def server(tmp_path):
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def _servers(tmp_path_factory):
+    """One `run serve` for the module, so its runs share one warm Spark session (a cold JVM costs
+    10-20 s on a loaded 2-core box); a test that stops it (the shutdown test) leaves the next test
+    a fresh one."""
+    started = []
+
+    def current():
+        if not started or started[-1][2].poll() is not None:
+            started.append(_start_server(tmp_path_factory.mktemp("spark-serve")))
+        return started[-1]
+    yield current
+    for _, _, proc, log in started:
+        _stop_server(proc, log)
+
+
+@pytest.fixture
+def server(_servers, request):
+    """The module's server, a client in a sandbox of this test's own."""
+    import httpx
+
+    url, home, proc, _ = _servers()
+    sandbox = "spark-" + hashlib.sha1(request.node.name.encode()).hexdigest()[:10]
+    headers = {"x-api-key": "k", "x-gw-ims-org-id": "TESTORG@AdobeOrg", "x-sandbox-name": sandbox}
+    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        yield client, home, proc
 
 
 def _wait(client, experiment_id: str, run_id: str, timeout_s: float = 400) -> dict:
@@ -116,12 +146,46 @@ def _wait(client, experiment_id: str, run_id: str, timeout_s: float = 400) -> di
     raise AssertionError(f"run {run_id} did not end in {timeout_s} s")
 
 
-def test_api_runs_reuse_the_warm_session_and_the_server_closes_it(server, retail_small, tmp_path):
-    client, home, proc = server
-    engine = client.post("/engines", json={
+def _register_spark_engine(client) -> dict:
+    return client.post("/engines", json={
         "name": "RetailSpark", "type": "PySpark",
         "artifacts": {"default": {"image": {"location": "retail-sales-spark", "name": "retail-sales-spark",
                                             "executionType": "pyspark", "packagingType": "egg"}}}}).json()
+
+
+def test_train_without_validation_rows_registers_the_model(server, retail_small):
+    """retail-sales-spark, like retail-sales: a train run without validation rows keeps its
+    Model, ends DONE and says why there are no validation metrics (the CLI's printing of a run's
+    warnings: tests/execution/test_validation_window.py)."""
+    client, home, _ = server
+    engine = _register_spark_engine(client)
+    instance = client.post("/mlInstances", json={
+        "name": "retail-spark", "engineId": engine["id"], "tasks": [{"name": "train", "parameters": [
+            {"key": "trainingDataSetId", "value": str(retail_small["training.csv"])},
+            {"key": "n_estimators", "value": "2"}, {"key": "max_depth", "value": "2"},
+            {"key": "driverMemory", "value": "1152"}, {"key": "driverCores", "value": "2"},
+            {"key": "validation_start", "value": "2030-01-01"}]}]})
+    assert instance.status_code == 201, instance.text
+    experiment = client.post("/experiments", json={"name": "no-validation",
+                                                   "mlInstanceId": instance.json()["id"]}).json()
+    run = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "TRAIN"}).json()
+    task = _wait(client, experiment["id"], run["id"])
+    assert task["state"] == "DONE", task
+    summary = json.loads((home / "runs" / run["id"] / "result.json").read_text())
+    (warning,) = summary["warnings"]
+    assert warning.startswith("No validation metrics: no row from validation_start 2030-01-01")
+    assert "the labelled rows end at 20" in warning
+    assert task["message"] == "Run completed with warnings: " + warning, task
+    stored = client.get(f"/experiments/{experiment['id']}/runs/{run['id']}").json()["result"]
+    assert stored["state"] == "DONE" and stored["warnings"] == [warning]
+    assert not {"MAPE", "MAE", "RMSE", "MASE"} & {m["name"] for m in stored["metrics"]}
+    model = client.get(f"/models/{stored['modelId']}")
+    assert model.status_code == 200, model.text
+
+
+def test_api_runs_reuse_the_warm_session_and_the_server_closes_it(server, retail_small, tmp_path):
+    client, home, proc = server
+    engine = _register_spark_engine(client)
     body = _instance(retail_small, tmp_path / "scores.parquet")
     instance = client.post("/mlInstances", json={**body, "engineId": engine["id"]})
     assert instance.status_code == 201, instance.text
