@@ -25,6 +25,8 @@ from runtime.warm import WarmPools, describe_home, listening
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RETAIL = REPO.parent / "shared" / "data" / "retail"
+WORKER_PATH = os.pathsep.join([str(HERE), str(HERE.parent / "backends")])   # warm_engines' imports
+sys.path.insert(0, str(HERE.parent / "backends"))   # the backend reads the engines' preloads here
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def make_plan_for(threads: int = 1, **env):
     plan = make_plan(engine_kind="python", resources=ResourceRequest(cpus=threads),
                      host=detect_host())
     return plan.model_copy(update={"threads": threads,
-                                   "env": {**plan.env, "PYTHONPATH": str(HERE), **env}})
+                                   "env": {**plan.env, "PYTHONPATH": WORKER_PATH, **env}})
 
 
 def spec_for(tmp_path: Path, engine: str, run_id: str, **fields) -> WorkerSpec:
@@ -264,7 +266,7 @@ def test_a_parent_retires_when_its_environment_changes(pools, tmp_path):
     extra = tmp_path / "site"
     extra.mkdir()
     backend = PythonBackend(warm=pools)
-    plan = make_plan_for(PYTHONPATH=f"{HERE}{os.pathsep}{extra}")
+    plan = make_plan_for(PYTHONPATH=f"{WORKER_PATH}{os.pathsep}{extra}")
     first, outcome = run(backend, plan, spec_for(tmp_path, "noop", "before"))
     assert outcome.state is RunStatus.DONE and first.warm_parent is not None
     time.sleep(0.02)
@@ -291,7 +293,7 @@ def test_pythonhashseed_or_no_parent_means_a_cold_start_that_says_why(home, tmp_
 
 
 def test_cpu_and_cuda_runs_get_separate_parents(tmp_path):
-    env = {"PYTHONPATH": str(HERE)}
+    env = {"PYTHONPATH": WORKER_PATH}
     assert warm.pool_key(sys.executable, "cpu", env) != warm.pool_key(sys.executable, "cuda", env)
     assert warm.pool_key(sys.executable, "cpu", env) != warm.pool_key(sys.executable, "cpu", {})
     assert warm.socket_name(tmp_path / "a", "k") != warm.socket_name(tmp_path / "b", "k")

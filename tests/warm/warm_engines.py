@@ -1,5 +1,6 @@
 """Engines for the warm-worker tests, loaded by the worker as `warm_engines:<Class>` (the tests put
-this folder on the worker's PYTHONPATH, which is part of the warm parent's key)."""
+this folder and tests/backends on the worker's PYTHONPATH, which is part of the warm parent's
+key)."""
 from __future__ import annotations
 
 import json
@@ -9,23 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from runtime.engine import Engine
+from failing_engines import _Base   # tests/backends: a do-nothing engine to build on
 
 LEAKED = False   # a run sets it; the next run must find it False again
-
-
-class _Base(Engine):
-    kind = "python"
-    params = {}
-
-    def save_model(self, ctx, model, directory):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-
-    def load_model(self, ctx, directory):
-        return None
-
-    def score(self, ctx, model, data):
-        return data
 
 
 class LeakyEngine(_Base):
