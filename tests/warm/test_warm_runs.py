@@ -204,6 +204,19 @@ def test_retail_training_is_identical_warm_and_cold(pools, tmp_path):
         results[name] = (metrics(outcome), _digest(Path(outcome.result["model_dir"])))
     assert results["warm"][0] == results["cold"][0]
     assert results["warm"][1] == results["cold"][1]
+    scores = {}
+    for name, backend in (("cold", PythonBackend()), ("warm", PythonBackend(warm=pools))):
+        out = tmp_path / f"scores-{name}.parquet"
+        spec = WorkerSpec(run_id=f"score-{name}", engine="retail-sales", mode="score",
+                          values={"scoringDataSetId": str(RETAIL / "retail-scoring.csv"),
+                                  "scoringResultsDataSetId": str(out)},
+                          model_dir=tmp_path / "cold" / "model", seed=11,
+                          run_dir=tmp_path / f"score-{name}")
+        handle, outcome = run(backend, plan, spec, timeout=300)
+        assert outcome.state is RunStatus.DONE, outcome.log_tail
+        assert (handle.warm_parent is not None) == (name == "warm")
+        scores[name] = pd.read_parquet(outcome.result["output"])
+    pd.testing.assert_frame_equal(scores["warm"], scores["cold"], check_exact=True)
 
 
 # --- a parent that is broken, retiring or refused -------------------------------------------------
