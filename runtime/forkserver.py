@@ -99,19 +99,21 @@ def unsafe_state() -> Optional[str]:
 
 # --- the environment's fingerprint ---------------------------------------------------------------
 
-def _project_root() -> str:
-    return str(Path(__file__).resolve().parents[1])
-
-
 def watched_paths() -> list[str]:
-    """What changes when the environment does: every folder on sys.path (installing or removing a
-    package touches its site-packages) and every source file of this project loaded here (editing
-    the runtime or an engine)."""
-    paths = [entry or "." for entry in sys.path]
-    root = _project_root()
+    """What changes when the environment does: every site-packages folder on sys.path (installing
+    or removing a package touches it), and the source file of every module loaded here that is
+    neither installed nor of the standard library (the runtime's, an engine's, one on PYTHONPATH:
+    editing it). A working folder's other files come and go without retiring anyone."""
+    import sysconfig
+
+    installed = ("site-packages", "dist-packages")
+    stdlib = tuple(p for p in {sysconfig.get_paths().get("stdlib"),
+                               sysconfig.get_paths().get("platstdlib")} if p)
+    paths = [entry for entry in sys.path if any(word in entry for word in installed)]
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and path.startswith(root) and "site-packages" not in path:
+        if (path and not any(word in path for word in installed)
+                and not (stdlib and path.startswith(stdlib))):
             paths.append(path)
     return paths
 
@@ -173,11 +175,17 @@ class Parent:
         """Import `name` here; False (and the parent retires) when that left it unsafe to fork."""
         if name in self.preloaded or name in self.skipped or name in self.state["unsafe"]:
             return True
+        before = set(sys.modules)
         try:
             importlib.import_module(name)
         except BaseException as exc:   # the run imports it itself (and says what is wrong)
             self.skipped[name] = f"{type(exc).__name__}: {exc}"
-            return unsafe_state() is None or self._unsafe(name, unsafe_state() or "")
+            left = sorted(set(sys.modules) - before)
+            if left:   # half-imported modules stay behind: a child would find them broken
+                return self._unsafe(name, f"its import failed half-way ({self.skipped[name]}; "
+                                          f"left {len(left)} module(s) loaded)")
+            problem = unsafe_state()
+            return problem is None or self._unsafe(name, problem)
         problem = unsafe_state()
         if problem is not None:
             return self._unsafe(name, problem)
@@ -303,7 +311,7 @@ class Parent:
                 continue
             for name in names if isinstance(names, list) else []:
                 if (isinstance(name, str) and name not in known and name not in self.state["unsafe"]
-                        and len(known) < MAX_LEARNED):
+                        and len(known) < MAX_LEARNED and _installed(name)):
                     known.add(name)
                     self.state["learned"].append(name)
                     self.learn_queue.append(name)
@@ -512,6 +520,21 @@ def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None
         os._exit(code)
 
 
+def _installed(name: str) -> bool:
+    """Whether `name` is a module of an installed package, as this parent would import it. A run
+    reports what it imported; only installed libraries are taken on its word, never a module that
+    would come from a working folder or a run's files (on a shared server, one user's code must
+    never reach the parent every user's runs are forked from)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return False
+    origin = (spec.origin or "") if spec is not None else ""
+    return "site-packages" in origin or "dist-packages" in origin
+
+
 def _retitle(args: list[str]) -> None:
     """Make this process's command line read as a cold worker's (`ps`, and whatever finds workers
     by their command line, see `python -m runtime.worker SPEC`): the words are written over the
@@ -539,10 +562,12 @@ def _report_imports(before: set[str], fd: int) -> None:
     code nor the run's folder."""
     names = []
     for name in set(sys.modules) - before:
-        package, _, leaf = name.rpartition(".")
-        # a new library, or a new public part of one the parent has (pyarrow.dataset): importing
-        # it imports what lies below it
-        if leaf.startswith("_") or name == "__main__" or (package and package not in before):
+        parts = name.split(".")
+        # a new library, or a new public module right below one the parent has (pyarrow.dataset,
+        # numpy.fft): what users import by name. Nothing private or deeper: importing a library's
+        # internals on their own can break its own import order.
+        if (len(parts) > 2 or any(p.startswith("_") for p in parts) or name == "__main__"
+                or (len(parts) == 2 and parts[0] not in before)):
             continue
         path = getattr(sys.modules.get(name), "__file__", None) or ""
         if "site-packages" in path or "dist-packages" in path:

@@ -275,18 +275,40 @@ def test_a_parent_retires_after_max_runs(home, tmp_path):
         pools.close()
 
 
-def test_a_parent_retires_when_its_environment_changes(pools, tmp_path):
-    extra = tmp_path / "site"
-    extra.mkdir()
+def test_a_parent_retires_when_its_environment_changes(pools, tmp_path, monkeypatch):
+    """A package installed into a site-packages folder on its path, or an engine's source edited:
+    the next run gets a new parent. Other files coming and going in its folders change nothing."""
+    site = tmp_path / "lib" / "site-packages"
+    engines = tmp_path / "my_engines"
+    site.mkdir(parents=True)
+    engines.mkdir()
+    (engines / "edited_engine.py").write_text(
+        "from failing_engines import _Base\n\nclass Edited(_Base):\n    name = 'edited'\n\n"
+        "    def train(self, ctx, features):\n        ctx.log_metric('version', 1.0)\n")
+    monkeypatch.syspath_prepend(str(engines))   # the backend reads the engine's module name
     backend = PythonBackend(warm=pools)
-    plan = make_plan_for(PYTHONPATH=f"{WORKER_PATH}{os.pathsep}{extra}")
-    first, outcome = run(backend, plan, spec_for(tmp_path, "noop", "before"))
-    assert outcome.state is RunStatus.DONE and first.warm_parent is not None
+    plan = make_plan_for(PYTHONPATH=os.pathsep.join([WORKER_PATH, str(site), str(engines)]))
+
+    def parent_of(run_id: str, engine: str = "noop") -> int:
+        handle, outcome = run(backend, plan, spec_for(tmp_path, engine, run_id))
+        assert outcome.state is RunStatus.DONE, outcome.log_tail
+        assert handle.warm_parent is not None
+        return handle.warm_parent
+
+    first = parent_of("first", "edited_engine:Edited")
+    (engines / "notes.txt").write_text("a user's file beside the engine")
+    assert parent_of("unrelated-file") == first
     time.sleep(0.02)
-    (extra / "newly_installed.py").write_text("X = 1\n")   # a package appears on its path
-    second, outcome = run(backend, plan, spec_for(tmp_path, "noop", "after"))
-    assert outcome.state is RunStatus.DONE
-    assert second.warm_parent not in (None, first.warm_parent)
+    (site / "newly_installed.py").write_text("X = 1\n")      # a package appears
+    second = parent_of("installed")
+    assert second != first
+    assert parent_of("loads-it-again", "edited_engine:Edited") == second
+    time.sleep(0.02)
+    source = engines / "edited_engine.py"
+    source.write_text(source.read_text().replace("1.0", "2.0"))   # the engine is edited
+    handle, outcome = run(backend, plan, spec_for(tmp_path, "edited_engine:Edited", "edited"))
+    assert handle.warm_parent not in (None, first, second)
+    assert metrics(outcome)["version"] == 2.0
 
 
 def test_pythonhashseed_or_no_parent_means_a_cold_start_that_says_why(home, tmp_path):
@@ -319,3 +341,16 @@ def test_pools_close_stops_the_parents_it_started(home, tmp_path):
     pools.close()
     assert listening(home) == []
     assert not Path(f"/proc/{handle.warm_parent}").exists()
+
+
+def test_only_installed_libraries_are_learned(tmp_path, monkeypatch):
+    """What a run says it imported reaches the parent only if it is an installed library: a module
+    in a working folder (on a team server, one user's file) never does."""
+    from runtime.forkserver import _installed
+
+    (tmp_path / "planted_by_a_run.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _installed("numpy") and _installed("pandas.io")
+    assert not _installed("planted_by_a_run")
+    assert not _installed("no_such_module_anywhere")
+    assert not _installed("json")   # the standard library is there already, not learned
