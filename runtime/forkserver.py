@@ -87,6 +87,14 @@ def unsafe_state() -> Optional[str]:
     cuda = getattr(torch, "cuda", None)
     if cuda is not None and hasattr(cuda, "is_initialized") and cuda.is_initialized():
         return "CUDA is initialised"
+    # The driver library is loaded by the first CUDA call (even torch.cuda.is_available()), and
+    # a driver initialised before a fork does not work in the child.
+    try:
+        with open("/proc/self/maps") as fh:
+            if any("libcuda.so" in line for line in fh):
+                return "the CUDA driver (libcuda) is loaded"
+    except OSError:
+        pass
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
@@ -563,10 +571,11 @@ def _report_imports(before: set[str], fd: int) -> None:
     names = []
     for name in set(sys.modules) - before:
         parts = name.split(".")
-        # a new library, or a new public module right below one the parent has (pyarrow.dataset,
-        # numpy.fft): what users import by name. Nothing private or deeper: importing a library's
-        # internals on their own can break its own import order.
-        if (len(parts) > 2 or any(p.startswith("_") for p in parts) or name == "__main__"
+        # a new library, or a new module right below one the parent has (pyarrow.dataset,
+        # torch._dynamo, which torch's optimisers import on their first step). Nothing deeper:
+        # importing a library's internals on their own can break its import order (an import
+        # that fails half-way retires the parent, and the module is never tried again).
+        if (len(parts) > 2 or parts[0].startswith("_") or name == "__main__"
                 or (len(parts) == 2 and parts[0] not in before)):
             continue
         path = getattr(sys.modules.get(name), "__file__", None) or ""

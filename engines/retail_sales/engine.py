@@ -36,7 +36,9 @@ class RetailSalesEngine(Engine):
     accepts_extra_keys = False
     score_input = "raw"  # score/evaluate rebuild features with the model's history; either input works
     # What a warm parent imports before forking a run (runtime.forkserver): the stages' modules.
-    preload = ("numpy", "pandas", "pyarrow.parquet", "torch", "engines.retail_sales.features",
+    # torch._dynamo: torch's optimisers import it on their first step (about 1 s).
+    preload = ("numpy", "pandas", "pyarrow.parquet", "torch", "torch._dynamo",
+               "engines.retail_sales.features",
                "engines.retail_sales.model", "engines.retail_sales.metrics",
                "engines.retail_sales.validation")
 
