@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh runtime home and registry per test."""
+"""Shared fixtures: a fresh runtime home and registry per test; one uv cache and one Spark data
+source jar for the whole session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,3 +45,23 @@ def shared_uv_cache(tmp_path_factory):
     os.environ["MLRUNTIME_UV_CACHE_DIR"] = str(tmp_path_factory.mktemp("uv-cache"))
     yield
     os.environ.pop("MLRUNTIME_UV_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="session")
+def jars_dir(tmp_path_factory):
+    """Where the Spark data source's jar is compiled once for the session ($MLRUNTIME_SPARK_JARS,
+    what subprocesses use too): tests/spark's in-process JVM and tests/spark_recipes' share it,
+    so the second can reuse the first's JVM (py4j sees only the classes of the launch classpath)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("spark-jars")
+    previous = os.environ.get("MLRUNTIME_SPARK_JARS")
+    os.environ["MLRUNTIME_SPARK_JARS"] = str(folder)
+    from runtime.spark.datasource import ensure_jar
+
+    ensure_jar(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MLRUNTIME_SPARK_JARS", None)
+    else:
+        os.environ["MLRUNTIME_SPARK_JARS"] = previous

@@ -123,13 +123,17 @@ def test_local_cluster_runs_real_executor_jvms(spark_pool, tmp_path):
     spark_pool.discard(next(w for w in spark_pool._workers if w.pid == worker["pid"]))
 
 
-def test_driver_memory_of_a_live_jvm_is_never_silently_reused():
-    """In one process: the same shape shares the JVM, another driver memory is refused."""
+def test_driver_memory_of_a_live_jvm_is_never_silently_reused(jars_dir):
+    """In one process: the same shape shares the JVM, another driver memory is refused. The JVM
+    is launched with the data source jar, as a run's worker launches it (and so
+    tests/spark_recipes' in-process session can go on in it instead of starting another)."""
     from runtime.spark.config import spark_config
+    from runtime.spark.datasource import ensure_jar, jar_conf
     from runtime.spark.session import build_session, effective_config
 
     planned = spark_config(ResourceRequest(driver_memory_mb=640, driver_cores=1), default_cores=2,
                            environ={})
+    planned = planned.model_copy(update={"conf": jar_conf(planned.conf, ensure_jar(jars_dir))})
     session = build_session(planned)
     try:
         live = effective_config(session)

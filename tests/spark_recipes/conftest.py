@@ -1,7 +1,7 @@
-"""Fixtures of the PySpark-recipe suite: one data source jar for the whole session
-($MLRUNTIME_SPARK_JARS, so no test compiles it twice); an in-process SparkSession with the data
-source for its own tests. The helpers (test recipes zipped on demand, a subprocess's environment)
-live in spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark)."""
+"""Fixtures of the PySpark-recipe suite: an in-process SparkSession with the data source for its
+own tests (the data source jar, compiled once per session: `jars_dir` in tests/conftest.py). The
+helpers (test recipes zipped on demand, a subprocess's environment) live in
+spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark)."""
 from __future__ import annotations
 
 import os
@@ -22,25 +22,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.spark)
 
 
-@pytest.fixture(scope="session")
-def jars_dir(tmp_path_factory):
-    """Where the data source's jar is compiled once for the session (and what subprocesses use)."""
-    folder = tmp_path_factory.mktemp("spark-jars")
-    previous = os.environ.get("MLRUNTIME_SPARK_JARS")
-    os.environ["MLRUNTIME_SPARK_JARS"] = str(folder)
-    from runtime.spark.datasource import ensure_jar
-
-    ensure_jar(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("MLRUNTIME_SPARK_JARS", None)
-    else:
-        os.environ["MLRUNTIME_SPARK_JARS"] = previous
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark(jars_dir):
-    """A local[1] session with the data source on its classpath (the data source's own tests)."""
+    """A local[1] session with the data source on its classpath (the data source's own tests); one
+    per module, on one JVM for the process (a new session on a live JVM takes a second or two), so
+    the process has no live session between modules (tests/spark's in-process test needs none)."""
     from pyspark.sql import SparkSession
 
     from runtime.spark.datasource import ensure_jar, jar_conf
@@ -50,25 +36,33 @@ def spark(jars_dir):
                .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1"))
-    for key, value in jar_conf({}, ensure_jar(jars_dir)).items():
+    jar = ensure_jar(jars_dir)
+    for key, value in jar_conf({}, jar).items():
         builder = builder.config(key, value)
-    _fresh_jvm()
+    _jvm_with(jar)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
 
 
-def _fresh_jvm() -> None:
-    """Stop a JVM that an earlier test of this process started (tests/spark builds sessions in
-    process): py4j resolves `_jvm.com.adobe...` with the classpath the JVM was launched with, so
-    the data source jar must be there from the launch, not added to a running JVM."""
+def _jvm_with(jar) -> None:
+    """Leaves this process a JVM launched with `jar` on its classpath, or none: py4j resolves
+    `_jvm.com.adobe...` with the classpath the JVM was launched with, so a JVM that an earlier test
+    of this process started (tests/spark builds sessions in process) is kept only if it was
+    launched with the jar (tests/spark's in-process test launches it so), else stopped."""
     from pyspark import SparkContext
 
     if SparkContext._active_spark_context is not None:
         SparkContext._active_spark_context.stop()
     gateway = SparkContext._gateway
     if gateway is None:
+        return
+    try:
+        classpath = str(SparkContext._jvm.java.lang.System.getProperty("java.class.path"))
+    except Exception:   # a gateway that no longer answers: replace it
+        classpath = ""
+    if str(jar) in classpath.split(os.pathsep):
         return
     proc = getattr(gateway, "proc", None)
     gateway.shutdown()
