@@ -56,6 +56,9 @@ SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-journal", ".db-
 MAX_LEARNED = 64
 LEARNED_LINE_MAX = 3800   # below PIPE_BUF: a child's line reaches the pipe in one piece
 LOOP_S = 1.0
+# The next spare is forked this long after a run started, not at once: the fork (10-20 ms of page
+# tables with torch loaded) would take a core from the run that just began.
+SPARE_DELAY_S = 0.3
 # A forked worker's "PID START_TICKS", beside its spec: its command line is its parent's, so this
 # is how a server that restarts finds it (runtime.supervisor.find_worker).
 WORKER_PID_FILE = "worker.pid"
@@ -148,6 +151,8 @@ class Parent:
         self.skipped: dict[str, str] = {}
         self.runs = 0
         self.children: dict[int, socket.socket] = {}
+        self.spare: Optional[tuple[int, Optional[int], int]] = None   # (pid, start, request pipe)
+        self.spare_due = 0.0
         self.retiring: Optional[str] = None
         self.last_active = time.monotonic()
         self.learn_queue: list[str] = []
@@ -216,7 +221,7 @@ class Parent:
 
     def serve(self, listener: socket.socket) -> int:
         started = time.perf_counter()
-        for name in ["runtime.worker", *self.args.preload, *self.state["learned"]]:
+        for name in ["runtime.worker", "ctypes", *self.args.preload, *self.state["learned"]]:
             if name and not self.preload(name):
                 break
         from .engine import freeze_installed_engines
@@ -245,7 +250,9 @@ class Parent:
         self.sel.register(self.learn_r, selectors.EVENT_READ, "learn")
         learned_buf = b""
         while True:
-            for key, _ in self.sel.select(LOOP_S):
+            wait = LOOP_S if self.spare is not None else min(
+                LOOP_S, max(0.0, self.spare_due - time.monotonic()))
+            for key, _ in self.sel.select(wait):
                 what = key.data
                 if what == "accept":
                     self._accept()
@@ -261,8 +268,11 @@ class Parent:
                     self.preload(self.learn_queue.pop(0))
                 _inspect_thread_pools()
                 self._watch()
+                self.drop_spare()
             if self._should_exit():
                 return 0
+            if time.monotonic() >= self.spare_due:
+                self.fork_spare()
 
     def _on_term(self, *_: Any) -> None:
         self.retire("asked to stop (SIGTERM)")
@@ -286,6 +296,7 @@ class Parent:
         if self.retiring is not None:
             return
         self.retiring = reason
+        self.drop_spare()
         try:   # the name is free at once: a new parent can start while this one finishes
             self.sel.unregister(self.listener)
         except (AttributeError, KeyError, ValueError):
@@ -422,25 +433,64 @@ class Parent:
         if len(self.preloaded) != count:
             _inspect_thread_pools()
             self._watch()
+            self.drop_spare()   # forked before these imports
         if self.retiring is not None:
             self._send(conn, {"retired": self.retiring})
             conn.close()
             return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(self, conn, request)   # never returns
         self.runs += 1
+        request["runs"] = self.runs
+        self.spare_due = time.monotonic() + SPARE_DELAY_S
+        spare, self.spare = self.spare, None
+        if spare is not None:   # forked ahead of time: it only needs the request
+            pid, start, pipe = spare
+            _write_all(pipe, json.dumps(request).encode())
+            os.close(pipe)
+        else:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _detach(self, conn)
+                _run(self, request)   # never returns
+            start = proc_start_ticks(pid)
         self.children[pid] = conn
-        if not self._send(conn, {"pid": pid, "start": proc_start_ticks(pid), "parent": os.getpid(),
+        if not self._send(conn, {"pid": pid, "start": start, "parent": os.getpid(),
                                  "runs": self.runs}):
             self.children[pid] = None
         if self.runs >= self.args.max_runs:
             self.retire(f"it served {self.runs} runs (--max-runs)")
 
+    # -- the spare: the next run's child, forked while the parent waits --------------------------
+
+    def fork_spare(self) -> None:
+        """Fork the next run's child now, off the run's path: it detaches and waits for its
+        request on a pipe. A spare is dropped whenever the parent changes (an import), so it is
+        always a copy of the parent as it is."""
+        if self.spare is not None or self.retiring is not None:
+            return
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(write)
+            _detach(self, None)
+            _retitle([sys.executable, "-m", "runtime.forkserver", f"--spare-of={os.getppid()}"])
+            request = _read_all(read)
+            if not request:   # dropped, or the parent is gone
+                os._exit(0)
+            _run(self, json.loads(request))   # never returns
+        os.close(read)
+        self.spare = (pid, proc_start_ticks(pid), write)
+
+    def drop_spare(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare[2])   # it reads end-of-file and exits; _reap collects it
+            self.spare = None
+
     def _reap(self) -> None:
-        while self.children:
+        while True:   # runs, and dropped spares (not in self.children: nobody to tell)
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -465,23 +515,51 @@ def _inspect_thread_pools() -> None:
     worker.THREAD_POOLS = ThreadpoolController()
 
 
-def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None:
-    """The run, in the forked child: a clean session, the run's own files and environment, then
-    the worker, exactly as `python -m runtime.worker SPEC` would run it."""
-    code = 70
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except InterruptedError:
+            continue
+        if not chunk:
+            os.close(fd)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _detach(parent: Parent, conn: Optional[socket.socket]) -> None:
+    """In a new child: its own session and process group (cancels signal the group), default
+    signal handling, and none of the parent's sockets and pipes."""
     try:
-        os.setsid()   # its own session and process group: cancels signal the group
+        os.setsid()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.set_wakeup_fd(-1)
         parent.sel.close()
         for sock in (conn, *parent.buffers, *[c for c in parent.children.values() if c]):
-            sock.close()
+            if sock is not None:
+                sock.close()
         if parent.retiring is None:
             parent.listener.close()
         for fd in (parent.wake_r, parent.wake_w, parent.learn_r):
             os.close(fd)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(70)
+
+
+def _run(parent: Parent, request: dict[str, Any]) -> None:
+    """The run, in the detached child: the run's own files and environment, then the worker,
+    exactly as `python -m runtime.worker SPEC` would run it."""
+    code = 70
+    try:
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
@@ -514,7 +592,7 @@ def _child(parent: Parent, conn: socket.socket, request: dict[str, Any]) -> None
 
         from . import worker
 
-        code = worker.main([request["spec"]], warm={"parent": os.getppid(), "runs": parent.runs + 1,
+        code = worker.main([request["spec"]], warm={"parent": os.getppid(), "runs": request["runs"],
                                                    "preloaded": len(parent.preloaded)})
         _report_imports(before, parent.learn_w)
         worker.teardown()

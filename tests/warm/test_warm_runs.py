@@ -77,11 +77,27 @@ def parent_pids(home: Path) -> list[int]:
 
 # --- isolation -----------------------------------------------------------------------------------
 
-def test_nothing_a_run_changes_reaches_the_next_run(pools, tmp_path):
+def spare_of(parent: int) -> int | None:
+    """The pid of the spare child a parent forked ahead for its next run, if any."""
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and f"--spare-of={parent}".encode() in Path(
+                    f"/proc/{entry}/cmdline").read_bytes():
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("gap_s", [0.0, 0.6], ids=["forked-at-once", "spare"])
+def test_nothing_a_run_changes_reaches_the_next_run(pools, tmp_path, gap_s):
+    """Back to back, each run is forked on request; with a pause, from the spare the parent
+    forked ahead. Either way, a pristine copy of the parent."""
     backend = PythonBackend(warm=pools)
     plan = make_plan_for()
     found = []
     for i in range(3):
+        time.sleep(gap_s)
         spec = spec_for(tmp_path, "warm_engines:LeakyEngine", f"leak-{i}")
         handle, outcome = run(backend, plan, spec)
         assert outcome.state is RunStatus.DONE, outcome.log_tail
@@ -309,6 +325,33 @@ def test_a_parent_retires_when_its_environment_changes(pools, tmp_path, monkeypa
     handle, outcome = run(backend, plan, spec_for(tmp_path, "edited_engine:Edited", "edited"))
     assert handle.warm_parent not in (None, first, second)
     assert metrics(outcome)["version"] == 2.0
+
+
+def test_a_spare_child_waits_for_the_next_run_and_is_dropped_when_the_parent_changes(
+        pools, tmp_path):
+    backend = PythonBackend(warm=pools)
+    plan = make_plan_for()
+    first, _ = run(backend, plan, spec_for(tmp_path, "noop", "first"))
+    parent = first.warm_parent
+    assert wait(lambda: spare_of(parent) is not None)
+    spare = spare_of(parent)
+    handle, outcome = run(backend, plan, spec_for(tmp_path, "noop", "second"))
+    assert outcome.state is RunStatus.DONE and handle.pid == spare   # the spare became the run
+    assert wait(lambda: spare_of(parent) not in (None, spare))       # and a new one waits
+    stale = spare_of(parent)
+    # a run that needs a module the parent lacks: imported there, the stale spare dropped
+    handle, outcome = run(backend, plan, spec_for(tmp_path, "warm_engines:PoolsProbeEngine", "new"))
+    assert outcome.state is RunStatus.DONE and handle.pid != stale
+    assert wait(lambda: not Path(f"/proc/{stale}").exists())
+
+
+def wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def test_pythonhashseed_or_no_parent_means_a_cold_start_that_says_why(home, tmp_path):
