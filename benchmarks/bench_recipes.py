@@ -10,8 +10,9 @@ alternate the two sides, so load drifts hit both:
 
 - runtime: what the server does for `POST /experiments/{id}/runs` from a warm process:
   `RunExecutor.prepare` (resolve, plan, the recipe's environment found ready) + `create_run` +
-  `execute` (a worker subprocess with the environment's interpreter, the recipe's entry points,
-  pickling and digesting the model, result, Model and Insight in the registry).
+  `execute` (a worker forked from the warm parent of the environment's interpreter, or with
+  --cold a fresh worker subprocess; the recipe's entry points, pickling and digesting the model,
+  result, Model and Insight in the registry).
 - by hand: the same environment's interpreter started as a fresh process running a script that
   imports the same entry points, and calls load, split, train, score and the evaluator's metrics
   with the very config_properties the runtime passed (read from the run's spec.json), then
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-cli", action="store_true", help="skip the reported CLI timing")
+    parser.add_argument("--cold", action="store_true",
+                        help="runtime side with a cold worker per run (a server forks its runs "
+                             "from a warm parent of the recipe's environment, runtime.warm)")
     parser.add_argument("--home", help="runtime home to use (default: a temporary one; its uv "
                                        "cache makes the first build slow)")
     args = parser.parse_args(argv)
@@ -87,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         home = resolve_home(args.home or Path(tmp) / "home")
         registry = Registry.open(home)
         caller = Caller.local(org="bench", sandbox="bench")
-        executor = RunExecutor(registry)
+        from runtime.warm import pools_for
+
+        # as `run serve` does: runs forked from a warm parent of the recipe's environment
+        executor = RunExecutor(registry, warm=pools_for(home.root, kind="server",
+                                                        flag="cold" if args.cold else None))
         executor.env_manager = "uv"
         config = str(RECIPE / "retail.config.json")
         instance = resolve_recipe_target(registry, caller, config, str(RECIPE))
@@ -151,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             plain_s.append(by_hand("teardown"))
             if not args.no_cli:
                 cli_s.append(cli_run())
+        executor.close_warm()
         registry.close()
 
     overhead = statistics.median(runtime_s) - statistics.median(hand_s)
     record = {
         "benchmark": "recipes", "when": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "worker": "cold" if args.cold else "warm",
         "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "first_run_s": round(first_s, 3),
         "runtime_s": [round(x, 3) for x in runtime_s], "by_hand_s": [round(x, 3) for x in hand_s],
