@@ -177,26 +177,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--sweep-runs", type=int, default=10)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--parts", default="dispatch,server,sweep",
+                        help="which figures to measure, comma-separated (default: all three)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_warm.json")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     load = os.getloadavg()[0]
     report: dict = {"cpus": len(os.sched_getaffinity(0)), "load_at_start": load}
 
-    report["dispatch_ms"] = d = dispatch_to_engine(args.rounds, work)
-    print(table(["retail-sales, median ms", "cold", "warm", "cold/warm"], [
-        [label, d["cold"][k], d["warm"][k], d["cold"][k] / d["warm"][k]] for label, k in (
-            ("dispatch -> engine's first stage", "engine"),
-            ("dispatch -> first line of train", "train"),
-            ("  of which the runtime's (less load/features)", "runtime"))]), flush=True)
+    parts = set(args.parts.split(","))
+    if args.skip_sweep:
+        parts.discard("sweep")
+    if "dispatch" in parts:
+        report["dispatch_ms"] = d = dispatch_to_engine(args.rounds, work)
+        print(table(["retail-sales, median ms", "cold", "warm", "cold/warm"], [
+            [label, d["cold"][k], d["warm"][k], d["cold"][k] / d["warm"][k]] for label, k in (
+                ("dispatch -> engine's first stage", "engine"),
+                ("dispatch -> first line of train", "train"),
+                ("  of which the runtime's (less load/features)", "runtime"))]), flush=True)
 
-    report["server_s"] = s = through_server(args.rounds, args.api_runs, work)
-    print(table(["noop through a server, median s", "cold", "warm", "cold/warm"], [
-        [label, s["cold"][k], s["warm"][k], s["cold"][k] / s["warm"][k]] for label, k in (
-            ("run train (CLI) in the server's home", "cli_run_s"),
-            ("API run, POST to DONE", "api_run_s"))]), flush=True)
+    if "server" in parts:
+        report["server_s"] = s = through_server(args.rounds, args.api_runs, work)
+        print(table(["noop through a server, median s", "cold", "warm", "cold/warm"], [
+            [label, s["cold"][k], s["warm"][k], s["cold"][k] / s["warm"][k]] for label, k in (
+                ("run train (CLI) in the server's home", "cli_run_s"),
+                ("API run, POST to DONE", "api_run_s"))]), flush=True)
 
-    if not args.skip_sweep:
+    if "sweep" in parts:
         report["sweep_s"] = w = sweep(work, args.epochs, args.sweep_runs)
         print(table([f"{args.sweep_runs}-run retail sweep, {args.epochs} epochs", "cold", "warm",
                      "cold/warm"], [["total wall time, s", w["cold"], w["warm"],
