@@ -43,12 +43,8 @@ from typing import Any, Optional
 
 from .procs import proc_start_ticks
 
-__all__ = ["main", "unsafe_state", "THREAD_ENV_VARS", "WORKER_PID_FILE"]
+__all__ = ["main", "unsafe_state", "WORKER_PID_FILE"]
 
-# A parent imports with every thread pool at one thread (no pool thread exists to fork over); the
-# child sets its own counts (runtime.worker, threadpoolctl and torch.set_num_threads).
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                   "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 # Threads that are safe across fork: jemalloc (pyarrow's allocator) stops its background thread in
 # its prefork handler and restarts it on demand in the child.
 FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})
@@ -415,6 +411,7 @@ class Parent:
         return {"pid": os.getpid(), "python": sys.executable, "device": self.args.device,
                 "preloaded": self.preloaded, "skipped": self.skipped, "runs": self.runs,
                 "running": sorted(self.children), "retiring": self.retiring,
+                "spare": self.spare[0] if self.spare else None,
                 "startupS": self.startup_s, "maxRuns": self.args.max_runs,
                 "learned": self.state["learned"], "unsafe": self.state["unsafe"],
                 "owner": self.owner[0] if self.owner else None, "idleS": self.args.idle_s,
@@ -682,6 +679,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.preload = [m for m in args.preload.split(",") if m]
     args.cwd = os.getcwd()
+    from .dispatch import THREAD_ENV_VARS   # pydantic only: no thread pool is loaded yet
+
+    # Every thread pool is imported at one thread (no pool thread exists to fork over); each
+    # child sets its own counts (runtime.worker: threadpoolctl, numexpr, torch.set_num_threads).
     for name in THREAD_ENV_VARS:
         os.environ[name] = "1"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
