@@ -213,11 +213,12 @@ class WarmPools:
         for key, proc in list(self._started.items()):
             name = self._names.get(key)
             conn = _connect(name) if name else None
-            if conn is not None:
+            if conn is not None and _peer(conn)[0] == proc.pid:   # ours, not a later one's
                 _ask(conn, {"op": "shutdown"}, 5.0)
-                conn.close()
             else:
                 proc.terminate()
+            if conn is not None:
+                conn.close()
             try:
                 proc.wait(10.0)
             except subprocess.TimeoutExpired:
@@ -367,12 +368,17 @@ def _connect(name: str) -> Optional[socket.socket]:
     except OSError:
         sock.close()
         return None
-    _pid, uid, _gid = struct.unpack(_PEERCRED, sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_PEERCRED)))
-    if uid != os.getuid():   # someone else took the name: never hand them a run
+    if _peer(sock)[1] != os.getuid():   # someone else took the name: never hand them a run
         sock.close()
         return None
     return sock
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    pid, uid, _gid = struct.unpack(_PEERCRED, conn.getsockopt(
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_PEERCRED)))
+    return pid, uid
 
 
 def _ask(conn: socket.socket, message: dict[str, Any],
@@ -405,8 +411,7 @@ def _kill_peer_of(conn: socket.socket) -> None:
     """A parent that accepts but does not answer is broken: kill it so the next run starts a new
     one (only a process of our own user, found through the socket's peer credentials)."""
     try:
-        pid, uid, _gid = struct.unpack(_PEERCRED, conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_PEERCRED)))
+        pid, uid = _peer(conn)
     except OSError:
         return
     if uid == os.getuid() and pid > 0 and pid != os.getpid():
