@@ -91,11 +91,6 @@ class PythonBackend(Backend):
                 self._preloads[engine_ref] = (*getattr(cls, "preload", ()), *own)
         return self._preloads[engine_ref]
 
-    def close(self) -> None:
-        """Stop the warm parents this backend started."""
-        if self.warm is not None:
-            self.warm.close()
-
 
 class PythonRunHandle(RunHandle):
     def __init__(self, proc: subprocess.Popen | WarmChild, *, spec: WorkerSpec, log: IO[bytes], log_path: Path,
