@@ -27,6 +27,7 @@ added or removed, a runtime source file edited), when its owner process is gone,
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import io
 import json
@@ -210,8 +211,13 @@ class Parent:
         return False
 
     def _watch(self) -> None:
+        """After imports: what to watch for changes, and every object so far kept out of the
+        garbage collector's passes (gc.freeze): a child's collection would otherwise walk and
+        write to every object the imports made, copying their memory pages one by one."""
         self.watched = watched_paths()
         self.fingerprint = fingerprint(self.watched)
+        gc.collect()
+        gc.freeze()
 
     # -- the loop -------------------------------------------------------------------------------
 
