@@ -21,6 +21,7 @@ from runtime.dispatch import detect_host, plan as make_plan
 from runtime.resources import ResourceRequest
 from runtime.schemas import RunStatus
 from runtime.warm import WarmPools, describe_home, listening
+from warm_helpers import wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -251,7 +252,7 @@ def test_a_hung_parent_is_killed_and_its_run_retried_cold(pools, home, tmp_path,
     assert "[runtime] cold start: the warm parent did not answer" in log_of(spec)
     from runtime.procs import proc_start_ticks
 
-    assert wait(lambda: proc_start_ticks(hung) is None)   # killed (gone, or a zombie)
+    assert wait_for(lambda: proc_start_ticks(hung) is None)   # killed (gone, or a zombie)
     spec = spec_for(tmp_path, "noop", "after")
     handle, outcome = run(backend, plan, spec)
     assert outcome.state is RunStatus.DONE
@@ -333,25 +334,16 @@ def test_a_spare_child_waits_for_the_next_run_and_is_dropped_when_the_parent_cha
     plan = make_plan_for()
     first, _ = run(backend, plan, spec_for(tmp_path, "noop", "first"))
     parent = first.warm_parent
-    assert wait(lambda: spare_of(parent) is not None)
+    assert wait_for(lambda: spare_of(parent) is not None)
     spare = spare_of(parent)
     handle, outcome = run(backend, plan, spec_for(tmp_path, "noop", "second"))
     assert outcome.state is RunStatus.DONE and handle.pid == spare   # the spare became the run
-    assert wait(lambda: spare_of(parent) not in (None, spare))       # and a new one waits
+    assert wait_for(lambda: spare_of(parent) not in (None, spare))       # and a new one waits
     stale = spare_of(parent)
     # a run that needs a module the parent lacks: imported there, the stale spare dropped
     handle, outcome = run(backend, plan, spec_for(tmp_path, "warm_engines:PoolsProbeEngine", "new"))
     assert outcome.state is RunStatus.DONE and handle.pid != stale
-    assert wait(lambda: not Path(f"/proc/{stale}").exists())
-
-
-def wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    assert wait_for(lambda: not Path(f"/proc/{stale}").exists())
 
 
 def test_pythonhashseed_or_no_parent_means_a_cold_start_that_says_why(home, tmp_path):

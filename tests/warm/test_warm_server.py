@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 from web_helpers import REPO, clean_env, noop_instance, start_server, stop_server, train  # noqa: E402
 
 from runtime.warm import listening  # noqa: E402
+from warm_helpers import wait_for  # noqa: E402
 
 HEADERS = {"x-api-key": "test", "x-gw-ims-org-id": "local", "x-sandbox-name": "prod",
            "Authorization": "Bearer local"}
@@ -32,15 +32,6 @@ def cli(home: Path, *args: str, env: dict | None = None) -> subprocess.Completed
 
 def log_of(summary: dict) -> str:
     return Path(summary["log"]).read_text()
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def api_run(server, experiment_id: str) -> str:
