@@ -151,6 +151,7 @@ class Parent:
         self.spare: Optional[tuple[int, Optional[int], int]] = None   # (pid, start, request pipe)
         self.spare_due = 0.0
         self.retiring: Optional[str] = None
+        self.detach = False   # exit now, leaving running children to end on their own
         self.last_active = time.monotonic()
         self.learn_queue: list[str] = []
         self.buffers: dict[socket.socket, bytes] = {}
@@ -278,7 +279,7 @@ class Parent:
 
     def _on_term(self, *_: Any) -> None:
         self.retire("asked to stop (SIGTERM)")
-        self.children_detach = True
+        self.detach = True
 
     def _should_exit(self) -> bool:
         if self.owner is not None and (proc_start_ticks(self.owner[0]) is None or (
@@ -291,7 +292,7 @@ class Parent:
         if self.args.idle_s and not self.children and not self.buffers and idle > self.args.idle_s:
             self.retire(f"idle for {self.args.idle_s:g} s")
             return True
-        return getattr(self, "children_detach", False)
+        return self.detach
 
     def retire(self, reason: str) -> None:
         """Take no new run; exit once the runs started here have ended."""
@@ -390,7 +391,7 @@ class Parent:
             self._send(conn, {"bye": True})
             conn.close()
             self.retire("asked to shut down")
-            self.children_detach = True
+            self.detach = True
         elif op == "run":
             self._start_run(conn, request)
         else:

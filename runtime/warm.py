@@ -100,7 +100,6 @@ class WarmPools:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._started: dict[str, subprocess.Popen] = {}   # key -> the parent this process started
-        self._names: dict[str, str] = {}
         self._closed = False
 
     # --- a run -----------------------------------------------------------------------------
@@ -189,7 +188,6 @@ class WarmPools:
                 if conn is not None:
                     if self.owned:
                         self._started[key] = proc
-                        self._names[key] = name
                     return conn, ""
                 if proc.poll() is not None:
                     conn = _connect(name)   # it lost the race to another process's parent
@@ -203,16 +201,11 @@ class WarmPools:
 
     # --- the pools ---------------------------------------------------------------------------
 
-    def describe(self) -> list[dict[str, Any]]:
-        """What each warm parent of this home says of itself."""
-        return describe_home(self.home_root)
-
     def close(self) -> None:
         """Stop the parents this process started (their running children go on)."""
         self._closed = True
         for key, proc in list(self._started.items()):
-            name = self._names.get(key)
-            conn = _connect(name) if name else None
+            conn = _connect(socket_name(self.home_root, key))
             if conn is not None and _peer(conn)[0] == proc.pid:   # ours, not a later one's
                 _ask(conn, {"op": "shutdown"}, 5.0)
             else:
