@@ -26,6 +26,7 @@ from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, NotFound, Paylo
 from ..data_roots import data_roots_for
 from ..home import Home
 from .auth import authenticate
+from .docs import mount_docs
 from ..listing import parse_list_query
 from ..schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MLSERVICE, MODEL,
                        Kind)
@@ -336,7 +337,9 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             await run_in_threadpool(executor.shutdown, settings.grace_s, app.state.stop_now)
 
     app = FastAPI(title="MLInstance Runtime — Sensei ML API", version="1.0", lifespan=lifespan,
-                  docs_url=f"{BASE}/docs", openapi_url=f"{BASE}/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url=f"{BASE}/openapi.json", redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)
+    mount_docs(app, BASE, f"{BASE}/openapi.json")   # Swagger UI and ReDoc with local assets
     app.router.redirect_slashes = False   # `/engines/` is no alias of the listing: a 404
     _document_errors(app)
     app.state.registry = registry

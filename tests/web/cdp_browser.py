@@ -39,13 +39,14 @@ class Browser:
     """One Chromium process with one page; `close` stops exactly that process group."""
 
     def __init__(self, executable: str, *, width: int = 1400, height: int = 1000,
-                 start_timeout_s: float = 30.0) -> None:
+                 start_timeout_s: float = 30.0, extra_args: tuple[str, ...] = ()) -> None:
         self.profile = tempfile.mkdtemp(prefix="mlrt-chromium-")
         self.process = subprocess.Popen(
             [executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--disable-extensions",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"],
+             f"--user-data-dir={self.profile}", f"--window-size={width},{height}", *extra_args,
+             "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True)
         port = self._devtools_port(start_timeout_s)
@@ -120,8 +121,9 @@ class Browser:
         raise TimeoutError(f"{expression!r} was not true within {timeout_s} s (last: {last!r}); "
                            f"page text: {self.evaluate('document.body && document.body.innerText')!r:.1500}")
 
-    def screenshot(self, path: Path) -> Path:
-        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+    def screenshot(self, path: Path, *, whole_page: bool = True) -> Path:
+        data = self.send("Page.captureScreenshot", format="png",
+                         captureBeyondViewport=whole_page)["data"]
         path = Path(path)
         path.write_bytes(base64.b64decode(data))
         return path
