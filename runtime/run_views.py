@@ -162,6 +162,13 @@ class RunViews:
                 "columns": {"metrics": metric_names, "params": param_cols},
                 "runs": out_rows}
 
+    def scopes(self, caller: Caller) -> dict[str, Any]:
+        """The orgs and sandboxes that hold objects (most runs first), and the caller's own."""
+        from .store import sqlite_runs as sql
+
+        return {"current": {"org": caller.scope.org, "sandbox": caller.scope.sandbox},
+                "scopes": sql.scopes_in_use(self._conn())}
+
     def choices(self, caller: Caller) -> dict[str, Any]:
         """What the table's filters and sort menu offer in this sandbox."""
         from .store import sqlite_runs as sql

@@ -186,7 +186,9 @@ def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[s
                sort_kind: Optional[str], sort_key: str, descending: bool, start: int,
                limit: int) -> tuple[list[dict[str, Any]], int]:
     """One page of runIndex rows, filtered and sorted, and the count of matches. Runs without
-    the sort value (not finished, or without that metric) come last, newest first."""
+    the sort value (not finished, or without that metric) come last, newest first; in a metric
+    sort, runs that did not end DONE (an ABORTED run's partial curve, a FAILED run's) come after
+    the DONE ones, whatever their value."""
     where = ["r.org = ?", "r.sandbox = ?", "r.deleted = 0"]
     args: list[Any] = [org, sandbox]
     for column in FILTER_COLUMNS:
@@ -210,21 +212,37 @@ def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[s
         # page 1 of 10,000 runs reads about one page of entries, not every run.
         valued = (f"FROM runValues v INDEXED BY runValues_sort CROSS JOIN runIndex r ON r.id = v.run"
                   f" WHERE v.kind = ? AND v.key = ? AND v.val IS NOT NULL AND {clause}")
-        rows = conn.execute(f"SELECT {_ROW} {valued} ORDER BY v.val {direction}, v.run {direction}"
-                            " LIMIT ? OFFSET ?", (sort_kind, sort_key, *args, limit, start)).fetchall()
-        if len(rows) < limit:   # past the runs with a value: those without, newest first
-            if rows:
-                skip = 0
-            else:
-                with_value = conn.execute(f"SELECT count(*) {valued}",
-                                          (sort_kind, sort_key, *args)).fetchone()[0]
-                skip = max(0, start - with_value)
-            rows += conn.execute(
-                f"SELECT {_ROW} FROM runIndex r WHERE {clause} AND NOT EXISTS (SELECT 1 FROM "
-                "runValues v WHERE v.run = r.id AND v.kind = ? AND v.key = ? AND v.val IS NOT NULL)"
-                " ORDER BY r.created DESC, r.rowid DESC LIMIT ? OFFSET ?",
-                (*args, sort_kind, sort_key, limit - len(rows), skip)).fetchall()
+        by_value = f"ORDER BY v.val {direction}, v.run {direction}"
+        value_args = (sort_kind, sort_key, *args)
+        parts = [(f"{valued} AND r.state IS 'DONE'", by_value, value_args)] if sort_kind in (
+            "metric", "best") else []
+        parts.append((f"{valued} AND r.state IS NOT 'DONE'" if parts else valued, by_value,
+                      value_args))
+        parts.append((f"FROM runIndex r WHERE {clause} AND NOT EXISTS (SELECT 1 FROM runValues v "
+                      "WHERE v.run = r.id AND v.kind = ? AND v.key = ? AND v.val IS NOT NULL)",
+                      "ORDER BY r.created DESC, r.rowid DESC", (*args, sort_kind, sort_key)))
+        rows = _page_of_parts(conn, parts, start, limit)
     return [dict(zip(_ROW_NAMES, row)) for row in rows], total
+
+
+def _page_of_parts(conn: sqlite3.Connection, parts: list[tuple[str, str, tuple[Any, ...]]],
+                   start: int, limit: int) -> list[tuple[Any, ...]]:
+    """Rows `start` to `start + limit` of the parts' rows one after the other, each part a
+    (FROM ... WHERE ..., ORDER BY ..., args) query; a part is counted only when the page starts
+    past it."""
+    rows: list[tuple[Any, ...]] = []
+    skip = start
+    for source, order, part_args in parts:
+        if len(rows) >= limit:
+            break
+        got = conn.execute(f"SELECT {_ROW} {source} {order} LIMIT ? OFFSET ?",
+                           (*part_args, limit - len(rows), skip)).fetchall()
+        if rows or got:
+            skip = 0
+        else:   # the page starts past this part
+            skip = max(0, skip - conn.execute(f"SELECT count(*) {source}", part_args).fetchone()[0])
+        rows += got
+    return rows
 
 
 def values_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -267,6 +285,22 @@ def value_keys(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str, li
         if hit:
             out[kind].append(key)
     return out
+
+
+def scopes_in_use(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every (org, sandbox) that holds a live Engine, MLInstance, Experiment or run, with how many
+    runs and objects: a loose walk of each table's (org, sandbox, ...) index."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for table in ("engines", "mlInstances", "experiments", "runIndex"):
+        for org, sandbox, n in conn.execute(
+                f'SELECT org, sandbox, count(*) FROM "{table}" WHERE deleted = 0 '
+                "GROUP BY org, sandbox"):
+            entry = found.setdefault((org, sandbox), {"org": org, "sandbox": sandbox,
+                                                      "runs": 0, "objects": 0})
+            entry["objects"] += n
+            if table == "runIndex":
+                entry["runs"] = n
+    return sorted(found.values(), key=lambda e: (-e["runs"], -e["objects"], e["org"], e["sandbox"]))
 
 
 def scope_choices(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str, list[dict[str, str]]]:

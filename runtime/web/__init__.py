@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from ..errors import BadRequest
+from ..api.auth import authenticate
+from ..errors import BadRequest, Forbidden
 from ..run_views import RunViews, TableQuery
 
 if TYPE_CHECKING:
@@ -54,6 +55,24 @@ def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
     async def choices(request: Request) -> Response:
         caller = api.caller(request)
         return _json(await run_in_threadpool(views.choices, caller))
+
+    @app.get(f"{UI_API}/scopes", include_in_schema=False)
+    async def scopes(request: Request) -> Response:
+        """The orgs and sandboxes holding objects that this caller may open (a scoped token
+        sees only its own), so the page can offer them."""
+        caller = api.caller(request)
+        found = await run_in_threadpool(views.scopes, caller)
+        found["scopes"] = [s for s in found["scopes"] if _may_reach(request, s["org"], s["sandbox"])]
+        return _json(found)
+
+    def _may_reach(request: Request, org: str, sandbox: str) -> bool:
+        headers = {**request.headers, "x-gw-ims-org-id": org, "x-sandbox-name": sandbox}
+        try:
+            authenticate(api.settings.tokens, headers,
+                         request.client.host if request.client else None, api.local_user)
+        except Forbidden:
+            return False
+        return True
 
     @app.get(f"{UI_API}/runs/{{run_id}}", include_in_schema=False)
     async def run_detail(request: Request, run_id: str) -> Response:

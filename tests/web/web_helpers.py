@@ -66,14 +66,16 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-def train(home: Path, instance: Path, *params: str) -> dict:
-    """`run train --json` in `home`; the summary it prints last."""
+def train(home: Path, instance: Path, *params: str, options: tuple[str, ...] = (),
+          env: dict[str, str] | None = None) -> dict:
+    """`run train --json` in `home` (more `options`, e.g. --org, and `env` added to the clean
+    environment); the summary it prints last."""
     args = [sys.executable, "-m", "runtime.cli.main", "train", str(instance), "--home", str(home),
-            "--json"]
+            "--json", *options]
     for p in params:
         args += ["-p", p]
-    done = subprocess.run(args, cwd=REPO, env=clean_env(), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(args, cwd=REPO, env={**clean_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

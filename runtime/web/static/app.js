@@ -15,9 +15,11 @@
   function fmt(v) {
     if (v == null) return "";
     if (typeof v === "number") {
-      if (Number.isInteger(v)) return String(v);
       const a = Math.abs(v);
-      return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : String(+v.toPrecision(5));
+      if (a >= 1e15 || (a !== 0 && a < 1e-4)) return v.toExponential(3);
+      if (Number.isInteger(v)) return v.toLocaleString("en");
+      if (a >= 1000) return v.toLocaleString("en", { maximumFractionDigits: 1 });   // 28,330.4
+      return String(+v.toPrecision(5));
     }
     if (typeof v === "object") return JSON.stringify(v);
     return String(v);
@@ -85,13 +87,36 @@
   });
   window.addEventListener("popstate", route);
 
+  // Axis labels: steps are whole numbers; values get thousands separators and as many decimals
+  // as the tick spacing needs. Each axis is as wide as its longest label (uPlot's default 50 px
+  // cuts "42,000" to "0,000").
+  const STEP_INCRS = [];
+  for (let p = 1; p <= 1e9; p *= 10) STEP_INCRS.push(p, 2 * p, 5 * p);
+  function tickLabels(u, splits, axisIdx, space, incr) {
+    const decimals = Math.min(6, Math.max(0, -Math.floor(Math.log10(incr || 1) + 1e-9)));
+    return splits.map((v) => (v == null ? "" : v.toLocaleString("en", {
+      minimumFractionDigits: decimals, maximumFractionDigits: decimals })));
+  }
+  function fitAxis(u, values, axisIdx, cycleNum) {
+    const axis = u.axes[axisIdx];
+    if (cycleNum > 1) return axis._size;   // settled: no more layout passes
+    let widest = 0;
+    if (values && values.length) {
+      u.ctx.font = axis.font[0];
+      widest = Math.max(...values.map((v) => u.ctx.measureText(String(v)).width)) / devicePixelRatio;
+    }
+    return Math.ceil(axis.ticks.size + axis.gap + widest) + 4;
+  }
   function chart(el, name, xs, ys, labels) {
     const width = Math.max(320, el.clientWidth || 420);
-    const series = [{ label: "step" }];
+    const series = [{ label: "step", value: (u, v) => (v == null ? "" : v.toLocaleString("en")) }];
     ys.forEach((_, i) => series.push({ label: labels[i], stroke: COLORS[i % COLORS.length], width: 1.5,
-                                       points: { show: xs.length < 60 }, spanGaps: true }));
+                                       points: { show: xs.length < 60 }, spanGaps: true,
+                                       value: (u, v) => fmt(v) }));
     const u = new uPlot({ width: width, height: 220, series: series, scales: { x: { time: false } },
-                          axes: [{ label: "step" }, {}], legend: { live: true } }, [xs, ...ys], el);
+                          axes: [{ label: "step", incrs: STEP_INCRS, values: tickLabels },
+                                 { values: tickLabels, size: fitAxis }],
+                          legend: { live: true } }, [xs, ...ys], el);
     window.__charts[name] = u;
     return u;
   }
@@ -122,24 +147,30 @@
         `<td><span class="state ${esc(r.state)}">${esc(r.state)}</span></td><td>${esc(r.mode)}</td>` +
         `<td>${esc(r.engine.name)}</td><td>${esc(r.mlInstance.name)}</td><td>${esc(r.experiment.name)}</td>` +
         `<td>${esc(when(r.created))}</td><td class="num">${esc(secs(r.duration_s))}</td>` +
-        pcols.map((k) => `<td class="num">${esc(fmt(r.params[k]))}</td>`).join("") +
-        mcols.map((k) => `<td class="num" data-metric="${esc(k)}">${esc(fmt(r.metrics[k]))}</td>`).join("") + "</tr>";
+        mcols.map((k) => `<td class="num" data-metric="${esc(k)}">${esc(fmt(r.metrics[k]))}</td>`).join("") +
+        pcols.map((k) => `<td class="num param" title="${esc(fmt(r.params[k]))}">${esc(fmt(r.params[k]))}</td>`).join("") + "</tr>";
     }
     const end = page.start + page.runs.length;
     view.innerHTML =
-      `<h1>Runs</h1><div class="toolbar" id="filters"></div>` +
+      `<h1>Runs</h1>` + (scopeNote ? `<p class="muted" id="scope-note">${esc(scopeNote)}</p>` : "") +
+      `<div class="toolbar" id="filters"></div>` +
       `<div class="toolbar"><button id="compare" disabled>Compare selected</button>` +
       `<span class="muted">Metric columns show each run's final value (its last step when it has no final one); sort by "best" in the menu for its best step.</span></div>` +
-      `<div style="overflow-x:auto"><table id="runs"><thead><tr><th></th><th>Run</th>${head("state", "State")}` +
+      `<div id="runs-wrap"><table id="runs"><thead><tr><th></th><th>Run</th>${head("state", "State")}` +
       `${head("mode", "Mode")}<th>Engine</th><th>MLInstance</th><th>Experiment</th>${head("created", "Created")}` +
       `${head("duration", "Duration", "num")}` +
-      pcols.map((k) => head("param." + k, k, "num")).join("") +
       mcols.map((k) => head("metric." + k, k, "num")).join("") +
+      pcols.map((k) => head("param." + k, k, "num param")).join("") +
       `</tr></thead><tbody>${rows || `<tr><td colspan="9" class="muted">No runs match.</td></tr>`}</tbody></table></div>` +
       `<div class="pager"><button id="prev" ${page.start > 0 ? "" : "disabled"}>‹ Prev</button>` +
       `<span id="range">${page.total ? page.start + 1 : 0}–${end} of ${page.total.toLocaleString("en")}</span>` +
       `<button id="next" ${end < page.total ? "" : "disabled"}>Next ›</button></div>`;
     window.__tableRenderedAt = performance.now();
+    // The sorted column is the one being looked at: scroll it into view when it is off to the right.
+    const sortedTh = view.querySelector("th.sorted"), wrap = view.querySelector("#runs-wrap");
+    if (sortedTh && sortedTh.offsetLeft + sortedTh.offsetWidth > wrap.scrollLeft + wrap.clientWidth) {
+      wrap.scrollLeft = sortedTh.offsetLeft + sortedTh.offsetWidth - wrap.clientWidth + 16;
+    }
     const setQuery = (changes) => {
       const nq = new URLSearchParams(location.search);
       for (const [k, v] of Object.entries(changes)) { if (v == null || v === "") nq.delete(k); else nq.set(k, v); }
@@ -216,7 +247,7 @@
     const r = await api("/ui/api/runs/" + encodeURIComponent(runId));
     const running = r.state === "RUNNING" || r.state === "PENDING";
     const total = r.started ? ((r.ended ? Date.parse(r.ended) : Date.now()) - Date.parse(r.started)) / 1000 : null;
-    const params = r.parameters.map((p) => `<tr><td class="mono">${esc(p.key)}</td><td class="mono">${esc(fmt(p.value))}</td><td>${esc(p.source)}</td></tr>`).join("");
+    const params = r.parameters.map((p) => `<tr><td class="mono">${esc(p.key)}</td><td class="mono wrap">${esc(fmt(p.value))}</td><td>${esc(p.source)}</td></tr>`).join("");
     const metrics = r.metrics.map((m) => `<tr><td>${esc(m.name)}</td><td class="num">${esc(fmt(m.value))}</td></tr>`).join("");
     const progress = r.progress && r.progress.bars ? r.progress.bars.map((b) => `${esc(b.desc)} ${b.n}/${b.total}`).join(" · ") : "";
     view.innerHTML =
@@ -297,14 +328,55 @@
     });
   }
 
+  // --- orgs and sandboxes ---------------------------------------------------------------------
+  // The header offers the orgs and sandboxes that hold objects; an address without org and
+  // sandbox whose default scope holds nothing opens on the one with the most runs instead.
+  let scopeNote = "", scopeOptions = [];
+  async function settleScope() {
+    const q = new URLSearchParams(location.search);
+    const asked = api("/ui/api/scopes");
+    if (q.get("org") || q.get("sandbox")) {   // the address names the scope: do not wait for the list
+      scopeNote = "";
+      asked.then(offerScopes).catch(() => {});
+      return;
+    }
+    offerScopes(await asked);
+  }
+  function offerScopes(scopes) {
+    const q = new URLSearchParams(location.search);
+    const here = { org: q.get("org") || scopes.current.org, sandbox: q.get("sandbox") || scopes.current.sandbox };
+    const held = scopes.scopes.some((x) => x.org === here.org && x.sandbox === here.sandbox);
+    scopeNote = "";
+    if (!q.get("org") && !q.get("sandbox") && !held && scopes.scopes.length) {
+      const pick = scopes.scopes[0];
+      scopeNote = `Org ${here.org}, sandbox ${here.sandbox} holds nothing: showing org ${pick.org}, sandbox ${pick.sandbox}.`;
+      q.set("org", pick.org); q.set("sandbox", pick.sandbox);
+      history.replaceState(null, "", location.pathname + "?" + q);
+      here.org = pick.org; here.sandbox = pick.sandbox;
+    }
+    const picker = document.getElementById("scope-pick");
+    const options = scopes.scopes.slice();
+    if (!held && !scopeNote) options.unshift({ org: here.org, sandbox: here.sandbox, runs: 0, objects: 0 });
+    scopeOptions = options;
+    picker.innerHTML = options.map((x, i) => `<option value="${i}" ` +
+      `${x.org === here.org && x.sandbox === here.sandbox ? "selected" : ""}>${esc(x.org)} / ${esc(x.sandbox)} ` +
+      `(${x.runs.toLocaleString("en")} run${x.runs === 1 ? "" : "s"})</option>`).join("");
+    picker.hidden = options.length < 2;
+  }
+  document.getElementById("scope-pick").addEventListener("change", (e) => {
+    const pick = scopeOptions[+e.target.value];   // filters name the old scope's objects: dropped
+    go("/?" + new URLSearchParams({ org: pick.org, sandbox: pick.sandbox }));
+  });
+
   // --- routing --------------------------------------------------------------------------------
   async function route() {
     timers.forEach(clearInterval); timers = [];
     clearCharts();
-    const q = new URLSearchParams(location.search);
-    scopeForm.org.value = q.get("org") || ""; scopeForm.sandbox.value = q.get("sandbox") || "";
     const path = location.pathname;
     try {
+      await settleScope();
+      const q = new URLSearchParams(location.search);
+      scopeForm.org.value = q.get("org") || ""; scopeForm.sandbox.value = q.get("sandbox") || "";
       if (path.startsWith("/runs/")) await runView(decodeURIComponent(path.slice(6)));
       else if (path === "/compare") await compareView();
       else await runsView();
