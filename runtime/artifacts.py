@@ -54,6 +54,18 @@ EXPECTED = ("a recipe: a zip or tar.gz of a source folder with setup.py, setup.c
             "package with resources/application.yaml")
 
 
+# What this runtime runs, said whenever it refuses a recipe of a kind it does not run.
+RUNS = ("it runs Python recipes (type Python: function-based, or class-based as the Tensorflow "
+        "type's are) and PySpark recipes (type PySpark: a package with resources/application.yaml)")
+# Engine types and languages of the platform's recipe kinds that this runtime does not run (yet).
+UNSUPPORTED_TYPES = {"r": "R", "spark": "Scala (Spark)", "scala": "Scala (Spark)"}
+
+
+def unsupported_recipe(what: str, evidence: str) -> "InvalidArtifact":
+    return InvalidArtifact(f"This runtime does not run {what} recipes yet ({evidence}); {RUNS}. "
+                           "Nothing was registered")
+
+
 class InvalidArtifact(BadRequest):
     title, slug = "Invalid Artifact", "invalid-artifact"
 
@@ -543,6 +555,26 @@ def _project_root(src: Path) -> tuple[Path, str]:
                           f"expected {EXPECTED}")
 
 
+def _refuse_other_languages(src: Path) -> None:
+    """An R package (DESCRIPTION beside R/*.R, or the platform's applicationTrainer.R) or a Scala
+    project (pom.xml, build.sbt, a jar's classes) is refused by name, not as 'no Python metadata'."""
+    children = [p for p in src.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+    folders = [src] + ([children[0]] if len(children) == 1 and children[0].is_dir() else [])
+    for folder in folders:
+        if any((folder / marker).is_file() for marker in ("setup.py", "setup.cfg", "pyproject.toml")):
+            return          # a Python project, whatever else it holds
+        if (folder / "DESCRIPTION").is_file() and any(folder.glob("R/*.[Rr]")):
+            raise unsupported_recipe("R", f"{folder.name}/ is an R package: DESCRIPTION and R/*.R")
+        scripts = [p.name for p in folder.rglob("application*.R")]
+        if scripts:
+            raise unsupported_recipe("R", f"{', '.join(sorted(scripts)[:3])} found")
+        for marker in ("pom.xml", "build.sbt", "build.gradle"):
+            if (folder / marker).is_file():
+                raise unsupported_recipe("Scala", f"{folder.name}/ is a JVM project: {marker}")
+        if (folder / "META-INF" / "MANIFEST.MF").is_file() and next(folder.rglob("*.class"), None):
+            raise unsupported_recipe("Scala", "the artifact is a jar of compiled JVM classes")
+
+
 def _find_application(root: Path) -> Optional[Path]:
     direct = root / "resources" / "application.yaml"
     if direct.is_file():
@@ -561,6 +593,7 @@ def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path]
     `base` is the folder paths in the result are relative to (default: `src`)."""
     src = Path(src)
     base = Path(base) if base is not None else src
+    _refuse_other_languages(src)
     root, marker = _project_root(src)
     meta: dict[str, Any] = {"name": None, "version": None, "requirements": [], "entry_points": {},
                             "package_dir": None}

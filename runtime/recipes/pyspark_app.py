@@ -1,15 +1,20 @@
 """PySpark recipes (Engine type `PySpark`): an Engine built from a recipe's `resources/application.yaml`.
 
-Roles (class names of the recipe's package) and what the runtime does with them:
+Roles (class names of the recipe's package: `package.module.Class`, or a bare `Class` looked up
+as the platform did, in the package's namespace and then its modules) and what the runtime does:
   train            training.dataLoader.load -> evaluator.split (when an evaluator is named and
-                   evaluateModel is not false) -> fit pipeline.class's Pipeline (`apply`, with
-                   `getParamMap`'s params) on the train split -> evaluator.evaluate on the test
-                   split -> metrics. The model fitted on the train split is kept (no refit on all
-                   rows, as the platform's trainer did) and saved with Spark ML's writer.
-  score            load the saved model, scoring.dataLoader.load -> pipeline.class.score (default
-                   model.transform) -> scoring.dataSaver.save
+                   evaluateModel is not false) -> pipeline.class.train, or when it is not overridden
+                   or returns None, fit `apply`'s Pipeline (with `getParamMap`'s params) on the
+                   train split -> evaluator.evaluate on the test split -> metrics. The model fitted
+                   on the train split is kept (no refit on all rows, as the platform's trainer did)
+                   and saved with Spark ML's writer.
+  score            load the saved model, scoring.dataLoader.load -> pipeline.class.score (when it
+                   is not overridden or returns None: model.transform) -> scoring.dataSaver.save
   featurePipeline  feature.dataLoader.load -> feature.dataset.transformer.transform ->
                    feature.dataSaver.save (to transformedDataSetId)
+
+Each run's own session gets Spark 2's SQL behaviour (runtime.spark.config.SPARK2_RECIPE_CONF: the
+platform ran Spark 2) unless a spark.* parameter of the run says otherwise.
 
 Building the class reads only application.yaml; recipe code is imported inside the Spark worker,
 for one run at a time: its folder is on sys.path (and shipped to executors as a zip through the
@@ -178,10 +183,34 @@ def check_application(root: Path, application: Path, import_root: Path) -> None:
         raise InvalidArtifact(f"application.yaml names the roles {', '.join(roles)}, which run no "
                               f"task; each task needs these roles ({wants})")
     scanner = _Scanner(Path(import_root))
-    for role, target in roles.items():
+    for role, target in resolve_roles(roles, path, Path(import_root), scanner).items():
         problem = scanner.check(target, ROLES[role])
         if problem:
-            raise InvalidArtifact(f"application.yaml role {role} = {target}: {problem}")
+            raise InvalidArtifact(f"application.yaml role {role} = {roles[role]}: {problem}")
+
+
+def resolve_roles(roles: dict[str, str], application: Path, import_root: Path,
+                  scanner: Optional["_Scanner"] = None) -> dict[str, str]:
+    """Each role's class as `package.module.Class`. The platform's own samples name roles by bare
+    class name (`pipeline.class: TrainPipeline`), which the platform looked up in the namespace of
+    the recipe's package (its `__init__` exports them), then in the package's modules; a bare name
+    found in no module, or defined in several and exported by none, is refused (a 400)."""
+    scanner = scanner or _Scanner(Path(import_root))
+    packages = _recipe_packages(Path(application), Path(import_root))
+    return {role: scanner.resolve(target, packages, role) for role, target in roles.items()}
+
+
+def _recipe_packages(application: Path, import_root: Path) -> list[str]:
+    """Where bare role names are looked up: the package holding resources/application.yaml, else
+    every top-level package of the recipe."""
+    try:
+        owner = application.resolve().parent.parent.relative_to(import_root.resolve())
+    except ValueError:
+        owner = None
+    if owner is not None and owner.parts and (import_root / owner / "__init__.py").is_file():
+        return [".".join(owner.parts)]
+    return sorted(p.name for p in import_root.iterdir()
+                  if p.is_dir() and (p / "__init__.py").is_file() and p.name.isidentifier())
 
 
 class _Scanner:
@@ -208,6 +237,71 @@ class _Scanner:
             else:
                 self._modules[name] = None
         return self._modules[name]
+
+    def resolve(self, target: str, packages: list[str], role: str) -> str:
+        if "." in target or ":" in target:
+            return target
+        if not target.isidentifier():
+            raise InvalidArtifact(f"application.yaml role {role} = {target!r} is not a class name")
+        exported = list(dict.fromkeys(found for pkg in packages
+                                      if (found := self._exported(pkg, target, set()))))
+        if len(exported) == 1:
+            return exported[0]
+        defined = exported or list(dict.fromkeys(
+            f"{module}.{target}" for pkg in packages for module in self._modules_of(pkg)
+            if self._defines(module, target)))
+        if len(defined) == 1:
+            return defined[0]
+        where = ", ".join(packages) or "none"
+        if not defined:
+            raise InvalidArtifact(
+                f"application.yaml role {role} = {target}: no class {target} in the namespace of "
+                f"the recipe's package ({where}) nor in its modules; name it as "
+                "package.module.ClassName, or export it from the package's __init__.py")
+        raise InvalidArtifact(
+            f"application.yaml role {role} = {target} is ambiguous: {', '.join(defined)} all "
+            "define it; name one as package.module.ClassName")
+
+    def _defines(self, module_name: str, class_name: str) -> bool:
+        tree = self.module(module_name)
+        return tree is not None and any(isinstance(node, ast.ClassDef) and node.name == class_name
+                                        for node in tree.body)
+
+    def _modules_of(self, package: str) -> list[str]:
+        folder = self.import_root.joinpath(*package.split("."))
+        found = [package]
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+            if parts and all(p.isidentifier() for p in parts) and \
+                    all((folder.joinpath(*parts[:i]) / "__init__.py").is_file()
+                        for i in range(1, len(parts))):
+                found.append(".".join((package, *parts)))
+        return list(dict.fromkeys(found))
+
+    def _exported(self, module_name: str, name: str, seen: set) -> Optional[str]:
+        """`module.Class` where `name` in `module_name`'s namespace is defined: by a class
+        statement, an import (followed while it stays in the recipe) or a star import."""
+        if module_name in seen:
+            return None
+        seen.add(module_name)
+        tree = self.module(module_name)
+        if tree is None:
+            return None
+        if self._defines(module_name, name):
+            return f"{module_name}.{name}"
+        imports = _imports(tree, module_name, module_name in self._packages)
+        if name in imports:
+            owner, _, original = imports[name].rpartition(".")
+            if self.module(owner) is not None:
+                return self._exported(owner, original, seen) or f"{module_name}.{name}"
+            # a submodule imported by name, or something from outside the recipe
+            return None if self.module(imports[name]) is not None else f"{module_name}.{name}"
+        for source in _star_imports(tree, module_name, module_name in self._packages):
+            found = self._exported(source, name, seen)
+            if found:
+                return found
+        return None
 
     def check(self, target: str, role: Role) -> Optional[str]:
         module_name, class_name = split_class(target)
@@ -273,10 +367,24 @@ def _dotted(node: ast.expr) -> Optional[str]:
     return None
 
 
+def _absolute(node: ast.ImportFrom, module_name: str, is_package: bool) -> str:
+    here = module_name.split(".") if is_package else module_name.split(".")[:-1]
+    source = node.module or ""
+    if node.level:
+        base = here[:len(here) - (node.level - 1)] if node.level - 1 <= len(here) else []
+        source = ".".join([*base, *([source] if source else [])])
+    return source
+
+
+def _star_imports(tree: ast.Module, module_name: str, is_package: bool) -> list[str]:
+    """The modules `from X import *` at the top of `tree` takes every name of."""
+    return [_absolute(node, module_name, is_package) for node in tree.body
+            if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)]
+
+
 def _imports(tree: ast.Module, module_name: str, is_package: bool) -> dict[str, str]:
     """Local name -> the full dotted name it was imported as."""
     names: dict[str, str] = {}
-    here = module_name.split(".") if is_package else module_name.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -285,12 +393,10 @@ def _imports(tree: ast.Module, module_name: str, is_package: bool) -> dict[str, 
                 else:
                     names[alias.name.split(".")[0]] = alias.name.split(".")[0]
         elif isinstance(node, ast.ImportFrom):
-            source = node.module or ""
-            if node.level:
-                base = here[:len(here) - (node.level - 1)] if node.level - 1 <= len(here) else []
-                source = ".".join([*base, *([source] if source else [])])
+            source = _absolute(node, module_name, is_package)
             for alias in node.names:
-                names[alias.asname or alias.name] = f"{source}.{alias.name}" if source else alias.name
+                if alias.name != "*":
+                    names[alias.asname or alias.name] = f"{source}.{alias.name}" if source else alias.name
     return names
 
 
@@ -311,7 +417,7 @@ class _RunScope:
     added_files: ClassVar[set[str]] = set()   # sc.addFile is once per path per context
 
     def __init__(self, engine: "PySparkRecipeEngine", ctx: TaskContext, config: dict[str, Any]) -> None:
-        self.engine, self.spark = engine, ctx.spark
+        self.engine, self.spark, self.logger = engine, ctx.spark, ctx.logger
         self.modules_before = set(sys.modules)
         self.paths: list[str] = []
         self.includes: list[str] = []
@@ -358,6 +464,25 @@ class _RunScope:
             conf.set(key, str(value))
             self.spark.conf.set(key, str(value))
             self.conf_keys.append(key)
+        self._spark2_behaviour(config)
+
+    def _spark2_behaviour(self, config: dict[str, Any]) -> None:
+        """Spark 2's SQL behaviour on this run's own session (runtime.spark.config); a key the run
+        set itself (a spark.* parameter, in the context's settings or the recipe's config) wins."""
+        from ..spark.config import SPARK2_RECIPE_CONF
+
+        context_conf = self.spark.sparkContext.getConf()
+        applied = []
+        for key, value in SPARK2_RECIPE_CONF.items():
+            if config.get(key) not in (None, ""):
+                value = str(config[key])
+            elif context_conf.contains(key):
+                continue
+            else:
+                applied.append(f"{key}={value}")
+            self.spark.conf.set(key, value)
+        if applied:
+            self.logger.info("Spark 2 behaviour for this recipe run: %s", ", ".join(applied))
 
     def _catalog(self, config: dict[str, Any]) -> None:
         from ..datasets import active_catalog
@@ -564,9 +689,13 @@ class PySparkRecipeEngine(RecipeEngine):
         factory = self.role("pipeline.class")
         key = "pipeline.class"
         where = f"Recipe {self.recipe.name!r}, role {key} ({self.roles[key]})"
+        model = None
         if type(factory).train is not PipelineFactory.train:    # the recipe fits it itself
             model = self.call(key, "train", config, rows)
-        else:
+            if model is None:   # `pass`, as the platform's samples have: the platform fitted apply()
+                ctx.logger.info("%s.train returned None: fitting its apply() pipeline, as the "
+                                "platform did", self.roles[key])
+        if model is None:
             from pyspark.ml import Estimator
 
             pipeline = self.call(key, "apply", config)
@@ -625,9 +754,13 @@ class PySparkRecipeEngine(RecipeEngine):
 
         config = self.begin(ctx)
         factory = self.role("pipeline.class")
+        scored = None
         if type(factory).score is not PipelineFactory.score:
             scored = self.call("pipeline.class", "score", config, data, model)
-        else:
+            if scored is None:  # `pass`: the platform transformed with the fitted model itself
+                ctx.logger.info("%s.score returned None: transforming with the fitted model, as "
+                                "the platform did", self.roles["pipeline.class"])
+        if scored is None:
             scored = model.transform(data)
         return self._frame("pipeline.class", "score", scored)
 
@@ -686,9 +819,10 @@ def engine_for(recipe_dir: Path, info: RecipeInfo) -> type[PySparkRecipeEngine]:
     """The Engine class of a stored PySpark recipe (reads application.yaml, imports nothing)."""
     if not info.application:
         raise InvalidArtifact(f"Recipe {info.name!r} has no resources/application.yaml")
-    application = read_application(info.root_dir(recipe_dir) / info.application)
+    path = info.root_dir(recipe_dir) / info.application
+    application = read_application(path)
     cls = PySparkRecipeEngine.build(recipe_dir, info)
     cls.application = application
-    cls.roles = _roles_of(application)
+    cls.roles = resolve_roles(_roles_of(application), path, info.import_dir(recipe_dir))
     cls.kind = "pyspark"
     return cls

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
-                         store_artifact)
+from ..artifacts import (UNSUPPORTED_TYPES, ArtifactInfo, InvalidArtifact, home_root,
+                         load_recipe_info, recipes_dir, store_artifact, unsupported_recipe)
 from . import reference
 
 SERVER_KEYS = ("sha256", "recipeKind", "artifactVersion")
@@ -37,6 +37,7 @@ def _looks_like_path(location: str) -> bool:
 def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: Any,
                           previous: Optional[dict[str, Any]] = None) -> Optional[ArtifactInfo]:
     """Checks and stores the Engine's default artifact in place in `data` (the validated body)."""
+    _refuse_other_languages(data)
     has_image = bool(_old_image(data)) or upload
     image = _image(data) if has_image else {}
     for key in SERVER_KEYS:
@@ -64,6 +65,18 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
     image.setdefault("executionType", _TYPES[info.recipe.kind])
     data.setdefault("type", _TYPES[info.recipe.kind])
     return info
+
+
+def _refuse_other_languages(data: dict[str, Any]) -> None:
+    """An Engine of type R or Spark (Scala), or whose languages are all ones this runtime does not
+    run, is a 400 now rather than a 201 whose runs fail."""
+    kind = str(data.get("type") or "").strip()
+    if kind.lower() in UNSUPPORTED_TYPES:
+        raise unsupported_recipe(UNSUPPORTED_TYPES[kind.lower()], f"the Engine's type is {kind}")
+    raw = data.get("language") or []
+    languages = [str(x).strip() for x in ([raw] if isinstance(raw, str) else raw) if str(x).strip()]
+    if languages and not any(x.lower() == "python" for x in languages):
+        raise unsupported_recipe("/".join(languages), f"the Engine's language is {', '.join(languages)}")
 
 
 def _check_plugin(location: str) -> None:

@@ -56,8 +56,16 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
     for --env-manager local (the runtime's own interpreter)."""
     if env_manager == "local":
         return None
-    if info.kind == "pyspark" and not info.requirements and not extra_pip:
-        return None     # the runtime's own interpreter has pyspark; an env would have to bring it
+    if info.kind == "pyspark" and not extra_pip:
+        # The platform ran PySpark recipes on its runtime image, whose libraries their requirements
+        # mostly name again: when this interpreter (which has pyspark) satisfies every requirement
+        # that is not a platform library, the recipe runs here rather than in a copy of it.
+        unmet = _unmet_here(info.requirements)
+        if not unmet:
+            if log is not None and info.requirements:
+                log.write("[env] no environment to build: this runtime's interpreter satisfies "
+                          f"{', '.join(info.requirements)}\n")
+            return None
     # A stored recipe never changes (its folder is named by its digest): once this process has
     # its environment, a later run only checks that the interpreter is still there.
     key = _key(info, recipe_dir, extra_pip, home)
@@ -79,6 +87,32 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
 
 
 _READY: dict[tuple, Path] = {}
+
+
+def _unmet_here(requirements: list[str]) -> list[str]:
+    """The requirements this interpreter does not satisfy; the platform's own libraries count as
+    satisfied (runtime/compat provides them, runtime.envs.profiles.PLATFORM_LIBRARIES)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from ..envs.profiles import provided_by_runtime
+
+    unmet = []
+    for line in requirements:
+        if provided_by_runtime(line):
+            continue
+        try:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate():
+                continue                         # not for this platform
+            if requirement.url:
+                raise InvalidRequirement(line)   # a URL is for an environment to install
+            if not requirement.specifier.contains(version(requirement.name), prereleases=True):
+                unmet.append(line)
+        except (InvalidRequirement, PackageNotFoundError):
+            unmet.append(line)
+    return unmet
 
 
 def pyspark_pins() -> list[str]:

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import ConfigError
 from ..resources import ResourceRequest
 
-__all__ = ["DEFAULT_CONF", "DEFAULT_DRIVER_MEMORY_MB", "ENV_MASTER", "SparkConfig", "parse_memory_mb",
-           "resolve_master", "spark_config"]
+__all__ = ["DEFAULT_CONF", "DEFAULT_DRIVER_MEMORY_MB", "ENV_MASTER", "SPARK2_RECIPE_CONF", "SparkConfig",
+           "parse_memory_mb", "resolve_master", "spark_config"]
 
 ENV_MASTER = "MLRUNTIME_SPARK_MASTER"
 DEFAULT_MASTER = "local"
@@ -34,6 +34,23 @@ DEFAULT_CONF: dict[str, str] = {
     # A fresh Python worker (forked from the daemon) per task: a warm JVM serves one recipe after
     # another, and a reused Python worker would keep the previous recipe's modules imported.
     "spark.python.worker.reuse": "false",
+}
+# The platform ran recipes on Spark 2; a recipe run (not a built-in engine) gets Spark 2's behaviour
+# where Spark 3 and 4 changed it, set on the run's own session. A `spark.*` parameter of the run
+# naming the same key wins. Each, and what a Spark 2 recipe hits without it:
+SPARK2_RECIPE_CONF: dict[str, str] = {
+    # Date patterns through SimpleDateFormat, as in Spark 2: week-based letters (`w`, `Y`, `u`) and
+    # lenient parsing (`MM/dd/yy` reading 2/5/10). Spark >= 3 raises SparkUpgradeException.
+    "spark.sql.legacy.timeParserPolicy": "LEGACY",
+    # No ANSI SQL mode (Spark 4 turned it on): a bad cast or a division by zero gives null instead
+    # of failing the job, an integer overflow wraps.
+    "spark.sql.ansi.enabled": "false",
+    # Writes into tables cast values as Spark 2 did, instead of ANSI store assignment's errors.
+    "spark.sql.storeAssignmentPolicy": "LEGACY",
+    # `spark.conf.set` of a core setting (spark.executor.memory...) is ignored, not an error.
+    "spark.sql.legacy.setCommandRejectsSparkCoreConfs": "false",
+    # stddev/variance of a single row is NaN, not null.
+    "spark.sql.legacy.statisticalAggregate": "true",
 }
 # Local masters live on this machine only: the driver binds the loopback address.
 LOCAL_ONLY_CONF: dict[str, str] = {

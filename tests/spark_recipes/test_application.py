@@ -63,3 +63,52 @@ def test_the_engine_class_is_built_without_importing_the_recipe(tmp_path):
     assert engine.roles["feature.dataset.transformer"] == "retailfeatures.transform.WeeklyFeatures"
     assert engine.roles["feature.dataLoader"] == "retailfeatures.io.RawLoader"   # nested yaml keys
     assert not any(name == "retailfeatures" or name.startswith("retailfeatures.") for name in sys.modules)
+
+
+# --- bare class names, as the platform's own samples write them --------------------------------
+
+def test_the_platform_style_recipe_s_bare_names_resolve_where_the_platform_found_them(tmp_path):
+    stored = store_artifact(FIXTURES / "platform_style", None, tmp_path / "home")
+    engine = load_recipe_engine(reference("pyspark", stored.dir))
+    assert engine.roles == {
+        "feature.dataLoader": "weeklyretail.loading.RawLoader",           # exported by __init__
+        "training.dataLoader": "weeklyretail.loading.FeatureLoader",
+        "scoring.dataLoader": "weeklyretail.loading.FeatureLoader",
+        "pipeline.class": "weeklyretail.pipeline.SalesPipeline",
+        "evaluator": "weeklyretail.evaluation.DateSplit",                 # through `import *`
+        "feature.dataset.transformer": "weeklyretail.features.WeekFeatures",  # in a module only
+        "feature.dataSaver": "weeklyretail.saving.FeatureSaver",
+        "scoring.dataSaver": "weeklyretail.saving.ScoreSaver",
+    }
+    assert not any(name.split(".")[0] == "weeklyretail" for name in sys.modules)
+
+
+def test_a_bare_name_exported_by_the_package_wins_over_the_modules_defining_it(tmp_path):
+    folder = _variant(tmp_path, "training.dataLoader: Loader\npipeline.class: Factory\n",
+                      "from .parts import ExplodingLoader\nclass Loader(ExplodingLoader):\n    pass\n")
+    (folder / "brokenrecipe" / "other.py").write_text(
+        "from sdk.data_loader import DataLoader\nclass Loader(DataLoader):\n    pass\n")
+    (folder / "brokenrecipe" / "__init__.py").write_text("from .extra import Loader\n")
+    stored = store_artifact(folder, None, tmp_path / "home")
+    engine = load_recipe_engine(reference("pyspark", stored.dir))
+    assert engine.roles["training.dataLoader"] == "brokenrecipe.extra.Loader"
+    assert engine.roles["pipeline.class"] == "brokenrecipe.parts.Factory"   # a module only
+
+
+@pytest.mark.parametrize("application, message", [
+    ("training.dataLoader: Loader\npipeline.class: Factory\n",
+     "training.dataLoader = Loader is ambiguous: brokenrecipe.extra.Loader, brokenrecipe.other.Loader"),
+    ("training.dataLoader: Nowhere\npipeline.class: Factory\n",
+     "no class Nowhere in the namespace of the recipe's package (brokenrecipe) nor in its modules"),
+    ("training.dataLoader: Plain\npipeline.class: Factory\n",
+     "the class Plain does not subclass sdk.data_loader.DataLoader"),
+])
+def test_bare_names_that_name_no_single_role_class_are_refused(tmp_path, application, message):
+    folder = _variant(tmp_path, application, "from sdk.data_loader import DataLoader\n"
+                                             "class Loader(DataLoader):\n    pass\n"
+                                             "class Plain:\n    pass\n")
+    (folder / "brokenrecipe" / "other.py").write_text(
+        "from sdk.data_loader import DataLoader\nclass Loader(DataLoader):\n    pass\n")
+    with pytest.raises(InvalidArtifact) as refused:
+        store_artifact(folder, None, tmp_path / "home")
+    assert refused.value.status == 400 and message in refused.value.detail

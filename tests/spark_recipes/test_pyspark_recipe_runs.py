@@ -47,37 +47,65 @@ def _retail_config(tmp_path: Path, scores: str) -> Path:
     return config
 
 
-def test_cli_train_and_score_on_local_2(jars_dir, tmp_path):
+# The platform's own samples, reproduced by a recipe of ours (fixtures/platform_style): roles named
+# by bare class name, requirements naming the platform's SDK, a PipelineFactory whose train and
+# score are `pass`, Spark 2 date patterns and division, XDM results written by the data saver.
+WEEKLY_FEATURES = "store,storeSize,temperature,regionalFuelPrice,markdown,cpi,unemployment," \
+                  "isHoliday,week,year,storeTypeIndex,weeklySales,weeklySalesLag"
+TENANT = [{"key": "tenantId", "value": "_weekly"}]
+PLATFORM_TRAIN = [*TENANT, {"key": "ACP_DSW_INPUT_FEATURES", "value": WEEKLY_FEATURES},
+                  {"key": "n_estimators", "value": "5"}, {"key": "max_depth", "value": "3"},
+                  {"key": "evaluation.labelColumn", "value": "weeklySalesAhead"},
+                  {"key": "evaluation.scalingColumn", "value": "weeklySales"},
+                  {"key": "evaluation.metrics", "value": "MAPE,MAE,RMSE,MASE"}, *SHAPE]
+
+
+def _scored_xdm(path: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    assert {"_weekly", "_id", "eventType", "timestamp"} <= set(frame.columns)
+    rows = pd.DataFrame(list(frame["_weekly"]))
+    assert list(rows.columns) == ["date", "store", "prediction"]
+    assert rows["prediction"].notna().all() and len(rows) > 1000
+    return rows
+
+
+def test_cli_train_and_score_a_platform_style_recipe_on_local_2(jars_dir, tmp_path):
     home = tmp_path / "home"
     scores = tmp_path / "out" / "scores.parquet"
     assert cli(jars_dir, home, "datasets", "add", "retail-train",
                str(RETAIL / "DSWRetailSales-Training.parquet")).returncode == 0
-    assert cli(jars_dir, home, "datasets", "add", "retail-scores", str(scores)).returncode == 0
-    config = _retail_config(tmp_path, "retail-scores")
-    recipe = FIXTURES / "retail_regression"
+    config = tmp_path / "pipeline.json"           # the recipe's own tasks-array config file
+    config.write_text(json.dumps([
+        {"name": "train", "parameters": [{"key": "trainingDataSetId", "value": "retail-train"},
+                                         *PLATFORM_TRAIN]},
+        {"name": "score", "parameters": [
+            *TENANT, {"key": "scoringDataSetId", "value": str(RETAIL / "DSWRetailSales-Scoring.parquet")},
+            {"key": "scoringResultsDataSetId", "value": str(scores)}, *SHAPE]}]))
+    recipe = FIXTURES / "platform_style"
 
-    trained = summary(cli(jars_dir, home, "train", str(config), "--engine", str(recipe), "--json"))
+    proc = cli(jars_dir, home, "train", str(config), "--engine", str(recipe), "--json")
+    trained = summary(proc)
     assert trained["state"] == "DONE", trained
     metrics = {m["name"]: m["value"] for m in trained["metrics"]}
     assert set(metrics) == {"MAPE", "MAE", "RMSE", "MASE"}
     assert 0 < metrics["MAPE"] < 0.5 and metrics["MASE"] > 0
     assert trained["spark"]["master"] == "local[2]" and trained["modelId"]
+    log = (home / "runs" / trained["runId"] / "worker.log").read_text(errors="replace")
+    # requirements.txt names numpy (here already) and the platform's SDK (runtime/compat's sdk)
+    assert "no environment to build" in log
+    assert "spark.sql.legacy.timeParserPolicy=LEGACY" in log
+    assert "SalesPipeline.train returned None: fitting its apply() pipeline" in log
+    assert "local-user-token" not in log   # the credentials the samples read: stand-ins, never printed
     result = json.loads((home / "runs" / trained["runId"] / "result.json").read_text())
-    # the registered Model (moved out of the run folder): Spark ML's own writer, and what it is
     meta = [p for p in home.rglob("recipe-model.json") if (p.parent / "pipeline" / "metadata").is_dir()]
-    assert len(meta) == 1
+    assert len(meta) == 1       # the registered Model: Spark ML's own writer, and what it is
     assert json.loads(meta[0].read_text())["modelClass"] == "pyspark.ml.pipeline.PipelineModel"
     assert result["model_digest"].startswith("sha256:")
-    log = (home / "runs" / trained["runId"] / "worker.log")
-    if log.exists():   # the credentials the samples read are local stand-ins, never printed
-        assert "local-user-token" not in log.read_text(errors="replace")
 
     scored = summary(cli(jars_dir, home, "score", str(config), "--engine", str(recipe), "--json"))
     assert scored["state"] == "DONE", scored
-    frame = pd.read_parquet(scores)                       # the data saver's XDM shape
-    assert {"_id", "timestamp", "_mlruntimetest"} <= set(frame.columns)
-    predictions = [row["prediction"] for row in frame["_mlruntimetest"]]
-    assert len(predictions) > 1000 and all(p == p for p in predictions)
+    rows = _scored_xdm(scores)
+    assert rows["date"].str.match(r"^2012-\d\d-\d\d$").all()
 
 
 def test_cli_train_on_local_cluster_ships_the_recipe_to_executors(jars_dir, tmp_path):
@@ -129,8 +157,9 @@ def _instance(client: httpx.Client, engine_id: str, tasks: list) -> str:
     return experiment.json()["id"]
 
 
-def _run(client: httpx.Client, experiment: str, mode: str) -> tuple[dict, str]:
-    run = client.post(f"/experiments/{experiment}/runs", json={"mode": mode})
+def _run(client: httpx.Client, experiment: str, mode: str, tasks: list | None = None) -> tuple[dict, str]:
+    run = client.post(f"/experiments/{experiment}/runs",
+                      json={"mode": mode, **({"tasks": tasks} if tasks else {})})
     assert run.status_code in (200, 201), run.text
     run_id = run.json()["id"]
     deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -275,3 +304,42 @@ def test_api_two_recipes_with_one_package_name_stay_apart_in_a_warm_worker(serve
         frame = pd.read_parquet(outputs[tag])
         assert set(frame["driverTag"]) == {expected} and set(frame["executorTag"]) == {expected}
         assert set(frame["foreignModules"]) == {""}          # no other recipe's modules on the driver
+
+
+def test_api_platform_style_recipe_feature_pipeline_train_score(server, jars_dir, tmp_path):
+    """Uploaded as the platform took it (multipart), run fp -> train reading its output by id ->
+    score, on the warm worker; a run that asks for Spark 3+ behaviour by a spark.* parameter gets it."""
+    url, home = server
+    sandbox = "platform-style"
+    _datasets(jars_dir, home, sandbox, retail_all=RETAIL / "DSWRetailSales.parquet",
+              weekly=tmp_path / "weekly.parquet", weekly_scores=tmp_path / "scores.parquet")
+    with _client(url, sandbox) as client:
+        uploaded = _upload(client, FIXTURES / "platform_style", "WeeklyRetail")
+        assert uploaded.status_code == 201, uploaded.text
+        experiment = _instance(client, uploaded.json()["id"], [
+            {"name": "featurePipeline", "parameters": [
+                *TENANT, {"key": "inputDataSetId", "value": "retail-all"},
+                {"key": "transformedDataSetId", "value": "weekly"}, *SHAPE]},
+            {"name": "train", "parameters": [{"key": "trainingDataSetId", "value": "weekly"},
+                                             *PLATFORM_TRAIN]},
+            {"name": "score", "parameters": [
+                *TENANT, {"key": "scoringDataSetId", "value": "weekly"},
+                {"key": "scoringResultsDataSetId", "value": "weekly-scores"}, *SHAPE]}])
+
+        task, _ = _run(client, experiment, "featurePipeline")
+        assert task["state"] == "DONE", task
+        features = pd.DataFrame(list(pd.read_parquet(tmp_path / "weekly.parquet")["_weekly"]))
+        assert len(features) == 6435 - 2 * 45                 # each store's first and last week
+        assert features["week"].between(1, 53).all()          # date_format(..., "w"): Spark 2's
+        no_markdown = features["markdown"] == 0
+        assert no_markdown.any() and features.loc[no_markdown, "markdownFlag"].isna().all()
+
+        task, _ = _run(client, experiment, "train")
+        assert task["state"] == "DONE", task
+        task, _ = _run(client, experiment, "score")
+        assert task["state"] == "DONE", task
+        assert len(_scored_xdm(tmp_path / "scores.parquet")) == len(features)
+
+        task, _ = _run(client, experiment, "featurePipeline", [{"name": "featurePipeline", "parameters": [
+            {"key": "spark.sql.ansi.enabled", "value": "true"}]}])
+        assert task["state"] == "FAILED" and "DIVIDE_BY_ZERO" in task["message"], task
