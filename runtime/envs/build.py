@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
 from ..errors import ConfigError, EnvBuildError, PythonUnavailable
-from .profiles import DEFAULT_PROFILE, Profile, get_profile
+from .profiles import (DEFAULT_PROFILE, PLATFORM_LIBRARIES, WORKER_REQUIREMENTS, Profile,
+                       get_profile, provided_by_runtime)
 from .recipe import RecipeSource, recipe_source
 
 __all__ = ["EnvInfo", "EnvPlan", "ensure_env", "envs_dir", "plan_env", "uv_cache_dir",
@@ -67,6 +68,16 @@ _INDEX_VARS = {
     "pip": ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"),
 }
 _NEEDS_PYTHON = re.compile(r"does not satisfy Python\s*([<>=!~][^\s,]*(?:\s*,\s*[<>=!~][^\s,]*)*)")
+# A problem line of `uv pip check` ("The package `a` requires `b==1`, but it's not installed") or
+# `pip check` ("a 1.0 requires b, which is not installed.", "a 1.0 has requirement b==2, ...").
+_CHECK_PROBLEM = re.compile(r"\brequires\b|has requirement|is not supported|incompatible", re.I)
+_MISSING_REQUIREMENT = re.compile(
+    r"requires `?([A-Za-z0-9][A-Za-z0-9._-]*)[^,]*?`?,? (?:but it's|which is) not installed")
+# What uv and pip say when a resolution fails because of the target Python (no wheel for its
+# version or ABI, a Requires-Python it does not meet): another Python of the host may do.
+_PYTHON_BOUND = re.compile(r"matching Python (?:ABI|version|implementation) tag|does not satisfy "
+                           r"Python|current Python version|require a different python version|"
+                           r"Requires-Python|requires-python", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -195,29 +206,44 @@ class _Builder:
         self.log = log
         self.timeout_s = timeout_s
         self.transcript: list[str] = []
+        self.last_output, self.last_returncode = "", 0   # of the last command run
         self.recipe: RecipeSource | None = recipe_source(Path(recipe_dir)) if recipe_dir else None
         self.tool, self.uv = _choose_tool(tool)
         self.python = _choose_python(self.recipe, self.uv)
         self.requested = self._requested(requirements, extra_pip)
+        # remembered under the request as asked: the Python may change while resolving
+        self.memo_path = self.root / ".resolved" / f"{self.request_digest()}.json"
 
     # what was asked, as requirement lines (the recipe itself is added at resolution time)
     def _requested(self, requirements: Sequence[str], extra_pip: Sequence[str]) -> list[str]:
-        lines = list(self.profile.requirements)
+        own: list[str] = []          # the recipe's and the caller's: these win over the profile's
         if self.recipe is not None:
-            lines += self.recipe.requirements.requirements
-        lines += [str(r) for r in requirements]
+            own += self.recipe.requirements.requirements
+        own += [str(r) for r in requirements]
         for item in extra_pip:
             item = str(item).strip()
             if item.endswith(".txt") and Path(item).expanduser().is_file():
                 from .recipe import _from_requirements_txt
                 path = Path(item).expanduser().resolve()
-                lines += _from_requirements_txt(path, root=path.parent)
+                own += _from_requirements_txt(path, root=path.parent)
             elif item:
-                lines.append(item)
+                own.append(item)
+        own = [line.strip() for line in own if line.strip()]
+        for line in own:
+            _validate_requirement(line)
+        self.substituted: dict[str, str] = {}      # platform library -> the line that named it
+        kept = []
+        for line in own:
+            name = provided_by_runtime(line)
+            if name is None:
+                kept.append(line)
+            elif name not in self.substituted:
+                self.substituted[name] = line
+                packages = ", ".join(f"runtime/compat/{p}" for p in PLATFORM_LIBRARIES[name])
+                self._say(f"{name}: provided by the runtime ({packages}), not installed")
+        lines = _profile_pins(self.profile, kept, self._say) + kept
         out, seen = [], set()
         for line in lines:
-            line = line.strip()
-            _validate_requirement(line)
             if line not in seen:
                 seen.add(line)
                 out.append(line)
@@ -234,16 +260,13 @@ class _Builder:
                "recipe": self.recipe.digest if self.recipe else None,
                "recipe_kind": self.recipe.kind if self.recipe else None,
                "index": self.index_settings(), "tool": self.tool,
-               "runtime": str(_runtime_package())}
+               "runtime": str(_runtime_package()), "provided": sorted(PLATFORM_LIBRARIES)}
         return _digest(doc)[:32]
 
     # --- the remembered resolution ------------------------------------------------------------
 
-    def _memo_path(self) -> Path:
-        return self.root / ".resolved" / f"{self.request_digest()}.json"
-
     def _remembered_key(self, *, max_age_s: float | None) -> str | None:
-        path = self._memo_path()
+        path = self.memo_path
         try:
             doc = json.loads(path.read_text())
             age = time.time() - path.stat().st_mtime
@@ -255,15 +278,16 @@ class _Builder:
         return key if isinstance(key, str) and _is_ready(self.root / key) else None
 
     def _remember(self, key: str) -> None:
-        _atomic_write(self._memo_path(), json.dumps({"key": key, "resolved": time.time()}))
+        _atomic_write(self.memo_path, json.dumps({"key": key, "resolved": time.time()}))
 
     # --- plan and ensure ---------------------------------------------------------------------
 
     def plan(self) -> EnvPlan:
         key = self._remembered_key(max_age_s=None)
         path = self.root / key if key else None
+        base = _read_meta(path).get("python") if path else None   # the Python it was made from
         return EnvPlan(key=key, path=path, python=_env_python(path) if path else None,
-                       base_python=self.python.path, ready=key is not None,
+                       base_python=Path(base) if base else self.python.path, ready=key is not None,
                        profile=self.profile.name, requirements=list(self.requested))
 
     def ensure(self, *, refresh: bool) -> EnvInfo:
@@ -275,7 +299,7 @@ class _Builder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         if self.tool == "uv":
-            lock_lines, recipe_name = self._resolve_uv()
+            lock_lines, recipe_name = self._resolve_fitting(self._resolve_uv)
             key = self._key(lock_lines, recipe_name)
             with _key_lock(self.root, key, self.timeout_s, self._say):
                 if _is_ready(self.root / key):
@@ -285,9 +309,13 @@ class _Builder:
         else:
             # pip resolves inside a fresh venv (the only place its pip is sure to exist)
             staging = self._staging_dir("resolve")
-            try:
+
+            def resolve_pip() -> tuple[list[str], str | None]:
+                shutil.rmtree(staging, ignore_errors=True)     # an earlier Python's attempt
                 self._make_venv_pip(staging)
-                lock_lines, recipe_name = self._resolve_pip(staging)
+                return self._resolve_pip(staging)
+            try:
+                lock_lines, recipe_name = self._resolve_fitting(resolve_pip)
                 key = self._key(lock_lines, recipe_name)
                 with _key_lock(self.root, key, self.timeout_s, self._say):
                     if _is_ready(self.root / key):
@@ -310,6 +338,50 @@ class _Builder:
 
     # --- resolution ---------------------------------------------------------------------------
 
+    def _resolve_fitting(self, resolve) -> tuple[list[str], str | None]:
+        """`resolve()` for the chosen Python; when the pins cannot be installed on it (no wheels
+        for its version, a Requires-Python it does not meet), for each other Python of this host
+        that the worker runs on, closest version first, until one resolves. The build log says
+        which was chosen and why."""
+        try:
+            return resolve()
+        except EnvBuildError as exc:
+            if not self._python_bound(exc):
+                raise
+            first_error, failed, output = exc, self.python, self.last_output
+        why = _python_reason(output) or first_error.detail
+        tried = [failed]
+        for candidate in _other_pythons(failed, self.recipe, self.uv):
+            self._say(f"no solution for Python {failed.version} ({why}): trying Python "
+                      f"{candidate.version} ({candidate.path})")
+            self.python = candidate
+            try:
+                found = resolve()
+            except EnvBuildError as exc:
+                if not self._python_bound(exc):
+                    raise
+                tried.append(candidate)
+                continue
+            self._say(f"Python {candidate.version} ({candidate.path}) chosen: the requirements "
+                      f"cannot be installed on Python {failed.version} ({why})")
+            return found
+        self.python = failed
+        versions = ", ".join(p.version for p in tried)
+        tail = (f" Tried Python {versions} (the worker needs {_dotted(MIN_WORKER_PYTHON)} or newer); "
+                f"{_available_pythons(self.uv)}.")
+        if isinstance(first_error, PythonUnavailable):
+            raise PythonUnavailable(first_error.detail.rstrip(".") + "." + tail,
+                                    needed=first_error.needed, build_log=self._transcript())
+        raise PythonUnavailable(
+            f"The recipe's requirements cannot be installed on any Python of this host: {why}."
+            f"{tail} Install a Python these pins support, or change the pins",
+            needed=_needed_from(output), build_log=self._transcript())
+
+    def _python_bound(self, exc: EnvBuildError) -> bool:
+        """Whether a failed resolution failed because of the Python it was made for."""
+        return isinstance(exc, PythonUnavailable) or (
+            exc.step == "resolve" and bool(_PYTHON_BOUND.search(self.last_output)))
+
     def _input_lines(self) -> list[str]:
         lines = list(self.requested)
         if self.recipe is not None and self.recipe.kind in ("project", "wheel"):
@@ -322,10 +394,14 @@ class _Builder:
         with tempfile.TemporaryDirectory(prefix="resolve-", dir=self._tmp_root()) as tmp:
             req_in = Path(tmp, IN_FILE)
             req_in.write_text("\n".join(self._input_lines()) + "\n")
+            # The platform's libraries stay out even where the recipe's own metadata names them
+            # (a setup.py computing install_requires, a wheel's Requires-Dist).
+            excludes = Path(tmp, "excludes.txt")
+            excludes.write_text("\n".join(sorted(PLATFORM_LIBRARIES)) + "\n")
             out = Path(tmp, LOCK_FILE)
             self._run([self.uv, "pip", "compile", str(req_in), "-o", str(out), "--python",
-                       str(self.python.path), "--no-header", "--no-annotate", "--quiet",
-                       "--no-python-downloads"], step="resolve")
+                       str(self.python.path), "--excludes", str(excludes), "--no-header",
+                       "--no-annotate", "--quiet", "--no-python-downloads"], step="resolve")
             lines = [line.strip() for line in out.read_text().splitlines()
                      if line.strip() and not line.lstrip().startswith("#")]
         return lines, self._recipe_line_name(lines)
@@ -341,6 +417,16 @@ class _Builder:
         self._run([*self._pip(venv), "install", "--quiet", "-r", str(req_in)],
                   step="resolve")
         lines = _installed(_env_python(venv))
+        # pip cannot leave a package out of a resolution: one that came in through the recipe's
+        # own metadata is taken out again
+        came = [line.partition("==")[0].partition(" @ ")[0] for line in lines]
+        unwanted = [name for name in came if name in PLATFORM_LIBRARIES]
+        if unwanted:
+            for name in unwanted:
+                self._say(f"{name}: provided by the runtime, removed after pip installed it")
+            self._run([*self._pip(venv), "uninstall", "--yes", "--quiet", *unwanted],
+                      step="resolve")
+            lines = _installed(_env_python(venv))
         return lines, self._recipe_line_name(lines)
 
     def _recipe_line_name(self, lines: list[str]) -> str | None:
@@ -428,13 +514,20 @@ class _Builder:
         return EnvInfo(python=_env_python(final), key=key, path=final, cached=False, tool=self.tool)
 
     def _check(self, python: Path, recipe_name: str | None) -> None:
-        if self.tool == "uv":
-            self._run([self.uv, "pip", "check", "--python", str(python)], step="check")
-        else:
-            self._run([*self._pip(python.parent.parent), "check"], step="check")
+        command = ([self.uv, "pip", "check", "--python", str(python)] if self.tool == "uv"
+                   else [*self._pip(python.parent.parent), "check"])
+        out = self._run(command, step="check", check=False)
+        if self.last_returncode != 0:
+            # a package requiring a platform library is satisfied: the runtime provides it
+            problems = [line for line in out.splitlines() if _CHECK_PROBLEM.search(line)]
+            if not problems or any(_provided_requirement(line) is None for line in problems):
+                self._fail("check", out)
+            names = sorted({_provided_requirement(line) for line in problems})
+            self._say(f"check: {', '.join(names)} required but not installed: provided by the "
+                      "runtime")
         # The worker must start, and every entry point of the recipe must import, in isolation.
-        self._run([str(python), "-I", "-c", _CHECK_SCRIPT, recipe_name or ""], step="import check",
-                  cwd=self.root)
+        self._run([str(python), "-I", "-c", _CHECK_SCRIPT, recipe_name or "", str(compat_dir())],
+                  step="import check", cwd=self.root)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -470,7 +563,8 @@ class _Builder:
     def _transcript(self) -> str:
         return "\n".join(self.transcript) + "\n"
 
-    def _run(self, command: list[str], *, step: str, cwd: Path | None = None) -> str:
+    def _run(self, command: list[str], *, step: str, cwd: Path | None = None,
+             check: bool = True) -> str:
         env = {**os.environ, "UV_CACHE_DIR": str(self.cache), "UV_LINK_MODE": "hardlink",
                "UV_PYTHON_DOWNLOADS": "never", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                "PYTHONNOUSERSITE": "1"}
@@ -492,10 +586,11 @@ class _Builder:
             raise EnvBuildError(f"{step}: cannot run {command[0]}: {exc}",
                                 build_log=self._transcript()) from exc
         out = proc.stdout.decode(errors="replace")
+        self.last_output, self.last_returncode = out, proc.returncode
         self._say(f"{step}: {time.monotonic() - started:.1f} s")
         if step != "freeze":
             self._record(out)
-        if proc.returncode != 0:
+        if proc.returncode != 0 and check:
             self._fail(step, out)
         return out
 
@@ -529,7 +624,15 @@ _CHECK_SCRIPT = r"""
 import sys, traceback
 import importlib.metadata as md
 import runtime.worker  # noqa: F401  (the worker must start in this environment)
-name = sys.argv[1]
+import importlib.util, os
+name, compat = sys.argv[1], sys.argv[2]
+for package in sorted(os.listdir(compat)):
+    if not os.path.isfile(os.path.join(compat, package, "__init__.py")):
+        continue
+    origin = importlib.util.find_spec(package).origin or ""
+    if not origin.startswith(os.path.join(compat, package) + os.sep):
+        sys.exit(f"the package {package!r} is imported from {origin}, not from the runtime's "
+                 f"{compat}: something installed in the environment shadows it")
 if name:
     try:
         dist = md.distribution(name)
@@ -561,13 +664,16 @@ class _Python:
 
 
 def _interpreter(path: Path) -> _Python:
+    """The interpreter at `path`, asked by running it (a pyenv shim of a version that is not
+    installed fails here); its path is the base interpreter it runs (not a shim or a venv's)."""
     out = subprocess.run(
         [str(path), "-I", "-c", "import sys, platform, sysconfig; "
          "print(sys.implementation.name, platform.python_version(), sysconfig.get_platform(), "
-         "sys.executable)"],
+         "getattr(sys, '_base_executable', None) or sys.executable)"],
         capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    name, version, plat = out[0], out[1], out[2]
-    return _Python(path=Path(path), version=version, identity=f"{name}-{version}-{plat}")
+    name, version, plat, exe = out[0], out[1], out[2], out[3]
+    real = Path(exe) if exe and Path(exe).exists() else Path(path)
+    return _Python(path=real, version=version, identity=f"{name}-{version}-{plat}")
 
 
 def _own_python() -> _Python:
@@ -580,8 +686,9 @@ def _own_python() -> _Python:
 
 
 def _choose_python(recipe: RecipeSource | None, uv: str | None) -> _Python:
-    """The runtime's own Python unless the recipe's python_requires excludes it; then another
-    Python on this host that satisfies it, or PythonUnavailable naming what is needed."""
+    """The runtime's own Python unless the recipe's python_requires excludes it; then the Python
+    on this host closest to it that satisfies it (and runs the worker), or PythonUnavailable
+    naming what is needed. (What the pins can install is tried later: `_resolve_fitting`.)"""
     own = _own_python()
     spec_text = recipe.requirements.python_requires if recipe else None
     if not spec_text:
@@ -594,46 +701,116 @@ def _choose_python(recipe: RecipeSource | None, uv: str | None) -> _Python:
                           "specifier") from None
     if spec.contains(own.version, prereleases=True):
         return own
-    for version, path in _host_pythons(uv):
-        if spec.contains(version, prereleases=True) and _version_tuple(version) >= MIN_WORKER_PYTHON:
-            try:
-                return _interpreter(path)
-            except (OSError, subprocess.SubprocessError, IndexError):
-                continue
+    for candidate in _other_pythons(own, recipe, uv):
+        return candidate
     raise PythonUnavailable(
         f"The recipe needs Python {spec_text} (python_requires), but this host has "
-        f"{_describe_pythons(own, uv)}. Install a Python {spec_text} (3.10 or newer: the runtime's "
-        "worker runs in the environment) and run again", needed=spec_text, build_log="")
+        f"{_describe_pythons(own, uv)}. Install a Python {spec_text} ({_dotted(MIN_WORKER_PYTHON)} "
+        "or newer: the runtime's worker runs in the environment) and run again",
+        needed=spec_text, build_log="")
+
+
+def _other_pythons(failed: _Python, recipe: RecipeSource | None, uv: str | None) -> list[_Python]:
+    """This host's Pythons other than `failed`'s version, one per minor version, that run the
+    worker and satisfy the recipe's python_requires: closest to `failed` first, the older one
+    first when two are as close (pins too old for a Python are the common case)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    spec = None
+    if recipe is not None and recipe.requirements.python_requires:
+        try:
+            spec = SpecifierSet(recipe.requirements.python_requires)
+        except InvalidSpecifier:
+            spec = None
+    base = _version_tuple(failed.version)[:2]
+    chosen: dict[tuple[int, ...], _Python] = {}
+    for python in _host_pythons(uv):
+        minor = _version_tuple(python.version)[:2]
+        if minor == base or minor < MIN_WORKER_PYTHON or minor in chosen:
+            continue
+        if spec is not None and not spec.contains(python.version, prereleases=True):
+            continue
+        chosen[minor] = python
+    return sorted(chosen.values(), key=lambda p: (abs(_version_tuple(p.version)[1] - base[1]),
+                                                  _version_tuple(p.version)))
 
 
 @functools.lru_cache(maxsize=4)
-def _host_pythons(uv: str | None) -> tuple[tuple[str, Path], ...]:
-    """The CPython interpreters uv finds on this host (asking each one: slow, so asked once)."""
-    found: list[tuple[str, Path]] = []
-    if uv:
-        try:
-            out = subprocess.run([uv, "python", "list", "--only-installed", "--no-python-downloads",
-                                  "--output-format", "json"], capture_output=True, text=True,
-                                 timeout=60).stdout
-            for item in json.loads(out or "[]"):
-                if item.get("implementation", "cpython") == "cpython" and item.get("path"):
-                    found.append((item["version"], Path(item["path"])))
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
+def _host_pythons(uv: str | None) -> tuple[_Python, ...]:
+    """The CPython interpreters of this host that actually run (each one asked, once per
+    process), newest first: python3.X on PATH, the ones uv installed (`uv python dir`), pyenv's
+    versions ($PYENV_ROOT, else ~/.pyenv) and the usual system folders. pyenv's shims are not
+    asked (slow, and a shim of a version that is not installed fails): its versions are."""
+    candidates: list[Path] = []
     for minor in range(8, 20):
         exe = shutil.which(f"python3.{minor}")
-        if exe:
-            found.append((f"3.{minor}", Path(exe)))
-    return tuple(found)
+        if exe and Path(exe).parent.name != "shims":
+            candidates.append(Path(exe))
+    if uv:
+        try:
+            managed = subprocess.run([uv, "python", "dir"], capture_output=True, text=True,
+                                     timeout=30).stdout.strip()
+            if managed:
+                candidates += sorted(Path(managed).glob("cpython-3.*/bin/python3"))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if pyenv.is_dir():
+        candidates += sorted(pyenv.glob("3.*/bin/python3"))
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        candidates += sorted(Path(folder).glob("python3.[0-9]*"))
+    unique = list(dict.fromkeys(c for c in candidates
+                                if c.is_file() and not c.name.endswith("-config")))
+
+    def ask(path: Path) -> _Python | None:
+        try:
+            python = _interpreter(path)
+        except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+            return None
+        return python if python.identity.startswith("cpython-") else None
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = [p for p in pool.map(ask, unique) if p is not None]
+    by_identity = {}
+    for python in found:
+        by_identity.setdefault(python.identity, python)
+    return tuple(sorted(by_identity.values(), key=lambda p: _version_tuple(p.version),
+                        reverse=True))
 
 
 def _describe_pythons(own: _Python, uv: str | None) -> str:
-    versions = sorted({own.version, *(v for v, _ in _host_pythons(uv))}, key=_version_tuple)
+    versions = sorted({own.version, *(p.version for p in _host_pythons(uv))}, key=_version_tuple)
     return "Python " + ", ".join(versions)
 
 
 def _available_pythons(uv: str | None) -> str:
     return "this host has " + _describe_pythons(_own_python(), uv)
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def _python_reason(out: str) -> str:
+    """uv's or pip's sentence saying why the resolution needs another Python, shortened."""
+    for line in out.splitlines():
+        if _PYTHON_BOUND.search(line):
+            line = re.sub(r"^\W*(?:cause:|hint:|error:)?\s*", "", line.strip(), flags=re.I)
+            line = re.sub(r"^Because\s+", "", line)
+            line = re.split(r",? and you require|, we can conclude", line)[0]
+            return line[:240].rstrip(" ,.")
+    return ""
+
+
+def _needed_from(out: str) -> str:
+    match = _NEEDS_PYTHON.search(out)
+    if match:
+        return match.group(1).replace(" ", "")
+    tags = re.search(r"following Python (?:ABI|version) tags?: (.+)", out)
+    if tags:
+        return "a Python with wheels: " + tags.group(1).replace("`", "").strip().rstrip(".")
+    return "another Python"
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -702,12 +879,20 @@ def _site_packages(python: Path) -> Path:
 def _write_pth(env: Path, site: Path) -> None:
     """The runtime's package (through a link folder holding only `runtime`, so nothing else of
     the runtime's own installation leaks in) and runtime/compat, on the environment's path. The
-    link folder is named relative to site-packages, so the environment survives its rename."""
+    link folder is named relative to site-packages, so the environment survives its rename.
+
+    compat/ goes right before site-packages (after the standard library): a package installed
+    there under the name of one of ours (PyPI's model-authoring-sdk-pyspark installs a top-level
+    `sdk`) never shadows it. A plain .pth line would append it after site-packages."""
     links = env / RUNTIME_LINK_DIR
     links.mkdir(exist_ok=True)
     (links / "runtime").symlink_to(_runtime_package(), target_is_directory=True)
     rel = os.path.relpath(links, site)
-    (site / PTH_FILE).write_text(f"{rel}\n{compat_dir()}\n")
+    compat = str(compat_dir())
+    first = ("import sys; _c = " + repr(compat) + "; _s = [i for i, p in enumerate(sys.path) "
+             "if p.rstrip('/').endswith('site-packages')]; _c in sys.path or "
+             "sys.path.insert(_s[0] if _s else len(sys.path), _c)")
+    (site / PTH_FILE).write_text(f"{rel}\n{first}\n")
 
 
 def _copy_unpacked(recipe: RecipeSource, site: Path, say) -> None:
@@ -895,3 +1080,35 @@ def _validate_requirement(line: str) -> None:
         Requirement(line)
     except InvalidRequirement as exc:
         raise ConfigError(f"Invalid requirement {line!r}: {exc}") from None
+
+
+def _profile_pins(profile: Profile, own: Sequence[str], say) -> list[str]:
+    """The profile's pins, less each image pin that the recipe's own requirement for the same
+    package excludes: the profile stands for the platform's image, where installing a recipe that
+    asks for `numpy<1.24` replaced the image's numpy. The worker's own needs always stay (a clash
+    with them is the resolver's error)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted: dict[str, list] = {}
+    for line in own:
+        req = Requirement(line)
+        wanted.setdefault(canonicalize_name(req.name), []).append(req)
+    out = []
+    for pin in profile.requirements:
+        req = Requirement(pin)
+        name = canonicalize_name(req.name)
+        version = next(iter(req.specifier)).version
+        clash = [r for r in wanted.get(name, ())
+                 if r.url or not r.specifier.contains(version, prereleases=True)]
+        if clash and pin not in WORKER_REQUIREMENTS:
+            say(f"{name}: the recipe asks for {clash[0]}, which replaces the profile's {pin}")
+            continue
+        out.append(pin)
+    return out
+
+
+def _provided_requirement(line: str) -> str | None:
+    """The platform library a check's "requires X, which is not installed" line is about."""
+    match = _MISSING_REQUIREMENT.search(line)
+    return provided_by_runtime(match.group(1)) if match else None

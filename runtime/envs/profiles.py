@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "WORKER_REQUIREMENTS", "get_profile"]
+__all__ = ["DEFAULT_PROFILE", "PLATFORM_LIBRARIES", "PROFILES", "Profile", "WORKER_REQUIREMENTS",
+           "get_profile", "provided_by_runtime"]
 
 # What `python -m runtime.worker` itself imports inside a recipe environment (the runtime's own
 # source reaches the environment through a .pth file, its dependencies do not): pydantic 2 for the
@@ -22,6 +23,31 @@ WORKER_REQUIREMENTS: tuple[str, ...] = (
     "pyyaml==6.0.2",
     "threadpoolctl==3.5.0",
 )
+
+
+# The platform's own libraries, which its runtime images supplied and this runtime provides itself
+# (runtime/compat): a requirement naming one is never installed, so the package it would install
+# (a top-level `sdk` from PyPI's model-authoring-sdk-pyspark, say) cannot shadow ours. Keys are
+# canonical distribution names (PEP 503); values the compat packages that stand for them.
+PLATFORM_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "model-authoring-sdk-pyspark": ("sdk",),   # the PySpark recipes' SDK (requirements.txt)
+    "model-authoring-sdk": ("sdk",),           # its older name (`#egg=model_authoring_sdk`)
+    "platform-sdk": ("platform_sdk",),         # the Platform SDK for Python (`platform_sdk`)
+    "ml-runtime": ("ml",),                     # `ml.runtime`, spelled as a requirement
+}
+
+
+def provided_by_runtime(requirement: str) -> str | None:
+    """The canonical name of the platform library `requirement` names, or None for any other
+    requirement (unparsable text is left to the caller's validation)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        name = canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return None
+    return name if name in PLATFORM_LIBRARIES else None
 
 
 @dataclass(frozen=True)
