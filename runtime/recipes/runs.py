@@ -60,11 +60,17 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
         # The platform ran PySpark recipes on its runtime image, whose libraries their requirements
         # mostly name again: when this interpreter (which has pyspark) satisfies every requirement
         # that is not a platform library, the recipe runs here rather than in a copy of it.
-        unmet = _unmet_here(info.requirements)
-        if not unmet:
+        if not _unmet_here(info.requirements):
             if log is not None and info.requirements:
-                log.write("[env] no environment to build: this runtime's interpreter satisfies "
-                          f"{', '.join(info.requirements)}\n")
+                from ..envs.profiles import provided_by_runtime
+
+                platform = [r for r in info.requirements if provided_by_runtime(r)]
+                here = [r for r in info.requirements if r not in platform]
+                log.write("[env] no environment to build: "
+                          + "; ".join(filter(None, [
+                              here and f"this runtime's interpreter satisfies {', '.join(here)}",
+                              platform and f"{', '.join(platform)}: the platform's, provided by "
+                                           "the runtime (runtime/compat)"])) + "\n")
             return None
     # A stored recipe never changes (its folder is named by its digest): once this process has
     # its environment, a later run only checks that the interpreter is still there.
