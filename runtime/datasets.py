@@ -22,7 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 from .data_roots import guard
 from .errors import ConfigError
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FORMATS", "ENV_DATASETS_FILE", "DatasetEntry", "DatasetRef", "active_catalog",
-           "catalog_from_json", "catalog_to_json", "check_dataset_id", "entry_for", "format_name",
-           "read_dataset", "resolve_dataset", "use_catalog", "write_catalog_file", "write_dataset",
+           "catalog_from_json", "catalog_to_json", "check_dataset_id", "count_rows",
+           "dataset_columns", "entry_for", "format_name", "parquet_fields", "read_dataset",
+           "resolve_dataset", "scan_dataset", "use_catalog", "write_catalog_file", "write_dataset",
            "written"]
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -254,43 +255,53 @@ def _folder_files(path: Path) -> list[tuple[Path, str]]:
     return [(p, _suffix_format(p) or "") for p in files]
 
 
-def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
-    """The data set as a pandas DataFrame (XDM objects flattened to dotted columns, see the module
-    docstring). A folder is read as the concatenation of its data files, in name order."""
-    import pandas as pd
-
+def _layout(ref: DatasetRef) -> tuple[str, list[tuple[Path, str]]]:
+    """How a data set is stored: ("parquet", [(path, "parquet")]) for a Parquet file or a folder
+    of Parquet files read as one pyarrow dataset, else ("files", [(file, format), ...]) in name
+    order. Checks the run's data roots and that the data is there."""
     guard(ref.id, ref.path)   # a run's data roots, checked again at the moment of reading
     path = ref.path
     if path is None:
         raise ConfigError(f"Data set {ref.id!r} ({ref.uri}) is not a local file")
     if not path.exists():
         raise ConfigError(f"Data set {ref.id!r} not found: {path.absolute()}")
-    wanted = list(columns) if columns is not None else None
     if path.is_dir():
         if ref.format == "parquet" or (ref.format is None and any(path.glob("*.parquet"))
                                        and not any(path.glob("*.jsonl"))
                                        and not any(path.glob("*.csv"))):
-            frame = _read_parquet(path)   # pyarrow reads a (partitioned) Parquet folder itself
-        else:
-            files = [(p, f) for p, f in _folder_files(path) if ref.format in (None, f)]
-            if not files:
-                raise ConfigError(f"Data set {ref.id!r}: folder {path} holds no "
-                                  f"{ref.format or 'csv, parquet or jsonl'} files")
-            parts = [_read_file(p, f) for p, f in files]
-            frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, sort=False)
-    else:
-        fmt = ref.format or _suffix_format(path)
-        if fmt is None:
-            raise ConfigError(f"Cannot read {path}: expected a .parquet, .csv or .jsonl file "
-                              "(or register it with run datasets add ID PATH --format FORMAT)")
-        frame = _read_file(path, fmt)
+            return "parquet", [(path, "parquet")]   # pyarrow reads a (partitioned) folder itself
+        files = [(p, f) for p, f in _folder_files(path) if ref.format in (None, f)]
+        if not files:
+            raise ConfigError(f"Data set {ref.id!r}: folder {path} holds no "
+                              f"{ref.format or 'csv, parquet or jsonl'} files")
+        return "files", files
+    fmt = ref.format or _suffix_format(path)
+    if fmt is None:
+        raise ConfigError(f"Cannot read {path}: expected a .parquet, .csv or .jsonl file "
+                          "(or register it with run datasets add ID PATH --format FORMAT)")
+    return ("parquet" if fmt == "parquet" else "files"), [(path, fmt)]
+
+
+def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """The data set as a pandas DataFrame (XDM objects flattened to dotted columns, see the module
+    docstring). A folder is read as the concatenation of its data files, in name order."""
+    import pandas as pd
+
+    wanted = list(columns) if columns is not None else None
+    _, files = _layout(ref)
+    parts = [_read_file(p, f) for p, f in files]
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, sort=False)
     if wanted is not None:
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
-            raise ConfigError(f"Data set {ref.id!r} has no column(s) {', '.join(missing)} "
-                              f"(columns: {', '.join(map(str, frame.columns))})")
+            raise _no_columns(ref, missing, frame.columns)
         frame = frame[wanted]
     return frame
+
+
+def _no_columns(ref: DatasetRef, missing: Iterable[str], columns: Iterable[Any]) -> ConfigError:
+    return ConfigError(f"Data set {ref.id!r} has no column(s) {', '.join(missing)} "
+                       f"(columns: {', '.join(map(str, columns))})")
 
 
 def _read_file(path: Path, fmt: str) -> pd.DataFrame:
@@ -389,6 +400,312 @@ def _flat_record(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+# --- streaming: bounded memory ---------------------------------------------------------------
+# scan_dataset yields a data set in batches, read as read_dataset reads it (same columns, same
+# pandas types for well-typed data): Parquet through a pyarrow dataset scan (projection and
+# filter pushed down, so row groups whose statistics rule the filter out are never decoded),
+# CSV through pyarrow's streaming CSV reader set up to type columns as pd.read_csv does, JSON
+# lines a batch of lines at a time. A consumer holds one batch, not the data set.
+
+DEFAULT_BATCH_ROWS = 65_536
+# pd.read_csv's default missing-value strings, so that pyarrow reads as pandas does.
+_CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+# A CSV column whose later rows do not fit the type inferred from the first block is read again
+# with the next wider type (pd.read_csv, which sees the whole file, would have chosen it).
+_CSV_WIDER = {"null": "int64", "int64": "double", "bool": "string", "double": "string"}
+_CSV_CONVERSION = re.compile(r"CSV column #(\d+): CSV conversion error to (\w+)")
+
+
+def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
+                 arrow_filter: Any = None,
+                 batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pd.DataFrame]:
+    """The data set as pandas DataFrames of at most about `batch_rows` rows each, in
+    read_dataset's row order; concatenated they equal read_dataset(ref, columns=columns).
+
+    `columns` projects (dotted XDM names included); `arrow_filter`, a pyarrow expression over
+    `parquet_fields`' paths, is pushed down to a Parquet scan and only narrows what is read: the
+    caller applies its exact condition to each batch (other formats ignore it). At least one
+    frame is yielded, empty when no row is left, with the columns and types of the data."""
+    import pandas as pd
+
+    kind, files = _layout(ref)
+    wanted = list(columns) if columns is not None else None
+    batch_rows = max(1, int(batch_rows))
+    if kind == "parquet":
+        yield from _scan_parquet(ref, files[0][0], wanted, arrow_filter, batch_rows)
+        return
+    seen: set[str] = set()
+    empty: Optional[pd.DataFrame] = None
+    yielded = False
+    for path, fmt in files:
+        if fmt == "parquet":
+            parts: Iterator[pd.DataFrame] = _scan_parquet(ref, path, None, None, batch_rows)
+        elif fmt == "csv":
+            header = _csv_header(path) if wanted is not None else []
+            if len(files) == 1 and wanted is not None:   # the header says it all, at once
+                missing = [c for c in wanted if c not in header]
+                if missing:
+                    raise _no_columns(ref, missing, header)
+            parts = _scan_csv(path, batch_rows,
+                              None if wanted is None else [c for c in wanted if c in header])
+        else:
+            parts = _scan_jsonl(path, batch_rows)
+        for frame in parts:
+            seen.update(map(str, frame.columns))
+            if wanted is not None:
+                frame = frame.reindex(columns=wanted) if any(
+                    c not in frame.columns for c in wanted) else frame[wanted]
+            if len(frame) or (empty is None and not yielded):
+                if not len(frame):
+                    empty = frame
+                    continue
+                yielded = True
+                yield frame
+    if wanted is not None:
+        missing = [c for c in wanted if c not in seen]
+        if missing:
+            raise _no_columns(ref, missing, sorted(seen))
+    if not yielded:
+        yield empty if empty is not None else pd.DataFrame(columns=wanted or [])
+
+
+def count_rows(ref: DatasetRef) -> int:
+    """The data set's rows: Parquet from its metadata; CSV and JSON lines by counting lines
+    (a CSV value with a line break inside quotes counts twice)."""
+    kind, files = _layout(ref)
+    if kind == "parquet":
+        return int(_parquet_dataset(files[0][0]).count_rows())
+    total = 0
+    for path, fmt in files:
+        if fmt == "parquet":
+            total += int(_parquet_dataset(path).count_rows())
+            continue
+        lines = 0
+        last = b"\n"
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        lines += last != b"\n"   # a last line without its newline
+        total += max(0, lines - 1) if fmt == "csv" else lines
+    return total
+
+
+def dataset_columns(ref: DatasetRef) -> list[str]:
+    """The data set's column names as read_dataset gives them (Parquet: from the schema; CSV:
+    the header; JSON lines: every key met, read through)."""
+    kind, files = _layout(ref)
+    if kind == "parquet":
+        return list(_flat_fields(_parquet_dataset(files[0][0]).schema))
+    names: list[str] = []
+    for path, fmt in files:
+        if fmt == "csv":
+            found = _csv_header(path)
+        elif fmt == "parquet":
+            found = list(_flat_fields(_parquet_dataset(path).schema))
+        else:
+            found = [str(c) for frame in _scan_jsonl(path, DEFAULT_BATCH_ROWS) for c in frame.columns]
+        names.extend(n for n in found if n not in names)
+    return names
+
+
+def parquet_fields(ref: DatasetRef) -> Optional[dict[str, tuple[tuple[str, ...], Any]]]:
+    """For a Parquet data set: each (flattened) column's field path and pyarrow type, to build an
+    `arrow_filter` with `pyarrow.dataset.field(*path)`; None for other formats."""
+    kind, files = _layout(ref)
+    if kind != "parquet":
+        return None
+    return _flat_fields(_parquet_dataset(files[0][0]).schema)
+
+
+def _parquet_dataset(path: Path) -> Any:
+    import pyarrow.dataset as ds
+
+    try:
+        if path.is_dir():   # as pq.read_table reads a folder: hive partitions, as dictionaries
+            return ds.dataset(str(path), format="parquet",
+                              partitioning=ds.HivePartitioning.discover(infer_dictionary=True))
+        return ds.dataset(str(path), format="parquet")
+    except Exception as exc:
+        raise unreadable(path, "Parquet", exc) from None
+
+
+def _flat_fields(schema: Any) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Flattened column name -> (field path, type), flattening `_`-prefixed structs as
+    _flatten_structs does."""
+    out: dict[str, tuple[tuple[str, ...], Any]] = {}
+
+    def add(name: str, path: tuple[str, ...], arrow_type: Any) -> None:
+        if _is_struct(arrow_type) and name.split(".", 1)[0].startswith("_"):
+            for i in range(arrow_type.num_fields):
+                child = arrow_type.field(i)
+                add(f"{name}.{child.name}", path + (child.name,), child.type)
+        else:
+            out[name] = (path, arrow_type)
+
+    for field in schema:
+        add(field.name, (field.name,), field.type)
+    return out
+
+
+def _scan_parquet(ref: DatasetRef, path: Path, wanted: Optional[list[str]], arrow_filter: Any,
+                  batch_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    dataset = _parquet_dataset(path)
+    fields = _flat_fields(dataset.schema)
+    projection: Any = None
+    nested = any(len(p) > 1 for p, _ in fields.values())
+    if wanted is not None:
+        missing = [c for c in wanted if c not in fields]
+        if missing:
+            raise _no_columns(ref, missing, fields)
+        projection = {name: ds.field(*fields[name][0]) for name in wanted}
+        nested = False
+    try:
+        yielded = False
+        for batch in dataset.to_batches(columns=projection, filter=arrow_filter,
+                                        batch_size=batch_rows):
+            if not batch.num_rows and yielded:
+                continue
+            table = pa.Table.from_batches([batch])
+            yielded = True
+            yield (_flatten_structs(table) if nested else table).to_pandas()
+        if not yielded:
+            table = dataset.head(0, columns=projection)
+            yield (_flatten_structs(table) if nested else table).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable(path, "Parquet", exc) from None
+
+
+def _open_csv(path: Path, types: dict[str, Any], block_bytes: int,
+              include: Optional[list[str]] = None) -> Any:
+    """pyarrow's streaming CSV reader, typing as pd.read_csv does: its missing-value strings, its
+    true/false spellings, and dates left as text (pyarrow would infer date and timestamp types)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    def reader(column_types: dict[str, Any]) -> Any:
+        return pcsv.open_csv(
+            str(path), read_options=pcsv.ReadOptions(block_size=block_bytes),
+            convert_options=pcsv.ConvertOptions(
+                column_types=column_types, include_columns=include or [],
+                null_values=_CSV_NULLS, strings_can_be_null=True,
+                true_values=["True", "TRUE", "true"], false_values=["False", "FALSE", "false"]))
+
+    opened = reader(types)
+    temporal = {f.name: pa.string() for f in opened.schema if f.name not in types and (
+        pa.types.is_temporal(f.type))}
+    if temporal:
+        opened.close()
+        types.update(temporal)
+        opened = reader(types)
+    return opened
+
+
+def _csv_block_bytes(path: Path, batch_rows: int) -> int:
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    row_bytes = max(16, len(head) // max(1, head.count(b"\n")))
+    return int(min(256 << 20, max(64 << 10, row_bytes * batch_rows)))
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return next(csv.reader(fh), [])
+    except (OSError, ValueError, csv.Error) as exc:
+        raise unreadable(path, "CSV", exc) from None
+
+
+def _scan_csv(path: Path, batch_rows: int,
+              include: Optional[list[str]] = None) -> Iterator[pd.DataFrame]:
+    """`include`: the columns to convert (all when None); each must be in the header."""
+    import pyarrow as pa
+
+    block = _csv_block_bytes(path, batch_rows)
+    names = _csv_header(path)   # conversion errors name a column by its place in the file
+    types: dict[str, Any] = {}
+    done = 0   # rows already yielded: a re-read with wider types goes on after them
+    while True:
+        kinds: dict[str, str] = {}
+        try:
+            reader = _open_csv(path, types, block, include)
+            kinds = {f.name: str(f.type) for f in reader.schema}
+            at = 0
+            yielded = done > 0
+            for batch in reader:
+                start = at
+                at += batch.num_rows
+                if at <= done and batch.num_rows:
+                    continue
+                if start < done:
+                    batch = batch.slice(done - start)
+                done = at
+                if batch.num_rows or not yielded:
+                    yielded = True
+                    yield _csv_frame(batch)
+            if not yielded:   # a header and no rows
+                yield _csv_frame(pa.RecordBatch.from_pylist([], schema=reader.schema))
+            return
+        except pa.ArrowInvalid as exc:
+            match = _CSV_CONVERSION.search(str(exc))
+            column = names[int(match.group(1))] if match and int(match.group(1)) < len(names) \
+                else None
+            wider = _CSV_WIDER.get(kinds.get(column, "")) if column else None
+            if column is None or wider is None:
+                raise unreadable(path, "CSV", exc) from None
+            types[column] = pa.type_for_alias(wider)
+        except (pa.ArrowException, OSError) as exc:
+            raise unreadable(path, "CSV", exc) from None
+
+
+def _csv_frame(batch: Any) -> pd.DataFrame:
+    """A CSV batch as pd.read_csv would have typed it: an empty column is float NaN, a missing
+    value in a text or flag column is NaN, not None."""
+    import numpy as np
+    import pyarrow as pa
+
+    frame = pa.Table.from_batches([batch]).to_pandas()
+    for field in batch.schema:
+        if pa.types.is_null(field.type):
+            frame[field.name] = np.full(len(frame), np.nan)
+        elif frame[field.name].dtype == object and batch.column(field.name).null_count:
+            frame[field.name] = frame[field.name].where(frame[field.name].notna(), np.nan)
+    return frame
+
+
+def _scan_jsonl(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """JSON lines `batch_rows` records at a time (one JSON array is read whole, then sliced)."""
+    import pandas as pd
+
+    records: list[dict[str, Any]] = []
+    yielded = False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(1)
+            while head and head.isspace():
+                head = fh.read(1)
+            fh.seek(0)
+            items = json.load(fh) if head == "[" else (json.loads(line) for line in fh if line.strip())
+            for number, item in enumerate(items, 1):
+                if not isinstance(item, dict):
+                    raise ValueError(f"line {number} is a {type(item).__name__}, not an object")
+                records.append(_flat_record(item))
+                if len(records) >= batch_rows:
+                    frame, records = pd.DataFrame(records), []
+                    yielded = True
+                    yield frame
+    except (OSError, ValueError) as exc:
+        raise unreadable(path, "JSON lines", exc) from None   # its message may quote the file
+    if records or not yielded:
+        yield pd.DataFrame(records)
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, Metric, TaskContext
+from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, Metric, TaskContext, read_table
 from runtime.errors import ConfigError
 
 from .params import FeaturePipelineParams, ScoreParams, TrainParams
@@ -17,6 +17,7 @@ from .schema import METRIC_NAMES, SCHEMA, label_column
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .chunked import ScoringSource, StreamedScores
     from .model import RetailSalesModel
 
 # Rows per inference batch on CUDA when the run does not set batch_size.
@@ -42,7 +43,22 @@ class RetailSalesEngine(Engine):
                "engines.retail_sales.model", "engines.retail_sales.metrics",
                "engines.retail_sales.validation")
 
+    # Set by a chunked score that wrote its Parquet scores itself (the worker then calls
+    # save_output to put them in place instead of writing a frame).
+    saves_output = False
+
     # --- stages ---------------------------------------------------------------------------
+
+    def load_data(self, ctx: TaskContext, uri: str) -> Any:
+        """The data set; for a score run, unless `chunk_rows` is 0, a ScoringSource that `score`
+        reads a chunk at a time."""
+        if ctx.task == SCORE and isinstance(ctx.params, ScoreParams) and ctx.params.chunk_rows != 0:
+            from runtime.datasets import resolve_dataset
+
+            from .chunked import ScoringSource, default_chunk_rows
+
+            return ScoringSource(resolve_dataset(uri), ctx.params.chunk_rows or default_chunk_rows())
+        return read_table(uri)
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
         from .features import build_features
@@ -140,10 +156,56 @@ class RetailSalesEngine(Engine):
 
         return RetailSalesModel.load(Path(directory), _torch_device(ctx))
 
-    def score(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> pd.DataFrame:
-        """`date, store, prediction`: the forecast of the week after `date` for that store."""
+    def score(self, ctx: TaskContext, model: RetailSalesModel,
+              data: pd.DataFrame | ScoringSource) -> pd.DataFrame | StreamedScores:
+        """`date, store, prediction`: the forecast of the week after `date` for that store, in
+        (store, date) order. A ScoringSource is scored a chunk at a time, to the same scores."""
+        from .chunked import ScoringSource
+
+        if isinstance(data, ScoringSource):
+            return self._score_chunks(ctx, model, data)
         frame = self._predict(ctx, model, data)
         return frame[["date", "store", "prediction"]].reset_index(drop=True)
+
+    def save_output(self, ctx: TaskContext, scores: StreamedScores) -> str:
+        from .chunked import commit
+
+        return str(commit(scores))
+
+    def _score_chunks(self, ctx: TaskContext, model: RetailSalesModel,
+                      source: ScoringSource) -> pd.DataFrame | StreamedScores:
+        """Scores written to a Parquet target row group by row group (StreamedScores, moved into
+        place by save_output); for a CSV or JSON lines target, collected for the worker to write."""
+        import pandas as pd
+
+        from .chunked import ParquetScoresWriter, StreamedScores, score_chunks
+
+        chunks = score_chunks(source, model, device=_torch_device(ctx),
+                              batch_size=self._batch_size(ctx), work_dir=Path(ctx.artifact_dir))
+        ctx.logger.info("scoring %s in chunks of %d rows", source.ref.id, source.chunk_rows)
+        target = _parquet_target(getattr(ctx.params, "scoringResultsDataSetId", None),
+                                 Path(ctx.artifact_dir) / "scores.parquet")
+        if target is None:
+            return pd.concat(list(chunks), ignore_index=True)
+        writer = ParquetScoresWriter(target)
+        try:
+            for frame in chunks:
+                writer.write(frame)
+            written = writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        self.saves_output = True
+        return StreamedScores(written, target, writer.rows)
+
+    def _batch_size(self, ctx: TaskContext) -> int:
+        from .model import DEFAULT_BATCH_SIZE
+
+        batch_size = getattr(ctx.params, "batch_size", None) or DEFAULT_BATCH_SIZE
+        if ctx.device.startswith("cuda") and (isinstance(ctx.params, TrainParams)   # its training batch
+                                              or "batch_size" not in ctx.params.model_fields_set):
+            batch_size = max(batch_size, CUDA_BATCH_SIZE)   # a GPU wants far larger batches
+        return batch_size
 
     def evaluate(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> list[Metric]:
         """Metrics on the validation rows: those with a label, dated from `validation_start`."""
@@ -210,15 +272,10 @@ class RetailSalesEngine(Engine):
         (so a scoring file without last year still gets year-ago features), plus `prediction`."""
         import numpy as np
 
-        from .model import DEFAULT_BATCH_SIZE
-
         target = model.meta["target"]
         frame = _features_with_history(data, model.history, target)
         device = _torch_device(ctx)
-        batch_size = getattr(ctx.params, "batch_size", None) or DEFAULT_BATCH_SIZE
-        if device.type == "cuda" and (isinstance(ctx.params, TrainParams)   # its training batch
-                                      or "batch_size" not in ctx.params.model_fields_set):
-            batch_size = max(batch_size, CUDA_BATCH_SIZE)   # a GPU wants far larger batches
+        batch_size = self._batch_size(ctx)
         log_ratio = model.predict_log_ratio(frame, device, batch_size)
         current = frame[target].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):
@@ -241,6 +298,31 @@ def no_validation_message(start: Any, last: Any) -> str:
     return (f"No validation metrics: no row from validation_start {start} has a label and a "
             f"prediction ({ends}); the Model is registered without them. To validate, "
             f"{fix}train on data that reaches past {start}")
+
+
+def _parquet_target(value: Any, default: Path) -> Path | None:
+    """Where the worker would write scores (write_dataset's rules: a folder gets a new batch
+    file), when that is a Parquet file; None for a CSV or JSON lines target."""
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    from runtime.data_roots import guard
+    from runtime.datasets import resolve_dataset
+
+    ref = resolve_dataset(str(value) if value else str(default))
+    if ref.path is None:
+        raise ConfigError(f"Cannot write to {value!r}: only local paths and file:// URIs are written")
+    guard(ref.id, ref.path)
+    path = ref.path
+    if path.is_dir() or (not path.exists() and not path.suffix):
+        if (ref.format or "parquet") != "parquet":
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        return path / f"part-{stamp}-{uuid4().hex[:8]}.parquet"
+    suffix = path.suffix.lower()
+    fmt = ref.format or {".parquet": "parquet", ".pq": "parquet"}.get(suffix) or \
+        ("other" if suffix in (".csv", ".jsonl", ".ndjson", ".json") else "parquet")
+    return path if fmt == "parquet" else None
 
 
 def _target(ctx: TaskContext) -> str:
@@ -271,9 +353,11 @@ def _history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     return recent[columns].reset_index(drop=True)
 
 
-def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str) -> pd.DataFrame:
+def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str, *,
+                           context: pd.DataFrame | None = None) -> pd.DataFrame:
     """The feature frame of `data`'s rows (prepared and sorted), each row's past looked up in
-    `data` itself and, for the weeks `data` lacks, in the model's `history`."""
+    `data` itself, in `context` (prepared rows of the same data set that came before `data`, as
+    chunked scoring carries them) and, for the weeks the data lacks, in the model's `history`."""
     import numpy as np
     import pandas as pd
 
@@ -281,8 +365,12 @@ def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: st
 
     raw = prepare(data)
     raw = raw[[c for c in raw.columns if c in SCHEMA or c == target]]
+    carried = context is not None and len(context) > 0
+    if carried:   # the data's own earlier rows, in front: looked up, not scored
+        raw = pd.concat([context.assign(_scored=False), raw.assign(_scored=True)], ignore_index=True)
     if not len(history):
-        return build_features(raw, target, prepared=True)
+        frame = build_features(raw, target, prepared=True)
+        return _scored_rows(frame) if carried else frame
     history = history.assign(date=parse_dates(history["date"]))
     history_keys, raw_keys = store_day_keys(history, raw)
     known = np.zeros(len(history_keys), dtype=bool)
@@ -291,9 +379,17 @@ def _features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: st
         known = raw_keys[at] == history_keys
     past = history[~known]
     if past.empty and set(history.columns) <= set(raw.columns):
-        return build_features(raw, target, prepared=True)  # the history adds neither rows nor columns
-    combined = pd.concat([past.assign(_scored=False), raw.assign(_scored=True)], ignore_index=True)
+        frame = build_features(raw, target, prepared=True)  # the history adds neither rows nor columns
+        return _scored_rows(frame) if carried else frame
+    if past.empty and carried:   # no rows to add (an empty frame in concat would change dtypes)
+        return _scored_rows(build_features(raw, target, prepared=True))
+    combined = pd.concat([past.assign(_scored=False), raw if carried else raw.assign(_scored=True)],
+                         ignore_index=True)
     if "isHoliday" in combined.columns and not pd.api.types.is_bool_dtype(combined["isHoliday"]):
         combined["isHoliday"] = parse_flags(combined["isHoliday"])  # a side without the column
     frame = build_features(sort_by_store_date(combined), target, prepared=True)
+    return _scored_rows(frame)
+
+
+def _scored_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["_scored"].to_numpy(dtype=bool)].drop(columns="_scored").reset_index(drop=True)

@@ -110,3 +110,7 @@ class ScoreDataParams(RetailCommonParams):
 
 class ScoreParams(ScoreDataParams):
     batch_size: int = Field(4096, ge=1, description="Rows per inference batch")
+    chunk_rows: Optional[int] = Field(
+        None, ge=0, description="Rows scored at a time: memory is a function of it, not of the "
+        "data set (same scores); 0: the whole data set at once; unset: sized from the memory "
+        "available")

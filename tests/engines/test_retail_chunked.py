@@ -1,0 +1,114 @@
+"""Chunked scoring of retail-sales: the same scores as the whole-file path, bit for bit, whatever
+the chunk size, the file's row order or format; bad input fails before the target is touched."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engines.retail_sales import RetailSalesEngine, generate_retail
+from engines.retail_sales.chunked import ScoringSource, StreamedScores, default_chunk_rows
+from runtime.datasets import resolve_dataset
+from runtime.engine import default_context
+from runtime.errors import ConfigError
+
+RETAIL = Path(__file__).resolve().parents[3] / "shared" / "data" / "retail"
+FAST = {"epochs": "3", "n_estimators": "2", "hidden_size": "8", "train_start": "2010-02-12",
+        "train_end": "2011-07-01", "validation_start": "2011-07-08"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A model trained on 6 synthetic stores, saved and loaded back (history read lazily)."""
+    engine = RetailSalesEngine()
+    ctx = default_context(engine, "train", FAST)
+    trained = engine.train(ctx, engine.feature_pipeline(ctx, generate_retail(seed=3, stores=6, weeks=70)))
+    folder = tmp_path_factory.mktemp("model")
+    engine.save_model(ctx, trained, folder)
+    return engine.load_model(ctx, folder)
+
+
+def _score(model, source: Path, out: Path, **params) -> pd.DataFrame:
+    engine = RetailSalesEngine()
+    ctx = default_context(engine, "score", {"scoringResultsDataSetId": str(out), **params},
+                          artifact_dir=out.parent)
+    data = engine.load_data(ctx, str(source))
+    result = engine.score(ctx, model, data)
+    if isinstance(result, StreamedScores):
+        assert engine.saves_output and len(result) == result.rows
+        assert not out.exists()   # nothing at the target before save_output puts it there
+        assert engine.save_output(ctx, result) == str(out)
+        return pd.read_parquet(out)
+    return result.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def scoring_files(tmp_path_factory):
+    """Synthetic scoring data (stores 4..9, three of them unknown to the model, 75 weeks from
+    2011-01-07, so history from the model fills year-ago weeks) in date order as written, as
+    CSV and Parquet, and shuffled."""
+    folder = tmp_path_factory.mktemp("scoring")
+    frame = generate_retail(seed=5, stores=9, weeks=175)
+    frame = frame[(frame["store"] >= 4) & (frame["date"] >= "2011-01-07")].reset_index(drop=True)
+    frame = frame.head(75 * 6)
+    csv = frame.assign(date=frame["date"].dt.strftime("%-m/%-d/%y"),
+                       isHoliday=np.where(frame["isHoliday"], "TRUE", "FALSE"))
+    csv.to_csv(folder / "scoring.csv", index=False)
+    frame.to_parquet(folder / "scoring.parquet", index=False)
+    frame.sample(frac=1.0, random_state=1).to_parquet(folder / "shuffled.parquet", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["scoring.csv", "scoring.parquet", "shuffled.parquet"])
+@pytest.mark.parametrize("chunk_rows", [7, 50, 200, 100_000])
+def test_chunked_scores_equal_the_whole_file_path(model, scoring_files, tmp_path, name, chunk_rows):
+    # 7 and 50 rows: chunk boundaries fall inside every store's history (75 weeks each), so the
+    # previous weeks are carried from chunk to chunk; 200: ranges of whole stores; batch_size 16
+    # puts inference batch boundaries inside chunks as well.
+    source = scoring_files / name
+    whole = _score(model, source, tmp_path / "whole.parquet", chunk_rows=0, batch_size=16)
+    chunked = _score(model, source, tmp_path / "chunked.parquet", chunk_rows=chunk_rows,
+                     batch_size=16)
+    assert len(whole) == 450 and whole["prediction"].notna().sum() > 300
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
+def test_chunked_scores_of_the_real_retail_csv(model, tmp_path):
+    source = RETAIL / "retail-scoring.csv"
+    whole = _score(model, source, tmp_path / "whole.parquet", chunk_rows=0)
+    chunked = _score(model, source, tmp_path / "chunked.parquet", chunk_rows=300)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
+def test_csv_target_gets_the_same_scores_through_the_worker_path(model, scoring_files, tmp_path):
+    whole = _score(model, scoring_files / "scoring.csv", tmp_path / "w.csv", chunk_rows=0)
+    chunked = _score(model, scoring_files / "scoring.csv", tmp_path / "c.csv", chunk_rows=40)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+
+
+def test_a_duplicate_week_across_chunks_fails_and_leaves_the_target_alone(model, scoring_files, tmp_path):
+    frame = pd.read_parquet(scoring_files / "scoring.parquet")
+    frame = pd.concat([frame, frame.iloc[[3]]], ignore_index=True)   # store 7's first week, twice
+    frame.to_parquet(tmp_path / "dup.parquet", index=False)
+    out = tmp_path / "scores.parquet"
+    out.write_bytes(b"earlier scores")
+    for chunk_rows in (0, 5, 1000):
+        with pytest.raises(ConfigError, match="more than one row for the same store and date"):
+            _score(model, tmp_path / "dup.parquet", out, chunk_rows=chunk_rows)
+    assert out.read_bytes() == b"earlier scores"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp or spill left
+
+
+def test_the_source_is_described_without_being_read(tmp_path):
+    frame = generate_retail(seed=1, stores=3, weeks=10)
+    frame.to_parquet(tmp_path / "d.parquet", index=False)
+    source = ScoringSource(resolve_dataset(str(tmp_path / "d.parquet")), 1000)
+    assert len(source) == 30 and list(source.columns) == list(frame.columns)
+
+
+def test_default_chunk_is_sized_from_available_memory():
+    assert default_chunk_rows(64 << 30) == 250_000            # capped
+    assert default_chunk_rows(4 << 30) < default_chunk_rows(16 << 30)
+    assert default_chunk_rows(1 << 20) == 20_000              # floored
