@@ -63,13 +63,21 @@ class Prepared:
             record["spark"] = self.spark.to_record()
         return record
 
-    def explain(self) -> str:
-        lines = [f"{self.mode} run of MLInstance {self.instance['id']} ({self.instance.get('name')}),"
-                 f" engine {self.engine_ref}, experiment {self.experiment['id']}",
-                 "", self.resolved.explain(), "", self.describe_plan()]
+    def explain(self, width: Optional[int] = None) -> str:
+        """The parameters with their sources, the plan and what the engine says of the data; with
+        `width`, every line fits it (long values wrap)."""
+        from .textfit import fit_text
+
+        def fit(text: str) -> str:
+            return text if width is None else fit_text(text, width)
+
+        lines = [fit(f"{self.mode} run of MLInstance {self.instance['id']} "
+                     f"({self.instance.get('name')}), engine {self.engine_ref}, experiment "
+                     f"{self.experiment['id']}"),
+                 "", self.resolved.explain(width), "", fit(self.describe_plan())]
         data = self.describe_data()
         if data:
-            lines += ["", data]
+            lines += ["", fit(data)]
         return "\n".join(lines)
 
     def describe_data(self) -> str:

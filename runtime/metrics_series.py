@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from .numbers import readable
+
 __all__ = ["METRICS_FILE", "PROGRESS_FILE", "SeriesWriter", "SeriesProgress", "read_points",
            "read_progress", "split_metric_args"]
 
@@ -143,7 +145,7 @@ class SeriesProgress:
 
     def _log(self) -> None:
         latest = self._writer.latest()
-        shown = "".join(f", {k} {v:.4g}" for k, (_, v) in sorted(latest.items()) if v == v)
+        shown = "".join(f", {k} {readable(v)}" for k, (_, v) in sorted(latest.items()) if v == v)
         self._logger.info("%s: %d/%d%s", self.desc, self.n, self.total, shown)
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .resources import (MEMORY_FIELDS, PARAMETER_KEYS, SPARK_CONF_PREFIX, SPECIFICATION_KEYS,
                         ResourceRequest)
 from .tasks import canonical_task
+from .textfit import wrap_cell
 
 # Conventional layer names, in the order the service layer stacks them. The resolver itself only
 # applies layers in the order given; DEFAULTS is the implicit first layer (the schema's defaults).
@@ -87,8 +88,9 @@ class ResolvedConfig:
             "resource_provenance": dict(self.resource_provenance),
         }
 
-    def explain(self) -> str:
-        """Every key's final value and the layer that set it, then the resources, as aligned tables."""
+    def explain(self, width: int | None = None) -> str:
+        """Every key's final value and the layer that set it, then the resources, as aligned tables;
+        with `width`, a value too long for it wraps inside its column."""
         record = self.to_record()
         parameter_rows = [(key, _display(value, key in self.secret_keys), self.provenance[key])
                           for key, value in record["values"].items()]
@@ -101,13 +103,20 @@ class ResolvedConfig:
         width_key = max([len("parameter"), len("resource")] + [len(r[0]) for r in
                                                                parameter_rows + resource_rows])
         width_value = max([len("value")] + [len(r[1]) for r in parameter_rows + resource_rows])
+        if width is not None:
+            width_source = max([len("source")] + [len(r[2]) for r in parameter_rows + resource_rows])
+            width_value = max(len("value"), min(width_value, width - width_key - width_source - 4))
 
         def table(title: str, rows: list[tuple[str, str, str]], empty: str) -> list[str]:
             lines = [f"{title:<{width_key}}  {'value':<{width_value}}  source",
                      f"{'-' * width_key}  {'-' * width_value}  {'-' * len('source')}"]
             if not rows:
                 return lines + [f"({empty})"]
-            return lines + [f"{k:<{width_key}}  {v:<{width_value}}  {s}".rstrip() for k, v, s in rows]
+            for k, v, s in rows:
+                first, *more = wrap_cell(v, width_value)
+                lines.append(f"{k:<{width_key}}  {first:<{width_value}}  {s}".rstrip())
+                lines += [f"{'':<{width_key}}  {piece}".rstrip() for piece in more]
+            return lines
 
         lines = [f"Configuration of task {self.task!r}", ""]
         lines += table("parameter", parameter_rows, "no parameters")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ServerConfigError
@@ -44,7 +44,8 @@ def asset_folder() -> Path:
 
 
 def mount_docs(app: FastAPI, base: str, openapi_url: str) -> None:
-    """Swagger UI at `base`/docs and ReDoc at `base`/redoc, their assets at `base`/docs/assets."""
+    """Swagger UI at `base`/docs (and `base` itself redirects there) and ReDoc at `base`/redoc,
+    their assets at `base`/docs/assets."""
     folder = asset_folder()
     assets = f"{base}/docs/assets"
     title = app.title
@@ -53,6 +54,10 @@ def mount_docs(app: FastAPI, base: str, openapi_url: str) -> None:
     def local_only(page: HTMLResponse) -> HTMLResponse:
         page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return page
+
+    @app.get(base, include_in_schema=False)
+    async def api_root() -> RedirectResponse:   # the address `run serve` prints, opened in a browser
+        return RedirectResponse(f"{base}/docs")
 
     @app.get(f"{base}/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

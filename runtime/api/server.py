@@ -4,7 +4,7 @@ from __future__ import annotations
 from .app import ServerSettings
 from .auth import ENV_TOKENS, check_bind, parse_tokens
 
-__all__ = ["ENV_TOKENS", "check_bind", "parse_tokens", "serve"]
+__all__ = ["ENV_TOKENS", "base_url", "check_bind", "parse_tokens", "serve"]
 
 
 def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info") -> None:
@@ -16,9 +16,12 @@ def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info
     app = create_app(settings)
     registry = app.state.registry
     roots = registry.data_roots
-    print(f"Serving the Sensei ML API at http://{host}:{port}/data/sensei "
+    root = base_url(host, port)
+    print(f"Serving the Sensei ML API at {root}/data/sensei "
           f"(home {settings.home.root}, store {registry.store.url}, data sets "
-          f"{'under ' + roots.describe() if roots else 'anywhere'})", flush=True)
+          f"{'under ' + roots.describe() if roots else 'anywhere'})\n"
+          f"  API docs:   {root}/data/sensei/docs (ReDoc: {root}/data/sensei/redoc)\n"
+          f"  Runs page:  {root}/", flush=True)
     server = _graceful_server(uvicorn)(uvicorn.Config(app, host=host, port=port,
                                                       log_level=log_level, access_log=False))
     server.stop_now = app.state.stop_now
@@ -31,6 +34,13 @@ def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info
         registry.close()
     if server.stop_signal is not None:
         print(f"Stopped cleanly on {server.stop_signal.name}", flush=True)
+
+
+def base_url(host: str, port: int) -> str:
+    """The address to print for a bind address: a wildcard bind is reached on loopback too."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _graceful_server(uvicorn):

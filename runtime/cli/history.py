@@ -12,6 +12,7 @@ from typing import Any, Optional
 from ..errors import NotFound
 from ..home import resolve_home
 from ..listing import Filter, ListQuery
+from ..numbers import readable
 from ..schemas import EXPERIMENT_RUN, MODEL, RunStatus
 from ..service import Caller, Registry
 
@@ -131,7 +132,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
     for stage, secs in (result.get("durations_s") or {}).items():
         lines.append(f"    {stage + ':':18}{secs:.2f} s")
     if result.get("metrics"):
-        lines.append("  metrics:   " + ", ".join(f"{m['name']} {float(m['value']):.4g}"
+        lines.append("  metrics:   " + ", ".join(f"{m['name']} {readable(m['value'])}"
                                                   for m in result["metrics"]))
     if result.get("modelId"):
         where = (model or {}).get("modelArtifactUri", "deleted")

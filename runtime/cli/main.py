@@ -34,12 +34,20 @@ def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
 
 
+def _article(noun: str) -> str:
+    """'an Engine', 'an MLInstance' (said em-el), 'a Model'."""
+    if noun[:2].isupper():   # an initialism: the sound of its first letter's name
+        return "an" if noun[0] in "AEFHILMNORSX" else "a"
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
 def _entity_commands(sub: argparse._SubParsersAction, name: str, kind: str, title: str,
                      bulk: Optional[tuple[str, str]] = None) -> None:
     parser = sub.add_parser(name, help=f"create, list, get, update and delete {title}s")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    create = actions.add_parser("create", help=f"register a {title} from a JSON or YAML file")
+    create = actions.add_parser("create", help=f"register {_article(title)} {title} from a JSON or "
+                                               "YAML file")
     create.add_argument("file", help=f"the {title} in the API's shape (.json, .yaml, .yml, - for stdin)")
     if kind == "engine":
         create.add_argument("--artifact", metavar="PATH",
@@ -55,19 +63,21 @@ def _entity_commands(sub: argparse._SubParsersAction, name: str, kind: str, titl
     _common(listing)
 
     get = actions.add_parser("get", help=f"show one {title}")
-    get.add_argument("id")
+    get.add_argument("id", help=f"the {title}'s id")
     _common(get)
 
     update = actions.add_parser("update", help=f"overwrite a {title} with a JSON or YAML file")
-    update.add_argument("id")
-    update.add_argument("file")
+    update.add_argument("id", help=f"the {title}'s id")
+    update.add_argument("file", help=f"the whole {title} in the API's shape (.json, .yaml, .yml, "
+                                     "- for stdin)")
     if kind == "engine":
         update.add_argument("--artifact", metavar="PATH",
                             help="a new recipe artifact: a new artifact version of the Engine")
     _common(update)
 
     delete = actions.add_parser("delete", help=f"delete a {title} (and what it owns)")
-    delete.add_argument("id", nargs="?")
+    delete.add_argument("id", nargs="?", help=f"the {title}'s id (or give --{bulk[0]})" if bulk
+                        else f"the {title}'s id")
     if bulk:
         flag, field = bulk
         delete.add_argument(f"--{flag}", dest="bulk_value", metavar=field.upper(),
@@ -120,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-execute", action="store_true",
                        help="registry only: keep API-created runs PENDING instead of running them")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
-                                                                "info", "debug"])
+                                                                "info", "debug"],
+                       help="the server log's level (default info)")
     _common(serve, scope=False)
     serve.set_defaults(handler="runtime.cli.serve:main")
 
@@ -251,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     warm = sub.add_parser("warm", help="the warm parents python runs are forked from: list "
                                        "them, or stop them")
-    warm.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    warm.add_argument("action", nargs="?", choices=["list", "stop"], default="list",
+                      help="list the warm parents (default) or stop them")
     _common(warm, scope=False)
     warm.set_defaults(handler="runtime.cli.warm:main")
 
@@ -271,12 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     data_kinds = data.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     retail = data_kinds.add_parser("retail", help="synthetic weekly retail sales (the sample "
                                                   "recipe's schema)")
-    retail.add_argument("--out", required=True, help="folder to write into")
-    retail.add_argument("--seed", type=int, default=0)
-    retail.add_argument("--stores", type=int, default=45)
-    retail.add_argument("--weeks", type=int, default=143)
-    retail.add_argument("--json", action="store_true")
-    retail.add_argument("--verbose", "-v", action="store_true")
+    retail.add_argument("--out", required=True, metavar="DIR",
+                        help="folder to write into: all rows, the training file and the scoring "
+                             "file (the last 30 weeks), each as CSV and Parquet")
+    retail.add_argument("--seed", type=int, default=0,
+                        help="random seed: the same seed writes the same rows (default 0)")
+    retail.add_argument("--stores", type=int, default=45, metavar="N",
+                        help="number of stores (default 45, as the sample data)")
+    retail.add_argument("--weeks", type=int, default=143, metavar="N",
+                        help="number of weeks from 2010-02-05 (default 143, as the sample data; "
+                             "more than 32)")
+    retail.add_argument("--json", action="store_true",
+                        help="print the written files' paths as one JSON object")
+    retail.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
     retail.set_defaults(handler="runtime.cli.runs:data_main")
 
     datasets = sub.add_parser("datasets", help="register, list and remove data set ids (the "
@@ -284,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_actions = datasets.add_subparsers(dest="action", metavar="ACTION", required=True)
     ds_add = dataset_actions.add_parser("add", help="register PATH (a file or folder, or a "
                                                     "file:// URI) as data set ID")
-    ds_add.add_argument("id", metavar="ID")
-    ds_add.add_argument("path", metavar="PATH")
+    ds_add.add_argument("id", metavar="ID", help="the data set id that parameters will name")
+    ds_add.add_argument("path", metavar="PATH", help="a file or folder, or a file:// URI")
     ds_add.add_argument("--format", choices=["csv", "parquet", "jsonl", "json"],
                         help="the files' format (default: from the file name; a folder's files say)")
     ds_add.add_argument("--replace", action="store_true", help="re-register an id already in use")
@@ -293,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds_list = dataset_actions.add_parser("list", help="list the sandbox's data sets")
     _common(ds_list)
     ds_rm = dataset_actions.add_parser("rm", help="forget data set ids (files are left in place)")
-    ds_rm.add_argument("ids", metavar="ID", nargs="+")
+    ds_rm.add_argument("ids", metavar="ID", nargs="+", help="data set ids to forget")
     _common(ds_rm)
     for p in (ds_add, ds_list, ds_rm):
         p.set_defaults(handler="runtime.cli.datasets:main")
@@ -315,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(env_build, scope=False)
     env_build.set_defaults(handler="runtime.cli.envs:build_main")
     env_rm = env_actions.add_parser("rm", help="remove environments by key (or unique prefix)")
-    env_rm.add_argument("keys", metavar="KEY", nargs="+")
+    env_rm.add_argument("keys", metavar="KEY", nargs="+",
+                        help="environment keys or unique prefixes (run envs list shows them)")
     _common(env_rm, scope=False)
     env_rm.set_defaults(handler="runtime.cli.envs:rm_main")
     env_prune = env_actions.add_parser("prune", help="remove least recently used environments "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from ..metrics_series import read_progress
+from ..numbers import readable
 
 # The worker's summary block: `run ID STATE: ...` then indented lines (runtime/worker.py _summary).
 _SUMMARY_START = re.compile(r"^run \S+ (DONE|FAILED|ABORTED): ")
@@ -117,7 +118,7 @@ class RunConsole:
         for name, point in metrics:
             if point.get("value") is not None:
                 rank = 2 if "loss" in name.lower() else 6
-                pieces.append((rank, f"{name} {point['value']:.4g}"))
+                pieces.append((rank, f"{name} {readable(point['value'])}"))
         pieces.append((3, f"{elapsed:.1f} s"))
         while len(pieces) > 1 and len(" · ".join(t for _, t in pieces)) > width:
             pieces.remove(max(reversed(pieces), key=lambda p: p[0]))

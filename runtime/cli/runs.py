@@ -12,6 +12,8 @@ from ..documents import load_document
 from ..errors import ConfigError, NotFound
 from ..home import resolve_home
 from ..listing import Filter, ListQuery
+from ..numbers import readable
+from ..textfit import fit_text
 from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL
 from ..service import Caller, Registry
 from .progress import RunConsole
@@ -41,6 +43,13 @@ def ensure_engine(registry: Registry, caller: Caller, ref: str) -> dict[str, Any
         "artifacts": {"default": {"image": {"location": ref, "name": ref,
                                             "executionType": engine_cls.kind,
                                             "packagingType": "egg"}}}})
+
+
+def report_width() -> int:
+    """The terminal's width (or $COLUMNS); 100 when the output is not a terminal."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
 
 
 def resolve_target(registry: Registry, caller: Caller, target: str) -> dict[str, Any]:
@@ -154,7 +163,7 @@ def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
     for stage, secs in (summary.get("durations_s") or {}).items():
         lines.append(f"  {stage + ':':18s}{secs:.2f} s")
     if summary["metrics"]:
-        shown = ", ".join(f"{m['name']} {float(m['value']):.4g}" for m in summary["metrics"])
+        shown = ", ".join(f"{m['name']} {readable(m['value'])}" for m in summary["metrics"])
         lines.append(f"  metrics: {shown}")
     for warning in summary.get("warnings") or ():
         lines.append(f"  warning: {warning}")
@@ -213,7 +222,9 @@ def main(args: argparse.Namespace) -> int:
             registry, caller, args, mode, executor, backend=args.backend,
             require_model=not (args.explain or args.dry_run))
         if args.explain or args.dry_run:
-            text = prepared.explain() if args.explain else prepared.describe_plan()
+            width = report_width()
+            text = (prepared.explain(width) if args.explain
+                    else fit_text(prepared.describe_plan(), width))
             if args.json:
                 print(json.dumps({"mode": mode, "mlInstanceId": instance["id"],
                                   "experimentId": experiment["id"], **prepared.record()}))
