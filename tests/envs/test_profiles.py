@@ -39,3 +39,16 @@ def test_readme_lists_each_profile_with_its_pins():
                     if re.match(rf"\s*\|\s*`{profile.name}`", line)), None)
         assert row is not None, f"README has no row for profile {profile.name}"
         assert sorted(re.findall(r"[\w.-]+==[\w.]+", row)) == sorted(profile.requirements)
+
+
+def test_readme_lists_each_platform_library_and_what_provides_it():
+    from runtime.envs import PLATFORM_LIBRARIES
+
+    text = README.read_text()
+    section = text[text.index("### Recipe environments"):]
+    section = section[:section.index("\n### ", 5)]
+    rows = {m.group(1): line for line in section.splitlines()
+            if (m := re.match(r"\|\s*`([\w.-]+)`.*\|\s*`runtime/compat/", line))}
+    assert set(rows) == set(PLATFORM_LIBRARIES)
+    for name, packages in PLATFORM_LIBRARIES.items():
+        assert re.findall(r"`runtime/compat/(\w+)`", rows[name]) == list(packages)
