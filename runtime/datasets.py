@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FORMATS", "ENV_DATASETS_FILE", "DatasetEntry", "DatasetRef", "active_catalog",
-           "catalog_from_json", "catalog_to_json", "check_dataset_id", "count_rows",
+           "catalog_from_json", "catalog_to_json", "check_dataset_id", "count_rows", "ReadAgain",
            "dataset_columns", "entry_for", "format_name", "parquet_fields", "read_dataset",
-           "resolve_dataset", "scan_dataset", "use_catalog", "write_catalog_file", "write_dataset",
+           "resolve_dataset", "scan_dataset", "stored_formats", "use_catalog", "write_catalog_file", "write_dataset",
            "written"]
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -419,16 +419,34 @@ _CSV_WIDER = {"null": "int64", "int64": "double", "bool": "string", "double": "s
 _CSV_CONVERSION = re.compile(r"CSV column #(\d+): CSV conversion error to (\w+)")
 
 
+class ReadAgain(Exception):
+    """A CSV column turned out to be text after batches typed otherwise were handed out (see
+    scan_dataset's `exact_types`): scan again with `column_types`."""
+
+    def __init__(self, column_types: dict[str, Any]) -> None:
+        super().__init__("a CSV column is text after all: read again with its type known")
+        self.column_types = column_types
+
+
 def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
-                 arrow_filter: Any = None,
-                 batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pd.DataFrame]:
+                 arrow_filter: Any = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 csv_types: Optional[dict[str, Any]] = None,
+                 exact_types: bool = False) -> Iterator[pd.DataFrame]:
     """The data set as pandas DataFrames of at most about `batch_rows` rows each, in
     read_dataset's row order; concatenated they equal read_dataset(ref, columns=columns).
 
     `columns` projects (dotted XDM names included); `arrow_filter`, a pyarrow expression over
     `parquet_fields`' paths, is pushed down to a Parquet scan and only narrows what is read: the
     caller applies its exact condition to each batch (other formats ignore it). At least one
-    frame is yielded, empty when no row is left, with the columns and types of the data."""
+    frame is yielded, empty when no row is left, with the columns and types of the data.
+    JSON lines carry no types: a batch's columns are typed from its own rows (a text column
+    whose batch holds only nulls is not text), so only their values are read_dataset's.
+
+    CSV columns are typed from the first block, as pyarrow does, and widened when a later block
+    needs it (integers to floats to text), the later batches then carrying the wider type. With
+    `exact_types`, a column that turns out to be text after batches were handed out raises
+    ReadAgain instead; scanning again with its `column_types` as `csv_types` gives every batch
+    pd.read_csv's types."""
     import pandas as pd
 
     kind, files = _layout(ref)
@@ -450,7 +468,8 @@ def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
                 if missing:
                     raise _no_columns(ref, missing, header)
             parts = _scan_csv(path, batch_rows,
-                              None if wanted is None else [c for c in wanted if c in header])
+                              None if wanted is None else [c for c in wanted if c in header],
+                              csv_types, exact_types)
         else:
             parts = _scan_jsonl(path, batch_rows)
         for frame in parts:
@@ -470,6 +489,11 @@ def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
             raise _no_columns(ref, missing, sorted(seen))
     if not yielded:
         yield empty if empty is not None else pd.DataFrame(columns=wanted or [])
+
+
+def stored_formats(ref: DatasetRef) -> set[str]:
+    """The formats of the files the data set is read from (`parquet`, `csv`, `jsonl`)."""
+    return {fmt for _, fmt in _layout(ref)[1]}
 
 
 def count_rows(ref: DatasetRef) -> int:
@@ -624,14 +648,16 @@ def _csv_header(path: Path) -> list[str]:
         raise unreadable(path, "CSV", exc) from None
 
 
-def _scan_csv(path: Path, batch_rows: int,
-              include: Optional[list[str]] = None) -> Iterator[pd.DataFrame]:
+def _scan_csv(path: Path, batch_rows: int, include: Optional[list[str]] = None,
+              known_types: Optional[dict[str, Any]] = None,
+              exact_types: bool = False) -> Iterator[pd.DataFrame]:
     """`include`: the columns to convert (all when None); each must be in the header."""
     import pyarrow as pa
 
     block = _csv_block_bytes(path, batch_rows)
     names = _csv_header(path)   # conversion errors name a column by its place in the file
-    types: dict[str, Any] = {}
+    types: dict[str, Any] = {k: pa.type_for_alias(v) if isinstance(v, str) else v
+                             for k, v in (known_types or {}).items() if k in names}
     done = 0   # rows already yielded: a re-read with wider types goes on after them
     while True:
         kinds: dict[str, str] = {}
@@ -662,6 +688,8 @@ def _scan_csv(path: Path, batch_rows: int,
             if column is None or wider is None:
                 raise unreadable(path, "CSV", exc) from None
             types[column] = pa.type_for_alias(wider)
+            if exact_types and done and wider == "string":
+                raise ReadAgain({**(known_types or {}), **types}) from None
         except (pa.ArrowException, OSError) as exc:
             raise unreadable(path, "CSV", exc) from None
 

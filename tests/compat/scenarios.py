@@ -252,6 +252,121 @@ def scenario_abstract_bases_say_what_to_implement():
     raises(NotImplementedError, lambda: Trainer().train({}), "Trainer must implement train")
 
 
+def _whole_frame_path(r):
+    """What DatasetReader.read() did before it streamed: the whole data set read, then the query
+    applied in pandas (filter, sort, offset/limit, select)."""
+    from runtime.datasets import read_dataset
+
+    frame = read_dataset(r.ref)
+    if r._where is not None:
+        frame = frame[r._where.mask(frame).to_numpy()]
+    if r._sort:
+        frame = frame.sort_values([c for c, _ in r._sort], ascending=[a for _, a in r._sort],
+                                  kind="mergesort")
+    if r._offset or r._limit is not None:
+        end = None if r._limit is None else r._offset + r._limit
+        frame = frame.iloc[r._offset:end]
+    if r._select is not None:
+        frame = frame[r._select]
+    return frame.reset_index(drop=True)
+
+
+def _pushdown_sources():
+    """One frame of 120 rows (numbers with gaps, text with gaps, a datetime, dates as text, a
+    flag, an XDM tenant group) as CSV, JSON lines (nested), Parquet with the group as a struct
+    and Parquet with flat dotted names; Parquet in row groups of 16 rows so filters skip some."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runtime.datasets import _nested_table, resolve_dataset, write_dataset
+
+    n = 120
+    rng = np.random.default_rng(7)
+    days = pd.date_range("2010-02-05", periods=n, freq="7D")
+    frame = pd.DataFrame({
+        "store": np.arange(1, n + 1),
+        "sales": np.where(rng.random(n) < 0.1, np.nan, np.round(rng.normal(30, 10, n), 2)),
+        "kind": [None if i % 17 == 0 else "ABC"[i % 3] for i in range(n)],
+        "when": days,
+        "day": [f"{d.month}/{d.day}/{d.year % 100}" for d in days],
+        "flag": [i % 4 == 0 for i in range(n)],
+        "_acme.store": np.arange(1000, 1000 + n),
+        "_acme.date": days.strftime("%Y-%m-%d"),
+    })
+    folder = WORK / "pushdown"
+    folder.mkdir(exist_ok=True)
+    frame.to_csv(folder / "data.csv", index=False)
+    write_dataset(frame, resolve_dataset(str(folder / "data.jsonl")))
+    pq.write_table(_nested_table(frame), str(folder / "nested.parquet"), row_group_size=16)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(folder / "flat.parquet"),
+                   row_group_size=16)
+    return [folder / name for name in ("data.csv", "data.jsonl", "nested.parquet", "flat.parquet")]
+
+
+def scenario_streamed_reads_equal_the_whole_frame_path():
+    for path in _pushdown_sources():
+        r = reader(str(path))
+        conditions = [
+            None, r["store"].gt(50), r["store"].gt("50"), r["sales"].le(30.5), r["sales"].ne(20),
+            r["kind"].eq("A"), r["kind"].ge("B"), r["when"].ge("2010-09-01"),
+            r["day"].lt("2010-08-19"), r["flag"].eq("true"),
+            r["_acme.store"].gt(1100).And(r["kind"].eq("B")),
+            r["store"].lt(5).Or(r["_acme.date"].gt("2012-01-01")),
+            r["sales"].gt(25).And(r["store"].le(90).Or(r["kind"].eq("C"))),
+            r["store"].gt(10_000),
+        ]
+        selects = [None, ["store"], ["kind", "store"], ["_acme.store", "sales"]]
+        pages = [(0, None), (3, None), (0, 5), (7, 4), (0, 0), (500, None)]
+        for i, condition in enumerate(conditions):
+            for j, (offset, limit) in enumerate(pages):
+                q = r if condition is None else r.where(condition)
+                q = q.offset(offset)
+                if limit is not None:
+                    q = q.limit(limit)
+                if selects[(i + j) % len(selects)] is not None:
+                    q = q.select(selects[(i + j) % len(selects)])
+                if (i + j) % 5 == 0:
+                    q = q.sort([("sales", "desc"), ("store", "asc")])
+                expected = _whole_frame_path(q)
+                label = f"{path.name}: {q!r}"
+                pd.testing.assert_frame_equal(q.read(), expected, check_exact=True, obj=label)
+                batches = list(q.iter_batches(batch_size=7))
+                assert all(len(b) == 7 for b in batches[:-1]) and \
+                    all(list(b.index) == list(range(len(b))) for b in batches), label
+                if expected.empty:
+                    assert batches == [], label
+                else:
+                    pd.testing.assert_frame_equal(pd.concat(batches, ignore_index=True), expected,
+                                                  check_exact=True, obj=label)
+
+
+def scenario_streamed_csv_read_types_columns_as_pandas_does():
+    # a number column with text in its last row (past pyarrow's first block): read() re-reads
+    # it as text, as pd.read_csv typed the whole file
+    n = 30_000
+    frame = pd.DataFrame({"store": np.arange(n), "amount": (np.arange(n) * 0.5).astype(object),
+                          "day": ["2/5/10"] * (n - 1) + ["2010-02-12"]})
+    frame.iloc[n - 1, 1] = "unknown"
+    frame.to_csv(WORK / "late.csv", index=False)
+    r = reader(str(WORK / "late.csv"))
+    for q in (r.where(r["store"].ge(10)).limit(25_000), r.select(["amount", "day"]),
+              r.where(r["day"].ge("2010-02-06"))):   # mixed date formats: compared as text
+        pd.testing.assert_frame_equal(q.read(), _whole_frame_path(q), check_exact=True)
+
+
+def scenario_streamed_reads_keep_the_error_messages():
+    from runtime.errors import ConfigError
+
+    for path in _pushdown_sources():
+        r = reader(str(path))
+        raises(ConfigError, lambda: r.where(r["nope"].gt(1)).select(["store"]).read(),
+               "no column 'nope'")
+        raises(ConfigError, lambda: r.select(["store", "nope"]).limit(3).read(),
+               "select: the data set has no column(s) nope")
+        raises(ConfigError, lambda: r.where(r["store"].gt("abc")).read(), "cannot compare")
+        raises(ValueError, lambda: list(r.iter_batches(batch_size=0)), "batch_size")
+
+
 def scenario_metrics_module_without_pandas_2_api():
     from runtime.metrics import compute_metrics
 
