@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from runtime.artifacts import load_recipe_info, recipes_dir
-    from runtime.cli.runs import recipe_engine, resolve_recipe_target, resolve_experiment
+    from runtime.cli.runs import resolve_recipe_target, resolve_experiment
     from runtime.execution import RunExecutor
     from runtime.home import resolve_home
     from runtime.service import Caller, Registry
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         config = str(RECIPE / "retail.config.json")
         instance = resolve_recipe_target(registry, caller, config, str(RECIPE))
         experiment = resolve_experiment(registry, caller, instance, None)
-        engine = recipe_engine(registry, caller, str(RECIPE))
+        engine = registry.recipe_engine(caller, str(RECIPE))
         sha = registry.get_unmasked(__import__("runtime.schemas", fromlist=["ENGINE"]).ENGINE,
                                     caller, engine["id"])["artifacts"]["default"]["image"]["sha256"]
         recipe_dir = recipes_dir(home.root) / sha

@@ -365,6 +365,44 @@ class Registry:
                 (folder / name).write_bytes(payload)
         return self.replace(ENGINE, caller, id, data, validated=True)
 
+    def recipe_engine(self, caller: Caller, path: str | Path, *, env_manager: Optional[str] = None,
+                      extra_pip: Iterable[str] = (), log: Any = None) -> dict[str, Any]:
+        """The Engine of a recipe on disk (`run ... --engine PATH`): the one already holding this
+        content; else, for an edited recipe, the next `artifactVersion` of the recipe Engine of
+        the same name in this sandbox; else a new Engine. With `env_manager`, the recipe's
+        environment is built first (its lines to `log`): a recipe whose build fails registers
+        nothing."""
+        from .artifacts import store_artifact
+        from .listing import Filter
+
+        location = str(Path(path).expanduser().resolve())
+        info = store_artifact(location, None, self.home)
+        if env_manager:
+            from .recipes.runs import recipe_python
+
+            recipe_python(info.recipe, info.dir, home=self.home.root, extra_pip=list(extra_pip),
+                          log=log, env_manager=env_manager)
+
+        def first(*filters: tuple[str, str]) -> Optional[dict[str, Any]]:
+            query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
+                                       *(Filter(f, "==", v, "str") for f, v in filters)),
+                              order=(("created", True),), limit=1)
+            page = self.list(ENGINE, caller, query)
+            return page.children[0] if page.children else None
+
+        same = first(("artifacts.default.image.sha256", info.sha256))
+        if same:
+            return same
+        body = {"name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {location}",
+                "artifacts": {"default": {"image": {"location": location}}}}
+        earlier = first(("name", info.recipe.name),
+                        ("artifacts.default.image.recipeKind", info.recipe.kind))
+        if earlier is None:
+            return self.create_engine(caller, body)
+        kept = {k: earlier[k] for k in ("description", "type", "mlLibrary", "tags")
+                if earlier.get(k) is not None}
+        return self.replace_engine(caller, earlier["id"], {**kept, **body})
+
     # -- experiment runs ----------------------------------------------------------------------
 
     def _run_in(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:

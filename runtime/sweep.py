@@ -367,7 +367,9 @@ class SweepRunner:
     def new_state(*, sweep_id: Optional[str] = None, instance_id: str, experiment_id: str,
                   mode: str, trials: list[dict[str, str]], base: dict[str, Any],
                   metric: Optional[str], order: str, parallel: int, keys: list[str],
-                  target: str, stop_early: Optional[str] = None) -> dict[str, Any]:
+                  target: str, stop_early: Optional[str] = None,
+                  env_manager: Optional[str] = None,
+                  extra_pip: Optional[list[str]] = None) -> dict[str, Any]:
         if stop_early is not None and stop_early not in STOP_EARLY_RULES:
             raise ConfigError(f"--stop-early {stop_early!r}: the rule is one of "
                               f"{', '.join(STOP_EARLY_RULES)}")
@@ -376,7 +378,7 @@ class SweepRunner:
         return {"id": sweep_id or str(uuid.uuid4()), "mlInstanceId": instance_id,
                 "experimentId": experiment_id, "mode": mode, "target": target,
                 "metric": metric, "order": order, "parallel": parallel, "keys": keys,
-                "stopEarly": stop_early,
+                "stopEarly": stop_early, "envManager": env_manager, "extraPip": extra_pip or [],
                 "base": base, "created": time.time(),
                 "rows": [{"trial": i, "params": p, "runId": None, "state": "PENDING",
                           "metric": None, "duration_s": None, "modelId": None, "reason": None}
@@ -479,7 +481,8 @@ class SweepRunner:
         overrides = {**state["base"], **row["params"]}
         prepared = self.executor.prepare(self.caller, state["experimentId"], state["mode"],
                                          overrides=overrides, device=self.device,
-                                         backend=self.backend)
+                                         backend=self.backend, env_manager=state.get("envManager"),
+                                         extra_pip=state.get("extraPip") or None)
         if self.stopping():
             row.update(state="NOT STARTED", reason=self.interrupt.reason)
             return

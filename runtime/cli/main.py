@@ -24,6 +24,20 @@ def _warm_flags(parser: argparse.ArgumentParser, default: str) -> None:
                        help="start the run in a fresh interpreter")
 
 
+def _recipe_options(parser: argparse.ArgumentParser) -> None:
+    """--engine PATH, --env-manager, --pip: a recipe on disk, for runs and sweeps alike."""
+    parser.add_argument("--engine", metavar="PATH", dest="engine_path",
+                        help="run a recipe on disk (a source folder, zip, tar.gz, egg or wheel): "
+                             "TARGET may then be the recipe's own tasks-array config file; an "
+                             "edited recipe is the next version of its Engine")
+    parser.add_argument("--env-manager", choices=["uv", "local"],
+                        help="recipes: uv builds the recipe's own environment once (default, or "
+                             "$MLRUNTIME_ENV_MANAGER); local runs it in this environment")
+    parser.add_argument("--pip", action="append", metavar="REQ",
+                        help="recipes: an extra requirement for the recipe's environment "
+                             "(repeatable)")
+
+
 def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
     parser.add_argument("--home", help="runtime home (default: $MLRUNTIME_HOME or "
                                        "~/.mlinstance-runtime)")
@@ -149,15 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the Model to score with (default: the Experiment's latest)")
         else:
             run.set_defaults(model=None)
-        run.add_argument("--engine", metavar="PATH", dest="engine_path",
-                         help="run a recipe on disk (a source folder, zip, tar.gz, egg or wheel): "
-                              "TARGET may then be the recipe's own tasks-array config file")
-        run.add_argument("--env-manager", choices=["uv", "local"],
-                         help="recipes: uv builds the recipe's own environment once (default, or "
-                              "$MLRUNTIME_ENV_MANAGER); local runs it in this environment")
-        run.add_argument("--pip", action="append", metavar="REQ",
-                         help="recipes: an extra requirement for the recipe's environment "
-                              "(repeatable)")
+        _recipe_options(run)
         run.add_argument("--device", help="cpu, cuda or cuda:N (default: what the resources ask)")
         run.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
         run.add_argument("--spark-master", metavar="URL",
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "median of the completed trials at that epoch")
     sweep.add_argument("--resume", metavar="SWEEP_ID",
                        help="run the unfinished trials of an earlier sweep (DONE ones are kept)")
+    _recipe_options(sweep)
     sweep.add_argument("--device", help="cpu, cuda or cuda:N for every trial")
     sweep.add_argument("--backend", help="force a backend (python-cpu, python-cuda, ...)")
     sweep.add_argument("--cold", action="store_const", const="cold", dest="warm",

@@ -12,13 +12,22 @@ from ..schemas import KINDS, Kind
 from ..service import Caller, Registry
 
 _COLUMNS = {
-    "engine": (("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("CREATED", "created")),
+    "engine": (("ID", "id"), ("NAME", "name"), ("TYPE", "type"),
+               ("VERSION", "artifacts.default.image.artifactVersion"),
+               ("RECIPE", "artifacts.default.image.recipeKind"), ("CREATED", "created")),
     "mlInstance": (("ID", "id"), ("NAME", "name"), ("ENGINE", "engineId"), ("CREATED", "created")),
 }
 
 
+def _cell(row: dict[str, Any], dotted: str) -> str:
+    value: Any = row
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
 def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> str:
-    cells = [[h for h, _ in columns]] + [[str(r.get(f, "") or "") for _, f in columns] for r in rows]
+    cells = [[h for h, _ in columns]] + [[_cell(r, f) for _, f in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -73,7 +82,10 @@ def main(args: argparse.Namespace) -> int:
                     "start": str(query.start), "totalCount": page.total,
                     "count": len(page.children)}}, indent=2))
             else:
-                print(_table(page.children, _COLUMNS[kind.name]))
+                rows = page.children
+                if any("." in field for _, field in _COLUMNS[kind.name]):   # detail fields
+                    rows = [registry.get(kind, caller, row["id"]) for row in rows]
+                print(_table(rows, _COLUMNS[kind.name]))
                 print(f"{len(page.children)} of {page.total} {kind.title}s "
                       f"(start {query.start}, sandbox {caller.scope.sandbox})")
         elif args.action == "get":

@@ -76,25 +76,12 @@ def resolve_target(registry: Registry, caller: Caller, target: str) -> dict[str,
     return _upsert_instance(registry, caller, {**doc, "engineId": engine["id"]})
 
 
-def recipe_engine(registry: Registry, caller: Caller, path: str) -> dict[str, Any]:
-    """The Engine of a recipe on disk: the one registered for the same content (digest), or a
-    new one. An edited recipe is new content, hence a new Engine."""
-    from ..artifacts import store_artifact
-
-    info = store_artifact(Path(path).expanduser().resolve(), None, registry.home)
-    found = _find(registry, caller, ENGINE, ("artifacts.default.image.sha256", info.sha256))
-    if found:
-        return found
-    return registry.create_engine(caller, {
-        "name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {path}",
-        "artifacts": {"default": {"image": {"location": str(Path(path).expanduser().resolve())}}}})
-
-
-def resolve_recipe_target(registry: Registry, caller: Caller, target: str,
-                          engine_path: str) -> dict[str, Any]:
+def resolve_recipe_target(registry: Registry, caller: Caller, target: str, engine_path: str,
+                          **environment: Any) -> dict[str, Any]:
     """The MLInstance for `--engine PATH`: TARGET is the recipe's tasks-array config file, an
-    MLInstance file (its engineId is ignored), or an MLInstance id of that Engine."""
-    engine = recipe_engine(registry, caller, engine_path)
+    MLInstance file (its engineId is ignored), or an MLInstance id of that Engine. `environment`
+    (env_manager, extra_pip, log) builds the recipe's environment before anything is registered."""
+    engine = registry.recipe_engine(caller, engine_path, **environment)
     path = Path(target)
     if not path.exists():
         instance = registry.get(MLINSTANCE, caller, target)
@@ -181,8 +168,17 @@ def prepare_run(registry: Registry, caller: Caller, args: argparse.Namespace, mo
     """The MLInstance, the Experiment and the prepared run that a run command's arguments name
     (`run train|score|fp` and `run submit` share it)."""
     engine_path = getattr(args, "engine_path", None)
-    instance = resolve_recipe_target(registry, caller, args.target, engine_path) if engine_path \
-        else resolve_target(registry, caller, args.target)
+    if engine_path:
+        environment: dict[str, Any] = {}
+        if not (getattr(args, "explain", False) or getattr(args, "dry_run", False)):
+            from ..recipes.runs import default_env_manager
+
+            environment = {"env_manager": getattr(args, "env_manager", None) or default_env_manager(),
+                           "extra_pip": getattr(args, "pip", None) or (),
+                           "log": None if getattr(args, "quiet", False) else sys.stderr}
+        instance = resolve_recipe_target(registry, caller, args.target, engine_path, **environment)
+    else:
+        instance = resolve_target(registry, caller, args.target)
     for key in ("env_manager", "pip"):
         if getattr(args, key, None):
             prepare.setdefault("extra_pip" if key == "pip" else key, getattr(args, key))

@@ -90,7 +90,17 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
     parallel = args.parallel if args.parallel is not None else (config.parallel or 1)
     if parallel < 1:
         raise ConfigError(f"--parallel must be at least 1, got {parallel}")
-    instance = resolve_target(registry, caller, args.target)
+    environment = {"env_manager": args.env_manager, "extra_pip": list(args.pip or [])}
+    if args.engine_path:      # a recipe on disk, as `run train --engine PATH` takes it
+        from ..recipes.runs import default_env_manager
+        from .runs import resolve_recipe_target
+
+        instance = resolve_recipe_target(
+            registry, caller, args.target, args.engine_path,
+            env_manager=args.env_manager or default_env_manager(),
+            extra_pip=environment["extra_pip"], log=None if getattr(args, "quiet", False) else sys.stderr)
+    else:
+        instance = resolve_target(registry, caller, args.target)
     if args.experiment:
         from .runs import resolve_experiment
 
@@ -108,13 +118,17 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
     for index, params in enumerate(trials[:1] + trials[-1:]):
         try:
             executor.prepare(caller, experiment["id"], "train", overrides={**base, **params},
-                             device=args.device, backend=args.backend)
+                             device=args.device, backend=args.backend,
+                             env_manager=environment["env_manager"],
+                             extra_pip=environment["extra_pip"] or None)
         except ConfigError as exc:
             raise ConfigError(f"Sweep trial {params}: {exc.detail}") from None
     return SweepRunner.new_state(instance_id=instance["id"], experiment_id=experiment["id"],
                                  mode="train", trials=trials, base=base, metric=metric,
                                  order=order, parallel=parallel, keys=[a.key for a in axes],
-                                 target=args.target, stop_early=args.stop_early)
+                                 target=args.target, stop_early=args.stop_early,
+                                 env_manager=environment["env_manager"],
+                                 extra_pip=environment["extra_pip"])
 
 
 def _resume(registry: Registry, args: argparse.Namespace) -> dict[str, Any]:
