@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 from .data_roots import guard
 from .errors import ConfigError
+from .timeframe import timeframe_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -291,6 +292,9 @@ def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) ->
     _, files = _layout(ref)
     parts = [_read_file(p, f) for p, f in files]
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True, sort=False)
+    timeframe = timeframe_for(ref)
+    if timeframe is not None:   # a scheduled run's trainingTimeframe/scoringTimeframe
+        frame = timeframe.apply(ref, frame)
     if wanted is not None:
         missing = [c for c in wanted if c not in frame.columns]
         if missing:
@@ -431,7 +435,7 @@ class ReadAgain(Exception):
 def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
                  arrow_filter: Any = None, batch_rows: int = DEFAULT_BATCH_ROWS,
                  csv_types: Optional[dict[str, Any]] = None,
-                 exact_types: bool = False) -> Iterator[pd.DataFrame]:
+                 exact_types: bool = False, timeframe: bool = True) -> Iterator[pd.DataFrame]:
     """The data set as pandas DataFrames of at most about `batch_rows` rows each, in
     read_dataset's row order; concatenated they equal read_dataset(ref, columns=columns).
 
@@ -446,9 +450,17 @@ def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
     needs it (integers to floats to text), the later batches then carrying the wider type. With
     `exact_types`, a column that turns out to be text after batches were handed out raises
     ReadAgain instead; scanning again with its `column_types` as `csv_types` gives every batch
-    pd.read_csv's types."""
+    pd.read_csv's types. A run's timeframe (runtime.timeframe) narrows the rows unless
+    `timeframe=False`."""
     import pandas as pd
 
+    window = timeframe_for(ref) if timeframe else None
+    if window is not None:
+        yield from window.scan(ref, None if columns is None else list(columns),
+                               lambda cols: scan_dataset(
+                                   ref, cols, arrow_filter=arrow_filter, batch_rows=batch_rows,
+                                   csv_types=csv_types, exact_types=exact_types, timeframe=False))
+        return
     kind, files = _layout(ref)
     wanted = list(columns) if columns is not None else None
     batch_rows = max(1, int(batch_rows))
