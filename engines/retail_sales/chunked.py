@@ -63,9 +63,9 @@ def _available_memory() -> int:
     return 4 << 30   # unknown (not Linux): assume a small machine
 
 
-class ScoringSource:
-    """What `load_data` hands a chunked score run: the data set, not read yet. The worker
-    describes it (rows, columns) without loading it."""
+class ChunkedSource:
+    """What `load_data` hands a chunked score or train run: the data set, not read yet. The
+    worker describes it (rows, columns) without loading it."""
 
     def __init__(self, ref: Any, chunk_rows: int) -> None:
         self.ref, self.chunk_rows = ref, chunk_rows
@@ -88,7 +88,7 @@ class ScoringSource:
         return self._rows
 
     def __repr__(self) -> str:
-        return f"ScoringSource({self.ref.id!r}, chunk_rows={self.chunk_rows})"
+        return f"ChunkedSource({self.ref.id!r}, chunk_rows={self.chunk_rows})"
 
 
 class StreamedScores:
@@ -102,26 +102,36 @@ class StreamedScores:
         return self.rows
 
 
-def score_chunks(source: ScoringSource, model: RetailSalesModel, *, device: Any,
+def score_chunks(source: ChunkedSource, model: RetailSalesModel, *, device: Any,
                  batch_size: int, work_dir: Path) -> Iterator[pd.DataFrame]:
     """`date, store, prediction` frames, in (store, date) order, equal when concatenated to
     the whole-file path's scores."""
+    target = model.meta["target"]
+    scorer = _ChunkScorer(model, target, device, batch_size)
+    for piece in store_ranges(source, target, work_dir, split=True):
+        yield from scorer.feed(piece)
+    yield from scorer.finish()
+
+
+def store_ranges(source: ChunkedSource, target: str, work_dir: Path, *,
+                 split: bool) -> Iterator[pd.DataFrame]:
+    """The data set's rows, typed, a range of whole stores at a time in store order (each
+    range's rows in the file's order); with `split`, a range of one store with more than
+    `chunk_rows` rows comes in pieces in date order (see _pieces)."""
+    import sys
+
     from runtime.datasets import scan_dataset
 
-    target = model.meta["target"]
-    spill_root = Path(tempfile.mkdtemp(prefix=".score-spill-", dir=work_dir))
+    spill_root = Path(tempfile.mkdtemp(prefix=".retail-spill-", dir=work_dir))
     try:
         columns = _columns_needed(source.columns, target)
         store_column = next(c for c in columns if c.lower() == "store")
         bounds = _store_ranges(scan_dataset(source.ref, [store_column]), store_column,
                                source.chunk_rows)
         files = _spill(scan_dataset(source.ref, columns), bounds, target, spill_root)
-        scorer = _ChunkScorer(model, target, device, batch_size)
         for path in files:
-            for piece in _pieces(path, source.chunk_rows):
-                yield from scorer.feed(piece)
+            yield from _pieces(path, source.chunk_rows if split else sys.maxsize)
             path.unlink()
-        yield from scorer.finish()
     finally:
         shutil.rmtree(spill_root, ignore_errors=True)
 
@@ -362,6 +372,96 @@ def _recent_rows(raw: pd.DataFrame) -> Optional[pd.DataFrame]:
     last = dates.iat[-1]
     keep = (stores == stores[-1]) & (dates >= last - pd.Timedelta(weeks=LOOKBACK_WEEKS)).to_numpy()
     return raw[keep].reset_index(drop=True)
+
+
+def rows_joined(parts: list[Any]) -> Any:
+    """numpy row blocks stacked in their own memory layout (column-major blocks, as pandas hands
+    them over, stay column-major: reductions and matmuls over them then round as over the
+    whole frame's array)."""
+    import numpy as np
+
+    if len(parts) == 1:
+        return parts[0]
+    if all(p.ndim == 2 and p.shape[1] > 1 and p.flags.f_contiguous for p in parts):
+        return np.concatenate([p.T for p in parts], axis=1).T
+    return np.concatenate(parts)
+
+
+class TrainingSet:
+    """What training takes from the feature frame: the training rows' inputs (`x`, float64, the
+    feature matrix), labels and current values, the validation rows' inputs, current and
+    actual values, each store's recent history, and the last labelled date. Built from one
+    frame, or range by range from a ChunkedSource so that only the matrix is ever whole."""
+
+    def __init__(self, inputs: list[str], x: Any, label: Any, current: Any, validation: Any,
+                 history: pd.DataFrame, last_labelled: Any) -> None:
+        self.inputs, self.x, self.label, self.current = inputs, x, label, current
+        self.validation = validation   # (values, current, actual) or None (no label column)
+        self.history, self.last_labelled = history, last_labelled
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame, params: Any, inputs: Optional[list[str]] = None) -> "TrainingSet":
+        import pandas as pd
+
+        from .engine import _history
+        from .features import expand_input_features
+        from .schema import label_column
+
+        target, label = params.target, label_column(params.target)
+        if inputs is None:
+            inputs = expand_input_features(params.input_feature_names(), frame.columns)
+        rows = frame[label].notna() & (frame[target] > 0)
+        if params.train_start is not None:
+            rows &= frame["date"] >= pd.Timestamp(params.train_start)
+        if params.train_end is not None:
+            rows &= frame["date"] <= pd.Timestamp(params.train_end)
+        values = frame.loc[rows, inputs].apply(pd.to_numeric, errors="coerce")
+        complete = values.notna().all(axis=1)
+        train_rows = frame.loc[rows].loc[complete]
+        x = values.loc[complete].to_numpy(dtype="float64")
+        validation = None
+        checked = params.label_column or label
+        if checked in frame.columns:   # the rows EpochValidation.build picks
+            picked = frame[checked].notna() & (frame[target] > 0)
+            if params.validation_start is not None:
+                picked &= frame["date"] >= pd.Timestamp(params.validation_start)
+            chosen = frame.loc[picked]
+            validation = (chosen[inputs].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64"),
+                          chosen[target].to_numpy(dtype="float64"),
+                          chosen[checked].to_numpy(dtype="float64"))
+        dates = frame.loc[frame[label].notna(), "date"] if label in frame.columns else frame["date"].iloc[0:0]
+        return cls(inputs, x, train_rows[label].to_numpy(dtype="float64"),
+                   train_rows[target].to_numpy(dtype="float64"), validation,
+                   _history(frame, target), dates.max() if len(dates) else None)
+
+    @classmethod
+    def of_source(cls, source: ChunkedSource, params: Any, work_dir: Path) -> "TrainingSet":
+        """Range by range of whole stores (a store's label is its next week: a store is never
+        cut), the features of one range at a time."""
+        import numpy as np
+        import pandas as pd
+
+        from .features import build_features
+
+        parts: list[TrainingSet] = []
+        inputs = None
+        for piece in store_ranges(source, params.target, work_dir, split=False):
+            frame = build_features(piece, params.target)
+            part = cls.of_frame(frame, params, inputs)
+            inputs = part.inputs
+            del frame
+            parts.append(part)
+        validation = None
+        if all(p.validation is not None for p in parts):
+            validation = tuple(rows_joined([p.validation[i] for p in parts]) if i == 0 else
+                               np.concatenate([p.validation[i] for p in parts]) for i in range(3))
+        last = [p.last_labelled for p in parts if p.last_labelled is not None]
+        joined = cls(parts[0].inputs, rows_joined([p.x for p in parts]),
+                     np.concatenate([p.label for p in parts]),
+                     np.concatenate([p.current for p in parts]), validation,
+                     pd.concat([p.history for p in parts], ignore_index=True),
+                     max(last) if last else None)
+        return joined
 
 
 class ParquetScoresWriter:

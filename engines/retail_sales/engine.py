@@ -17,7 +17,7 @@ from .schema import METRIC_NAMES, SCHEMA, label_column
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .chunked import ScoringSource, StreamedScores
+    from .chunked import ChunkedSource, StreamedScores
     from .model import RetailSalesModel
 
 # Rows per inference batch on CUDA when the run does not set batch_size.
@@ -50,26 +50,32 @@ class RetailSalesEngine(Engine):
     # --- stages ---------------------------------------------------------------------------
 
     def load_data(self, ctx: TaskContext, uri: str) -> Any:
-        """The data set; for a score run, unless `chunk_rows` is 0, a ScoringSource that `score`
-        reads a chunk at a time."""
-        if ctx.task == SCORE and isinstance(ctx.params, ScoreParams) and ctx.params.chunk_rows != 0:
+        """The data set; for a score or train run, unless `chunk_rows` is 0, a ChunkedSource that
+        the stages read a chunk at a time."""
+        chunk_rows = getattr(ctx.params, "chunk_rows", 0)
+        if ctx.task in (SCORE, TRAIN) and isinstance(ctx.params, (ScoreParams, TrainParams)) \
+                and chunk_rows != 0:
             from runtime.datasets import resolve_dataset
 
-            from .chunked import ScoringSource, default_chunk_rows
+            from .chunked import ChunkedSource, default_chunk_rows
 
-            return ScoringSource(resolve_dataset(uri), ctx.params.chunk_rows or default_chunk_rows())
+            return ChunkedSource(resolve_dataset(uri), chunk_rows or default_chunk_rows())
         return read_table(uri)
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
+        from .chunked import ChunkedSource
         from .features import build_features
 
+        if isinstance(data, ChunkedSource):   # a chunked train builds them range by range
+            return data
         return build_features(data, _target(ctx))
 
-    def train(self, ctx: TaskContext, features: pd.DataFrame) -> RetailSalesModel:
+    def train(self, ctx: TaskContext, features: pd.DataFrame | ChunkedSource) -> RetailSalesModel:
         import numpy as np
         import pandas as pd
 
-        from .features import build_features, expand_input_features
+        from .chunked import ChunkedSource, TrainingSet
+        from .features import build_features
         from .model import FORMAT_VERSION, RetailSalesModel, configure_matmul, fit
 
         params = ctx.params
@@ -78,35 +84,40 @@ class RetailSalesEngine(Engine):
         device = _torch_device(ctx)
         configure_matmul(device, params.tf32)
         target, label = params.target, label_column(params.target)
-        frame = features if label in features.columns else build_features(features, target)
-        inputs = expand_input_features(params.input_feature_names(), frame.columns)
-
-        rows = frame[label].notna() & (frame[target] > 0)
-        if params.train_start is not None:
-            rows &= frame["date"] >= pd.Timestamp(params.train_start)
-        if params.train_end is not None:
-            rows &= frame["date"] <= pd.Timestamp(params.train_end)
-        values = frame.loc[rows, inputs].apply(pd.to_numeric, errors="coerce")
-        complete = values.notna().all(axis=1)
-        train_rows = frame.loc[rows].loc[complete]
-        if train_rows.empty:
+        if isinstance(features, ChunkedSource):
+            # Features a range of whole stores at a time: only the training rows' inputs (the
+            # feature matrix) and the validation rows' are ever held whole.
+            ctx.logger.info("building features of %s in ranges of about %d rows",
+                            features.ref.id, features.chunk_rows)
+            data = TrainingSet.of_source(features, params, Path(ctx.artifact_dir))
+        else:
+            frame = features if label in features.columns else build_features(features, target)
+            data = TrainingSet.of_frame(frame, params)
+            del frame
+        inputs, x = data.inputs, data.x
+        if not len(x):
             raise ConfigError(
                 f"No training rows: none dated {params.train_start}..{params.train_end} has a label "
                 f"and every input feature (year-ago features need 60 weeks of history)")
-        x = values.loc[complete].to_numpy(dtype="float64")
         mean, std = x.mean(axis=0), x.std(axis=0)
         std[~(std > 1e-12)] = 1.0
-        y = np.log(train_rows[label].to_numpy(dtype="float64") / train_rows[target].to_numpy(dtype="float64"))
-        naive_scale = float(np.mean(np.abs(train_rows[label] - train_rows[target])))
+        y = np.log(data.label / data.current)
+        naive_scale = float(np.mean(np.abs(pd.Series(data.label) - pd.Series(data.current))))
+        training_rows = len(x)
 
         from .validation import EpochValidation
 
         validation = None
-        if params.validation_every_epochs:
-            validation = EpochValidation.build(
-                frame, inputs, mean, std, target=target, label=params.label_column or label,
-                start=params.validation_start, naive_scale=naive_scale,
+        if params.validation_every_epochs and data.validation is not None:
+            validation = EpochValidation.from_arrays(
+                *data.validation, mean, std, naive_scale=naive_scale,
                 names=params.metric_names(), device=device)
+        data.validation = None
+        if x.flags.writeable:   # standardised in place: (x - mean) / std without a second matrix
+            x -= mean
+            x /= std
+        else:   # a read-only view of a pandas frame
+            x = (x - mean) / std
         progress = ctx.progress(params.epochs, "epochs")
         batches = ctx.progress(params.epochs * max(1, -(-len(x) // params.batch_size)), "batches")
         losses: list[float] = []
@@ -122,9 +133,9 @@ class RetailSalesEngine(Engine):
             progress.update(1)
 
         ctx.logger.info("training on %d rows, %d inputs, %d members, device %s",
-                        len(train_rows), len(inputs), params.n_estimators, device)
+                        training_rows, len(inputs), params.n_estimators, device)
         try:
-            net = fit((x - mean) / std, y, hidden_size=params.hidden_size, depth=params.max_depth,
+            net = fit(x, y, hidden_size=params.hidden_size, depth=params.max_depth,
                       members=params.n_estimators, epochs=params.epochs, batch_size=params.batch_size,
                       learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                       seed=params.seed, device=device, on_epoch=on_epoch,
@@ -138,7 +149,7 @@ class RetailSalesEngine(Engine):
         meta = {
             "format_version": FORMAT_VERSION, "engine": self.name, "target": target, "label": label,
             "inputs": inputs, "mean": mean.tolist(), "std": std.tolist(), "naive_scale": naive_scale,
-            "training_rows": len(train_rows),
+            "training_rows": training_rows,
             "hyperparameters": {"hidden_size": params.hidden_size, "max_depth": params.max_depth,
                                 "n_estimators": params.n_estimators, "epochs": params.epochs,
                                 "learning_rate": params.learning_rate, "seed": params.seed,
@@ -146,7 +157,7 @@ class RetailSalesEngine(Engine):
                                 "tf32": params.tf32 and device.type == "cuda",
                                 "device": str(device)},
         }
-        return RetailSalesModel(net=net, meta=meta, history=_history(frame, target))
+        return RetailSalesModel(net=net, meta=meta, history=data.history)
 
     def save_model(self, ctx: TaskContext, model: RetailSalesModel, directory: Path) -> None:
         model.save(Path(directory))
@@ -157,12 +168,12 @@ class RetailSalesEngine(Engine):
         return RetailSalesModel.load(Path(directory), _torch_device(ctx))
 
     def score(self, ctx: TaskContext, model: RetailSalesModel,
-              data: pd.DataFrame | ScoringSource) -> pd.DataFrame | StreamedScores:
+              data: pd.DataFrame | ChunkedSource) -> pd.DataFrame | StreamedScores:
         """`date, store, prediction`: the forecast of the week after `date` for that store, in
-        (store, date) order. A ScoringSource is scored a chunk at a time, to the same scores."""
-        from .chunked import ScoringSource
+        (store, date) order. A ChunkedSource is scored a chunk at a time, to the same scores."""
+        from .chunked import ChunkedSource
 
-        if isinstance(data, ScoringSource):
+        if isinstance(data, ChunkedSource):
             return self._score_chunks(ctx, model, data)
         frame = self._predict(ctx, model, data)
         return frame[["date", "store", "prediction"]].reset_index(drop=True)
@@ -173,7 +184,7 @@ class RetailSalesEngine(Engine):
         return str(commit(scores))
 
     def _score_chunks(self, ctx: TaskContext, model: RetailSalesModel,
-                      source: ScoringSource) -> pd.DataFrame | StreamedScores:
+                      source: ChunkedSource) -> pd.DataFrame | StreamedScores:
         """Scores written to a Parquet target row group by row group (StreamedScores, moved into
         place by save_output); for a CSV or JSON lines target, collected for the worker to write."""
         import pandas as pd
@@ -211,8 +222,11 @@ class RetailSalesEngine(Engine):
         """Metrics on the validation rows: those with a label, dated from `validation_start`."""
         import pandas as pd
 
+        from .chunked import ChunkedSource
         from .metrics import forecast_metrics
 
+        if isinstance(data, ChunkedSource):
+            return self._evaluate_chunks(ctx, model, data)
         frame = self._predict(ctx, model, data)
         label = getattr(ctx.params, "label_column", None) or model.meta["label"]
         if label not in frame.columns:
@@ -229,11 +243,55 @@ class RetailSalesEngine(Engine):
         return forecast_metrics(frame.loc[rows, label].to_numpy(), frame.loc[rows, "prediction"].to_numpy(),
                                 model.meta["naive_scale"], names)
 
+    def _evaluate_chunks(self, ctx: TaskContext, model: RetailSalesModel,
+                         source: ChunkedSource) -> list[Metric]:
+        """evaluate's metrics, the data predicted a range of whole stores at a time (each with
+        its stores' history; the metrics equal the whole frame's up to float rounding)."""
+        import numpy as np
+        import pandas as pd
+
+        from .chunked import store_ranges
+        from .metrics import forecast_metrics
+
+        label = getattr(ctx.params, "label_column", None) or model.meta["label"]
+        start = getattr(ctx.params, "validation_start", None)
+        actual: list[Any] = []
+        predicted: list[Any] = []
+        last = None
+        for piece in store_ranges(source, model.meta["target"], Path(ctx.artifact_dir), split=False):
+            stores = piece["store"].to_numpy()
+            history = model.history_for(int(stores.min()), int(stores.max())) if len(stores) \
+                else model.history.iloc[0:0]
+            frame = self._predict(ctx, model, piece, history)
+            if label not in frame.columns:
+                raise ConfigError(f"evaluation.labelColumn {label!r} is not a column of the data")
+            rows = frame[label].notna() & frame["prediction"].notna()
+            if start is not None:
+                rows &= frame["date"] >= pd.Timestamp(start)
+            actual.append(frame.loc[rows, label].to_numpy())
+            predicted.append(frame.loc[rows, "prediction"].to_numpy())
+            dates = frame.loc[frame[label].notna(), "date"]
+            if len(dates) and (last is None or dates.max() > last):
+                last = dates.max()
+        if not sum(map(len, actual)):
+            ctx.logger.warning("%s", no_validation_message(
+                start, last.date().isoformat() if last is not None else None))
+            return []
+        names = ctx.params.metric_names() if isinstance(ctx.params, TrainParams) else list(METRIC_NAMES)
+        return forecast_metrics(np.concatenate(actual), np.concatenate(predicted),
+                                model.meta["naive_scale"], names)
+
     def explain(self, ctx: TaskContext, data: pd.DataFrame) -> list[str]:
         """For `--explain` of a train run: the split and how many rows each side gets."""
         import pandas as pd
 
+        from runtime.datasets import read_dataset
+
+        from .chunked import ChunkedSource
         from .features import build_features, expand_input_features
+
+        if isinstance(data, ChunkedSource):
+            data = read_dataset(data.ref)
 
         params = ctx.params
         if not isinstance(params, TrainParams):
@@ -267,13 +325,14 @@ class RetailSalesEngine(Engine):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _predict(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> pd.DataFrame:
+    def _predict(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame,
+                 history: pd.DataFrame | None = None) -> pd.DataFrame:
         """The feature frame of `data`'s rows, computed with the model's stored history in front
         (so a scoring file without last year still gets year-ago features), plus `prediction`."""
         import numpy as np
 
         target = model.meta["target"]
-        frame = _features_with_history(data, model.history, target)
+        frame = _features_with_history(data, model.history if history is None else history, target)
         device = _torch_device(ctx)
         batch_size = self._batch_size(ctx)
         log_ratio = model.predict_log_ratio(frame, device, batch_size)

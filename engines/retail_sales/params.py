@@ -98,6 +98,10 @@ class TrainParams(ForecastTrainParams):
                                              "(pays a compile once; same results)")
     tf32: bool = Field(True, description="CUDA: let fp32 matmuls use TF32 tensor cores (Ampere "
                                          "and later; changes results slightly); no effect on CPU")
+    chunk_rows: Optional[int] = Field(
+        None, ge=0, description="Rows of whole stores whose features are built at a time: memory "
+        "is a function of the training rows' feature matrix, not of the data set (same model); "
+        "0: the whole data set at once; unset: sized from the memory available")
 
 
 class ScoreDataParams(RetailCommonParams):

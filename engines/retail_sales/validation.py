@@ -37,10 +37,20 @@ class EpochValidation:
             return None
         picked = frame.loc[rows]
         values = picked[inputs].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+        return cls.from_arrays(values, picked[target].to_numpy(dtype="float64"),
+                               picked[label].to_numpy(dtype="float64"), mean, std,
+                               naive_scale=naive_scale, names=names, device=device)
+
+    @classmethod
+    def from_arrays(cls, values: np.ndarray, current: np.ndarray, actual: np.ndarray,
+                    mean: np.ndarray, std: np.ndarray, *, naive_scale: float, names: list[str],
+                    device: torch.device) -> Optional["EpochValidation"]:
+        """From the validation rows' inputs, current and actual values (None without rows)."""
+        if not len(values) or not names:
+            return None
         z = np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)  # as scoring does
         x = torch.as_tensor(z, dtype=torch.float32, device=device)
-        return cls(x, picked[target].to_numpy(dtype="float64"),
-                   picked[label].to_numpy(dtype="float64"), naive_scale, names)
+        return cls(x, current, actual, naive_scale, names)
 
     def metrics(self, net: BaggedMLP) -> list[Metric]:
         with torch.inference_mode():

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engines.retail_sales import RetailSalesEngine, generate_retail
-from engines.retail_sales.chunked import ScoringSource, StreamedScores, default_chunk_rows
+from engines.retail_sales.chunked import ChunkedSource, StreamedScores, default_chunk_rows
 from runtime.datasets import resolve_dataset
 from runtime.engine import default_context
 from runtime.errors import ConfigError
@@ -104,7 +104,7 @@ def test_a_duplicate_week_across_chunks_fails_and_leaves_the_target_alone(model,
 def test_the_source_is_described_without_being_read(tmp_path):
     frame = generate_retail(seed=1, stores=3, weeks=10)
     frame.to_parquet(tmp_path / "d.parquet", index=False)
-    source = ScoringSource(resolve_dataset(str(tmp_path / "d.parquet")), 1000)
+    source = ChunkedSource(resolve_dataset(str(tmp_path / "d.parquet")), 1000)
     assert len(source) == 30 and list(source.columns) == list(frame.columns)
 
 
@@ -112,3 +112,34 @@ def test_default_chunk_is_sized_from_available_memory():
     assert default_chunk_rows(64 << 30) == 250_000            # capped
     assert default_chunk_rows(4 << 30) < default_chunk_rows(16 << 30)
     assert default_chunk_rows(1 << 20) == 20_000              # floored
+
+
+def test_chunked_training_gives_the_whole_frame_model(tmp_path):
+    """Features built a range of whole stores at a time (shuffled rows, ranges of ~2 stores,
+    and ranges smaller than a store): the same inputs in the same order, so the same
+    normalisation, weights, history and evaluation metrics as the whole-frame path."""
+    import torch
+
+    generate_retail(seed=3, stores=7, weeks=120).sample(frac=1.0, random_state=2).to_parquet(
+        tmp_path / "train.parquet", index=False)
+    trained = {}
+    for chunk_rows in ("0", "250", "20"):
+        engine = RetailSalesEngine()
+        ctx = default_context(engine, "train", {**FAST, "train_end": "2011-12-30",
+                                                "validation_start": "2012-01-06",
+                                                "chunk_rows": chunk_rows}, artifact_dir=tmp_path)
+        data = engine.load_data(ctx, str(tmp_path / "train.parquet"))
+        assert isinstance(data, ChunkedSource) == (chunk_rows != "0")
+        model = engine.train(ctx, engine.feature_pipeline(ctx, data))
+        trained[chunk_rows] = (model, engine.evaluate(ctx, model, data))
+    whole, whole_metrics = trained["0"]
+    assert whole_metrics and whole.meta["training_rows"] > 250
+    for chunk_rows in ("250", "20"):
+        model, metrics = trained[chunk_rows]
+        assert {k: v for k, v in model.meta.items()} == whole.meta
+        for name, tensor in whole.net.state_dict().items():
+            assert torch.equal(model.net.state_dict()[name], tensor), name
+        pd.testing.assert_frame_equal(model.history, whole.history, check_exact=True)
+        assert [m.name for m in metrics] == [m.name for m in whole_metrics]
+        assert [m.value for m in metrics] == pytest.approx([m.value for m in whole_metrics], rel=1e-9)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # spills removed

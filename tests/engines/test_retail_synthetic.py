@@ -78,7 +78,7 @@ def test_written_dataset_follows_the_sample_split_and_spelling(tmp_path):
 def test_written_files_train_and_beat_naive(tmp_path):
     paths = write_retail_dataset(tmp_path, seed=1)
     engine = RetailSalesEngine()
-    ctx = default_context(engine, "train", {"epochs": "20"}, threads=2)
+    ctx = default_context(engine, "train", {"epochs": "20", "chunk_rows": "0"}, threads=2)
     features = engine.feature_pipeline(ctx, engine.load_data(ctx, str(paths["all.csv"])))
     model = engine.train(ctx, features)
     ours = {m.name: m.value for m in engine.evaluate(ctx, model, features)}
