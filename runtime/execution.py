@@ -23,8 +23,10 @@ from .tasks import SCORE, TRAIN, run_mode
 log = logging.getLogger("runtime.execution")
 
 # Keys of the run itself, not of the engine: taken out of the layers before resolution.
-# `maxRuntime` (seconds) aborts a run that runs longer; `retries` re-runs a FAILED run N times.
-RUN_KEYS = ("modelId", "maxRuntime", "retries")
+# `maxRuntime` (seconds) aborts a run that runs longer; `retries` re-runs a FAILED run N times;
+# `mlServiceId` names the MLService whose published Model a score run uses; `timeframe` (minutes)
+# and `timeframeColumn` limit the input data set to its last minutes (runtime.timeframe).
+RUN_KEYS = ("modelId", "maxRuntime", "retries", "mlServiceId", "timeframe", "timeframeColumn")
 RETRY_DELAY_S = 1.0   # between a FAILED attempt and the next one
 
 
@@ -47,11 +49,17 @@ class Prepared:
     recipe: Any = None                # runtime.artifacts.RecipeInfo when the Engine is a recipe
     env_manager: str = "uv"           # recipes: "uv" (their own environment) or "local"
     extra_pip: tuple[str, ...] = ()   # recipes: requirements added with --pip
+    model_choice: Optional[dict[str, Any]] = None   # why this Model scores (model_choice_text)
+    timeframe: Optional[dict[str, Any]] = None      # {minutes, column}: the input's last minutes
 
     def record(self) -> dict[str, Any]:
         record = {"engine": self.engine_ref, "resolved": self.resolved.to_record(),
                   "plan": self.plan.to_record(),
                   "modelId": self.model["id"] if self.model else None}
+        if self.model_choice is not None:
+            record["modelChoice"] = self.model_choice
+        if self.timeframe is not None:
+            record["timeframe"] = self.timeframe
         if self.max_runtime_s is not None or self.retries:
             record["limits"] = {"maxRuntime": self.max_runtime_s, "retries": self.retries}
         if self.recipe is not None:   # which artifact this run ran
@@ -121,7 +129,9 @@ class Prepared:
         if self.spark is not None:
             text += "\n" + self.spark.describe()
         if self.model:
-            text += f"\nmodel    {self.model['id']} (run {self.model.get('experimentRunId')})"
+            text += "\nmodel    " + (model_choice_text(self.model_choice) if self.model_choice
+                                     else f"{self.model['id']} (run "
+                                          f"{self.model.get('experimentRunId')})")
         elif self.mode == SCORE:
             text += "\nmodel    none yet: train this MLInstance first, or give --model ID"
         return text
@@ -141,9 +151,56 @@ def engine_reference(engine_doc: dict[str, Any]) -> str:
     return location
 
 
+def model_choice_text(choice: dict[str, Any]) -> str:
+    """`Model M (run R, created C; MAPE 0.05): the published Model of MLService S`."""
+    from .numbers import readable
+
+    metrics = ", ".join(f"{m.get('name')} {readable(m.get('value'))}"
+                        for m in choice.get("metrics") or [])
+    why = {"modelId": "given with --model / modelId",
+           "mlService": f"the published Model of MLService {choice.get('mlServiceId')}",
+           "experiment": f"the latest DONE train run of Experiment {choice.get('experimentId')}"
+           }.get(choice.get("source"), choice.get("source"))
+    return (f"{choice.get('modelId')} (run {choice.get('experimentRunId')}, created "
+            f"{choice.get('created')}{'; ' + metrics if metrics else ''}): {why}")
+
+
+def default_experiment(registry: Registry, caller: Caller,
+                       instance: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The Experiment a plain run of an MLInstance uses: its newest one that no sweep and no
+    MLService made (theirs hold trials and scheduled runs, never the default Model)."""
+    from .schemas import EXPERIMENT as EXPERIMENT_KIND
+
+    start = 0
+    while True:
+        query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
+                                   Filter("mlInstanceId", "==", instance["id"], "str")),
+                          order=(("created", True),), limit=100, start=start)
+        page = registry.list(EXPERIMENT_KIND, caller, query)
+        for doc in page.children:
+            if not _made_by_sweep_or_service(doc):
+                return doc
+        if len(page.children) < 100:
+            return None
+        start += 100
+
+
+def _made_by_sweep_or_service(experiment: dict[str, Any]) -> bool:
+    from .sweep import SWEEP_EXPERIMENT_DESCRIPTION
+
+    return bool(experiment.get("createdByService")) or \
+        experiment.get("description") == SWEEP_EXPERIMENT_DESCRIPTION or \
+        "sweepId" in (experiment.get("tags") or {})
+
+
 def _run_limits(run_keys: dict[str, str]) -> dict[str, Any]:
-    """`maxRuntime` and `retries` of a run, checked: a bad value names the key."""
+    """`maxRuntime`, `retries` and the timeframe of a run, checked: a bad value names the key."""
     limits: dict[str, Any] = {}
+    if run_keys.get("timeframe") not in (None, "", "0"):
+        from .timeframe import parse_minutes
+
+        limits["timeframe"] = {"minutes": parse_minutes(run_keys["timeframe"]),
+                               "column": run_keys.get("timeframeColumn") or None}
     if run_keys.get("maxRuntime") not in (None, ""):
         try:
             value = float(run_keys["maxRuntime"])
@@ -180,6 +237,22 @@ def _split_run_keys(tasks: Optional[list[dict[str, Any]]], mode: str,
             task = {**task, "parameters": kept}
         out.append(task)
     return out
+
+
+class _Tee:
+    """A text stream writing to two (a run's log file and the console)."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 class RunExecutor:
@@ -298,10 +371,11 @@ class RunExecutor:
         reg.check_run_data_sets(caller, resolved.values)
         plan = make_plan(engine_kind=engine_cls.kind, resources=resolved.resources,
                          host=self.host, device=device, backend=backend)
-        model = None
+        model = model_choice = None
         if mode == SCORE:
             try:
-                model = self._model_for_scoring(caller, experiment, run_keys.get("modelId"))
+                model, model_choice = self._model_for_scoring(
+                    caller, experiment, run_keys.get("modelId"), run_keys.get("mlServiceId"))
             except ConfigError:
                 if require_model:
                     raise
@@ -322,25 +396,61 @@ class RunExecutor:
                         experiment=experiment, resolved=resolved, plan=plan, model=model,
                         spark=spark, recipe=recipe, env_manager=env_manager or "uv",
                         extra_pip=tuple(extra_pip or ()), device=device,
-                        **_run_limits(run_keys))
+                        model_choice=model_choice, **_run_limits(run_keys))
 
     def _model_for_scoring(self, caller: Caller, experiment: dict[str, Any],
-                           model_id: Optional[str]) -> dict[str, Any]:
+                           model_id: Optional[str], service_id: Optional[str] = None
+                           ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The Model a score run uses and why: `modelId` if given; else the published Model of
+        its MLService (`mlServiceId`, or the latest published among the MLInstance's services);
+        else the Experiment's latest DONE train run's Model."""
+        from .mlservices import ServiceDesk
+        from .schemas import MLSERVICE
+
+        reg, scope = self.registry, caller.scope
         if model_id:
             try:
-                return self.registry.get(MODEL, caller, model_id)
+                model = reg.get(MODEL, caller, model_id)
             except NotFound:
                 raise ConfigError(f"modelId {model_id!r} does not name a Model in this "
                                   "sandbox") from None
+            return model, self._choice(caller, "modelId", model)
+        desk = ServiceDesk(reg)
+        if service_id:
+            reg.get(MLSERVICE, caller, service_id)   # NotFound names it
+            model = desk.published_model(scope, service_id)
+            if model is not None:
+                return model, self._choice(caller, "mlService", model, mlServiceId=service_id)
+        else:
+            found = desk.instance_published_model(scope, experiment["mlInstanceId"])
+            if found is not None:
+                service, model = found
+                return model, self._choice(caller, "mlService", model, mlServiceId=service["id"])
         query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
                                    Filter("experimentId", "==", experiment["id"], "str")),
-                          order=(("created", True),), limit=1)
-        page = self.registry.list(MODEL, caller, query)
-        if not page.children:
-            raise ConfigError(
-                f"Experiment {experiment['id']} ({experiment.get('name')}) has no trained Model to "
-                "score with: run a train run first, or give a modelId parameter")
-        return page.children[0]
+                          order=(("created", True),), limit=25)
+        for model in reg.list(MODEL, caller, query).children:
+            status = reg.store.get_run_status(scope, model.get("experimentRunId") or "")
+            state = ((status or {}).get("status", {}).get("tasks") or [{}])[0].get("state")
+            if state in (None, RunStatus.DONE.value):   # a Model posted for no local run counts
+                return model, self._choice(caller, "experiment", model,
+                                           experimentId=experiment["id"])
+        raise ConfigError(
+            f"Experiment {experiment['id']} ({experiment.get('name')}) has no trained Model to "
+            "score with: run a train run first, publish one to an MLService, or give a modelId "
+            "parameter")
+
+    def _choice(self, caller: Caller, source: str, model: dict[str, Any],
+                **extra: Any) -> dict[str, Any]:
+        """What `run score` prints and the run records of the Model it uses."""
+        from .schemas import EXPERIMENT_RUN
+
+        run_id = model.get("experimentRunId")
+        run = self.registry.store.get(EXPERIMENT_RUN, caller.scope, run_id or "") or {}
+        return {"source": source, "modelId": model["id"], "experimentRunId": run_id,
+                "created": model.get("created"),
+                "metrics": [{"name": m.get("name"), "value": m.get("value")}
+                            for m in (run.get("result") or {}).get("metrics") or []], **extra}
 
     # -- executing -----------------------------------------------------------------------------
 
@@ -388,7 +498,16 @@ class RunExecutor:
         log_path = run_dir / "worker.log"
         if prepared.recipe is not None:   # the recipe's own Python, recorded with the rest
             prepared = self._recipe_environment(caller, run_id, prepared, log_path, echo)
+        if prepared.timeframe is not None:   # the data set reader filters the input (worker env)
+            prepared = self._with_timeframe(caller, prepared)
         reg.annotate_run(scope, run_id, {"runtime": prepared.record()})
+        if prepared.model_choice is not None:   # which Model scores, said before anything runs
+            line = f"Run {run_id}: scoring with Model {model_choice_text(prepared.model_choice)}\n"
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+            if echo is not None:
+                echo.write(line)
+                echo.flush()
         model_dir = None
         if prepared.model is not None:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
@@ -622,17 +741,17 @@ class RunExecutor:
                 prepared.recipe, recipe_dir, list(prepared.extra_pip), self.registry.home.root):
             self.registry.note_run(scope, run_id, "Preparing the recipe's environment")
         try:
+            # The build's lines go to the run's log and, as they come, to the console of a CLI run
             with open(log_path, "a", encoding="utf-8") as log:
                 python = recipe_python(prepared.recipe, recipe_dir, home=self.registry.home.root,
-                                       extra_pip=list(prepared.extra_pip), log=log,
+                                       extra_pip=list(prepared.extra_pip),
+                                       log=log if echo is None else _Tee(log, echo),
                                        env_manager=prepared.env_manager)
         except MLRuntimeError as exc:
             build_log = getattr(exc, "build_log", "")
             if build_log:
                 with open(log_path, "a", encoding="utf-8") as log:
                     log.write(build_log if build_log.endswith("\n") else build_log + "\n")
-            if echo is not None and build_log:
-                echo.write(build_log[-4000:])
             self.registry.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail,
                                          logs=build_log[-8000:] or None)
             raise
@@ -640,6 +759,28 @@ class RunExecutor:
             return prepared
         return dataclasses.replace(prepared,
                                    plan=prepared.plan.model_copy(update={"python": str(python)}))
+
+    def _with_timeframe(self, caller: Caller, prepared: Prepared) -> Prepared:
+        """The plan with MLRUNTIME_TIMEFRAME naming the run's input data set (as given and as
+        its file URI) for runtime.datasets to filter."""
+        from .datasets import resolve_dataset
+        from .timeframe import Timeframe
+
+        key = "scoringDataSetId" if prepared.mode == SCORE else "trainingDataSetId"
+        value = prepared.resolved.values.get(key)
+        names: list[str] = []
+        if value:
+            names.append(str(value).strip())
+            try:
+                ref = resolve_dataset(str(value), self.registry.dataset_catalog(caller.scope))
+                names += [ref.uri, ref.id]
+            except MLRuntimeError:
+                pass   # the worker says why it cannot be read
+        timeframe = Timeframe(prepared.timeframe["minutes"], prepared.timeframe["column"],
+                              tuple(dict.fromkeys(names)))
+        plan = prepared.plan.model_copy(update={"env": {**prepared.plan.env,
+                                                         **timeframe.to_env()}})
+        return dataclasses.replace(prepared, plan=plan)
 
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                         model_dir: Path, digest: Optional[str] = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .tasks import canonical_task
 
@@ -192,6 +192,11 @@ class ExperimentTemplate(_Open):
     schedule: Optional[dict[str, Any]] = None
     notification: Optional[dict[str, Any]] = None
 
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: Any) -> Any:
+        return _checked_schedule(value)
+
 
 
 class ExperimentIn(_Resource):
@@ -251,10 +256,30 @@ class InsightIn(_Open):
     metrics: Optional[list[InsightMetric]] = None
 
 
+def _checked_schedule(value: Any) -> Any:
+    """A schedule's cron, times and time zone are checked when written (runtime.scheduler)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        from .errors import ValidationFailed
+        from .scheduler import check_schedule
+
+        try:
+            check_schedule(value)
+        except ValidationFailed as exc:
+            raise ValueError(exc.detail) from None
+    return value
+
+
 class Schedule(_Open):
     startTime: Optional[str] = None
     endTime: Optional[str] = None
     cron: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Schedule":
+        _checked_schedule(self)
+        return self
 
 
 class MLServiceIn(_Resource):
@@ -271,6 +296,9 @@ class MLServiceIn(_Resource):
     trainingSchedule: Optional[Schedule] = None
     scoringSchedule: Schedule
     tags: Optional[dict[str, str]] = None
+    # Read-only (an extension: next and last fires, published Model), never stored: a
+    # GET-modify-PUT round trip may send it back.
+    status: Optional[Any] = Field(default=None, exclude=True)
 
 
 # --------------------------------------------------------------------------------------------

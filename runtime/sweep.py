@@ -39,6 +39,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ConfigError
 
+# A sweep's own Experiment says so: plain runs never take it as their default (its Models are
+# trials, not the MLInstance's Model).
+SWEEP_EXPERIMENT_DESCRIPTION = "A parameter sweep started by `run sweep`"
+
 MAX_GRID = 10_000
 DISTRIBUTIONS = ("uniform", "interval", "loguniform", "randint")
 _CALL = re.compile(r"^\s*([A-Za-z_]+)\s*\((.*)\)\s*$", re.S)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ class ServerSettings:
     # --data-root folders (else MLRUNTIME_DATA_ROOTS; with tokens and neither: HOME/data)
     data_roots: list[str] = field(default_factory=list)
     warm: Optional[str] = None               # "cold": no warm parents (runtime.warm); None: used
+    # MLServices' and Experiments' schedules fire runs (runtime.scheduler); MLRUNTIME_SCHEDULER=off
+    schedule_runs: bool = field(default_factory=lambda: os.environ.get(
+        "MLRUNTIME_SCHEDULER", "").strip().lower() not in ("off", "0", "false", "no"))
 
 
 def _media(profile: str) -> str:
@@ -325,6 +329,12 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
                                max_concurrent_runs=settings.max_concurrent_runs,
                                warm=pools_for(settings.home.root, kind="server", flag=settings.warm))
         registry.on_run_created = executor.submit_background
+    scheduler = None
+    if executor is not None and settings.schedule_runs:
+        from ..scheduler import Scheduler
+
+        # Scheduled runs take the path of POST .../runs: admit, create, submit_background.
+        scheduler = Scheduler(registry, submit=executor.submit_background, admit=executor.admit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -332,7 +342,11 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
             summary = await run_in_threadpool(executor.reconcile)
             if summary.total():
                 print(f"Start-up: {summary.summary()}", flush=True)
+        if scheduler is not None:   # after reconciliation: fires join the queue behind it
+            scheduler.start()
         yield
+        if scheduler is not None:
+            await run_in_threadpool(scheduler.stop)
         if executor is not None:   # running runs get the grace period, then are aborted
             await run_in_threadpool(executor.shutdown, settings.grace_s, app.state.stop_now)
 
@@ -345,6 +359,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     app.state.registry = registry
     app.state.settings = settings
     app.state.executor = executor
+    app.state.scheduler = scheduler
     app.state.stop_now = threading.Event()   # set by a second signal: abort runs at once
 
     @app.exception_handler(MLRuntimeError)
@@ -395,20 +410,27 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     # -- generic collections ------------------------------------------------------------------
 
     def add_collection(kind: Kind, *, create: bool = True, update: bool = True,
-                       delete: bool = True, bulk_delete: Optional[str] = None) -> None:
+                       delete: bool = True, bulk_delete: Optional[str] = None,
+                       view: Any = None) -> None:
+        """`view(caller, doc)`: the document as answered (e.g. an MLService with its status)."""
         path = f"{BASE}/{kind.collection}"
+        shown = view or (lambda caller, doc: doc)
 
         @app.get(path, name=f"list_{kind.collection}")
         async def list_(request: Request) -> Response:
             caller = api.caller(request)
             query = parse_list_query(kind, _list_params(request))
-            return api.listing(request, kind, registry.list(kind, caller, query))
+            page = registry.list(kind, caller, query)
+            if view is not None:
+                page = Page([shown(caller, doc) for doc in page.children], page.total, page.query)
+            return api.listing(request, kind, page)
 
         if create:
             @app.post(path, name=f"create_{kind.name}", status_code=201)
             async def create_(request: Request) -> Response:
                 caller = api.caller(request)
                 doc = await write(registry.create, kind, caller, await api.json_body(request))
+                doc = shown(caller, doc)
                 return _json(doc, kind.profile, 201,
                              _location(request, f"{path}/{doc['id']}"))
 
@@ -423,7 +445,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         @app.get(path + "/{id}", name=f"get_{kind.name}")
         async def get_(request: Request, id: str) -> Response:
             caller = api.caller(request)
-            return _json(registry.get(kind, caller, id), kind.profile)
+            return _json(shown(caller, registry.get(kind, caller, id)), kind.profile)
 
         if update:
             @app.put(path + "/{id}", name=f"update_{kind.name}")
@@ -431,7 +453,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
                 caller = api.caller(request)
                 body = await api.json_body(request)
                 doc = await write(registry.replace, kind, caller, id, body)
-                return _json(doc, kind.profile)
+                return _json(shown(caller, doc), kind.profile)
 
         if delete:
             @app.delete(path + "/{id}", name=f"delete_{kind.name}")
@@ -580,7 +602,36 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     add_collection(EXPERIMENT, bulk_delete="mlInstanceId")
     add_collection(MODEL, create=False)
     add_collection(INSIGHT, update=False, delete=False)
-    add_collection(MLSERVICE, bulk_delete="mlInstanceId")
+    # -- MLServices: schedules and published Models (runtime.mlservices, runtime.scheduler) ----
+
+    from ..mlservices import ServiceDesk
+
+    desk = ServiceDesk(registry)
+    services = f"{BASE}/mlServices/{{id}}"
+
+    def _service_action(name: str, summary: str, description: str, action: Any) -> None:
+        @app.post(f"{services}/{name}", name=f"{name}_mlService", summary=summary,
+                  description=description,
+                  responses={200: {"description": "The MLService with its status"}})
+        async def act(request: Request, id: str) -> Response:
+            caller = api.caller(request)
+            doc = await write(action, caller, id)
+            return _json(doc, MLSERVICE.profile)
+
+    _service_action("pause", "Pause an MLService's schedules (an extension of the contract)",
+                    "Fires of a paused MLService start no run; they are recorded as skipped in "
+                    "its status.", desk.pause)
+    _service_action("resume", "Resume an MLService's schedules (an extension of the contract)",
+                    "The next fire after now runs; fires skipped while paused are not made up.",
+                    desk.resume)
+    for task in ("train", "score"):
+        _service_action(f"{task}Now", f"Fire an MLService's {task} schedule now (an extension "
+                        "of the contract)", f"The scheduler of this server starts the {task} run "
+                        "at its next tick, through the same path as a scheduled fire; the "
+                        "regular next fire is kept.",
+                        lambda caller, id, task=task: desk.run_now(caller, id, task))
+    add_collection(MLSERVICE, bulk_delete="mlInstanceId",
+                   view=lambda caller, doc: desk.with_status(caller.scope, doc))
 
     from ..web import mount_web   # the runs page at / and its JSON (runtime/web)
 

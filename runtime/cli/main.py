@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="whether a smaller or a larger metric is better (default min)")
     sweep.add_argument("--experiment", metavar="ID",
                        help="the Experiment to run in (default: a new one for the sweep)")
+    sweep.add_argument("--publish", metavar="SERVICE",
+                       help="publish the best trial's Model (by --metric) to this MLService: its "
+                            "scoring runs, and plain score runs, then use it")
     sweep.add_argument("--stop-early", metavar="RULE", choices=["median"],
                        help="median: stop a trial whose --metric at an epoch is worse than the "
                             "median of the completed trials at that epoch")
@@ -273,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="list the warm parents (default) or stop them")
     _common(warm, scope=False)
     warm.set_defaults(handler="runtime.cli.warm:main")
+
+    from .services import add_parser as add_services   # argparse only: no registry imported
+
+    add_services(sub, _common)
 
     gpus = sub.add_parser("gpus", help="the host's CUDA devices: index, name, memory used/total "
                                        "and the run holding each")

@@ -120,7 +120,10 @@ def resolve_experiment(registry: Registry, caller: Caller, instance: dict[str, A
             raise ConfigError(f"Experiment {experiment_id} belongs to MLInstance "
                               f"{experiment.get('mlInstanceId')}, not {instance['id']}")
         return experiment
-    found = _find(registry, caller, EXPERIMENT, ("mlInstanceId", instance["id"]))
+    from ..execution import default_experiment
+
+    # Not a sweep's Experiment nor an MLService's: their Models are trials and scheduled runs.
+    found = default_experiment(registry, caller, instance)
     return found or registry.create(EXPERIMENT, caller, {
         "name": f"{instance.get('name')}", "mlInstanceId": instance["id"],
         "description": "Created by the run command"})

@@ -10,10 +10,8 @@ from typing import Any
 from ..errors import ConfigError
 from ..home import resolve_home
 from ..service import Caller, Registry
-from ..sweep import (SweepConfig, SweepRunner, load_sweep_file, parse_param, plan_trials,
-                     table_text)
-
-SWEEP_EXPERIMENT_DESCRIPTION = "A parameter sweep started by `run sweep`"
+from ..sweep import (SWEEP_EXPERIMENT_DESCRIPTION, SweepConfig, SweepRunner, load_sweep_file,
+                     parse_param, plan_trials, table_text)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,6 +28,17 @@ def main(args: argparse.Namespace) -> int:
     executor = None
     try:
         state = _resume(registry, args) if args.resume else _new(registry, caller, args)
+        publish_to = getattr(args, "publish", None)
+        if publish_to:   # checked before any trial runs
+            if not state.get("metric"):
+                raise ConfigError("--publish needs --metric: the best trial is the one published")
+            from ..schemas import MLSERVICE
+
+            service = registry.get(MLSERVICE, caller, publish_to)
+            if service.get("mlInstanceId") != state["mlInstanceId"]:
+                raise ConfigError(f"MLService {publish_to} serves MLInstance "
+                                  f"{service.get('mlInstanceId')}, not this sweep's "
+                                  f"{state['mlInstanceId']}")
         from ..execution import RunExecutor
         from ..warm import pools_for
 
@@ -50,6 +59,15 @@ def main(args: argparse.Namespace) -> int:
             out(f"best: trial {best['trial']} {state['metric']}={best['metric']:.6g} run "
                 f"{best['runId']} model {best.get('modelId') or '-'} (tagged sweepBest)")
         out(f"results: {runner.folder / 'results.csv'}, {runner.folder / 'results.json'}")
+        if publish_to and best is not None and best.get("modelId"):
+            from ..mlservices import ServiceDesk
+
+            ServiceDesk(registry).publish(
+                caller, publish_to, best["modelId"],
+                f"best trial of sweep {state['id']} ({state['metric']}={best['metric']:.6g})")
+            out(f"published: Model {best['modelId']} to MLService {publish_to}")
+        elif publish_to:
+            out(f"published: nothing (no trial ended DONE with {state['metric']})")
         if args.json:
             print(json.dumps({"sweepId": state["id"], "experimentId": state["experimentId"],
                               "metric": state.get("metric"), "mode": state.get("order"),

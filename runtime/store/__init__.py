@@ -94,6 +94,14 @@ class Store(ABC):
     def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
         raise StoreError(f"The store {self.url} keeps no data set catalog")
 
+    # The scheduler's schedules, MLService state and leases (runtime.scheduler; the SQLite
+    # implementation is store/sqlite_schedules.py). A store without them cannot schedule runs.
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("schedule", "service_state", "lease_")):
+            raise StoreError(f"The store {self.url} keeps no schedules ({name})")
+        raise AttributeError(name)
+
 
 def open_store(url: str | Path) -> Store:
     """A store for `sqlite:///path/registry.db` (or a bare path). Other schemes fail clearly."""

@@ -17,6 +17,7 @@ from ..errors import StoreError
 from ..listing import Filter, ListQuery
 from ..schemas import Kind
 from . import Scope, Store
+from .sqlite_schedules import SchedulesMixin
 
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 
@@ -101,11 +102,21 @@ def _v_run_views(conn: sqlite3.Connection) -> None:
     create_run_views(conn)
 
 
-MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views)
+def _v_schedules(conn: sqlite3.Connection) -> None:
+    # The scheduler (runtime.scheduler): one row per schedule (an MLService's training or scoring
+    # schedule, an Experiment's template.schedule) with its next fire time, so a restart neither
+    # loses nor repeats a fire; per-MLService state (paused, published Model, its Experiment);
+    # and leases, so that one server of a home fires.
+    from .sqlite_schedules import create_schedule_tables
+
+    create_schedule_tables(conn)
+
+
+MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views, _v_schedules)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SchedulesMixin, Store):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"

@@ -1,0 +1,346 @@
+"""The scheduler of `run serve`: MLServices' training and scoring schedules and Experiments'
+`template.schedule` start runs through the same path as `POST /experiments/{id}/runs`.
+
+Durable and single: each schedule's next fire time lives in the registry (store table
+`schedules`); a fire is claimed by a compare-and-set on that time in the transaction that writes
+its run, so a restart neither loses nor repeats a fire; a lease in the store lets one server of a
+home fire. Fires missed while no server ran become one catch-up run, not a burst (an MLService's
+tag `catchUp: skip` skips them instead). A scheduled training run that ends DONE publishes its
+Model to its MLService (runtime.mlservices decides whether it is good enough).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from .errors import MLRuntimeError, ValidationFailed
+
+log = logging.getLogger("runtime.scheduler")
+
+LEASE_NAME = "scheduler"
+LEASE_TTL_S = 15.0      # another server takes over this long after the holder stops renewing
+TICK_S = 1.0            # how often due schedules are looked for (fire latency is at most this)
+MISSED_AFTER_S = 60.0   # a fire found this late was missed (the server was down)
+FIRE_BATCH = 200        # due schedules fired per look-up
+# `run services run-now`: due at once, whatever the clocks of the CLI and the server say.
+RUN_NOW = "1970-01-01T00:00:00.000Z"
+
+# The schedule fields of each owner: (task, document field); an Experiment's is template.schedule.
+SERVICE_SCHEDULES = (("train", "trainingSchedule"), ("score", "scoringSchedule"))
+
+
+# -- times and cron ----------------------------------------------------------------------------
+
+def iso(epoch_s: float) -> str:
+    """An epoch time in the registry's format, `2019-01-01T00:00:00.000Z` (sorts as text)."""
+    t = datetime.fromtimestamp(epoch_s, timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str, where: str) -> datetime:
+    """An ISO date-time (`Z` or an offset; none: UTC), or a ValidationFailed naming `where`."""
+    try:
+        value = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed(f"{where} {text!r} is not an ISO date-time such as "
+                               "2024-01-01T00:00:00.000Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _zone(name: Optional[str], where: str) -> Any:
+    if not name:
+        return timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(f"{_at(where, 'timezone')} {name!r} is not an IANA time zone such as "
+                               "Europe/Paris") from None
+
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def check_schedule(schedule: Optional[dict[str, Any]], where: str = "") -> None:
+    """A schedule's cron, times and time zone, checked when it is written (a 400 naming them)."""
+    if not schedule or not schedule.get("cron"):
+        for key in ("startTime", "endTime"):
+            if schedule and schedule.get(key):
+                parse_time(schedule[key], _at(where, key))
+        return
+    from croniter import croniter
+
+    cron = str(schedule["cron"])
+    if not croniter.is_valid(cron):
+        raise ValidationFailed(f"{_at(where, 'cron')} {cron!r} is not a cron expression (five "
+                               "fields: minute hour day-of-month month day-of-week, e.g. "
+                               "'0 2 * * *', or @hourly, @daily, @weekly)")
+    _zone(schedule.get("timezone"), where)
+    start = schedule.get("startTime") and parse_time(schedule["startTime"], _at(where, "startTime"))
+    end = schedule.get("endTime") and parse_time(schedule["endTime"], _at(where, "endTime"))
+    if start and end and end <= start:
+        raise ValidationFailed(f"{_at(where, 'endTime')} {schedule['endTime']!r} is not after "
+                               f"its startTime {schedule['startTime']!r}")
+
+
+def next_fire(spec: dict[str, Any], after_s: float) -> Optional[float]:
+    """The first fire strictly after `after_s` (and not before startTime), or None once the
+    schedule's endTime has passed."""
+    from croniter import croniter
+
+    zone = _zone(spec.get("timezone"), "schedule")
+    after = datetime.fromtimestamp(after_s, timezone.utc)
+    if spec.get("startTime"):
+        start = parse_time(spec["startTime"], "schedule.startTime")
+        if start > after:   # a fire may fall on startTime itself
+            after = start - (datetime.min.resolution * 1000)
+    fire = croniter(str(spec["cron"]), after.astimezone(zone)).get_next(datetime)
+    if spec.get("endTime") and fire > parse_time(spec["endTime"], "schedule.endTime"):
+        return None
+    return fire.timestamp()
+
+
+def _seconds(text: Optional[str]) -> Optional[float]:
+    return None if not text else parse_time(text, "time").timestamp()
+
+
+# -- what defines schedules --------------------------------------------------------------------
+
+def _spec(schedule: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {**{k: schedule.get(k) for k in ("cron", "startTime", "endTime", "timezone")
+               if schedule.get(k)}, **extra}
+
+
+def definitions(kind: str, doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(schedule id, task, spec) of an MLService's or an Experiment's schedules."""
+    out = []
+    if kind == "mlService":
+        for task, field in SERVICE_SCHEDULES:
+            schedule = doc.get(field) or {}
+            if isinstance(schedule, dict) and schedule.get("cron"):
+                out.append((f"{doc['id']}:{task}", task, _spec(schedule)))
+    else:
+        schedule = (doc.get("template") or {}).get("schedule") or {}
+        if isinstance(schedule, dict) and schedule.get("cron"):
+            from .tasks import run_mode
+
+            try:
+                mode = run_mode(str(schedule.get("mode") or "train"))
+            except MLRuntimeError:
+                mode = str(schedule.get("mode"))
+            out.append((f"{doc['id']}:{mode}", mode, _spec(schedule, mode=mode)))
+    return out
+
+
+# -- the scheduler -----------------------------------------------------------------------------
+
+class Scheduler:
+    """Fires due schedules of one registry. `submit(caller, run)` hands a created run to the
+    executor (RunExecutor.submit_background), `admit(caller, experiment_id, body)` refuses one
+    this host can never start: the two calls `POST .../runs` makes. `clock` (epoch seconds) is
+    injectable for tests."""
+
+    def __init__(self, registry: Any, *, submit: Optional[Callable[[Any, dict], None]] = None,
+                 admit: Optional[Callable[[Any, str, Any], None]] = None,
+                 clock: Callable[[], float] = time.time, tick_s: float = TICK_S,
+                 lease_ttl_s: float = LEASE_TTL_S) -> None:
+        from .mlservices import ServiceDesk
+        from .service import Registry
+
+        self.registry = registry
+        # Runs are written through a Registry of the same store that notifies no executor: the
+        # claim of a fire and its run commit together, and the executor hears of the run after.
+        quiet = Registry(registry.store, registry.home)
+        quiet.data_roots = registry.data_roots
+        self.desk = ServiceDesk(quiet)
+        self.submit = submit
+        self.admit = admit
+        self.clock = clock
+        self.tick_s = tick_s
+        self.lease_ttl_s = lease_ttl_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leader = False
+        self._renewed_s = 0.0
+        self.fired = 0
+        self._fingerprint: Any = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        try:
+            self.registry.store.lease_release(LEASE_NAME, self.holder)
+        except MLRuntimeError:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:   # a bad schedule or a busy store must not end the scheduler
+                log.exception("Scheduler tick failed")
+            # Wake at the next whole tick, or at the next fire if it is sooner.
+            self._stop.wait(self._sleep_s())
+
+    def _sleep_s(self) -> float:
+        if not self.leader:
+            return self.tick_s
+        upcoming = _seconds(self.registry.store.schedule_next_fire())
+        if upcoming is None:
+            return self.tick_s
+        return max(0.01, min(self.tick_s, upcoming - self.clock()))
+
+    def tick(self) -> int:
+        """One pass: hold the lease, follow definition changes, fire what is due, publish what
+        scheduled training runs produced. Returns the number of runs started."""
+        store = self.registry.store
+        now = self.clock()
+        if not self.leader or now - self._renewed_s >= self.lease_ttl_s / 3:
+            self.leader = store.lease_acquire(LEASE_NAME, self.holder, self.lease_ttl_s, now) \
+                or self._take_from_dead_holder(now)
+            self._renewed_s = now
+        if not self.leader:
+            return 0
+        fingerprint = store.schedule_fingerprint()
+        if fingerprint != self._fingerprint:
+            self.sync(now)
+            self._fingerprint = fingerprint
+        started = 0
+        while not self._stop.is_set():
+            due = store.schedule_due(iso(now), FIRE_BATCH)
+            if not due:
+                break
+            for row in due:
+                started += self.fire(row, now)
+            if len(due) < FIRE_BATCH:
+                break
+        self.desk.settle_training_runs()
+        self.fired += started
+        return started
+
+    def _take_from_dead_holder(self, now: float) -> bool:
+        """A server of this host that died holding the lease (SIGKILL) does not make the next
+        one wait for the lease to expire."""
+        held = self.registry.store.lease_holder(LEASE_NAME)
+        if held is None:
+            return False
+        host, _, rest = held[0].partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            return False
+        log.info("Taking the scheduler lease from %s (that process is gone)", held[0])
+        return self.registry.store.lease_take(LEASE_NAME, held[0], self.holder,
+                                              self.lease_ttl_s, now)
+
+    def sync(self, now: float) -> None:
+        """Schedule rows follow their definitions: a new or changed schedule's next fire is the
+        first after now (never a fire for the time before it existed); a removed one goes."""
+        store = self.registry.store
+        existing = {row["id"]: row for row in store.schedule_rows()}
+        seen = set()
+        for scope, kind, doc in store.scheduled_documents():
+            for schedule_id, task, spec in definitions(kind, doc):
+                seen.add(schedule_id)
+                row = existing.get(schedule_id)
+                if row is not None and row["spec"] == spec:
+                    continue
+                extra = dict(row["doc"]) if row else {}
+                try:
+                    upcoming = next_fire(spec, now)
+                    extra.pop("error", None)
+                except (MLRuntimeError, ValueError, KeyError) as exc:   # stored before checks
+                    upcoming, extra["error"] = None, getattr(exc, "detail", str(exc))
+                store.schedule_put(scope, {
+                    "id": schedule_id, "owner": kind, "owner_id": doc["id"], "task": task,
+                    "spec": spec, "next_fire": None if upcoming is None else iso(upcoming),
+                    "last_fire": row["last_fire"] if row else None,
+                    "last_run_id": row["last_run_id"] if row else None, "doc": extra})
+        gone = [i for i in existing if i not in seen]
+        if gone:
+            store.schedule_delete(gone)
+
+    def fire(self, row: dict[str, Any], now: float) -> int:
+        """Start the run of one due schedule (or skip it: paused, or a missed fire with
+        `catchUp: skip`), and move its next fire past now: missed fires become one run."""
+        from .store import Scope
+
+        store = self.registry.store
+        scope = Scope(row["org"], row["sandbox"])
+        due = row["next_fire"]
+        try:
+            upcoming = next_fire(row["spec"], now)
+        except (MLRuntimeError, ValueError, KeyError) as exc:
+            store.schedule_advance(row["id"], due, next_fire=None,
+                                   doc={**row["doc"], "error": getattr(exc, "detail", str(exc))})
+            return 0
+        following = None if upcoming is None else iso(upcoming)
+        late_s = 0.0 if row["doc"].get("runNow") else now - (_seconds(due) or now)
+        try:
+            plan = self.desk.fire_plan(scope, row, due, late_s > MISSED_AFTER_S)
+        except MLRuntimeError as exc:   # its owner was deleted, or its Experiment cannot be made
+            store.schedule_advance(row["id"], due, next_fire=following,
+                                   doc={**row["doc"], "error": exc.detail, "skipped": due})
+            return 0
+        if plan.skip:
+            store.schedule_advance(row["id"], due, next_fire=following,
+                                   doc={**row["doc"], "skipped": due, "skipReason": plan.skip})
+            return 0
+        if self.admit is not None:
+            try:
+                self.admit(plan.caller, plan.experiment_id, plan.body)
+            except MLRuntimeError as exc:   # it can never start on this host: say so, go on
+                store.schedule_advance(row["id"], due, next_fire=following,
+                                       doc={**row["doc"], "error": exc.detail, "skipped": due})
+                return 0
+        doc = {k: v for k, v in row["doc"].items() if k not in ("error", "runNow")}
+        doc["fires"] = int(doc.get("fires") or 0) + 1
+        if late_s > MISSED_AFTER_S:
+            doc["caughtUp"] = due
+        with store.transaction():   # the claim and the run commit together, or neither
+            if not store.schedule_advance(row["id"], due, next_fire=following, last_fire=due):
+                return 0   # another process fired it
+            run = self.desk.registry.create_run(plan.caller, plan.experiment_id, plan.body)
+            store.schedule_update(row["id"], last_run_id=run["id"], doc=doc)
+            self.desk.fired(scope, row, run)
+        log.info("Schedule %s fired run %s (%s, due %s)", row["id"], run["id"], row["task"], due)
+        if self.submit is not None:
+            self.submit(plan.caller, self.desk.registry.get_unmasked(
+                _experiment_run_kind(), plan.caller, run["id"]))
+        return 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (a killed child its parent has not reaped yet) is gone for this purpose.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _experiment_run_kind() -> Any:
+    from .schemas import EXPERIMENT_RUN
+
+    return EXPERIMENT_RUN
