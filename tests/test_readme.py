@@ -35,7 +35,7 @@ from readme_commands import README, Command, commands, setup_commands
 
 REPO = README.parent
 VENV_BIN = Path(sys.executable).parent
-PLACEHOLDERS = ("MLINSTANCE_ID", "ENGINE_ID", "ID")
+PLACEHOLDERS = ("MLINSTANCE_ID", "SERVICE_ID", "ENGINE_ID", "ID")
 LATE_PLACEHOLDERS = ("ENV_KEY",)   # looked up when the command runs
 
 USER_FILES = {
@@ -203,6 +203,8 @@ def _run_block(box: Sandbox, block: list[Command]) -> None:
             body = json.loads(out)
             if text.startswith("curl -X POST") and "/engines" in text:
                 box.ids["ENGINE_ID"] = body["id"]
+            if text.startswith("curl -X POST") and re.search(r"/mlServices\s", text):
+                box.ids["SERVICE_ID"] = body["id"]   # the MLService a later command names
 
 
 def _needs_docker(block: list[Command]) -> bool:
