@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -401,7 +402,7 @@ class _Builder:
             out = Path(tmp, LOCK_FILE)
             self._run([self.uv, "pip", "compile", str(req_in), "-o", str(out), "--python",
                        str(self.python.path), "--excludes", str(excludes), "--no-header",
-                       "--no-annotate", "--quiet", "--no-python-downloads"], step="resolve")
+                       "--no-annotate", "--no-python-downloads"], step="resolve")
             lines = [line.strip() for line in out.read_text().splitlines()
                      if line.strip() and not line.lstrip().startswith("#")]
         return lines, self._recipe_line_name(lines)
@@ -414,7 +415,7 @@ class _Builder:
                   f"{self.python.version} with pip")
         req_in = venv / IN_FILE
         req_in.write_text("\n".join(self._input_lines()) + "\n")
-        self._run([*self._pip(venv), "install", "--quiet", "-r", str(req_in)],
+        self._run([*self._pip(venv), "install", "--progress-bar", "off", "-r", str(req_in)],
                   step="resolve")
         lines = _installed(_env_python(venv))
         # pip cannot leave a package out of a resolution: one that came in through the recipe's
@@ -483,7 +484,7 @@ class _Builder:
             (tmp / IN_FILE).write_text("\n".join(self._input_lines()) + "\n")
             if self.tool == "uv":
                 self._run([self.uv, "pip", "sync", str(lock_file), "--python", str(python),
-                           "--link-mode", "hardlink", "--no-python-downloads", "--quiet"],
+                           "--link-mode", "hardlink", "--no-python-downloads"],
                           step="install")
             # (pip: installed while resolving)
             site = _site_packages(python)
@@ -510,7 +511,8 @@ class _Builder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _relink_scripts(final, origins)
-        self._say(f"environment {key} ready: {final}")
+        self._say(f"environment {key} ready: {meta['pins']} packages, {_size_mb(final):,.0f} MB "
+                  f"on disk, built in {meta['build_s']:.1f} s: {final}")
         return EnvInfo(python=_env_python(final), key=key, path=final, cached=False, tool=self.tool)
 
     def _check(self, python: Path, recipe_name: str | None) -> None:
@@ -573,24 +575,40 @@ class _Builder:
         if self.tool == "pip":
             env["PIP_CACHE_DIR"] = str(self.cache.parent / "pip")
         started = time.monotonic()
+        # The tool's lines reach the log as they come (a terminal sees uv download and install,
+        # with its sizes and times), not once it is done.
+        echo = step != "freeze"
+        lines: list[str] = []
         try:
-            proc = subprocess.run(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  timeout=self.timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            out = (exc.output or b"").decode(errors="replace")
-            self._record(out)
-            raise EnvBuildError(f"{step} took longer than {self.timeout_s:g} s",
-                                build_log=self._transcript()) from None
+            proc = subprocess.Popen(command, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
             raise EnvBuildError(f"{step}: cannot run {command[0]}: {exc}",
                                 build_log=self._transcript()) from exc
-        out = proc.stdout.decode(errors="replace")
-        self.last_output, self.last_returncode = out, proc.returncode
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                lines.append(line)
+                if echo and line.strip():
+                    self._say(f"  {line}")
+
+        reader = threading.Thread(target=pump, name=f"env-{step}", daemon=True)
+        reader.start()
+        try:
+            returncode = proc.wait(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(timeout=5)
+            raise EnvBuildError(f"{step} took longer than {self.timeout_s:g} s",
+                                build_log=self._transcript()) from None
+        reader.join()
+        out = "\n".join(lines) + ("\n" if lines else "")
+        self.last_output, self.last_returncode = out, returncode
         self._say(f"{step}: {time.monotonic() - started:.1f} s")
-        if step != "freeze":
-            self._record(out)
-        if proc.returncode != 0 and check:
+        if returncode != 0 and check:
             self._fail(step, out)
         return out
 
@@ -972,6 +990,21 @@ def _relink_scripts(final: Path, origins: list[Path]) -> None:
             changed = changed.replace(str(origin).encode(), new)
         if changed != data:
             path.write_bytes(changed)
+
+
+def _size_mb(folder: Path) -> float:
+    """What a folder's files take on disk (hard links into uv's cache counted once)."""
+    seen, total = set(), 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total / 2**20
 
 
 def _is_ready(path: Path) -> bool:

@@ -105,3 +105,26 @@ def test_a_sweep_runs_a_recipe_on_disk(tmp_path):
         run = json.loads(cli(home, "runs", "show", row["runId"], "--json").stdout)["run"]
         assert run["runtime"]["artifact"]["sha256"] == engine["artifacts"]["default"]["image"]["sha256"]
         assert run["runtime"]["artifact"]["envManager"] == "local"
+
+
+def test_an_environment_build_streams_its_lines_to_the_console(tmp_path):
+    """A run of a registered recipe Engine builds its environment inside the run: the build's
+    lines (uv's own among them, with their times) reach the console as well as the run's log."""
+    home = tmp_path / "home"
+    (tmp_path / "engine.json").write_text(json.dumps({"name": "old-classes"}))
+    created = cli(home, "engines", "create", str(tmp_path / "engine.json"), "--artifact",
+                  str(FIXTURES / "old_classes"), "--json")
+    assert created.returncode == 0, created.stderr
+    (tmp_path / "instance.json").write_text(json.dumps({
+        "name": "old", "engineId": json.loads(created.stdout)["id"],
+        "tasks": json.loads((FIXTURES / "old_classes" / "old.config.json").read_text())}))
+    proc = cli(home, "train", str(tmp_path / "instance.json"), "--env-manager", "uv",
+               "-p", f"trainingDataSetId={RETAIL / 'retail-training.csv'}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    resolving = next(i for i, line in enumerate(lines) if line.startswith("[env] resolving"))
+    ready = next(i for i, line in enumerate(lines) if "[env] environment" in line and " ready: " in line)
+    assert resolving < ready and " MB on disk, built in " in lines[ready]
+    assert any(line.startswith("[env]   Resolved ") for line in lines[resolving:ready])   # uv's own
+    log = next(home.glob("runs/*/worker.log")).read_text()
+    assert lines[ready] in log
