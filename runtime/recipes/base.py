@@ -50,6 +50,7 @@ class RecipeEngine(Engine):
 
     def __init__(self) -> None:
         self.model_digest: Optional[str] = None
+        self._evaluator: Any = None
 
     @classmethod
     def build(cls, recipe_dir: Path, info: RecipeInfo) -> type["RecipeEngine"]:
@@ -82,6 +83,16 @@ class RecipeEngine(Engine):
         if compat not in sys.path and not os.environ.get(ENV_MARKER):
             sys.path.append(compat)
         RecipeEngine._paths_ready = True
+
+    def instance_of(self, target: Optional[str]) -> Any:
+        """The evaluator an entry point names (a class is instantiated), built once per engine
+        object; None when `target` is empty."""
+        if not target:
+            return None
+        if self._evaluator is None:
+            cls = self.load_target(target)
+            self._evaluator = cls() if isinstance(cls, type) else cls
+        return self._evaluator
 
     def entry(self, group: str, name: str) -> str:
         target = (self.recipe.entry_points.get(group) or {}).get(name)

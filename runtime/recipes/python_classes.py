@@ -67,7 +67,6 @@ def tf_config() -> Iterator[None]:
 class ClassRecipe(RecipeEngine):
     def __init__(self) -> None:
         super().__init__()
-        self._evaluator: Any = None
         self._test_part: Any = None
 
     def _instance(self, task: str) -> Any:
@@ -110,12 +109,7 @@ class ClassRecipe(RecipeEngine):
                 target = (self.recipe.entry_points.get(group) or {}).get("evaluator")
                 if target:
                     break
-        if not target:
-            return None
-        if self._evaluator is None:
-            cls = self.load_target(target)
-            self._evaluator = cls() if isinstance(cls, type) else cls
-        return self._evaluator
+        return self.instance_of(target)
 
     def _split(self, evaluator: Any, config: dict[str, Any]) -> Any:
         """The evaluator's own split(config): its second part is what evaluate() gets. A recipe

@@ -31,7 +31,6 @@ class FunctionRecipe(RecipeEngine):
     def __init__(self) -> None:
         super().__init__()
         self._validation: Any = None
-        self._evaluator: Any = None
 
     def _role(self, group: str, name: str, function: str) -> Any:
         module = self.load_target(self.entry(group, name))
@@ -50,13 +49,7 @@ class FunctionRecipe(RecipeEngine):
                           "it has no feature pipeline task")
 
     def evaluator(self) -> Any:
-        target = (self.recipe.entry_points.get("Evaluation") or {}).get("evaluator")
-        if not target:
-            return None
-        if self._evaluator is None:
-            cls = self.load_target(target)
-            self._evaluator = cls() if isinstance(cls, type) else cls
-        return self._evaluator
+        return self.instance_of((self.recipe.entry_points.get("Evaluation") or {}).get("evaluator"))
 
     def train(self, ctx: TaskContext, data: Any) -> Any:
         config = self.config(ctx)
