@@ -250,7 +250,8 @@ class Scheduler:
 
     def sync(self, now: float) -> None:
         """Schedule rows follow their definitions: a new or changed schedule's next fire is the
-        first after now (never a fire for the time before it existed); a removed one goes."""
+        first after its document was written (never a fire for the time before); a removed one
+        goes."""
         store = self.registry.store
         existing = {row["id"]: row for row in store.schedule_rows()}
         seen = set()
@@ -261,8 +262,11 @@ class Scheduler:
                 if row is not None and row["spec"] == spec:
                     continue
                 extra = dict(row["doc"]) if row else {}
+                # From when it was written: a fire due between the write and this sync (a server
+                # stopped in between) is caught up, not lost.
+                written = _seconds(doc.get("updated")) or now
                 try:
-                    upcoming = next_fire(spec, now)
+                    upcoming = next_fire(spec, min(written, now))
                     extra.pop("error", None)
                 except (MLRuntimeError, ValueError, KeyError) as exc:   # stored before checks
                     upcoming, extra["error"] = None, getattr(exc, "detail", str(exc))
