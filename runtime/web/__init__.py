@@ -40,7 +40,7 @@ def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
     async def index(request: Request) -> Response:
         return FileResponse(page, media_type="text/html; charset=utf-8", headers=no_store)
 
-    for path in ("/", "/runs/{run_id}", "/compare"):
+    for path in ("/", "/runs/{run_id}", "/compare", "/services"):
         app.add_api_route(path, index, methods=["GET"], include_in_schema=False)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
@@ -74,6 +74,13 @@ def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
             return False
         return True
 
+    @app.get(f"{UI_API}/services", include_in_schema=False)
+    async def services(request: Request) -> Response:
+        """The Services view: each MLService with its schedules, status (next and last fires,
+        published Model and its metrics, recent runs) and its MLInstance's name."""
+        caller = api.caller(request)
+        return _json(await run_in_threadpool(_services, registry, caller))
+
     @app.get(f"{UI_API}/runs/{{run_id}}", include_in_schema=False)
     async def run_detail(request: Request, run_id: str) -> Response:
         caller = api.caller(request)
@@ -100,3 +107,25 @@ def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
         caller = api.caller(request)
         registry.get_run(caller, experiment_id, run_id)   # 404 unless the run is in that experiment
         return _json(await run_in_threadpool(views.series, caller, run_id))
+
+
+def _services(registry: "Registry", caller: Any) -> dict[str, Any]:
+    from ..errors import NotFound
+    from ..listing import Filter, ListQuery
+    from ..mlservices import ServiceDesk
+    from ..schemas import MLINSTANCE, MLSERVICE
+
+    services = ServiceDesk(registry)
+    query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),),
+                      order=(("created", True),), limit=100)
+    page = registry.list(MLSERVICE, caller, query)
+    out = []
+    for row in page.children:
+        doc = services.with_status(caller.scope, registry.get_unmasked(MLSERVICE, caller, row["id"]))
+        try:
+            instance = registry.get(MLINSTANCE, caller, doc.get("mlInstanceId"))
+            doc["mlInstanceName"] = instance.get("name")
+        except NotFound:
+            doc["mlInstanceName"] = None
+        out.append(doc)
+    return {"services": out, "total": page.total}

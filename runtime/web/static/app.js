@@ -332,6 +332,44 @@
   // The header offers the orgs and sandboxes that hold objects; an address without org and
   // sandbox whose default scope holds nothing opens on the one with the most runs instead.
   let scopeNote = "", scopeOptions = [];
+  // --- MLServices: schedules, fires, the published Model, the runs they started --------------
+  function schedule(spec, st) {
+    if (!spec || !spec.cron) return `<span class="muted">none</span>`;
+    st = st || {};
+    const window_ = [spec.startTime && "from " + when(spec.startTime), spec.endTime && "until " + when(spec.endTime)]
+      .filter(Boolean).join(" ");
+    return `<span class="mono">${esc(spec.cron)}</span>${window_ ? ` <span class="muted">${esc(window_)}</span>` : ""}` +
+      `<br>next <span class="next-fire">${esc(when(st.nextFire) || "—")}</span>` +
+      `<br>last ${esc(when(st.lastFire) || "—")}` + (st.lastRunId ? ` (<a data-nav href="${esc(link("/runs/" + st.lastRunId))}">${short(st.lastRunId)}</a>)` : "") +
+      ` · ${esc(fmt(st.fires || 0))} ${st.fires === 1 ? "fire" : "fires"}` + (st.error ? `<br><span class="error">${esc(st.error)}</span>` : "");
+  }
+  async function servicesView() {
+    const page = await api("/ui/api/services");
+    let rows = "";
+    for (const s of page.services) {
+      const st = s.status || {}, sch = st.schedules || {}, pub = st.publishedModel;
+      const metrics = pub ? (pub.metrics || []).map((m) => `${esc(m.name)} ${esc(fmt(m.value))}`).join(", ") : "";
+      const recent = (st.recentRuns || []).slice(0, 5).map((r) =>
+        `<a data-nav href="${esc(link("/runs/" + r.runId))}">${esc(r.mode)} ${short(r.runId)}</a>`).join("<br>");
+      rows += `<tr data-service="${esc(s.id)}"><td>${esc(s.name)}<br><span class="mono muted">${short(s.id)}</span></td>` +
+        `<td>${esc(s.mlInstanceName || short(s.mlInstanceId))}</td>` +
+        `<td><span class="state ${st.paused ? "ABORTED" : "DONE"}">${st.paused ? "paused" : "active"}</span></td>` +
+        `<td class="train">${schedule(s.trainingSchedule, sch.trainingSchedule)}</td>` +
+        `<td class="score">${schedule(s.scoringSchedule, sch.scoringSchedule)}</td>` +
+        `<td class="published">${pub ? `<span class="mono">${short(pub.modelId)}</span>` +
+          (pub.experimentRunId ? ` from <a data-nav href="${esc(link("/runs/" + pub.experimentRunId))}">${short(pub.experimentRunId)}</a>` : "") +
+          `<br>${metrics}<br><span class="muted">${esc(when(pub.publishedAt))}</span>` : `<span class="muted">none yet</span>`}` +
+          (st.lastPublication && st.lastPublication.published === false ? `<br><span class="muted">last run not published: ${esc(st.lastPublication.reason)}</span>` : "") + `</td>` +
+        `<td class="recent">${recent || `<span class="muted">none yet</span>`}</td></tr>`;
+    }
+    view.innerHTML = `<h1>Services</h1>` +
+      `<p class="muted">MLServices: published Models whose training and scoring run on a schedule (times in UTC unless the schedule names a time zone).</p>` +
+      `<div id="runs-wrap"><table id="services"><thead><tr><th>MLService</th><th>MLInstance</th><th>State</th>` +
+      `<th>Training schedule</th><th>Scoring schedule</th><th>Published Model</th><th>Recent runs</th></tr></thead>` +
+      `<tbody>${rows || `<tr><td colspan="7" class="muted">No MLServices in this sandbox.</td></tr>`}</tbody></table></div>`;
+    timers.push(setInterval(() => { if (location.pathname === "/services") route(); }, 10000));
+  }
+
   async function settleScope() {
     const q = new URLSearchParams(location.search);
     const asked = api("/ui/api/scopes");
@@ -379,8 +417,10 @@
       scopeForm.org.value = q.get("org") || ""; scopeForm.sandbox.value = q.get("sandbox") || "";
       if (path.startsWith("/runs/")) await runView(decodeURIComponent(path.slice(6)));
       else if (path === "/compare") await compareView();
+      else if (path === "/services") await servicesView();
       else await runsView();
-      document.title = (path.startsWith("/runs/") ? "Run " + short(path.slice(6)) : path === "/compare" ? "Compare" : "Runs") + " · MLInstance Runtime";
+      document.title = (path.startsWith("/runs/") ? "Run " + short(path.slice(6)) : path === "/compare" ? "Compare"
+                        : path === "/services" ? "Services" : "Runs") + " · MLInstance Runtime";
     } catch (err) {
       if (err instanceof AuthNeeded) askToken();
       else view.innerHTML = `<p class="error">${esc(err.message)}</p>`;
