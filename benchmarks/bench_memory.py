@@ -1,0 +1,297 @@
+"""Memory benchmark: peak RSS and time of retail-sales `run score` and `run train` on synthetic data
+of growing size, the chunked path beside today's whole-file path (`-p chunk_rows=0`) in one run.
+
+    python benchmarks/bench_memory.py                     # 0.6M and 6.4M rows (~15 minutes)
+    python benchmarks/bench_memory.py --sizes 0.6M --quick
+    python benchmarks/bench_memory.py --sizes 0.6M,6.4M,64M --data /big/disk/bench-data
+
+Sizes are rows of the whole synthetic data set (`run data retail --stores N`: 143 weeks a store,
+so 0.6M is 4,475 stores and 6.4M is 44,755). 64M is ten copies of the 6.4M set with the store ids
+shifted (generating it whole would need ~25 GB), scored on the chunked path only: the whole-file
+path would need about 40 GB. For each size:
+
+1. **score**: `run score` of `DSWRetailSales.parquet` (every row) with a model trained on the
+   0.6M set, whole-file (`chunk_rows=0`) and chunked (the default chunk), `--repeats` times each,
+   interleaved (median time, largest peak); the two outputs are compared row for row (they must
+   be equal, bit for bit). Goal: chunked peak <= 1.5 GB at every
+   size; chunked rows/s >= 0.9x the whole-file path's at 6.4M.
+2. **train**: `run train` on `DSWRetailSales-Training.parquet` (1 epoch, batch 4096: memory does
+   not grow with epochs), both paths; the feature matrix is training rows x inputs x 8 bytes.
+   Goal: chunked peak <= 3x the feature matrix.
+
+Peak RSS is the largest of the `run` process and its worker (a helper process runs `run` and reads
+RUSAGE_CHILDREN, which covers the worker the CLI waited for); runs are cold (MLRUNTIME_WARM=0).
+The floor is the RSS of a process that only imports the worker's libraries (torch, pandas,
+pyarrow), measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import table  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+CONFIG = ROOT / "configs" / "retail-sales.json"
+SIZES = {"0.6M": 4475, "6.4M": 44755, "64M": 447550}
+REPLICATED = {"64M": ("6.4M", 10)}   # built from a smaller set: (base size, copies)
+WHOLE_PATH_MAX_ROWS = 10_000_000      # today's path is not run above this (it would need ~40 GB)
+SCORE_PEAK_GOAL_MB = 1536
+SCORE_SPEED_GOAL = 0.9
+TRAIN_PEAK_GOAL = 3.0
+
+# Runs `run ...` and prints the largest RSS of it and its waited-for descendants, in KiB.
+_MEASURE = ("import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "sys.stderr.write(done.stdout + done.stderr)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(done.returncode)\n")
+_FLOOR = ("import resource, numpy, pandas, pyarrow.parquet, torch\n"
+          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    env["MLRUNTIME_WARM"] = "0"
+    return env
+
+
+def measured(argv: list[str], log: Path) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, the run's last stdout line) of `argv`."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True,
+                          env=_env(), cwd=ROOT)
+    wall = time.perf_counter() - started
+    log.write_text(done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} failed (log: {log}):\n{done.stderr[-3000:]}")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
+    return wall, int(done.stdout.split()[-1]) / 1024, lines[-1] if lines else ""
+
+
+def import_floor_mb() -> float:
+    done = subprocess.run([sys.executable, "-c", _FLOOR], capture_output=True, text=True,
+                          env=_env(), cwd=ROOT, check=True)
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def make_data(size: str, root: Path) -> Path:
+    folder = root / size
+    if (folder / "DSWRetailSales.parquet").exists():
+        return folder
+    if size in REPLICATED:
+        base, copies = REPLICATED[size]
+        _replicate(make_data(base, root) / "DSWRetailSales.parquet", copies, SIZES[base],
+                   folder / "DSWRetailSales.parquet")
+        return folder
+    subprocess.run(["run", "data", "retail", "--out", str(folder), "--stores", str(SIZES[size])],
+                   check=True, env=_env(), cwd=ROOT, capture_output=True)
+    return folder
+
+
+def _replicate(source: Path, copies: int, stores: int, target: Path) -> None:
+    """`copies` copies of `source`, store ids shifted by `stores` each time, a row group at once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    reader = pq.ParquetFile(str(source))
+    with pq.ParquetWriter(str(tmp), reader.schema_arrow, compression="snappy") as writer:
+        for copy in range(copies):
+            for group in range(reader.num_row_groups):
+                table = reader.read_row_group(group)
+                at = table.schema.get_field_index("store")
+                shifted = pc.add(table.column(at), pa.scalar(copy * stores, table.schema.field(at).type))
+                writer.write_table(table.set_column(at, "store", shifted))
+    tmp.replace(target)
+
+
+def rows_of(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(str(path)).metadata.num_rows
+
+
+def same_scores(a: Path, b: Path) -> str:
+    """"equal" when the two score files hold the same rows and values, bit for bit."""
+    import pyarrow.parquet as pq
+
+    left, right = pq.ParquetFile(str(a)), pq.ParquetFile(str(b))
+    if left.metadata.num_rows != right.metadata.num_rows:
+        return f"DIFFERENT: {left.metadata.num_rows} vs {right.metadata.num_rows} rows"
+    columns = ["date", "store", "prediction"]
+    l_iter = left.iter_batches(batch_size=1 << 20, columns=columns)
+    r_iter = right.iter_batches(batch_size=1 << 20, columns=columns)
+    import numpy as np
+
+    pending_l, pending_r = None, None
+    while True:
+        pending_l = next(l_iter, None) if pending_l is None else pending_l
+        pending_r = next(r_iter, None) if pending_r is None else pending_r
+        if pending_l is None or pending_r is None:
+            return "equal" if pending_l is None and pending_r is None else "DIFFERENT: lengths"
+        n = min(pending_l.num_rows, pending_r.num_rows)
+        for name in columns:
+            x = pending_l.column(name).slice(0, n).to_numpy(zero_copy_only=False)
+            y = pending_r.column(name).slice(0, n).to_numpy(zero_copy_only=False)
+            if name == "prediction":
+                same = np.array_equal(x.view("int64"), y.view("int64"))   # bit for bit, NaN too
+            else:
+                same = np.array_equal(x, y)
+            if not same:
+                return f"DIFFERENT in {name}"
+        pending_l = pending_l.slice(n) if n < pending_l.num_rows else None
+        pending_r = pending_r.slice(n) if n < pending_r.num_rows else None
+
+
+def train(home: Path, data: Path, chunked: bool, logs: Path, tag: str) -> dict[str, Any]:
+    argv = ["run", "train", str(CONFIG), "--home", str(home), "--json", "--cold",
+            "-p", f"trainingDataSetId={data}", "-p", "epochs=1", "-p", "batch_size=4096",
+            "-p", "validation_every_epochs=0"] + ([] if chunked else ["-p", "chunk_rows=0"])
+    wall, peak, last = measured(argv, logs / f"train-{tag}.log")
+    result = json.loads(last)
+    meta = _model_meta(home, result)
+    matrix_mb = meta["training_rows"] * len(meta["inputs"]) * 8 / 2 ** 20
+    return {"wall_s": wall, "peak_mb": peak, "model_id": result.get("modelId"),
+            "training_rows": meta["training_rows"], "matrix_mb": matrix_mb}
+
+
+def _model_meta(home: Path, result: dict[str, Any]) -> dict[str, Any]:
+    found = sorted(home.rglob("model.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise RuntimeError(f"no model.json under {home} after train: {result}")
+    return json.loads(found[-1].read_text())
+
+
+def score(home: Path, model_id: str, data: Path, out: Path, chunked: bool, logs: Path,
+          tag: str) -> dict[str, Any]:
+    argv = ["run", "score", str(CONFIG), "--home", str(home), "--json", "--cold",
+            "--model", model_id, "-p", f"scoringDataSetId={data}",
+            "-p", f"scoringResultsDataSetId={out}"] + ([] if chunked else ["-p", "chunk_rows=0"])
+    wall, peak, _ = measured(argv, logs / f"score-{tag}.log")
+    return {"wall_s": wall, "peak_mb": peak}
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    import statistics
+
+    return {"wall_s": statistics.median(r["wall_s"] for r in runs),
+            "peak_mb": max(r["peak_mb"] for r in runs), "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="0.6M,6.4M", help=f"of {', '.join(SIZES)}")
+    parser.add_argument("--data", type=Path, help="where the data sets are made and kept "
+                        "(default: a temporary folder, removed)")
+    parser.add_argument("--quick", action="store_true", help="score only (no training runs)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="score runs of each path per size, interleaved (median time, max peak)")
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZES)}")
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    data_root = args.data or work / "data"
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+    home = work / "home"
+    report: dict[str, Any] = {"started": dt.datetime.now(dt.timezone.utc).isoformat(),
+                              "machine": platform.platform(), "cpus": os.cpu_count(),
+                              "load_avg": os.getloadavg(), "sizes": {}}
+    failed = True
+    try:
+        floor = import_floor_mb()
+        report["import_floor_mb"] = floor
+        print(f"import floor (numpy, pandas, pyarrow, torch): {floor:.0f} MB")
+        small = make_data("0.6M", data_root)
+        base = train(home, small / "DSWRetailSales-Training.parquet", True, logs, "model")
+        print(f"model for scoring: trained on 0.6M ({base['training_rows']} training rows)")
+        score_rows, train_rows = [], []
+        for size in sizes:
+            started = time.perf_counter()
+            folder = make_data(size, data_root)
+            rows = rows_of(folder / "DSWRetailSales.parquet")
+            print(f"\n{size}: {rows:,} rows (data ready in {time.perf_counter() - started:.0f} s)")
+            entry: dict[str, Any] = {"rows": rows}
+            whole_possible = rows <= WHOLE_PATH_MAX_ROWS
+            out_whole, out_chunked = work / f"{size}-whole.parquet", work / f"{size}-chunked.parquet"
+            # Interleaved (whole, chunked, whole, ...): the machine is shared; medians reported.
+            runs: dict[str, list[dict[str, Any]]] = {"whole": [], "chunked": []}
+            for repeat in range(args.repeats):
+                for side in (["whole"] if whole_possible else []) + ["chunked"]:
+                    runs[side].append(score(home, base["model_id"], folder / "DSWRetailSales.parquet",
+                                            out_whole if side == "whole" else out_chunked,
+                                            side == "chunked", logs, f"{size}-{side}-{repeat}"))
+            if whole_possible:
+                entry["score_whole"] = _median(runs["whole"])
+            entry["score_chunked"] = _median(runs["chunked"])
+            entry["same_scores"] = same_scores(out_whole, out_chunked) if whole_possible else "n/a"
+            for path in (out_whole, out_chunked):
+                path.unlink(missing_ok=True)
+            whole, chunked = entry.get("score_whole"), entry["score_chunked"]
+            speed = (whole["wall_s"] / chunked["wall_s"]) if whole else None
+            score_rows.append([size, f"{rows:,}",
+                               f"{whole['wall_s']:.1f}" if whole else "not run",
+                               f"{whole['peak_mb']:.0f}" if whole else "-",
+                               f"{chunked['wall_s']:.1f}", f"{chunked['peak_mb']:.0f}",
+                               f"{speed:.2f}" if speed else "-", entry["same_scores"]])
+            print(table(["size", "rows", "whole s", "whole MB", "chunked s", "chunked MB",
+                         "speed x", "scores"], score_rows[-1:]))
+            training = folder / "DSWRetailSales-Training.parquet"
+            if not args.quick and training.exists():
+                entry["train_whole"] = train(home, training, False, logs, f"{size}-whole") \
+                    if whole_possible else None
+                entry["train_chunked"] = train(home, training, True, logs, f"{size}-chunked")
+                tw, tc = entry["train_whole"], entry["train_chunked"]
+                train_rows.append([size, f"{tc['training_rows']:,}", f"{tc['matrix_mb']:.0f}",
+                                   f"{tw['wall_s']:.1f}" if tw else "not run",
+                                   f"{tw['peak_mb']:.0f}" if tw else "-",
+                                   f"{tw['peak_mb'] / tw['matrix_mb']:.1f}" if tw else "-",
+                                   f"{tc['wall_s']:.1f}", f"{tc['peak_mb']:.0f}",
+                                   f"{tc['peak_mb'] / tc['matrix_mb']:.1f}",
+                                   f"{(tc['peak_mb'] - floor) / tc['matrix_mb']:.1f}"])
+                print(table(["size", "train rows", "matrix MB", "whole s", "whole MB", "whole x",
+                             "chunked s", "chunked MB", "chunked x", "x above floor"],
+                            train_rows[-1:]))
+            report["sizes"][size] = entry
+        print("\nscore: whole-file path (chunk_rows=0) vs chunked (default chunk)")
+        print(table(["size", "rows", "whole s", "whole MB", "chunked s", "chunked MB", "speed x",
+                     "scores"], score_rows))
+        if train_rows:
+            print("\ntrain: peak RSS vs the feature matrix (training rows x inputs x 8 bytes)")
+            print(table(["size", "train rows", "matrix MB", "whole s", "whole MB", "whole x",
+                         "chunked s", "chunked MB", "chunked x", "x above floor"], train_rows))
+        print(f"\ngoals: score peak <= {SCORE_PEAK_GOAL_MB} MB at every size; score speed >= "
+              f"{SCORE_SPEED_GOAL}x at 6.4M; train peak <= {TRAIN_PEAK_GOAL}x the matrix")
+        failed = False
+    finally:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (RESULTS_DIR / f"memory-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
+        if failed:
+            print(f"kept {work} (logs/) for a look", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
