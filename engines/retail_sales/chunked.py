@@ -52,6 +52,12 @@ def default_chunk_rows(available_bytes: Optional[int] = None) -> int:
     return int(max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, available_bytes // 20 // ROW_BYTES)))
 
 
+def default_training_chunk_rows(available_bytes: Optional[int] = None) -> int:
+    """A quarter of the scoring chunk: training holds its feature matrix besides the range being
+    built, and ranges of 60k rows build their features as fast as larger ones."""
+    return max(MIN_CHUNK_ROWS, default_chunk_rows(available_bytes) // 4)
+
+
 def _available_memory() -> int:
     try:
         with open("/proc/meminfo") as fh:
@@ -377,14 +383,24 @@ def _recent_rows(raw: pd.DataFrame) -> Optional[pd.DataFrame]:
 def rows_joined(parts: list[Any]) -> Any:
     """numpy row blocks stacked in their own memory layout (column-major blocks, as pandas hands
     them over, stay column-major: reductions and matmuls over them then round as over the
-    whole frame's array)."""
+    whole frame's array). Empties `parts` as it copies, so the blocks and the result are never
+    all held at once (the result's pages are touched only as they are filled)."""
     import numpy as np
 
     if len(parts) == 1:
-        return parts[0]
-    if all(p.ndim == 2 and p.shape[1] > 1 and p.flags.f_contiguous for p in parts):
-        return np.concatenate([p.T for p in parts], axis=1).T
-    return np.concatenate(parts)
+        return parts.pop()
+    first = parts[0]
+    column_major = all(p.ndim == 2 and p.shape[1] > 1 and p.flags.f_contiguous for p in parts)
+    out = np.empty((sum(len(p) for p in parts),) + first.shape[1:], dtype=first.dtype,
+                   order="F" if column_major else "C")
+    at = 0
+    parts.reverse()
+    while parts:
+        block = parts.pop()
+        out[at:at + len(block)] = block
+        at += len(block)
+        del block
+    return out
 
 
 class TrainingSet:
@@ -443,25 +459,32 @@ class TrainingSet:
 
         from .features import build_features
 
-        parts: list[TrainingSet] = []
         inputs = None
+        xs: list[Any] = []
+        labels: list[Any] = []
+        currents: list[Any] = []
+        validations: list[Any] = []
+        histories: list[pd.DataFrame] = []
+        last = None
         for piece in store_ranges(source, params.target, work_dir, split=False):
-            frame = build_features(piece, params.target)
-            part = cls.of_frame(frame, params, inputs)
+            part = cls.of_frame(build_features(piece, params.target), params, inputs)
             inputs = part.inputs
-            del frame
-            parts.append(part)
+            xs.append(part.x)
+            labels.append(part.label)
+            currents.append(part.current)
+            validations.append(part.validation)
+            histories.append(part.history)
+            if part.last_labelled is not None and (last is None or part.last_labelled > last):
+                last = part.last_labelled
+            del part, piece
         validation = None
-        if all(p.validation is not None for p in parts):
-            validation = tuple(rows_joined([p.validation[i] for p in parts]) if i == 0 else
-                               np.concatenate([p.validation[i] for p in parts]) for i in range(3))
-        last = [p.last_labelled for p in parts if p.last_labelled is not None]
-        joined = cls(parts[0].inputs, rows_joined([p.x for p in parts]),
-                     np.concatenate([p.label for p in parts]),
-                     np.concatenate([p.current for p in parts]), validation,
-                     pd.concat([p.history for p in parts], ignore_index=True),
-                     max(last) if last else None)
-        return joined
+        if all(v is not None for v in validations):
+            validation = (rows_joined([v[0] for v in validations]),
+                          np.concatenate([v[1] for v in validations]),
+                          np.concatenate([v[2] for v in validations]))
+        del validations
+        return cls(inputs or [], rows_joined(xs), np.concatenate(labels), np.concatenate(currents),
+                   validation, pd.concat(histories, ignore_index=True), last)
 
 
 class ParquetScoresWriter:

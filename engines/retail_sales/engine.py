@@ -57,9 +57,10 @@ class RetailSalesEngine(Engine):
                 and chunk_rows != 0:
             from runtime.datasets import resolve_dataset
 
-            from .chunked import ChunkedSource, default_chunk_rows
+            from .chunked import ChunkedSource, default_chunk_rows, default_training_chunk_rows
 
-            return ChunkedSource(resolve_dataset(uri), chunk_rows or default_chunk_rows())
+            default = default_chunk_rows if ctx.task == SCORE else default_training_chunk_rows
+            return ChunkedSource(resolve_dataset(uri), chunk_rows or default())
         return read_table(uri)
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +119,9 @@ class RetailSalesEngine(Engine):
             x /= std
         else:   # a read-only view of a pandas frame
             x = (x - mean) / std
+        # float32 now, as fit would make it, so that the float64 matrix is dropped before training
+        data.x = None
+        x = x.astype("float32")
         progress = ctx.progress(params.epochs, "epochs")
         batches = ctx.progress(params.epochs * max(1, -(-len(x) // params.batch_size)), "batches")
         losses: list[float] = []
