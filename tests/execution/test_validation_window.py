@@ -47,6 +47,7 @@ def _instance(tmp_path: Path, training: Path) -> Path:
 
 def _cli(home: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    env["COLUMNS"] = "400"   # --explain fits the terminal's width: wide enough that no line wraps
     return subprocess.run([sys.executable, "-m", "runtime.cli.main", *argv, "--home", str(home)],
                           capture_output=True, text=True, env=env, timeout=600)
 
