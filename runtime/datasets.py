@@ -604,8 +604,11 @@ def _scan_parquet(ref: DatasetRef, path: Path, wanted: Optional[list[str]], arro
         nested = False
     try:
         yielded = False
+        # pyarrow reads 16 batches and 4 files ahead by default: with row groups of a million
+        # rows that alone is GBs. Scans here are sequential, so a little read-ahead suffices.
         for batch in dataset.to_batches(columns=projection, filter=arrow_filter,
-                                        batch_size=batch_rows):
+                                        batch_size=batch_rows, batch_readahead=2,
+                                        fragment_readahead=1):
             if not batch.num_rows and yielded:
                 continue
             table = pa.Table.from_batches([batch])
