@@ -374,23 +374,21 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     """JSON lines (or one JSON array of records) with JSON's own types: strings stay strings
     (dates included: recipes parse them themselves, as on the platform), `_`-prefixed objects
     become dotted columns in the order their fields appear."""
-    import pandas as pd
+    return next(_scan_jsonl(path, 2**62))     # one batch: the whole file
 
-    records: list[dict[str, Any]] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The flat records of a JSON lines file (or of one JSON array of records)."""
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(1)
+        while head and head.isspace():
             head = fh.read(1)
-            while head and head.isspace():
-                head = fh.read(1)
-            fh.seek(0)
-            items = json.load(fh) if head == "[" else (json.loads(line) for line in fh if line.strip())
-            for number, item in enumerate(items, 1):
-                if not isinstance(item, dict):
-                    raise ValueError(f"line {number} is a {type(item).__name__}, not an object")
-                records.append(_flat_record(item))
-    except (OSError, ValueError) as exc:
-        raise unreadable(path, "JSON lines", exc) from None   # its message may quote the file
-    return pd.DataFrame(records)
+        fh.seek(0)
+        items = json.load(fh) if head == "[" else (json.loads(line) for line in fh if line.strip())
+        for number, item in enumerate(items, 1):
+            if not isinstance(item, dict):
+                raise ValueError(f"line {number} is a {type(item).__name__}, not an object")
+            yield _flat_record(item)
 
 
 def _flat_record(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -731,20 +729,12 @@ def _scan_jsonl(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     records: list[dict[str, Any]] = []
     yielded = False
     try:
-        with open(path, encoding="utf-8") as fh:
-            head = fh.read(1)
-            while head and head.isspace():
-                head = fh.read(1)
-            fh.seek(0)
-            items = json.load(fh) if head == "[" else (json.loads(line) for line in fh if line.strip())
-            for number, item in enumerate(items, 1):
-                if not isinstance(item, dict):
-                    raise ValueError(f"line {number} is a {type(item).__name__}, not an object")
-                records.append(_flat_record(item))
-                if len(records) >= batch_rows:
-                    frame, records = pd.DataFrame(records), []
-                    yielded = True
-                    yield frame
+        for record in _jsonl_records(path):
+            records.append(record)
+            if len(records) >= batch_rows:
+                frame, records = pd.DataFrame(records), []
+                yielded = True
+                yield frame
     except (OSError, ValueError) as exc:
         raise unreadable(path, "JSON lines", exc) from None   # its message may quote the file
     if records or not yielded:
