@@ -13,21 +13,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "supervision"))
 
-from support import client_for, live_server, new_sandbox, task_of  # noqa: E402
+from support import client_for, live_server, new_sandbox, task_of, until  # noqa: E402
 
 from runtime.scheduler import iso  # noqa: E402
-
-WAIT_S = 60.0
-
-
-def _until(check, timeout_s: float = WAIT_S, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _instance(client: httpx.Client, data: Path) -> str:
@@ -82,7 +70,7 @@ def test_a_server_fires_train_then_score_with_the_published_model(tmp_path):
             done = [r for r in runs if r["mode"] == "score" and
                     task_of(client, r["experimentId"], r["runId"])["state"] == "DONE"]
             return done and (runs, done[-1])
-        runs, score = _until(scored, what="a DONE scheduled score run")
+        runs, score = until(scored, what="a DONE scheduled score run")
         train = [r for r in runs if r["mode"] == "train"]
         assert len(train) == 1
         assert task_of(client, train[0]["experimentId"], train[0]["runId"])["state"] == "DONE"
@@ -107,14 +95,14 @@ def test_a_server_killed_before_a_fire_and_restarted_after_it_fires_once(tmp_pat
         instance_id = _instance(client, data)
         fire_s = math.ceil(time.time()) + 4
         service = _one_fire_service(client, instance_id, data, fire_s)
-        _until(lambda: client.get(f"/mlServices/{service['id']}").json()["status"]["schedules"],
+        until(lambda: client.get(f"/mlServices/{service['id']}").json()["status"]["schedules"],
                what="the scheduler to see the service")
         server.process.send_signal(signal.SIGKILL)   # no clean stop: the lease is left held
         server.process.wait(10)
     time.sleep(max(0.0, fire_s + 1.5 - time.time()))   # the fire time passes with no server
     with live_server(home) as server:
         client = client_for(server, sandbox)
-        runs = _until(lambda: _runs_of(client, service["id"]), what="the missed fire's run")
+        runs = until(lambda: _runs_of(client, service["id"]), what="the missed fire's run")
         time.sleep(3)   # a second fire would have come by now
         assert len(_runs_of(client, service["id"])) == 1 == len(runs)
         status = client.get(f"/mlServices/{service['id']}").json()["status"]
@@ -131,7 +119,7 @@ def test_two_servers_on_one_home_fire_once(tmp_path):
         instance_id = _instance(client, data)
         fire_s = math.ceil(time.time()) + 3
         service = _one_fire_service(client, instance_id, data, fire_s)
-        _until(lambda: _runs_of(client, service["id"]), what="the fire's run")
+        until(lambda: _runs_of(client, service["id"]), what="the fire's run")
         time.sleep(max(0.0, fire_s + 3 - time.time()))
         other = client_for(second, sandbox)
         assert len(_runs_of(other, service["id"])) == 1

@@ -18,6 +18,18 @@ from live_server import live_server, new_sandbox, sensei_client  # noqa: E402,F4
 TERMINAL = {"DONE", "FAILED", "ABORTED"}
 
 
+def until(check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    """`check()`'s first truthy value, polled every 0.2 s; an AssertionError naming `what` when
+    none comes within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def client_for(server: Any, sandbox: str) -> httpx.Client:
     return sensei_client(server.api_url, sandbox, token=None)
 

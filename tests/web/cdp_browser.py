@@ -35,6 +35,17 @@ def find_chromium() -> Optional[str]:
     return None
 
 
+def chromium_or_skip() -> str:
+    """The Chromium to drive; the test is skipped, saying how to get one, when there is none."""
+    import pytest
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium on this machine: install Debian's chromium (apt-get install -y "
+                    "chromium; .ci/run does) or set CHROMIUM=/path/to/chrome")
+    return executable
+
+
 class Browser:
     """One Chromium process with one page; `close` stops exactly that process group."""
 

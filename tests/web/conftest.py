@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from cdp_browser import Browser, find_chromium
+from cdp_browser import Browser, chromium_or_skip
 from web_helpers import Server, noop_instance, start_server, stop_server, train
 
 
@@ -37,10 +37,7 @@ def runs(server: Server) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium on this machine: install Debian's chromium (apt-get install -y "
-                    "chromium; .ci/run does) or set CHROMIUM=/path/to/chrome")
+    executable = chromium_or_skip()
     b = Browser(executable)
     try:
         yield b

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cdp_browser import Browser, find_chromium
+from cdp_browser import Browser, chromium_or_skip
 from web_helpers import start_server, stop_server
 
 # Every host name but the loopback address is "not found": a page that needs a CDN stays blank.
@@ -17,10 +17,7 @@ OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)
 
 @pytest.fixture(scope="module")
 def offline_browser() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium on this machine: install Debian's chromium (apt-get install -y "
-                    "chromium; .ci/run does) or set CHROMIUM=/path/to/chrome")
+    executable = chromium_or_skip()
     b = Browser(executable, extra_args=OFFLINE)
     try:
         b.send("Network.enable")

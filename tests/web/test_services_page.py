@@ -8,22 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 
 from runtime.scheduler import iso
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from live_server import sensei_client  # noqa: E402
-
-
-def _until(check, timeout_s: float = 90.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "supervision"))
+from support import sensei_client, until  # noqa: E402
 
 
 def test_the_services_view_shows_schedules_fires_and_the_published_model(server, browser, tmp_path):
@@ -50,8 +39,9 @@ def test_the_services_view_shows_schedules_fires_and_the_published_model(server,
         assert paused.status_code == 201, paused.text
         assert client.post(f"/mlServices/{paused.json()['id']}/pause").status_code == 200
         service_id = fired.json()["id"]
-        status = _until(lambda: (client.get(f"/mlServices/{service_id}").json()["status"]
-                                 .get("publishedModel") and client.get(f"/mlServices/{service_id}").json()["status"]))
+        status = until(lambda: (client.get(f"/mlServices/{service_id}").json()["status"]
+                                 .get("publishedModel") and client.get(f"/mlServices/{service_id}").json()["status"]),
+                       timeout_s=90.0, what="the published Model")
 
     published = status["publishedModel"]
     browser.navigate(server.url + "/services?org=local&sandbox=prod")
