@@ -365,6 +365,16 @@ class Registry:
                 (folder / name).write_bytes(payload)
         return self.replace(ENGINE, caller, id, data, validated=True)
 
+    def newest(self, kind: Kind, caller: Caller, *equal: tuple[str, Any]) -> Optional[dict[str, Any]]:
+        """The newest live object of `kind` whose fields equal the values given, or None."""
+        from .listing import Filter
+
+        query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
+                                   *(Filter(f, "==", v, "str") for f, v in equal)),
+                          order=(("created", True),), limit=1)
+        page = self.list(kind, caller, query)
+        return page.children[0] if page.children else None
+
     def recipe_engine(self, caller: Caller, path: str | Path, *, env_manager: Optional[str] = None,
                       extra_pip: Iterable[str] = (), log: Any = None) -> dict[str, Any]:
         """The Engine of a recipe on disk (`run ... --engine PATH`): the one already holding this
@@ -373,7 +383,6 @@ class Registry:
         environment is built first (its lines to `log`): a recipe whose build fails registers
         nothing."""
         from .artifacts import store_artifact
-        from .listing import Filter
 
         location = str(Path(path).expanduser().resolve())
         info = store_artifact(location, None, self.home)
@@ -383,20 +392,13 @@ class Registry:
             recipe_python(info.recipe, info.dir, home=self.home.root, extra_pip=list(extra_pip),
                           log=log, env_manager=env_manager)
 
-        def first(*filters: tuple[str, str]) -> Optional[dict[str, Any]]:
-            query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
-                                       *(Filter(f, "==", v, "str") for f, v in filters)),
-                              order=(("created", True),), limit=1)
-            page = self.list(ENGINE, caller, query)
-            return page.children[0] if page.children else None
-
-        same = first(("artifacts.default.image.sha256", info.sha256))
+        same = self.newest(ENGINE, caller, ("artifacts.default.image.sha256", info.sha256))
         if same:
             return same
         body = {"name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {location}",
                 "artifacts": {"default": {"image": {"location": location}}}}
-        earlier = first(("name", info.recipe.name),
-                        ("artifacts.default.image.recipeKind", info.recipe.kind))
+        earlier = self.newest(ENGINE, caller, ("name", info.recipe.name),
+                              ("artifacts.default.image.recipeKind", info.recipe.kind))
         if earlier is None:
             return self.create_engine(caller, body)
         kept = {k: earlier[k] for k in ("description", "type", "mlLibrary", "tags")

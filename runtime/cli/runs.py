@@ -11,7 +11,6 @@ from typing import Any
 from ..documents import load_document
 from ..errors import ConfigError, NotFound
 from ..home import resolve_home
-from ..listing import Filter, ListQuery
 from ..numbers import readable
 from ..textfit import fit_text
 from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL
@@ -21,20 +20,12 @@ from .progress import RunConsole
 _MODES = {"train": "train", "score": "score", "fp": "featurePipeline"}
 
 
-def _find(registry: Registry, caller: Caller, kind, *filters: tuple[str, Any]) -> dict | None:
-    query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),
-                               *(Filter(f, "==", v, "str") for f, v in filters)),
-                      order=(("created", True),), limit=1)
-    page = registry.list(kind, caller, query)
-    return page.children[0] if page.children else None
-
-
 def ensure_engine(registry: Registry, caller: Caller, ref: str) -> dict[str, Any]:
     """The Engine that runs the installed plugin `ref` (registered on first use)."""
     from ..engine import load_engine
 
     engine_cls = load_engine(ref)
-    found = _find(registry, caller, ENGINE, ("artifacts.default.image.location", ref))
+    found = registry.newest(ENGINE, caller, ("artifacts.default.image.location", ref))
     if found:
         return found
     return registry.create_engine(caller, {
@@ -102,8 +93,8 @@ def resolve_recipe_target(registry: Registry, caller: Caller, target: str, engin
 
 def _upsert_instance(registry: Registry, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     """The MLInstance of this name and Engine, created or updated to `body`'s tasks."""
-    existing = _find(registry, caller, MLINSTANCE, ("name", body.get("name")),
-                     ("engineId", body["engineId"]))
+    existing = registry.newest(MLINSTANCE, caller, ("name", body.get("name")),
+                               ("engineId", body["engineId"]))
     if existing is None:
         return registry.create(MLINSTANCE, caller, body)
     current = registry.get_unmasked(MLINSTANCE, caller, existing["id"])
