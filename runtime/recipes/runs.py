@@ -60,17 +60,13 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
         # The platform ran PySpark recipes on its runtime image, whose libraries their requirements
         # mostly name again: when this interpreter (which has pyspark) satisfies every requirement
         # that is not a platform library, the recipe runs here rather than in a copy of it.
-        if not _unmet_here(info.requirements):
+        platform, here, unmet = _sort_requirements(info.requirements)
+        if not unmet:
             if log is not None and info.requirements:
-                from ..envs.profiles import provided_by_runtime
-
-                platform = [r for r in info.requirements if provided_by_runtime(r)]
-                here = [r for r in info.requirements if r not in platform]
-                log.write("[env] no environment to build: "
-                          + "; ".join(filter(None, [
-                              here and f"this runtime's interpreter satisfies {', '.join(here)}",
-                              platform and f"{', '.join(platform)}: the platform's, provided by "
-                                           "the runtime (runtime/compat)"])) + "\n")
+                log.write("[env] no environment to build: " + "; ".join(filter(None, [
+                    here and f"this runtime's interpreter satisfies {', '.join(here)}",
+                    platform and f"{', '.join(platform)}: the platform's, provided by the "
+                                 "runtime (runtime/compat)"])) + "\n")
             return None
     # A stored recipe never changes (its folder is named by its digest): once this process has
     # its environment, a later run only checks that the interpreter is still there.
@@ -95,30 +91,33 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
 _READY: dict[tuple, Path] = {}
 
 
-def _unmet_here(requirements: list[str]) -> list[str]:
-    """The requirements this interpreter does not satisfy; the platform's own libraries count as
-    satisfied (runtime/compat provides them, runtime.envs.profiles.PLATFORM_LIBRARIES)."""
+def _sort_requirements(requirements: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(the platform's own libraries, which runtime/compat provides; those this interpreter
+    satisfies, markers that exclude this platform included; the rest)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from packaging.requirements import InvalidRequirement, Requirement
 
     from ..envs.profiles import provided_by_runtime
 
-    unmet = []
+    platform, here, unmet = [], [], []
     for line in requirements:
         if provided_by_runtime(line):
+            platform.append(line)
             continue
         try:
             requirement = Requirement(line)
             if requirement.marker is not None and not requirement.marker.evaluate():
-                continue                         # not for this platform
-            if requirement.url:
-                raise InvalidRequirement(line)   # a URL is for an environment to install
-            if not requirement.specifier.contains(version(requirement.name), prereleases=True):
+                here.append(line)                # not for this platform
+            elif requirement.url:
+                unmet.append(line)               # a URL is for an environment to install
+            elif requirement.specifier.contains(version(requirement.name), prereleases=True):
+                here.append(line)
+            else:
                 unmet.append(line)
         except (InvalidRequirement, PackageNotFoundError):
             unmet.append(line)
-    return unmet
+    return platform, here, unmet
 
 
 def pyspark_pins() -> list[str]:
