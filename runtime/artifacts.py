@@ -531,14 +531,19 @@ def load_recipe_info(recipe_dir: Path) -> RecipeInfo:
 # Reading what a recipe is
 
 
+def _candidate_roots(src: Path) -> tuple[list[Path], list[Path]]:
+    """Where a project may sit in an unpacked artifact (the top, or its single folder), and what
+    the top holds (hidden entries and macOS's __MACOSX left out)."""
+    children = [p for p in sorted(src.iterdir()) if not p.name.startswith(".")
+                and p.name != "__MACOSX"]
+    single = [children[0]] if len(children) == 1 and children[0].is_dir() else []
+    return [src, *single], children
+
+
 def _project_root(src: Path) -> tuple[Path, str]:
     """The folder holding the project's metadata, and which metadata it is."""
     markers = ("setup.py", "setup.cfg", "pyproject.toml", "EGG-INFO")
-    candidates = [src]
-    children = [p for p in sorted(src.iterdir()) if not p.name.startswith(".")
-                and p.name != "__MACOSX"]
-    if len(children) == 1 and children[0].is_dir():
-        candidates.append(children[0])
+    candidates, children = _candidate_roots(src)
     for folder in candidates:
         for marker in markers:
             if (folder / marker).exists():
@@ -558,9 +563,7 @@ def _project_root(src: Path) -> tuple[Path, str]:
 def _refuse_other_languages(src: Path) -> None:
     """An R package (DESCRIPTION beside R/*.R, or the platform's applicationTrainer.R) or a Scala
     project (pom.xml, build.sbt, a jar's classes) is refused by name, not as 'no Python metadata'."""
-    children = [p for p in src.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-    folders = [src] + ([children[0]] if len(children) == 1 and children[0].is_dir() else [])
-    for folder in folders:
+    for folder in _candidate_roots(src)[0]:
         if any((folder / marker).is_file() for marker in ("setup.py", "setup.cfg", "pyproject.toml")):
             return          # a Python project, whatever else it holds
         if (folder / "DESCRIPTION").is_file() and any(folder.glob("R/*.[Rr]")):
