@@ -464,25 +464,22 @@ class _RunScope:
             conf.set(key, str(value))
             self.spark.conf.set(key, str(value))
             self.conf_keys.append(key)
-        self._spark2_behaviour(config)
+        self._spark2_behaviour()
 
-    def _spark2_behaviour(self, config: dict[str, Any]) -> None:
-        """Spark 2's SQL behaviour on this run's own session (runtime.spark.config); a key the run
-        set itself (a spark.* parameter, in the context's settings or the recipe's config) wins."""
+    def _spark2_behaviour(self) -> None:
+        """Spark 2's SQL behaviour on this run's own session (runtime.spark.config). A run's
+        spark.* parameters go into the context's settings (the resolver keeps them out of the
+        recipe's config): a key found there wins."""
         from ..spark.config import SPARK2_RECIPE_CONF
 
         context_conf = self.spark.sparkContext.getConf()
-        applied = []
-        for key, value in SPARK2_RECIPE_CONF.items():
-            if config.get(key) not in (None, ""):
-                value = str(config[key])
-            elif context_conf.contains(key):
-                continue
-            else:
-                applied.append(f"{key}={value}")
+        applied = {key: value for key, value in SPARK2_RECIPE_CONF.items()
+                   if not context_conf.contains(key)}
+        for key, value in applied.items():
             self.spark.conf.set(key, value)
         if applied:
-            self.logger.info("Spark 2 behaviour for this recipe run: %s", ", ".join(applied))
+            self.logger.info("Spark 2 behaviour for this recipe run: %s",
+                             ", ".join(f"{k}={v}" for k, v in applied.items()))
 
     def _catalog(self, config: dict[str, Any]) -> None:
         from ..datasets import active_catalog
