@@ -57,6 +57,16 @@ def _rooms(node: ast.AST, path: Path) -> list[str]:
     return out
 
 
+def _late_imports(node: ast.AST, inside: bool = False) -> int:
+    """Import statements inside a function body (each counted once, however deep)."""
+    count = 0
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)) and inside:
+            count += 1
+        count += _late_imports(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return count
+
+
 def arrows() -> tuple[dict[str, set[str]], dict[str, int], dict[str, int]]:
     graph: dict[str, set[str]] = defaultdict(set)
     lines: dict[str, int] = {}
@@ -72,11 +82,7 @@ def arrows() -> tuple[dict[str, set[str]], dict[str, int], dict[str, int]]:
             for target in _rooms(node, path):
                 if target != room:
                     graph[room].add(target)
-        for fn in ast.walk(tree):
-            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for node in ast.walk(fn):
-                    if isinstance(node, (ast.Import, ast.ImportFrom)):
-                        late[str(path.relative_to(ROOT))] += 1
+        late[str(path.relative_to(ROOT))] += _late_imports(tree)
         graph.setdefault(room, set())
     return graph, lines, late
 
