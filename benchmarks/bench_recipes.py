@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from runtime.artifacts import load_recipe_info, recipes_dir
     from runtime.cli.runs import resolve_recipe_target, resolve_experiment
-    from runtime.execution import RunExecutor
+    from runtime.runs import RunExecutor
     from runtime.home import resolve_home
     from runtime.service import Caller, Registry
 

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.capacity import Capacity, Demand  # noqa: E402
-from runtime.execution import RunExecutor  # noqa: E402
+from runtime.runs import RunExecutor  # noqa: E402
 from runtime.home import resolve_home  # noqa: E402
 from runtime.schemas import ENGINE, EXPERIMENT, MLINSTANCE, RunStatus  # noqa: E402
 from runtime.service import Caller, Registry  # noqa: E402

@@ -349,7 +349,7 @@ class SweepRunner:
                  out: Callable[[str], None], device: Optional[str] = None,
                  backend: Optional[str] = None, interrupt: Any = None,
                  executor: Any = None) -> None:
-        from .execution import RunExecutor
+        from .runs import RunExecutor
 
         self.registry = registry
         self.caller = caller

@@ -320,7 +320,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     api = Api(registry, settings)
     executor = None
     if settings.execute_runs:
-        from ..execution import RunExecutor
+        from ..runs import RunExecutor
 
         from ..warm import pools_for
 

@@ -192,7 +192,7 @@ def logs_main(args: argparse.Namespace) -> int:
 def cancel_main(args: argparse.Namespace) -> int:
     """Cancel a run whoever runs it: its owner stops it (and records ABORTED); a run whose owner
     is gone is stopped and recorded here."""
-    from ..execution import RunExecutor
+    from ..runs import RunExecutor
 
     registry, caller = _open(args)
     try:

@@ -111,7 +111,7 @@ def resolve_experiment(registry: Registry, caller: Caller, instance: dict[str, A
             raise ConfigError(f"Experiment {experiment_id} belongs to MLInstance "
                               f"{experiment.get('mlInstanceId')}, not {instance['id']}")
         return experiment
-    from ..execution import default_experiment
+    from ..runs import default_experiment
 
     # Not a sweep's Experiment nor an MLService's: their Models are trials and scheduled runs.
     found = default_experiment(registry, caller, instance)
@@ -194,7 +194,7 @@ def report(args: argparse.Namespace, summary: dict[str, Any], seconds: float,
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..execution import RunExecutor
+    from ..runs import RunExecutor
 
     mode = _MODES[args.command]
     from ..supervisor import SignalGuard

@@ -37,7 +37,7 @@ def _skip_exit_collection() -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..backends.ray import WORKING_DIR_EXCLUDES, RayBackend
-    from ..execution import RunExecutor
+    from ..runs import RunExecutor
 
     _skip_exit_collection()
     mode = _MODES[args.mode]

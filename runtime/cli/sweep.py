@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
                 raise ConfigError(f"MLService {publish_to} serves MLInstance "
                                   f"{service.get('mlInstanceId')}, not this sweep's "
                                   f"{state['mlInstanceId']}")
-        from ..execution import RunExecutor
+        from ..runs import RunExecutor
         from ..warm import pools_for
 
         # The trials fork from a warm parent the sweep starts and stops (--cold: none).
@@ -130,7 +130,7 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
             "name": f"sweep of {instance.get('name')}", "mlInstanceId": instance["id"],
             "description": SWEEP_EXPERIMENT_DESCRIPTION})
     # Every trial is checked before any runs: a bad value fails here, naming its trial.
-    from ..execution import RunExecutor
+    from ..runs import RunExecutor
 
     executor = RunExecutor(registry)
     for index, params in enumerate(trials[:1] + trials[-1:]):

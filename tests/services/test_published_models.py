@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from runtime.execution import RunExecutor, default_experiment
+from runtime.runs import RunExecutor, default_experiment
 from runtime.mlservices import ServiceDesk
 from runtime.scheduler import Scheduler
 from runtime.schemas import ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, MLSERVICE

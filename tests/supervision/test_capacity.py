@@ -110,7 +110,7 @@ def _experiment(registry, caller) -> str:
 def test_the_plan_takes_the_leased_gpu_not_the_first_one():
     """On a fake 2-GPU host, a run leased GPU 1 sees CUDA_VISIBLE_DEVICES=1, not the planner's 0."""
     from runtime.dispatch import CudaDevice, HostInfo, plan
-    from runtime.execution import RunExecutor
+    from runtime.runs import RunExecutor
     from runtime.resources import ResourceRequest
 
     host = HostInfo(cpu_count=4, cuda_devices=(CudaDevice(index=0, name="fake", memory_mb=1),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runtime.backends.python import PythonBackend
-from runtime.execution import RunExecutor
+from runtime.runs import RunExecutor
 from runtime.schemas import MODEL, RunStatus
 from runtime.supervisor import (SERVER_GONE, SignalGuard, identity, proc_start_ticks,
                                 same_process_alive)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from .errors import ConfigError, MLRuntimeError, NotFound
-from .listing import Filter, ListQuery
-from .schemas import ENGINE, EXPERIMENT, INSIGHT, MLINSTANCE, MODEL, RunStatus
-from .service import Caller, Registry
-from .tasks import SCORE, TRAIN, run_mode
+from ..errors import ConfigError, MLRuntimeError, NotFound
+from ..listing import Filter, ListQuery
+from ..schemas import ENGINE, EXPERIMENT, INSIGHT, MLINSTANCE, MODEL, RunStatus
+from ..service import Caller, Registry
+from ..tasks import SCORE, TRAIN, run_mode
 
-log = logging.getLogger("runtime.execution")
+log = logging.getLogger("runtime.runs")
 
 # Keys of the run itself, not of the engine: taken out of the layers before resolution.
 # `maxRuntime` (seconds) aborts a run that runs longer; `retries` re-runs a FAILED run N times;
@@ -74,7 +74,7 @@ class Prepared:
     def explain(self, width: Optional[int] = None) -> str:
         """The parameters with their sources, the plan and what the engine says of the data; with
         `width`, every line fits it (long values wrap)."""
-        from .textfit import fit_text
+        from ..textfit import fit_text
 
         def fit(text: str) -> str:
             return text if width is None else fit_text(text, width)
@@ -92,8 +92,8 @@ class Prepared:
         """What the engine says about this run's input data (`Engine.explain`: e.g. the train /
         validation split and the rows on each side), or why the data cannot be read. Empty for
         an engine that says nothing."""
-        from .engine import Engine, TaskContext, load_engine, parse_params
-        from .worker import _engine_values
+        from ..engine import Engine, TaskContext, load_engine, parse_params
+        from ..worker import _engine_values
 
         engine_cls = load_engine(self.engine_ref)
         if getattr(engine_cls, "explain", Engine.explain) is Engine.explain:
@@ -115,7 +115,7 @@ class Prepared:
                           *(f"         {line}" for line in lines)])
 
     def describe_plan(self) -> str:
-        from .dispatch import describe
+        from ..dispatch import describe
 
         text = describe(self.plan)
         if self.recipe is not None:
@@ -142,7 +142,7 @@ def engine_reference(engine_doc: dict[str, Any]) -> str:
     image = ((engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
     location = image.get("location")
     if not location:
-        from .engine import installed_engines
+        from ..engine import installed_engines
 
         raise ConfigError(
             f"Engine {engine_doc['id']} ({engine_doc.get('name')}) names no engine plugin: set "
@@ -153,7 +153,7 @@ def engine_reference(engine_doc: dict[str, Any]) -> str:
 
 def model_choice_text(choice: dict[str, Any]) -> str:
     """`Model M (run R, created C; MAPE 0.05): the published Model of MLService S`."""
-    from .numbers import readable
+    from ..numbers import readable
 
     metrics = ", ".join(f"{m.get('name')} {readable(m.get('value'))}"
                         for m in choice.get("metrics") or [])
@@ -169,7 +169,7 @@ def default_experiment(registry: Registry, caller: Caller,
                        instance: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The Experiment a plain run of an MLInstance uses: its newest one that no sweep and no
     MLService made (theirs hold trials and scheduled runs, never the default Model)."""
-    from .schemas import EXPERIMENT as EXPERIMENT_KIND
+    from ..schemas import EXPERIMENT as EXPERIMENT_KIND
 
     start = 0
     while True:
@@ -186,7 +186,7 @@ def default_experiment(registry: Registry, caller: Caller,
 
 
 def _made_by_sweep_or_service(experiment: dict[str, Any]) -> bool:
-    from .sweep import SWEEP_EXPERIMENT_DESCRIPTION
+    from ..sweep import SWEEP_EXPERIMENT_DESCRIPTION
 
     return bool(experiment.get("createdByService")) or \
         experiment.get("description") == SWEEP_EXPERIMENT_DESCRIPTION or \
@@ -197,7 +197,7 @@ def _run_limits(run_keys: dict[str, str]) -> dict[str, Any]:
     """`maxRuntime`, `retries` and the timeframe of a run, checked: a bad value names the key."""
     limits: dict[str, Any] = {}
     if run_keys.get("timeframe") not in (None, "", "0"):
-        from .timeframe import parse_minutes
+        from ..timeframe import parse_minutes
 
         limits["timeframe"] = {"minutes": parse_minutes(run_keys["timeframe"]),
                                "column": run_keys.get("timeframeColumn") or None}
@@ -223,7 +223,7 @@ def _split_run_keys(tasks: Optional[list[dict[str, Any]]], mode: str,
     """The task list without RUN_KEYS for `mode`; their values land in `found` (later wins)."""
     if not tasks:
         return tasks
-    from .tasks import canonical_task
+    from ..tasks import canonical_task
 
     out = []
     for task in tasks:
@@ -284,8 +284,8 @@ class RunExecutor:
 
     def backend(self, name: str) -> Any:
         """The backend registered as `name`, configured once and kept for later runs."""
-        from .backends import load_backend
-        from .dispatch import PYTHON_CPU, PYTHON_CUDA
+        from ..backends import load_backend
+        from ..dispatch import PYTHON_CPU, PYTHON_CUDA
 
         with self._lock:
             if name not in self._backends:
@@ -298,7 +298,7 @@ class RunExecutor:
     @property
     def capacity(self):
         if self._capacity is None:
-            from .capacity import host_capacity
+            from ..capacity import host_capacity
 
             self._capacity = host_capacity(
                 cpu_count=self.host.cpu_count,
@@ -311,7 +311,7 @@ class RunExecutor:
         """The run ledger as this process sees it (runtime.supervisor)."""
         with self._lock:
             if self._supervisor is None:
-                from .supervisor import Supervisor
+                from ..supervisor import Supervisor
 
                 self._supervisor = Supervisor(self.registry, self.capacity, kind=self.kind)
             return self._supervisor
@@ -319,7 +319,7 @@ class RunExecutor:
     @property
     def host(self):
         if self._host is None:
-            from .dispatch import detect_host
+            from ..dispatch import detect_host
 
             self._host = detect_host()
         return self._host
@@ -335,17 +335,17 @@ class RunExecutor:
                 extra_pip: Optional[list[str]] = None) -> Prepared:
         """Everything decided before a run. `require_model=False` (for --explain and --dry-run)
         lets a score plan be shown before any Model exists."""
-        from .dispatch import plan as make_plan
-        from .engine import load_engine
-        from .resolver import CLI, ENGINE as ENGINE_LAYER, EXPERIMENT as EXPERIMENT_LAYER
-        from .resolver import MLINSTANCE as MLINSTANCE_LAYER, RUN, Layer, resolve
+        from ..dispatch import plan as make_plan
+        from ..engine import load_engine
+        from ..resolver import CLI, ENGINE as ENGINE_LAYER, EXPERIMENT as EXPERIMENT_LAYER
+        from ..resolver import MLINSTANCE as MLINSTANCE_LAYER, RUN, Layer, resolve
 
         mode = run_mode(mode)
         reg = self.registry
         experiment = reg.get_unmasked(EXPERIMENT, caller, experiment_id)
         instance = reg.get_unmasked(MLINSTANCE, caller, experiment["mlInstanceId"])
         engine_doc = reg.get_unmasked(ENGINE, caller, instance["engineId"])
-        from .recipes.registration import recipe_reference_for
+        from ..recipes.registration import recipe_reference_for
 
         engine_ref = recipe_reference_for(engine_doc, reg.home) or engine_reference(engine_doc)
         engine_cls = load_engine(engine_ref)
@@ -384,11 +384,11 @@ class RunExecutor:
             spark = self.backend("pyspark").spark_config(resolved.resources, plan)
         recipe = getattr(engine_cls, "recipe", None)
         if recipe is not None:
-            from .recipes.runs import default_env_manager, engine_extra_pip
+            from ..recipes.runs import default_env_manager, engine_extra_pip
 
             env_manager = env_manager or self.env_manager or default_env_manager()
             if model is not None:   # refused before anything starts, not only by the worker
-                from .recipes.runs import check_recipe_model
+                from ..recipes.runs import check_recipe_model
 
                 check_recipe_model(model)
             extra_pip = (*engine_extra_pip(engine_doc), *(extra_pip or ()))
@@ -404,8 +404,8 @@ class RunExecutor:
         """The Model a score run uses and why: `modelId` if given; else the published Model of
         its MLService (`mlServiceId`, or the latest published among the MLInstance's services);
         else the Experiment's latest DONE train run's Model."""
-        from .mlservices import ServiceDesk
-        from .schemas import MLSERVICE
+        from ..mlservices import ServiceDesk
+        from ..schemas import MLSERVICE
 
         reg, scope = self.registry, caller.scope
         if model_id:
@@ -443,7 +443,7 @@ class RunExecutor:
     def _choice(self, caller: Caller, source: str, model: dict[str, Any],
                 **extra: Any) -> dict[str, Any]:
         """What `run score` prints and the run records of the Model it uses."""
-        from .schemas import EXPERIMENT_RUN
+        from ..schemas import EXPERIMENT_RUN
 
         run_id = model.get("experimentRunId")
         run = self.registry.store.get(EXPERIMENT_RUN, caller.scope, run_id or "") or {}
@@ -475,7 +475,7 @@ class RunExecutor:
                       getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")
             state = self._state(caller.scope, run["id"])
             if state is not None and not state.is_terminal():
-                from .errors import Conflict
+                from ..errors import Conflict
 
                 try:
                     self.registry.transition_run(
@@ -490,7 +490,7 @@ class RunExecutor:
 
     def _execute_owned(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                        echo: Optional[TextIO], backend: Any, control: Any) -> dict[str, Any]:
-        from .backends import WorkerSpec
+        from ..backends import WorkerSpec
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         run_dir = reg.home.runs / run_id
@@ -513,7 +513,7 @@ class RunExecutor:
             model_dir = reg.model_artifact_dir(caller, prepared.model["id"])
         values = prepared.resolved.values
         if prepared.recipe is not None:   # the platform's injected keys; the recipe's own Python
-            from .recipes.runs import injected_values
+            from ..recipes.runs import injected_values
 
             values = injected_values(values, mode=prepared.mode, org=scope.org,
                                      sandbox=scope.sandbox, run_dir=run_dir, model_dir=model_dir)
@@ -540,8 +540,8 @@ class RunExecutor:
                   control: Any, spec: Any, log_path: Path, tasklogs: list[dict[str, str]],
                   echo: Optional[TextIO]) -> Any:
         """Queue the run for capacity, then run it (again, while it FAILS and retries are left)."""
-        from .backends import Outcome
-        from .capacity import check_fits, demand_for
+        from ..backends import Outcome
+        from ..capacity import check_fits, demand_for
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         demand = demand_for(prepared.resolved.resources, prepared.plan, self.capacity,
@@ -711,7 +711,7 @@ class RunExecutor:
             "state", "metrics", "modelId", "output", "durations_s", "spark", "warnings")
             if k in summary}})
         if outcome_state is RunStatus.ABORTED:
-            from .supervisor import remove_partial_artifacts
+            from ..supervisor import remove_partial_artifacts
 
             remove_partial_artifacts(reg.home.runs / run_id)
         return summary
@@ -719,7 +719,7 @@ class RunExecutor:
     def _ingest_metrics(self, scope: Any, run_id: str) -> None:
         """The per-step metrics the worker left in the run folder, into the registry. A failure
         here is logged, not raised: the run's own outcome stands."""
-        from .run_views import RunViews
+        from ..run_views import RunViews
 
         try:
             RunViews(self.registry).ingest(scope, run_id)
@@ -732,8 +732,8 @@ class RunExecutor:
         use; its build log goes to the run's log). A failed build fails the run before it starts."""
         import dataclasses
 
-        from .artifacts import recipes_dir
-        from .recipes.runs import environment_known, recipe_python
+        from ..artifacts import recipes_dir
+        from ..recipes.runs import environment_known, recipe_python
 
         scope = caller.scope
         recipe_dir = recipes_dir(self.registry.home.root) / prepared.recipe.sha256
@@ -763,8 +763,8 @@ class RunExecutor:
     def _with_timeframe(self, caller: Caller, prepared: Prepared) -> Prepared:
         """The plan with MLRUNTIME_TIMEFRAME naming the run's input data set (as given and as
         its file URI) for runtime.datasets to filter."""
-        from .datasets import resolve_dataset
-        from .timeframe import Timeframe
+        from ..datasets import resolve_dataset
+        from ..timeframe import Timeframe
 
         key = "scoringDataSetId" if prepared.mode == SCORE else "trainingDataSetId"
         value = prepared.resolved.values.get(key)
@@ -806,8 +806,8 @@ class RunExecutor:
         """Before the API writes a run: refuse one this host can never start (NeverFits, a 400)
         instead of queueing it forever. Other problems are left to the run, which FAILS with
         them as before."""
-        from .capacity import NeverFits, check_fits, demand_for
-        from .schemas import EXPERIMENT_RUN
+        from ..capacity import NeverFits, check_fits, demand_for
+        from ..schemas import EXPERIMENT_RUN
 
         try:
             data = self.registry.validated(EXPERIMENT_RUN, body)
@@ -855,7 +855,7 @@ class RunExecutor:
                 self._fail_unless_ended(caller, run["id"], f"{type(exc).__name__}: {exc}")
 
     def _prepare_one(self, caller: Caller, run: dict[str, Any]) -> None:
-        from .capacity import check_fits, demand_for
+        from ..capacity import check_fits, demand_for
 
         control = self.supervisor.control(run["id"])
         if control is None or control.stopping():   # cancelled before it was prepared
@@ -894,7 +894,7 @@ class RunExecutor:
 
     def _fail_unless_ended(self, caller: Caller, run_id: str, reason: str,
                            state_to: RunStatus = RunStatus.FAILED) -> None:
-        from .errors import Conflict
+        from ..errors import Conflict
 
         state = self._state(caller.scope, run_id)
         if state is not None and not state.is_terminal():
@@ -945,9 +945,9 @@ class RunExecutor:
     def record_unwatched(self, scope: Any, run_id: str, worker: Any = None,
                          outcome: Any = None) -> Optional[dict[str, Any]]:
         """Record a run whose worker ended while no process watched it, from its result file."""
-        from .backends import RESULT_FILE, Outcome, log_tail, read_result
-        from .schemas import EXPERIMENT_RUN
-        from .supervisor import SERVER_GONE
+        from ..backends import RESULT_FILE, Outcome, log_tail, read_result
+        from ..schemas import EXPERIMENT_RUN
+        from ..supervisor import SERVER_GONE
 
         reg = self.registry
         run = reg.store.get(EXPERIMENT_RUN, scope, run_id)
@@ -980,8 +980,8 @@ class RunExecutor:
 
     def adopt(self, scope: Any, run_id: str, worker: dict[str, Any]) -> None:
         """Follow a live worker that a dead owner started; record its result when it ends."""
-        from .schemas import EXPERIMENT_RUN
-        from .supervisor import AdoptedWorker
+        from ..schemas import EXPERIMENT_RUN
+        from ..supervisor import AdoptedWorker
 
         run = self.registry.store.get(EXPERIMENT_RUN, scope, run_id)
         if run is None:
@@ -1010,13 +1010,13 @@ class RunExecutor:
 
     def resubmit(self, scope: Any, run_id: str) -> None:
         """Queue again a run that a dead server had accepted but not started."""
-        from .schemas import EXPERIMENT_RUN
+        from ..schemas import EXPERIMENT_RUN
 
         run = self.registry.get_unmasked(EXPERIMENT_RUN, Caller(scope, "local"), run_id)
         self.submit_background(self._caller_of(scope, run), run)
 
     def reconcile(self) -> Any:
-        from .supervisor import reconcile
+        from ..supervisor import reconcile
 
         summary = reconcile(self, resubmit=self.kind == "server")
         log.info("%s", summary.summary())
