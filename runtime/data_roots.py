@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
-from urllib.parse import unquote, urlparse
 
 from .errors import Forbidden
+from .locations import InvalidLocation, local_path
 
 ENV_DATA_ROOTS = "MLRUNTIME_DATA_ROOTS"
 # Set by the worker for its own process tree: the roots in force for this run, plus its run folder.
@@ -32,19 +32,6 @@ CatalogLookup = Callable[[str], Optional[str]]
 
 
 _DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
-
-
-def local_path(value: str) -> Optional[Path]:
-    """The local path a data set value names: a plain path or a `file://` URI; None for any other
-    URI (`s3://...`), which no local check can confine."""
-    if value.startswith("file:"):
-        parsed = urlparse(value)
-        if parsed.netloc not in ("", "localhost"):
-            return None   # file://otherhost/... is not a local file
-        return Path(unquote(parsed.path))
-    if "://" in value:
-        return None
-    return Path(value).expanduser()
 
 
 def names_a_file(value: str) -> bool:
@@ -99,7 +86,11 @@ class DataRoots:
             return None
         shown = (f"{key} (secret)" if secret else f"{key} {text!r}"
                  + (f" (catalog entry for {target!r})" if target else ""))
-        path = local_path(str(target) if target else text)
+        try:
+            path = local_path(str(target) if target else text)
+        except InvalidLocation as exc:
+            raise Forbidden(f"{shown} is not a local file ({exc.detail}): this server reads and "
+                            f"writes data sets only under its data roots ({self.describe()})") from exc
         if path is None:
             raise Forbidden(f"{shown} is not a local file: this server reads and writes data sets "
                             f"only under its data roots ({self.describe()})")

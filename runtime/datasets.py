@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional
 
 from .data_roots import guard
 from .errors import ConfigError
+from .locations import local_path
 from .timeframe import timeframe_for
 
 if TYPE_CHECKING:
@@ -107,16 +108,6 @@ def _looks_like_path(value: str) -> bool:
             or Path(value).suffix.lower() in _SUFFIX_FORMATS)
 
 
-def _uri_path(value: str) -> Optional[Path]:
-    """The local path of a path or file:// URI; None for another scheme."""
-    if value.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-        return Path(unquote(urlparse(value).path))
-    if "://" in value:
-        return None
-    return Path(value).expanduser()
-
-
 def entry_for(dataset_id: str, location: str, file_format: Optional[str] = None, *,
               created: Optional[str] = None) -> DatasetEntry:
     """A catalog entry for registering `location` (a path or file:// URI) as `dataset_id`: the
@@ -124,7 +115,7 @@ def entry_for(dataset_id: str, location: str, file_format: Optional[str] = None,
     whose format cannot be told needs `file_format`; a name without a suffix is a folder."""
     check_dataset_id(dataset_id)
     text = str(location)
-    path = _uri_path(text)
+    path = local_path(text)
     if path is None:
         raise ConfigError(f"Cannot register {text!r}: only local paths and file:// URIs are "
                           "data set locations")
@@ -225,19 +216,19 @@ def resolve_dataset(value: str, catalog: Optional[Mapping[str, DatasetEntry]] = 
     entries = active_catalog() if catalog is None else catalog_from_json(dict(catalog))
     entry = entries.get(text)
     if entry is not None:
-        path = _uri_path(entry.uri)
+        path = local_path(entry.uri)
         return DatasetRef(id=text, uri=entry.uri, path=path,
                           format=entry.format or (_suffix_format(path) if path else None))
     if "://" in text and not text.startswith("file://"):
         raise ConfigError(f"Unsupported data set URI {text!r}: only registered ids, local paths "
                           "and file:// URIs are read and written here")
-    path = _uri_path(text)
+    path = local_path(text)
     if text.startswith("file://") or _looks_like_path(text) or (path is not None and path.exists()):
         assert path is not None
         fmt = _suffix_format(path)
         absolute = Path(os.path.abspath(path))
         for other in entries.values():   # a path registered with an explicit format keeps it
-            if other.format and _uri_path(other.uri) == absolute:
+            if other.format and local_path(other.uri) == absolute:
                 fmt = other.format
                 break
         uri = text if text.startswith("file://") else absolute.as_uri()

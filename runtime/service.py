@@ -651,7 +651,7 @@ class Registry:
 
     @staticmethod
     def _dataset_view(doc: dict[str, Any]) -> dict[str, Any]:
-        from .datasets import _uri_path
+        from .locations import local_path as _uri_path
 
         path = _uri_path(doc["uri"])
         return {**doc, "path": str(path) if path else None,
