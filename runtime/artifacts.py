@@ -7,9 +7,6 @@ is an `InvalidArtifact` (HTTP 400) saying what was found and what is expected, a
 """
 from __future__ import annotations
 
-import ast
-import configparser
-import hashlib
 import io
 import json
 import os
@@ -17,20 +14,23 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from .errors import BadRequest
+from .digests import FOLDER_EXCLUDES, digest, excluded, walk
+from .errors import BadRequest, ConfigError
+from .locations import local_path
+from .pyspark_application import check_application
+from .recipe_metadata import PROJECT_FILES, project_marker, read_recipe_metadata
 
-__all__ = ["ArtifactInfo", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS", "inspect_recipe",
-           "load_recipe_info", "safe_extract", "store_artifact", "tree_digest", "file_digest",
-           "recipes_dir", "home_root", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
+__all__ = ["ArtifactInfo", "FOLDER_EXCLUDES", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS",
+           "inspect_recipe", "load_recipe_info", "safe_extract", "store_artifact", "recipes_dir",
+           "home_root", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
 
 RECIPE_KINDS = ("python-functions", "python-classes", "pyspark")
 MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
@@ -39,10 +39,6 @@ ENV_MAX_UNPACKED_MB = "MLRUNTIME_MAX_UNPACKED_MB"        # overrides MAX_TOTAL_B
 ENV_MAX_ARCHIVE_ENTRIES = "MLRUNTIME_MAX_ARCHIVE_ENTRIES"   # overrides MAX_ENTRIES
 RECIPE_FILE = "recipe.json"
 SOURCE_DIR = "src"
-# Left out of a folder's digest and copy: build by-products that change without the recipe changing.
-FOLDER_EXCLUDES = ("__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".mypy_cache",
-                   ".pytest_cache", "build", "dist", ".eggs", ".DS_Store", ".ipynb_checkpoints")
-_EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 
 # Entry points of function-based recipes, by group: the roles the runtime calls.
 FUNCTION_ROLES = {"Training": ("training_dataloader", "training_pipeline"),
@@ -111,52 +107,6 @@ def recipes_dir(home_root: Path) -> Path:
 def home_root(home: Any) -> Path:
     """A runtime home's root folder, from a path or a `runtime.home.Home`."""
     return Path(home) if isinstance(home, (str, os.PathLike)) else Path(home.root)
-
-
-# --------------------------------------------------------------------------------------------
-# Digests
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _excluded(name: str) -> bool:
-    return name in FOLDER_EXCLUDES or name.endswith(_EXCLUDED_SUFFIXES)
-
-
-def _walk(folder: Path, exclude: bool) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        if exclude:
-            dirnames[:] = [d for d in dirnames if not _excluded(d)]
-        dirnames.sort()
-        for name in sorted(filenames):
-            if exclude and _excluded(name):
-                continue
-            yield Path(dirpath) / name
-
-
-def tree_digest(folder: Path, *, exclude: bool = False,
-                preread: Optional[dict[str, bytes]] = None) -> str:
-    """SHA-256 over a folder: every file's relative path and content digest, sorted.
-
-    `preread` maps relative paths to bytes already read (a caller that must hash exactly the bytes
-    it then uses, e.g. a model about to be unpickled)."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for path in sorted(_walk(folder, exclude), key=lambda p: p.relative_to(folder).as_posix()):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_symlink():
-            h.update(f"L {rel}\0{os.readlink(path)}\n".encode())
-            continue
-        digest = hashlib.sha256(preread[rel]).hexdigest() if preread and rel in preread \
-            else file_digest(path)
-        h.update(f"F {rel}\0{digest}\n".encode())
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +391,8 @@ def store_artifact(data_or_path: bytes | str | Path, filename: Optional[str], ho
     if isinstance(data_or_path, (bytes, bytearray)):
         return _store_bytes(bytes(data_or_path), store)
     path = local_path(str(data_or_path))
+    if path is not None:
+        path = path.absolute()
     if path is None:
         raise InvalidArtifact(f"{data_or_path!r} is not a local path or file:// URI; expected "
                               f"{EXPECTED}")
@@ -451,16 +403,6 @@ def store_artifact(data_or_path: bytes | str | Path, filename: Optional[str], ho
     return _store_bytes(path.read_bytes(), store)
 
 
-def local_path(text: str) -> Optional[Path]:
-    if text.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return Path(unquote(urlparse(text).path))
-    if "://" in text:
-        return None
-    return Path(text).expanduser().absolute()
-
-
 def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
     packaging = _packaging(data)
 
@@ -468,7 +410,7 @@ def _store_bytes(data: bytes, store: Path) -> ArtifactInfo:
         (tmp / f"artifact.{_EXTENSIONS[packaging]}").write_bytes(data)
         safe_extract(data, tmp / SOURCE_DIR)
 
-    return _store(store, hashlib.sha256(data).hexdigest(), packaging, fill)
+    return _store(store, digest(data), packaging, fill)
 
 
 def _store_folder(folder: Path, store: Path) -> ArtifactInfo:
@@ -477,9 +419,9 @@ def _store_folder(folder: Path, store: Path) -> ArtifactInfo:
     def fill(tmp: Path) -> None:
         shutil.copytree(folder, tmp / SOURCE_DIR / folder.name, symlinks=False,
                         ignore_dangling_symlinks=True,
-                        ignore=lambda _d, names: [n for n in names if _excluded(n)])
+                        ignore=lambda _d, names: [n for n in names if excluded(n)])
 
-    return _store(store, tree_digest(folder, exclude=True), "folder", fill)
+    return _store(store, digest(folder, exclude=True), "folder", fill)
 
 
 def _store(store: Path, sha: str, packaging: str, fill: Any) -> ArtifactInfo:
@@ -506,7 +448,7 @@ def _store(store: Path, sha: str, packaging: str, fill: Any) -> ArtifactInfo:
 
 
 def _make_read_only(folder: Path) -> None:
-    for path in _walk(folder, exclude=False):
+    for path in walk(folder, exclude=False):
         if not path.is_symlink():
             path.chmod(path.stat().st_mode & ~0o222)
 
@@ -542,15 +484,11 @@ def _candidate_roots(src: Path) -> tuple[list[Path], list[Path]]:
 
 def _project_root(src: Path) -> tuple[Path, str]:
     """The folder holding the project's metadata, and which metadata it is."""
-    markers = ("setup.py", "setup.cfg", "pyproject.toml", "EGG-INFO")
     candidates, children = _candidate_roots(src)
     for folder in candidates:
-        for marker in markers:
-            if (folder / marker).exists():
-                return folder, marker
-        wheel_meta = sorted(folder.glob("*.dist-info"))
-        if wheel_meta:
-            return folder, "dist-info"
+        marker = project_marker(folder)
+        if marker is not None:
+            return folder, marker
     for folder in candidates:
         app = _find_application(folder)
         if app is not None:
@@ -564,7 +502,7 @@ def _refuse_other_languages(src: Path) -> None:
     """An R package (DESCRIPTION beside R/*.R, or the platform's applicationTrainer.R) or a Scala
     project (pom.xml, build.sbt, a jar's classes) is refused by name, not as 'no Python metadata'."""
     for folder in _candidate_roots(src)[0]:
-        if any((folder / marker).is_file() for marker in ("setup.py", "setup.cfg", "pyproject.toml")):
+        if project_marker(folder) in PROJECT_FILES:
             return          # a Python project, whatever else it holds
         if (folder / "DESCRIPTION").is_file() and any(folder.glob("R/*.[Rr]")):
             raise unsupported_recipe("R", f"{folder.name}/ is an R package: DESCRIPTION and R/*.R")
@@ -598,27 +536,16 @@ def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path]
     base = Path(base) if base is not None else src
     _refuse_other_languages(src)
     root, marker = _project_root(src)
-    meta: dict[str, Any] = {"name": None, "version": None, "requirements": [], "entry_points": {},
-                            "package_dir": None}
-    if marker == "setup.py":
-        meta.update(_read_setup_py(root / "setup.py"))
-        if (root / "setup.cfg").is_file():
-            _merge(meta, _read_setup_cfg(root / "setup.cfg"))
-    elif marker == "setup.cfg":
-        meta.update(_read_setup_cfg(root / "setup.cfg"))
-    elif marker == "pyproject.toml":
-        meta.update(_read_pyproject(root / "pyproject.toml"))
-        if (root / "setup.cfg").is_file():
-            _merge(meta, _read_setup_cfg(root / "setup.cfg"))
-    elif marker == "EGG-INFO":
-        meta.update(_read_egg(root / "EGG-INFO"))
-    elif marker == "dist-info":
-        meta.update(_read_wheel(sorted(root.glob("*.dist-info"))[0]))
-    if (root / "requirements.txt").is_file():
-        extra = _requirement_lines((root / "requirements.txt").read_text(errors="replace"))
-        meta["requirements"] = list(dict.fromkeys([*meta["requirements"], *extra]))
+    try:
+        meta = read_recipe_metadata(root)
+    except ConfigError as exc:      # an unreadable project file: this artifact is no recipe
+        raise InvalidArtifact(exc.detail) from exc
+    if "entry_points" in meta.dynamic:
+        raise InvalidArtifact("setup.py computes entry_points at run time; this runtime reads "
+                              "them without executing setup.py: write them as a literal dict "
+                              "or in setup.cfg")
     import_root = root
-    package_dir = meta.get("package_dir")
+    package_dir = meta.package_dir
     if isinstance(package_dir, dict) and package_dir.get(""):
         import_root = root / str(package_dir[""])
     elif (root / "src").is_dir() and not (root / "src" / "__init__.py").exists() \
@@ -626,26 +553,20 @@ def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path]
         import_root = root / "src"
 
     app = _find_application(root)
-    entry_points = {g: dict(eps) for g, eps in (meta["entry_points"] or {}).items()}
+    entry_points = {g: dict(eps) for g, eps in meta.entry_points.items()}
     kind = _kind(entry_points, app, root, marker)
     _check_targets(kind, entry_points, import_root)
     if kind == "pyspark":   # application.yaml's role classes, read statically (imports nothing)
-        from .recipes.pyspark_app import check_application
-
-        check_application(root, app, import_root)
-    name = meta.get("name") or root.name
+        try:
+            check_application(root, app, import_root)
+        except ConfigError as exc:
+            raise InvalidArtifact(exc.detail) from exc
     return RecipeInfo(
-        kind=kind, name=str(name), version=None if meta.get("version") is None else str(meta["version"]),
-        requirements=[str(r) for r in meta["requirements"]], entry_points=entry_points,
+        kind=kind, name=meta.name or root.name, version=meta.version,
+        requirements=list(meta.requirements), entry_points=entry_points,
         application=None if app is None else app.relative_to(root).as_posix(),
         root=os.path.relpath(root, base), import_root=os.path.relpath(import_root, base),
         packaging=packaging)
-
-
-def _merge(meta: dict[str, Any], more: dict[str, Any]) -> None:
-    for key, value in more.items():
-        if value and not meta.get(key):
-            meta[key] = value
 
 
 def _kind(entry_points: dict[str, dict[str, str]], app: Optional[Path], root: Path,
@@ -704,207 +625,6 @@ def _check_targets(kind: str, entry_points: dict[str, dict[str, str]], import_ro
                     f"Entry point {name} = {target} (group {group}) names module {module!r}, "
                     f"which the artifact does not contain (looked under "
                     f"{import_root.name or '.'}/); expected the module's .py file or package")
-
-
-# --- metadata readers ------------------------------------------------------------------------
-
-def _parse_entry_point_text(text: str) -> dict[str, dict[str, str]]:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment]
-    try:
-        parser.read_string(text)
-    except configparser.Error as exc:
-        raise InvalidArtifact(f"Unreadable entry points: {exc}") from None
-    return {section: {k.strip(): v.strip() for k, v in parser.items(section)}
-            for section in parser.sections()}
-
-
-def _entry_points_value(value: Any) -> dict[str, dict[str, str]]:
-    if isinstance(value, str):
-        return _parse_entry_point_text(value)
-    if not isinstance(value, dict):
-        raise InvalidArtifact(f"setup(entry_points=...) must be a dict or INI text, got "
-                              f"{type(value).__name__}")
-    out: dict[str, dict[str, str]] = {}
-    for group, items in value.items():
-        if isinstance(items, str):
-            items = [line for line in items.splitlines() if line.strip()]
-        parsed: dict[str, str] = {}
-        for item in items or []:
-            name, sep, target = str(item).partition("=")
-            if not sep:
-                raise InvalidArtifact(f"Entry point {item!r} in group {group!r} is not "
-                                      "'name = target'")
-            parsed[name.strip()] = target.strip()
-        out[str(group)] = parsed
-    return out
-
-
-class _Unknown:
-    pass
-
-
-def _evaluate(node: ast.AST, names: dict[str, Any]) -> Any:
-    """A literal, with names bound earlier in setup.py and `find_packages()` allowed."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [_evaluate(e, names) for e in node.elts]
-    if isinstance(node, ast.Dict):
-        return {_evaluate(k, names): _evaluate(v, names) for k, v in zip(node.keys, node.values)
-                if k is not None}
-    if isinstance(node, ast.Name):
-        return names.get(node.id, _Unknown())
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = _evaluate(node.left, names), _evaluate(node.right, names)
-        try:
-            return left + right
-        except TypeError:
-            return _Unknown()
-    if isinstance(node, ast.JoinedStr):
-        return _Unknown()
-    return _Unknown()
-
-
-def _read_setup_py(path: Path) -> dict[str, Any]:
-    try:
-        tree = ast.parse(path.read_text(errors="replace"), filename=str(path))
-    except SyntaxError as exc:
-        raise InvalidArtifact(f"setup.py cannot be parsed: {exc}") from None
-    names: dict[str, Any] = {}
-    call: Optional[ast.Call] = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                isinstance(node.targets[0], ast.Name):
-            names[node.targets[0].id] = _evaluate(node.value, names)
-        if isinstance(node, ast.Call):
-            func = node.func
-            fname = func.id if isinstance(func, ast.Name) else \
-                func.attr if isinstance(func, ast.Attribute) else None
-            if fname == "setup":
-                call = node
-    if call is None:
-        return {}
-    kwargs: dict[str, Any] = {}
-    for kw in call.keywords:
-        if kw.arg is None:
-            spread = _evaluate(kw.value, names)
-            if isinstance(spread, dict):
-                kwargs.update(spread)
-            continue
-        kwargs[kw.arg] = _evaluate(kw.value, names)
-    out: dict[str, Any] = {}
-    for key in ("name", "version"):
-        if isinstance(kwargs.get(key), (str, int, float)):
-            out[key] = str(kwargs[key])
-    if "entry_points" in kwargs:
-        if isinstance(kwargs["entry_points"], _Unknown):
-            raise InvalidArtifact("setup.py computes entry_points at run time; this runtime reads "
-                                  "them without executing setup.py: write them as a literal dict "
-                                  "or in setup.cfg")
-        out["entry_points"] = _entry_points_value(kwargs["entry_points"])
-    requires = kwargs.get("install_requires")
-    if isinstance(requires, list) and all(isinstance(r, str) for r in requires):
-        out["requirements"] = [r.strip() for r in requires if r.strip()]
-    elif isinstance(requires, str):
-        out["requirements"] = _requirement_lines(requires)
-    if isinstance(kwargs.get("package_dir"), dict):
-        out["package_dir"] = kwargs["package_dir"]
-    return out
-
-
-def _read_setup_cfg(path: Path) -> dict[str, Any]:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment]
-    try:
-        parser.read_string(path.read_text(errors="replace"))
-    except configparser.Error as exc:
-        raise InvalidArtifact(f"setup.cfg cannot be read: {exc}") from None
-    out: dict[str, Any] = {}
-    if parser.has_section("metadata"):
-        out["name"] = parser.get("metadata", "name", fallback=None)
-        out["version"] = parser.get("metadata", "version", fallback=None)
-    if parser.has_section("options"):
-        out["requirements"] = _requirement_lines(parser.get("options", "install_requires",
-                                                            fallback=""))
-        package_dir = parser.get("options", "package_dir", fallback="")
-        if package_dir.strip():
-            mapping = {}
-            for line in package_dir.strip().splitlines():
-                key, _, value = line.partition("=")
-                mapping[key.strip()] = value.strip()
-            out["package_dir"] = mapping
-    if parser.has_section("options.entry_points"):
-        out["entry_points"] = _entry_points_value(
-            {g: v for g, v in parser.items("options.entry_points")})
-    return out
-
-
-def _read_pyproject(path: Path) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        data = tomllib.loads(path.read_text(errors="replace"))
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidArtifact(f"pyproject.toml cannot be read: {exc}") from None
-    project = data.get("project") or {}
-    out: dict[str, Any] = {"name": project.get("name"), "version": project.get("version"),
-                           "requirements": list(project.get("dependencies") or []),
-                           "entry_points": {str(g): {str(k): str(v) for k, v in eps.items()}
-                                            for g, eps in (project.get("entry-points") or {}).items()
-                                            if isinstance(eps, dict)}}
-    setuptools_cfg = (data.get("tool") or {}).get("setuptools") or {}
-    if isinstance(setuptools_cfg.get("package-dir"), dict):
-        out["package_dir"] = setuptools_cfg["package-dir"]
-    return out
-
-
-def _read_pkg_info(text: str) -> dict[str, Any]:
-    from email.parser import Parser
-
-    message = Parser().parsestr(text, headersonly=True)
-    return {"name": message.get("Name"), "version": message.get("Version"),
-            "requires_dist": message.get_all("Requires-Dist") or []}
-
-
-def _read_egg(egg_info: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if (egg_info / "PKG-INFO").is_file():
-        meta = _read_pkg_info((egg_info / "PKG-INFO").read_text(errors="replace"))
-        out.update(name=meta["name"], version=meta["version"])
-    if (egg_info / "entry_points.txt").is_file():
-        out["entry_points"] = _parse_entry_point_text(
-            (egg_info / "entry_points.txt").read_text(errors="replace"))
-    if (egg_info / "requires.txt").is_file():
-        lines = []
-        for line in (egg_info / "requires.txt").read_text(errors="replace").splitlines():
-            if line.strip().startswith("["):
-                break                        # extras follow: not required
-            lines.append(line)
-        out["requirements"] = _requirement_lines("\n".join(lines))
-    return out
-
-
-def _read_wheel(dist_info: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if (dist_info / "METADATA").is_file():
-        meta = _read_pkg_info((dist_info / "METADATA").read_text(errors="replace"))
-        out.update(name=meta["name"], version=meta["version"],
-                   requirements=[r for r in meta["requires_dist"] if "extra ==" not in r])
-    if (dist_info / "entry_points.txt").is_file():
-        out["entry_points"] = _parse_entry_point_text(
-            (dist_info / "entry_points.txt").read_text(errors="replace"))
-    return out
-
-
-def _requirement_lines(text: str) -> list[str]:
-    out = []
-    for line in text.splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith(("#", "-")):
-            continue
-        out.append(line)
-    return out
 
 
 def describe(info: RecipeInfo) -> str:

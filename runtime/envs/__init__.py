@@ -9,9 +9,9 @@ from __future__ import annotations
 from .build import EnvInfo, EnvPlan, compat_dir, ensure_env, envs_dir, find_uv, plan_env, uv_cache_dir
 from .cache import EnvRecord, cache_size, list_envs, parse_size, prune_envs, remove_env
 from .profiles import DEFAULT_PROFILE, PLATFORM_LIBRARIES, PROFILES, Profile, get_profile
-from .recipe import RecipeRequirements, read_requirements, recipe_digest
+from .recipe import read_requirements, recipe_digest
 
 __all__ = ["DEFAULT_PROFILE", "EnvInfo", "EnvPlan", "EnvRecord", "PLATFORM_LIBRARIES", "PROFILES", "Profile",
-           "RecipeRequirements", "cache_size", "compat_dir", "ensure_env", "envs_dir", "find_uv",
+           "cache_size", "compat_dir", "ensure_env", "envs_dir", "find_uv",
            "get_profile", "list_envs", "parse_size", "plan_env", "prune_envs", "read_requirements",
            "recipe_digest", "remove_env", "uv_cache_dir"]

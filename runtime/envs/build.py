@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import re
@@ -33,14 +32,16 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
+from ..digests import digest
 from ..errors import ConfigError, EnvBuildError, PythonUnavailable
+from ..recipe_metadata import read_recipe_metadata
 from .profiles import (DEFAULT_PROFILE, PLATFORM_LIBRARIES, WORKER_REQUIREMENTS, Profile,
                        get_profile, provided_by_runtime)
-from .recipe import RecipeSource, recipe_source
+from .recipe import RecipeSource, recipe_source, requirements_file
 
 __all__ = ["EnvInfo", "EnvPlan", "ensure_env", "envs_dir", "plan_env", "uv_cache_dir",
            "find_uv", "runtime_source_root", "compat_dir"]
@@ -219,14 +220,12 @@ class _Builder:
     def _requested(self, requirements: Sequence[str], extra_pip: Sequence[str]) -> list[str]:
         own: list[str] = []          # the recipe's and the caller's: these win over the profile's
         if self.recipe is not None:
-            own += self.recipe.requirements.requirements
+            own += self.recipe.metadata.requirements
         own += [str(r) for r in requirements]
         for item in extra_pip:
             item = str(item).strip()
             if item.endswith(".txt") and Path(item).expanduser().is_file():
-                from .recipe import _from_requirements_txt
-                path = Path(item).expanduser().resolve()
-                own += _from_requirements_txt(path, root=path.parent)
+                own += requirements_file(Path(item))
             elif item:
                 own.append(item)
         own = [line.strip() for line in own if line.strip()]
@@ -262,7 +261,7 @@ class _Builder:
                "recipe_kind": self.recipe.kind if self.recipe else None,
                "index": self.index_settings(), "tool": self.tool,
                "runtime": str(_runtime_package()), "provided": sorted(PLATFORM_LIBRARIES)}
-        return _digest(doc)[:32]
+        return digest(doc)[:32]
 
     # --- the remembered resolution ------------------------------------------------------------
 
@@ -457,7 +456,7 @@ class _Builder:
                "pins": sorted(pins), "index": self.index_settings(),
                "profile": f"{self.profile.name}@{self.profile.version}",
                "recipe": [self.recipe.kind, self.recipe.digest] if self.recipe else None}
-        return _digest(doc)[:16]
+        return digest(doc)[:16]
 
     # --- the build ----------------------------------------------------------------------------
 
@@ -708,7 +707,7 @@ def _choose_python(recipe: RecipeSource | None, uv: str | None) -> _Python:
     on this host closest to it that satisfies it (and runs the worker), or PythonUnavailable
     naming what is needed. (What the pins can install is tried later: `_resolve_fitting`.)"""
     own = _own_python()
-    spec_text = recipe.requirements.python_requires if recipe else None
+    spec_text = recipe.metadata.python_requires if recipe else None
     if not spec_text:
         return own
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -735,9 +734,9 @@ def _other_pythons(failed: _Python, recipe: RecipeSource | None, uv: str | None)
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     spec = None
-    if recipe is not None and recipe.requirements.python_requires:
+    if recipe is not None and recipe.metadata.python_requires:
         try:
-            spec = SpecifierSet(recipe.requirements.python_requires)
+            spec = SpecifierSet(recipe.metadata.python_requires)
         except InvalidSpecifier:
             spec = None
     base = _version_tuple(failed.version)[:2]
@@ -939,36 +938,17 @@ def _copy_unpacked(recipe: RecipeSource, site: Path, say) -> None:
 
 
 def _egg_identity(path: Path) -> tuple[str, str]:
-    """(name, version) of an unpacked egg, from its PKG-INFO, else its folder name
+    """(name, version) of an egg (folder or .egg file), from its PKG-INFO, else its file name
     (`name-version-pyX.Y.egg`)."""
-    fields: dict[str, str] = {}
-    pkg_info = Path(path) / "EGG-INFO" / "PKG-INFO"
-    if pkg_info.is_file():
-        for line in pkg_info.read_text(errors="replace").splitlines():
-            key, sep, value = line.partition(":")
-            if not line.strip():
-                break
-            if sep and key in ("Name", "Version"):
-                fields[key] = value.strip()
+    metadata = read_recipe_metadata(Path(path))
     parts = Path(path).name.removesuffix(".egg").split("-")
-    name = fields.get("Name") or parts[0] or "recipe"
-    version = fields.get("Version") or (parts[1] if len(parts) > 1 else "0")
+    name = metadata.name or parts[0] or "recipe"
+    version = metadata.version or (parts[1] if len(parts) > 1 else "0")
     return _canonical(name), version
 
 
 def _egg_name(path: Path) -> str | None:
     """The distribution name of an egg (folder or .egg file)."""
-    path = Path(path)
-    if path.is_file():
-        import zipfile
-        try:
-            with zipfile.ZipFile(path) as zf:
-                for line in zf.read("EGG-INFO/PKG-INFO").decode(errors="replace").splitlines():
-                    if line.startswith("Name:"):
-                        return _canonical(line.split(":", 1)[1].strip())
-        except (KeyError, zipfile.BadZipFile):
-            pass
-        return _canonical(path.name.split("-")[0])
     return _egg_identity(path)[0]
 
 
@@ -1091,10 +1071,6 @@ def _auto_prune(root: Path, *, keep: str, say) -> None:
 
 
 # --- small pure helpers ------------------------------------------------------------------------
-
-def _digest(doc) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
 
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()

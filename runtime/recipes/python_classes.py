@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..artifacts import RecipeInfo, tree_digest
+from ..artifacts import RecipeInfo
+from ..digests import digest
 from ..engine import Metric, TaskContext
 from ..errors import ConfigError
 from ..tasks import SCORE, TRAIN
@@ -154,7 +155,7 @@ class ClassRecipe(RecipeEngine):
 
     def save_model(self, ctx: TaskContext, model: Any, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)   # the trainer wrote it (modelPATH)
-        self.model_digest = "sha256:" + tree_digest(directory)
+        self.model_digest = "sha256:" + digest(directory)
 
     def evaluate(self, ctx: TaskContext, model: Any, data: Any) -> list[Metric]:
         evaluator = self.evaluator()
@@ -168,7 +169,7 @@ class ClassRecipe(RecipeEngine):
 
     def load_model(self, ctx: TaskContext, directory: Path) -> Any:
         expected = self.expected_digest(ctx, Path(directory))
-        self.refuse_changed(Path(directory), expected, "sha256:" + tree_digest(Path(directory)))
+        self.refuse_changed(Path(directory), expected, "sha256:" + digest(Path(directory)))
         return Path(directory)
 
     def score(self, ctx: TaskContext, model: Any, data: Any) -> Any:

@@ -7,13 +7,13 @@ object is pickled by this runtime and unpickled only when its SHA-256 is the one
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 from ..artifacts import RecipeInfo
+from ..digests import digest
 from ..engine import Metric, TaskContext
 from ..errors import ConfigError
 from ..tasks import SCORE, TRAIN
@@ -67,7 +67,7 @@ class FunctionRecipe(RecipeEngine):
                               f"({type(model).__name__}) cannot be pickled: {exc}") from exc
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MODEL_FILE).write_bytes(payload)
-        self.model_digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+        self.model_digest = "sha256:" + digest(payload)
 
     def load_model(self, ctx: TaskContext, directory: Path) -> Any:
         path = Path(directory) / MODEL_FILE
@@ -76,7 +76,7 @@ class FunctionRecipe(RecipeEngine):
                               f"written by a run of a function-based recipe")
         expected = self.expected_digest(ctx, Path(directory))
         payload = path.read_bytes()   # hashed and unpickled from the same bytes
-        self.refuse_changed(path, expected, "sha256:" + hashlib.sha256(payload).hexdigest())
+        self.refuse_changed(path, expected, "sha256:" + digest(payload))
         self._ready_imports()         # the model's classes may live in the recipe
         return pickle.loads(payload)
 

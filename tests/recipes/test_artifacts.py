@@ -15,7 +15,8 @@ import pytest
 
 from recipe_helpers import FIXTURES, tar_folder, zip_folder
 from runtime.artifacts import (InvalidArtifact, inspect_recipe, load_recipe_info, safe_extract,
-                               store_artifact, tree_digest)
+                               store_artifact)
+from runtime.digests import digest
 from runtime.recipes import detect, load_recipe_engine, parse_reference, reference
 
 
@@ -80,7 +81,7 @@ def test_tar_gz_egg_wheel_and_folder_all_store(tmp_path: Path) -> None:
     folder = store_artifact(FIXTURES / "class_recipe", None, tmp_path)
     assert (folder.kind, folder.recipe.kind, folder.archive) == ("folder", "python-classes", None)
     assert folder.recipe.requirements == ["tabulate==0.9.0"]
-    assert folder.sha256 == tree_digest(FIXTURES / "class_recipe", exclude=True)
+    assert folder.sha256 == digest(FIXTURES / "class_recipe", exclude=True)
     assert store_artifact((FIXTURES / "class_recipe").as_uri(), None, tmp_path).dir == folder.dir
 
 
