@@ -223,6 +223,16 @@ def parse_params(engine: type[Engine] | Engine, task: str, values: Mapping[str, 
 
 _FROZEN_ENGINES: dict[str, metadata.EntryPoint] | None = None
 
+# Engine references that are not names: a prefix, and the entry point that loads such a reference
+# (`recipe:<kind>:<stored folder>`, a user's recipe wrapped in an adapter Engine). The adapters
+# subclass Engine, so this contract names their loader rather than importing it. Declared here, not
+# in pyproject.toml: the worker also runs in recipe environments, where the runtime's source is on
+# the path but its distribution's entry points are not installed.
+REFERENCE_LOADERS: dict[str, metadata.EntryPoint] = {
+    "recipe:": metadata.EntryPoint(name="recipe", value="runtime.recipes:load_recipe_engine",
+                                   group="mlinstance_runtime.engine_references"),
+}
+
 
 def installed_engines() -> dict[str, metadata.EntryPoint]:
     """Engines registered in the `mlinstance_runtime.engines` entry-point group, by name."""
@@ -242,10 +252,9 @@ def load_engine(name_or_path: str) -> type[Engine]:
     """The engine class for an entry-point name (`retail-sales`) or an import path
     (`package.module:ClassName`), or the adapter of a stored recipe (`recipe:<kind>:<folder>`).
     Unknown names raise EngineNotFound listing what is installed."""
-    if name_or_path.startswith("recipe:"):
-        from .recipes import load_recipe_engine
-
-        return load_recipe_engine(name_or_path)
+    for prefix, loader in REFERENCE_LOADERS.items():
+        if name_or_path.startswith(prefix):
+            return loader.load()(name_or_path)
     engines = installed_engines()
     if name_or_path in engines:
         try:
