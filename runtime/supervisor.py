@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .capacity import Capacity, Demand, Grant, QueueEntry, admit
-from .procs import proc_start_ticks
+from .procs import (proc_start_ticks, same_process_alive,
+                    stop_worker, worker_group_alive)
 from .errors import Conflict, NotFound
 from .schemas import RunStatus
 from .store import Scope
@@ -34,14 +35,6 @@ IDLE_POLL_S = 0.25       # ... and one without
 LIVENESS_CACHE_S = 1.0
 KEPT_ON_ABORT = ("worker.log",)   # what a cancelled run's folder keeps
 
-SERVER_GONE = "the server stopped while the run was running; worker exited without a result"
-
-
-def _cli_gone(pid: Any) -> str:
-    return (f"the CLI process (pid {pid}) that ran it stopped while the run was running; worker "
-            "exited without a result")
-
-
 # --- processes --------------------------------------------------------------------------------
 
 HOST = socket.gethostname()
@@ -50,120 +43,6 @@ HOST = socket.gethostname()
 def identity(kind: str) -> dict[str, Any]:
     pid = os.getpid()
     return {"kind": kind, "pid": pid, "start": proc_start_ticks(pid), "host": HOST}
-
-
-def same_process_alive(pid: Any, start: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    now = proc_start_ticks(pid)
-    return now is not None and (start is None or now == start)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group `pgid`, read from /proc."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return members
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                data = fh.read()
-            fields = data[data.rindex(b")") + 2:].split()
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                members.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return members
-
-
-def worker_group_alive(worker: Optional[dict[str, Any]]) -> bool:
-    """Whether anything of a recorded worker's process group still runs (the worker itself, or
-    children it left, which may hold GPU memory). A pid now naming another process means the
-    old group is gone: Linux never reuses an id while a group of that id exists."""
-    if not worker or not isinstance(worker.get("pid"), int):
-        return False
-    pid, pgid = worker["pid"], worker.get("pgid") or worker["pid"]
-    now = proc_start_ticks(pid)
-    if now is not None and worker.get("start") is not None and now != worker["start"]:
-        return False
-    return group_alive(pgid) and bool(group_members(pgid))
-
-
-def kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def stop_worker(worker: dict[str, Any], grace_s: float) -> str:
-    """SIGTERM to a recorded worker's group, SIGKILL after `grace_s`; says what it did. Does
-    nothing to a pid that now names another process (start times differ)."""
-    pid, pgid = worker.get("pid"), worker.get("pgid") or worker.get("pid")
-    if not same_process_alive(pid, worker.get("start")):
-        if pgid and group_alive(pgid) and worker.get("start") is not None:
-            # The leader is gone but its group lives on: the engine's children.
-            kill_group(pgid, signal.SIGKILL)
-            return "worker's leftover process group killed"
-        return "worker already gone"
-    kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (group_alive(pgid)
-                                           and proc_start_ticks(pid) is not None):
-        time.sleep(0.02)
-    if group_alive(pgid):
-        kill_group(pgid, signal.SIGKILL)
-        return f"worker group killed (SIGKILL) after a {grace_s:g} s grace period"
-    return "worker group stopped (SIGTERM)"
-
-
-def find_worker(spec_path: Path) -> Optional[dict[str, Any]]:
-    """A live worker process started on `spec_path` (its command line names it), for a run whose
-    owner died between starting the worker and recording it. A worker forked from a warm parent
-    (whose command line is the parent's) is found by the pid file it writes beside the spec."""
-    from .forkserver import WORKER_PID_FILE
-
-    try:
-        pid_text, _, start_text = (Path(spec_path).parent / WORKER_PID_FILE).read_text().partition(" ")
-        pid, start = int(pid_text), int(start_text)
-    except (OSError, ValueError):
-        pass
-    else:
-        if same_process_alive(pid, start):
-            return {"pid": pid, "pgid": pid, "start": start}
-    needle = str(spec_path).encode()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if needle in cmdline and b"runtime.worker" in cmdline:
-            pid = int(entry)
-            try:
-                pgid = os.getpgid(pid)
-            except OSError:
-                continue
-            return {"pid": pid, "pgid": pgid, "start": proc_start_ticks(pid)}
-    return None
 
 
 def remove_partial_artifacts(run_dir: Path) -> None:
@@ -489,201 +368,15 @@ class Supervisor:
         worker = (row or {}).get("worker") or {}
         if worker.get("pid"):
             note = "; " + stop_worker(worker, grace_s)
-        elif worker.get("job", {}).get("name") == "ray":
-            note = "; " + _stop_ray_job(worker["job"])
+        elif worker.get("job"):   # a cluster's job: its backend stops it
+            from .backends import stop_recorded_job
+
+            note = "; " + stop_recorded_job(worker["job"])
         try:
             self.registry.transition_run(scope, run_id, RunStatus.ABORTED, message=reason + note)
         except Conflict:
             return   # it ended meanwhile
         remove_partial_artifacts(self.registry.home.runs / run_id)
-
-
-def _stop_ray_job(job: dict[str, Any]) -> str:
-    try:
-        from .backends.ray import stop_job
-
-        stop_job(job["address"], job["submissionId"])
-        return f"Ray job {job['submissionId']} stopped"
-    except Exception as exc:  # the cluster may be gone: the run still ends
-        return f"Ray job {job.get('submissionId')} could not be stopped: {exc}"
-
-
-class AdoptedWorker:
-    """A run handle for a worker this process did not start (it cannot wait on it): its process
-    is polled through /proc, its outcome read from the run folder when it is gone."""
-
-    def __init__(self, run_id: str, worker: dict[str, Any], run_dir: Path,
-                 grace_s: float = 3.0) -> None:
-        self.run_id = run_id
-        self.pid = worker["pid"]
-        self.pgid = worker.get("pgid") or worker["pid"]
-        self.start_ticks = worker.get("start")
-        self._worker = worker
-        self._run_dir = run_dir
-        self._grace_s = grace_s
-        self._cancelled: Optional[str] = None
-
-    def _alive(self) -> bool:
-        return same_process_alive(self.pid, self.start_ticks)
-
-    def wait(self, timeout: Optional[float] = None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._alive():
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"run {self.run_id} still running after {timeout} s")
-            time.sleep(0.05)
-        return self._judge()
-
-    def status(self) -> RunStatus:
-        return RunStatus.RUNNING if self._alive() else self._judge().state
-
-    def cancel(self) -> None:
-        if self._cancelled is None:
-            self._cancelled = stop_worker(self._worker, self._grace_s)
-
-    def _judge(self) -> Any:
-        from .backends import RESULT_FILE, Outcome, log_tail, read_result
-
-        result = read_result(self._run_dir / RESULT_FILE)
-        tail = log_tail(self._run_dir / "worker.log", 40)
-        if self._cancelled is not None:
-            return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, None)
-        if result is not None and result.get("state") == RunStatus.DONE.value:
-            return Outcome(RunStatus.DONE, result, None, tail, None)
-        if result is not None and result.get("error"):
-            error = result["error"]
-            return Outcome(RunStatus.FAILED, result, f"{error.get('type')}: {error.get('message')}",
-                           tail, None)
-        return Outcome(RunStatus.FAILED, result, "the adopted worker exited without a result",
-                       tail, None)
-
-
-# --- reconciliation -----------------------------------------------------------------------------
-
-@dataclass
-class Reconciliation:
-    adopted: list[str] = field(default_factory=list)
-    recorded: list[str] = field(default_factory=list)    # results found on disk
-    failed: list[str] = field(default_factory=list)
-    resubmitted: list[str] = field(default_factory=list)
-    left: list[str] = field(default_factory=list)        # owned by a live process
-
-    def total(self) -> int:
-        return (len(self.adopted) + len(self.recorded) + len(self.failed) + len(self.resubmitted)
-                + len(self.left))
-
-    def summary(self) -> str:
-        return (f"reconciled runs: {len(self.adopted)} adopted, {len(self.recorded)} recorded "
-                f"from their result file, {len(self.failed)} failed, {len(self.resubmitted)} "
-                f"queued again, {len(self.left)} left to their live owner")
-
-
-def reconcile(executor: Any, *, resubmit: bool = True) -> Reconciliation:
-    """Settle every live run that no live process owns (see the module's docstring)."""
-    from .backends import RESULT_FILE
-
-    registry = executor.registry
-    store = registry.store
-    sup = executor.supervisor
-    result = Reconciliation()
-    rows = {row["run_id"]: row for row in store.ledger_rows()}
-    runs_dir = str(registry.home.runs)
-    to_fail: list[tuple[Scope, str, str]] = []
-    to_record: list[tuple[Scope, str]] = []
-    to_adopt: list[tuple[Scope, str, dict[str, Any]]] = []
-    to_resubmit: list[tuple[Scope, str]] = []
-    for run_id, org, sandbox, state_text in store.live_run_states():
-        scope, state = Scope(org, sandbox), RunStatus(state_text)
-        row = rows.get(run_id)
-        owner = (row or {}).get("owner") or {}
-        if owner.get("pid") == sup.me["pid"] and owner.get("start") == sup.me["start"]:
-            continue   # ours already
-        if owner and (owner.get("host") not in (None, HOST) or sup._alive(owner)):
-            result.left.append(run_id)
-            continue
-        gone = _cli_gone(owner.get("pid")) if owner.get("kind") == "cli" else SERVER_GONE
-        has_result = os.path.isfile(os.path.join(runs_dir, run_id, RESULT_FILE))
-        worker = (row or {}).get("worker") or {}
-        if row is not None and row["phase"] == "running":
-            if not worker.get("pid") and row.get("spec"):
-                worker = find_worker(Path(row["spec"])) or worker
-            if (worker.get("pid") and not same_process_alive(worker["pid"], worker.get("start"))
-                    and worker_group_alive(worker)):
-                # The worker died but left children (which may hold GPU memory): they go
-                # before the run's lease is freed.
-                kill_group(worker.get("pgid") or worker["pid"], signal.SIGKILL)
-                _wait_gone(worker, 5.0)
-            if worker.get("pid") and same_process_alive(worker["pid"], worker.get("start")):
-                to_adopt.append((scope, run_id, worker))
-            elif has_result:
-                to_record.append((scope, run_id))
-            elif worker.get("job", {}).get("name") == "ray":
-                # Its artifacts come back only to the process that waited on the job: stop it.
-                to_fail.append((scope, run_id, f"{gone.split(';')[0]}; "
-                                               + _stop_ray_job(worker["job"])))
-            else:
-                to_fail.append((scope, run_id, gone))
-        elif state is RunStatus.RUNNING:
-            if has_result:
-                to_record.append((scope, run_id))
-            else:
-                to_fail.append((scope, run_id, gone if row else
-                                "no process owns this run any more (its owner left no record); "
-                                "worker exited without a result"))
-        elif row is None and _just_created(store, scope, run_id):
-            # A process created it a moment ago and is about to claim it: not ours to take.
-            result.left.append(run_id)
-        elif resubmit and owner.get("kind") != "cli":
-            to_resubmit.append((scope, run_id))
-        else:
-            to_fail.append((scope, run_id, f"the CLI process (pid {owner.get('pid')}) that queued "
-                                            "the run stopped before it started"))
-    if to_fail:
-        with store.transaction():   # one write for all: a thousand stale runs in milliseconds
-            for scope, run_id, reason in to_fail:
-                try:
-                    registry.transition_run(scope, run_id, RunStatus.FAILED, message=reason,
-                                            scrub=False)
-                except (Conflict, NotFound):
-                    continue
-                result.failed.append(run_id)
-    for scope, run_id in to_record:
-        executor.record_unwatched(scope, run_id, worker=None)
-        result.recorded.append(run_id)
-    for scope, run_id, worker in to_adopt:
-        executor.adopt(scope, run_id, worker)
-        result.adopted.append(run_id)
-    for scope, run_id in to_resubmit:
-        executor.resubmit(scope, run_id)
-        result.resubmitted.append(run_id)
-    # Rows of runs that ended without clearing them (nothing live refers to them) go.
-    live = {run_id for run_id, *_ in store.live_run_states()}
-    stale = [run_id for run_id in rows if run_id not in live]
-    if stale:
-        store.ledger_delete(stale)
-    return result
-
-
-def _wait_gone(worker: dict[str, Any], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while worker_group_alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-UNCLAIMED_GRACE_S = 30.0
-
-
-def _just_created(store: Any, scope: Scope, run_id: str) -> bool:
-    from datetime import datetime, timezone
-
-    from .schemas import EXPERIMENT_RUN
-
-    run = store.get(EXPERIMENT_RUN, scope, run_id)
-    if run is None:
-        return False
-    created = datetime.strptime(run["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-        tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - created).total_seconds() < UNCLAIMED_GRACE_S
 
 
 def describe_owner(row: Optional[dict[str, Any]]) -> str:

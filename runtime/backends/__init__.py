@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..schemas import RunStatus   # annotations only: the worker need not build every schema
 
 __all__ = ["ENTRY_POINT_GROUP", "Backend", "Outcome", "RunHandle", "WorkerSpec", "installed_backends",
-           "load_backend", "RESULT_FILE", "SPEC_FILE"]
+           "judge", "load_backend", "RESULT_FILE", "SPEC_FILE", "stop_recorded_job"]
 
 ENTRY_POINT_GROUP = "mlinstance_runtime.backends"
 SPEC_FILE = "spec.json"
@@ -132,10 +132,21 @@ class RunHandle(ABC):
 class Backend(ABC):
     name: str = ""
 
+    # A queueing backend (a cluster's job queue) reports itself when a submitted run really
+    # starts (RunHandle.on_state); the others' runs run from the moment `submit` returns.
+    queues: bool = False
+
     @abstractmethod
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
                echo: TextIO | None = None) -> RunHandle:
-        """Start `spec` as planned, its output going to `log_path` (and live to `echo` if given)."""
+        """Start `spec` as planned, its output going to `log_path` (and live to `echo` if given).
+        It returns once the worker exists: the run is RUNNING from then on."""
+
+    @classmethod
+    def stop_recorded(cls, job: dict[str, Any]) -> str:
+        """Stop the job `RunHandle.record()` described, for a run whose owner is gone (a process
+        worker is stopped by its recorded process group instead); says what it did."""
+        return "nothing to stop"
 
 
 def installed_backends() -> dict[str, metadata.EntryPoint]:
@@ -158,6 +169,60 @@ def load_backend(name: str, **options: Any) -> Backend:
     backend = cls(**options)
     backend.name = name
     return backend
+
+
+_READ = object()
+
+
+def judge(run_dir: Path, log_path: Path, *, cancelled: str | None = None,
+          exited_ok: bool = True, failure: str | None = None, gone: str,
+          returncode: int | None = None, result: Any = _READ, tail: str | None = None,
+          tail_lines: int = 40) -> Outcome:
+    """How a run ended, by one rule for every backend and for runs nobody watched: the run's
+    result file, how its worker exited and whether it was cancelled.
+
+    - cancelled (the reason): ABORTED, whatever the worker left;
+    - the worker exited cleanly (`exited_ok`: exit code 0, a Ray job SUCCEEDED, a Spark run its
+      worker answered) and its result file says DONE: DONE;
+    - `failure`, what the backend saw go wrong (a signal, a dead Spark worker, a job that could
+      not return its files): FAILED with it;
+    - the worker's own error in its result file (a SystemExit is how it exits, not why): FAILED
+      with its type and message;
+    - else FAILED with `gone`: why nothing successful was left (the exit code, the server gone).
+
+    `result` and `tail` default to the run folder's result file and the log's last lines."""
+    from ..schemas import RunStatus
+
+    if result is _READ:
+        result = read_result(Path(run_dir) / RESULT_FILE)
+    if tail is None:
+        tail = log_tail(Path(log_path), tail_lines)
+    if cancelled is not None:
+        return Outcome(RunStatus.ABORTED, result, cancelled, tail, returncode)
+    if exited_ok and result is not None and result.get("state") == RunStatus.DONE.value:
+        return Outcome(RunStatus.DONE, result, None, tail, returncode)
+    error = (result or {}).get("error") or {}
+    if failure is not None:
+        reason = failure
+    elif error and error.get("type") != "SystemExit":
+        reason = f"{error.get('type')}: {error.get('message')}"
+    else:
+        reason = gone
+    return Outcome(RunStatus.FAILED, result, reason, tail, returncode)
+
+
+def stop_recorded_job(job: dict[str, Any]) -> str:
+    """Stop a job a backend recorded (`RunHandle.record()`: {"name": BACKEND, ...}) for a run
+    whose owner is gone; says what it did. Each backend knows its own jobs
+    (`Backend.stop_recorded`); none is named here."""
+    name = job.get("name")
+    entry = installed_backends().get(name or "")
+    if entry is None:
+        return f"its {name or 'unnamed'} job could not be stopped: no such backend is installed"
+    try:
+        return entry.load().stop_recorded(job)
+    except Exception as exc:   # the cluster may be gone: the run still ends
+        return f"its {name} job could not be stopped: {exc}"
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ result under `spark`, next to the stage timings.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -15,8 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 from ..errors import MLRuntimeError
 from ..resources import ResourceRequest
 from ..schemas import RunStatus
-from . import (RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail, read_result,
-               stage_run)
+from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, stage_run
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
@@ -178,19 +178,12 @@ class PySparkRunHandle(RunHandle):
             self._finished.set()
 
     def _judge(self, reply: dict[str, Any] | None, failure: str | None) -> Outcome:
-        result = read_result(Path(self._spec.run_dir) / RESULT_FILE)
-        tail = log_tail(self._log_path, LOG_TAIL_LINES)
-        if self._cancelled is not None:
-            return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, None)
-        if failure is not None:
-            return Outcome(RunStatus.FAILED, result, failure, tail, None)
-        if result is not None and result.get("state") == RunStatus.DONE.value:
-            return Outcome(RunStatus.DONE, result, None, tail, 0)
-        error = (result or {}).get("error") or {}
-        if error:
-            reason = f"{error.get('type')}: {error.get('message')}"
-        elif reply is not None and reply.get("error"):
-            reason = str(reply["error"])
-        else:
-            reason = f"the Spark worker left no successful {RESULT_FILE}"
-        return Outcome(RunStatus.FAILED, result, reason, tail, 1)
+        gone = (str(reply["error"]) if reply is not None and reply.get("error") else
+                f"the Spark worker left no successful {RESULT_FILE}")
+        outcome = judge(self._spec.run_dir, self._log_path, cancelled=self._cancelled,
+                        exited_ok=failure is None, failure=failure, gone=gone,
+                        tail_lines=LOG_TAIL_LINES)
+        # The worker's process serves other runs: a run's code is 0 when it ended DONE, else 1.
+        code = (None if self._cancelled is not None or failure is not None else
+                0 if outcome.state is RunStatus.DONE else 1)
+        return dataclasses.replace(outcome, returncode=code)

@@ -14,8 +14,8 @@ from typing import IO, TYPE_CHECKING, TextIO
 
 from ..errors import ExecutionError
 from ..schemas import RunStatus
-from . import (RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, log_tail, read_result,
-               stage_run)
+from ..procs import group_alive, kill_group, wait_group_gone
+from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, stage_run
 
 __all__ = ["PythonBackend", "PythonRunHandle"]
 
@@ -143,16 +143,16 @@ class PythonRunHandle(RunHandle):
                 return
             self._cancelled = "cancelled"
         # The whole group gets SIGTERM and a grace period: children of the engine included.
-        _signal_group(self.pid, signal.SIGTERM)
+        kill_group(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + self._grace_s
         try:
             self._proc.wait(self._grace_s)
         except subprocess.TimeoutExpired:
             pass
-        while _group_alive(self.pid) and time.monotonic() < deadline:
+        while group_alive(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _group_alive(self.pid):
-            _signal_group(self.pid, signal.SIGKILL)
+        if group_alive(self.pid):
+            kill_group(self.pid, signal.SIGKILL)
             self._cancelled = f"cancelled; killed (SIGKILL) after a {self._grace_s:g} s grace period"
         else:
             self._cancelled = "cancelled (SIGTERM)"
@@ -168,8 +168,8 @@ class PythonRunHandle(RunHandle):
             returncode = self._proc.wait()
             # A run owns its process group: whatever the engine left behind goes with it, and
             # the run ends (freeing its GPU lease) only once the whole group is gone.
-            _signal_group(self.pid, signal.SIGKILL)
-            _wait_group_gone(self.pid, GROUP_GONE_TIMEOUT_S)
+            kill_group(self.pid, signal.SIGKILL)
+            wait_group_gone(self.pid, GROUP_GONE_TIMEOUT_S)
             self._ended.set()
             if self._pump is not None:
                 self._pump.join(timeout=5.0)
@@ -178,24 +178,16 @@ class PythonRunHandle(RunHandle):
             return self._outcome
 
     def _judge(self, returncode: int) -> Outcome:
-        result = read_result(Path(self._spec.run_dir) / RESULT_FILE)
-        tail = log_tail(self._log_path, LOG_TAIL_LINES)
-        error = (result or {}).get("error") or {}
-        if self._cancelled is not None:
-            return Outcome(RunStatus.ABORTED, result, self._cancelled, tail, returncode)
-        if returncode == 0 and result is not None and result.get("state") == RunStatus.DONE.value:
-            return Outcome(RunStatus.DONE, result, None, tail, returncode)
         if returncode < 0:
-            sig = _signal_name(-returncode)
-            note = _SIGNAL_NOTES.get(-returncode, "")
-            reason = f"worker killed by signal {sig}{note}"
-        elif error and error.get("type") != "SystemExit":
-            reason = f"{error.get('type')}: {error.get('message')}"
-        elif returncode == 0:
-            reason = f"worker exited with code 0 but left no successful {RESULT_FILE}"
+            failure = (f"worker killed by signal {_signal_name(-returncode)}"
+                       f"{_SIGNAL_NOTES.get(-returncode, '')}")
         else:
-            reason = f"worker exited with code {returncode}"
-        return Outcome(RunStatus.FAILED, result, reason, tail, returncode)
+            failure = None
+        gone = (f"worker exited with code 0 but left no successful {RESULT_FILE}" if returncode == 0
+                else f"worker exited with code {returncode}")
+        return judge(self._spec.run_dir, self._log_path, cancelled=self._cancelled,
+                     exited_ok=returncode == 0, failure=failure, gone=gone,
+                     returncode=returncode, tail_lines=LOG_TAIL_LINES)
 
 
 def follow_log(path: Path, offset: int, echo: TextIO, ended: threading.Event,
@@ -233,37 +225,7 @@ def _echo(echo: TextIO, data: bytes) -> None:
         pass
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):  # the group is already gone
-        pass
-
-
 GROUP_GONE_TIMEOUT_S = 10.0
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    """Wait until no process of the group is left (a SIGKILLed child holding GPU memory takes a
-    moment to exit and be reaped); False when some remain after `timeout_s`."""
-    from ..supervisor import group_members
-
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pgid) and group_members(pgid):   # zombies hold nothing
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the id now names someone else's group: ours is gone
-        return False
-    return True
 
 
 def _signal_name(number: int) -> str:

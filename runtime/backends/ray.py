@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TextIO
 
 from ..errors import ConfigError, ExecutionError, MissingDependency
 from ..schemas import RunStatus
-from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, read_result
+from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, read_result
 
 if TYPE_CHECKING:
     from ..dispatch import Plan
@@ -187,6 +187,13 @@ class RayBackend(Backend):
 
     name = "ray"
     queues = True   # a run waits in PENDING until the cluster starts it (the executor's cue)
+
+    @classmethod
+    def stop_recorded(cls, job: dict[str, Any]) -> str:
+        """Stop the Ray job of a run whose owner is gone (its artifacts come back only to the
+        process that waited on it)."""
+        stop_job(job["address"], job["submissionId"])
+        return f"Ray job {job['submissionId']} stopped"
 
     def __init__(self, *, address: Optional[str] = None, artifacts: Optional[str] = None,
                  working_dir: Optional[Path | str] = None,
@@ -496,25 +503,19 @@ class RayRunHandle(RunHandle):
 
     def _judge(self, ray_state: str, info: Any, result: Optional[dict[str, Any]],
                problem: Optional[str], tail: str) -> Outcome:
-        code = getattr(info, "driver_exit_code", None)
-        error = (result or {}).get("error") or {}
+        cancelled = None
         if ray_state == "STOPPED" or self._cancelled:
             how = "stopped" if ray_state == "STOPPED" else f"asked to stop while {ray_state}"
-            return Outcome(RunStatus.ABORTED, result,
-                           f"cancelled (Ray job {self.submission_id} {how})", tail, code)
-        if problem:
-            return Outcome(RunStatus.FAILED, result, problem, tail, code)
-        if ray_state == "SUCCEEDED" and result is not None and result.get("state") == "DONE":
-            return Outcome(RunStatus.DONE, result, None, tail, code)
-        if error and error.get("type") != "SystemExit":
-            reason = f"{error.get('type')}: {error.get('message')}"
-        elif ray_state == "SUCCEEDED":
-            reason = f"the Ray job succeeded but the worker left no successful {RESULT_FILE}"
+            cancelled = f"cancelled (Ray job {self.submission_id} {how})"
+        if ray_state == "SUCCEEDED":
+            gone = f"the Ray job succeeded but the worker left no successful {RESULT_FILE}"
         else:
             last = tail.strip().splitlines()[-1:] or ["(empty log)"]
-            reason = (f"Ray job {self.submission_id} {ray_state}: {getattr(info, 'message', '')}"
-                      f" (last log line: {last[0]})")
-        return Outcome(RunStatus.FAILED, result, reason, tail, code)
+            gone = (f"Ray job {self.submission_id} {ray_state}: {getattr(info, 'message', '')}"
+                    f" (last log line: {last[0]})")
+        return judge(self._spec.run_dir, self._log_path, cancelled=cancelled,
+                     exited_ok=ray_state == "SUCCEEDED", failure=problem, gone=gone,
+                     returncode=getattr(info, "driver_exit_code", None), result=result, tail=tail)
 
 
 def _ray_state(info: Any) -> str:

@@ -1,8 +1,10 @@
-"""Running an experiment run: prepare it (layers -> a typed plan), attempt it on its backend
-(queue, submit, wait, retry, maxRuntime), record what it produced (Models, Insights), in the
-foreground for `run train|score|fp` or in the background for `POST /experiments/{id}/runs`, and
-reconcile runs a stopped server left behind.
+"""Running an experiment run, one path for every face: `prepare` (layers -> a typed Prepared),
+`attempt` (queue, submit, wait, retry, maxRuntime), `record` (state, Models, Insights, once),
+`background` (the server's runs) and `reconcile` (runs a dead process left behind), composed by
+`executor.RunExecutor`: `run train|score|fp` calls it in the foreground, the server in the
+background for `POST /experiments/{id}/runs`.
 """
-from .executor import Prepared, RunExecutor, default_experiment, engine_reference, model_choice_text
+from .executor import RunExecutor
+from .prepare import Prepared, default_experiment, engine_reference, model_choice_text
 
 __all__ = ["Prepared", "RunExecutor", "default_experiment", "engine_reference", "model_choice_text"]

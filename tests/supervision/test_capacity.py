@@ -110,16 +110,14 @@ def _experiment(registry, caller) -> str:
 def test_the_plan_takes_the_leased_gpu_not_the_first_one():
     """On a fake 2-GPU host, a run leased GPU 1 sees CUDA_VISIBLE_DEVICES=1, not the planner's 0."""
     from runtime.dispatch import CudaDevice, HostInfo, plan
-    from runtime.runs import RunExecutor
     from runtime.resources import ResourceRequest
+    from runtime.runs.attempt import plan_for_grant
 
     host = HostInfo(cpu_count=4, cuda_devices=(CudaDevice(index=0, name="fake", memory_mb=1),
                                                CudaDevice(index=1, name="fake", memory_mb=1)))
     planned = plan(engine_kind="python", resources=ResourceRequest(gpus=1), host=host)
     assert planned.gpu_indices == (0,)
-    executor = RunExecutor.__new__(RunExecutor)
-    executor._host = host
-    leased = executor._plan_for_grant(planned, Grant(cpus=1, gpus={1: 1.0}))
+    leased = plan_for_grant(planned, Grant(cpus=1, gpus={1: 1.0}), host)
     assert leased.gpu_indices == (1,) and leased.env["CUDA_VISIBLE_DEVICES"] == "1"
     assert leased.device == planned.device == "cuda:0" and "leased GPU 1" in leased.reason
-    assert executor._plan_for_grant(planned, Grant(cpus=1, gpus={0: 1.0})) is planned
+    assert plan_for_grant(planned, Grant(cpus=1, gpus={0: 1.0}), host) is planned
