@@ -413,6 +413,100 @@ class RunStatus(str, Enum):
         return self in (RunStatus.DONE, RunStatus.FAILED, RunStatus.ABORTED)
 
 
+# --------------------------------------------------------------------------------------------
+# Read views of stored documents: typed accessors, never a second wire format (the API returns
+# the stored JSON as it is; these only read it).
+
+
+class TaskLog(_Open):
+    name: Optional[str] = None
+    url: Optional[str] = None
+
+
+class RunTask(_Open):
+    """One task of a run's status document; the run's state is its first task's."""
+
+    id: Optional[str] = None
+    name: Optional[str] = None
+    state: RunStatus
+    tasklogs: list[TaskLog] = []
+    message: Optional[str] = None
+    started: Optional[Timestamp] = None
+    ended: Optional[Timestamp] = None
+    logs: Optional[str] = None
+
+    def duration_s(self, now: Optional[datetime] = None) -> Optional[float]:
+        """Seconds from started to ended (to `now`, UTC, while it runs); None before it started."""
+        if not self.started:
+            return None
+        end = _parse_timestamp(self.ended) if self.ended else \
+            (now or datetime.now(timezone.utc)).replace(tzinfo=None)
+        return (end - _parse_timestamp(self.started)).total_seconds()
+
+
+class RunTasks(_Open):
+    tasks: list[RunTask] = Field(min_length=1)
+
+
+class RunStatusDocument(_Open):
+    """GET /experiments/{id}/runs/{runId}/status: the run's tasks with their state and logs."""
+
+    id: Optional[str] = None
+    experimentRunId: Optional[str] = None
+    name: Optional[str] = None
+    deleted: Optional[bool] = None
+    status: RunTasks
+
+    @property
+    def task(self) -> RunTask:
+        return self.status.tasks[0]
+
+    @property
+    def state(self) -> RunStatus:
+        return self.task.state
+
+    @property
+    def message(self) -> Optional[str]:
+        return self.task.message
+
+    @property
+    def log_names(self) -> set[str]:
+        return {log.name for task in self.status.tasks for log in task.tasklogs if log.name}
+
+
+def run_state_of(status: Optional[dict[str, Any]]) -> Optional[RunStatus]:
+    """The state a stored status document records (None for no document)."""
+    return None if status is None else RunStatusDocument.model_validate(status).state
+
+
+def _parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EngineImage(ArtifactImage):
+    """An Engine's `artifacts.default.image` as stored: the write schema's fields and the
+    server-owned ones a stored recipe adds (sha256, recipeKind, artifactVersion)."""
+
+    sha256: Optional[str] = None
+    recipeKind: Optional[str] = None
+    artifactVersion: Optional[int] = None
+    requirements: Optional[Any] = None   # a list, or comma-separated text
+
+    @property
+    def extra_requirements(self) -> list[str]:
+        """`requirements` as a list (it may be comma-separated text)."""
+        raw = self.requirements or []
+        if isinstance(raw, str):
+            raw = raw.split(",")
+        return [str(r).strip() for r in raw if str(r).strip()]
+
+
+def engine_image(engine_doc: Optional[dict[str, Any]]) -> EngineImage:
+    """The Engine's default image (empty when it names none); a read view of the stored JSON."""
+    image = (((engine_doc or {}).get("artifacts") or {}).get("default") or {}).get("image")
+    return EngineImage.model_validate(image if isinstance(image, dict) else {})
+
+
 # Which state may follow which; every change goes through Registry.transition_run.
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.ABORTED, RunStatus.FAILED}),

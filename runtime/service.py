@@ -10,6 +10,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import unquote, urlparse
 
@@ -21,7 +22,8 @@ from .home import Home
 from .listing import ListQuery
 from .redaction import Redactor
 from .schemas import (CHILDREN, DEFAULT_METRICS, ENGINE, EXPERIMENT, EXPERIMENT_RUN, KINDS,
-                      MLINSTANCE, MLSERVICE, MODEL, RUN_TRANSITIONS, Kind, RunStatus, now_timestamp)
+                      MLINSTANCE, MLSERVICE, MODEL, RUN_TRANSITIONS, Kind, RunStatus,
+                      RunStatusDocument, engine_image, now_timestamp)
 from .store import Scope, Store, open_store
 from .tasks import run_mode
 
@@ -136,6 +138,13 @@ def _is_archive(data: bytes) -> bool:
         return False
 
 
+def _first_task(status: dict[str, Any]) -> dict[str, Any]:
+    """The first task of a stored status document, checked against its schema, as the dict
+    that is changed in place (the stored JSON keeps its keys and their order)."""
+    RunStatusDocument.model_validate(status)
+    return status["status"]["tasks"][0]
+
+
 def _later(previous: Optional[str]) -> str:
     """Now, but strictly after `previous`, so that `updated` always changes on a write."""
     current = now_timestamp()
@@ -168,7 +177,43 @@ class Registry:
     def close(self) -> None:
         self.store.close()
 
+    @property
+    def store_url(self) -> str:
+        return self.store.url
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Every write inside (through this registry or its schedules) commits together or not
+        at all; nested use joins the outer one."""
+        return self.store.transaction()
+
+    @property
+    def ledger(self) -> "RunLedger":
+        """The run ledger (runtime.supervisor): who owns each live run, the queue, the grants."""
+        return RunLedger(self.store)
+
+    @property
+    def schedules(self) -> "Schedules":
+        """The scheduler's schedules, MLService states and leases of this registry's store."""
+        return Schedules(self.store)
+
+    def runs_index(self) -> "RunIndex":
+        """The runs view's index (runs table, values, metric series) of this registry's store."""
+        return RunIndex(self.store)
+
     # -- generic operations -------------------------------------------------------------------
+
+    def find(self, kind: Kind, scope: Scope, id: str, *,
+             deleted: bool = False) -> Optional[dict[str, Any]]:
+        """The stored document (secrets in clear: for the service modules and the execution
+        layer), or None when it is not in this scope or, unless `deleted`, was deleted."""
+        doc = self.store.get(kind, scope, id) if id else None
+        if doc is None or (doc.get("deleted") and not deleted):
+            return None
+        return doc
+
+    def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
+        """Ids of the live objects of `kind` whose `field` is one of `values`."""
+        return self.store.live_ids(kind, scope, field, values)
 
     def _validate(self, kind: Kind, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -225,8 +270,7 @@ class Registry:
         can read."""
         if self.data_roots is None:
             return
-        image = ((data.get("artifacts") or {}).get("default") or {}).get("image") or {}
-        location = image.get("location")
+        location = engine_image(data).location
         if not isinstance(location, str) or not _names_a_path(location.strip()):
             return   # an installed plugin or a module:Class
         local = local_path(location.strip())
@@ -455,9 +499,41 @@ class Registry:
             raise NotFound(f"Experiment run {run_id!r} has no status")
         return status
 
+    def status_document(self, scope: Scope, run_id: str) -> Optional[RunStatusDocument]:
+        """A run's status document, typed (None when the run has none in this scope)."""
+        status = self.store.get_run_status(scope, run_id)
+        return None if status is None else RunStatusDocument.model_validate(status)
+
+    def run_state(self, scope: Scope, run_id: str) -> Optional[RunStatus]:
+        """A run's state (None when the run has no status in this scope)."""
+        status = self.status_document(scope, run_id)
+        return None if status is None else status.state
+
+    def require_status(self, caller: Caller, run_id: str) -> RunStatusDocument:
+        """A run's status document in the caller's sandbox, or NotFound."""
+        status = self.status_document(caller.scope, run_id)
+        if status is None:
+            raise NotFound(f"Experiment run {run_id!r} has no status")
+        return status
+
+    def abort_unowned_run(self, caller: Caller, run_id: str, reason: str) -> dict[str, Any]:
+        """ABORTED for a live run no process owns (nothing to stop); a Conflict once it ended."""
+        state = self.run_state(caller.scope, run_id)
+        if state is None or state.is_terminal():
+            raise Conflict(f"Experiment run {run_id} already ended "
+                           f"{state.value if state else ''}; there is nothing to cancel")
+        return self.transition_run(caller.scope, run_id, RunStatus.ABORTED, message=reason)
+
+    def set_tags(self, kind: Kind, scope: Scope, id: str, tags: dict[str, str]) -> None:
+        """Replaces the tags of a live object (server bookkeeping: `updated` stays)."""
+        with self.store.transaction():
+            doc = self.find(kind, scope, id)
+            if doc is not None and tags != (doc.get("tags") or {}):
+                self.store.replace(kind, scope, {**doc, "tags": tags})
+
     def _write_status(self, scope: Scope, run_id: str, status: dict[str, Any]) -> None:
-        state = status["status"]["tasks"][0]["state"]
-        self.store.put_run_status(scope, run_id, state, status)
+        state = RunStatusDocument.model_validate(status).state
+        self.store.put_run_status(scope, run_id, state.value, status)
 
     def annotate_run(self, scope: Scope, run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Adds server-owned fields (the resolved configuration, the result) to a run."""
@@ -471,9 +547,8 @@ class Registry:
     def run_log(self, caller: Caller, experiment_id: str, run_id: str, name: str) -> Path:
         """A log file of a run, as named in its status document's tasklogs."""
         self._run_in(caller, experiment_id, run_id)
-        status = self.store.get_run_status(caller.scope, run_id) or {}
-        listed = {log.get("name") for task in (status.get("status") or {}).get("tasks") or []
-                  for log in task.get("tasklogs") or []}
+        status = self.status_document(caller.scope, run_id)
+        listed = status.log_names if status is not None else set()
         run_dir = self.home.runs / run_id
         path = run_dir / Path(name).name
         # The run's own log only: listed, a plain file (no link out of the folder) in its folder.
@@ -500,7 +575,7 @@ class Registry:
             status = self.store.get_run_status(scope, run_id)
             if status is None:
                 raise NotFound(f"Experiment run {run_id!r} not found")
-            task = status["status"]["tasks"][0]
+            task = _first_task(status)
             if not RunStatus(task["state"]).is_terminal():
                 task["message"] = message
                 self._write_status(scope, run_id, status)
@@ -516,7 +591,7 @@ class Registry:
             status = self.store.get_run_status(scope, run_id)
             if status is None:
                 raise NotFound(f"Experiment run {run_id!r} not found")
-            task = status["status"]["tasks"][0]
+            task = _first_task(status)
             current = RunStatus(task["state"])
             if state not in RUN_TRANSITIONS[current]:
                 raise Conflict(f"Experiment run {run_id} cannot go from {current.value} to "
@@ -669,3 +744,190 @@ class Registry:
         else:
             match = DEFAULT_METRICS
         return {"children": [{"algorithm": k, "defaultMetrics": v} for k, v in match.items()]}
+
+
+# --------------------------------------------------------------------------------------------
+# The scheduler's records and the runs view's index: what runtime.scheduler, runtime.mlservices
+# and runtime.run_views need of the store, so that only this layer talks to it.
+
+
+class RunLedger:
+    """One row per live run: its owner process, its place in the FIFO queue (phase queued or
+    running), what it was granted and its worker. A store that keeps none cannot supervise runs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row, in queue order."""
+        return self._store.ledger_rows()
+
+    def get(self, run_id: str) -> Optional[dict[str, Any]]:
+        return self._store.ledger_get(run_id)
+
+    def put(self, scope: Scope, run_id: str, phase: str, fields: dict[str, Any]) -> None:
+        """Sets the run's phase and merges `fields` into its row (created when missing)."""
+        self._store.ledger_put(scope, run_id, phase, fields)
+
+    def delete(self, run_ids: list[str]) -> int:
+        return self._store.ledger_delete(run_ids)
+
+    def live_run_states(self) -> list[tuple[str, str, str, str]]:
+        """(run id, org, sandbox, state) of every run not yet ended, across sandboxes."""
+        return self._store.live_run_states()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (a cheap "anything new?" for pollers)."""
+        return self._store.data_version()
+
+
+class Schedules:
+    """Schedule rows (one per timed task of an MLService or an Experiment template), MLService
+    states and the scheduler's lease."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- schedule rows --------------------------------------------------------------------------
+
+    def fingerprint(self) -> tuple:
+        """Changes whenever an MLService or an Experiment is created, replaced or deleted."""
+        return self._store.schedule_fingerprint()
+
+    def scheduled_documents(self) -> list[tuple[Scope, str, dict[str, Any]]]:
+        """(scope, kind name, document) of every live document that defines schedules."""
+        return self._store.scheduled_documents()
+
+    def rows(self, scope: Optional[Scope] = None,
+             owner_id: Optional[str] = None) -> list[dict[str, Any]]:
+        return self._store.schedule_rows(scope, owner_id)
+
+    def rows_by_task(self, scope: Scope, owner_id: str) -> dict[str, dict[str, Any]]:
+        """The schedule rows of one owner, by task (train, score)."""
+        return {row["task"]: row for row in self._store.schedule_rows(scope, owner_id)}
+
+    def due(self, now: str, limit: int) -> list[dict[str, Any]]:
+        return self._store.schedule_due(now, limit)
+
+    def next_fire(self) -> Optional[str]:
+        return self._store.schedule_next_fire()
+
+    def put(self, scope: Scope, row: dict[str, Any]) -> None:
+        self._store.schedule_put(scope, row)
+
+    def advance(self, schedule_id: str, expected_next: Optional[str], **fields: Any) -> bool:
+        """Moves a row's next fire on, only if it still is `expected_next` (the claim of a fire)."""
+        return self._store.schedule_advance(schedule_id, expected_next, **fields)
+
+    def update(self, schedule_id: str, **fields: Any) -> None:
+        self._store.schedule_update(schedule_id, **fields)
+
+    def delete(self, ids: list[str]) -> int:
+        return self._store.schedule_delete(ids)
+
+    # -- MLService states -------------------------------------------------------------------------
+
+    def service_state(self, scope: Scope, service_id: str) -> dict[str, Any]:
+        return self._store.service_state(scope, service_id)
+
+    def put_service_state(self, scope: Scope, service_id: str, state: dict[str, Any]) -> None:
+        self._store.service_state_put(scope, service_id, state)
+
+    def update_service_state(self, scope: Scope, service_id: str, **fields: Any) -> dict[str, Any]:
+        """The service's state with `fields` set, read and written in one transaction."""
+        with self._store.transaction():
+            state = {**self._store.service_state(scope, service_id), **fields}
+            self._store.service_state_put(scope, service_id, state)
+        return state
+
+    def services_awaiting(self) -> list[tuple[Scope, str, dict[str, Any]]]:
+        """(scope, service id, state) of the services with training runs awaiting publication."""
+        return self._store.service_states_waiting()
+
+    # -- the scheduler's lease ----------------------------------------------------------------------
+
+    def lease_acquire(self, name: str, holder: str, ttl_s: float, now_s: float) -> bool:
+        return self._store.lease_acquire(name, holder, ttl_s, now_s)
+
+    def lease_take(self, name: str, old_holder: str, holder: str, ttl_s: float,
+                   now_s: float) -> bool:
+        return self._store.lease_take(name, old_holder, holder, ttl_s, now_s)
+
+    def lease_release(self, name: str, holder: str) -> None:
+        self._store.lease_release(name, holder)
+
+    def lease_holder(self, name: str) -> Optional[tuple[str, float]]:
+        return self._store.lease_holder(name)
+
+
+class RunIndex:
+    """The runs view's tables (store/sqlite_runs.py): the runs table, per-run values and metric
+    series, kept by the SQLite store's triggers. Another store has no runs view."""
+
+    def __init__(self, store: Store) -> None:
+        from .errors import StoreError
+        from .store.sqlite import SQLiteStore
+
+        if not isinstance(store, SQLiteStore):
+            raise StoreError("The runs view needs the SQLite store")
+        self._store = store
+
+    @staticmethod
+    def filter_columns() -> tuple[str, ...]:
+        from .store.sqlite_runs import FILTER_COLUMNS
+
+        return tuple(FILTER_COLUMNS)
+
+    def _sql(self) -> tuple[Any, Any]:
+        from .store import sqlite_runs
+
+        return sqlite_runs, self._store._conn()
+
+    def add_points(self, run_id: str, read: Callable[[int], tuple[list[dict[str, Any]], int]]
+                   ) -> int:
+        """Appends a run's new metric points: `read(offset)` gives the points after the offset
+        already read and the new offset; one transaction, safe from any process."""
+        sql, _ = self._sql()
+        with self._store.transaction():
+            conn = self._store._conn()
+            offset = sql.read_offset(conn, run_id)
+            points, new_offset = read(offset)
+            if new_offset != offset:
+                sql.add_points(conn, run_id, points, new_offset)
+        return len(points)
+
+    def series(self, run_ids: list[str]) -> dict[str, Any]:
+        sql, conn = self._sql()
+        return sql.series(conn, run_ids)
+
+    def table_page(self, scope: Scope, filters: dict[str, str], kind: Optional[str], key: str,
+                   descending: bool, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        sql, conn = self._sql()
+        return sql.table_page(conn, scope.org, scope.sandbox, filters, kind, key, descending,
+                              start, limit)
+
+    def values_of(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        sql, conn = self._sql()
+        return sql.values_of(conn, run_ids)
+
+    def names_of(self, table: str, ids: Iterable[Optional[str]]) -> dict[str, str]:
+        sql, conn = self._sql()
+        return sql.names_of(conn, table, ids)
+
+    def owners_of(self, run_id: str) -> tuple[Optional[str], Optional[str]]:
+        """(Engine id, MLInstance id) of a run, from its index row."""
+        _, conn = self._sql()
+        return conn.execute("SELECT engineId, mlInstanceId FROM runIndex WHERE id = ?",
+                            (run_id,)).fetchone() or (None, None)
+
+    def scopes_in_use(self) -> list[dict[str, Any]]:
+        sql, conn = self._sql()
+        return sql.scopes_in_use(conn)
+
+    def scope_choices(self, scope: Scope) -> dict[str, list[dict[str, str]]]:
+        sql, conn = self._sql()
+        return sql.scope_choices(conn, scope.org, scope.sandbox)
+
+    def value_keys(self, scope: Scope) -> dict[str, list[str]]:
+        sql, conn = self._sql()
+        return sql.value_keys(conn, scope.org, scope.sandbox)
