@@ -46,13 +46,13 @@ def _number(text: str) -> Optional[int]:
         return None
 
 
-def leases(store: Any) -> dict[int, list[dict[str, Any]]]:
+def leases(registry: Any) -> dict[int, list[dict[str, Any]]]:
     """Device index -> the runs holding a share of it: a started run whose owner or any process
     of its worker's group still lives (what the queue counts)."""
-    from .supervisor import same_process_alive, worker_group_alive
+    from .procs import same_process_alive, worker_group_alive
 
     held: dict[int, list[dict[str, Any]]] = {}
-    for row in store.ledger_rows():
+    for row in registry.ledger.rows():
         gpus = (row.get("grant") or {}).get("gpus") or {}
         if row.get("phase") != "running" or not gpus:
             continue
@@ -70,11 +70,11 @@ def leases(store: Any) -> dict[int, list[dict[str, Any]]]:
     return held
 
 
-def gpu_table(store: Any, devices: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+def gpu_table(registry: Any, devices: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
     """The devices with their holders; a lease on an index nvidia-smi no longer reports is shown
     too (a device that fell off the bus still has its runs)."""
     devices = query_devices() if devices is None else devices
-    held = leases(store)
+    held = leases(registry)
     rows = []
     for device in devices:
         holders = held.pop(device["index"], [])

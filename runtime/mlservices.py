@@ -15,8 +15,7 @@ from typing import Any, Optional
 
 from .errors import Conflict, MLRuntimeError, NotFound, ValidationFailed
 from .schemas import EXPERIMENT, EXPERIMENT_RUN, MLSERVICE, MODEL, RunStatus, now_timestamp
-from .service import Caller, Registry
-from .store import Scope
+from .service import Caller, Registry, Scope
 
 _HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f-score", "f1", "auc", "r-squared", "r2"}
 RECENT_RUNS = 20   # runs a service's status lists
@@ -60,7 +59,7 @@ class ServiceDesk:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.store = registry.store
+        self.schedules = registry.schedules
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -68,12 +67,12 @@ class ServiceDesk:
         return self.registry.get_unmasked(MLSERVICE, caller, service_id)
 
     def state(self, scope: Scope, service_id: str) -> dict[str, Any]:
-        return self.store.service_state(scope, service_id)
+        return self.schedules.service_state(scope, service_id)
 
     def status(self, scope: Scope, service: dict[str, Any]) -> dict[str, Any]:
         """The read-only `status` of an MLService document (an extension of the contract)."""
         state = self.state(scope, service["id"])
-        rows = {row["task"]: row for row in self.store.schedule_rows(scope, service["id"])}
+        rows = self.schedules.rows_by_task(scope, service["id"])
         schedules = {}
         for task, field in (("train", "trainingSchedule"), ("score", "scoringSchedule")):
             row = rows.get(task)
@@ -116,10 +115,7 @@ class ServiceDesk:
     # -- steering -----------------------------------------------------------------------------
 
     def _update_state(self, scope: Scope, service_id: str, **fields: Any) -> dict[str, Any]:
-        with self.store.transaction():
-            state = {**self.state(scope, service_id), **fields}
-            self.store.service_state_put(scope, service_id, state)
-        return state
+        return self.schedules.update_service_state(scope, service_id, **fields)
 
     def pause(self, caller: Caller, service_id: str) -> dict[str, Any]:
         """Fires of a paused service start no run (they are recorded as skipped)."""
@@ -143,18 +139,18 @@ class ServiceDesk:
             raise ValidationFailed(f"Unknown task {task!r}: an MLService runs train or score")
         from .scheduler import RUN_NOW, definitions
 
-        rows = {row["task"]: row for row in self.store.schedule_rows(caller.scope, service_id)}
+        rows = self.schedules.rows_by_task(caller.scope, service_id)
         row = rows.get(task)
         if row is None:
             found = [d for d in definitions("mlService", service) if d[1] == task]
             if not found:
                 raise Conflict(f"MLService {service_id} has no {field} with a cron to run")
             schedule_id, _, spec = found[0]   # not yet seen by a scheduler: its row, due now
-            self.store.schedule_put(caller.scope, {
+            self.schedules.put(caller.scope, {
                 "id": schedule_id, "owner": "mlService", "owner_id": service_id, "task": task,
                 "spec": spec, "next_fire": RUN_NOW, "doc": {"runNow": True}})
         else:
-            self.store.schedule_update(row["id"], next_fire=RUN_NOW,
+            self.schedules.update(row["id"], next_fire=RUN_NOW,
                                        doc={**row["doc"], "runNow": True})
         return self.with_status(caller.scope, service)
 
@@ -164,8 +160,10 @@ class ServiceDesk:
         MLInstance)."""
         service = self.service(caller, service_id)
         model = self.registry.get(MODEL, caller, model_id)
-        run = self.store.get(EXPERIMENT_RUN, caller.scope, model.get("experimentRunId") or "")
-        experiment = run and self.store.get(EXPERIMENT, caller.scope, run.get("experimentId") or "")
+        run = self.registry.find(EXPERIMENT_RUN, caller.scope, model.get("experimentRunId") or "",
+                                 deleted=True)
+        experiment = run and self.registry.find(EXPERIMENT, caller.scope,
+                                                run.get("experimentId") or "", deleted=True)
         if not experiment or experiment.get("mlInstanceId") != service.get("mlInstanceId"):
             raise ValidationFailed(f"Model {model_id} is not a Model of MLService {service_id}'s "
                                    f"MLInstance {service.get('mlInstanceId')}")
@@ -184,14 +182,13 @@ class ServiceDesk:
 
     def published_model(self, scope: Scope, service_id: str) -> Optional[dict[str, Any]]:
         published = self.state(scope, service_id).get("published") or {}
-        model = self.store.get(MODEL, scope, published.get("modelId") or "")
-        return None if model is None or model.get("deleted") else model
+        return self.registry.find(MODEL, scope, published.get("modelId") or "")
 
     def instance_published_model(self, scope: Scope, instance_id: str
                                  ) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
         """(service, Model) most recently published among the MLInstance's live services."""
         best = None
-        for service_id in self.store.live_ids(MLSERVICE, scope, "mlInstanceId", [instance_id]):
+        for service_id in self.registry.live_ids(MLSERVICE, scope, "mlInstanceId", [instance_id]):
             published = self.state(scope, service_id).get("published") or {}
             if not published or (best and best[2] >= published.get("publishedAt", "")):
                 continue
@@ -200,21 +197,21 @@ class ServiceDesk:
                 best = (service_id, model, published.get("publishedAt", ""))
         if best is None:
             return None
-        return self.store.get(MLSERVICE, scope, best[0]), best[1]
+        return self.registry.find(MLSERVICE, scope, best[0], deleted=True), best[1]
 
     # -- the scheduler's side -----------------------------------------------------------------
 
     def fire_plan(self, scope: Scope, row: dict[str, Any], due: str, missed: bool) -> FirePlan:
         """The run a due schedule starts: its caller, Experiment and body (or why none)."""
         if row["owner"] == "experiment":
-            experiment = self.store.get(EXPERIMENT, scope, row["owner_id"])
-            if experiment is None or experiment.get("deleted"):
+            experiment = self.registry.find(EXPERIMENT, scope, row["owner_id"])
+            if experiment is None:
                 raise NotFound(f"Experiment {row['owner_id']} is gone")
             return FirePlan(_creator(scope, experiment), experiment["id"], {
                 "mode": row["task"],
                 "description": f"Scheduled by the Experiment's template.schedule (due {due})"})
-        service = self.store.get(MLSERVICE, scope, row["owner_id"])
-        if service is None or service.get("deleted"):
+        service = self.registry.find(MLSERVICE, scope, row["owner_id"])
+        if service is None:
             raise NotFound(f"MLService {row['owner_id']} is gone")
         state = self.state(scope, service["id"])
         if state.get("paused") and not row["doc"].get("runNow"):
@@ -245,13 +242,11 @@ class ServiceDesk:
         field = "trainingExperimentId" if task == "train" else "scoringExperimentId"
         named = service.get(field)
         if named:
-            doc = self.store.get(EXPERIMENT, caller.scope, named)
-            if doc is not None and not doc.get("deleted"):
+            if self.registry.find(EXPERIMENT, caller.scope, named) is not None:
                 return named
         state = self.state(caller.scope, service["id"])
         own = state.get("experimentId")
-        doc = own and self.store.get(EXPERIMENT, caller.scope, own)
-        if doc and not doc.get("deleted"):
+        if own and self.registry.find(EXPERIMENT, caller.scope, own) is not None:
             return own
         experiment = self.registry.create(EXPERIMENT, caller, {
             "name": f"{service.get('name')} (MLService)", "mlInstanceId": service["mlInstanceId"],
@@ -275,31 +270,30 @@ class ServiceDesk:
     def settle_training_runs(self) -> None:
         """Scheduled training runs that ended: a DONE one's Model is published when the policy
         says so; the decision and its reason are kept in the service's status."""
-        for scope, service_id, state in self.store.service_states_waiting():
+        for scope, service_id, state in self.schedules.services_awaiting():
             waiting = []
             for run_id in state.get("awaitingPublish") or []:
-                status = self.store.get_run_status(scope, run_id)
-                run_state = (status or {}).get("status", {}).get("tasks", [{}])[0].get("state")
-                if run_state and not RunStatus(run_state).is_terminal():
+                run_state = self.registry.run_state(scope, run_id)
+                if run_state is not None and not run_state.is_terminal():
                     waiting.append(run_id)
                     continue
-                if run_state == RunStatus.DONE.value:
+                if run_state is RunStatus.DONE:
                     try:
                         self._decide(scope, service_id, run_id)
                     except MLRuntimeError as exc:
                         self._update_state(scope, service_id, decision={
                             "runId": run_id, "published": False, "reason": exc.detail})
-            with self.store.transaction():
+            with self.registry.transaction():
                 current = self.state(scope, service_id)
                 done = set(state.get("awaitingPublish") or []) - set(waiting)
                 current["awaitingPublish"] = [r for r in current.get("awaitingPublish") or []
                                               if r not in done]
-                self.store.service_state_put(scope, service_id, current)
+                self.schedules.put_service_state(scope, service_id, current)
 
     def _decide(self, scope: Scope, service_id: str, run_id: str) -> None:
-        service = self.store.get(MLSERVICE, scope, service_id)
-        run = self.store.get(EXPERIMENT_RUN, scope, run_id)
-        if service is None or service.get("deleted") or run is None:
+        service = self.registry.find(MLSERVICE, scope, service_id)
+        run = self.registry.find(EXPERIMENT_RUN, scope, run_id, deleted=True)
+        if service is None or run is None:
             return
         result = run.get("result") or {}
         model_id = result.get("modelId")
@@ -307,7 +301,7 @@ class ServiceDesk:
             self._update_state(scope, service_id, decision={
                 "runId": run_id, "published": False, "reason": "the run registered no Model"})
             return
-        model = self.store.get(MODEL, scope, model_id)
+        model = self.registry.find(MODEL, scope, model_id, deleted=True)
         tags = service.get("tags") or {}
         policy = str(tags.get("publishPolicy") or "always").lower()
         reason = "publishPolicy always"

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import BadRequest, NotFound, StoreError
+from .errors import BadRequest, NotFound
 from .listing import Filter, ListQuery
 from .metrics_series import METRICS_FILE, read_points, read_progress
 from .schemas import EXPERIMENT_RUN, MODEL, RunStatus
@@ -40,8 +40,9 @@ class TableQuery:
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> "TableQuery":
-        from .store.sqlite_runs import FILTER_COLUMNS
+        from .service import RunIndex
 
+        FILTER_COLUMNS = RunIndex.filter_columns()
         unknown = sorted(set(query) - {*FILTER_COLUMNS, "sort", "start", "limit", "params"})
         if unknown:
             raise BadRequest(f"Unknown query parameter(s) {', '.join(unknown)}; the runs table takes "
@@ -74,69 +75,56 @@ class RunViews:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    def _conn(self):
-        from .store.sqlite import SQLiteStore
-
-        store = self.registry.store
-        if not isinstance(store, SQLiteStore):
-            raise StoreError("The runs view needs the SQLite store")
-        return store._conn()
+    def _index(self):
+        return self.registry.runs_index()
 
     # -- per-step metrics ----------------------------------------------------------------------
 
     def ingest(self, scope: Scope, run_id: str) -> int:
         """Reads what the run's worker appended to metrics.jsonl since the last read into the
         registry; returns the number of points. Safe to call from any process, any time."""
-        from .store.sqlite_runs import add_points, read_offset
-
         path = self.registry.home.runs / run_id / METRICS_FILE
         if not path.exists():
             return 0
-        store = self.registry.store
-        with store.transaction():
-            conn = self._conn()
-            offset = read_offset(conn, run_id)
+
+        def read(offset: int) -> tuple[list[dict[str, Any]], int]:
             points, new_offset, bad = read_points(path, offset)
             if bad:
                 log.warning("run %s: %d malformed line(s) in %s skipped", run_id, bad, path)
-            if new_offset != offset:
-                add_points(conn, run_id, points, new_offset)
-        return len(points)
+            return points, new_offset
+
+        return self._index().add_points(run_id, read)
 
     def _live_run(self, caller: Caller, run_id: str) -> dict[str, Any]:
-        doc = self.registry.store.get(EXPERIMENT_RUN, caller.scope, run_id)
-        if doc is None or doc.get("deleted"):
+        doc = self.registry.find(EXPERIMENT_RUN, caller.scope, run_id)
+        if doc is None:
             raise NotFound(f"Experiment run {run_id!r} not found")
         return doc
 
     def _state(self, caller: Caller, run_id: str) -> Optional[str]:
-        status = self.registry.store.get_run_status(caller.scope, run_id)
-        return status["status"]["tasks"][0]["state"] if status else None
+        state = self.registry.run_state(caller.scope, run_id)
+        return state.value if state is not None else None
 
     def series(self, caller: Caller, run_id: str) -> dict[str, Any]:
-        from .store.sqlite_runs import series
-
         self._live_run(caller, run_id)
         state = self._state(caller, run_id)
         if state and not RunStatus(state).is_terminal():
             self.ingest(caller.scope, run_id)
-        return {"runId": run_id, "state": state, "series": series(self._conn(), [run_id])[run_id]}
+        return {"runId": run_id, "state": state,
+                "series": self._index().series([run_id])[run_id]}
 
     # -- the table -----------------------------------------------------------------------------
 
     def table(self, caller: Caller, query: TableQuery) -> dict[str, Any]:
-        from .store import sqlite_runs as sql
-
         kind, key, descending = query.sort_spec()
-        conn = self._conn()
-        scope = caller.scope
-        rows, total = sql.table_page(conn, scope.org, scope.sandbox, dict(query.filters), kind, key,
-                                     descending, query.start, query.limit)
+        index = self._index()
+        rows, total = index.table_page(caller.scope, dict(query.filters), kind, key, descending,
+                                       query.start, query.limit)
         ids = [r["id"] for r in rows]
-        values = sql.values_of(conn, ids)
-        engines = sql.names_of(conn, "engines", (r["engineId"] for r in rows))
-        instances = sql.names_of(conn, "mlInstances", (r["mlInstanceId"] for r in rows))
-        experiments = sql.names_of(conn, "experiments", (r["experimentId"] for r in rows))
+        values = index.values_of(ids)
+        engines = index.names_of("engines", (r["engineId"] for r in rows))
+        instances = index.names_of("mlInstances", (r["mlInstanceId"] for r in rows))
+        experiments = index.names_of("experiments", (r["experimentId"] for r in rows))
         metric_names = sorted({m for v in values.values() for m in v["metric"]})
         if query.params is not None:
             param_cols = list(query.params)
@@ -164,40 +152,30 @@ class RunViews:
 
     def scopes(self, caller: Caller) -> dict[str, Any]:
         """The orgs and sandboxes that hold objects (most runs first), and the caller's own."""
-        from .store import sqlite_runs as sql
-
         return {"current": {"org": caller.scope.org, "sandbox": caller.scope.sandbox},
-                "scopes": sql.scopes_in_use(self._conn())}
+                "scopes": self._index().scopes_in_use()}
 
     def choices(self, caller: Caller) -> dict[str, Any]:
         """What the table's filters and sort menu offer in this sandbox."""
-        from .store import sqlite_runs as sql
-
-        conn = self._conn()
-        scope = caller.scope
-        return {**sql.scope_choices(conn, scope.org, scope.sandbox),
-                "keys": sql.value_keys(conn, scope.org, scope.sandbox),
+        index = self._index()
+        return {**index.scope_choices(caller.scope), "keys": index.value_keys(caller.scope),
                 "states": [s.value for s in RunStatus], "modes": ["train", "score", "featurePipeline"]}
 
     # -- one run and a comparison ----------------------------------------------------------------
 
     def detail(self, caller: Caller, run_id: str) -> dict[str, Any]:
-        from .store import sqlite_runs as sql
-
         doc = mask_secrets(self._live_run(caller, run_id))
-        status = self.registry.store.get_run_status(caller.scope, run_id) or {}
-        task = ((status.get("status") or {}).get("tasks") or [{}])[0]
-        state = task.get("state")
-        running = bool(state) and not RunStatus(state).is_terminal()
+        status = self.registry.status_document(caller.scope, run_id)
+        task = status.task if status is not None else None
+        state = task.state.value if task is not None else None
+        running = task is not None and not task.state.is_terminal()
         if running:
             self.ingest(caller.scope, run_id)
-        conn = self._conn()
-        index = conn.execute("SELECT engineId, mlInstanceId FROM runIndex WHERE id = ?",
-                             (run_id,)).fetchone() or (None, None)
-        engine_id, instance_id = index
-        names = {"engine": sql.names_of(conn, "engines", [engine_id]).get(engine_id),
-                 "mlInstance": sql.names_of(conn, "mlInstances", [instance_id]).get(instance_id),
-                 "experiment": sql.names_of(conn, "experiments", [doc.get("experimentId")]).get(
+        index = self._index()
+        engine_id, instance_id = index.owners_of(run_id)
+        names = {"engine": index.names_of("engines", [engine_id]).get(engine_id),
+                 "mlInstance": index.names_of("mlInstances", [instance_id]).get(instance_id),
+                 "experiment": index.names_of("experiments", [doc.get("experimentId")]).get(
                      doc.get("experimentId"))}
         runtime = doc.get("runtime") or {}
         result = doc.get("result") or {}
@@ -213,15 +191,15 @@ class RunViews:
             "experiment": {"id": doc.get("experimentId"), "name": names["experiment"]},
             "mlInstance": {"id": instance_id, "name": names["mlInstance"]},
             "engine": {"id": engine_id, "name": names["engine"], "plugin": runtime.get("engine")},
-            "state": state, "message": task.get("message"), "started": task.get("started"),
-            "ended": task.get("ended"), "logs": task.get("logs"),
+            "state": state, **{k: getattr(task, k) if task is not None else None
+                               for k in ("message", "started", "ended", "logs")},
             "durations_s": result.get("durations_s") or {},
             "parameters": _parameters(runtime.get("resolved") or {}),
             "resources": (runtime.get("resolved") or {}).get("resources"),
             "resourceSources": (runtime.get("resolved") or {}).get("resource_provenance"),
             "plan": runtime.get("plan"), "spark": runtime.get("spark") or result.get("spark"),
             "metrics": result.get("metrics") or [],
-            "series": sql.series(conn, [run_id])[run_id],
+            "series": index.series([run_id])[run_id],
             "progress": read_progress(self.registry.home.runs / run_id) if running else None,
             "models": [{"id": m["id"], "name": m.get("name"),
                         "download": f"/data/sensei/models/{m['id']}/artifact"} for m in models],

@@ -156,6 +156,7 @@ class Scheduler:
         from .service import Registry
 
         self.registry = registry
+        self.schedules = registry.schedules
         # Runs are written through a Registry of the same store that notifies no executor: the
         # claim of a fire and its run commit together, and the executor hears of the run after.
         quiet = Registry(registry.store, registry.home)
@@ -185,7 +186,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(30)
         try:
-            self.registry.store.lease_release(LEASE_NAME, self.holder)
+            self.schedules.lease_release(LEASE_NAME, self.holder)
         except MLRuntimeError:
             pass
 
@@ -201,7 +202,7 @@ class Scheduler:
     def _sleep_s(self) -> float:
         if not self.leader:
             return self.tick_s
-        upcoming = _seconds(self.registry.store.schedule_next_fire())
+        upcoming = _seconds(self.schedules.next_fire())
         if upcoming is None:
             return self.tick_s
         return max(0.01, min(self.tick_s, upcoming - self.clock()))
@@ -209,21 +210,21 @@ class Scheduler:
     def tick(self) -> int:
         """One pass: hold the lease, follow definition changes, fire what is due, publish what
         scheduled training runs produced. Returns the number of runs started."""
-        store = self.registry.store
+        schedules = self.schedules
         now = self.clock()
         if not self.leader or now - self._renewed_s >= self.lease_ttl_s / 3:
-            self.leader = store.lease_acquire(LEASE_NAME, self.holder, self.lease_ttl_s, now) \
+            self.leader = schedules.lease_acquire(LEASE_NAME, self.holder, self.lease_ttl_s, now) \
                 or self._take_from_dead_holder(now)
             self._renewed_s = now
         if not self.leader:
             return 0
-        fingerprint = store.schedule_fingerprint()
+        fingerprint = schedules.fingerprint()
         if fingerprint != self._fingerprint:
             self.sync(now)
             self._fingerprint = fingerprint
         started = 0
         while not self._stop.is_set():
-            due = store.schedule_due(iso(now), FIRE_BATCH)
+            due = schedules.due(iso(now), FIRE_BATCH)
             if not due:
                 break
             for row in due:
@@ -237,7 +238,7 @@ class Scheduler:
     def _take_from_dead_holder(self, now: float) -> bool:
         """A server of this host that died holding the lease (SIGKILL) does not make the next
         one wait for the lease to expire."""
-        held = self.registry.store.lease_holder(LEASE_NAME)
+        held = self.schedules.lease_holder(LEASE_NAME)
         if held is None:
             return False
         host, _, rest = held[0].partition(":")
@@ -245,17 +246,16 @@ class Scheduler:
         if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
             return False
         log.info("Taking the scheduler lease from %s (that process is gone)", held[0])
-        return self.registry.store.lease_take(LEASE_NAME, held[0], self.holder,
-                                              self.lease_ttl_s, now)
+        return self.schedules.lease_take(LEASE_NAME, held[0], self.holder, self.lease_ttl_s, now)
 
     def sync(self, now: float) -> None:
         """Schedule rows follow their definitions: a new or changed schedule's next fire is the
         first after its document was written (never a fire for the time before); a removed one
         goes."""
-        store = self.registry.store
-        existing = {row["id"]: row for row in store.schedule_rows()}
+        schedules = self.schedules
+        existing = {row["id"]: row for row in schedules.rows()}
         seen = set()
-        for scope, kind, doc in store.scheduled_documents():
+        for scope, kind, doc in schedules.scheduled_documents():
             for schedule_id, task, spec in definitions(kind, doc):
                 seen.add(schedule_id)
                 row = existing.get(schedule_id)
@@ -270,27 +270,27 @@ class Scheduler:
                     extra.pop("error", None)
                 except (MLRuntimeError, ValueError, KeyError) as exc:   # stored before checks
                     upcoming, extra["error"] = None, getattr(exc, "detail", str(exc))
-                store.schedule_put(scope, {
+                schedules.put(scope, {
                     "id": schedule_id, "owner": kind, "owner_id": doc["id"], "task": task,
                     "spec": spec, "next_fire": None if upcoming is None else iso(upcoming),
                     "last_fire": row["last_fire"] if row else None,
                     "last_run_id": row["last_run_id"] if row else None, "doc": extra})
         gone = [i for i in existing if i not in seen]
         if gone:
-            store.schedule_delete(gone)
+            schedules.delete(gone)
 
     def fire(self, row: dict[str, Any], now: float) -> int:
         """Start the run of one due schedule (or skip it: paused, or a missed fire with
         `catchUp: skip`), and move its next fire past now: missed fires become one run."""
-        from .store import Scope
+        from .service import Scope
 
-        store = self.registry.store
+        schedules = self.schedules
         scope = Scope(row["org"], row["sandbox"])
         due = row["next_fire"]
         try:
             upcoming = next_fire(row["spec"], now)
         except (MLRuntimeError, ValueError, KeyError) as exc:
-            store.schedule_advance(row["id"], due, next_fire=None,
+            schedules.advance(row["id"], due, next_fire=None,
                                    doc={**row["doc"], "error": getattr(exc, "detail", str(exc))})
             return 0
         following = None if upcoming is None else iso(upcoming)
@@ -298,29 +298,29 @@ class Scheduler:
         try:
             plan = self.desk.fire_plan(scope, row, due, late_s > MISSED_AFTER_S)
         except MLRuntimeError as exc:   # its owner was deleted, or its Experiment cannot be made
-            store.schedule_advance(row["id"], due, next_fire=following,
+            schedules.advance(row["id"], due, next_fire=following,
                                    doc={**row["doc"], "error": exc.detail, "skipped": due})
             return 0
         if plan.skip:
-            store.schedule_advance(row["id"], due, next_fire=following,
+            schedules.advance(row["id"], due, next_fire=following,
                                    doc={**row["doc"], "skipped": due, "skipReason": plan.skip})
             return 0
         if self.admit is not None:
             try:
                 self.admit(plan.caller, plan.experiment_id, plan.body)
             except MLRuntimeError as exc:   # it can never start on this host: say so, go on
-                store.schedule_advance(row["id"], due, next_fire=following,
+                schedules.advance(row["id"], due, next_fire=following,
                                        doc={**row["doc"], "error": exc.detail, "skipped": due})
                 return 0
         doc = {k: v for k, v in row["doc"].items() if k not in ("error", "runNow")}
         doc["fires"] = int(doc.get("fires") or 0) + 1
         if late_s > MISSED_AFTER_S:
             doc["caughtUp"] = due
-        with store.transaction():   # the claim and the run commit together, or neither
-            if not store.schedule_advance(row["id"], due, next_fire=following, last_fire=due):
+        with self.registry.transaction():   # the claim and the run commit together, or neither
+            if not schedules.advance(row["id"], due, next_fire=following, last_fire=due):
                 return 0   # another process fired it
             run = self.desk.registry.create_run(plan.caller, plan.experiment_id, plan.body)
-            store.schedule_update(row["id"], last_run_id=run["id"], doc=doc)
+            schedules.update(row["id"], last_run_id=run["id"], doc=doc)
             self.desk.fired(scope, row, run)
         log.info("Schedule %s fired run %s (%s, due %s)", row["id"], run["id"], row["task"], due)
         if self.submit is not None:

@@ -571,15 +571,10 @@ class SweepRunner:
                     break
 
     def _duration(self, run_id: str) -> Optional[float]:
-        from datetime import datetime
-
-        status = self.registry.store.get_run_status(self.caller.scope, run_id) or {}
-        task = ((status.get("status") or {}).get("tasks") or [{}])[0]
-        if not task.get("started") or not task.get("ended"):
+        status = self.registry.status_document(self.caller.scope, run_id)
+        if status is None or not status.task.started or not status.task.ended:
             return None
-        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
-        return (datetime.strptime(task["ended"], fmt)
-                - datetime.strptime(task["started"], fmt)).total_seconds()
+        return status.task.duration_s()
 
     def _report(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -611,13 +606,13 @@ class SweepRunner:
         metric = self.state.get("metric")
         if not metric:
             return
-        store, scope = self.registry.store, self.caller.scope
-        with store.transaction():
+        registry, scope = self.registry, self.caller.scope
+        with registry.transaction():
             for row in self.state["rows"]:
                 if not row.get("modelId"):
                     continue
-                doc = store.get(MODEL, scope, row["modelId"])
-                if doc is None or doc.get("deleted"):
+                doc = registry.find(MODEL, scope, row["modelId"])
+                if doc is None:
                     continue
                 tags = dict(doc.get("tags") or {})
                 tags["sweepId"] = self.state["id"]
@@ -625,9 +620,7 @@ class SweepRunner:
                     tags["sweepBest"] = f"{metric}={row['metric']:.6g}"
                 else:
                     tags.pop("sweepBest", None)
-                if tags != (doc.get("tags") or {}):
-                    doc["tags"] = tags
-                    store.replace(MODEL, scope, doc)
+                registry.set_tags(MODEL, scope, doc["id"], tags)
 
 
 def _safe_id(text: str) -> bool:

@@ -295,18 +295,6 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _abort_idle_run(registry: Registry, caller: Caller, run_id: str, reason: str) -> None:
-    from ..errors import Conflict
-    from ..schemas import RunStatus
-
-    status = registry.store.get_run_status(caller.scope, run_id)
-    state = RunStatus(status["status"]["tasks"][0]["state"]) if status else None
-    if state is None or state.is_terminal():
-        raise Conflict(f"Experiment run {run_id} already ended "
-                       f"{state.value if state else ''}; there is nothing to cancel")
-    registry.transition_run(caller.scope, run_id, RunStatus.ABORTED, message=reason)
-
-
 def _success(detail: str) -> Response:
     return _json({"title": "Success", "status": 200, "detail": detail}, "api-response.v1.json")
 
@@ -539,7 +527,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         registry.get_run(caller, experiment_id, run_id)   # 404 unless it is this experiment's
         user = caller.user_id
         if executor is None:   # --no-execute: nothing runs, the run only changes state
-            await write(_abort_idle_run, registry, caller, run_id, f"cancelled by {user}")
+            await write(registry.abort_unowned_run, caller, run_id, f"cancelled by {user}")
         else:
             await write(executor.cancel, caller, run_id, f"cancelled by {user} through the API")
             await run_in_threadpool(executor.wait_ended, caller, run_id, 5.0)

@@ -1,4 +1,4 @@
-"""`run datasets add|list|rm`: the sandbox's data set catalog, on the local store."""
+"""`run datasets add|list|rm`: the sandbox's data set catalog, in the local registry."""
 from __future__ import annotations
 
 import argparse

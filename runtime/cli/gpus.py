@@ -12,7 +12,7 @@ from ..service import Registry
 def main(args: argparse.Namespace) -> int:
     registry = Registry.open(resolve_home(args.home))
     try:
-        rows = gpu_table(registry.store)
+        rows = gpu_table(registry)
     finally:
         registry.close()
     if args.json:

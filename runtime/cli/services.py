@@ -53,9 +53,9 @@ def _show(desk: Any, caller: Any, doc: dict[str, Any]) -> str:
                      f"{'published' if decision.get('published') else 'not published'} "
                      f"({decision.get('reason')})")
     for run in status.get("recentRuns") or []:
-        state = desk.registry.store.get_run_status(caller.scope, run["runId"]) or {}
-        task = ((state.get("status") or {}).get("tasks") or [{}])[0]
-        lines.append(f"  {'run:':18s}{run['runId']} {run['mode']:<6} {task.get('state', '?'):<8}"
+        state = desk.registry.run_state(caller.scope, run["runId"])
+        lines.append(f"  {'run:':18s}{run['runId']} {run['mode']:<6} "
+                     f"{state.value if state is not None else '?':<8}"
                      f" {run['created']}")
     return "\n".join(lines)
 
