@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..home import resolve_home
 from ..service import Caller, Registry
-from ..sweep import (SWEEP_EXPERIMENT_DESCRIPTION, SweepConfig, SweepRunner, load_sweep_file,
+from ..sweep import (SweepConfig, SweepRunner, load_sweep_file,
                      parse_param, plan_trials, table_text)
 
 
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[str, Any]:
-    from .runs import resolve_target
+    from ..run_targets import resolve_recipe_target, resolve_target, sweep_experiment
 
     if args.mode != "train" or not args.target:
         raise ConfigError("Usage: run sweep train TARGET -p KEY=V1,V2 ... (or run sweep --resume "
@@ -111,7 +111,6 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
     environment = {"env_manager": args.env_manager, "extra_pip": list(args.pip or [])}
     if args.engine_path:      # a recipe on disk, as `run train --engine PATH` takes it
         from ..recipes.runs import default_env_manager
-        from .runs import resolve_recipe_target
 
         instance = resolve_recipe_target(
             registry, caller, args.target, args.engine_path,
@@ -119,16 +118,7 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
             extra_pip=environment["extra_pip"], log=None if getattr(args, "quiet", False) else sys.stderr)
     else:
         instance = resolve_target(registry, caller, args.target)
-    if args.experiment:
-        from .runs import resolve_experiment
-
-        experiment = resolve_experiment(registry, caller, instance, args.experiment)
-    else:
-        from ..schemas import EXPERIMENT
-
-        experiment = registry.create(EXPERIMENT, caller, {
-            "name": f"sweep of {instance.get('name')}", "mlInstanceId": instance["id"],
-            "description": SWEEP_EXPERIMENT_DESCRIPTION})
+    experiment = sweep_experiment(registry, caller, instance, args.experiment)
     # Every trial is checked before any runs: a bad value fails here, naming its trial.
     from ..runs import RunExecutor
 
