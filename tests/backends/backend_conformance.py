@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 
 from runtime.backends import Backend, Outcome, RunHandle, WorkerSpec
 from runtime.schemas import RunStatus
+from waiting import until
 
 HERE = Path(__file__).resolve().parent
 
@@ -94,7 +94,5 @@ class BackendConformance:
 
     def test_status_reaches_done_without_wait(self, backend, plan, tmp_path):
         handle = self.submit(backend, plan, make_spec(tmp_path, "noop"))
-        deadline = time.monotonic() + 60
-        while not handle.status().is_terminal() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        until(lambda: handle.status().is_terminal(), what="a terminal status")
         assert handle.status() is RunStatus.DONE

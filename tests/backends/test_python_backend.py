@@ -6,7 +6,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from runtime.errors import ConfigError
 from runtime.resources import ResourceRequest
 from runtime.schemas import RunStatus
 from runtime.warm import WarmPools
+from waiting import until
 
 REPO = HERE.parents[1]
 
@@ -93,10 +93,7 @@ def test_cancel_kills_the_whole_process_group(backend, plan, tmp_path):
     spec = make_spec(tmp_path, "failing_engines:SleepingEngine")
     handle = run(backend, plan, spec)
     pid_file = Path(spec.run_dir) / "child.pid"
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert pid_file.exists(), "the engine never started its child"
+    until(pid_file.exists, timeout_s=30, what="the engine's child")
     child = int(pid_file.read_text())
     assert _alive(child)
 
@@ -104,10 +101,7 @@ def test_cancel_kills_the_whole_process_group(backend, plan, tmp_path):
     outcome = handle.wait(timeout=30)
     assert outcome.state is RunStatus.ABORTED
     assert "SIGKILL" in outcome.reason
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child)
+    until(lambda: not _alive(child), timeout_s=5, what=f"the child {child} to be gone")
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from waiting import until
+
 RETAIL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "retail"
 pytestmark = pytest.mark.skipif(not (RETAIL / "retail.csv").exists(),
                                 reason="the shared retail data set is not beside the checkout")
@@ -138,9 +140,12 @@ def test_ctrl_c_aborts_the_run_and_kills_the_worker(tmp_path):
     started = deadline = time.time()
     deadline += 60
     runs = home / "runs"
-    while time.time() < deadline and not (runs.exists() and any(runs.glob("*/worker.log"))):
-        time.sleep(0.2)
-    time.sleep(1.0)
+
+    def engine_working() -> bool:   # the worker logged a stage: it is inside the engine's sleep
+        return runs.exists() and any("stage " in log.read_text(errors="replace")
+                                     for log in runs.glob("*/worker.log"))
+
+    until(engine_working, timeout_s=deadline - time.time(), what="the worker's first stage")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     elapsed = time.time() - started

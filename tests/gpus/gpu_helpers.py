@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Optional
+
+from waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -48,16 +50,24 @@ def start_run(env, target: Path, probe_dir: Path, *args: str) -> subprocess.Pope
 
 def probe(probe_dir: Path, timeout_s: float = 60.0) -> dict:
     """What the run's worker recorded (waits for it to start)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        files = list(probe_dir.glob("*.json"))
-        if files:
+    def recorded() -> Optional[dict]:
+        for path in probe_dir.glob("*.json"):
             try:
-                return json.loads(files[0].read_text())
-            except ValueError:
-                pass
-        time.sleep(0.05)
-    raise AssertionError(f"no worker started in {probe_dir} within {timeout_s} s")
+                return json.loads(path.read_text())
+            except ValueError:   # being written
+                return None
+        return None
+
+    return until(recorded, timeout_s=timeout_s, what=f"a worker's record in {probe_dir}")
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (killed, not yet reaped) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return not stat[stat.rindex(b")") + 2:].startswith(b"Z")
 
 
 def run_cli(env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

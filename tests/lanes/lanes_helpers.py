@@ -1,9 +1,9 @@
-"""Shared pieces of the lanes suite: scoped tokens, the token server, run polling."""
+"""Shared pieces of the lanes suite: scoped tokens, the token server (runs are awaited with
+`waiting.wait_run`)."""
 from __future__ import annotations
 
 import json
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +21,6 @@ TOKENS = {
     BOB: {"user": "bob@example.com", "org": ORG, "sandboxes": ["bob"]},
     ROOT: "root@example.com",   # a plain string: any org, any sandbox
 }
-TERMINAL = {"DONE", "FAILED", "ABORTED"}
 NOOP_ENGINE = {"name": "noop", "type": "Python",
                "artifacts": {"default": {"image": {"location": "noop", "name": "noop",
                                                    "packagingType": "egg"}}}}
@@ -46,18 +45,6 @@ def lanes_server(base: Path, *extra: str) -> Iterator[dict]:
 
 def client(server: LiveServer, sandbox: str, token: str = ALICE, org: str = ORG) -> httpx.Client:
     return sensei_client(server.api_url, sandbox, token=token, org=org)
-
-
-def wait_run(c: httpx.Client, experiment_id: str, run_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        status = c.get(f"/experiments/{experiment_id}/runs/{run_id}/status")
-        assert status.status_code == 200, status.text
-        task = status.json()["status"]["tasks"][0]
-        if task["state"] in TERMINAL:
-            return status.json()
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end in {timeout_s} s")
 
 
 def instance_body(engine_id: str, **params: str) -> dict:

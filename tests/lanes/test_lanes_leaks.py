@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from lanes_helpers import NOOP_ENGINE, ROOT, client, instance_body, wait_run
+from lanes_helpers import NOOP_ENGINE, ROOT, client, instance_body
 from live_server import new_sandbox
+from waiting import wait_run
 
 CONTENT = "TOPSECRET-ROW-CONTENT"
 
@@ -17,7 +18,7 @@ def _train(c, **params: str) -> tuple[str, str, dict]:
     assert instance.status_code == 201, instance.text
     exp = c.post("/experiments", json={"name": "x", "mlInstanceId": instance.json()["id"]}).json()
     run = c.post(f"/experiments/{exp['id']}/runs", json={"mode": "train"}).json()
-    return exp["id"], run["id"], wait_run(c, exp["id"], run["id"])
+    return exp["id"], run["id"], wait_run(c, run["id"], experiment_id=exp["id"])
 
 
 @pytest.mark.parametrize("name, content, error", [
@@ -31,11 +32,11 @@ def test_an_unparsable_data_file_gives_its_path_and_the_error_class_only(
     path = lanes["root"] / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with client(lanes["server"], new_sandbox(), token=ROOT) as c:
-        exp_id, run_id, status = _train(c, trainingDataSetId=str(path))
-        task = status["status"]["tasks"][0]
+        exp_id, run_id, task = _train(c, trainingDataSetId=str(path))
         assert task["state"] == "FAILED"
         assert str(path) in task["message"] and error in task["message"], task["message"]
-        served = [status, c.get(f"/experiments/{exp_id}/runs/{run_id}").text,
+        served = [c.get(f"/experiments/{exp_id}/runs/{run_id}/status").text,
+                  c.get(f"/experiments/{exp_id}/runs/{run_id}").text,
                   c.get(f"/experiments/{exp_id}/runs/{run_id}/logs/worker.log").text]
     result = (lanes["server"].home / "runs" / run_id / "result.json").read_text()
     for text in (*map(str, served), result):
@@ -45,8 +46,8 @@ def test_an_unparsable_data_file_gives_its_path_and_the_error_class_only(
 def test_tasklogs_serve_the_runs_own_log_only(lanes: dict) -> None:
     server = lanes["server"]
     with client(server, new_sandbox(), token=ROOT) as c:
-        exp_id, run_id, status = _train(c, trainingDataSetId=str(lanes["root"] / "train.csv"))
-        assert status["status"]["tasks"][0]["state"] == "DONE"
+        exp_id, run_id, task = _train(c, trainingDataSetId=str(lanes["root"] / "train.csv"))
+        assert task["state"] == "DONE", task
         run_dir = server.home / "runs" / run_id
         (run_dir / "planted.log").symlink_to(lanes["outside"] / "private.csv")
         (run_dir / "other.log").write_text("not listed in the status")

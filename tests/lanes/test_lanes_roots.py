@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lanes_helpers import NOOP_ENGINE, ORG, ROOT, client, instance_body, wait_run
+from lanes_helpers import NOOP_ENGINE, ORG, ROOT, client, instance_body
 from live_server import live_server, new_sandbox, sensei_client, server_env
+from waiting import wait_run
 from runtime.data_roots import DATA_SET_KEYS, DataRoots, configured_roots
 from runtime.errors import Forbidden
 
@@ -91,7 +92,7 @@ def _run(c, engine_id: str, run_params: dict[str, str] | None = None,
             {"key": k, "value": v} for k, v in run_params.items()]}]
     run = c.post(f"/experiments/{exp.json()['id']}/runs", json=body)
     assert run.status_code == 201, run.text
-    return wait_run(c, exp.json()["id"], run.json()["id"]), run.json()["id"]
+    return wait_run(c, run.json()["id"], experiment_id=exp.json()["id"]), run.json()["id"]
 
 
 def test_a_run_level_override_outside_fails_the_run_before_any_io(lanes: dict) -> None:
@@ -99,17 +100,16 @@ def test_a_run_level_override_outside_fails_the_run_before_any_io(lanes: dict) -
     target = outside / "features-written.parquet"
     with client(lanes["server"], new_sandbox(), token=ROOT) as c:
         engine_id = _engine(c)
-        status, run_id = _run(c, engine_id, {"trainingDataSetId": str(root / "escape.csv")},
-                              trainingDataSetId=str(root / "train.csv"))
-        task = status["status"]["tasks"][0]
+        task, run_id = _run(c, engine_id, {"trainingDataSetId": str(root / "escape.csv")},
+                            trainingDataSetId=str(root / "train.csv"))
         assert task["state"] == "FAILED"
         assert "trainingDataSetId" in task["message"] and str(root) in task["message"]
         # Nothing started: no run folder, no worker log.
         assert not (lanes["server"].home / "runs" / run_id / "worker.log").exists()
-        status, _ = _run(c, engine_id, {"featuresDataSetId": str(target)},
-                         trainingDataSetId=str(root / "train.csv"))
-        assert status["status"]["tasks"][0]["state"] == "FAILED"
-        assert "featuresDataSetId" in status["status"]["tasks"][0]["message"]
+        task, _ = _run(c, engine_id, {"featuresDataSetId": str(target)},
+                       trainingDataSetId=str(root / "train.csv"))
+        assert task["state"] == "FAILED"
+        assert "featuresDataSetId" in task["message"]
     assert not target.exists()
 
 
@@ -117,8 +117,8 @@ def test_a_run_inside_the_roots_runs(lanes: dict) -> None:
     root = lanes["root"]
     with client(lanes["server"], new_sandbox(), token=ROOT) as c:
         engine_id = _engine(c)
-        status, _ = _run(c, engine_id, trainingDataSetId=str(root / "train.csv"))
-        assert status["status"]["tasks"][0]["state"] == "DONE", status
+        task, _ = _run(c, engine_id, trainingDataSetId=str(root / "train.csv"))
+        assert task["state"] == "DONE", task
 
 
 def test_with_tokens_and_no_roots_configured_the_home_data_folder_is_the_root(tmp_path: Path) -> None:
@@ -224,14 +224,14 @@ def test_catalog_entries_are_checked_through_the_file_they_name(lanes: dict) -> 
             assert refused.status_code == 403, refused.text
             assert f"trainingDataSetId '{dataset_id}'" in refused.json()["detail"]
             assert str(root) in refused.json()["detail"]
-        status, _ = _run(c, engine_id, trainingDataSetId="mine")
-        assert status["status"]["tasks"][0]["state"] == "DONE", status
+        task, _ = _run(c, engine_id, trainingDataSetId="mine")
+        assert task["state"] == "DONE", task
         # The entry re-pointed outside after the MLInstance was written: the run is refused.
         _add_dataset(server.home, sandbox, "mine", outside / "private.csv", "--replace")
         instance = c.get("/mlInstances").json()["children"][0]
         exp = c.post("/experiments", json={"name": "y", "mlInstanceId": instance["id"]}).json()
         run = c.post(f"/experiments/{exp['id']}/runs", json={"mode": "train"}).json()
-        task = wait_run(c, exp["id"], run["id"])["status"]["tasks"][0]
+        task = wait_run(c, run["id"], experiment_id=exp["id"])
         assert task["state"] == "FAILED" and "trainingDataSetId 'mine'" in task["message"]
         assert not (server.home / "runs" / run["id"] / "worker.log").exists()
 
@@ -245,13 +245,12 @@ def test_a_data_set_under_a_key_of_the_engines_own_is_confined_in_the_run(lanes:
     with client(lanes["server"], new_sandbox(), token=ROOT) as c:
         engine = c.post("/engines", json=reader)
         assert engine.status_code == 201, engine.text
-        status, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
-                         lookupDataSetId=str(root / "train.csv"))
-        assert status["status"]["tasks"][0]["state"] == "DONE", status
+        task, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
+                       lookupDataSetId=str(root / "train.csv"))
+        assert task["state"] == "DONE", task
         for lookup in (str(outside / "private.csv"), str(root / "escape.csv")):
-            status, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
-                             lookupDataSetId=lookup)
-            task = status["status"]["tasks"][0]
+            task, _ = _run(c, engine.json()["id"], trainingDataSetId=str(root / "train.csv"),
+                           lookupDataSetId=lookup)
             assert task["state"] == "FAILED" and str(root) in task["message"], task
             assert "outside this server's data roots" in task["message"]
 

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lanes_helpers import ROOT, client, wait_run
+from lanes_helpers import ROOT, client
 from live_server import new_sandbox, server_env
+from waiting import wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-LANES-9f8e7d6c5b4a"
@@ -67,8 +68,7 @@ def test_a_secret_never_appears_in_documents_logs_or_errors(lanes: dict) -> None
             created = c.post(f"/experiments/{exp['id']}/runs", json=body)
             assert created.status_code == 201, created.text
             runs[name] = created.json()["id"]
-            status = wait_run(c, exp["id"], runs[name])
-            runs[name + " status"] = status["status"]["tasks"][0]
+            runs[name + " status"] = wait_run(c, runs[name], experiment_id=exp["id"])
         assert runs["ok status"]["state"] == "DONE", runs["ok status"]
         assert runs["engine error status"]["state"] == "FAILED"
         assert "the service refused key ********" in runs["engine error status"]["message"]

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +14,7 @@ import pytest
 from runtime.home import resolve_home
 from runtime.schemas import EXPERIMENT_RUN, MODEL
 from runtime.service import Caller, Registry
+from waiting import until, wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = str(Path(sys.executable).with_name("run"))
@@ -121,16 +121,11 @@ def test_cancel_stops_the_job_and_the_run_is_aborted(ray_address, tmp_path, rows
     try:
         registry, caller = registry_of(tmp_path)
         try:
-            deadline = time.monotonic() + 60
-            run_id = None
-            while time.monotonic() < deadline:
-                runs = [r for r in _runs(registry, caller) if (r.get("backend") or {}).get("submissionId")]
-                if runs:
-                    run_id = runs[0]["id"]
-                    if registry.store.get_run_status(caller.scope, run_id)["status"]["tasks"][0]["state"] == "RUNNING":
-                        break
-                time.sleep(0.2)
-            assert run_id is not None
+            submitted = until(lambda: [r["id"] for r in _runs(registry, caller)
+                                       if (r.get("backend") or {}).get("submissionId")],
+                              what="the run's Ray submission")
+            run_id = submitted[0]
+            wait_run(registry, run_id, states={"RUNNING"}, scope=caller.scope, timeout_s=60)
         finally:
             registry.close()
         cancel = subprocess.run([RUN, "cancel", run_id, "--json"], cwd=tmp_path, env=env,

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import (TERMINAL, client_for, integrity, live_server, models_of_run, new_sandbox,
-                     noop_experiment, post_run, task_of, wait_no_workers, worker_pids)
+from support import (client_for, integrity, live_server, models_of_run, new_sandbox,
+                     noop_experiment, post_run, wait_no_workers, worker_pids)
+from waiting import TERMINAL, run_task, until, wait_run
 
 
 @dataclass
@@ -71,10 +72,11 @@ def _settle(client, home: Path, posted, report: SoakReport, timeout_s: float) ->
     """Wait for every run to end, then hold each to the soak's rules."""
     deadline = time.monotonic() + timeout_s
     for eid, run_id in posted:
-        task = task_of(client, eid, run_id)
-        while task["state"] not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(0.2)
-            task = task_of(client, eid, run_id)
+        try:
+            task = wait_run(client, run_id, experiment_id=eid,
+                            timeout_s=max(0.0, deadline - time.monotonic()))
+        except AssertionError:   # still running: a problem of the report, not the end of it
+            task = run_task(client, run_id, experiment_id=eid)
         report.states[task["state"]] = report.states.get(task["state"], 0) + 1
         if task["state"] not in TERMINAL:
             report.problems.append(f"{run_id} still {task['state']}: {task.get('message')}")
@@ -100,11 +102,10 @@ def _chaos(server, client, posted, rng, cancels, worker_kills, report) -> None:
             if answer.status_code in (200, 409):
                 report.cancels += answer.status_code == 200
         else:
-            deadline = time.monotonic() + 10
-            pids = worker_pids(server.home)
-            while not pids and time.monotonic() < deadline:
-                time.sleep(0.1)
-                pids = worker_pids(server.home)
+            try:
+                pids = until(lambda: worker_pids(server.home), timeout_s=10, what="a worker")
+            except AssertionError:   # the queue drained: nothing left to kill
+                pids = []
             if pids:
                 try:
                     os.killpg(rng.choice(pids), signal.SIGKILL)

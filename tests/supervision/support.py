@@ -5,29 +5,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # waiting (benchmarks/bench_soak too)
 
 from live_server import live_server, new_sandbox, sensei_client  # noqa: E402,F401
-
-TERMINAL = {"DONE", "FAILED", "ABORTED"}
-
-
-def until(check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
-    """`check()`'s first truthy value, polled every 0.2 s; an AssertionError naming `what` when
-    none comes within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from waiting import run_task, until  # noqa: E402
 
 
 def client_for(server: Any, sandbox: str) -> httpx.Client:
@@ -67,20 +54,7 @@ def post_run(client: httpx.Client, experiment_id: str,
 
 
 def task_of(client: httpx.Client, experiment_id: str, run_id: str) -> dict[str, Any]:
-    response = client.get(f"/experiments/{experiment_id}/runs/{run_id}/status")
-    assert response.status_code == 200, response.text
-    return response.json()["status"]["tasks"][0]
-
-
-def wait_state(client: httpx.Client, experiment_id: str, run_id: str, states: set[str],
-               timeout_s: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    task = task_of(client, experiment_id, run_id)
-    while task["state"] not in states and time.monotonic() < deadline:
-        time.sleep(0.1)
-        task = task_of(client, experiment_id, run_id)
-    assert task["state"] in states, f"run {run_id} is {task['state']}: {task.get('message')}"
-    return task
+    return run_task(client, run_id, experiment_id=experiment_id)
 
 
 def worker_pids(home: Path) -> list[int]:
@@ -104,9 +78,11 @@ def worker_pids(home: Path) -> list[int]:
 
 
 def wait_no_workers(home: Path, timeout_s: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while worker_pids(home) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    """The home's live workers once there are none, or those left after `timeout_s`."""
+    try:
+        until(lambda: not worker_pids(home), timeout_s=timeout_s, what="no worker left")
+    except AssertionError:
+        pass   # the caller asserts the list, which names the survivors
     return worker_pids(home)
 
 

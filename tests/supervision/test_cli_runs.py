@@ -15,8 +15,11 @@ import pytest
 from runtime.backends.python import PythonBackend
 from runtime.runs import RunExecutor
 from runtime.schemas import MODEL, RunStatus
-from runtime.supervisor import (SERVER_GONE, SignalGuard, identity, proc_start_ticks,
-                                same_process_alive)
+from runtime.procs import proc_start_ticks, same_process_alive
+from runtime.runs.record import SERVER_GONE
+from runtime.supervisor import SignalGuard, identity
+
+from waiting import until, wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,7 +152,7 @@ def cli(home, *argv, timeout=120):
 
 def test_a_killed_cli_run_is_adopted_by_the_next_server_and_the_history_shows_it(tmp_path):
     from runtime.home import resolve_home
-    from runtime.service import Caller, Registry
+    from runtime.service import Registry
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
@@ -157,33 +160,31 @@ def test_a_killed_cli_run_is_adopted_by_the_next_server_and_the_history_shows_it
                              str(instance_file(tmp_path, 2500)), "--home", str(home), "--quiet"],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
     registry = None
-    run_id = None
-    while time.monotonic() < deadline and run_id is None:
-        time.sleep(0.1)
-        if (home / "registry.db").exists():
-            registry = registry or Registry.open(resolve_home(home))
-            row = next((r for r in registry.store.ledger_rows()
-                        if (r.get("worker") or {}).get("pid")), None)
-            run_id = row and row["run_id"]
-    assert run_id, "the CLI run never started its worker"
-    proc.kill()                                    # the CLI dies; its worker lives on
-    proc.wait()
-    caller = Caller.local()
+
+    def started_worker():
+        nonlocal registry
+        if registry is None and (home / "registry.db").exists():
+            registry = Registry.open(resolve_home(home))
+        return registry and next((r["run_id"] for r in registry.store.ledger_rows()
+                                  if (r.get("worker") or {}).get("pid")), None)
+
     try:
+        run_id = until(started_worker, what="the CLI run's worker")
+        proc.kill()                                    # the CLI dies; its worker lives on
+        proc.wait()
         server = RunExecutor(registry, kind="server")
         summary = server.reconcile()
         assert summary.adopted == [run_id] or summary.recorded == [run_id]
-        deadline = time.monotonic() + 60
-        task = registry.store.get_run_status(caller.scope, run_id)["status"]["tasks"][0]
-        while task["state"] not in ("DONE", "FAILED", "ABORTED") and time.monotonic() < deadline:
-            time.sleep(0.1)
-            task = registry.store.get_run_status(caller.scope, run_id)["status"]["tasks"][0]
+        task = wait_run(registry, run_id, timeout_s=60)
         assert task["state"] == "DONE", task
         server.shutdown()
     finally:
-        registry.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if registry is not None:
+            registry.close()
 
     listing = json.loads(cli(home, "runs", "list", "--state", "DONE", "--json").stdout)
     assert [row["id"] for row in listing] == [run_id]
@@ -242,9 +243,7 @@ def test_cancel_from_another_process_reaches_a_backend_without_a_worker_pid(regi
     thread = threading.Thread(target=lambda: summaries.append(
         owner.execute(caller, run, prepared, backend=backend)))
     thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not getattr(backend, "handle", None):
-        time.sleep(0.02)
+    until(lambda: getattr(backend, "handle", None), timeout_s=30, what="the owner's submit")
     other = RunExecutor(registry, kind="cli")          # a second supervisor: another process
     other.cancel(caller, run["id"], "cancelled by tester with run cancel")
     thread.join(10)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from support import (client_for, integrity, live_server, new_sandbox, noop_experiment, post_run,
-                     task_of, wait_no_workers, wait_state, worker_pids)
+from support import (client_for, integrity, live_server, models_of_run, new_sandbox,
+                     noop_experiment, post_run, task_of, wait_no_workers, worker_pids)
+from waiting import TERMINAL, until, wait_run
 
 
 @pytest.fixture
@@ -24,16 +25,14 @@ def test_cancel_a_running_run_aborts_it_kills_its_worker_and_removes_partial_art
     client = client_for(server, new_sandbox())
     eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
     run_id = post_run(client, eid)
-    wait_state(client, eid, run_id, {"RUNNING"})
-    deadline = time.monotonic() + 60
-    while not worker_pids(server.home) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_run(client, run_id, experiment_id=eid, states={"RUNNING"})
+    until(lambda: worker_pids(server.home), what="the run's worker")
     (server.home / "runs" / run_id / "partial.bin").write_bytes(b"half a model")
 
     started = time.monotonic()
     answer = client.post(f"/experiments/{eid}/runs/{run_id}/cancel")
     assert answer.status_code == 200, answer.text
-    task = wait_state(client, eid, run_id, {"ABORTED"}, timeout_s=5)
+    task = wait_run(client, run_id, experiment_id=eid, states={"ABORTED"}, timeout_s=5)
     assert time.monotonic() - started < 5
     assert "cancelled by" in task["message"] and "through the API" in task["message"]
     assert wait_no_workers(server.home, 5) == []
@@ -58,19 +57,22 @@ def test_runs_beyond_capacity_wait_in_fifo_order_with_their_position(server, tmp
     eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=700)
     runs = [post_run(client, eid) for _ in range(3)]
     seen = []   # the last run's status messages while it waits
-    deadline = time.monotonic() + 60
-    task = task_of(client, eid, runs[2])
-    while task["state"] == "PENDING" and time.monotonic() < deadline:
-        if task.get("message") and (not seen or seen[-1] != task["message"]):
-            seen.append(task["message"])
-        time.sleep(0.05)
+
+    def started() -> bool:
         task = task_of(client, eid, runs[2])
+        if task["state"] == "PENDING" and task.get("message") and (
+                not seen or seen[-1] != task["message"]):
+            seen.append(task["message"])
+        return task["state"] != "PENDING"
+
+    until(started, what="the third run to leave the queue")
     queued = [m for m in seen if m.startswith("Queued: position")]
     assert queued and all("concurrent runs" in m for m in queued), seen
     positions = [int(m.split()[2]) for m in queued]
     assert positions == sorted(positions, reverse=True) and positions[-1] == 1, seen
     assert any(m.startswith("Queued: position 2 of 2") for m in queued) or len(seen) == 1, seen
-    tasks = [wait_state(client, eid, run_id, {"DONE"}, timeout_s=120) for run_id in runs]
+    tasks = [wait_run(client, run_id, experiment_id=eid, states={"DONE"}, timeout_s=120)
+             for run_id in runs]
     for earlier, later in zip(tasks, tasks[1:]):   # one at a time, first come first served
         assert earlier["ended"] <= later["started"]
 
@@ -93,19 +95,19 @@ def test_max_runtime_aborts_and_retries_rerun_a_failed_run(server, tmp_path):
     client = client_for(server, new_sandbox())
     eid = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
     slow = post_run(client, eid, {"maxRuntime": "2"})
-    task = wait_state(client, eid, slow, {"ABORTED", "DONE", "FAILED"}, timeout_s=60)
+    task = wait_run(client, slow, experiment_id=eid, timeout_s=60)
     assert task["state"] == "ABORTED" and "maxRuntime of 2 s" in task["message"], task
 
     failing = post_run(client, eid, {"retries": "2", "sleep_ms": "0",
                                      "trainingDataSetId": str(tmp_path / "missing.csv")})
     seen = set()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def ended() -> dict:
         task = task_of(client, eid, failing)
         seen.add(task["state"])
-        if task["state"] in ("DONE", "FAILED", "ABORTED"):
-            break
-        time.sleep(0.05)
+        return task if task["state"] in TERMINAL else None
+
+    task = until(ended, timeout_s=90, what="the retried run to end")
     assert task["state"] == "FAILED" and "missing.csv" in task["message"], task
     assert "RETRY" in seen
     log = client.get(f"/experiments/{eid}/runs/{failing}/logs/worker.log").text
@@ -120,12 +122,10 @@ def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
         quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=100)
         slow = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
         short_run, long_run = post_run(client, quick), post_run(client, slow)
-        wait_state(client, slow, long_run, {"RUNNING"})
+        wait_run(client, long_run, experiment_id=slow, states={"RUNNING"})
         log = home / "runs" / short_run / "worker.log"
-        deadline = time.monotonic() + 90   # the quick run is nearly done: the grace covers the rest
-        while time.monotonic() < deadline and (
-                not log.exists() or "stage train" not in log.read_text(errors="replace")):
-            time.sleep(0.05)
+        until(lambda: log.exists() and "stage train" in log.read_text(errors="replace"),
+              timeout_s=90, what="the quick run's train stage")   # the grace covers the rest
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0, server.output()
         assert "Stopped cleanly on SIGTERM" in server.output()
@@ -140,20 +140,18 @@ def test_sigterm_lets_short_runs_finish_aborts_the_rest_and_exits_0(tmp_path):
 
 def test_after_a_server_sigkill_the_next_server_adopts_live_workers_and_fails_dead_ones(
         tmp_path):
-    from support import models_of_run
-
     home = tmp_path / "home"
     with live_server(home) as server:
         sandbox = new_sandbox()
         client = client_for(server, sandbox)
-        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=2500)
+        # Long enough to outlive the restart below on a loaded machine: the claim is that the
+        # next server adopts a worker that still runs (one that ended is only recorded).
+        quick = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=8000)
         slow = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
         survivor, doomed = post_run(client, quick), post_run(client, slow)
-        wait_state(client, quick, survivor, {"RUNNING"})
-        wait_state(client, slow, doomed, {"RUNNING"})
-        deadline = time.monotonic() + 60
-        while len(worker_pids(home)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_run(client, survivor, experiment_id=quick, states={"RUNNING"})
+        wait_run(client, doomed, experiment_id=slow, states={"RUNNING"})
+        until(lambda: len(worker_pids(home)) == 2, what="both workers")
         server.process.send_signal(signal.SIGKILL)      # as the OOM killer would
         server.process.wait()
     doomed_worker = [pid for pid in worker_pids(home)
@@ -162,7 +160,7 @@ def test_after_a_server_sigkill_the_next_server_adopts_live_workers_and_fails_de
     os.killpg(doomed_worker[0], signal.SIGKILL)
     with live_server(home) as server:
         client = client_for(server, sandbox)
-        task = wait_state(client, quick, survivor, {"DONE", "FAILED", "ABORTED"}, timeout_s=90)
+        task = wait_run(client, survivor, experiment_id=quick, timeout_s=90)
         assert task["state"] == "DONE", task
         assert models_of_run(home, survivor) == 1
         insights = client.get("/insights").json()["children"]

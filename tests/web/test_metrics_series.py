@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from runtime.metrics_series import (METRICS_FILE, SeriesProgress, SeriesWriter, 
                                     read_progress, split_metric_args)
 from runtime.run_views import RunViews, TableQuery
 from runtime.schemas import EXPERIMENT, MLINSTANCE, RunStatus
+from waiting import until
 
 
 def test_log_metric_keeps_its_old_call_form():
@@ -30,9 +30,7 @@ def test_the_writer_buffers_and_flushes_in_the_background(tmp_path):
         writer.point("loss", 1 / step, step)
         progress.update(1)
     writer.point("loss", float("nan"), 4)          # not finite: stored as null, never as NaN text
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (tmp_path / METRICS_FILE).exists():
-        time.sleep(0.02)
+    until(lambda: (tmp_path / METRICS_FILE).exists(), timeout_s=10, what="the background flush")
     writer.close()
     points, offset, bad = read_points(tmp_path / METRICS_FILE)
     assert [(p["step"], p["value"]) for p in points] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3)), (4, None)]

@@ -104,8 +104,8 @@ def test_a_running_run_is_followed_live(server, browser, tmp_path):
     its curve when the run ends, without a reload."""
     import subprocess
     import sys
-    import time
 
+    from waiting import until
     from web_helpers import REPO, clean_env
 
     instance = noop_instance(tmp_path, "live noop")
@@ -114,14 +114,10 @@ def test_a_running_run_is_followed_live(server, browser, tmp_path):
          "--sandbox", "live", "-p", "steps=5", "-p", "sleep_ms=5000", "--quiet"],
         cwd=REPO, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run_id = None
-        deadline = time.monotonic() + 120
-        while run_id is None and time.monotonic() < deadline:
-            page = httpx.get(server.url + "/ui/api/runs", params={"state": "RUNNING"},
-                             headers={"x-sandbox-name": "live"}).json()
-            run_id = page["runs"][0]["id"] if page["runs"] else None
-            time.sleep(0.2)
-        assert run_id, "the run never showed up as RUNNING"
+        running = until(lambda: httpx.get(server.url + "/ui/api/runs", params={"state": "RUNNING"},
+                                          headers={"x-sandbox-name": "live"}).json()["runs"],
+                        timeout_s=120, what="the CLI run listed as RUNNING")
+        run_id = running[0]["id"]
         browser.navigate(f"{server.url}/runs/{run_id}?sandbox=live")
         assert browser.evaluate("document.getElementById('state').innerText") == "RUNNING"
         assert "(following)" in browser.evaluate("document.body.innerText")

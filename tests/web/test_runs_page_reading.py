@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from waiting import until
 from web_helpers import REPO, TRAINING_CSV, clean_env, noop_instance, train
 
 ORG = "MyOrg@AdobeOrg"
@@ -25,16 +25,6 @@ def _run_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     return subprocess.run([sys.executable, "-m", "runtime.cli.main", *args, "--home", str(home)],
                           cwd=REPO, env={**clean_env(), **WORKER_PATH}, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _until(what: str, probe, attempts: int = 600):
-    """probe() until it answers something (a poll, not a timing: 0.2 s apart, 2 minutes at most)."""
-    for _ in range(attempts):
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not seen")
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +47,15 @@ def curve_runs(server) -> dict[str, dict]:
         cwd=REPO, env={**clean_env(), **WORKER_PATH}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
-        running = _until("the held run RUNNING", lambda: httpx.get(
-            server.url + "/ui/api/runs", params={"state": "RUNNING"}, headers=HEADERS).json()["runs"])
+        running = until(lambda: httpx.get(server.url + "/ui/api/runs", params={"state": "RUNNING"},
+                                          headers=HEADERS).json()["runs"],
+                        timeout_s=120, what="the held run RUNNING")
         run = running[0]
         series_url = (f"{server.url}/data/sensei/experiments/{run['experimentId']}/runs/"
                       f"{run['id']}/metrics")
-        _until("the held run's two points", lambda: len(httpx.get(series_url, headers=HEADERS).json()
-                                                          ["series"].get("sales_error", {}).get("steps", [])) == 2)
+        until(lambda: len(httpx.get(series_url, headers=HEADERS).json()["series"]
+                          .get("sales_error", {}).get("steps", [])) == 2,
+              timeout_s=120, what="the held run's two points")
         cancelled = _run_cli(server.home, "cancel", run["id"], "--org", ORG, "--sandbox", "prod")
         assert cancelled.returncode == 0, cancelled.stderr
         proc.wait(timeout=120)

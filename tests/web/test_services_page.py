@@ -12,7 +12,8 @@ from pathlib import Path
 from runtime.scheduler import iso
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "supervision"))
-from support import sensei_client, until  # noqa: E402
+from support import sensei_client  # noqa: E402
+from waiting import until  # noqa: E402
 
 
 def test_the_services_view_shows_schedules_fires_and_the_published_model(server, browser, tmp_path):
