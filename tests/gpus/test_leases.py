@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from pathlib import Path
-
-import pytest
+import uuid
+from typing import Optional
 
 from runtime.home import resolve_home
 from runtime.service import Registry
 
-from gpu_helpers import probe, probe_instance, run_cli, start_run
+from gpu_helpers import probe, probe_instance, run_cli, running, start_run
+from waiting import until
 
 
 def registry_of(env) -> Registry:
@@ -23,23 +22,45 @@ def registry_of(env) -> Registry:
 
 def wait_queued(env, timeout_s: float = 60.0) -> tuple[str, str]:
     """The run waiting in the queue and its status message, once it says what it waits for."""
-    deadline = time.monotonic() + timeout_s
+    from runtime.store import Scope
+
+    def queued() -> Optional[tuple[str, str]]:
+        for row in registry.store.ledger_rows():
+            if row["phase"] == "queued":
+                status = registry.store.get_run_status(Scope(row["org"], row["sandbox"]),
+                                                       row["run_id"])
+                message = status["status"]["tasks"][0].get("message") or ""
+                if "waiting for" in message:
+                    return row["run_id"], message
+        return None
+
     registry = registry_of(env)
     try:
-        while time.monotonic() < deadline:
-            for row in registry.store.ledger_rows():
-                if row["phase"] == "queued":
-                    from runtime.store import Scope
-
-                    status = registry.store.get_run_status(Scope(row["org"], row["sandbox"]),
-                                                           row["run_id"])
-                    message = status["status"]["tasks"][0].get("message") or ""
-                    if "waiting for" in message:
-                        return row["run_id"], message
-            time.sleep(0.1)
+        return until(queued, timeout_s=timeout_s, what="a run waiting in the queue")
     finally:
         registry.close()
-    raise AssertionError("no run waited in the queue")
+
+
+def gpu_granted_now(env) -> bool:
+    """Whether this home's run queue grants the whole GPU, at this moment, to a run that asks for
+    it: one pass of a new queue (runtime.supervisor's, with no liveness judgement cached yet) over
+    the home's ledger, from this process. The asking run's row is removed again."""
+    from runtime.capacity import Capacity, Demand
+    from runtime.service import Caller
+    from runtime.supervisor import Supervisor
+
+    registry = registry_of(env)
+    queue = Supervisor(registry, Capacity(cpus=64, gpus=(0,)), kind="cli")   # only the GPU counts
+    run_id = f"asking-{uuid.uuid4().hex[:8]}"
+    try:
+        queue.own(Caller.local().scope, run_id, phase="queued", demand=Demand(cpus=1, gpus=1.0))
+        queue.close()        # no pass in the background: the one below decides
+        queue.dispatch_once()
+        return registry.store.ledger_get(run_id)["phase"] == "running"
+    finally:
+        queue.close()
+        registry.store.ledger_delete([run_id])
+        registry.close()
 
 
 def run_doc(env, run_id: str) -> dict:
@@ -124,41 +145,33 @@ def test_fractional_requests_share_one_gpu(gpu_env, tmp_path):
     assert run_doc(gpu_env, summaries[0]["runId"])["devices"][0]["share"] == 0.5
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_killed_holders_lease_is_kept_until_its_whole_group_is_gone(gpu_env, tmp_path):
     """SIGKILL the CLI that holds the GPU: its worker still runs, the lease stays. SIGKILL the
     worker: a child it left in its group still runs, the lease stays. SIGKILL the group: the
-    waiting run gets the GPU."""
+    waiting run gets the GPU. Each "stays" is the queue's own decision, asked for at that moment
+    (no cached judgement, no waiting for one to expire); the asking is shown able to say yes."""
     target = probe_instance(tmp_path)
+    assert gpu_granted_now(gpu_env), "a free GPU must be granted (or the refusals below prove nothing)"
     holder = start_run(gpu_env, target, tmp_path / "p1", "-p", "hold_ms=120000",
                        "-p", "child_ms=120000", "--device", "cuda")
     seen = probe(tmp_path / "p1")
     waiter = None
     try:
-        waiter = start_run(gpu_env, target, tmp_path / "p2", "--device", "cuda")
-        wait_queued(gpu_env)
+        assert not gpu_granted_now(gpu_env), "the GPU was granted twice"
         holder.kill()
         holder.wait()
-        time.sleep(2.5)   # beyond the queue's liveness cache
-        assert not list((tmp_path / "p2").glob("*.json")), "the lease went with its CLI process"
+        assert not gpu_granted_now(gpu_env), "the lease went with its CLI process"
         os.kill(seen["pid"], signal.SIGKILL)   # the worker; its child lives on in the group
-        deadline = time.monotonic() + 10
-        while _alive(seen["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _alive(seen["child"])
-        time.sleep(2.5)
-        assert not list((tmp_path / "p2").glob("*.json")), "the lease went with the worker alone"
+        until(lambda: not running(seen["pid"]), timeout_s=10, what="the killed worker to be gone")
+        assert running(seen["child"])
+        assert not gpu_granted_now(gpu_env), "the lease went with the worker alone"
         holders = gpus_now(gpu_env)[0]["holders"]
         assert len(holders) == 1 and holders[0]["workerPid"] == seen["pid"]
+
+        waiter = start_run(gpu_env, target, tmp_path / "p2", "--device", "cuda")
+        wait_queued(gpu_env)
         os.killpg(seen["pgid"], signal.SIGKILL)
-        summary = finish(waiter)
+        summary = finish(waiter)   # the waiting run's queue sees the group gone and grants it
         assert summary["state"] == "DONE", summary
         assert probe(tmp_path / "p2")["CUDA_VISIBLE_DEVICES"] == "0"
     finally:
