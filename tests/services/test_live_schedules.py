@@ -13,7 +13,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "supervision"))
 
-from support import client_for, live_server, new_sandbox, task_of, until  # noqa: E402
+from support import client_for, live_server, new_sandbox, task_of  # noqa: E402
+from waiting import until  # noqa: E402
 
 from runtime.scheduler import iso  # noqa: E402
 
