@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import NotFound
 from ..home import resolve_home
 from ..listing import Filter, ListQuery
 from ..numbers import readable
-from ..schemas import EXPERIMENT_RUN, MODEL, RunStatus
+from ..schemas import EXPERIMENT_RUN, MODEL, RunTask
 from ..service import Caller, Registry
 
 CANCEL_WAIT_S = 10.0
@@ -36,21 +35,8 @@ def _run_id(registry: Registry, caller: Caller, text: str) -> str:
     return page.children[0]["id"]
 
 
-def _status(registry: Registry, caller: Caller, run_id: str) -> dict[str, Any]:
-    status = registry.store.get_run_status(caller.scope, run_id)
-    if status is None:
-        raise NotFound(f"Experiment run {run_id!r} has no status")
-    return status["status"]["tasks"][0]
-
-
-def _seconds(task: dict[str, Any]) -> Optional[float]:
-    def parse(text: str) -> datetime:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-
-    if not task.get("started"):
-        return None
-    end = parse(task["ended"]) if task.get("ended") else datetime.utcnow()
-    return (end - parse(task["started"])).total_seconds()
+def _status(registry: Registry, caller: Caller, run_id: str) -> RunTask:
+    return registry.require_status(caller, run_id).task
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,12 +60,12 @@ def _list(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
             filters=tuple(filters), order=(("created", True),), limit=100, start=start))
         for run in page.children:
             task = _status(registry, caller, run["id"])
-            if args.state and task["state"] != args.state:
+            if args.state and task.state.value != args.state:
                 continue
             rows.append({"id": run["id"], "mode": run.get("mode"),
-                         "experimentId": run.get("experimentId"), "state": task["state"],
-                         "created": run.get("created"), "duration_s": _seconds(task),
-                         "message": task.get("message", "")})
+                         "experimentId": run.get("experimentId"), "state": task.state.value,
+                         "created": run.get("created"), "duration_s": task.duration_s(),
+                         "message": task.message if task.message is not None else ""})
             if len(rows) >= args.limit:
                 break
         start += len(page.children)
@@ -109,7 +95,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
     runtime = run.get("runtime") or {}
     result = run.get("result") or {}
     resolved = runtime.get("resolved") or {}
-    ledger = registry.store.ledger_get(args.run)
+    ledger = registry.ledger.get(args.run)
     model = None
     if result.get("modelId"):
         try:
@@ -118,16 +104,16 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
             model = None
     log_path = registry.home.runs / args.run / "worker.log"
     if args.json:
-        print(json.dumps({"run": run, "status": task, "owner": ledger,
+        print(json.dumps({"run": run, "status": task.model_dump(mode="json", exclude_none=True),
+                          "owner": ledger,
                           "model": model, "log": str(log_path)}))
         return 0
-    took = _seconds(task)
+    took = task.duration_s()
     lines = [f"Run {run['id']} ({run.get('mode')}, experiment {run.get('experimentId')})",
-             f"  state:     {task['state']}" + (f" - {task['message']}" if task.get("message")
-                                                 else ""),
+             f"  state:     {task.state.value}" + (f" - {task.message}" if task.message else ""),
              f"  created:   {run.get('created')}",
-             f"  started:   {task.get('started', '-')}",
-             f"  ended:     {task.get('ended', '-')}"
+             f"  started:   {task.started or '-'}",
+             f"  ended:     {task.ended or '-'}"
              + (f"  ({took:.1f} s)" if took is not None else "")]
     for stage, secs in (result.get("durations_s") or {}).items():
         lines.append(f"    {stage + ':':18}{secs:.2f} s")
@@ -143,7 +129,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
         lines.append(f"  output:    {result['output']}")
     if runtime.get("limits"):
         lines.append(f"  limits:    {json.dumps(runtime['limits'])}")
-    if not RunStatus(task["state"]).is_terminal():
+    if not task.state.is_terminal():
         lines.append(f"  owner:     {describe_owner(ledger)}")
     if runtime.get("plan"):
         lines.append(f"  plan:      {runtime['plan'].get('reason')}")
@@ -168,7 +154,7 @@ def logs_main(args: argparse.Namespace) -> int:
         path = registry.home.runs / args.run / "worker.log"
         offset = 0
         while True:
-            ended = RunStatus(_status(registry, caller, args.run)["state"]).is_terminal()
+            ended = _status(registry, caller, args.run).state.is_terminal()
             try:
                 with open(path, "rb") as fh:
                     fh.seek(offset)
@@ -190,29 +176,24 @@ def logs_main(args: argparse.Namespace) -> int:
 
 
 def cancel_main(args: argparse.Namespace) -> int:
-    """Cancel a run whoever runs it: its owner stops it (and records ABORTED); a run whose owner
-    is gone is stopped and recorded here."""
+    """Cancel a run whoever runs it (a local worker, a Spark worker or a Ray job): its owner stops
+    it (and records ABORTED); a run whose owner is gone is stopped and recorded here."""
     from ..runs import RunExecutor
 
     registry, caller = _open(args)
     try:
         args.run = _run_id(registry, caller, args.run)
-        run = registry.get(EXPERIMENT_RUN, caller, args.run)
-        job = run.get("backend") or {}
-        if registry.store.ledger_get(args.run) is None and job.get("name") == "ray":
-            from .submit import cancel_main as cancel_ray_job
-
-            return cancel_ray_job(args)   # a job submitted before runs had owners
+        registry.get(EXPERIMENT_RUN, caller, args.run)
         executor = RunExecutor(registry, kind="cli")
         executor.cancel(caller, args.run, f"cancelled by {caller.user_id} with run cancel")
         state = executor.wait_ended(caller, args.run, CANCEL_WAIT_S)
         task = _status(registry, caller, args.run)
         if args.json:
-            print(json.dumps({"runId": args.run, "state": task["state"],
-                              "message": task.get("message")}))
+            print(json.dumps({"runId": args.run, "state": task.state.value,
+                              "message": task.message}))
         else:
-            print(f"Run {args.run} {task['state']}"
-                  + (f": {task['message']}" if task.get("message") else ""))
+            print(f"Run {args.run} {task.state.value}"
+                  + (f": {task.message}" if task.message else ""))
         return 0 if state is not None and state.is_terminal() else 1
     finally:
         registry.close()

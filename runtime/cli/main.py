@@ -249,8 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a queued or running run, whoever runs it "
                                            "(a local worker, a Spark worker or a Ray job)")
     cancel.add_argument("run", metavar="RUN", help="the experiment run's id (latest: the newest)")
-    cancel.add_argument("--address", help="a Ray job's Jobs API (default: the one the run was "
-                                          "sent to)")
     _common(cancel)
     cancel.set_defaults(handler="runtime.cli.history:cancel_main")
 
