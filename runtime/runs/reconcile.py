@@ -119,7 +119,7 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
         gone = _cli_gone(owner.get("pid")) if owner.get("kind") == "cli" else SERVER_GONE
         has_result = os.path.isfile(os.path.join(runs_dir, run_id, RESULT_FILE))
         worker = (row or {}).get("worker") or {}
-        if row is not None and row["phase"] == "running":
+        if row is not None and row["phase"] == "running" and worker:   # a worker was started
             if not worker.get("pid") and row.get("spec"):
                 worker = find_worker(Path(row["spec"])) or worker
             if (worker.get("pid") and not same_process_alive(worker["pid"], worker.get("start"))
@@ -155,6 +155,8 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
               and (found := find_worker(Path(spec)))):
             # Its owner died between starting the worker and recording it: follow that worker.
             to_adopt.append((scope, run_id, found))
+        elif has_result:
+            to_record.append((scope, run_id))
         elif resubmit is not None and owner.get("kind") != "cli":
             to_resubmit.append((scope, run_id))
         else:
