@@ -143,25 +143,21 @@ def definitions(kind: str, doc: dict[str, Any]) -> list[tuple[str, str, dict[str
 # -- the scheduler -----------------------------------------------------------------------------
 
 class Scheduler:
-    """Fires due schedules of one registry. `submit(caller, run)` hands a created run to the
-    executor (RunExecutor.submit_background), `admit(caller, experiment_id, body)` refuses one
-    this host can never start: the two calls `POST .../runs` makes. `clock` (epoch seconds) is
-    injectable for tests."""
+    """Fires due schedules of one registry. `admit(caller, experiment_id, body)` prepares a run
+    (refusing one this host can never start) and `submit(caller, run, admission)` hands the
+    created run with it to the executor (RunExecutor.admit and .submit_background): the path of
+    `POST .../runs`, with the fire's claim and its run committed together between the two.
+    `clock` (epoch seconds) is injectable for tests."""
 
-    def __init__(self, registry: Any, *, submit: Optional[Callable[[Any, dict], None]] = None,
-                 admit: Optional[Callable[[Any, str, Any], None]] = None,
+    def __init__(self, registry: Any, *, submit: Optional[Callable[[Any, dict, Any], None]] = None,
+                 admit: Optional[Callable[[Any, str, Any], Any]] = None,
                  clock: Callable[[], float] = time.time, tick_s: float = TICK_S,
                  lease_ttl_s: float = LEASE_TTL_S) -> None:
         from .mlservices import ServiceDesk
-        from .service import Registry
 
         self.registry = registry
         self.schedules = registry.schedules
-        # Runs are written through a Registry of the same store that notifies no executor: the
-        # claim of a fire and its run commit together, and the executor hears of the run after.
-        quiet = Registry(registry.store, registry.home)
-        quiet.data_roots = registry.data_roots
-        self.desk = ServiceDesk(quiet)
+        self.desk = ServiceDesk(registry)
         self.submit = submit
         self.admit = admit
         self.clock = clock
@@ -305,9 +301,10 @@ class Scheduler:
             schedules.advance(row["id"], due, next_fire=following,
                                    doc={**row["doc"], "skipped": due, "skipReason": plan.skip})
             return 0
+        admission = None
         if self.admit is not None:
             try:
-                self.admit(plan.caller, plan.experiment_id, plan.body)
+                admission = self.admit(plan.caller, plan.experiment_id, plan.body)
             except MLRuntimeError as exc:   # it can never start on this host: say so, go on
                 schedules.advance(row["id"], due, next_fire=following,
                                        doc={**row["doc"], "error": exc.detail, "skipped": due})
@@ -325,7 +322,7 @@ class Scheduler:
         log.info("Schedule %s fired run %s (%s, due %s)", row["id"], run["id"], row["task"], due)
         if self.submit is not None:
             self.submit(plan.caller, self.desk.registry.get_unmasked(
-                _experiment_run_kind(), plan.caller, run["id"]))
+                _experiment_run_kind(), plan.caller, run["id"]), admission)
         return 1
 
 

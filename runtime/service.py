@@ -162,8 +162,6 @@ class Registry:
     def __init__(self, store: Store, home: Home) -> None:
         self.store = store
         self.home = home
-        # Called with (caller, run document) after a run is created; the execution layer sets it.
-        self.on_run_created: Optional[Callable[[Caller, dict[str, Any]], None]] = None
         # Where data sets may be (runtime.data_roots); None: anywhere. A server with tokens sets it.
         self.data_roots: Optional[DataRoots] = None
 
@@ -475,8 +473,6 @@ class Registry:
                                       "state": RunStatus.PENDING.value, "tasklogs": [],
                                       "message": "Waiting for a worker"}]},
             })
-        if self.on_run_created is not None:
-            self.on_run_created(caller, self.get_unmasked(EXPERIMENT_RUN, caller, run["id"]))
         return run
 
     def get_run(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:

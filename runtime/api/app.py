@@ -316,7 +316,6 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
                                backend_options=settings.backend_options, kind="server",
                                max_concurrent_runs=settings.max_concurrent_runs,
                                warm=pools_for(settings.home.root, kind="server", flag=settings.warm))
-        registry.on_run_created = executor.submit_background
     scheduler = None
     if executor is not None and settings.schedule_runs:
         from ..scheduler import Scheduler
@@ -538,9 +537,10 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     async def create_run(request: Request, experiment_id: str) -> Response:
         caller = api.caller(request)
         body = await api.json_body(request)
-        if executor is not None:   # a run this host can never start is a 400, not queued forever
-            await write(executor.admit, caller, experiment_id, body)
-        doc = await write(registry.create_run, caller, experiment_id, body)
+        # Admitted (prepared once: a run this host can never start is a 400, not queued
+        # forever), created and handed to the background in one step, in posting order.
+        doc = await write(executor.start if executor is not None else registry.create_run,
+                          caller, experiment_id, body)
         return _json(doc, EXPERIMENT_RUN.profile, 201,
                      _location(request, f"{BASE}/experiments/{experiment_id}/runs/{doc['id']}"))
 
