@@ -12,17 +12,19 @@ Clients (runtime.warm) talk to it over an abstract Unix socket, one connection p
 
     client -> {"op": "run", "spec": PATH, "log": PATH, "env": {...}, "cwd": DIR, "umask": N,
                "needs": [MODULE, ...]}
-    parent -> {"pid": N, "start": TICKS, "parent": PID, "runs": K}    the child is running
+    parent -> {"pid": N, "start": TICKS, "parent": PID, "runs": K, "spare": B}   the child runs
+                                                    (B: it was the spare, forked ahead)
            |  {"retired": REASON}                           ask a new parent (this one is ending)
     parent -> {"exit": CODE}     when the child has ended (CODE < 0: killed by that signal)
 
     client -> {"op": "ping"}     -> {"pong": {...its state}}
     client -> {"op": "shutdown"} -> {"bye": true}, and the parent exits
 
-Only processes of the parent's own user may connect (SO_PEERCRED). The parent retires (finishes
-the runs it started, then exits) after `--max-runs` runs, when its environment changes (a package
-added or removed, a runtime source file edited), when its owner process is gone, or after
-`--idle-s` seconds without a run.
+Only processes of the parent's own user may connect (SO_PEERCRED). This is the pool protocol of
+runtime.pools, as warm Spark workers speak it too; the parent retires (finishes the runs it
+started, then exits) by the same policy (runtime.pools.Lifetime): after `--max-runs` runs, when
+its owner process is gone, or after `--idle-s` seconds without a run; and, its own reason, when its
+environment changes (a package added or removed, a runtime source file edited).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from .pools import Lifetime, parse_owner
 from .procs import proc_start_ticks
 
 __all__ = ["main", "unsafe_state", "WORKER_PID_FILE"]
@@ -146,20 +149,21 @@ class Parent:
         self.state = self._read_state()
         self.preloaded: list[str] = []
         self.skipped: dict[str, str] = {}
-        self.runs = 0
+        self.lifetime = Lifetime(max_runs=args.max_runs, idle_s=args.idle_s,
+                                 owner=parse_owner(args.owner))
         self.children: dict[int, socket.socket] = {}
         self.spare: Optional[tuple[int, Optional[int], int]] = None   # (pid, start, request pipe)
         self.spare_due = 0.0
         self.retiring: Optional[str] = None
         self.detach = False   # exit now, leaving running children to end on their own
-        self.last_active = time.monotonic()
         self.learn_queue: list[str] = []
         self.buffers: dict[socket.socket, bytes] = {}
         self.started = time.time()
         self.startup_s = 0.0
-        owner = args.owner.split(":") if args.owner else None
-        self.owner = (int(owner[0]), int(owner[1]) if len(owner) > 1 and owner[1] else None) \
-            if owner else None
+
+    @property
+    def runs(self) -> int:
+        return self.lifetime.runs
 
     # -- state shared between generations: what runs imported, what cannot be preloaded --------
 
@@ -282,15 +286,14 @@ class Parent:
         self.detach = True
 
     def _should_exit(self) -> bool:
-        if self.owner is not None and (proc_start_ticks(self.owner[0]) is None or (
-                self.owner[1] is not None and proc_start_ticks(self.owner[0]) != self.owner[1])):
+        if self.lifetime.owner_gone():
             self.retire("its owner process is gone")
             return True   # the runs it started go on; nobody is left to tell their ends to
         if self.retiring is not None:
             return not self.children
-        idle = time.monotonic() - self.last_active
-        if self.args.idle_s and not self.children and not self.buffers and idle > self.args.idle_s:
-            self.retire(f"idle for {self.args.idle_s:g} s")
+        reason = self.lifetime.why_retire(busy=bool(self.children or self.buffers))
+        if reason is not None:
+            self.retire(reason)
             return True
         return self.detach
 
@@ -356,7 +359,7 @@ class Parent:
         conn.setblocking(False)
         self.buffers[conn] = b""
         self.sel.register(conn, selectors.EVENT_READ, "conn")
-        self.last_active = time.monotonic()
+        self.lifetime.touch()
 
     def _readable(self, conn: socket.socket) -> None:
         try:
@@ -382,7 +385,7 @@ class Parent:
             self._send(conn, {"error": "the request is not JSON"})
             conn.close()
             return
-        self.last_active = time.monotonic()
+        self.lifetime.touch()
         op = request.get("op")
         if op == "ping":
             self._send(conn, {"pong": self.describe()})
@@ -415,13 +418,13 @@ class Parent:
             return False
 
     def describe(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "python": sys.executable, "device": self.args.device,
-                "preloaded": self.preloaded, "skipped": self.skipped, "runs": self.runs,
+        return {**self.lifetime.describe(), "pid": os.getpid(), "kind": "python",
+                "home": self.args.home, "python": sys.executable, "device": self.args.device,
+                "summary": f"{self.args.device} {sys.executable}",
+                "preloaded": self.preloaded, "skipped": self.skipped,
                 "running": sorted(self.children), "retiring": self.retiring,
-                "spare": self.spare[0] if self.spare else None,
-                "startupS": self.startup_s, "maxRuns": self.args.max_runs,
+                "spare": self.spare[0] if self.spare else None, "startupS": self.startup_s,
                 "learned": self.state["learned"], "unsafe": self.state["unsafe"],
-                "owner": self.owner[0] if self.owner else None, "idleS": self.args.idle_s,
                 "since": self.started}
 
     # -- runs -----------------------------------------------------------------------------------
@@ -442,7 +445,7 @@ class Parent:
             self._send(conn, {"retired": self.retiring})
             conn.close()
             return
-        self.runs += 1
+        retire = self.lifetime.served()
         request["runs"] = self.runs
         self.spare_due = time.monotonic() + SPARE_DELAY_S
         spare, self.spare = self.spare, None
@@ -460,10 +463,10 @@ class Parent:
             start = proc_start_ticks(pid)
         self.children[pid] = conn
         if not self._send(conn, {"pid": pid, "start": start, "parent": os.getpid(),
-                                 "runs": self.runs}):
+                                 "runs": self.runs, "spare": spare is not None}):
             self.children[pid] = None
-        if self.runs >= self.args.max_runs:
-            self.retire(f"it served {self.runs} runs (--max-runs)")
+        if retire is not None:
+            self.retire(retire)
 
     # -- the spare: the next run's child, forked while the parent waits --------------------------
 
@@ -501,6 +504,8 @@ class Parent:
                 return
             if pid == 0:
                 return
+            if pid in self.children and len(self.children) == 1:
+                self.lifetime.idle()   # its last run ended: idle from now
             conn = self.children.pop(pid, None)
             if conn is not None:
                 self._send(conn, {"exit": os.waitstatus_to_exitcode(status)})
@@ -682,6 +687,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--owner", help="PID[:START]: exit when that process is gone")
     parser.add_argument("--idle-s", type=float, default=0.0, help="exit after S idle seconds")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--home", default=None, help="the runtime home it serves (what it lists)")
     parser.add_argument("--room", default="", help="padding: room for a child's command line")
     args = parser.parse_args(argv)
     args.preload = [m for m in args.preload.split(",") if m]

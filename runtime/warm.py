@@ -1,7 +1,8 @@
 """Warm python workers, the client side: find or start the warm parent (runtime.forkserver) of a run's
 interpreter and device kind, and have it fork the run's worker.
 
-One parent serves one key: (interpreter, device kind `cpu`/`cuda`, and the variables that decide
+The pool protocol, its policy (idle seconds, max runs, an owner) and its environment variables
+are runtime.pools', shared with warm Spark workers (runtime.spark.pool). One parent serves one key: (interpreter, device kind `cpu`/`cuda`, and the variables that decide
 what an import finds: PYTHONPATH, LD_LIBRARY_PATH, LD_PRELOAD) within one runtime home. It listens
 on an abstract Unix socket named after the home and the key, so every process of the home finds
 it: `run serve` starts its parents lazily and stops them when it stops; a sweep does the same for
@@ -14,12 +15,9 @@ says why in its log; no run fails for want of a warm parent.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -27,29 +25,25 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["ENV_WARM", "WarmChild", "WarmPools", "describe_home", "listening", "pools_for",
-           "socket_name", "stop_home"]
+from . import pools
+from .pools import ENV_IDLE_S, ENV_MAX_RUNS, ENV_WARM, WarmPolicy, describe_home, stop_home
 
-ENV_WARM = "MLRUNTIME_WARM"               # 0/off: every run cold; 1/on: CLI runs start a parent
-ENV_MAX_RUNS = "MLRUNTIME_WARM_MAX_RUNS"  # runs a parent forks before it retires (default 200)
-ENV_IDLE_S = "MLRUNTIME_WARM_IDLE_S"      # how long a parent a CLI run started waits (600 s)
-DEFAULT_MAX_RUNS = 200
-DEFAULT_IDLE_S = 600.0
+__all__ = ["ENV_IDLE_S", "ENV_MAX_RUNS", "ENV_WARM", "WarmChild", "WarmPools", "describe_home",
+           "listening", "pools_for", "socket_name", "stop_home"]
+
 START_TIMEOUT_S = 120.0     # the imports of a new parent (torch on a loaded host)
 REPLY_TIMEOUT_S = 60.0      # a parent importing what a run needs before it forks
 KEY_ENV = ("PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD")
 EXITED_AT_START = "the warm parent exited at its start"
-_PEERCRED = "3i"
 
 
 def socket_name(home_root: Path, key: str) -> str:
-    home = hashlib.sha256(str(Path(home_root).resolve()).encode()).hexdigest()[:12]
-    return f"mlruntime-warm-{os.getuid()}-{home}-{key}"
+    return pools.socket_name(home_root, "python", key)
 
 
 def pool_key(python: str, device_kind: str, env: Mapping[str, str]) -> str:
-    ident = [os.path.abspath(python), device_kind, *[env.get(name, "") for name in KEY_ENV]]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+    return pools.key_hash([os.path.abspath(python), device_kind,
+                           *[env.get(name, "") for name in KEY_ENV]])
 
 
 def cold_reason(env: Mapping[str, str]) -> Optional[str]:
@@ -61,28 +55,16 @@ def cold_reason(env: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def _env_flag() -> Optional[bool]:
-    value = os.environ.get(ENV_WARM, "").strip().lower()
-    if value in ("0", "off", "false", "no", "cold"):
-        return False
-    if value in ("1", "on", "true", "yes", "warm"):
-        return True
-    return None
-
-
 def pools_for(home_root: Path, *, kind: str, flag: Optional[str] = None) -> Optional["WarmPools"]:
     """The warm pools a process of `kind` uses ("server", "sweep" or "cli"), given the command's
     `--warm`/`--cold` (`flag` "warm", "cold" or None) and MLRUNTIME_WARM; None: every run cold.
 
     A server or a sweep starts its parents and stops them at its end. A CLI run uses a parent
     already listening in its home; with --warm (or MLRUNTIME_WARM=1) it starts one that outlives
-    it for MLRUNTIME_WARM_IDLE_S seconds."""
-    env = _env_flag()
-    if flag == "cold" or (flag is None and env is False):
-        return None
-    if kind in ("server", "sweep"):
-        return WarmPools(home_root, start=True, owned=True)
-    return WarmPools(home_root, start=flag == "warm" or env is True, owned=False)
+    it for MLRUNTIME_WARM_IDLE_S seconds. The same policy becomes the process's Spark workers'
+    (runtime.pools.policy_for, runtime.spark.pool.default_pool)."""
+    policy = pools.policy_for(home_root, kind=kind, flag=flag)
+    return None if policy is None else WarmPools.from_policy(policy)
 
 
 class WarmPools:
@@ -94,13 +76,18 @@ class WarmPools:
         self.state_dir = self.home_root / "warm"
         self.start = start          # may this process start a parent?
         self.owned = owned          # ... that ends with it (else: one that waits idle_s)
-        self.max_runs = max_runs or int(os.environ.get(ENV_MAX_RUNS) or DEFAULT_MAX_RUNS)
-        self.idle_s = idle_s if idle_s is not None else float(
-            os.environ.get(ENV_IDLE_S) or DEFAULT_IDLE_S)
+        policy = WarmPolicy(self.home_root, start=start, owned=owned)   # the environment's
+        self.max_runs = max_runs or policy.max_runs
+        self.idle_s = idle_s if idle_s is not None else policy.idle_s
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._started: dict[str, subprocess.Popen] = {}   # key -> the parent this process started
         self._closed = False
+
+    @classmethod
+    def from_policy(cls, policy: WarmPolicy) -> "WarmPools":
+        return cls(policy.home_root, start=policy.start, owned=policy.owned,
+                   max_runs=policy.max_runs, idle_s=policy.idle_s)
 
     # --- a run -----------------------------------------------------------------------------
 
@@ -159,14 +146,15 @@ class WarmPools:
                     parent_env[k] = env[k]
                 else:
                     parent_env.pop(k, None)
-            me = os.getpid()
-            from .procs import proc_start_ticks
-
             command = [python, "-m", "runtime.forkserver", "--name", name,
                        "--preload", ",".join(needs), "--state", str(self.state_dir / f"{key}.json"),
-                       "--max-runs", str(self.max_runs), "--device", device_kind]
-            command += (["--owner", f"{me}:{proc_start_ticks(me) or ''}"] if self.owned
-                        else ["--idle-s", str(self.idle_s)])
+                       "--max-runs", str(self.max_runs), "--device", device_kind,
+                       "--home", str(self.home_root)]
+            # One policy for every warm worker (runtime.pools.Lifetime): idle seconds always, and
+            # the end of its owner for a server's or a sweep's.
+            command += ["--idle-s", str(self.idle_s)]
+            if self.owned:
+                command += ["--owner", pools.owner_arg()]
             # A child rewrites its command line over these words to read as a cold worker's
             # (python -m runtime.worker HOME/runs/ID/spec.json): leave it room enough.
             needed = len(python) + len(str(self.home_root.resolve())) + 160
@@ -221,47 +209,8 @@ class WarmPools:
 
 
 def listening(home_root: Path) -> list[str]:
-    """The socket names of the warm parents listening for this home (from /proc/net/unix, where
-    abstract names show with a leading @)."""
-    prefix = "@" + socket_name(home_root, "")
-    names = []
-    try:
-        with open("/proc/net/unix") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields and fields[-1].startswith(prefix) and fields[-1][1:] not in names:
-                    names.append(fields[-1][1:])
-    except OSError:
-        pass
-    return names
-
-
-def describe_home(home_root: Path) -> list[dict[str, Any]]:
-    """What every warm parent of this home says of itself (`run warm list`)."""
-    out = []
-    for name in listening(home_root):
-        conn = _connect(name)
-        if conn is None:
-            continue
-        reply, _ = _ask(conn, {"op": "ping"}, 5.0)
-        conn.close()
-        if reply and "pong" in reply:
-            out.append({"key": name.rsplit("-", 1)[-1], **reply["pong"]})
-    return out
-
-
-def stop_home(home_root: Path) -> list[int]:
-    """Ask every warm parent of this home to stop (`run warm stop`); their pids."""
-    stopped = []
-    for parent in describe_home(home_root):
-        conn = _connect(socket_name(home_root, parent["key"]))
-        if conn is None:
-            continue
-        reply, _ = _ask(conn, {"op": "shutdown"}, 5.0)
-        conn.close()
-        if reply and reply.get("bye"):
-            stopped.append(parent["pid"])
-    return stopped
+    """The socket names of the warm parents listening for this home."""
+    return pools.discover(pools.home_prefix(home_root) + "python-")
 
 
 class WarmChild:
@@ -274,6 +223,7 @@ class WarmChild:
         self.pid: int = reply["pid"]
         self.start_ticks = reply.get("start")
         self.parent_pid = reply.get("parent")
+        self.from_spare = bool(reply.get("spare"))   # forked ahead of the run, not on request
         self.returncode: Optional[int] = None
         self.status_lost = False
         self._conn = conn
@@ -354,64 +304,7 @@ class WarmChild:
 
 # --- the socket --------------------------------------------------------------------------------
 
-def _connect(name: str) -> Optional[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect("\0" + name)
-    except OSError:
-        sock.close()
-        return None
-    if _peer(sock)[1] != os.getuid():   # someone else took the name: never hand them a run
-        sock.close()
-        return None
-    return sock
-
-
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    pid, uid, _gid = struct.unpack(_PEERCRED, conn.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_PEERCRED)))
-    return pid, uid
-
-
-def _ask(conn: socket.socket, message: dict[str, Any],
-         timeout: float) -> tuple[Optional[dict[str, Any]], str]:
-    """Send one request and read one reply line: (reply, "") or (None, what went wrong)."""
-    conn.settimeout(timeout)
-    try:
-        conn.sendall(json.dumps(message).encode() + b"\n")
-        data = b""
-        while b"\n" not in data:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return None, "it closed the connection"
-            data += chunk
-    except socket.timeout:
-        return None, f"no reply within {timeout:g} s"
-    except OSError as exc:
-        return None, str(exc)
-    line, _, rest = data.partition(b"\n")
-    try:
-        reply = json.loads(line)
-    except ValueError:
-        return None, "its reply is not JSON"
-    if rest and isinstance(reply, dict):
-        reply["_rest"] = rest.decode(errors="replace")
-    return reply, ""
-
-
-def _kill_peer_of(conn: socket.socket) -> None:
-    """A parent that accepts but does not answer is broken: kill it so the next run starts a new
-    one (only a process of our own user, found through the socket's peer credentials)."""
-    try:
-        pid, uid = _peer(conn)
-    except OSError:
-        return
-    if uid == os.getuid() and pid > 0 and pid != os.getpid():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+_connect, _peer, _ask, _kill_peer_of = pools.connect, pools.peer, pools.ask, pools.kill_peer_of
 
 
 def _umask() -> Optional[int]:

@@ -268,10 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (runs_list, runs_show):
         p.set_defaults(handler="runtime.cli.history:main")
 
-    warm = sub.add_parser("warm", help="the warm parents python runs are forked from: list "
-                                       "them, or stop them")
+    warm = sub.add_parser("warm", help="this home's warm workers (python parents runs are forked "
+                                       "from, Spark workers pyspark runs go to): list or stop them")
     warm.add_argument("action", nargs="?", choices=["list", "stop"], default="list",
-                      help="list the warm parents (default) or stop them")
+                      help="list the warm workers of both kinds (default) or stop them")
     _common(warm, scope=False)
     warm.set_defaults(handler="runtime.cli.warm:main")
 

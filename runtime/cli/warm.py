@@ -1,4 +1,5 @@
-"""`run warm list|stop`: the warm parents of this home's python runs (runtime.warm)."""
+"""`run warm list|stop`: this home's warm workers, both kinds (runtime.pools): the warm parents
+python runs are forked from, and the warm Spark workers pyspark runs go to."""
 from __future__ import annotations
 
 import argparse
@@ -6,32 +7,38 @@ import json
 import time
 
 from ..home import resolve_home
-from ..warm import describe_home, stop_home
+from ..pools import describe_home, stop_home
 
 
 def main(args: argparse.Namespace) -> int:
     root = resolve_home(args.home).root
     if args.action == "stop":
-        pids = stop_home(root)
+        stopped = stop_home(root)
         if args.json:
-            print(json.dumps({"stopped": pids}))
+            print(json.dumps({"stopped": stopped}))
         else:
-            print(f"Stopped {len(pids)} warm parent(s)" + (f": pid {', '.join(map(str, pids))}"
-                                                          if pids else ""))
+            words = ", ".join(f"{s['kind']} pid {s['pid']}" + ("" if s["gone"] else " (still ending)")
+                              for s in stopped)
+            print(f"Stopped {len(stopped)} warm worker(s)" + (f": {words}" if stopped else ""))
         return 0
-    parents = describe_home(root)
+    workers = describe_home(root)
     if args.json:
-        print(json.dumps(parents))
+        print(json.dumps(workers))
         return 0
-    if not parents:
-        print("No warm parent runs for this home: `run serve` starts them on its first python "
+    if not workers:
+        print(f"No warm worker runs for this home ({root}): `run serve` starts them on its first "
               "run, a sweep for its trials, `run train --warm` one that waits for the next runs")
         return 0
-    print(f"{'PID':>7}  {'DEVICE':<6} {'RUNS':>5} {'UP (s)':>7}  {'ENDS':<22} PYTHON / PRELOADED")
-    for p in parents:
-        ends = (f"retiring: {p['retiring']}" if p.get("retiring") else
-                f"with pid {p['owner']}" if p.get("owner") else f"idle {p.get('idleS', 0):g} s")
-        print(f"{p['pid']:>7}  {p['device']:<6} {p['runs']:>5} {time.time() - p['since']:>7.0f}  "
-              f"{ends[:22]:<22} {p['python']}")
-        print(f"{'':>7}  {'':<6} {'':>5} {'':>7}  {'':<22} {', '.join(p['preloaded'])}")
+    print(f"Warm workers of {root}")
+    print(f"{'KIND':<6} {'PID':>7} {'RUNS':>5} {'IDLE (s)':>8}  {'ENDS':<24} KEY")
+    now = time.time()
+    for w in workers:
+        busy = w.get("running") or w.get("state") in ("busy", "starting")
+        idle = "busy" if busy else f"{now - w.get('idleSince', now):.0f}"
+        ends = (f"retiring: {w['retiring']}" if w.get("retiring") else
+                f"with pid {w['owner']}" if w.get("owner") else f"idle {w.get('idleS', 0):g} s")
+        print(f"{w['kind']:<6} {w['pid']:>7} {w.get('runs', 0):>5} {idle:>8}  {ends[:24]:<24} "
+              f"{w['key']}: {w.get('summary', '')}")
+        if w.get("preloaded"):
+            print(f"{'':<6} {'':>7} {'':>5} {'':>8}  {'':<24} preloaded {', '.join(w['preloaded'])}")
     return 0

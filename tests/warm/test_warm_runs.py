@@ -90,20 +90,28 @@ def spare_of(parent: int) -> int | None:
     return None
 
 
-@pytest.mark.parametrize("gap_s", [0.0, 0.6], ids=["forked-at-once", "spare"])
-def test_nothing_a_run_changes_reaches_the_next_run(pools, tmp_path, gap_s):
-    """Back to back, each run is forked on request; with a pause, from the spare the parent
-    forked ahead. Either way, a pristine copy of the parent."""
+@pytest.mark.parametrize("from_spare", [False, True], ids=["back-to-back", "from-the-spare"])
+def test_nothing_a_run_changes_reaches_the_next_run(pools, tmp_path, from_spare):
+    """Back to back, and with each run asked for only once the parent's spare is waiting: that run
+    is then the spare (the parent says so when it hands the run its pid), not a fork on request.
+    Either way, a pristine copy of the parent."""
     backend = PythonBackend(warm=pools)
     plan = make_plan_for()
     found = []
+    parent = None
     for i in range(3):
-        time.sleep(gap_s)
+        waiting = False
+        if from_spare and parent is not None:   # the spare is forked once the run before started
+            waiting = wait_for(lambda: spare_of(parent) is not None)
+            assert waiting, "no spare was forked"
         spec = spec_for(tmp_path, "warm_engines:LeakyEngine", f"leak-{i}")
         handle, outcome = run(backend, plan, spec)
         assert outcome.state is RunStatus.DONE, outcome.log_tail
         assert handle.warm_parent is not None, log_of(spec)
         assert "warm start: forked from parent" in log_of(spec)
+        if waiting:
+            assert handle._proc.from_spare, "a spare was waiting, yet the run was forked anew"
+        parent = handle.warm_parent
         found.append(metrics(outcome))
     parents = {handle.warm_parent}
     assert len(parents) == 1

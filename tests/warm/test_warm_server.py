@@ -93,14 +93,19 @@ def test_cli_warm_leaves_a_parent_that_waits_then_goes(tmp_path):
     assert "warm start" in log_of(json.loads(done.stdout.strip().splitlines()[-1]))
     [parent] = json.loads(cli(home, "warm", "list", "--json").stdout)
     assert parent["owner"] is None and parent["idleS"] == 3.0
+    assert (parent["kind"], parent["home"], parent["runs"]) == ("python", str(home), 1)
+    assert parent["idleSince"] <= __import__("time").time()
     again = train(home, instance)                       # plain: uses the one listening
     assert f"forked from parent {parent['pid']}" in log_of(again)
     assert wait_for(lambda: listening(home) == [], 30), "an idle --warm parent did not go"
     # run warm stop: one started again is stopped at once
     cli(home, "train", str(instance), "--warm", env={"MLRUNTIME_WARM_IDLE_S": "600"})
     assert listening(home)
-    assert "Stopped 1 warm parent(s)" in cli(home, "warm", "stop").stdout
-    assert wait_for(lambda: listening(home) == [], 10)
+    [parent] = json.loads(cli(home, "warm", "list", "--json").stdout)
+    assert f"Stopped 1 warm worker(s): python pid {parent['pid']}" in cli(home, "warm", "stop").stdout
+    from runtime.procs import proc_start_ticks
+
+    assert listening(home) == [] and proc_start_ticks(parent["pid"]) is None   # it waited
 
 
 def test_a_sweep_forks_its_trials_and_stops_its_parent(tmp_path):
