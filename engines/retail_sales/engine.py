@@ -72,12 +72,10 @@ class RetailSalesEngine(Engine):
         return build_features(data, _target(ctx))
 
     def train(self, ctx: TaskContext, features: pd.DataFrame | ChunkedSource) -> RetailSalesModel:
-        import numpy as np
-        import pandas as pd
-
-        from .chunked import ChunkedSource, TrainingSet
+        from .chunked import ChunkedSource, store_ranges
         from .features import build_features
         from .model import FORMAT_VERSION, RetailSalesModel, configure_matmul, fit
+        from .training_set import TrainingSet
 
         params = ctx.params
         if not isinstance(params, TrainParams):
@@ -85,45 +83,54 @@ class RetailSalesEngine(Engine):
         device = _torch_device(ctx)
         configure_matmul(device, params.tf32)
         target, label = params.target, label_column(params.target)
+        work_dir = Path(ctx.artifact_dir)
         if isinstance(features, ChunkedSource):
-            # Features a range of whole stores at a time: only the training rows' inputs (the
-            # feature matrix) and the validation rows' are ever held whole.
+            # Features a range of whole stores at a time, each range's rows onto disk as it is
+            # built: memory holds one range, never the feature matrix.
             ctx.logger.info("building features of %s in ranges of about %d rows",
                             features.ref.id, features.chunk_rows)
-            data = TrainingSet.of_source(features, params, Path(ctx.artifact_dir))
+            frames = (build_features(piece, target) for piece in
+                      store_ranges(features, target, work_dir, split=False))
         else:
-            frame = features if label in features.columns else build_features(features, target)
-            data = TrainingSet.of_frame(frame, params)
-            del frame
-        inputs, x = data.inputs, data.x
-        if not len(x):
+            frames = iter([features if label in features.columns else build_features(features, target)])
+        names = params.metric_names()
+        data = TrainingSet.gather(frames, params, work_dir,
+                                  validation=bool(params.validation_every_epochs and names))
+        del frames
+        try:
+            net, losses = self._fit(ctx, params, data, device, fit)
+        except BaseException:
+            data.discard_history()
+            raise
+        finally:
+            data.close()
+        ctx.log_metric("trainingLoss", losses[-1], "double")
+
+        meta = {
+            "format_version": FORMAT_VERSION, "engine": self.name, "target": target, "label": label,
+            "inputs": data.inputs, "mean": data.mean.tolist(), "std": data.std.tolist(),
+            "naive_scale": data.naive_scale, "training_rows": data.rows,
+            "hyperparameters": {"hidden_size": params.hidden_size, "max_depth": params.max_depth,
+                                "n_estimators": params.n_estimators, "epochs": params.epochs,
+                                "learning_rate": params.learning_rate, "seed": params.seed,
+                                "precision": params.precision, "compile": params.compile,
+                                "tf32": params.tf32 and device.type == "cuda",
+                                "device": str(device)},
+        }
+        history_file, folder = data.take_history()
+        return RetailSalesModel(net=net, meta=meta, history_file=history_file, owned_folder=folder)
+
+    def _fit(self, ctx: TaskContext, params: TrainParams, data: Any, device: Any,
+             fit: Any) -> tuple[Any, list[float]]:
+        """The network trained on the TrainingSet's matrix, per-epoch curves logged."""
+        if not data.rows:
             raise ConfigError(
                 f"No training rows: none dated {params.train_start}..{params.train_end} has a label "
                 f"and every input feature (year-ago features need 60 weeks of history)")
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        std[~(std > 1e-12)] = 1.0
-        y = np.log(data.label / data.current)
-        naive_scale = float(np.mean(np.abs(pd.Series(data.label) - pd.Series(data.current))))
-        training_rows = len(x)
-
-        from .validation import EpochValidation
-
-        validation = None
-        if params.validation_every_epochs and data.validation is not None:
-            validation = EpochValidation.from_arrays(
-                *data.validation, mean, std, naive_scale=naive_scale,
-                names=params.metric_names(), device=device)
-        data.validation = None
-        if x.flags.writeable:   # standardised in place: (x - mean) / std without a second matrix
-            x -= mean
-            x /= std
-        else:   # a read-only view of a pandas frame
-            x = (x - mean) / std
-        # float32 now, as fit would make it, so that the float64 matrix is dropped before training
-        data.x = None
-        x = x.astype("float32")
+        validation = data.epoch_validation(params.metric_names(), device) \
+            if params.validation_every_epochs else None
         progress = ctx.progress(params.epochs, "epochs")
-        batches = ctx.progress(params.epochs * max(1, -(-len(x) // params.batch_size)), "batches")
+        batches = ctx.progress(params.epochs * max(1, -(-data.rows // params.batch_size)), "batches")
         losses: list[float] = []
 
         def on_epoch(epoch: int, loss: float, net: Any) -> None:
@@ -137,9 +144,9 @@ class RetailSalesEngine(Engine):
             progress.update(1)
 
         ctx.logger.info("training on %d rows, %d inputs, %d members, device %s",
-                        training_rows, len(inputs), params.n_estimators, device)
+                        data.rows, len(data.inputs), params.n_estimators, device)
         try:
-            net = fit(x, y, hidden_size=params.hidden_size, depth=params.max_depth,
+            net = fit(data.x, data.y, hidden_size=params.hidden_size, depth=params.max_depth,
                       members=params.n_estimators, epochs=params.epochs, batch_size=params.batch_size,
                       learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                       seed=params.seed, device=device, on_epoch=on_epoch,
@@ -148,20 +155,7 @@ class RetailSalesEngine(Engine):
         finally:
             batches.close()
             progress.close()
-        ctx.log_metric("trainingLoss", losses[-1], "double")
-
-        meta = {
-            "format_version": FORMAT_VERSION, "engine": self.name, "target": target, "label": label,
-            "inputs": inputs, "mean": mean.tolist(), "std": std.tolist(), "naive_scale": naive_scale,
-            "training_rows": training_rows,
-            "hyperparameters": {"hidden_size": params.hidden_size, "max_depth": params.max_depth,
-                                "n_estimators": params.n_estimators, "epochs": params.epochs,
-                                "learning_rate": params.learning_rate, "seed": params.seed,
-                                "precision": params.precision, "compile": params.compile,
-                                "tf32": params.tf32 and device.type == "cuda",
-                                "device": str(device)},
-        }
-        return RetailSalesModel(net=net, meta=meta, history=data.history)
+        return net, losses
 
     def save_model(self, ctx: TaskContext, model: RetailSalesModel, directory: Path) -> None:
         model.save(Path(directory))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,9 +93,11 @@ class RetailSalesModel:
     `history`, or a range of stores at a time through `history_for` (chunked scoring)."""
 
     def __init__(self, net: BaggedMLP, meta: dict[str, Any], history: pd.DataFrame | None = None,
-                 *, history_file: Path | None = None) -> None:
+                 *, history_file: Path | None = None, owned_folder: Path | None = None) -> None:
         self.net, self.meta = net, meta   # meta: inputs, normalisation, target, hyper-parameters
         self._history, self.history_file = history, history_file
+        if owned_folder is not None:   # a freshly trained model's history: removed with the model
+            weakref.finalize(self, shutil.rmtree, str(owned_folder), True)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -156,8 +160,11 @@ class RetailSalesModel:
         torch.save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, directory / "model.pt")
         (directory / "model.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
         # Row groups of 64k rows (sorted by store): chunked scoring reads the stores it needs.
-        self.history.to_parquet(directory / "history.parquet", index=False,
-                                row_group_size=HISTORY_ROW_GROUP)
+        if self._history is None and self.history_file is not None:   # written so already
+            shutil.copyfile(self.history_file, directory / "history.parquet")
+        else:
+            self.history.to_parquet(directory / "history.parquet", index=False,
+                                    row_group_size=HISTORY_ROW_GROUP)
 
     @classmethod
     def load(cls, directory: Path, device: torch.device) -> RetailSalesModel:
@@ -194,13 +201,11 @@ def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: 
     torch.manual_seed(seed)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     net = BaggedMLP(x.shape[1], hidden_size, depth, members).to(device)
+    # On the CPU a float32 `x` (a memory map of the matrix file too) is used where it lies.
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
     yt = torch.as_tensor(y, dtype=torch.float32, device=device)
     n = len(xt)
-    if members > 1:
-        weights = torch.poisson(torch.ones(members, n), generator=generator).to(device)
-    else:
-        weights = torch.ones(1, n, device=device)
+    weights = _bootstrap_weights(members, n, generator).to(device)
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate,
@@ -220,7 +225,7 @@ def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: 
         total = torch.zeros((), device=device)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            w = weights[:, idx]
+            w = weights[:, idx].float()
             with autocast:
                 predicted = forward(xt[idx])
             loss = (w * (predicted.float() - yt[idx]).abs()).sum() / w.sum().clamp(min=1.0)
@@ -234,6 +239,20 @@ def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: 
         if on_epoch is not None:
             on_epoch(epoch, float(total) / steps_per_epoch, net)
     return net.eval()
+
+
+def _bootstrap_weights(members: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(members, n) Poisson(1) draws as uint8 (a quarter of float32's bytes; a draw above 255
+    has a probability below 1e-500), drawn a block at a time: torch draws them one by one in
+    order, so the values are those of one (members, n) draw, without its two float32 tensors."""
+    weights = torch.ones(members, n, dtype=torch.uint8)
+    if members > 1:
+        flat = weights.view(-1)
+        block = 1 << 20
+        for start in range(0, len(flat), block):
+            stop = min(len(flat), start + block)
+            flat[start:stop] = torch.poisson(torch.ones(stop - start), generator=generator)
+    return weights
 
 
 def _autocast(device: torch.device, precision: str) -> Any:

@@ -16,6 +16,8 @@ from runtime.engine import Metric
 from .metrics import forecast_metrics
 from .model import MAX_LOG_RATIO, BaggedMLP
 
+BATCH_ROWS = 1 << 14   # validation rows per forward pass
+
 
 class EpochValidation:
     def __init__(self, x: torch.Tensor, current: np.ndarray, actual: np.ndarray,
@@ -49,11 +51,27 @@ class EpochValidation:
         if not len(values) or not names:
             return None
         z = np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)  # as scoring does
+        return cls.of_standardised(z, current, actual, naive_scale=naive_scale, names=names,
+                                   device=device)
+
+    @classmethod
+    def of_standardised(cls, z: np.ndarray, current: np.ndarray, actual: np.ndarray, *,
+                        naive_scale: float, names: list[str],
+                        device: torch.device) -> Optional["EpochValidation"]:
+        """From inputs already standardised (missing values as 0)."""
+        if not len(z) or not names:
+            return None
         x = torch.as_tensor(z, dtype=torch.float32, device=device)
         return cls(x, current, actual, naive_scale, names)
 
     def metrics(self, net: BaggedMLP) -> list[Metric]:
+        # In batches: the mean predictor's first layer is (rows, members x hidden) floats, 2 KB a
+        # row with the defaults, so all validation rows at once would cost GBs at millions of rows.
+        out = torch.empty(len(self.x), dtype=torch.float32, device=self.x.device)
         with torch.inference_mode():
-            log_ratio = net.mean_predictor()(self.x).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+            predict = net.mean_predictor()
+            for start in range(0, len(self.x), BATCH_ROWS):
+                out[start:start + BATCH_ROWS] = predict(self.x[start:start + BATCH_ROWS])
+        log_ratio = out.clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
         predicted = self.current * np.exp(log_ratio.cpu().numpy().astype("float64"))
         return forecast_metrics(self.actual, predicted, self.naive_scale, self.names)

@@ -116,8 +116,11 @@ def test_default_chunk_is_sized_from_available_memory():
 
 def test_chunked_training_gives_the_whole_frame_model(tmp_path):
     """Features built a range of whole stores at a time (shuffled rows, ranges of ~2 stores,
-    and ranges smaller than a store): the same inputs in the same order, so the same
-    normalisation, weights, history and evaluation metrics as the whole-frame path."""
+    and ranges smaller than a store), gathered on disk: the same inputs in the same order, so
+    the same normalisation, weights, history, per-epoch curves and evaluation metrics as the
+    whole-frame path; the matrix files go when training ends, the history with the model."""
+    import gc
+
     import torch
 
     generate_retail(seed=3, stores=7, weeks=120).sample(frac=1.0, random_state=2).to_parquet(
@@ -125,21 +128,63 @@ def test_chunked_training_gives_the_whole_frame_model(tmp_path):
     trained = {}
     for chunk_rows in ("0", "250", "20"):
         engine = RetailSalesEngine()
+        curves: list = []
         ctx = default_context(engine, "train", {**FAST, "train_end": "2011-12-30",
                                                 "validation_start": "2012-01-06",
-                                                "chunk_rows": chunk_rows}, artifact_dir=tmp_path)
+                                                "chunk_rows": chunk_rows}, artifact_dir=tmp_path,
+                              log_metric=lambda name, value, step=None, valueType=None:
+                              curves.append((name, value, step)))
         data = engine.load_data(ctx, str(tmp_path / "train.parquet"))
         assert isinstance(data, ChunkedSource) == (chunk_rows != "0")
         model = engine.train(ctx, engine.feature_pipeline(ctx, data))
-        trained[chunk_rows] = (model, engine.evaluate(ctx, model, data))
-    whole, whole_metrics = trained["0"]
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".retail-train-")]
+        trained[chunk_rows] = (model, engine.evaluate(ctx, model, data), curves)
+    whole, whole_metrics, whole_curves = trained["0"]
     assert whole_metrics and whole.meta["training_rows"] > 250
+    assert {name for name, _, step in whole_curves if step == 3} >= {"trainingLoss", "MAPE"}
     for chunk_rows in ("250", "20"):
-        model, metrics = trained[chunk_rows]
+        model, metrics, curves = trained[chunk_rows]
         assert {k: v for k, v in model.meta.items()} == whole.meta
         for name, tensor in whole.net.state_dict().items():
             assert torch.equal(model.net.state_dict()[name], tensor), name
         pd.testing.assert_frame_equal(model.history, whole.history, check_exact=True)
+        assert curves == whole_curves
         assert [m.name for m in metrics] == [m.name for m in whole_metrics]
         assert [m.value for m in metrics] == pytest.approx([m.value for m in whole_metrics], rel=1e-9)
+    saved = tmp_path / "saved"
+    RetailSalesEngine().save_model(ctx, trained["20"][0], saved)
+    pd.testing.assert_frame_equal(pd.read_parquet(saved / "history.parquet"), whole.history)
+    del model, whole, trained
+    gc.collect()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # spills removed
+
+
+def test_training_set_numbers_hardly_depend_on_the_block_size(tmp_path, monkeypatch):
+    """Statistics and the matrix are read back in blocks (summed exactly across them): a block
+    of 7 rows gives the numbers a block larger than the data gives, up to float rounding."""
+    from engines.retail_sales import training_set
+    from engines.retail_sales.features import build_features
+    from engines.retail_sales.params import TrainParams
+
+    frame = build_features(generate_retail(seed=4, stores=3, weeks=90))
+    params = TrainParams(validation_start="2011-06-03")
+    got = []
+    for block in (7, 1 << 20):
+        monkeypatch.setattr(training_set, "BLOCK_ROWS", block)
+        data = training_set.TrainingSet.gather(iter([frame]), params, tmp_path, validation=True)
+        got.append((data.mean, data.std, data.naive_scale, np.array(data.x), data.y.copy(),
+                    data.epoch_validation(["MAPE"], torch_cpu()).x.numpy().copy()))
+        data.close()
+        data.discard_history()
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    rows = got[0][3]
+    assert rows.dtype == np.float32 and rows.shape[1] == len(data.inputs) > 5
+    np.testing.assert_allclose(rows.mean(axis=0), 0, atol=1e-5)   # standardised
+    assert not list(tmp_path.iterdir())
+
+
+def torch_cpu():
+    import torch
+
+    return torch.device("cpu")
