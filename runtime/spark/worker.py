@@ -1,18 +1,24 @@
 """A long-lived Spark worker process: one SparkSession (one JVM) per process, runs sent to it one
 at a time, each with the stages of `runtime.worker.Run`.
 
-`python -m runtime.spark.worker --fd N`: N is a socket to the pool (JSON lines). Our stdout and
-stderr are a pipe the pool copies into the current run's log. SIGINT cancels the current run:
-pyspark's handler cancels every Spark job, then KeyboardInterrupt unwinds the engine's code.
+`python -m runtime.spark.worker --name NAME --config JSON [--home H] [--owner PID:START | --idle-s
+S] [--max-runs N]`: it listens on the abstract socket NAME and speaks the pool protocol of warm
+workers (runtime.pools): a connection takes it ({"op": "take"}), sends runs ({"op": "run", "spec":
+PATH, ...}) and releases it. Frames to the holder are lines: b"C" + JSON (taken, ready, failed,
+done) or b"L" + one line of the worker's output (its stdout and stderr and the JVM's, a pipe read
+here), which the holder writes to the run's log. {"op": "cancel"} (or SIGINT) cancels the current
+run: pyspark's handler cancels every Spark job, then KeyboardInterrupt unwinds the engine's code.
 """
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import io
 import json
 import logging
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -22,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import redaction
-from ..backends import WorkerSpec
+from ..runfiles import WorkerSpec
 from ..errors import ConfigError, MLRuntimeError
 from ..worker import EngineExit, Run, _confine_data, _summary, _write_result
 from .config import SparkConfig
@@ -113,20 +119,17 @@ class SparkRun(Run):
 
 
 class Worker:
-    """The process's state: the base session, the socket, how many runs it has served."""
+    """The process's Spark: the base session, and how many runs it has served."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._send_lock = threading.Lock()
+    def __init__(self) -> None:
         self.spark: Any = None
         self.effective: dict[str, Any] = {}
         self.startup_s = 0.0
-        self.runs_served = 0
+        self.lifetime: Any = None   # runtime.pools.Lifetime: counts the runs
 
-    def send(self, message: dict[str, Any]) -> None:
-        data = (json.dumps(message, default=str) + "\n").encode()
-        with self._send_lock:
-            self.sock.sendall(data)
+    @property
+    def runs_served(self) -> int:
+        return self.lifetime.runs if self.lifetime is not None else 0
 
     def start(self, config: SparkConfig) -> None:
         from .session import build_session, effective_config
@@ -194,7 +197,6 @@ class Worker:
         }
         _write_result(run.run_dir, record)
         print(_summary(record, time.perf_counter() - started), flush=True)
-        self.runs_served += 1
         return {"state": record["state"], "healthy": self.healthy()}
 
     def healthy(self) -> bool:
@@ -218,73 +220,319 @@ def _with_datasource(config: SparkConfig) -> SparkConfig:
     return config.model_copy(update={"conf": jar_conf(config.conf, jar)})
 
 
-def _reader(sock_file: Any, jobs: queue.Queue) -> None:
-    for line in sock_file:
+class Server:
+    """The worker as the pool protocol sees it (runtime.pools): it listens on its socket, is taken
+    by one connection at a time, runs what that connection sends, and retires by the shared
+    policy (max runs, idle seconds, its owner gone) or when asked to."""
+
+    def __init__(self, worker: Worker, listener: socket.socket, args: argparse.Namespace) -> None:
+        from ..pools import Lifetime, parse_owner
+
+        self.worker, self.listener, self.args = worker, listener, args
+        self.lifetime = worker.lifetime = Lifetime(max_runs=args.max_runs, idle_s=args.idle_s,
+                                                   owner=parse_owner(args.owner))
+        self.started = time.time()
+        self.start_error: str | None = None
+        self.taker: socket.socket | None = None
+        self.running = False
+        self.retiring: str | None = None
+        self.jobs: queue.Queue = queue.Queue()
+        self.run_mark = threading.Event()
+        self._lock = threading.Lock()        # taker, running, retiring, the start's outcome
+        self._send_lock = threading.Lock()   # one frame at a time on the taker's connection
+        self.own_log = -1
+
+    # --- output: the process's stdout and stderr (the JVM's too) go to the run's taker ----------
+
+    def capture_output(self) -> None:
+        """Fds 1 and 2 become a pipe read here: each line goes to the connection that holds the
+        worker (its run's log), else to the worker's own log (what fd 1 was)."""
+        self.own_log = os.dup(1)
+        read, write = os.pipe()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
+                                      line_buffering=True, encoding="utf-8")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                      line_buffering=True, encoding="utf-8",
+                                      errors="backslashreplace")
+        threading.Thread(target=self._pump, args=(read,), name="output", daemon=True).start()
+
+    def _pump(self, fd: int) -> None:
+        mark = JOB_END_MARK.encode()
+        with os.fdopen(fd, "rb") as pipe:
+            for line in iter(pipe.readline, b""):
+                if line.startswith(mark):
+                    self.run_mark.set()
+                    continue
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                if not self.frame(b"L" + line):
+                    try:
+                        os.write(self.own_log, line)
+                    except OSError:
+                        pass
+
+    def frame(self, data: bytes, conn: socket.socket | None = None) -> bool:
+        """One frame to `conn` (the taker by default): b"L" + a log line, or b"C" + JSON."""
+        with self._send_lock:
+            target = conn or self.taker
+            if target is None:
+                return False
+            try:
+                target.sendall(data)
+                return True
+            except OSError:
+                return False
+
+    def event(self, message: dict[str, Any]) -> bool:
+        """An event to the holder (ready, failed, done): a frame."""
+        return self.frame(b"C" + (json.dumps(message, default=str) + "\n").encode())
+
+    @staticmethod
+    def reply(conn: socket.socket, message: dict[str, Any]) -> None:
+        """The answer to a request: a plain JSON line (runtime.pools.ask reads it)."""
+        try:
+            conn.sendall((json.dumps(message, default=str) + "\n").encode())
+        except OSError:
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        spark = self.worker.effective or {}
+        config = self.args.config_obj
+        return {**self.lifetime.describe(), "kind": "spark", "pid": os.getpid(),
+                "home": self.args.home, "since": self.started,
+                "state": ("failed" if self.start_error else "starting" if not spark else
+                          "busy" if self.running or self.taker is not None else "idle"),
+                "retiring": self.retiring, "master": config.master,
+                "driverMemory": f"{config.driver_memory_mb}m",
+                "summary": f"{config.master}, driver {config.driver_memory_mb} MB",
+                "jvmPid": spark.get("jvmPid"), "startupS": round(self.worker.startup_s, 3),
+                "spark": spark or None, "python": sys.executable}
+
+    # --- the control thread: connections, requests, the lifetime --------------------------------
+
+    def serve_connections(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ, None)
+        buffers: dict[socket.socket, bytes] = {}
+        while True:
+            for key, _ in sel.select(1.0):
+                if key.data is None:
+                    try:
+                        conn, _ = self.listener.accept()
+                    except OSError:
+                        continue
+                    if not _same_user(conn):
+                        conn.close()
+                        continue
+                    buffers[conn] = b""
+                    sel.register(conn, selectors.EVENT_READ, "conn")
+                    continue
+                conn = key.fileobj
+                try:
+                    chunk = conn.recv(1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    sel.unregister(conn)
+                    buffers.pop(conn, None)
+                    self._gone(conn)
+                    continue
+                data = buffers.get(conn, b"") + chunk
+                *lines, buffers[conn] = data.split(b"\n")
+                for line in lines:
+                    if not self._request(conn, line):
+                        sel.unregister(conn)
+                        buffers.pop(conn, None)
+                        conn.close()
+                        break
+            with self._lock:
+                if self.retiring is None:
+                    reason = self.lifetime.why_retire(busy=self.running or self.taker is not None)
+                    if reason is not None:
+                        self._retire(reason, sel)
+                if self.retiring is not None and not self.running and self.taker is None:
+                    self.jobs.put(None)
+                    return
+            if self.retiring is not None:
+                try:
+                    sel.unregister(self.listener)
+                except (KeyError, ValueError):
+                    pass
+
+    def _request(self, conn: socket.socket, line: bytes) -> bool:
+        """Answer one request; False: the connection is done with."""
         try:
             message = json.loads(line)
         except ValueError:
-            continue
-        if message.get("op") == "run":
-            jobs.put(message)
-        elif message.get("op") == "close":
-            break
-    jobs.put(None)  # closed, or the pool's process is gone: either way, stop
+            self.reply(conn, {"error": "the request is not JSON"})
+            return False
+        op = message.get("op")
+        with self._lock:
+            if op == "ping":
+                self.reply(conn, {"pong": self.describe()})
+                return False
+            if op == "shutdown":
+                self.reply(conn, {"bye": True})
+                self._retire("asked to shut down")
+                return False
+            if op == "take":
+                if self.retiring is not None or self.start_error is not None:
+                    self.reply(conn, {"retired": self.retiring or self.start_error})
+                    return False
+                if self.taker is not None or self.running:
+                    self.reply(conn, {"busy": "it serves another run"})
+                    return False
+                self.lifetime.touch()
+                with self._send_lock:   # the reply first: frames follow it
+                    self.reply(conn, {"taken": self.describe(), "ready": bool(self.worker.effective)})
+                    self.taker = conn
+                return True
+            if conn is not self.taker:
+                self.reply(conn, {"error": f"{op!r} needs a taken worker ({{'op': 'take'}})"
+                                  if op in ("run", "cancel", "release") else f"unknown op {op!r}"})
+                return False
+            if op == "run":
+                self.running = True
+                self.jobs.put(message)
+                return True
+            if op == "cancel":
+                if self.running:   # pyspark's SIGINT handler cancels the jobs, then KeyboardInterrupt
+                    os.kill(os.getpid(), signal.SIGINT)
+                return True
+            if op == "release":
+                self._release()
+                return False
+            self.event({"error": f"unknown op {op!r}"})
+            return True
+
+    def _gone(self, conn: socket.socket) -> None:
+        """A connection closed: its holder released the worker (a run it started goes on, into
+        the worker's own log)."""
+        with self._lock:
+            if conn is self.taker:
+                self._release()
+        conn.close()
+
+    def _release(self) -> None:
+        with self._send_lock:
+            self.taker = None
+        self.lifetime.idle()
+
+    def _retire(self, reason: str, sel: Any = None) -> None:
+        if self.retiring is not None:
+            return
+        self.retiring = reason
+        try:   # the name is free at once: a new worker of this shape can start
+            self.listener.close()
+        except OSError:
+            pass
+        print(f"spark worker {os.getpid()}: retiring: {reason}", flush=True)
+
+    # --- the main thread: Spark, then the runs ----------------------------------------------------
+
+    def main(self) -> int:
+        threading.Thread(target=self.serve_connections, name="control", daemon=True).start()
+        try:
+            self.worker.start(self.args.config_obj)
+        except BaseException as exc:   # the taker reports it as its run's failure
+            traceback.print_exc(file=sys.stdout)
+            from .errors import spark_message
+
+            message = spark_message(exc) if is_spark_error(exc) else str(exc)
+            sys.stdout.flush()
+            with self._lock:
+                self.start_error = f"{type(exc).__name__}: {message}"
+                self.event({"event": "failed", "error": self.start_error})
+                self._retire("Spark did not start")
+            return 1
+        sys.stdout.flush()
+        with self._lock:
+            self.lifetime.idle()
+            self.event({"event": "ready", "pid": os.getpid(), "spark": self.worker.effective,
+                        "startup_s": self.worker.startup_s})
+        while True:
+            try:
+                message = self.jobs.get()
+            except KeyboardInterrupt:  # a cancel that came after its run had ended
+                continue
+            if message is None:
+                break
+            reply = self._one_run(message)
+            if not reply.get("healthy", True):
+                with self._lock:
+                    self._retire("its Spark context is not healthy after a run")
+                break
+        _stop(self.worker.spark)
+        return 0
+
+    def _one_run(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = {"event": "done", "run_id": message.get("run_id"), "state": "FAILED"}
+        self.run_mark.clear()
+        cwd = os.getcwd()
+        try:
+            if message.get("cwd"):
+                os.chdir(message["cwd"])
+            reply.update(self.worker.run(message))
+        except KeyboardInterrupt:
+            reply.update(state="ABORTED", healthy=self.worker.healthy())
+        except BaseException as exc:  # a bug here must still answer the pool
+            traceback.print_exc(file=sys.stdout)
+            reply.update(error=f"{type(exc).__name__}: {exc}", healthy=self.worker.healthy())
+        finally:
+            for _ in range(3):  # a late SIGINT must not lose the answer
+                try:
+                    os.chdir(cwd)
+                    print(f"{JOB_END_MARK}{message.get('run_id')}", flush=True)
+                    self.run_mark.wait(5.0)   # the run's last lines are in its log
+                    with self._lock:
+                        self.running = False
+                        retire = self.lifetime.served()
+                        self.event(reply)
+                        if retire is not None:
+                            self._retire(retire)
+                    break
+                except KeyboardInterrupt:
+                    continue
+        return reply
+
+
+def _same_user(conn: socket.socket) -> bool:
+    from ..pools import peer
+
+    try:
+        return peer(conn)[1] == os.getuid()
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.spark.worker")
-    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--name", required=True, help="the abstract Unix socket name to listen on")
+    parser.add_argument("--config", required=True, help="the SparkConfig, as JSON")
+    parser.add_argument("--home", default=None, help="the runtime home it serves (what it lists)")
+    parser.add_argument("--max-runs", type=int, default=200)
+    parser.add_argument("--owner", help="PID[:START]: retire when that process is gone")
+    parser.add_argument("--idle-s", type=float, default=0.0, help="retire after S idle seconds")
     args = parser.parse_args(argv)
-    faulthandler.enable()
+    args.config_obj = SparkConfig.model_validate_json(args.config)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind("\0" + args.name)
+    except OSError as exc:   # another worker of this slot is there first
+        print(f"spark worker: {args.name} is taken ({exc}); not starting", flush=True)
+        return 3
+    listener.listen(16)
+    server = Server(Worker(), listener, args)
+    server.capture_output()
+    faulthandler.enable(file=os.fdopen(os.dup(server.own_log), "w"))
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sock = socket.socket(fileno=args.fd)
-    sock_file = sock.makefile("rb")
-    worker = Worker(sock)
-    first = json.loads(sock_file.readline() or "{}")
-    try:
-        worker.start(SparkConfig.model_validate(first["config"]))
-    except BaseException as exc:  # the pool reports it as the run's failure
-        traceback.print_exc(file=sys.stdout)
-        from .errors import spark_message
-
-        message = spark_message(exc) if is_spark_error(exc) else str(exc)
-        sys.stdout.flush()
-        worker.send({"event": "failed", "error": f"{type(exc).__name__}: {message}"})
-        return 1
-    sys.stdout.flush()
-    worker.send({"event": "ready", "pid": os.getpid(), "spark": worker.effective,
-                 "startup_s": worker.startup_s})
-
-    jobs: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(sock_file, jobs), name="control", daemon=True).start()
-    while True:
-        try:
-            message = jobs.get()
-        except KeyboardInterrupt:  # a cancel that came after its run had ended
-            continue
-        if message is None:
-            break
-        reply: dict[str, Any] = {"event": "done", "run_id": message.get("run_id"), "state": "FAILED"}
-        try:
-            reply.update(worker.run(message))
-        except KeyboardInterrupt:
-            reply.update(state="ABORTED", healthy=worker.healthy())
-        except BaseException as exc:  # a bug here must still answer the pool
-            traceback.print_exc(file=sys.stdout)
-            reply.update(error=f"{type(exc).__name__}: {exc}", healthy=worker.healthy())
-        finally:
-            for _ in range(3):  # a late SIGINT must not lose the answer
-                try:
-                    print(f"{JOB_END_MARK}{message.get('run_id')}", flush=True)
-                    worker.send(reply)
-                    break
-                except KeyboardInterrupt:
-                    continue
-        if not reply.get("healthy", True):
-            break
-    _stop(worker.spark)
-    return 0
+    return server.main()
 
 
 def _stop(spark: Any) -> None:

@@ -1,6 +1,8 @@
-"""A retail-sales-spark run end to end: through the CLI (`run train`/`run score` of an MLInstance
-file) and through the API (a real `run serve` on a free loopback port, one for the module, so
-its runs share a warm Spark session): warm reuse, and a train run without validation rows."""
+"""A retail-sales-spark run end to end: through the CLI (`run train --warm`/`run score` of an
+MLInstance file: the score run takes the warm Spark worker the train run left in the home, which
+`run warm list` shows and `run warm stop` stops) and through the API (a real `run serve` on a free
+loopback port, one for the module, so its runs share a warm Spark session): warm reuse, and a
+train run without validation rows."""
 from __future__ import annotations
 
 import hashlib
@@ -33,13 +35,23 @@ def _instance(data: dict, scores: Path) -> dict:
     return {"name": "retail-spark", "engineId": "retail-sales-spark", "tasks": [
         {"name": "train", "parameters": [
             {"key": "trainingDataSetId", "value": str(data["training.csv"])}, *SMALL_GBT]},
-        {"name": "score", "parameters": [
+        {"name": "score", "parameters": [   # the train task's shape: one warm worker serves both
             {"key": "scoringDataSetId", "value": str(data["scoring.parquet"])},
-            {"key": "scoringResultsDataSetId", "value": str(scores)}]}]}
+            {"key": "scoringResultsDataSetId", "value": str(scores)}, *SMALL_GBT[2:]]}]}
 
 
-def test_cli_train_then_score(retail_small, tmp_path):
-    home, scores = tmp_path / "home", tmp_path / "out" / "scores.parquet"
+@pytest.fixture
+def home(tmp_path):
+    """A runtime home whose warm workers are stopped at the end, whatever the test left."""
+    from runtime.pools import stop_home
+
+    home = tmp_path / "home"
+    yield home
+    stop_home(home)
+
+
+def test_cli_train_then_score_on_one_warm_worker(retail_small, tmp_path, home):
+    scores = tmp_path / "out" / "scores.parquet"
     target = tmp_path / "retail-spark.json"
     target.write_text(json.dumps(_instance(retail_small, scores)))
 
@@ -47,7 +59,7 @@ def test_cli_train_then_score(retail_small, tmp_path):
     assert planned.returncode == 0, planned.stderr
     assert "pyspark" in planned.stdout and "1152 MB, 2 cores" in planned.stdout
 
-    trained = _cli("train", str(target), "--json", home=home)
+    trained = _cli("train", str(target), "--json", "--warm", home=home)
     assert trained.returncode == 0, trained.stderr[-3000:]
     summary = json.loads(trained.stdout)
     assert summary["state"] == "DONE" and summary["modelId"]
@@ -65,12 +77,31 @@ def test_cli_train_then_score(retail_small, tmp_path):
               (home / "runs" / summary["runId"] / "metrics.jsonl").read_text().splitlines()]
     assert [(p["name"], p["step"]) for p in points] == [("trainingLoss", s) for s in (1, 2, 3)]
 
-    scored = _cli("score", str(target), "--json", home=home)
+    # the train run's worker outlived it (--warm): listed with its shape, idle, in this home
+    [worker] = json.loads(_cli("warm", "list", "--json", home=home).stdout)
+    assert (worker["kind"], worker["pid"]) == ("spark", result["spark"]["workerPid"])
+    assert (worker["master"], worker["driverMemory"], worker["runs"]) == ("local[2]", "1152m", 1)
+    assert worker["state"] == "idle" and worker["home"] == str(home)
+    assert "spark" in _cli("warm", "list", home=home).stdout
+
+    scored = _cli("score", str(target), "--json", home=home)   # plain: takes the one listening
     assert scored.returncode == 0, scored.stderr[-3000:]
-    assert json.loads(scored.stdout)["state"] == "DONE"
+    score_run = json.loads(scored.stdout)
+    assert score_run["state"] == "DONE"
+    again = json.loads((home / "runs" / score_run["runId"] / "result.json").read_text())["spark"]
+    assert again["workerPid"] == result["spark"]["workerPid"] and again["reusedSession"] is True
+    assert (again["jvmPid"], again["applicationId"]) == (result["spark"]["jvmPid"],
+                                                         result["spark"]["applicationId"])
+    assert "warm session" in (home / "runs" / score_run["runId"] / "worker.log").read_text()
     frame = pd.read_parquet(scores)
     assert list(frame.columns) == ["date", "store", "prediction"]
     assert len(frame) == 3 * 30 and frame["prediction"].notna().all()
+
+    stopped = _cli("warm", "stop", "--json", home=home)
+    assert json.loads(stopped.stdout)["stopped"] == [
+        {"kind": "spark", "pid": result["spark"]["workerPid"], "gone": True}]
+    assert not _alive(result["spark"]["workerPid"]) and not _alive(result["spark"]["jvmPid"])
+    assert json.loads(_cli("warm", "list", "--json", home=home).stdout) == []
 
 
 def _free_port() -> int:

@@ -1,7 +1,12 @@
 """Fixtures of the PySpark-recipe suite: an in-process SparkSession with the data source for its
 own tests (the data source jar, compiled once per session: `jars_dir` in tests/conftest.py). The
 helpers (test recipes zipped on demand, a subprocess's environment) live in
-spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark)."""
+spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark).
+
+CLI runs here are warm (MLRUNTIME_WARM=1 in a subprocess's environment): a CLI run leaves its
+Spark worker listening in its home, so the next run of that shape in that home (a score after its
+train) takes it instead of starting a JVM; at the session's end the warm workers of every home
+under the session's temporary folder are stopped (`_warm_workers_stopped`)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,41 @@ from pathlib import Path
 
 import pytest
 
+import spark_recipe_helpers
 from spark_recipe_helpers import HERE
+
+_cold_run_env = spark_recipe_helpers.run_env
+
+
+def _warm_run_env(jars: Path) -> dict[str, str]:
+    """A subprocess's environment (spark_recipe_helpers.run_env), with its runs warm."""
+    return {**_cold_run_env(jars), "MLRUNTIME_WARM": "1"}
+
+
+# Before the test modules import it by name (conftest.py is imported first).
+spark_recipe_helpers.run_env = _warm_run_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_workers_stopped(tmp_path_factory):
+    """Stop the warm workers (both kinds) the session's CLI runs left in their homes: exactly the
+    homes under this session's temporary folder, never another session's or a user's."""
+    yield
+    from runtime import pools
+
+    root = tmp_path_factory.getbasetemp().resolve()
+    homes = set()
+    for name in pools.discover(f"{pools.PREFIX}-{os.getuid()}-"):
+        conn = pools.connect(name)
+        if conn is None:
+            continue
+        reply, _ = pools.ask(conn, {"op": "ping"}, 5.0)
+        conn.close()
+        home = ((reply or {}).get("pong") or {}).get("home")
+        if home and Path(home).resolve().is_relative_to(root):
+            homes.add(Path(home))
+    for home in homes:
+        pools.stop_home(home)
 
 
 def pytest_configure(config):
