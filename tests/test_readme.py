@@ -238,7 +238,21 @@ def test_ci_runs_the_readme_setup_commands_as_written():
     assert 'eval "$(python3 tests/readme_commands.py test)"' in ci
     assert install.startswith("python3 -m venv .venv && . .venv/bin/activate")
     assert "pip install torch==2.13.0" in install and "run train" in install
-    assert test.endswith("python -m pytest -q")
+    assert test.endswith("python -m pytest -q -n 2 --dist loadgroup")
+
+
+def test_the_readme_test_command_fails_when_it_collects_no_test(tmp_path):
+    """Workers must not turn "nothing ran" into green: the README's pytest command, with the
+    project's pytest settings, exits 5 (CI's `set -e` fails on it) on a folder without tests."""
+    import shlex
+
+    argv = shlex.split(setup_commands()[1].split("&&")[-1])
+    assert argv[:3] == ["python", "-m", "pytest"], argv
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([sys.executable, *argv[1:], "-c", str(REPO / "pyproject.toml"),
+                           "-p", "no:cacheprovider", str(tmp_path / "empty")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 5, proc.stdout + proc.stderr
 
 
 def test_command_parsing_keeps_quoted_hashes_and_joins_continuations():
