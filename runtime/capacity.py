@@ -132,9 +132,7 @@ def demand_for(resources: Any, plan: Any, capacity: Capacity,
     """The demand of a planned run: `cpus` (capped at the host's slots, as the dispatcher caps its
     threads), the plan's GPUs (`--device cuda:N` pins one), and `driverMemory` when given.
     Cluster plans take nothing of this host."""
-    from .dispatch import CLUSTER_BACKENDS
-
-    if getattr(plan, "backend", None) in CLUSTER_BACKENDS:
+    if getattr(plan, "on_cluster", False):
         return NO_DEMAND
     cpus = float(resources.cpus) if getattr(resources, "cpus", None) else DEFAULT_RUN_CPUS
     gpus = float(len(plan.gpu_indices))

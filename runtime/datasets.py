@@ -448,7 +448,8 @@ def scan_dataset(ref: DatasetRef, columns: Optional[Iterable[str]] = None, *,
         yield from window.scan(ref, None if columns is None else list(columns),
                                lambda cols: scan_dataset(
                                    ref, cols, arrow_filter=arrow_filter, batch_rows=batch_rows,
-                                   csv_types=csv_types, exact_types=exact_types, timeframe=False))
+                                   csv_types=csv_types, exact_types=exact_types, timeframe=False),
+                               dataset_columns(ref))
         return
     kind, files = _layout(ref)
     wanted = list(columns) if columns is not None else None

@@ -75,6 +75,8 @@ class Plan(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     reason: str
     resources: Optional[ResourceRequest] = None   # what the task asked for, for cluster backends
+    # A cluster's plan: the run takes nothing of this host's capacity (runtime.capacity).
+    on_cluster: bool = Field(default=False, exclude=True)
     # The interpreter the worker runs with: a recipe's environment (runtime.envs); None = the
     # runtime's own (sys.executable).
     python: Optional[str] = None
@@ -210,7 +212,7 @@ def _cluster_plan(backend: str, engine_kind: str, resources: ResourceRequest, gp
     reason = (f"{engine_kind} engine, backend {backend} requested, {_gpu_phrase(gpus, source)} -> "
               f"the {backend} cluster places it ({device}, {threads} threads)")
     return Plan(backend=backend, device=device, threads=threads, env=env, reason=reason,
-                resources=resources)
+                resources=resources, on_cluster=True)
 
 
 def _threads(resources: ResourceRequest, host: HostInfo) -> tuple[int, str]:

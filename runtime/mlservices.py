@@ -97,7 +97,7 @@ class ServiceDesk:
     def _unsynced_row(service: dict[str, Any], task: str) -> Optional[dict[str, Any]]:
         import time
 
-        from .scheduler import definitions, iso, next_fire
+        from .schedules import definitions, iso, next_fire
 
         for _, found, spec in definitions("mlService", service):
             if found == task:
@@ -137,7 +137,7 @@ class ServiceDesk:
         field = {"train": "trainingSchedule", "score": "scoringSchedule"}.get(task)
         if field is None:
             raise ValidationFailed(f"Unknown task {task!r}: an MLService runs train or score")
-        from .scheduler import RUN_NOW, definitions
+        from .schedules import RUN_NOW, definitions
 
         rows = self.schedules.rows_by_task(caller.scope, service_id)
         row = rows.get(task)

@@ -262,7 +262,7 @@ def _checked_schedule(value: Any) -> Any:
         value = value.model_dump(exclude_none=True)
     if isinstance(value, dict):
         from .errors import ValidationFailed
-        from .scheduler import check_schedule
+        from .schedules import check_schedule
 
         try:
             check_schedule(value)

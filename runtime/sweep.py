@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ConfigError
-
 # A sweep's own Experiment says so: plain runs never take it as their default (its Models are
 # trials, not the MLInstance's Model).
-SWEEP_EXPERIMENT_DESCRIPTION = "A parameter sweep started by `run sweep`"
+from .runs.prepare import SWEEP_EXPERIMENT_DESCRIPTION
 
 MAX_GRID = 10_000
 DISTRIBUTIONS = ("uniform", "interval", "loguniform", "randint")

@@ -90,15 +90,14 @@ class Timeframe:
         return frame[(stamps > start) & (stamps <= end)].reset_index(drop=True)
 
     def scan(self, ref: Any, columns: Optional[list[str]],
-             scan: Callable[[Optional[list[str]]], Iterator["pd.DataFrame"]]
-             ) -> Iterator["pd.DataFrame"]:
+             scan: Callable[[Optional[list[str]]], Iterator["pd.DataFrame"]],
+             available: list[str]) -> Iterator["pd.DataFrame"]:
         """`scan(columns)` batches, filtered: one pass over the timestamp column finds the latest
-        timestamp, a second reads the rows inside the window."""
+        timestamp, a second reads the rows inside the window. `available`: the data set's
+        columns."""
         import pandas as pd
 
-        from .datasets import dataset_columns
-
-        column = self.column_of(ref, dataset_columns(ref))
+        column = self.column_of(ref, available)
         latest = None
         for batch in scan([column]):
             stamps = self.stamps(batch[column])

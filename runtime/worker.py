@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .backends import RESULT_FILE, WorkerSpec
+from .runfiles import RESULT_FILE, WorkerSpec
 from .datasets import (DATASETS_FILE, ENV_DATASETS_FILE, resolve_dataset, use_catalog,
                        write_catalog_file, write_dataset)
 from .engine import Engine, Metric, TaskContext, load_engine, parse_params

@@ -621,7 +621,7 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     add_collection(MLSERVICE, bulk_delete="mlInstanceId",
                    view=lambda caller, doc: desk.with_status(caller.scope, doc))
 
-    from ..web import mount_web   # the runs page at / and its JSON (runtime/web)
+    from .web import mount_web   # the runs page at / and its JSON (runtime/api/web)
 
     mount_web(app, api, registry)
     return app

@@ -22,6 +22,10 @@ from ..tasks import SCORE, run_mode
 # and `timeframeColumn` limit the input data set to its last minutes (runtime.timeframe).
 RUN_KEYS = ("modelId", "maxRuntime", "retries", "mlServiceId", "timeframe", "timeframeColumn")
 
+# The description of the Experiment `run sweep` makes for its trials (runtime.sweep): a plain run
+# of the MLInstance never uses that Experiment.
+SWEEP_EXPERIMENT_DESCRIPTION = "A parameter sweep started by `run sweep`"
+
 
 @dataclass
 class Prepared:
@@ -179,8 +183,6 @@ def default_experiment(registry: Registry, caller: Caller,
 
 
 def _made_by_sweep_or_service(experiment: dict[str, Any]) -> bool:
-    from ..sweep import SWEEP_EXPERIMENT_DESCRIPTION
-
     return bool(experiment.get("createdByService")) or \
         experiment.get("description") == SWEEP_EXPERIMENT_DESCRIPTION or \
         "sweepId" in (experiment.get("tags") or {})

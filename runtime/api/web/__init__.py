@@ -16,13 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from ..api.auth import authenticate
-from ..errors import BadRequest, Forbidden
-from ..run_views import RunViews, TableQuery
+from ...errors import BadRequest, Forbidden
+from ...run_views import RunViews, TableQuery
+from ..auth import authenticate
 
 if TYPE_CHECKING:
-    from ..api.app import Api
-    from ..service import Registry
+    from ...service import Registry
+    from ..app import Api
 
 STATIC = Path(__file__).parent / "static"
 UI_API = "/ui/api"
@@ -110,10 +110,10 @@ def mount_web(app: FastAPI, api: "Api", registry: "Registry") -> None:
 
 
 def _services(registry: "Registry", caller: Any) -> dict[str, Any]:
-    from ..errors import NotFound
-    from ..listing import Filter, ListQuery
-    from ..mlservices import ServiceDesk
-    from ..schemas import MLINSTANCE, MLSERVICE
+    from ...errors import NotFound
+    from ...listing import Filter, ListQuery
+    from ...mlservices import ServiceDesk
+    from ...schemas import MLINSTANCE, MLSERVICE
 
     services = ServiceDesk(registry)
     query = ListQuery(filters=(Filter("deleted", "==", False, "bool"),),
