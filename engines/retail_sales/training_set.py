@@ -103,6 +103,9 @@ class TrainingSet:
                 del frame
             data.finish()
         except BaseException:
+            close = getattr(frames, "close", None)
+            if close is not None:   # a generator of ranges: its spill files go now, not at GC
+                close()
             data.close()
             data.discard_history()
             raise

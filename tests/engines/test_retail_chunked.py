@@ -188,3 +188,15 @@ def torch_cpu():
     import torch
 
     return torch.device("cpu")
+
+
+@pytest.mark.parametrize("chunk_rows", ["0", "100"])
+def test_a_failed_training_leaves_no_files_behind(tmp_path, chunk_rows):
+    generate_retail(seed=3, stores=3, weeks=80).to_parquet(tmp_path / "train.parquet", index=False)
+    engine = RetailSalesEngine()
+    ctx = default_context(engine, "train", {**FAST, "train_start": "2030-01-01", "train_end": None,
+                                            "chunk_rows": chunk_rows}, artifact_dir=tmp_path)
+    data = engine.load_data(ctx, str(tmp_path / "train.parquet"))
+    with pytest.raises(ConfigError, match="No training rows"):
+        engine.train(ctx, engine.feature_pipeline(ctx, data))
+    assert [p.name for p in tmp_path.iterdir()] == ["train.parquet"]
