@@ -5,8 +5,8 @@ spark_recipe_helpers.py. Every test here is marked `spark` (select with -m spark
 
 CLI runs here are warm (MLRUNTIME_WARM=1 in a subprocess's environment): a CLI run leaves its
 Spark worker listening in its home, so the next run of that shape in that home (a score after its
-train) takes it instead of starting a JVM; at the session's end the warm workers of every home
-under the session's temporary folder are stopped (`_warm_workers_stopped`)."""
+train) takes it instead of starting a JVM; when a test ends, the warm workers of the homes under
+its temporary folder are stopped (`_warm_workers_stopped`)."""
 from __future__ import annotations
 
 import os
@@ -29,14 +29,15 @@ def _warm_run_env(jars: Path) -> dict[str, str]:
 spark_recipe_helpers.run_env = _warm_run_env
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _warm_workers_stopped(tmp_path_factory):
-    """Stop the warm workers (both kinds) the session's CLI runs left in their homes: exactly the
-    homes under this session's temporary folder, never another session's or a user's."""
+@pytest.fixture(autouse=True)
+def _warm_workers_stopped(tmp_path):
+    """Stop the warm workers (both kinds) a test's CLI runs left in their homes, when it ends (a
+    JVM holds a GiB): exactly the homes under the test's temporary folder, never another test's,
+    session's or user's. A server's workers end with the server."""
     yield
     from runtime import pools
 
-    root = tmp_path_factory.getbasetemp().resolve()
+    root = tmp_path.resolve()
     homes = set()
     for name in pools.discover(f"{pools.PREFIX}-{os.getuid()}-"):
         conn = pools.connect(name)
@@ -49,16 +50,6 @@ def _warm_workers_stopped(tmp_path_factory):
             homes.add(Path(home))
     for home in homes:
         pools.stop_home(home)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "spark: needs a real local Spark (pyspark and Java)")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(HERE):
-            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture(scope="module")
