@@ -4,11 +4,12 @@ of growing size, the chunked path beside today's whole-file path (`-p chunk_rows
     python benchmarks/bench_memory.py                     # 0.6M and 6.4M rows (~15 minutes)
     python benchmarks/bench_memory.py --sizes 0.6M --quick
     python benchmarks/bench_memory.py --sizes 0.6M,6.4M,64M --data /big/disk/bench-data
+    python benchmarks/bench_memory.py --sizes 0.6M,6.4M --train-only
 
 Sizes are rows of the whole synthetic data set (`run data retail --stores N`: 143 weeks a store,
 so 0.6M is 4,475 stores and 6.4M is 44,755). 64M is ten copies of the 6.4M set with the store ids
 shifted (generating it whole would need ~25 GB), scored on the chunked path only: the whole-file
-path would need about 40 GB. For each size:
+path would need about 80 GB, ten times its 6.4M peak. For each size:
 
 1. **score**: `run score` of `DSWRetailSales.parquet` (every row) with a model trained on the
    0.6M set, whole-file (`chunk_rows=0`) and chunked (the default chunk), `--repeats` times each,
@@ -16,8 +17,10 @@ path would need about 40 GB. For each size:
    be equal, bit for bit). Goal: chunked peak <= 1.5 GB at every
    size; chunked rows/s >= 0.9x the whole-file path's at 6.4M.
 2. **train**: `run train` on `DSWRetailSales-Training.parquet` (1 epoch, batch 4096: memory does
-   not grow with epochs), both paths; the feature matrix is training rows x inputs x 8 bytes.
-   Goal: chunked peak <= 3x the feature matrix.
+   not grow with epochs), both paths; the feature matrix is training rows x inputs x 8 bytes
+   (float64, as the features are built; the torch loop reads a float32 copy of it from disk).
+   Goal: chunked peak <= 3x the feature matrix, printed both as the whole peak and as the peak
+   above the floor (below).
 
 Peak RSS is the largest of the `run` process and its worker (a helper process runs `run` and reads
 RUSAGE_CHILDREN, which covers the worker the CLI waited for); runs are cold (MLRUNTIME_WARM=0).
@@ -49,7 +52,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 CONFIG = ROOT / "configs" / "retail-sales.json"
 SIZES = {"0.6M": 4475, "6.4M": 44755, "64M": 447550}
 REPLICATED = {"64M": ("6.4M", 10)}   # built from a smaller set: (base size, copies)
-WHOLE_PATH_MAX_ROWS = 10_000_000      # today's path is not run above this (it would need ~40 GB)
+WHOLE_PATH_MAX_ROWS = 10_000_000      # today's path is not run above this (it would need ~80 GB)
 SCORE_PEAK_GOAL_MB = 1536
 SCORE_SPEED_GOAL = 0.9
 TRAIN_PEAK_GOAL = 3.0
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="where the data sets are made and kept "
                         "(default: a temporary folder, removed)")
     parser.add_argument("--quick", action="store_true", help="score only (no training runs)")
+    parser.add_argument("--train-only", action="store_true", help="training runs only (no scoring)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="score runs of each path per size, interleaved (median time, max peak)")
     args = parser.parse_args(argv)
@@ -230,55 +234,35 @@ def main(argv: list[str] | None = None) -> int:
             folder = make_data(size, data_root)
             rows = rows_of(folder / "DSWRetailSales.parquet")
             print(f"\n{size}: {rows:,} rows (data ready in {time.perf_counter() - started:.0f} s)")
-            entry: dict[str, Any] = {"rows": rows}
+            entry: dict[str, Any] = {"size": size, "rows": rows}
             whole_possible = rows <= WHOLE_PATH_MAX_ROWS
             out_whole, out_chunked = work / f"{size}-whole.parquet", work / f"{size}-chunked.parquet"
             # Interleaved (whole, chunked, whole, ...): the machine is shared; medians reported.
             runs: dict[str, list[dict[str, Any]]] = {"whole": [], "chunked": []}
-            for repeat in range(args.repeats):
+            for repeat in range(0 if args.train_only else args.repeats):
                 for side in (["whole"] if whole_possible else []) + ["chunked"]:
                     runs[side].append(score(home, base["model_id"], folder / "DSWRetailSales.parquet",
                                             out_whole if side == "whole" else out_chunked,
                                             side == "chunked", logs, f"{size}-{side}-{repeat}"))
-            if whole_possible:
-                entry["score_whole"] = _median(runs["whole"])
-            entry["score_chunked"] = _median(runs["chunked"])
-            entry["same_scores"] = same_scores(out_whole, out_chunked) if whole_possible else "n/a"
-            for path in (out_whole, out_chunked):
-                path.unlink(missing_ok=True)
-            whole, chunked = entry.get("score_whole"), entry["score_chunked"]
-            speed = (whole["wall_s"] / chunked["wall_s"]) if whole else None
-            score_rows.append([size, f"{rows:,}",
-                               f"{whole['wall_s']:.1f}" if whole else "not run",
-                               f"{whole['peak_mb']:.0f}" if whole else "-",
-                               f"{chunked['wall_s']:.1f}", f"{chunked['peak_mb']:.0f}",
-                               f"{speed:.2f}" if speed else "-", entry["same_scores"]])
-            print(table(["size", "rows", "whole s", "whole MB", "chunked s", "chunked MB",
-                         "speed x", "scores"], score_rows[-1:]))
+            if not args.train_only:
+                score_rows.append(_score_entry(entry, runs, whole_possible, out_whole, out_chunked))
+                print(table(SCORE_HEADER, score_rows[-1:]))
             training = folder / "DSWRetailSales-Training.parquet"
             if not args.quick and training.exists():
                 entry["train_whole"] = train(home, training, False, logs, f"{size}-whole") \
                     if whole_possible else None
                 entry["train_chunked"] = train(home, training, True, logs, f"{size}-chunked")
-                tw, tc = entry["train_whole"], entry["train_chunked"]
-                train_rows.append([size, f"{tc['training_rows']:,}", f"{tc['matrix_mb']:.0f}",
-                                   f"{tw['wall_s']:.1f}" if tw else "not run",
-                                   f"{tw['peak_mb']:.0f}" if tw else "-",
-                                   f"{tw['peak_mb'] / tw['matrix_mb']:.1f}" if tw else "-",
-                                   f"{tc['wall_s']:.1f}", f"{tc['peak_mb']:.0f}",
-                                   f"{tc['peak_mb'] / tc['matrix_mb']:.1f}",
-                                   f"{(tc['peak_mb'] - floor) / tc['matrix_mb']:.1f}"])
-                print(table(["size", "train rows", "matrix MB", "whole s", "whole MB", "whole x",
-                             "chunked s", "chunked MB", "chunked x", "x above floor"],
-                            train_rows[-1:]))
+                train_rows.append(_train_row(size, entry["train_whole"], entry["train_chunked"], floor))
+                print(table(TRAIN_HEADER, train_rows[-1:]))
             report["sizes"][size] = entry
-        print("\nscore: whole-file path (chunk_rows=0) vs chunked (default chunk)")
-        print(table(["size", "rows", "whole s", "whole MB", "chunked s", "chunked MB", "speed x",
-                     "scores"], score_rows))
+        if score_rows:
+            print("\nscore: whole-file path (chunk_rows=0) vs chunked (default chunk)")
+            print(table(SCORE_HEADER, score_rows))
         if train_rows:
-            print("\ntrain: peak RSS vs the feature matrix (training rows x inputs x 8 bytes)")
-            print(table(["size", "train rows", "matrix MB", "whole s", "whole MB", "whole x",
-                         "chunked s", "chunked MB", "chunked x", "x above floor"], train_rows))
+            print(f"\ntrain: peak RSS vs the feature matrix (training rows x inputs x 8 bytes); "
+                  f"'above floor': peak minus the {floor:.0f} MB of a process that only imports "
+                  "the libraries")
+            print(table(TRAIN_HEADER, train_rows))
         print(f"\ngoals: score peak <= {SCORE_PEAK_GOAL_MB} MB at every size; score speed >= "
               f"{SCORE_SPEED_GOAL}x at 6.4M; train peak <= {TRAIN_PEAK_GOAL}x the matrix")
         failed = False
@@ -291,6 +275,39 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+SCORE_HEADER = ["size", "rows", "whole s", "whole MB", "chunked s", "chunked MB", "speed x",
+                "chunked rows/s", "scores"]
+TRAIN_HEADER = ["size", "train rows", "matrix MB", "whole s", "whole MB", "whole x", "chunked s",
+                "chunked MB", "chunked x", "chunked MB above floor", "x above floor"]
+
+
+def _score_entry(entry: dict[str, Any], runs: dict[str, list[dict[str, Any]]], whole_possible: bool,
+                 out_whole: Path, out_chunked: Path) -> list[str]:
+    """The size's score figures into `entry`; its row of the score table."""
+    if whole_possible:
+        entry["score_whole"] = _median(runs["whole"])
+    entry["score_chunked"] = _median(runs["chunked"])
+    entry["same_scores"] = same_scores(out_whole, out_chunked) if whole_possible else "n/a"
+    for path in (out_whole, out_chunked):
+        path.unlink(missing_ok=True)
+    whole, chunked = entry.get("score_whole"), entry["score_chunked"]
+    speed = (whole["wall_s"] / chunked["wall_s"]) if whole else None
+    return [entry.get("size", ""), f"{entry['rows']:,}",
+            f"{whole['wall_s']:.1f}" if whole else "not run",
+            f"{whole['peak_mb']:.0f}" if whole else "-",
+            f"{chunked['wall_s']:.1f}", f"{chunked['peak_mb']:.0f}",
+            f"{speed:.2f}" if speed else "-", f"{entry['rows'] / chunked['wall_s']:,.0f}",
+            entry["same_scores"]]
+
+
+def _train_row(size: str, tw: dict[str, Any] | None, tc: dict[str, Any], floor: float) -> list[str]:
+    return [size, f"{tc['training_rows']:,}", f"{tc['matrix_mb']:.0f}",
+            f"{tw['wall_s']:.1f}" if tw else "not run", f"{tw['peak_mb']:.0f}" if tw else "-",
+            f"{tw['peak_mb'] / tw['matrix_mb']:.1f}" if tw else "-",
+            f"{tc['wall_s']:.1f}", f"{tc['peak_mb']:.0f}", f"{tc['peak_mb'] / tc['matrix_mb']:.1f}",
+            f"{tc['peak_mb'] - floor:.0f}", f"{(tc['peak_mb'] - floor) / tc['matrix_mb']:.1f}"]
 
 
 if __name__ == "__main__":
