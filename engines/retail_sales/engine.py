@@ -41,7 +41,7 @@ class RetailSalesEngine(Engine):
     preload = ("numpy", "pandas", "pyarrow.parquet", "torch", "torch._dynamo",
                "engines.retail_sales.features",
                "engines.retail_sales.model", "engines.retail_sales.metrics",
-               "engines.retail_sales.validation")
+               "engines.retail_sales.validation", "engines.retail_sales.training_set")
 
     # Set by a chunked score that wrote its Parquet scores itself (the worker then calls
     # save_output to put them in place instead of writing a frame).
