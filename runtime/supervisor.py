@@ -134,7 +134,7 @@ class Supervisor:
 
     def __init__(self, registry: Any, capacity: Capacity, *, kind: str) -> None:
         self.registry = registry
-        self.store = registry.store
+        self.ledger = registry.ledger
         self.capacity = capacity
         self.kind = kind
         self.me = identity(kind)
@@ -155,7 +155,7 @@ class Supervisor:
         fields: dict[str, Any] = {"owner": self.me, "queued_at": time.time()}
         if demand is not None:
             fields["demand"] = demand.to_record()
-        self.store.ledger_put(scope, run_id, phase, fields)
+        self.ledger.put(scope, run_id, phase, fields)
         with self._lock:
             control = self._controls.get(run_id) or RunControl(scope, run_id)
             control.demand = demand or control.demand
@@ -189,7 +189,7 @@ class Supervisor:
                 worker["job"] = handle.record()
             except Exception:  # a description only
                 pass
-        self.store.ledger_put(control.scope, control.run_id, "running",
+        self.ledger.put(control.scope, control.run_id, "running",
                               {"worker": worker,
                                "spec": str(getattr(handle, "spec_path", "") or "")})
 
@@ -200,7 +200,7 @@ class Supervisor:
         if control.demand is not None:
             return
         control.demand = demand
-        self.store.ledger_put(control.scope, control.run_id, "queued",
+        self.ledger.put(control.scope, control.run_id, "queued",
                               {"demand": demand.to_record(), "owner": self.me})
         self._kick()
 
@@ -269,7 +269,7 @@ class Supervisor:
             if idle:
                 continue
             try:
-                current = self.store.data_version()
+                current = self.ledger.data_version()
                 now = time.monotonic()
                 # Another process's commit, our own kick, or (for owners that died silently) time.
                 if kicked or current != version or now - last_full >= LIVENESS_CACHE_S:
@@ -302,7 +302,7 @@ class Supervisor:
             local = dict(self._controls)
         if not local:
             return
-        rows = self.store.ledger_rows()
+        rows = self.ledger.rows()
         present = {row["run_id"] for row in rows}
         for row in rows:   # cancels asked by other processes
             control = local.get(row["run_id"])
@@ -315,8 +315,8 @@ class Supervisor:
                 control.request_stop(control.reason or "the run ended while it was queued")
         if not any(c.demand is not None and not c.granted.is_set() for c in waiting.values()):
             return
-        with self.store.transaction():
-            rows = self.store.ledger_rows()
+        with self.registry.transaction():
+            rows = self.ledger.rows()
             grants, queued = [], []
             for row in rows:
                 owner_alive = self._alive(row.get("owner"))
@@ -331,7 +331,7 @@ class Supervisor:
             granted, notes = admit(queued, grants, self.capacity)
             mine = {run_id: grant for run_id, grant in granted.items() if run_id in waiting}
             for run_id, grant in mine.items():
-                self.store.ledger_put(waiting[run_id].scope, run_id, "running",
+                self.ledger.put(waiting[run_id].scope, run_id, "running",
                                       {"grant": grant.to_record(), "granted_at": time.time()})
         with self._lock:
             self._waiting_notes = notes
@@ -348,10 +348,9 @@ class Supervisor:
                        grace_s: float = 3.0) -> None:
         """Ask the owner of a live run to stop it; stop it here when its owner is gone. A run that
         already ended is a Conflict."""
-        status = self.store.get_run_status(scope, run_id)
-        if status is None:
+        state = self.registry.run_state(scope, run_id)
+        if state is None:
             raise NotFound(f"Experiment run {run_id!r} not found")
-        state = RunStatus(status["status"]["tasks"][0]["state"])
         if state.is_terminal():
             raise Conflict(f"Experiment run {run_id} already ended {state.value}; there is "
                            "nothing to cancel")
@@ -359,9 +358,9 @@ class Supervisor:
         if control is not None:   # ours: the thread that runs it records the outcome
             control.request_stop(reason)
             return
-        row = self.store.ledger_get(run_id)
+        row = self.ledger.get(run_id)
         if row is not None and self._alive(row.get("owner")):
-            self.store.ledger_put(scope, run_id, row["phase"], {"cancel": reason})
+            self.ledger.put(scope, run_id, row["phase"], {"cancel": reason})
             return
         # Nobody watches it: stop its worker and record it here.
         note = ""

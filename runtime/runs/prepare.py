@@ -365,9 +365,8 @@ class Preparer:
                                    Filter("experimentId", "==", experiment["id"], "str")),
                           order=(("created", True),), limit=25)
         for model in reg.list(MODEL, caller, query).children:
-            status = reg.store.get_run_status(scope, model.get("experimentRunId") or "")
-            state = ((status or {}).get("status", {}).get("tasks") or [{}])[0].get("state")
-            if state in (None, RunStatus.DONE.value):   # a Model posted for no local run counts
+            state = reg.run_state(scope, model.get("experimentRunId") or "")
+            if state in (None, RunStatus.DONE):   # a Model posted for no local run counts
                 return model, self._choice(caller, "experiment", model,
                                            experimentId=experiment["id"])
         raise ConfigError(
@@ -381,7 +380,7 @@ class Preparer:
         from ..schemas import EXPERIMENT_RUN
 
         run_id = model.get("experimentRunId")
-        run = self.registry.store.get(EXPERIMENT_RUN, caller.scope, run_id or "") or {}
+        run = self.registry.find(EXPERIMENT_RUN, caller.scope, run_id or "", deleted=True) or {}
         return {"source": source, "modelId": model["id"], "experimentRunId": run_id,
                 "created": model.get("created"),
                 "metrics": [{"name": m.get("name"), "value": m.get("value")}

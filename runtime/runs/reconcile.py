@@ -98,16 +98,15 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
     from ..backends import RESULT_FILE, SPEC_FILE
 
     registry = recorder.registry
-    store = registry.store
     sup = supervisor
     result = Reconciliation()
-    rows = {row["run_id"]: row for row in store.ledger_rows()}
+    rows = {row["run_id"]: row for row in registry.ledger.rows()}
     runs_dir = str(registry.home.runs)
     to_fail: list[tuple[Scope, str, str]] = []
     to_record: list[tuple[Scope, str]] = []
     to_adopt: list[tuple[Scope, str, dict[str, Any]]] = []
     to_resubmit: list[tuple[Scope, str]] = []
-    for run_id, org, sandbox, state_text in store.live_run_states():
+    for run_id, org, sandbox, state_text in registry.ledger.live_run_states():
         scope, state = Scope(org, sandbox), RunStatus(state_text)
         row = rows.get(run_id)
         owner = (row or {}).get("owner") or {}
@@ -148,7 +147,7 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
                 to_fail.append((scope, run_id, gone if row else
                                 "no process owns this run any more (its owner left no record); "
                                 "worker exited without a result"))
-        elif row is None and _just_created(store, scope, run_id):
+        elif row is None and _just_created(registry, scope, run_id):
             # A process created it a moment ago and is about to claim it: not ours to take.
             result.left.append(run_id)
         elif (row is not None and os.path.isfile(spec := os.path.join(runs_dir, run_id, SPEC_FILE))
@@ -163,7 +162,7 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
             to_fail.append((scope, run_id, f"the CLI process (pid {owner.get('pid')}) that queued "
                                             "the run stopped before it started"))
     if to_fail:
-        with store.transaction():   # one write for all: a thousand stale runs in milliseconds
+        with registry.transaction():   # one write for all: a thousand stale runs in milliseconds
             for scope, run_id, reason in to_fail:
                 try:
                     registry.transition_run(scope, run_id, RunStatus.FAILED, message=reason,
@@ -181,10 +180,10 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
         resubmit(scope, run_id)
         result.resubmitted.append(run_id)
     # Rows of runs that ended without clearing them (nothing live refers to them) go.
-    live = {run_id for run_id, *_ in store.live_run_states()}
+    live = {run_id for run_id, *_ in registry.ledger.live_run_states()}
     stale = [run_id for run_id in rows if run_id not in live]
     if stale:
-        store.ledger_delete(stale)
+        registry.ledger.delete(stale)
     return result
 
 
@@ -197,12 +196,12 @@ def _wait_gone(worker: dict[str, Any], timeout_s: float) -> None:
 UNCLAIMED_GRACE_S = 30.0
 
 
-def _just_created(store: Any, scope: Scope, run_id: str) -> bool:
+def _just_created(registry: Any, scope: Scope, run_id: str) -> bool:
     from datetime import datetime, timezone
 
     from ..schemas import EXPERIMENT_RUN
 
-    run = store.get(EXPERIMENT_RUN, scope, run_id)
+    run = registry.find(EXPERIMENT_RUN, scope, run_id, deleted=True)
     if run is None:
         return False
     created = datetime.strptime(run["created"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
@@ -217,12 +216,13 @@ def adopt(recorder: Recorder, supervisor: Any, scope: Any, run_id: str,
     from ..schemas import EXPERIMENT_RUN
 
     registry = recorder.registry
-    run = registry.store.get(EXPERIMENT_RUN, scope, run_id) or {}
+    run = registry.find(EXPERIMENT_RUN, scope, run_id, deleted=True) or {}
     control = supervisor.own(scope, run_id, phase="running")
     handle = AdoptedWorker(run_id, worker, registry.home.runs / run_id)
     control.handle = handle
     max_runtime_s = ((run.get("runtime") or {}).get("limits") or {}).get("maxRuntime")
-    elapsed_s = _elapsed_s(registry.store.get_run_status(scope, run_id))
+    status = registry.status_document(scope, run_id)
+    elapsed_s = (status.task.duration_s() or 0.0) if status is not None else 0.0
 
     def follow() -> None:
         try:
@@ -239,13 +239,3 @@ def adopt(recorder: Recorder, supervisor: Any, scope: Any, run_id: str,
     thread.start()
     return thread
 
-
-def _elapsed_s(status: Optional[dict[str, Any]]) -> float:
-    """Seconds since a run's status says it started (0 when it does not say)."""
-    from datetime import datetime, timezone
-
-    started = ((status or {}).get("status", {}).get("tasks") or [{}])[0].get("started")
-    if not started:
-        return 0.0
-    then = datetime.strptime(started, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    return max(0.0, (datetime.now(timezone.utc) - then).total_seconds())

@@ -35,8 +35,7 @@ class Recorder:
         self._from_record = from_record
 
     def state(self, scope: Any, run_id: str) -> Optional[RunStatus]:
-        status = self.registry.store.get_run_status(scope, run_id)
-        return RunStatus(status["status"]["tasks"][0]["state"]) if status else None
+        return self.registry.run_state(scope, run_id)
 
     def record(self, caller: Caller, run: dict[str, Any], prepared: Prepared, outcome: Any,
                 log_path: Path) -> dict[str, Any]:
@@ -50,7 +49,7 @@ class Recorder:
             "durations_s": result.get("durations_s") or {}, "log": str(log_path)}
         if result.get("spark"):   # the effective Spark configuration the worker read back
             summary["spark"] = result["spark"]
-        with reg.store.transaction():   # the Model and DONE together, or neither
+        with reg.transaction():   # the Model and DONE together, or neither
             current = self.state(scope, run_id)
             if current is not None and current.is_terminal():
                 # Another process recorded it (a cancel of an unwatched run): that record stands.
@@ -142,7 +141,7 @@ class Recorder:
         from ..schemas import EXPERIMENT_RUN
 
         reg = self.registry
-        run = reg.store.get(EXPERIMENT_RUN, scope, run_id)
+        run = reg.find(EXPERIMENT_RUN, scope, run_id, deleted=True)
         if run is None:
             return None
         caller = caller_of(scope, run)
