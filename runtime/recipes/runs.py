@@ -150,11 +150,9 @@ def environment_known(info: RecipeInfo, recipe_dir: Path, extra_pip: list[str], 
 def engine_extra_pip(engine_doc: dict[str, Any]) -> list[str]:
     """Extra requirements named on the Engine: `artifacts.default.image.requirements` (a list or
     comma-separated text)."""
-    image = ((engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
-    raw = image.get("requirements") or []
-    if isinstance(raw, str):
-        raw = raw.split(",")
-    return [str(r).strip() for r in raw if str(r).strip()]
+    from ..schemas import engine_image
+
+    return engine_image(engine_doc).extra_requirements
 
 
 def check_recipe_model(model: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from ..errors import ConfigError, MLRuntimeError, NotFound
 from ..listing import Filter, ListQuery
-from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL, RunStatus
+from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL, RunStatus, engine_image
 from ..service import Caller, Registry
 from ..tasks import SCORE, run_mode
 
@@ -60,9 +60,8 @@ class Prepared:
         if self.max_runtime_s is not None or self.retries:
             record["limits"] = {"maxRuntime": self.max_runtime_s, "retries": self.retries}
         if self.recipe is not None:   # which artifact this run ran
-            image = ((self.engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
             record["artifact"] = {"sha256": self.recipe.sha256, "kind": self.recipe.kind,
-                                  "version": image.get("artifactVersion"),
+                                  "version": engine_image(self.engine_doc).artifactVersion,
                                   "envManager": self.env_manager}
         if self.spark is not None:
             record["spark"] = self.spark.to_record()
@@ -136,8 +135,7 @@ class Prepared:
 
 def engine_reference(engine_doc: dict[str, Any]) -> str:
     """The engine plugin an Engine runs: `artifacts.default.image.location` (a name or a path)."""
-    image = ((engine_doc.get("artifacts") or {}).get("default") or {}).get("image") or {}
-    location = image.get("location")
+    location = engine_image(engine_doc).location
     if not location:
         from ..engine import installed_engines
 
