@@ -42,6 +42,14 @@ def submit(backend, spec, resources=SMALL, **kwargs):
 class TestPySparkBackendConformance(BackendConformance):
     """Python engines run on the pyspark backend too (ctx.spark is simply there)."""
 
+    @pytest.fixture(autouse=True)
+    def _worker_started(self, backend, plan, spark_pool):
+        """The conformance runs wait 60 s each: their shape's worker (its JVM, 30-50 s on a loaded
+        host) is started before them, not inside the first one's wait; taking it warm is instant."""
+        worker, _ = spark_pool.acquire(backend.spark_config(SMALL, plan), dict(plan.env))
+        worker.wait_ready()
+        spark_pool.release(worker)
+
     def submit(self, backend, plan, spec, **kwargs):
         return super().submit(backend, plan, spec, resources=SMALL, **kwargs)
 
