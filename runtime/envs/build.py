@@ -77,9 +77,10 @@ _MISSING_REQUIREMENT = re.compile(
     r"requires `?([A-Za-z0-9][A-Za-z0-9._-]*)[^,]*?`?,? (?:but it's|which is) not installed")
 # What uv and pip say when a resolution fails because of the target Python (no wheel for its
 # version or ABI, a Requires-Python it does not meet): another Python of the host may do.
-_PYTHON_BOUND = re.compile(r"matching Python (?:ABI|version|implementation) tag|does not satisfy "
-                           r"Python|current Python version|require a different python version|"
-                           r"Requires-Python|requires-python", re.IGNORECASE)
+# uv wraps its messages to the terminal's width, so any space may be a line break and an indent.
+_PYTHON_BOUND = re.compile(r"matching\s+Python\s+(?:ABI|version|implementation)\s+tag|does\s+not"
+                           r"\s+satisfy\s+Python|current\s+Python\s+version|require\s+a\s+"
+                           r"different\s+python\s+version|Requires-Python", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -809,9 +810,15 @@ def _dotted(version: tuple[int, ...]) -> str:
     return ".".join(map(str, version))
 
 
+def _unwrapped(out: str) -> str:
+    """uv's output with the lines it wrapped to the terminal's width joined again (a wrapped
+    line goes on, indented, on the next)."""
+    return re.sub(r"[ \t]*\n[ \t]+(?=[^\s×╰│|])", " ", out)
+
+
 def _python_reason(out: str) -> str:
     """uv's or pip's sentence saying why the resolution needs another Python, shortened."""
-    for line in out.splitlines():
+    for line in _unwrapped(out).splitlines():
         if _PYTHON_BOUND.search(line):
             line = re.sub(r"^\W*(?:cause:|hint:|error:)?\s*", "", line.strip(), flags=re.I)
             line = re.sub(r"^Because\s+", "", line)
@@ -821,6 +828,7 @@ def _python_reason(out: str) -> str:
 
 
 def _needed_from(out: str) -> str:
+    out = _unwrapped(out)
     match = _NEEDS_PYTHON.search(out)
     if match:
         return match.group(1).replace(" ", "")
