@@ -44,4 +44,3 @@ def test_beats_naive_and_the_sample_recipe_on_real_data():
     assert ours["MAPE"] < min(naive["MAPE"], SAMPLE_RECIPE_MAPE) - 0.01
     for name in ("MAE", "RMSE", "MASE"):
         assert ours[name] < naive[name]
-    assert train_s < 60  # about 1 s on an idle 2-core CPU; generous for a loaded CI machine
