@@ -69,7 +69,7 @@ _INDEX_VARS = {
            "UV_INDEX_STRATEGY", "UV_NO_INDEX"),
     "pip": ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"),
 }
-_NEEDS_PYTHON = re.compile(r"does not satisfy Python\s*([<>=!~][^\s,]*(?:\s*,\s*[<>=!~][^\s,]*)*)")
+_NEEDS_PYTHON = re.compile(r"does\s+not\s+satisfy\s+Python\s*([<>=!~][^\s,]*(?:\s*,\s*[<>=!~][^\s,]*)*)")
 # A problem line of `uv pip check` ("The package `a` requires `b==1`, but it's not installed") or
 # `pip check` ("a 1.0 requires b, which is not installed.", "a 1.0 has requirement b==2, ...").
 _CHECK_PROBLEM = re.compile(r"\brequires\b|has requirement|is not supported|incompatible", re.I)
@@ -617,7 +617,7 @@ class _Builder:
             self._say(f"  {line}")
 
     def _fail(self, step: str, out: str) -> None:
-        match = _NEEDS_PYTHON.search(out)
+        match = _NEEDS_PYTHON.search(_unwrapped(out))
         if match and step == "resolve":
             needed = match.group(1).replace(" ", "")
             raise PythonUnavailable(
