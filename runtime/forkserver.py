@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import io
 import json
 import os
 import selectors
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .pools import Lifetime, parse_owner
-from .procs import proc_start_ticks
+from .procs import proc_start_ticks, unbuffered_std_streams
 
 __all__ = ["main", "unsafe_state", "WORKER_PID_FILE"]
 
@@ -576,12 +575,7 @@ def _run(parent: Parent, request: dict[str, Any]) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        # What PYTHONUNBUFFERED gives a cold worker: every write reaches the log at once.
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
-                                      line_buffering=True, encoding="utf-8")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
-                                      line_buffering=True, encoding="utf-8",
-                                      errors="backslashreplace")
+        unbuffered_std_streams()   # every write reaches the log at once
         os.environ.clear()
         os.environ.update(request.get("env") or {})
         cwd = request.get("cwd") or "/"

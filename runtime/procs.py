@@ -8,14 +8,17 @@ reused pid is never taken for the process that had it before.
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 __all__ = ["WORKER_PID_FILE", "find_worker", "group_alive", "group_members", "kill_group",
-           "proc_start_ticks", "same_process_alive", "stop_worker", "wait_group_gone",
+           "proc_start_ticks", "same_process_alive", "stop_worker", "unbuffered_std_streams",
+           "wait_group_gone",
            "worker_group_alive"]
 
 # Beside a run's spec: "PID START" of a worker forked from a warm parent (its command line is the
@@ -38,6 +41,15 @@ def proc_start_ticks(pid: int) -> Optional[int]:
         return int(fields[19])
     except (ValueError, IndexError):
         return None
+
+
+def unbuffered_std_streams() -> None:
+    """sys.stdout and sys.stderr written straight through to file descriptors 1 and 2 (whatever
+    they now are): what PYTHONUNBUFFERED gives a cold worker, for a process that redirected them."""
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
+                                  line_buffering=True, encoding="utf-8")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                  line_buffering=True, encoding="utf-8", errors="backslashreplace")
 
 
 def same_process_alive(pid: Any, start: Any) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import io
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .. import redaction
 from ..runfiles import WorkerSpec
 from ..errors import ConfigError, MLRuntimeError
+from ..procs import unbuffered_std_streams
 from ..worker import EngineExit, Run, _confine_data, _summary, _write_result
 from .config import SparkConfig
 from .errors import is_spark_error, translate
@@ -252,11 +252,7 @@ class Server:
         os.dup2(write, 1)
         os.dup2(write, 2)
         os.close(write)
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
-                                      line_buffering=True, encoding="utf-8")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
-                                      line_buffering=True, encoding="utf-8",
-                                      errors="backslashreplace")
+        unbuffered_std_streams()
         threading.Thread(target=self._pump, args=(read,), name="output", daemon=True).start()
 
     def _pump(self, fd: int) -> None:
