@@ -1,5 +1,6 @@
-"""The shape of the house holds: no import circles among runtime's rooms (benchmarks/house.py),
-and nothing but the service layer reaches the store."""
+"""The shape of the house holds (benchmarks/house.py): no import circles among runtime's rooms, nor
+between files under runtime/ and engines/, no import back up inside a folder but the store factory,
+no file over 700 lines; and nothing but the service layer reaches the store."""
 from __future__ import annotations
 
 import ast
@@ -21,6 +22,27 @@ def test_no_room_of_runtime_imports_one_that_imports_it_back():
     graph, _, _ = house.arrows()
     assert "runs" in graph and "service" in graph["runs"]   # the graph is really read
     assert house.circles(graph) == []
+
+
+def test_no_file_under_runtime_or_engines_imports_one_that_imports_it_back():
+    house = _house()
+    graph, _ = house.file_arrows()
+    assert "engines/retail_sales/engine.py" in graph["engines/retail_sales/__init__.py"]   # really read
+    assert house.file_circles(graph) == []
+
+
+def test_no_import_runs_back_up_inside_a_folder_but_the_store_factory():
+    house = _house()
+    counted, allowed = house.back_up_in_folders(house.file_arrows()[0])
+    assert {package for _, package in allowed} <= house.FACTORIES
+    assert counted == []
+
+
+def test_no_file_under_runtime_or_engines_is_over_700_lines():
+    house = _house()
+    _, lines = house.file_arrows()
+    assert "engines/retail_sales/engine.py" in lines and "runtime/worker.py" in lines
+    assert house.long_files(lines, 700) == []
 
 
 def test_only_the_service_layer_reaches_the_store():
