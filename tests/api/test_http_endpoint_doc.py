@@ -19,6 +19,9 @@ import pytest
 
 from contract import (ENDPOINT_DOC_PATH, assert_contract, assert_error, engine_body,
                       schema_properties)
+from shared_files import require
+
+require(ENDPOINT_DOC_PATH)   # read as the module is imported: without it the module is skipped
 
 DOC_HOST = "https://platform.adobe.io"
 DOC_ENGINE_ID = "22f4166f-85ba-4130-a995-a2b8e1edde32"       # POST body, DELETE ?engineId=
