@@ -94,6 +94,12 @@ class Store(ABC):
     def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
         raise StoreError(f"The store {self.url} keeps no data set catalog")
 
+    # The runs view's tables (runtime.run_views; store/sqlite_runs.py). Another store has none.
+
+    def run_index(self) -> Any:
+        """The runs view's index (store.sqlite_runs.RunIndex) of this store."""
+        raise StoreError("The runs view needs the SQLite store")
+
     # The scheduler's schedules, MLService state and leases (runtime.scheduler; the SQLite
     # implementation is store/sqlite_schedules.py). A store without them cannot schedule runs.
 

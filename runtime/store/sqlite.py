@@ -17,6 +17,8 @@ from ..errors import StoreError
 from ..listing import Filter, ListQuery
 from ..schemas import Kind
 from . import Scope, Store
+from .sqlite_batches import in_batches
+from .sqlite_runs import RunIndex
 from .sqlite_schedules import SchedulesMixin
 
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
@@ -272,30 +274,18 @@ class SQLiteStore(SchedulesMixin, Store):
     def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
         if not values:
             return []
-        expr = self._expr(kind, field)
-        ids: list[str] = []
-        conn = self._conn()
-        for i in range(0, len(values), 500):
-            chunk = values[i:i + 500]
-            marks = ", ".join("?" for _ in chunk)
-            ids += [r[0] for r in conn.execute(
-                f'SELECT id FROM "{kind.collection}" WHERE org=? AND sandbox=? AND deleted=0 '
-                f"AND {expr} IN ({marks})", (scope.org, scope.sandbox, *chunk))]
-        return ids
+        statement = (f'SELECT id FROM "{kind.collection}" WHERE org=? AND sandbox=? AND deleted=0 '
+                     f"AND {self._expr(kind, field)} IN")
+        return [row[0] for cursor in in_batches(self._conn(), statement, values,
+                                                (scope.org, scope.sandbox)) for row in cursor]
 
     def soft_delete(self, kind: Kind, scope: Scope, ids: list[str], updated: str) -> int:
-        count = 0
+        statement = (f'UPDATE "{kind.collection}" SET deleted=1, updated=?, '
+                     "doc=json_set(doc, '$.deleted', json('true'), '$.updated', ?) "
+                     "WHERE org=? AND sandbox=? AND deleted=0 AND id IN")
         with self.transaction():
-            conn = self._conn()
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                marks = ", ".join("?" for _ in chunk)
-                count += conn.execute(
-                    f'UPDATE "{kind.collection}" SET deleted=1, updated=?, '
-                    "doc=json_set(doc, '$.deleted', json('true'), '$.updated', ?) "
-                    f"WHERE org=? AND sandbox=? AND deleted=0 AND id IN ({marks})",
-                    (updated, updated, scope.org, scope.sandbox, *chunk)).rowcount
-        return count
+            return sum(cursor.rowcount for cursor in in_batches(
+                self._conn(), statement, ids, (updated, updated, scope.org, scope.sandbox)))
 
     # -- run status ---------------------------------------------------------------------------
 
@@ -344,15 +334,9 @@ class SQLiteStore(SchedulesMixin, Store):
                              (phase, json.dumps(doc), run_id))
 
     def ledger_delete(self, run_ids: list[str]) -> int:
-        count = 0
         with self.transaction():
-            conn = self._conn()
-            for i in range(0, len(run_ids), 500):
-                chunk = run_ids[i:i + 500]
-                marks = ", ".join("?" for _ in chunk)
-                count += conn.execute(f"DELETE FROM runLedger WHERE run_id IN ({marks})",
-                                      chunk).rowcount
-        return count
+            return sum(cursor.rowcount for cursor in in_batches(
+                self._conn(), "DELETE FROM runLedger WHERE run_id IN", run_ids))
 
     def live_run_states(self) -> list[tuple[str, str, str, str]]:
         """(run id, org, sandbox, state) of every run not yet in a terminal state."""
@@ -363,6 +347,11 @@ class SQLiteStore(SchedulesMixin, Store):
     def data_version(self) -> int:
         """Changes when another connection commits: a cheap way to notice other processes."""
         return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
+    # -- the runs view (runtime.run_views) -----------------------------------------------------
+
+    def run_index(self) -> RunIndex:
+        return RunIndex(self._conn, self.transaction)
 
     # -- the data set catalog (runtime.datasets) ----------------------------------------------
 

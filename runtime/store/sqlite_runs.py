@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Any, Iterable, Optional, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from . import Scope
 
 # Metric names (lower case, without separators) for which a higher value is better.
 HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "fscore", "f1", "f1score", "auc", "rsquared",
@@ -312,3 +315,64 @@ def scope_choices(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str,
             f'SELECT id, name FROM "{table}" WHERE org = ? AND sandbox = ? AND deleted = 0 '
             "ORDER BY created DESC LIMIT 500", (org, sandbox))]
     return out
+
+
+def owners_of(conn: sqlite3.Connection, run_id: str) -> tuple[Optional[str], Optional[str]]:
+    """(Engine id, MLInstance id) of a run, from its index row."""
+    return conn.execute("SELECT engineId, mlInstanceId FROM runIndex WHERE id = ?",
+                        (run_id,)).fetchone() or (None, None)
+
+
+# --- what the registry hands out ---------------------------------------------------------------
+
+class RunIndex:
+    """The runs view's tables of one SQLite store (`SQLiteStore.run_index()`): the runs table,
+    per-run values and metric series. `conn` gives this thread's connection of the store."""
+
+    def __init__(self, conn: Callable[[], sqlite3.Connection],
+                 transaction: Callable[[], AbstractContextManager[None]]) -> None:
+        self._conn = conn
+        self._transaction = transaction
+
+    @staticmethod
+    def filter_columns() -> tuple[str, ...]:
+        return tuple(FILTER_COLUMNS)
+
+    def add_points(self, run_id: str, read: Callable[[int], tuple[list[dict[str, Any]], int]]
+                   ) -> int:
+        """Appends a run's new metric points: `read(offset)` gives the points after the offset
+        already read and the new offset; one transaction, safe from any process."""
+        with self._transaction():
+            conn = self._conn()
+            offset = read_offset(conn, run_id)
+            points, new_offset = read(offset)
+            if new_offset != offset:
+                add_points(conn, run_id, points, new_offset)
+        return len(points)
+
+    def series(self, run_ids: list[str]) -> dict[str, Any]:
+        return series(self._conn(), run_ids)
+
+    def table_page(self, scope: Scope, filters: dict[str, str], kind: Optional[str], key: str,
+                   descending: bool, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        return table_page(self._conn(), scope.org, scope.sandbox, filters, kind, key, descending,
+                          start, limit)
+
+    def values_of(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        return values_of(self._conn(), run_ids)
+
+    def names_of(self, table: str, ids: Iterable[Optional[str]]) -> dict[str, str]:
+        return names_of(self._conn(), table, ids)
+
+    def owners_of(self, run_id: str) -> tuple[Optional[str], Optional[str]]:
+        """(Engine id, MLInstance id) of a run, from its index row."""
+        return owners_of(self._conn(), run_id)
+
+    def scopes_in_use(self) -> list[dict[str, Any]]:
+        return scopes_in_use(self._conn())
+
+    def scope_choices(self, scope: Scope) -> dict[str, list[dict[str, str]]]:
+        return scope_choices(self._conn(), scope.org, scope.sandbox)
+
+    def value_keys(self, scope: Scope) -> dict[str, list[str]]:
+        return value_keys(self._conn(), scope.org, scope.sandbox)

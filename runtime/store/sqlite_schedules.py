@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any, Optional
 
 from . import Scope
+from .sqlite_batches import in_batches
 
 # Owners whose documents define schedules; `updated` alone is indexed so that the scheduler's
 # "did anything change?" question (max(rowid), max(updated)) is two index look-ups.
@@ -124,14 +125,9 @@ class SchedulesMixin:
                                  (*args, schedule_id))
 
     def schedule_delete(self, ids: list[str]) -> int:
-        count = 0
         with self.transaction():
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                count += self._conn().execute(
-                    f"DELETE FROM schedules WHERE id IN ({', '.join('?' for _ in chunk)})",
-                    chunk).rowcount
-        return count
+            return sum(cursor.rowcount for cursor in in_batches(
+                self._conn(), "DELETE FROM schedules WHERE id IN", ids))
 
     # -- per-MLService state ------------------------------------------------------------------
 
