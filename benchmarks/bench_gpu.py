@@ -233,7 +233,7 @@ def sweep_check(device_kind: str, quick: bool) -> dict[str, Any]:
         sys.path.insert(0, str(REPO))
         from runtime.home import resolve_home
         from runtime.schemas import EXPERIMENT_RUN
-        from runtime.service import Caller, Registry
+        from runtime.registry import Caller, Registry
 
         registry = Registry.open(resolve_home(env["MLRUNTIME_HOME"]))
         intervals = []

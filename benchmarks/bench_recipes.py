@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.cli.runs import resolve_recipe_target, resolve_experiment
     from runtime.runs import RunExecutor
     from runtime.home import resolve_home
-    from runtime.service import Caller, Registry
+    from runtime.registry import Caller, Registry
+    from runtime.run_targets import recipe_engine
 
     with tempfile.TemporaryDirectory(prefix="bench-recipes-") as tmp:
         home = resolve_home(args.home or Path(tmp) / "home")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         config = str(RECIPE / "retail.config.json")
         instance = resolve_recipe_target(registry, caller, config, str(RECIPE))
         experiment = resolve_experiment(registry, caller, instance, None)
-        engine = registry.recipe_engine(caller, str(RECIPE))
+        engine = recipe_engine(registry, caller, str(RECIPE))
         sha = registry.get_unmasked(__import__("runtime.schemas", fromlist=["ENGINE"]).ENGINE,
                                     caller, engine["id"])["artifacts"]["default"]["image"]["sha256"]
         recipe_dir = recipes_dir(home.root) / sha

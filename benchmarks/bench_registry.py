@@ -31,7 +31,7 @@ from _common import (LOOPBACK, Timing, run_load, runtime_server, table,  # noqa:
 from runtime.home import Home  # noqa: E402
 from runtime.listing import parse_list_query  # noqa: E402
 from runtime.schemas import MLINSTANCE  # noqa: E402
-from runtime.service import DEFAULT_ORG, DEFAULT_SANDBOX, Caller, Registry  # noqa: E402
+from runtime.registry import DEFAULT_ORG, DEFAULT_SANDBOX, Caller, Registry  # noqa: E402
 from runtime.store import Scope, open_store  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -27,7 +27,7 @@ def main() -> None:
     from runtime.listing import Filter, ListQuery
     from runtime.scheduler import Scheduler, iso
     from runtime.schemas import ENGINE, EXPERIMENT_RUN, MLINSTANCE, MLSERVICE
-    from runtime.service import Caller, Registry
+    from runtime.registry import Caller, Registry
 
     home = resolve_home(Path(tempfile.mkdtemp()) / "home")
     registry = Registry.open(home)

@@ -32,7 +32,7 @@ from runtime.capacity import Capacity, Demand  # noqa: E402
 from runtime.runs import RunExecutor  # noqa: E402
 from runtime.home import resolve_home  # noqa: E402
 from runtime.schemas import ENGINE, EXPERIMENT, MLINSTANCE, RunStatus  # noqa: E402
-from runtime.service import Caller, Registry  # noqa: E402
+from runtime.registry import Caller, Registry  # noqa: E402
 from runtime.supervisor import Supervisor, identity, proc_start_ticks  # noqa: E402
 
 

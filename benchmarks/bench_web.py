@@ -45,7 +45,7 @@ def seed(home_root: Path, n_runs: int, rng: random.Random) -> dict[str, Any]:
     from runtime.metrics_series import METRICS_FILE
     from runtime.run_views import RunViews
     from runtime.schemas import EXPERIMENT, MLINSTANCE, RunStatus
-    from runtime.service import Caller, Registry
+    from runtime.registry import Caller, Registry
 
     home = resolve_home(home_root)
     registry = Registry.open(home)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from .errors import Conflict, MLRuntimeError, NotFound, ValidationFailed
 from .schemas import EXPERIMENT, EXPERIMENT_RUN, MLSERVICE, MODEL, RunStatus, now_timestamp
-from .service import Caller, Registry, Scope
+from .registry import Caller, Registry, Scope
 
 _HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f-score", "f1", "auc", "r-squared", "r2"}
 RECENT_RUNS = 20   # runs a service's status lists

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from .documents import load_document
 from .errors import ConfigError, NotFound
 from .schemas import ENGINE, EXPERIMENT, MLINSTANCE
-from .service import Caller, Registry
+from .registry import Caller, Registry
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,44 @@ def resolve_target(registry: Registry, caller: Caller, target: str) -> dict[str,
     return upsert_instance(registry, caller, {**doc, "engineId": engine["id"]})
 
 
+def recipe_engine(registry: Registry, caller: Caller, path: str | Path, *,
+                  env_manager: Optional[str] = None, extra_pip: Iterable[str] = (),
+                  log: Any = None) -> dict[str, Any]:
+    """The Engine of a recipe on disk (`run ... --engine PATH`): the one already holding this
+    content; else, for an edited recipe, the next `artifactVersion` of the recipe Engine of
+    the same name in this sandbox; else a new Engine. With `env_manager`, the recipe's
+    environment is built first (its lines to `log`): a recipe whose build fails registers
+    nothing."""
+    from .artifacts import store_artifact
+
+    location = str(Path(path).expanduser().resolve())
+    info = store_artifact(location, None, registry.home)
+    if env_manager:
+        from .recipes.runs import recipe_python
+
+        recipe_python(info.recipe, info.dir, home=registry.home.root, extra_pip=list(extra_pip),
+                      log=log, env_manager=env_manager)
+
+    same = registry.newest(ENGINE, caller, ("artifacts.default.image.sha256", info.sha256))
+    if same:
+        return same
+    body = {"name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {location}",
+            "artifacts": {"default": {"image": {"location": location}}}}
+    earlier = registry.newest(ENGINE, caller, ("name", info.recipe.name),
+                              ("artifacts.default.image.recipeKind", info.recipe.kind))
+    if earlier is None:
+        return registry.create_engine(caller, body)
+    kept = {k: earlier[k] for k in ("description", "type", "mlLibrary", "tags")
+            if earlier.get(k) is not None}
+    return registry.replace_engine(caller, earlier["id"], {**kept, **body})
+
+
 def resolve_recipe_target(registry: Registry, caller: Caller, target: str, engine_path: str,
                           **environment: Any) -> dict[str, Any]:
     """The MLInstance for `--engine PATH`: TARGET is the recipe's tasks-array config file, an
     MLInstance file (its engineId is ignored), or an MLInstance id of that Engine. `environment`
     (env_manager, extra_pip, log) builds the recipe's environment before anything is registered."""
-    engine = registry.recipe_engine(caller, engine_path, **environment)
+    engine = recipe_engine(registry, caller, engine_path, **environment)
     path = Path(target)
     if not path.exists():
         instance = registry.get(MLINSTANCE, caller, target)

@@ -14,7 +14,7 @@ from .errors import BadRequest, NotFound
 from .listing import Filter, ListQuery
 from .metrics_series import METRICS_FILE, read_points, read_progress
 from .schemas import EXPERIMENT_RUN, MODEL, RunStatus
-from .service import Caller, Registry, mask_secrets
+from .registry import Caller, Registry, mask_secrets
 from .store import Scope
 
 log = logging.getLogger("runtime.run_views")
@@ -40,7 +40,7 @@ class TableQuery:
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> "TableQuery":
-        from .service import RunIndex
+        from .registry import RunIndex
 
         FILTER_COLUMNS = RunIndex.filter_columns()
         unknown = sorted(set(query) - {*FILTER_COLUMNS, "sort", "start", "limit", "params"})

@@ -168,7 +168,7 @@ class Scheduler:
     def fire(self, row: dict[str, Any], now: float) -> int:
         """Start the run of one due schedule (or skip it: paused, or a missed fire with
         `catchUp: skip`), and move its next fire past now: missed fires become one run."""
-        from .service import Scope
+        from .registry import Scope
 
         schedules = self.schedules
         scope = Scope(row["org"], row["sandbox"])

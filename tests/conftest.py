@@ -35,7 +35,7 @@ def home(tmp_path):
 
 @pytest.fixture
 def registry(home):
-    from runtime.service import Registry
+    from runtime.registry import Registry
 
     reg = Registry.open(home)
     yield reg
@@ -44,7 +44,7 @@ def registry(home):
 
 @pytest.fixture
 def caller():
-    from runtime.service import Caller
+    from runtime.registry import Caller
 
     return Caller.local(org="TestOrg@AdobeOrg", sandbox="test", user_id="tester@example.com")
 

@@ -39,7 +39,7 @@ def run_task(source: Any, run_id: str, *, experiment_id: Optional[str] = None,
     under the Experiment) or a runtime Registry (`scope` defaults to `Caller.local()`'s)."""
     if hasattr(source, "store"):   # a Registry
         if scope is None:
-            from runtime.service import Caller
+            from runtime.registry import Caller
 
             scope = Caller.local().scope
         status = source.store.get_run_status(scope, run_id)

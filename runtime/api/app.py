@@ -31,7 +31,7 @@ from .docs import mount_docs
 from ..listing import parse_list_query
 from ..schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, INSIGHT, MLINSTANCE, MLSERVICE, MODEL,
                        Kind)
-from ..service import Caller, Page, Registry
+from ..registry import Caller, Page, Registry
 
 log = logging.getLogger("runtime.api")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ..errors import Forbidden, ServerConfigError, Unauthorized
-from ..service import DEFAULT_ORG, DEFAULT_SANDBOX, Caller
+from ..registry import DEFAULT_ORG, DEFAULT_SANDBOX, Caller
 from ..store import Scope
 
 ENV_TOKENS = "MLRUNTIME_TOKENS"

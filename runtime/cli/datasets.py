@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..home import resolve_home
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import json
 
 from ..gpus import gpu_table
 from ..home import resolve_home
-from ..service import Registry
+from ..registry import Registry
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from ..home import resolve_home
 from ..listing import Filter, ListQuery
 from ..numbers import readable
 from ..schemas import EXPERIMENT_RUN, MODEL, RunTask
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 
 CANCEL_WAIT_S = 10.0
 FOLLOW_POLL_S = 0.2

@@ -9,7 +9,7 @@ from ..documents import load_document
 from ..home import resolve_home
 from ..listing import parse_list_query
 from ..schemas import KINDS, Kind
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 
 _COLUMNS = {
     "engine": (("ID", "id"), ("NAME", "name"), ("TYPE", "type"),

@@ -17,7 +17,7 @@ from ..run_targets import resolve_run_target
 from ..run_targets import (ensure_engine, resolve_experiment,  # noqa: F401
                            resolve_recipe_target, resolve_target)
 from ..schemas import MODEL
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from .progress import RunConsole
 
 _MODES = {"train": "train", "score": "score", "fp": "featurePipeline"}

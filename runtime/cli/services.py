@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     from ..listing import Filter, ListQuery
     from ..mlservices import ServiceDesk
     from ..schemas import MLSERVICE
-    from ..service import Caller, Registry
+    from ..registry import Caller, Registry
 
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)

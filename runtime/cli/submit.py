@@ -13,7 +13,7 @@ import time
 
 from ..home import resolve_home
 from ..schemas import EXPERIMENT_RUN
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from .runs import _MODES, prepare_run, report
 
 

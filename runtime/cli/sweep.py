@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..home import resolve_home
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from ..sweep import (SweepConfig, SweepRunner, load_sweep_file,
                      parse_param, plan_trials, table_text)
 

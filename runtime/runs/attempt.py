@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TextIO
 from ..backends import Outcome
 from ..errors import MLRuntimeError
 from ..schemas import RunStatus
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 
 RETRY_DELAY_S = 1.0   # between a FAILED attempt and the next one
 

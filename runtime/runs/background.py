@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import MLRuntimeError
 from ..schemas import RunStatus
-from ..service import Caller
+from ..registry import Caller
 from .prepare import Prepared
 from .record import Recorder
 

@@ -14,7 +14,7 @@ from typing import Any, Optional, TextIO
 
 from ..errors import MLRuntimeError
 from ..schemas import RunStatus
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from .attempt import Attempts
 from .background import Admission, Background
 from .prepare import Prepared, Preparer, model_choice_text

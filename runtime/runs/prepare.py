@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TextIO
 from ..errors import ConfigError, MLRuntimeError, NotFound
 from ..listing import Filter, ListQuery
 from ..schemas import ENGINE, EXPERIMENT, MLINSTANCE, MODEL, RunStatus, engine_image
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from ..tasks import SCORE, run_mode
 
 # Keys of the run itself, not of the engine: taken out of the layers before resolution.

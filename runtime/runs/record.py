@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import Conflict, MLRuntimeError
 from ..schemas import INSIGHT, RunStatus
-from ..service import Caller, Registry
+from ..registry import Caller, Registry
 from ..tasks import TRAIN
 from .prepare import Prepared
 

@@ -14,7 +14,7 @@ import pytest
 from runtime.engine import default_context
 from runtime.home import resolve_home
 from runtime.schemas import MODEL
-from runtime.service import Caller, Registry
+from runtime.registry import Caller, Registry
 from runtime.tasks import TRAIN
 
 from engines.retail_sales import RetailSalesEngine

@@ -10,7 +10,7 @@ import uuid
 from typing import Optional
 
 from runtime.home import resolve_home
-from runtime.service import Registry
+from runtime.registry import Registry
 
 from gpu_helpers import probe, probe_instance, run_cli, running, start_run
 from waiting import until
@@ -46,7 +46,7 @@ def gpu_granted_now(env) -> bool:
     it: one pass of a new queue (runtime.supervisor's, with no liveness judgement cached yet) over
     the home's ledger, from this process. The asking run's row is removed again."""
     from runtime.capacity import Capacity, Demand
-    from runtime.service import Caller
+    from runtime.registry import Caller
     from runtime.supervisor import Supervisor
 
     registry = registry_of(env)
@@ -65,7 +65,7 @@ def gpu_granted_now(env) -> bool:
 
 def run_doc(env, run_id: str) -> dict:
     from runtime.schemas import EXPERIMENT_RUN
-    from runtime.service import Caller
+    from runtime.registry import Caller
 
     registry = registry_of(env)
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from runtime.home import resolve_home
 from runtime.schemas import EXPERIMENT_RUN, MODEL
-from runtime.service import Caller, Registry
+from runtime.registry import Caller, Registry
 from waiting import until, wait_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -67,7 +67,7 @@ def insights_of(home: Path, run_id: str) -> list[dict]:
     from runtime.home import resolve_home
     from runtime.listing import ListQuery
     from runtime.schemas import INSIGHT
-    from runtime.service import Caller, Registry
+    from runtime.registry import Caller, Registry
 
     registry = Registry.open(resolve_home(home))
     try:
@@ -100,7 +100,7 @@ def test_evaluated_class_recipe_runs_on_the_python_its_pin_needs(home, wheelhous
     assert called["TF_CONFIG"]["task"]["type"] == "worker"
     from runtime.home import resolve_home
     from runtime.schemas import MODEL
-    from runtime.service import Caller, Registry
+    from runtime.registry import Caller, Registry
     registry = Registry.open(resolve_home(home))
     try:
         model = registry.get(MODEL, Caller.local(), trained["modelId"])

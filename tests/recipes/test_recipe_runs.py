@@ -45,7 +45,7 @@ def summary(proc: subprocess.CompletedProcess) -> dict:
 
 def _registry(home: Path):
     from runtime.home import resolve_home
-    from runtime.service import Registry
+    from runtime.registry import Registry
 
     return Registry.open(resolve_home(home))
 
@@ -81,7 +81,7 @@ def test_function_recipe_from_the_cli(home: Path, tmp_path: Path) -> None:
     registry = _registry(home)
     try:
         from runtime.schemas import ENGINE, EXPERIMENT_RUN, MODEL
-        from runtime.service import Caller
+        from runtime.registry import Caller
         caller = Caller.local()
         run = registry.get(EXPERIMENT_RUN, caller, second["runId"])
         model = registry.get(MODEL, caller, second["modelId"])
@@ -232,7 +232,7 @@ def test_older_class_recipe_in_this_environment(home: Path, tmp_path: Path) -> N
     registry = _registry(home)
     try:
         from runtime.schemas import MODEL, EXPERIMENT_RUN
-        from runtime.service import Caller
+        from runtime.registry import Caller
         caller = Caller.local(org="Acme@AdobeOrg", sandbox="lab")
         model = registry.get(MODEL, caller, trained["modelId"])
         run = registry.get(EXPERIMENT_RUN, caller, trained["runId"])

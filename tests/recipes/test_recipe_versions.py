@@ -30,7 +30,7 @@ def _counts(home: Path) -> tuple[int, ...]:
     from runtime.home import resolve_home
     from runtime.listing import ListQuery
     from runtime.schemas import KINDS
-    from runtime.service import Registry
+    from runtime.registry import Registry
     from runtime.store import Scope
 
     registry = Registry.open(resolve_home(home))

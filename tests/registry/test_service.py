@@ -5,7 +5,7 @@ from runtime.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from runtime.listing import parse_list_query
 from runtime.schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, MLSERVICE, MODEL,
                              RunStatus)
-from runtime.service import SECRET_MASK, Caller
+from runtime.registry import SECRET_MASK, Caller
 
 
 def _engine(registry, caller, **extra):

@@ -76,7 +76,7 @@ def test_concurrent_writer_processes_lose_nothing(tmp_path):
         import sys
         from runtime.home import resolve_home
         from runtime.schemas import ENGINE, MLINSTANCE
-        from runtime.service import Caller, Registry
+        from runtime.registry import Caller, Registry
         reg = Registry.open(resolve_home({str(tmp_path / 'home')!r}))
         caller = Caller.local(org="o", sandbox="s", user_id=sys.argv[1])
         engine = reg.create(ENGINE, caller, {{"name": "e-" + sys.argv[1]}})

@@ -152,7 +152,7 @@ def cli(home, *argv, timeout=120):
 
 def test_a_killed_cli_run_is_adopted_by_the_next_server_and_the_history_shows_it(tmp_path):
     from runtime.home import resolve_home
-    from runtime.service import Registry
+    from runtime.registry import Registry
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}

@@ -17,7 +17,7 @@ import pytest
 from runtime.home import resolve_home
 from runtime.listing import Filter, ListQuery
 from runtime.schemas import EXPERIMENT_RUN, MODEL
-from runtime.service import Caller, Registry
+from runtime.registry import Caller, Registry
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ from ...run_views import RunViews, TableQuery
 from ..auth import authenticate
 
 if TYPE_CHECKING:
-    from ...service import Registry
+    from ...registry import Registry
     from ..app import Api
 
 STATIC = Path(__file__).parent / "static"
