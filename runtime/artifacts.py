@@ -1,14 +1,14 @@
-"""Recipe artifacts: store an uploaded or local recipe once, content-addressed, and read what it is.
+"""Recipe artifacts: store an uploaded or local recipe once, content-addressed, with what it is.
 
 `store_artifact` digests a zip / tar.gz of a source folder, an egg, a wheel or a folder, unpacks it
 (with `safe_extract`: nothing may land outside the target) into `HOME/recipes/<sha256>/src/`, and
-reads its metadata statically (setup.py is parsed, never executed). Anything that is not a recipe
-is an `InvalidArtifact` (HTTP 400) saying what was found and what is expected, and leaves nothing.
+reads what it is with the recipe kinds' table (runtime.recipe_kinds; nothing is executed). Anything
+that is not a recipe is an `InvalidArtifact` (HTTP 400) saying what was found and what is
+expected, and leaves nothing.
 """
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import shutil
@@ -18,73 +18,24 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Optional
-
-from pydantic import BaseModel, Field
+from typing import Any, Optional
 
 from .digests import FOLDER_EXCLUDES, digest, excluded, walk
-from .errors import BadRequest, ConfigError
+from .errors import BadRequest
 from .locations import local_path
-from .pyspark_application import check_application
-from .recipe_metadata import PROJECT_FILES, project_marker, read_recipe_metadata
+# What a recipe is (its kind, read from the unpacked tree) is the recipe kinds' table's to say.
+from .recipe_kinds import EXPECTED, InvalidArtifact, RecipeInfo, inspect_recipe
 
-__all__ = ["ArtifactInfo", "FOLDER_EXCLUDES", "InvalidArtifact", "RecipeInfo", "RECIPE_KINDS",
-           "inspect_recipe", "load_recipe_info", "safe_extract", "store_artifact", "recipes_dir",
-           "home_root", "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
+__all__ = ["ArtifactInfo", "FOLDER_EXCLUDES", "InvalidArtifact", "RecipeInfo", "inspect_recipe",
+           "load_recipe_info", "safe_extract", "store_artifact", "recipes_dir", "home_root",
+           "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
 
-RECIPE_KINDS = ("python-functions", "python-classes", "pyspark")
 MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
 MAX_ENTRIES = 20_000
 ENV_MAX_UNPACKED_MB = "MLRUNTIME_MAX_UNPACKED_MB"        # overrides MAX_TOTAL_BYTES (MiB)
 ENV_MAX_ARCHIVE_ENTRIES = "MLRUNTIME_MAX_ARCHIVE_ENTRIES"   # overrides MAX_ENTRIES
 RECIPE_FILE = "recipe.json"
 SOURCE_DIR = "src"
-
-# Entry points of function-based recipes, by group: the roles the runtime calls.
-FUNCTION_ROLES = {"Training": ("training_dataloader", "training_pipeline"),
-                  "Scoring": ("scoring_dataloader", "scoring_pipeline", "scoring_datasaver")}
-CLASS_GROUPS = ("Trainer.train", "Scorer.score")
-EXPECTED = ("a recipe: a zip or tar.gz of a source folder with setup.py, setup.cfg or "
-            "pyproject.toml declaring entry points (groups Training/Scoring[/Evaluation], or "
-            "Trainer.train/Scorer.score), an egg or a wheel with such entry points, or a PySpark "
-            "package with resources/application.yaml")
-
-
-# What this runtime runs, said whenever it refuses a recipe of a kind it does not run.
-RUNS = ("it runs Python recipes (type Python: function-based, or class-based as the Tensorflow "
-        "type's are) and PySpark recipes (type PySpark: a package with resources/application.yaml)")
-# Engine types and languages of the platform's recipe kinds that this runtime does not run (yet).
-UNSUPPORTED_TYPES = {"r": "R", "spark": "Scala (Spark)", "scala": "Scala (Spark)"}
-
-
-def unsupported_recipe(what: str, evidence: str) -> "InvalidArtifact":
-    return InvalidArtifact(f"This runtime does not run {what} recipes yet ({evidence}); {RUNS}. "
-                           "Nothing was registered")
-
-
-class InvalidArtifact(BadRequest):
-    title, slug = "Invalid Artifact", "invalid-artifact"
-
-
-class RecipeInfo(BaseModel):
-    """What a recipe is, read from its files (recipe.json beside the unpacked tree)."""
-
-    kind: Literal["python-functions", "python-classes", "pyspark"]
-    name: str
-    version: Optional[str] = None
-    requirements: list[str] = Field(default_factory=list)
-    entry_points: dict[str, dict[str, str]] = Field(default_factory=dict)   # group -> name -> target
-    application: Optional[str] = None    # resources/application.yaml, relative to root
-    root: str = "."                      # the project folder, relative to the recipe folder
-    import_root: str = "."               # the folder put on sys.path (src/ layouts), relative too
-    packaging: str = "folder"            # folder | zip | tar.gz | egg | wheel
-    sha256: str = ""
-
-    def root_dir(self, recipe_dir: Path) -> Path:
-        return (Path(recipe_dir) / self.root).resolve()
-
-    def import_dir(self, recipe_dir: Path) -> Path:
-        return (Path(recipe_dir) / self.import_root).resolve()
 
 
 @dataclass(frozen=True)
@@ -467,165 +418,3 @@ def load_recipe_info(recipe_dir: Path) -> RecipeInfo:
         return RecipeInfo.model_validate_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise InvalidArtifact(f"No readable recipe at {recipe_dir}: {exc}") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# Reading what a recipe is
-
-
-def _candidate_roots(src: Path) -> tuple[list[Path], list[Path]]:
-    """Where a project may sit in an unpacked artifact (the top, or its single folder), and what
-    the top holds (hidden entries and macOS's __MACOSX left out)."""
-    children = [p for p in sorted(src.iterdir()) if not p.name.startswith(".")
-                and p.name != "__MACOSX"]
-    single = [children[0]] if len(children) == 1 and children[0].is_dir() else []
-    return [src, *single], children
-
-
-def _project_root(src: Path) -> tuple[Path, str]:
-    """The folder holding the project's metadata, and which metadata it is."""
-    candidates, children = _candidate_roots(src)
-    for folder in candidates:
-        marker = project_marker(folder)
-        if marker is not None:
-            return folder, marker
-    for folder in candidates:
-        app = _find_application(folder)
-        if app is not None:
-            return folder, "application.yaml"
-    top = ", ".join(p.name + ("/" if p.is_dir() else "") for p in children[:12]) or "nothing"
-    raise InvalidArtifact(f"The artifact holds no Python package metadata (found: {top}); "
-                          f"expected {EXPECTED}")
-
-
-def _refuse_other_languages(src: Path) -> None:
-    """An R package (DESCRIPTION beside R/*.R, or the platform's applicationTrainer.R) or a Scala
-    project (pom.xml, build.sbt, a jar's classes) is refused by name, not as 'no Python metadata'."""
-    for folder in _candidate_roots(src)[0]:
-        if project_marker(folder) in PROJECT_FILES:
-            return          # a Python project, whatever else it holds
-        if (folder / "DESCRIPTION").is_file() and any(folder.glob("R/*.[Rr]")):
-            raise unsupported_recipe("R", f"{folder.name}/ is an R package: DESCRIPTION and R/*.R")
-        scripts = [p.name for p in folder.rglob("application*.R")]
-        if scripts:
-            raise unsupported_recipe("R", f"{', '.join(sorted(scripts)[:3])} found")
-        for marker in ("pom.xml", "build.sbt", "build.gradle"):
-            if (folder / marker).is_file():
-                raise unsupported_recipe("Scala", f"{folder.name}/ is a JVM project: {marker}")
-        if (folder / "META-INF" / "MANIFEST.MF").is_file() and next(folder.rglob("*.class"), None):
-            raise unsupported_recipe("Scala", "the artifact is a jar of compiled JVM classes")
-
-
-def _find_application(root: Path) -> Optional[Path]:
-    direct = root / "resources" / "application.yaml"
-    if direct.is_file():
-        return direct
-    for depth in ("*/resources/application.yaml", "*/*/resources/application.yaml"):
-        found = sorted(root.glob(depth))
-        if found:
-            return found[0]
-    return None
-
-
-def inspect_recipe(src: Path, *, packaging: str = "folder", base: Optional[Path] = None
-                   ) -> RecipeInfo:
-    """The recipe in an unpacked tree: kind, name, version, requirements, entry points.
-
-    `base` is the folder paths in the result are relative to (default: `src`)."""
-    src = Path(src)
-    base = Path(base) if base is not None else src
-    _refuse_other_languages(src)
-    root, marker = _project_root(src)
-    try:
-        meta = read_recipe_metadata(root)
-    except ConfigError as exc:      # an unreadable project file: this artifact is no recipe
-        raise InvalidArtifact(exc.detail) from exc
-    if "entry_points" in meta.dynamic:
-        raise InvalidArtifact("setup.py computes entry_points at run time; this runtime reads "
-                              "them without executing setup.py: write them as a literal dict "
-                              "or in setup.cfg")
-    import_root = root
-    package_dir = meta.package_dir
-    if isinstance(package_dir, dict) and package_dir.get(""):
-        import_root = root / str(package_dir[""])
-    elif (root / "src").is_dir() and not (root / "src" / "__init__.py").exists() \
-            and marker in ("setup.cfg", "pyproject.toml"):
-        import_root = root / "src"
-
-    app = _find_application(root)
-    entry_points = {g: dict(eps) for g, eps in meta.entry_points.items()}
-    kind = _kind(entry_points, app, root, marker)
-    _check_targets(kind, entry_points, import_root)
-    if kind == "pyspark":   # application.yaml's role classes, read statically (imports nothing)
-        try:
-            check_application(root, app, import_root)
-        except ConfigError as exc:
-            raise InvalidArtifact(exc.detail) from exc
-    return RecipeInfo(
-        kind=kind, name=meta.name or root.name, version=meta.version,
-        requirements=list(meta.requirements), entry_points=entry_points,
-        application=None if app is None else app.relative_to(root).as_posix(),
-        root=os.path.relpath(root, base), import_root=os.path.relpath(import_root, base),
-        packaging=packaging)
-
-
-def _kind(entry_points: dict[str, dict[str, str]], app: Optional[Path], root: Path,
-          marker: str) -> str:
-    if app is not None:
-        return "pyspark"
-    if any(g in entry_points for g in CLASS_GROUPS):
-        missing = [g for g in CLASS_GROUPS if not entry_points.get(g)]
-        if len(missing) == len(CLASS_GROUPS):
-            raise InvalidArtifact(f"The recipe {root.name!r} declares empty {'/'.join(CLASS_GROUPS)} "
-                                  f"entry point groups; expected {EXPECTED}")
-        for group, eps in entry_points.items():
-            if group in CLASS_GROUPS:
-                for name, target in eps.items():
-                    if ":" not in target:
-                        raise InvalidArtifact(
-                            f"Entry point {name} = {target} in group {group} names a module; "
-                            "a class-based recipe names classes, e.g. trainer = pkg.trainer:Trainer")
-        return "python-classes"
-    roles = {g: entry_points.get(g, {}) for g in FUNCTION_ROLES}
-    if not any(roles.values()):
-        groups = ", ".join(sorted(entry_points)) or "none"
-        raise InvalidArtifact(
-            f"The recipe {root.name!r} ({marker}) declares no recipe entry points (groups found: "
-            f"{groups}) and has no resources/application.yaml; expected {EXPECTED}")
-    as_classes = [t for g in FUNCTION_ROLES for t in roles[g].values() if ":" in t]
-    if as_classes and len(as_classes) == sum(len(r) for r in roles.values()):
-        return "python-classes"       # the older class groups: Training/Scoring naming classes
-    for group, needed in FUNCTION_ROLES.items():
-        if roles[group]:
-            missing = [n for n in needed if n not in roles[group]]
-            if missing:
-                raise InvalidArtifact(
-                    f"The recipe's {group} entry points lack {', '.join(missing)} (found: "
-                    f"{', '.join(sorted(roles[group]))}); a function-based recipe declares "
-                    f"{', '.join(needed)} in {group}")
-    return "python-functions"
-
-
-def _module_file(import_root: Path, module: str) -> bool:
-    path = import_root.joinpath(*module.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() or \
-        any(path.parent.glob(path.name + ".*.so")) or any(path.parent.glob(path.name + ".pyc"))
-
-
-def _check_targets(kind: str, entry_points: dict[str, dict[str, str]], import_root: Path) -> None:
-    if kind == "pyspark":
-        return
-    for group, eps in entry_points.items():
-        if group not in (*FUNCTION_ROLES, "Evaluation", *CLASS_GROUPS):
-            continue
-        for name, target in eps.items():
-            module = target.split(":", 1)[0].strip()
-            if not _module_file(import_root, module):
-                raise InvalidArtifact(
-                    f"Entry point {name} = {target} (group {group}) names module {module!r}, "
-                    f"which the artifact does not contain (looked under "
-                    f"{import_root.name or '.'}/); expected the module's .py file or package")
-
-
-def describe(info: RecipeInfo) -> str:
-    return json.dumps(info.model_dump(), indent=2)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..artifacts import RECIPE_KINDS, RecipeInfo, inspect_recipe, load_recipe_info
+from ..artifacts import RecipeInfo, inspect_recipe, load_recipe_info
 from ..errors import EngineNotFound
+from ..recipe_kinds import runnable_kinds
 
 __all__ = ["PREFIX", "compat_path", "detect", "load_recipe_engine", "parse_reference",
            "reference"]
@@ -36,15 +37,16 @@ def is_reference(ref: str) -> bool:
 def parse_reference(ref: str) -> tuple[str, Path]:
     body = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
     kind, sep, folder = body.partition(":")
-    if not sep or kind not in RECIPE_KINDS or not folder:
+    names = [k.name for k in runnable_kinds()]
+    if not sep or kind not in names or not folder:
         raise EngineNotFound(f"Malformed recipe reference {ref!r}: expected "
-                             f"'recipe:<{'|'.join(RECIPE_KINDS)}>:<stored recipe folder>'")
+                             f"'recipe:<{'|'.join(names)}>:<stored recipe folder>'")
     return kind, Path(folder)
 
 
 def detect(artifact_dir: Path) -> str:
-    """The kind of the recipe unpacked in `artifact_dir` ('python-functions', 'python-classes' or
-    'pyspark'); an InvalidArtifact when it is none."""
+    """The kind of the recipe unpacked in `artifact_dir` (a runnable row of
+    runtime.recipe_kinds.KINDS); an InvalidArtifact when it is none."""
     return inspect_recipe(Path(artifact_dir)).kind
 
 
@@ -57,13 +59,4 @@ def load_recipe_engine(ref: str) -> type:
     if info.kind != kind:
         raise EngineNotFound(f"Engine reference {ref!r} says {kind}, but the stored recipe is "
                              f"{info.kind}")
-    if kind == "python-functions":
-        from .python_functions import engine_for
-    elif kind == "python-classes":
-        from .python_classes import engine_for
-    else:
-        try:
-            from .pyspark_app import engine_for  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise EngineNotFound(f"PySpark recipes cannot run here: {exc}") from exc
-    return engine_for(folder, info)
+    return next(k for k in runnable_kinds() if k.name == kind).engine_class(folder, info)

@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from ..artifacts import (UNSUPPORTED_TYPES, ArtifactInfo, InvalidArtifact, home_root,
-                         load_recipe_info, recipes_dir, store_artifact, unsupported_recipe)
+from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
+                         store_artifact)
+from ..recipe_kinds import kind_named, refuse_engine_type
 from . import reference
 
 SERVER_KEYS = ("sha256", "recipeKind", "artifactVersion")
 _MODULE_CLASS = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_TYPES = {"python-functions": "Python", "python-classes": "Python", "pyspark": "PySpark"}
 
 
 def _image(data: dict[str, Any]) -> dict[str, Any]:
@@ -62,21 +62,18 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
     image.update(sha256=info.sha256, recipeKind=info.recipe.kind, artifactVersion=max(version, 1))
     image.setdefault("name", info.recipe.name)
     image.setdefault("packagingType", info.kind)
-    image.setdefault("executionType", _TYPES[info.recipe.kind])
-    data.setdefault("type", _TYPES[info.recipe.kind])
+    engine_type = kind_named(info.recipe.kind).engine_types[0]
+    image.setdefault("executionType", engine_type)
+    data.setdefault("type", engine_type)
     return info
 
 
 def _refuse_other_languages(data: dict[str, Any]) -> None:
-    """An Engine of type R or Spark (Scala), or whose languages are all ones this runtime does not
-    run, is a 400 now rather than a 201 whose runs fail."""
-    kind = str(data.get("type") or "").strip()
-    if kind.lower() in UNSUPPORTED_TYPES:
-        raise unsupported_recipe(UNSUPPORTED_TYPES[kind.lower()], f"the Engine's type is {kind}")
+    """An Engine of a type the recipe kinds' table refuses (R, Spark's Scala), or whose languages
+    no runnable kind accepts, is a 400 now rather than a 201 whose runs fail."""
     raw = data.get("language") or []
     languages = [str(x).strip() for x in ([raw] if isinstance(raw, str) else raw) if str(x).strip()]
-    if languages and not any(x.lower() == "python" for x in languages):
-        raise unsupported_recipe("/".join(languages), f"the Engine's language is {', '.join(languages)}")
+    refuse_engine_type(str(data.get("type") or "").strip(), languages)
 
 
 def _check_plugin(location: str) -> None:

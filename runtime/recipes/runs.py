@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from ..artifacts import RecipeInfo
+from ..recipe_kinds import kind_named
 from ..tasks import SCORE, TRAIN
 
 ENV_MANAGERS = ("uv", "local")
@@ -52,11 +53,41 @@ def injected_values(values: dict[str, Any], *, mode: str, org: str, sandbox: str
 
 def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: list[str],
                   log: Optional[TextIO], env_manager: str) -> Optional[Path]:
-    """The interpreter the recipe's worker runs with: its own environment (built once), or None
-    for --env-manager local (the runtime's own interpreter)."""
+    """The interpreter the recipe's worker runs with: its own environment (built once, by its
+    kind's environment builder in runtime.recipe_kinds), or None for the runtime's own
+    (--env-manager local, or a kind that runs here)."""
     if env_manager == "local":
         return None
-    if info.kind == "pyspark" and not extra_pip:
+    build = kind_named(info.kind).environment_builder()
+    return build(info, recipe_dir, home=home, extra_pip=extra_pip, log=log)
+
+
+def python_environment(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: list[str],
+                       log: Optional[TextIO], profile: Optional[str] = None,
+                       pins: tuple[str, ...] = ()) -> Path:
+    """A Python recipe's own uv environment: its requirements, then `pins` and --pip's."""
+    # A stored recipe never changes (its folder is named by its digest): once this process has
+    # its environment, a later run only checks that the interpreter is still there.
+    key = _key(info, recipe_dir, extra_pip, home)
+    known = _READY.get(key)
+    if known is not None and known.is_file():
+        if log is not None:
+            log.write(f"[env] environment ready: {known.parent.parent}\n")
+        return known
+    from ..envs import ensure_env
+
+    env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
+                     extra_pip=[*pins, *extra_pip], home=home, log=log,
+                     **({"profile": profile} if profile else {}))
+    _READY[key] = Path(env.python)
+    return Path(env.python)
+
+
+def pyspark_environment(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: list[str],
+                        log: Optional[TextIO]) -> Optional[Path]:
+    """A PySpark recipe's interpreter: this one when it has all the recipe needs, else an
+    environment of the runtime's Spark stack, pinned, under the recipe's own needs."""
+    if not extra_pip:
         # The platform ran PySpark recipes on its runtime image, whose libraries their requirements
         # mostly name again: when this interpreter (which has pyspark) satisfies every requirement
         # that is not a platform library, the recipe runs here rather than in a copy of it.
@@ -68,24 +99,8 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
                     platform and f"{', '.join(platform)}: the platform's, provided by the "
                                  "runtime (runtime/compat)"])) + "\n")
             return None
-    # A stored recipe never changes (its folder is named by its digest): once this process has
-    # its environment, a later run only checks that the interpreter is still there.
-    key = _key(info, recipe_dir, extra_pip, home)
-    known = _READY.get(key)
-    if known is not None and known.is_file():
-        if log is not None:
-            log.write(f"[env] environment ready: {known.parent.parent}\n")
-        return known
-    from ..envs import ensure_env
-
-    profile: dict[str, Any] = {}
-    if info.kind == "pyspark":   # the runtime's Spark stack, pinned, under the recipe's own needs
-        profile = {"profile": "bare", "extra": pyspark_pins()}
-    env = ensure_env(recipe_dir=info.root_dir(recipe_dir), requirements=list(info.requirements),
-                     extra_pip=[*profile.get("extra", ()), *extra_pip], home=home, log=log,
-                     **({"profile": profile["profile"]} if profile else {}))
-    _READY[key] = Path(env.python)
-    return Path(env.python)
+    return python_environment(info, recipe_dir, home=home, extra_pip=extra_pip, log=log,
+                              profile="bare", pins=tuple(pyspark_pins()))
 
 
 _READY: dict[tuple, Path] = {}
