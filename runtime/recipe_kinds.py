@@ -103,6 +103,8 @@ class RecipeKind:
     runs: str = ""
     # A recipe of this kind that declares no requirements runs in the runtime's own interpreter.
     runs_here_when_bare: bool = False
+    # Built under --env-manager local too (R: reticulate needs the numpy < 2 environment).
+    environment_always: bool = False
     # The name an Engine `type` refusal uses, when it differs from `title` ("Scala (Spark)").
     type_title: Optional[str] = None
 
@@ -324,6 +326,36 @@ def _read_pyspark(tree: RecipeTree, kind: RecipeKind) -> RecipeInfo:
     return info
 
 
+R_TRAINER, R_SCORER = "R/applicationTrainer.R", "R/applicationScorer.R"
+
+
+def _read_r(tree: RecipeTree, kind: RecipeKind) -> RecipeInfo:
+    """An R recipe: the folder (the top, or its single folder) holding R/; the trainer and the
+    scorer are required, R/applicationEvaluator.R, R/Helper.R and DESCRIPTION optional, anything
+    else (Dockerfile, build scripts, .Rhistory) is ignored. Read statically: no R needed."""
+    found = [f for f in tree.foreign_folders if (f / "R").is_dir()]
+    if not found:
+        raise InvalidArtifact(f"The R recipe ({tree.children[0].name if tree.children else '?'}) "
+                              f"has no R/ folder at its top or in its single top folder; expected "
+                              f"{R_TRAINER} and {R_SCORER} there")
+    root = found[0]
+    missing = [f for f in (R_TRAINER, R_SCORER) if not (root / f).is_file()]
+    if missing:
+        raise InvalidArtifact(f"The R recipe {root.name!r} lacks {' and '.join(missing)}; an R "
+                              f"recipe holds {R_TRAINER} and {R_SCORER} (R/applicationEvaluator.R, "
+                              "R/Helper.R and DESCRIPTION are optional)")
+    fields: dict[str, str] = {}
+    if (root / "DESCRIPTION").is_file():
+        for line in (root / "DESCRIPTION").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line[:1].isspace():
+                fields[key.strip()] = value.strip()
+    name = fields.get("Package") or (root.name if root != tree.src else "r-recipe")
+    return RecipeInfo(kind=kind.name, name=name, version=fields.get("Version") or None,
+                      root=os.path.relpath(root, tree.base),
+                      import_root=os.path.relpath(root, tree.base), packaging=tree.packaging)
+
+
 def _module_file(import_root: Path, module: str) -> bool:
     path = import_root.joinpath(*module.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file() or \
@@ -351,7 +383,10 @@ _PYTHON_RUNS = ("Python recipes (type Python: function-based, or class-based as 
                 "type's are)")
 
 KINDS: tuple[RecipeKind, ...] = (
-    RecipeKind(name="r", title="R", engine_types=("R",), languages=("R",), detect=_r_package),
+    RecipeKind(name="r", title="R", engine_types=("R",), languages=("R",), detect=_r_package,
+               read=_read_r, adapter="runtime.recipes.r:engine_for",
+               environment="runtime.recipes.r.host:environment", environment_always=True,
+               runs="R recipes (type R: R/applicationTrainer.R and R/applicationScorer.R)"),
     RecipeKind(name="scala", title="Scala", type_title="Scala (Spark)",
                engine_types=("Spark", "Scala"), languages=("Scala",), detect=_jvm_project),
     RecipeKind(name="python-functions", title="Python", engine_types=("Python",),

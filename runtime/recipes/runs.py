@@ -56,9 +56,10 @@ def recipe_python(info: RecipeInfo, recipe_dir: Path, *, home: Any, extra_pip: l
     """The interpreter the recipe's worker runs with: its own environment (built once, by its
     kind's environment builder in runtime.recipe_kinds), or None for the runtime's own
     (--env-manager local, or a kind that runs here)."""
-    if env_manager == "local":
+    kind = kind_named(info.kind)
+    if env_manager == "local" and not kind.environment_always:
         return None
-    build = kind_named(info.kind).environment_builder()
+    build = kind.environment_builder()
     return build(info, recipe_dir, home=home, extra_pip=extra_pip, log=log)
 
 

@@ -1,5 +1,7 @@
-"""R and Scala recipes are refused at registration, through the real server: a 400 that says what
-this runtime does not run and what it does, and nothing registered — never a 201 whose runs fail."""
+"""Scala recipes are refused at registration, through the real server: a 400 that says what this
+runtime does not run and what it does, and nothing registered — never a 201 whose runs fail. R
+recipes run (tests/r_recipes); an R artifact without the platform's trainer and scorer is a 400
+naming what it lacks."""
 from __future__ import annotations
 
 import io
@@ -33,29 +35,37 @@ def _upload(client, engine: dict, artifact: bytes, name: str):
         "defaultArtifact": (name, artifact, "application/octet-stream")})
 
 
+@pytest.mark.parametrize("artifact, name, evidence", [
+    (R_PACKAGE, "retailr.zip", "lacks R/applicationTrainer.R and R/applicationScorer.R"),
+    (R_PLATFORM, "recipe.zip", "has no R/ folder"),
+])
+def test_an_r_artifact_without_trainer_and_scorer_is_a_400(client, artifact, name, evidence):
+    refused = _upload(client, {"name": "Retail", "type": "R"}, artifact, name)
+    assert refused.status_code == 400, refused.text
+    assert evidence in refused.json()["detail"]
+    assert client.get("/engines").json()["children"] == []
+
+
 @pytest.mark.parametrize("artifact, name, engine_type, language, evidence", [
-    (R_PACKAGE, "retailr.zip", "Python", "R", "R package: DESCRIPTION and R/*.R"),
-    (R_PLATFORM, "recipe.zip", "Python", "R", "applicationScorer.R, applicationTrainer.R found"),
     (SCALA_PROJECT, "retail.zip", "PySpark", "Scala", "JVM project: pom.xml"),
     (JAR, "retail.jar", "PySpark", "Scala", "a jar of compiled JVM classes"),
 ])
-def test_an_r_or_scala_artifact_is_a_400_and_registers_nothing(client, artifact, name, engine_type,
-                                                              language, evidence):
+def test_a_scala_artifact_is_a_400_and_registers_nothing(client, artifact, name, engine_type,
+                                                         language, evidence):
     refused = _upload(client, {"name": "Retail", "type": engine_type}, artifact, name)
     assert refused.status_code == 400, refused.text
     detail = refused.json()["detail"]
     assert f"does not run {language} recipes yet" in detail and evidence in detail
     assert "it runs Python recipes" in detail and "PySpark recipes" in detail
+    assert "R recipes (type R" in detail
     assert client.get("/engines").json()["children"] == []
 
 
 @pytest.mark.parametrize("engine, language", [
-    ({"name": "RetailR", "type": "R", "artifacts": {"default": {"image": {
-        "location": "retail.azurecr.io/retail-r:0.1"}}}}, "R"),
     ({"name": "RetailScala", "type": "Spark", "mlLibrary": "databricks-spark"}, "Scala (Spark)"),
     ({"name": "RetailScala", "type": "Python", "language": ["Scala"]}, "Scala"),
 ])
-def test_an_engine_of_type_r_or_spark_is_a_400(client, engine, language):
+def test_an_engine_of_type_spark_is_a_400(client, engine, language):
     refused = client.post("/engines", json=engine)
     assert refused.status_code == 400, refused.text
     assert f"does not run {language} recipes yet" in refused.json()["detail"]
@@ -66,3 +76,11 @@ def test_a_pyspark_engine_is_still_accepted(client):
     created = client.post("/engines", json={"name": "Noop", "type": "PySpark", "language": ["Python", "Scala"],
                                             "artifacts": {"default": {"image": {"location": "noop"}}}})
     assert created.status_code == 201, created.text
+
+
+def test_an_engine_of_type_r_is_accepted_and_its_image_checked(client):
+    created = client.post("/engines", json={"name": "RetailR", "type": "R"})
+    assert created.status_code == 201, created.text
+    image = client.post("/engines", json={"name": "RetailR", "type": "R", "artifacts": {
+        "default": {"image": {"location": "retail.azurecr.io/retail-r:0.1"}}}})
+    assert image.status_code == 400 and "neither a recipe" in image.json()["detail"]

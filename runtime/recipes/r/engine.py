@@ -58,6 +58,15 @@ def absolute_data_sets(config: dict[str, Any], cwd: Path) -> dict[str, Any]:
     return out
 
 
+def output_folders(config: dict[str, Any]) -> None:
+    """The folder of an output data set given as a path exists before R writes into it."""
+    for key in ("scoringResultsDataSetId", "featuresDataSetId"):
+        value = config.get(key)
+        if isinstance(value, str) and Path(value).is_absolute() and \
+                Path(value).suffix.lower() in _DATA_SUFFIXES:
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
+
+
 class RRecipe(RecipeEngine):
     preload = ()        # nothing of the recipe's runs in a Python parent
 
@@ -93,6 +102,7 @@ class RRecipe(RecipeEngine):
         result_path = folder / f"{task}-result.json"
         result_path.unlink(missing_ok=True)
         config = self.r_config(ctx)
+        output_folders(config)
         for key in ("modelPATH", "logsPATH"):
             if config.get(key):
                 Path(config[key]).mkdir(parents=True, exist_ok=True)
