@@ -9,20 +9,19 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Any, Optional
-
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
+from .plans import Plan
 from .resources import ResourceRequest
 
 __all__ = ["CudaDevice", "HostInfo", "Plan", "THREAD_ENV_VARS", "describe", "detect_host", "plan"]
 
+# The backends a task gets when none is asked for, by its engine kind (and, for python, whether
+# it wants a GPU). What any backend is and does, the backend declares (runtime.backends.Backend).
 PYTHON_CPU = "python-cpu"
 PYTHON_CUDA = "python-cuda"
 PYSPARK = "pyspark"
-# Backends that place the task on a cluster: its GPUs and cores are not this host's to check.
-CLUSTER_BACKENDS = frozenset({"ray"})
 
 # Every thread pool a python engine is likely to start reads one of these at import time.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -57,37 +56,6 @@ class HostInfo(BaseModel):
 
     cpu_count: int = Field(ge=1)
     cuda_devices: tuple[CudaDevice, ...] = ()
-
-
-class Plan(BaseModel):
-    """Where a task runs. `device` is the device string the worker sees (after CUDA_VISIBLE_DEVICES
-    renumbering); `gpu_indices` are the host's device indices the run was given."""
-
-    model_config = ConfigDict(frozen=True)
-
-    backend: str
-    device: str
-    threads: int = Field(ge=1)
-    gpu_indices: tuple[int, ...] = ()
-    # The GPUs asked for: a whole number, or a share below 1 of one device (two 0.5 runs share
-    # it); 0 = no GPU. The queue leases by it (runtime.capacity.demand_for).
-    gpus: float = 0
-    env: dict[str, str] = Field(default_factory=dict)
-    reason: str
-    resources: Optional[ResourceRequest] = None   # what the task asked for, for cluster backends
-    # A cluster's plan: the run takes nothing of this host's capacity (runtime.capacity).
-    on_cluster: bool = Field(default=False, exclude=True)
-    # The interpreter the worker runs with: a recipe's environment (runtime.envs); None = the
-    # runtime's own (sys.executable).
-    python: Optional[str] = None
-
-    @field_serializer("python")
-    def _python_text(self, value: Any) -> Optional[str]:
-        # model_copy(update=...) does not validate: a Path put there is still written as text
-        return None if value is None else os.fspath(value)
-
-    def to_record(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 # --- the host ---------------------------------------------------------------------------------
@@ -157,11 +125,15 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
     this host cannot serve is a ConfigError here, before anything runs. `python` is the worker's
     interpreter (a recipe environment's, from runtime.envs.ensure_env); None = the runtime's own.
     """
+    from .backends import backend_class, engine_kinds
+
     python = None if python is None else os.fspath(python)
-    if engine_kind not in ("python", "pyspark"):
-        raise ConfigError(f"Unknown engine kind {engine_kind!r}: expected 'python' or 'pyspark'")
+    known = engine_kinds()
+    if engine_kind not in known:
+        raise ConfigError(f"Unknown engine kind {engine_kind!r}: expected "
+                          f"{' or '.join(repr(k) for k in known)}")
     gpus, pinned, source = _gpu_request(resources, device)
-    if backend in CLUSTER_BACKENDS:
+    if backend is not None and backend_class(backend).on_cluster:
         return _cluster_plan(backend, engine_kind, resources, gpus, source).model_copy(
             update={"python": python})
     threads, thread_note = _threads(resources, host)
@@ -178,8 +150,8 @@ def plan(*, engine_kind: str, resources: ResourceRequest, host: HostInfo, device
         if device is not None and device.strip().lower() == "cpu":
             raise ConfigError(f"Backend {PYTHON_CUDA} runs on a GPU, but --device cpu was given")
         gpus, source = 1, f"backend {PYTHON_CUDA}"
-    if backend == PYSPARK and gpus:
-        raise ConfigError(f"The pyspark backend schedules no GPUs, but the task requests "
+    if gpus and not backend_class(backend).local_gpus:
+        raise ConfigError(f"The {backend} backend schedules no GPUs, but the task requests "
                           f"{_count(gpus, 'GPU')} ({source}); pass --device cpu to run on the CPU")
 
     chosen = _choose_devices(_whole(gpus), pinned, source, host)

@@ -19,7 +19,7 @@ from ..schemas import RunStatus
 from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, stage_run
 
 if TYPE_CHECKING:
-    from ..dispatch import Plan
+    from ..plans import Plan
     from ..spark.config import SparkConfig
     from ..spark.pool import PoolWorker, SparkWorkerPool
 
@@ -37,6 +37,9 @@ class PySparkBackend(Backend):
     """
 
     name = "pyspark"
+    engine_kinds = ("pyspark",)
+    local_gpus = False                            # Spark schedules no GPUs here
+    cli_options = {"spark_master": "master"}      # --spark-master URL
 
     def __init__(self, *, pool: SparkWorkerPool | None = None, master: str | None = None,
                  grace_s: float = 5.0) -> None:
@@ -57,6 +60,9 @@ class PySparkBackend(Backend):
         from ..spark.config import spark_config
 
         return spark_config(resources, default_cores=plan.threads, master=self.master)
+
+    def plan_more(self, resources: ResourceRequest, plan: Plan) -> SparkConfig:
+        return self.spark_config(resources, plan)   # --explain shows it, the record keeps it
 
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path, echo: TextIO | None = None,
                resources: ResourceRequest | None = None,

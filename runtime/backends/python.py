@@ -20,7 +20,7 @@ from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, stage
 __all__ = ["PythonBackend", "PythonRunHandle"]
 
 if TYPE_CHECKING:
-    from ..dispatch import Plan
+    from ..plans import Plan
     from ..warm import WarmChild, WarmPools
 
 LOG_TAIL_LINES = 40
@@ -35,6 +35,7 @@ class PythonBackend(Backend):
     """
 
     name = "python"
+    takes_warm_pools = True
 
     def __init__(self, *, grace_s: float = 3.0, warm: WarmPools | None = None) -> None:
         self.grace_s = grace_s

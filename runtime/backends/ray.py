@@ -30,7 +30,7 @@ from ..schemas import RunStatus
 from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, read_result
 
 if TYPE_CHECKING:
-    from ..dispatch import Plan
+    from ..plans import Plan
     from ..resources import ResourceRequest
 
 __all__ = ["RayBackend", "RayRunHandle", "RAY_STATES", "WORKING_DIR_EXCLUDES", "working_dir_size",
@@ -187,6 +187,9 @@ class RayBackend(Backend):
 
     name = "ray"
     queues = True   # a run waits in PENDING until the cluster starts it (the executor's cue)
+    on_cluster = True                          # the cluster places the task, not this host
+    engine_kinds = ("python",)
+    submits = True                             # `run submit` sends its runs here
 
     @classmethod
     def stop_recorded(cls, job: dict[str, Any]) -> str:

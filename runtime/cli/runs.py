@@ -112,8 +112,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         from ..warm import pools_for
 
-        executor = RunExecutor(registry, backend_options=(
-            {"pyspark": {"master": args.spark_master}} if args.spark_master else None),
+        from ..backends import backend_options_from
+
+        executor = RunExecutor(registry, backend_options=backend_options_from(args),
             warm=pools_for(registry.home.root, kind="cli", flag=getattr(args, "warm", None)))
         instance, experiment, prepared = prepare_run(
             registry, caller, args, mode, executor, backend=args.backend,

@@ -6,6 +6,7 @@ import os
 
 from ..api.app import ServerSettings
 from ..api.server import parse_tokens, serve
+from ..backends import backend_options_from
 from ..home import resolve_home
 
 
@@ -22,8 +23,7 @@ def main(args: argparse.Namespace) -> int:
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
                               execute_runs=not args.no_execute, data_roots=args.data_root,
-                              backend_options=({"pyspark": {"master": args.spark_master}}
-                                               if args.spark_master else {}),
+                              backend_options=backend_options_from(args),
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
                               run_backend=args.run_backend
                               or os.environ.get("MLRUNTIME_RUN_BACKEND") or None,

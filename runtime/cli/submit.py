@@ -30,6 +30,7 @@ def _skip_exit_collection() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..backends import submit_backend
     from ..run_targets import ray_backend_options
     from ..runs import RunExecutor
 
@@ -42,9 +43,10 @@ def main(args: argparse.Namespace) -> int:
             registry.home.root, address=args.address, working_dir=args.working_dir,
             upload_working_dir=not args.no_working_dir, shared_artifacts=args.shared_artifacts,
             pip=args.pip, notify=_stderr)
-        executor = RunExecutor(registry, backend_options={"ray": options})
+        backend = submit_backend()   # the cluster backend that takes submitted runs (ray)
+        executor = RunExecutor(registry, backend_options={backend: options})
         instance, experiment, prepared = prepare_run(registry, caller, args, mode, executor,
-                                                     backend="ray")
+                                                     backend=backend)
         started = time.perf_counter()
         from ..supervisor import SignalGuard
 

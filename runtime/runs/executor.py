@@ -53,13 +53,12 @@ class RunExecutor:
 
     def backend(self, name: str) -> Any:
         """The backend registered as `name`, configured once and kept for later runs."""
-        from ..backends import load_backend
-        from ..dispatch import PYTHON_CPU, PYTHON_CUDA
+        from ..backends import backend_class, load_backend
 
         with self._lock:
             if name not in self._backends:
                 options = dict(self.backend_options.get(name, {}))
-                if name in (PYTHON_CPU, PYTHON_CUDA) and self.warm is not None:
+                if backend_class(name).takes_warm_pools and self.warm is not None:
                     options.setdefault("warm", self.warm)
                 self._backends[name] = load_backend(name, **options)
             return self._backends[name]

@@ -115,9 +115,12 @@ class Prepared:
 
         text = describe(self.plan)
         if self.recipe is not None:
+            from ..recipe_kinds import kind_named
+
+            kind = kind_named(self.recipe.kind)
             where = ("this environment (--env-manager local)" if self.env_manager == "local" else
-                     "this environment (a PySpark recipe without requirements)"
-                     if self.recipe.kind == "pyspark" and not self.recipe.requirements
+                     f"this environment (a {kind.title} recipe without requirements)"
+                     if kind.runs_here_when_bare and not self.recipe.requirements
                      and not self.extra_pip else
                      "its own environment (uv), built on first use")
             text += (f"\nrecipe   {self.recipe.kind} {self.recipe.name} "
@@ -268,6 +271,7 @@ class Preparer:
                 extra_pip: Optional[list[str]] = None) -> Prepared:
         """Everything decided before a run. `require_model=False` (for --explain and --dry-run)
         lets a score plan be shown before any Model exists."""
+        from ..backends import plans_more
         from ..dispatch import plan as make_plan
         from ..engine import load_engine
         from ..resolver import CLI, ENGINE as ENGINE_LAYER, EXPERIMENT as EXPERIMENT_LAYER
@@ -312,9 +316,9 @@ class Preparer:
             except ConfigError:
                 if require_model:
                     raise
-        spark = None
-        if plan.backend == "pyspark":   # the planned Spark configuration, for --explain and the record
-            spark = self._backend("pyspark").spark_config(resolved.resources, plan)
+        spark = None   # what the backend plans beyond the dispatcher (pyspark: Spark settings)
+        if plans_more(plan.backend):
+            spark = self._backend(plan.backend).plan_more(resolved.resources, plan)
         recipe = getattr(engine_cls, "recipe", None)
         if recipe is not None:
             from ..recipes.runs import default_env_manager, engine_extra_pip
