@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError
+from .gpus import query_devices
 from .plans import Plan
 from .resources import ResourceRequest
 
@@ -27,7 +26,6 @@ PYSPARK = "pyspark"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TORCH_NUM_THREADS")
 
-NVIDIA_SMI_TIMEOUT_S = 5.0
 _CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
 
 
@@ -71,28 +69,10 @@ def detect_host() -> HostInfo:
 
 
 def _nvidia_smi_devices() -> list[tuple[int, str, str, int]]:
-    """(physical index, uuid, name, memory_mb) per device; [] when nvidia-smi is absent or fails
-    (a driver without a GPU, a hung driver): both mean "no CUDA device we can use"."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    devices = []
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 4:
-            continue
-        try:
-            # the name may contain commas; index, uuid and memory never do
-            devices.append((int(parts[0]), parts[1], ",".join(parts[2:-1]), int(float(parts[-1]))))
-        except ValueError:
-            continue
-    return devices
+    """(physical index, uuid, name, memory_mb) per device nvidia-smi reports (runtime.gpus reads
+    it); a device whose memory it cannot tell is not one we can use."""
+    return [(d["index"], d["uuid"], d["name"], d["memoryTotalMB"])
+            for d in query_devices(memory_used=False) if d["memoryTotalMB"] is not None]
 
 
 def _visible(physical: list[tuple[int, str, str, int]]) -> tuple[CudaDevice, ...]:

@@ -1,41 +1,47 @@
 """`run gpus`: each CUDA device of this host (index, name, memory used/total) and the runs that
 hold a lease on it, read from the run ledger that every CLI process and server of the registry
-shares (runtime.supervisor). No torch: nvidia-smi is the only thing asked."""
+shares (runtime.supervisor); and the one reader of nvidia-smi. No torch: nvidia-smi is the only
+thing asked."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 from typing import Any, Optional
 
-from .dispatch import NVIDIA_SMI_TIMEOUT_S
+NVIDIA_SMI_TIMEOUT_S = 5.0
+_FIELDS = ("index", "uuid", "name", "memory.used", "memory.total")
 
-QUERY = "index,uuid,name,memory.used,memory.total"
 
-
-def query_devices() -> list[dict[str, Any]]:
-    """One row per device nvidia-smi reports, numbered as nvidia-smi numbers them (PCI bus order:
-    the indices leases use); [] without nvidia-smi."""
+def query_devices(*, memory_used: bool = True) -> list[dict[str, Any]]:
+    """One row per device nvidia-smi reports (index, uuid, name, memoryUsedMB when asked,
+    memoryTotalMB; a memory nvidia-smi says is "[N/A]" is None), numbered as nvidia-smi numbers
+    them (PCI bus order: the indices leases and CUDA_VISIBLE_DEVICES use); [] when nvidia-smi is
+    absent or fails (a driver without a GPU, a hung driver): both mean "no CUDA device here".
+    The one reader of nvidia-smi: the dispatcher's host (runtime.dispatch) and `run gpus`."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
+    fields = [f for f in _FIELDS if memory_used or f != "memory.used"]
     try:
-        out = subprocess.run([exe, f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"],
+        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S,
                              check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return []
+    memory = len(fields) - 3
     devices = []
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 5:
+        if len(parts) < len(fields):
             continue
         try:   # the name may hold commas; the other fields never do
-            devices.append({"index": int(parts[0]), "uuid": parts[1],
-                            "name": ",".join(parts[2:-2]),
-                            "memoryUsedMB": _number(parts[-2]),
-                            "memoryTotalMB": _number(parts[-1])})
+            device = {"index": int(parts[0]), "uuid": parts[1], "name": ",".join(parts[2:-memory])}
         except ValueError:
             continue
+        if memory_used:
+            device["memoryUsedMB"] = _number(parts[-2])
+        device["memoryTotalMB"] = _number(parts[-1])
+        devices.append(device)
     return devices
 
 
