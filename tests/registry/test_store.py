@@ -115,3 +115,22 @@ def test_name_filters_use_the_name_index_even_on_a_new_store(tmp_path):
         'EXPLAIN QUERY PLAN SELECT doc FROM "mlInstances" WHERE org=? AND sandbox=? AND deleted=0 '
         "AND name=? ORDER BY created, rowid LIMIT 25", ("o", "s", "n")))
     assert "mlInstances_name" in plan
+
+
+def test_more_ids_than_one_statement_binds_are_read_deleted_and_forgotten_whole(tmp_path):
+    """Lists of ids go to SQLite in batches (store/sqlite_batches.py): 1,201 of them, across three
+    batches, are all found, soft-deleted, and dropped from the run ledger and the schedules."""
+    store = open_store(tmp_path / "r.db")
+    ids = [f"e{i}" for i in range(1201)]
+    with store.transaction():
+        for id in ids:
+            store.insert(ENGINE, SCOPE, _doc(id))
+            store.ledger_put(SCOPE, id, "queued", {})
+            store.schedule_put(SCOPE, {"id": id, "owner": "mlService", "owner_id": "s",
+                                       "task": "train", "spec": {}, "next_fire": None})
+    assert sorted(store.live_ids(ENGINE, SCOPE, "id", [*ids, "missing"])) == sorted(ids)
+    assert store.soft_delete(ENGINE, SCOPE, ids[:1100], "2024-01-02T00:00:00.000Z") == 1100
+    assert sorted(store.live_ids(ENGINE, SCOPE, "id", ids)) == sorted(ids[1100:])
+    assert store.ledger_delete(ids) == 1201 and store.ledger_rows() == []
+    assert store.schedule_delete(ids) == 1201 and store.schedule_rows() == []
+    store.close()
