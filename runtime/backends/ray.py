@@ -1,22 +1,16 @@
 """The ray backend: a run becomes a Ray job, submitted through Ray's Jobs API (JobSubmissionClient).
 
-The job's entrypoint runs the same worker that `run train|score|fp` runs locally; its artifacts
-reach the submitting registry either through a shared artifact store or inside the job's log.
-`ray` itself is imported only inside functions: `import runtime` never pays for it.
+The job's entrypoint (runtime.backends.ray_job) runs the same worker that `run train|score|fp` runs
+locally; what travels with it (the runtime's code, the spec, a model, a user's recipe and its
+environment's pins) is runtime.backends.ray_package's. Its artifacts reach the submitting registry
+either through a shared artifact store or inside the job's log. `ray` itself is imported only
+inside functions: `import runtime` never pays for it.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import importlib
-import io
-import json
 import logging
 import os
-import shutil
 import sys
-import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -27,7 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TextIO
 
 from ..errors import ConfigError, ExecutionError, MissingDependency
 from ..schemas import RunStatus
-from . import RESULT_FILE, SPEC_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, read_result
+from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, read_result
+from .ray_job import (BUNDLE_BEGIN, BUNDLE_END, DISTRIBUTION, RETURN_LIMIT_MB,  # noqa: F401
+                      make_bundle, restore_bundle, runtime_missing, split_bundle)
+from .ray_package import (RecipeJob, check_python, code_excludes, job_code, recipe_job, stage,
+                          unstage_dir)
 
 if TYPE_CHECKING:
     from ..plans import Plan
@@ -55,15 +53,9 @@ WORKING_DIR_EXCLUDES = (".git", ".hg", ".venv", "venv", "__pycache__", "*.pyc", 
                         ".mypy_cache", "node_modules", "data", "datasets", "artifacts", "out",
                         "outputs", "mlruns", ".mlinstance-runtime", "benchmarks/results")
 LARGE_UPLOAD_MB = 100.0
-RETURN_LIMIT_MB = 256.0      # artifacts brought back in the log; larger needs a shared store
 PENDING_NOTICE_S = 10.0
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 40
-BUNDLE_BEGIN = "@@mlinstance-runtime-artifacts begin"
-BUNDLE_END = "@@mlinstance-runtime-artifacts end"
-_BUNDLE_LINE_CHARS = 32 * 1024
-_STAGE_PREFIX = "mlrt_job_"
-_JOB_FILE = "job.json"
 ARTIFACT_MODES = ("return", "shared")
 
 
@@ -155,17 +147,18 @@ _FINAL = frozenset(state for state in RAY_STATES.values() if state.is_terminal()
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What a job asks of the cluster (None: Ray's default, which is 0 for an entrypoint)."""
+    """What a job asks of the cluster. A run naming no `cpus` asks for 1 CPU, as locally it takes
+    one slot (Ray's own default for an entrypoint is 0: any number of jobs would share a node)."""
 
-    num_cpus: Optional[float] = None
+    num_cpus: Optional[float] = 1
     num_gpus: Optional[float] = None
     memory_mb: Optional[int] = None
 
     @classmethod
     def from_resources(cls, resources: Optional[ResourceRequest], plan: Plan) -> "JobRequest":
         if resources is None:  # the server's path: only the plan is known
-            return cls(num_cpus=plan.threads, num_gpus=len(plan.gpu_indices) or None)
-        return cls(num_cpus=resources.cpus, num_gpus=resources.gpus or None,
+            return cls(num_cpus=plan.threads or 1, num_gpus=len(plan.gpu_indices) or None)
+        return cls(num_cpus=resources.cpus or 1, num_gpus=resources.gpus or None,
                    memory_mb=resources.driver_memory_mb)
 
     def describe(self) -> str:
@@ -225,11 +218,16 @@ class RayBackend(Backend):
         self.return_limit_mb = return_limit_mb
         self.stop_grace_s = stop_grace_s
 
-    def runtime_env(self, stage: Path, plan: Plan) -> dict[str, Any]:
+    def runtime_env(self, stage: Path, plan: Plan, *, code: Iterable[Path] = (),
+                    recipe: Optional[RecipeJob] = None) -> dict[str, Any]:
+        """The job's runtime_env: its package and the runtime's code (py_modules), the plan's
+        variables, the working directory, and a recipe's environment (`uv`, or `pip`) or the
+        extra requirements (`pip`) of an engine plugin's job."""
         # CUDA_VISIBLE_DEVICES is Ray's to set (entrypoint_num_gpus); the plan's is this host's.
         env_vars = {k: v for k, v in plan.env.items() if k != "CUDA_VISIBLE_DEVICES"}
         env_vars["PYTHONUNBUFFERED"] = "1"
-        env: dict[str, Any] = {"py_modules": [str(stage)], "env_vars": env_vars}
+        env: dict[str, Any] = {"py_modules": [str(stage), *(str(c) for c in code)],
+                               "env_vars": env_vars, "excludes": code_excludes()}
         if self.working_dir is not None:
             if not self.working_dir.is_dir():
                 raise ConfigError(f"The working directory to upload is not a folder: {self.working_dir}")
@@ -242,7 +240,13 @@ class RayBackend(Backend):
                             f"{self.large_upload_mb:g} MiB: move data out of it, or pass another "
                             "--working-dir")
             env["working_dir"] = str(self.working_dir)
-            env["excludes"] = list(self.excludes)
+            env["excludes"] = list(dict.fromkeys([*self.excludes, *code_excludes()]))
+        if recipe is not None and recipe.pins:
+            # --pip went into the recipe's environment: its pins hold it already
+            fields = recipe.runtime_env()
+            env_vars.update(fields.pop("env_vars", {}))
+            env.update(fields)
+            return env
         requirements = _pip_requirements(self.pip)
         if requirements:
             env["pip"] = requirements
@@ -250,29 +254,31 @@ class RayBackend(Backend):
 
     def entrypoint(self, stage: Path) -> str:
         """The job's command: it names the uploaded package, never the spec's values."""
-        return f"{self.python} -m runtime.backends.ray {stage.name}"
+        return f"{self.python} -m runtime.backends.ray_job {stage.name}"
 
     def submit(self, *, spec: WorkerSpec, plan: Plan, log_path: Path,
                echo: TextIO | None = None) -> RayRunHandle:
+        recipe = recipe_job(spec, plan.python)   # a PySpark recipe is refused here
         client = _job_client(self.address)
+        if recipe is not None:
+            check_python(recipe, client.get_address(), spec.run_id, self.notify)
         request = JobRequest.from_resources(self.resources or plan.resources, plan)
-        stage = _stage(spec, self.artifacts, self.return_limit_mb)
+        engine, code = job_code(spec.engine)
+        folder = stage(spec.model_copy(update={"engine": engine}), self.artifacts,
+                       self.return_limit_mb, recipe)
         submission_id = f"mlrt-{spec.run_id}-{uuid.uuid4().hex[:8]}"
         try:
-            runtime_env = self.runtime_env(stage, plan)
-            entrypoint = self.entrypoint(stage)
-            kwargs: dict[str, Any] = {}
-            if request.num_cpus:
-                kwargs["entrypoint_num_cpus"] = request.num_cpus
+            runtime_env = self.runtime_env(folder, plan, code=code, recipe=recipe)
+            kwargs: dict[str, Any] = {"entrypoint_num_cpus": request.num_cpus}
             if request.num_gpus:
                 kwargs["entrypoint_num_gpus"] = request.num_gpus
             if request.memory_mb:
                 kwargs["entrypoint_memory"] = int(request.memory_mb) << 20
             try:
-                client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                client.submit_job(entrypoint=self.entrypoint(folder), submission_id=submission_id,
                                   runtime_env=runtime_env,
                                   metadata={"mlinstance_runtime.run_id": spec.run_id,
-                                            "mlinstance_runtime.engine": spec.engine,
+                                            "mlinstance_runtime.engine": engine,
                                             "mlinstance_runtime.mode": spec.mode},
                                   **kwargs)
             except Exception as exc:
@@ -280,9 +286,11 @@ class RayBackend(Backend):
                     f"Run {spec.run_id} (engine {spec.engine}): the Ray cluster at "
                     f"{client.get_address()} refused the job: {exc}") from exc
         finally:
-            shutil.rmtree(stage.parent, ignore_errors=True)  # uploaded (or refused): not needed
+            unstage_dir(folder)   # uploaded (or refused): not needed
+        what = (f"; recipe {recipe.name} with {len(recipe.pins)} pinned requirements"
+                if recipe is not None else "")
         self.notify(f"Submitted Ray job {submission_id} to {client.get_address()} "
-                    f"(asks {request.describe()}; artifacts: {self.artifacts})")
+                    f"(asks {request.describe()}; artifacts: {self.artifacts}{what})")
         return RayRunHandle(client, submission_id, spec=spec, request=request,
                             artifacts=self.artifacts, log_path=Path(log_path), echo=echo,
                             notify=self.notify, poll_s=self.poll_s,
@@ -291,26 +299,9 @@ class RayBackend(Backend):
 
 
 def _stage(spec: WorkerSpec, artifacts: str, return_limit_mb: float) -> Path:
-    """A package folder uploaded with the job (runtime_env py_modules): the spec, the job's
-    settings and, for a score run whose artifacts travel, the model to score with."""
-    module = _STAGE_PREFIX + hashlib.sha1(f"{spec.run_id}-{uuid.uuid4()}".encode()).hexdigest()[:16]
-    stage = Path(tempfile.mkdtemp(prefix="mlrt-stage-")) / module
-    stage.mkdir()
-    (stage / "__init__.py").write_text('"""Inputs of one MLInstance Runtime job."""\n')
-    model_dir = spec.model_dir
-    if artifacts == "return" and spec.model_dir is not None:
-        source = Path(spec.model_dir)
-        if source.is_dir():
-            shutil.copytree(source, stage / "model")
-        elif source.is_file():
-            (stage / "model").mkdir()
-            shutil.copy2(source, stage / "model" / source.name)
-        model_dir = None
-    spec.model_copy(update={"model_dir": model_dir}).write(stage / SPEC_FILE)
-    (stage / _JOB_FILE).write_text(json.dumps({"artifacts": artifacts,
-                                               "run_dir": str(Path(spec.run_dir).resolve()),
-                                               "return_limit_mb": return_limit_mb}))
-    return stage
+    """The job's package for `spec` (runtime.backends.ray_package.stage), for callers that stage
+    a job by hand (tests, benchmarks)."""
+    return stage(spec, artifacts, return_limit_mb)
 
 
 # --- the handle ----------------------------------------------------------------------------------
@@ -529,177 +520,7 @@ def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(deque(text.splitlines(), maxlen=lines))
 
 
+if __name__ == "__main__":   # jobs submitted before the entrypoint moved to ray_job
+    from .ray_job import job_main
 
-# --- artifacts that travel in the log ------------------------------------------------------------
-
-def split_bundle(text: str) -> tuple[str, Optional[bytes]]:
-    """The log without the artifacts bundle, and the bundle's bytes (None when there is none, or
-    when it is still being written)."""
-    start = text.find(BUNDLE_BEGIN)
-    if start < 0:
-        return text, None
-    end = text.find(BUNDLE_END, start)
-    if end < 0:
-        return text[:start], None
-    header, _, body = text[start:end].partition("\n")
-    rest = text[end + len(BUNDLE_END):].lstrip("\n")
-    _, _, digest = header.rpartition(" ")
-    data = base64.b64decode("".join(body.split()))
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise ExecutionError("The artifacts in the Ray job's log are damaged (checksum mismatch)")
-    return text[:start] + rest, data
-
-
-def make_bundle(run_dir: Path, result: dict[str, Any]) -> bytes:
-    """A tar.gz of the run folder (less the spec, which may hold secrets) and of an output written
-    outside it, with a manifest saying where each came from."""
-    buffer = io.BytesIO()
-    output = result.get("output")
-    manifest = {"run_dir": str(run_dir), "output": output, "output_member": None}
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(run_dir.rglob("*")):
-            rel = path.relative_to(run_dir)
-            if rel.as_posix() == SPEC_FILE or not path.is_file():
-                continue
-            tar.add(path, arcname=f"run/{rel.as_posix()}", recursive=False)
-        if output and Path(output).exists() and not _inside(Path(output), run_dir):
-            manifest["output_member"] = f"output/{Path(output).name}"
-            tar.add(output, arcname=manifest["output_member"])
-        data = json.dumps(manifest).encode()
-        member = tarfile.TarInfo("manifest.json")
-        member.size = len(data)
-        tar.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def restore_bundle(data: bytes, run_dir: Path) -> Optional[dict[str, Any]]:
-    """Unpack a bundle into the local run folder; the result's paths are rewritten to local ones
-    (an output written outside the job's run folder lands at the same path here)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        manifest = json.loads(tar.extractfile("manifest.json").read())
-        for member in tar.getmembers():
-            if member.name.startswith("run/") and member.isfile():
-                tar.extract(member, run_dir.parent / "_ray_incoming", filter="data")
-        incoming = run_dir.parent / "_ray_incoming" / "run"
-        if incoming.is_dir():
-            for item in incoming.iterdir():
-                target = run_dir / item.name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                os.replace(item, target)
-        shutil.rmtree(run_dir.parent / "_ray_incoming", ignore_errors=True)
-        remote_dir = manifest["run_dir"]
-        result = read_result(run_dir / RESULT_FILE)
-        if result is None:
-            return None
-
-        def local(path: Optional[str]) -> Optional[str]:
-            if path and (path == remote_dir or path.startswith(remote_dir.rstrip("/") + "/")):
-                return str(run_dir / Path(path).relative_to(remote_dir))
-            return path
-
-        result["model_dir"] = local(result.get("model_dir"))
-        result["output"] = local(result.get("output"))
-        if manifest.get("output_member"):
-            target = Path(manifest["output"])   # a relative path: from this working directory
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(manifest["output_member"]) as source, open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
-            result["output"] = str(target.resolve())
-        (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str))
-        return result
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-# --- the job itself (on the cluster) -------------------------------------------------------------
-
-DISTRIBUTION = "mlinstance-runtime"
-
-
-def runtime_missing(engine: str) -> Optional[str]:
-    """Why this Python cannot run `engine`, when the cause is that it lacks the runtime's
-    distribution (the working_dir upload brings the source, not the installed package whose entry
-    points name the engines); None when it has it, or the engine is an import path."""
-    from importlib import metadata
-
-    if ":" in engine:   # `module:Class` or `recipe:<kind>:<dir>`: no entry point needed
-        return None
-    try:
-        metadata.distribution(DISTRIBUTION)
-        return None
-    except metadata.PackageNotFoundError:
-        pass
-    return (f"the job's Python on the Ray cluster ({sys.executable}) has no {DISTRIBUTION} "
-            f"installed, so it knows no engine plugin (engine {engine!r} is an entry point of that "
-            "package; the uploaded working_dir brings the source, not the installed package). "
-            f"Install it in the cluster's Python (pip install '{DISTRIBUTION}[ray]', or a wheel "
-            "of this checkout: pip wheel --no-deps . -w dist), let Ray install it for the job "
-            "(run submit --pip REQ with a requirement or wheel the cluster can reach; "
-            "MLRUNTIME_RAY_PIP for the server), or run the cluster from the project's Docker "
-            "image (docker/Dockerfile.cpu or docker/Dockerfile.cuda, which install it)")
-
-
-def job_main(argv: list[str]) -> int:
-    """`python -m runtime.backends.ray STAGE_MODULE`: the Ray job's entrypoint.
-
-    Runs the worker on the uploaded spec, exactly as a local run does, then (artifacts "return")
-    prints the run's artifacts as one base64 block at the end of the log.
-    """
-    if len(argv) != 1:
-        print("usage: python -m runtime.backends.ray STAGE_MODULE", file=sys.stderr)
-        return 2
-    stage = Path(importlib.import_module(argv[0]).__file__).parent
-    job = json.loads((stage / _JOB_FILE).read_text())
-    spec = WorkerSpec.read(stage / SPEC_FILE)
-    if job["artifacts"] == "shared":
-        run_dir = Path(job["run_dir"])
-        model_dir = spec.model_dir
-    else:
-        run_dir = Path(tempfile.mkdtemp(prefix="mlrt-run-"))
-        model_dir = stage / "model" if (stage / "model").exists() else None
-    spec = spec.model_copy(update={"run_dir": run_dir, "model_dir": model_dir})
-    spec_path = spec.write(run_dir / SPEC_FILE)
-
-    from .. import worker
-
-    missing = runtime_missing(spec.engine)
-    if missing is not None:   # not "installed engines: none": say which Python lacks what
-        print(f"error: {missing}", flush=True)
-        worker._write_result(run_dir, {
-            "state": "FAILED", "run_id": spec.run_id, "engine": spec.engine, "mode": spec.mode,
-            "metrics": [], "model_dir": None, "output": None, "rows": None, "durations_s": {},
-            "error": {"type": "RuntimeNotInstalled", "message": missing, "traceback": ""}})
-        code = 1
-    else:
-        code = worker.main([str(spec_path)])
-    if job["artifacts"] == "return":
-        result = read_result(run_dir / RESULT_FILE)
-        if result is not None:
-            data = make_bundle(run_dir, result)
-            limit_mb = float(job.get("return_limit_mb") or RETURN_LIMIT_MB)
-            if len(data) > limit_mb * (1 << 20):
-                print(f"error: the run's artifacts are {len(data) / (1 << 20):.0f} MiB compressed, "
-                      f"over the {limit_mb:g} MiB that travel back in the job's log: use a "
-                      "shared artifact store (artifacts 'shared')", flush=True)
-                shutil.rmtree(run_dir, ignore_errors=True)
-                return 1
-            sys.stdout.flush()
-            text = base64.b64encode(data).decode()
-            lines = [text[i:i + _BUNDLE_LINE_CHARS] for i in range(0, len(text), _BUNDLE_LINE_CHARS)]
-            sys.stdout.write(f"{BUNDLE_BEGIN} {len(data)} {hashlib.sha256(data).hexdigest()}\n"
-                             + "\n".join(lines) + f"\n{BUNDLE_END}\n")
-            sys.stdout.flush()
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return code
-
-
-if __name__ == "__main__":
     sys.exit(job_main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """A Ray job whose Python lacks the installed runtime: the job's entrypoint says which Python lacks
 `mlinstance-runtime` and how to fix it, instead of "installed engines: none".
 
-No cluster needed: the entrypoint (`python -m runtime.backends.ray STAGE`) runs as Ray runs it —
+No cluster needed: the entrypoint (`python -m runtime.backends.ray_job STAGE`) runs as Ray runs it —
 the checkout's source importable from the working directory, the staged spec package on the
 path — under a bare `python -m venv` that sees this environment's packages (pydantic, ...) but not
 the `mlinstance-runtime` distribution nor its editable install.
@@ -9,7 +9,6 @@ the `mlinstance-runtime` distribution nor its editable install.
 from __future__ import annotations
 
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -17,35 +16,15 @@ from pathlib import Path
 import pytest
 
 from runtime.backends import WorkerSpec
+from ray_head import python_without_runtime
 from runtime.backends.ray import DISTRIBUTION, _stage, restore_bundle, runtime_missing, split_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _python_without_runtime(tmp_path: Path) -> Path:
-    """A venv whose site-packages point, through one .pth, at a mirror of this environment's
-    site-packages less the runtime's distribution and editable-install hooks."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    packages = next(Path(p) for p in site.getsitepackages() if (Path(p) / "pydantic").is_dir())
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for entry in packages.iterdir():
-        name = entry.name.lower()
-        if name.startswith(("mlinstance_runtime", "__editable__")) or name.endswith(".pth"):
-            continue
-        (mirror / entry.name).symlink_to(entry)
-    python = venv / "bin" / "python"
-    venv_site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    Path(venv_site, "mirror.pth").write_text(f"{mirror}\n")
-    return python
-
-
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _python_without_runtime(tmp_path_factory.mktemp("bare"))
+    return python_without_runtime(tmp_path_factory.mktemp("bare"))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +44,7 @@ def _run_job(python: Path, cwd: Path, tmp_path: Path, engine: str) -> subprocess
     stage = _stage(spec, "return", 64)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLRUNTIME_", "PYTHON"))}
     env["PYTHONPATH"] = str(stage.parent)   # what runtime_env py_modules does for the package
-    return subprocess.run([str(python), "-m", "runtime.backends.ray", stage.name], cwd=cwd,
+    return subprocess.run([str(python), "-m", "runtime.backends.ray_job", stage.name], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
