@@ -284,7 +284,7 @@ class _ChunkScorer:
         self.net = None
 
     def feed(self, piece: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        from .engine import _features_with_history
+        from .history import features_with_history
         from .features import prepare
 
         raw = prepare(piece)
@@ -299,7 +299,7 @@ class _ChunkScorer:
             history = self.model.history_for(int(stores[0]), int(stores[-1]))
         else:
             history = self.model.history.iloc[0:0]
-        frame = _features_with_history(raw, history, self.target, context=context)
+        frame = features_with_history(raw, history, self.target, context=context)
         self.carry = _recent_rows(raw if context is None else _joined(context, raw))
         if not len(frame) and self.pending_rows:
             return

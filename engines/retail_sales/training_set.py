@@ -151,9 +151,9 @@ class TrainingSet:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .engine import _history
+        from .history import recent_history
 
-        table = pa.Table.from_pandas(_history(frame, self.target), preserve_index=False)
+        table = pa.Table.from_pandas(recent_history(frame, self.target), preserve_index=False)
         if self._history_writer is None:
             self._history_writer = pq.ParquetWriter(str(self.history_file), table.schema,
                                                     compression="snappy")
