@@ -35,7 +35,7 @@ TARGET_RATIO = 5.0
 sys.path.insert(0, str(ROOT))
 
 from runtime.envs import PROFILES, ensure_env, envs_dir, remove_env  # noqa: E402
-from runtime.envs.build import _own_python  # noqa: E402
+from runtime.envs.interpreters import own_python  # noqa: E402
 
 
 def _clean_env() -> dict[str, str]:
@@ -69,7 +69,7 @@ def pip_first_run(work: Path, recipe: Path, profile: str, cache: Path) -> float:
     target = work / "pip-env"
     shutil.rmtree(target, ignore_errors=True)
     env = {**_clean_env(), "PIP_CACHE_DIR": str(cache)}
-    python = str(_own_python().path)
+    python = str(own_python().path)
     t0 = time.perf_counter()
     subprocess.run([python, "-m", "venv", str(target)], check=True, env=env)
     subprocess.run([str(target / "bin" / "python"), "-m", "pip", "install", "--quiet",

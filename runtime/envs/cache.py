@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import Conflict, ConfigError, NotFound
-from .build import LAST_USED, META_FILE, envs_dir, key_locked, uv_cache_dir
+from .layout import LAST_USED, META_FILE, envs_dir, key_locked, read_meta, uv_cache_dir
 
 __all__ = ["EnvRecord", "DEFAULT_MAX_SIZE", "list_envs", "parse_size", "prune_envs", "remove_env"]
 
@@ -70,10 +70,7 @@ def list_envs(home, *, with_size: bool = True) -> list[EnvRecord]:
 
 
 def _record(path: Path, *, with_size: bool) -> EnvRecord:
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-    except (OSError, ValueError):
-        meta = {}
+    meta = read_meta(path)
     try:
         last_used = (path / LAST_USED).stat().st_mtime
     except OSError:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtime.envs import PROFILES, ensure_env, envs_dir, plan_env, uv_cache_dir
-from runtime.envs.build import FREEZE_FILE, LOCK_FILE, META_FILE
+from runtime.envs.layout import FREEZE_FILE, LOCK_FILE, META_FILE
 from runtime.errors import ConfigError, EnvBuildError, PythonUnavailable
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.cli.main import main as run_main
 from runtime.envs import ensure_env, envs_dir, list_envs, parse_size, prune_envs, remove_env
-from runtime.envs.build import LAST_USED
+from runtime.envs.layout import LAST_USED
 from runtime.errors import Conflict, ConfigError, NotFound
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from local_wheels import helper_wheel, platform_sdk_stand_in
 from runtime.envs import ensure_env, plan_env
-from runtime.envs.build import BUILD_LOG, FREEZE_FILE, LOCK_FILE, compat_dir, find_uv
+from runtime.envs.build import find_uv
+from runtime.envs.layout import BUILD_LOG, FREEZE_FILE, LOCK_FILE, compat_dir
 from runtime.envs.profiles import PLATFORM_LIBRARIES, provided_by_runtime
 
 SUBSTITUTED = ("[env] model-authoring-sdk-pyspark: provided by the runtime (runtime/compat/sdk), "

@@ -14,14 +14,16 @@ import pytest
 
 from local_wheels import make_wheel, py310_only_wheel
 from runtime.envs import ensure_env, plan_env
-from runtime.envs.build import BUILD_LOG, META_FILE, _host_pythons, find_uv
+from runtime.envs.build import find_uv
+from runtime.envs.interpreters import host_pythons
+from runtime.envs.layout import BUILD_LOG, META_FILE
 from runtime.errors import PythonUnavailable
 
 HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _has_python(minor: str) -> bool:
-    return any(p.version.startswith(minor + ".") for p in _host_pythons(find_uv()))
+    return any(p.version.startswith(minor + ".") for p in host_pythons(find_uv()))
 
 
 needs_310 = pytest.mark.skipif(HOST == "3.10" or not _has_python("3.10"),
@@ -76,7 +78,7 @@ def test_pins_no_python_of_the_host_can_install_name_the_ones_tried(env_home, fi
     assert "envtest-py27only==1.0 has no wheels with a matching Python" in detail
     tried = detail[detail.index("Tried Python "):].split(" (the worker")[0]
     assert HOST in tried
-    for python in _host_pythons(find_uv()):       # every other one the worker could use was tried
+    for python in host_pythons(find_uv()):       # every other one the worker could use was tried
         minor = tuple(int(n) for n in python.version.split(".")[:2])
         if minor >= (3, 10) and not python.version.startswith(HOST + "."):
             assert python.version in tried, (python.version, tried)
@@ -91,13 +93,13 @@ def test_the_pythons_an_error_names_are_ones_that_run(env_home, tmp_path, monkey
     (fake / "python3.19").write_text("#!/bin/sh\necho 'python3.19: command not found' >&2\nexit 127\n")
     (fake / "python3.19").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    _host_pythons.cache_clear()
+    host_pythons.cache_clear()
     try:
         with pytest.raises(PythonUnavailable) as err:
             ensure_env(recipe_dir=recipes / "new_python_recipe", requirements=[], profile="bare",
                        home=env_home)
     finally:
-        _host_pythons.cache_clear()
+        host_pythons.cache_clear()
     detail = err.value.detail
     assert "this host has Python" in detail and f"{sys.version_info[0]}.{sys.version_info[1]}." in detail
     assert "3.19" not in detail

@@ -27,9 +27,10 @@ CONFIG = str(RECIPE / "evaluated.config.json")
 
 
 def _has_python_310() -> bool:
-    from runtime.envs.build import _host_pythons, find_uv
+    from runtime.envs.build import find_uv
+    from runtime.envs.interpreters import host_pythons
 
-    return any(p.version.startswith("3.10.") for p in _host_pythons(find_uv()))
+    return any(p.version.startswith("3.10.") for p in host_pythons(find_uv()))
 
 
 @pytest.fixture(scope="module")
