@@ -1,0 +1,95 @@
+"""An R recipe's cold cost: from dispatch to the recipe's train being called, beside its fit.
+
+    python benchmarks/bench_r.py                        # 3 rounds, the test recipe
+    python benchmarks/bench_r.py --recipe DIR --config DIR/retail.config.json --rounds 5
+
+Each round is a fresh `run train CONFIG --engine DIR` (one CLI process, one worker, one Rscript:
+nothing warm but the file cache). The recipe's environment and the runtime's R library are built
+once before timing. Measured per round, on the run's own clocks:
+
+- dispatch -> train called: from the moment the CLI prints "Run ...: train of ..." (the run is
+  planned and handed to its backend) to the driver's timestamp just before the trainer's
+  train() is called: the worker's start, Rscript's start, the driver's package loads, the
+  recipe's sources, and, for a recipe with an evaluator, its split (R's packages, Python inside R
+  through reticulate, the first read through platform_sdk).
+- fit: the rest of the train stage (train() itself: the recipe's model fit and its save).
+
+The default recipe is tests/r_recipes/fixtures/"Retail Two Arg" (an evaluator reading the
+retail CSV through platform_sdk, an lm fit). Goal: dispatch -> train called under 3 s here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "r_recipes" / "fixtures" / "Retail Two Arg"
+DATA = REPO.parent / "shared" / "data" / "retail" / "retail-training.csv"
+GOAL_S = 3.0
+
+
+def one_round(home: Path, recipe: Path, config: Path, data: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    env.update(MLRUNTIME_HOME=str(home), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "train", str(config),
+                             "--engine", str(recipe), "--json", "-p", f"trainingDataSetId={data}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    dispatched = None
+    last = ""
+    for line in proc.stdout:
+        if dispatched is None and line.startswith("Run ") and ": train of " in line:
+            dispatched = time.time()
+        last = line if line.startswith("{") else last
+    proc.wait()
+    result = json.loads(last)
+    if result.get("state") != "DONE" or dispatched is None:
+        raise SystemExit(f"the run did not end DONE: {result}")
+    run_dir = Path(result["log"]).parent
+    called = json.loads((run_dir / "r" / "train-result.json").read_text())["train_called_at"]
+    log = (run_dir / "worker.log").read_text().splitlines()
+    stage = next(x for x in log if "stage train ..." in x)
+    stage_start = time.mktime(time.strptime(stage[:19], "%Y-%m-%d %H:%M:%S")) + \
+        int(stage[20:23]) / 1000
+    return {"dispatch_to_train_s": called - dispatched,
+            "worker_to_r_s": called - stage_start,
+            "fit_s": result["durations_s"]["train"] - (called - stage_start)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=FIXTURE)
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("Rscript") is None:
+        from runtime.recipes.r.host import APT_COMMAND
+        print(f"R is not installed: {APT_COMMAND}")
+        return 1
+    config = args.config or next(args.recipe.glob("*.config.json"))
+    with tempfile.TemporaryDirectory(prefix="bench-r-") as tmp:
+        home = Path(tmp) / "home"
+        print("preparing (the recipe's environment, the R library): not timed ...")
+        one_round(home, args.recipe, config, args.data)
+        rounds = [one_round(home, args.recipe, config, args.data) for _ in range(args.rounds)]
+    for key in ("dispatch_to_train_s", "worker_to_r_s", "fit_s"):
+        values = sorted(r[key] for r in rounds)
+        print(f"{key:22s} median {statistics.median(values):6.2f} s   "
+              f"min {values[0]:6.2f}   max {values[-1]:6.2f}   ({len(values)} rounds)")
+    median = statistics.median(r["dispatch_to_train_s"] for r in rounds)
+    print(f"goal: dispatch -> train called < {GOAL_S:.0f} s: {'met' if median < GOAL_S else 'NOT met'}"
+          f" ({median:.2f} s; load average {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
