@@ -63,6 +63,13 @@ class SeriesWriter:
         self._progress_dirty = True
         self._start()
 
+    def sample(self, name: str, value: float, step: int) -> None:
+        """A point from another thread (the system metrics' sampler): written like the others,
+        but neither in the live progress nor in the latest metrics the progress lines show."""
+        with self._write_lock:
+            self._points.append((name, float(value), step, time.time()))
+        self._start()
+
     def bar(self, desc: str, n: int, total: int) -> None:
         self._bars[desc] = {"desc": desc, "n": n, "total": total}
         self._progress_dirty = True

@@ -460,7 +460,7 @@ def _type_resources(resources: dict[str, _Setting], spark_conf: dict[str, _Setti
             field = str(error["loc"][0])
             setting = resources[field]
             shown = MASK if field in secret else repr(setting.raw)
-            kind = "a non-negative" if field == "gpus" else "a positive"
+            kind = "a non-negative" if field in ("gpus", "system_metrics_interval_s") else "a positive"
             unit = " (memory in MB)" if field in MEMORY_FIELDS else ""
             what = (" or a share below 1 such as 0.5" if field == "gpus" else "")
             problems.append(f"resource {name(setting)} = {shown} from layer {setting.layer!r}: "

@@ -16,6 +16,8 @@ PARAMETER_KEYS: dict[str, str] = {
     "numExecutors": "num_executors",
     "cpus": "cpus",
     "gpus": "gpus",
+    # Seconds between samples of the run's system metrics (runtime.sysmetrics); 0 turns them off.
+    "systemMetricsIntervalSeconds": "system_metrics_interval_s",
 }
 
 # Specification field (SparkTaskSpec / ContainerTaskSpec) -> ResourceRequest field.
@@ -49,6 +51,7 @@ class ResourceRequest(BaseModel):
     # Zero GPUs is a meaningful request: "run this on the CPU". A fraction below 1 (0.5) asks
     # for a share of one device, so two small runs can share it; above 1 only whole numbers.
     gpus: int | float | None = Field(default=None, ge=0)
+    system_metrics_interval_s: int | None = Field(default=None, ge=0)
     spark_conf: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("gpus")

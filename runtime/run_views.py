@@ -24,6 +24,7 @@ MAX_COMPARE = 10
 _SORT_COLUMNS = {"created": "created", "mode": "mode", "state": "state", "started": "started",
                  "ended": "ended", "duration": "duration_s", "duration_s": "duration_s"}
 _AUTO_PARAM_COLUMNS = 6
+TABLE_SYSTEM_COLUMNS = ("peak_memory_mb", "mean_cpu_percent", "mean_gpu_percent")
 _LOG_CHUNK = 256 * 1024
 
 
@@ -37,16 +38,17 @@ class TableQuery:
     start: int = 0
     limit: int = 50
     params: Optional[tuple[str, ...]] = None
+    search: str = ""   # the search language (runtime.run_search): metrics.MAPE < 0.05 and ...
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> "TableQuery":
         from .registry import RunIndex
 
         FILTER_COLUMNS = RunIndex.filter_columns()
-        unknown = sorted(set(query) - {*FILTER_COLUMNS, "sort", "start", "limit", "params"})
+        unknown = sorted(set(query) - {*FILTER_COLUMNS, "sort", "start", "limit", "params", "filter"})
         if unknown:
             raise BadRequest(f"Unknown query parameter(s) {', '.join(unknown)}; the runs table takes "
-                             f"{', '.join(FILTER_COLUMNS)}, sort, start, limit, params")
+                             f"{', '.join(FILTER_COLUMNS)}, filter, sort, start, limit, params")
         filters = tuple((k, query[k]) for k in FILTER_COLUMNS if query.get(k))
         try:
             start = int(query.get("start") or 0)
@@ -57,18 +59,19 @@ class TableQuery:
             raise BadRequest(f"start must be >= 0 and limit 1..{MAX_LIMIT}")
         params = query.get("params")
         return cls(filters=filters, sort=query.get("sort") or "-created", start=start, limit=limit,
-                   params=tuple(p for p in params.split(",") if p) if params is not None else None)
+                   params=tuple(p for p in params.split(",") if p) if params is not None else None,
+                   search=(query.get("filter") or "").strip())
 
     def sort_spec(self) -> tuple[Optional[str], str, bool]:
         descending = self.sort.startswith("-")
         field = self.sort.lstrip("-+")
         kind, dot, key = field.partition(".")
-        if dot and kind in ("metric", "best", "param") and key:
+        if dot and kind in ("metric", "best", "param", "system") and key:
             return kind, key, descending
         if field in _SORT_COLUMNS:
             return None, _SORT_COLUMNS[field], descending
         raise BadRequest(f"Cannot sort by {field!r}: use one of {', '.join(_SORT_COLUMNS)}, "
-                         "metric.NAME, best.NAME or param.KEY")
+                         "metric.NAME, best.NAME, param.KEY or system.NAME")
 
 
 class RunViews:
@@ -116,10 +119,13 @@ class RunViews:
     # -- the table -----------------------------------------------------------------------------
 
     def table(self, caller: Caller, query: TableQuery) -> dict[str, Any]:
+        from .run_search import compile_filter
+
         kind, key, descending = query.sort_spec()
+        search = compile_filter(query.search) if query.search else None
         index = self._index()
         rows, total = index.table_page(caller.scope, dict(query.filters), kind, key, descending,
-                                       query.start, query.limit)
+                                       query.start, query.limit, search)
         ids = [r["id"] for r in rows]
         values = index.values_of(ids)
         engines = index.names_of("engines", (r["engineId"] for r in rows))
@@ -134,6 +140,11 @@ class RunViews:
                           if len({repr(values[i]["param"].get(k)) for i in ids}) > 1][:_AUTO_PARAM_COLUMNS]
         if kind == "param" and key not in param_cols:
             param_cols.append(key)
+        # The summaries worth a column, when some run of the page has them (runtime.sysmetrics).
+        shown = {k for v in values.values() for k in v["system"]}
+        system_cols = [k for k in TABLE_SYSTEM_COLUMNS if k in shown]
+        if kind == "system" and key not in system_cols:
+            system_cols.append(key)
         out_rows = []
         for row in rows:
             v = values[row["id"]]
@@ -144,11 +155,16 @@ class RunViews:
                 "experiment": {"id": row["experimentId"], "name": experiments.get(row["experimentId"])},
                 "metrics": v["metric"], "best": v["best"],
                 "params": {k: v["param"].get(k) for k in param_cols},
+                "system": {k: v["system"].get(k) for k in system_cols},
             })
         return {"total": total, "start": query.start, "limit": query.limit, "sort": query.sort,
-                "filters": dict(query.filters),
-                "columns": {"metrics": metric_names, "params": param_cols},
+                "filters": dict(query.filters), "filter": query.search,
+                "columns": {"metrics": metric_names, "params": param_cols, "system": system_cols},
                 "runs": out_rows}
+
+    def system_values(self, run_id: str) -> dict[str, Any]:
+        """The run's system metrics summary as the runs index keeps it (numbers only)."""
+        return self._index().values_of([run_id])[run_id]["system"]
 
     def scopes(self, caller: Caller) -> dict[str, Any]:
         """The orgs and sandboxes that hold objects (most runs first), and the caller's own."""
@@ -199,6 +215,7 @@ class RunViews:
             "resourceSources": (runtime.get("resolved") or {}).get("resource_provenance"),
             "plan": runtime.get("plan"), "spark": runtime.get("spark") or result.get("spark"),
             "metrics": result.get("metrics") or [],
+            "system": system_summary(result, runtime, running),
             "series": index.series([run_id])[run_id],
             "progress": read_progress(self.registry.home.runs / run_id) if running else None,
             "models": [{"id": m["id"], "name": m.get("name"),
@@ -254,3 +271,16 @@ def _parameters(resolved: dict[str, Any]) -> list[dict[str, Any]]:
     values = resolved.get("values") or {}
     sources = resolved.get("provenance") or {}
     return [{"key": k, "value": v, "source": sources.get(k)} for k, v in values.items()]
+
+
+def system_summary(result: dict[str, Any], runtime: dict[str, Any], running: bool) -> dict[str, Any]:
+    """The run's system metrics summary (runtime.sysmetrics), or why there is none."""
+    if result.get("system"):
+        return result["system"]
+    backend = (runtime.get("plan") or {}).get("backend")
+    if backend == "ray":
+        return {"sampled": False, "reason": "not sampled: a Ray job runs on the cluster's nodes "
+                                            "(its use is on the Ray dashboard)"}
+    if running:
+        return {"sampled": True, "reason": "sampling: the summary comes at the run's end"}
+    return {"sampled": False, "reason": "not sampled (no summary was recorded for this run)"}

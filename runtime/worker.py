@@ -25,6 +25,7 @@ from . import redaction
 from .data_roots import ENV_RUN_DATA_ROOTS
 from .errors import ConfigError, MLRuntimeError
 from .metrics_series import SeriesProgress, SeriesWriter, split_metric_args
+from .sysmetrics import start_sampler
 from .tasks import FEATURE_PIPELINE, SCORE, TRAIN
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ class Run:
         _use_datasets(spec, self.run_dir)
         # Per-step metrics and live progress, flushed to the run folder by a thread.
         self.series = SeriesWriter(self.run_dir)
+        # CPU, memory, disk and GPU use of this run's processes, as system/... series.
+        self.system, self.system_summary = start_sampler(
+            self.series, interval_s=spec.resources.system_metrics_interval_s, cores=spec.threads,
+            device=spec.device)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class Run:
     # --- the record ----------------------------------------------------------------------------
 
     def record(self, error: BaseException | None) -> dict[str, Any]:
+        if self.system is not None:
+            self.system_summary = self.system.stop()
         self.series.close()   # the record is the run's end: the last points reach the file first
         logging.getLogger("runtime.engine").removeHandler(self.warnings)   # a warm worker goes on
         return {
@@ -234,6 +241,7 @@ class Run:
             "metrics": [m.model_dump() for m in self.metrics.values()],
             **self.result,
             "durations_s": self.durations_s,
+            "system": self.system_summary,
             "error": None if error is None else {
                 "type": "SystemExit" if isinstance(error, EngineExit) else type(error).__name__,
                 "message": str(error),
@@ -318,6 +326,11 @@ def _summary(record: dict[str, Any], wall_s: float) -> str:
     for key in ("model_dir", "output", "rows"):
         if record.get(key) is not None:
             lines.append(f"  {key}: {record[key]}")
+    system = record.get("system") or {}
+    if system.get("sampled"):
+        lines.append("  system: " + ", ".join(f"{label} {system[key]:g}{unit}" for key, label, unit in (
+            ("peak_memory_mb", "peak memory", " MB"), ("mean_cpu_percent", "mean CPU", "%"),
+            ("mean_gpu_percent", "mean GPU", "%")) if system.get(key) is not None))
     if record["error"]:
         lines.append(f"  error: {record['error']['type']}: {record['error']['message']}")
     return "\n".join(lines)

@@ -50,6 +50,53 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _list(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
+    if getattr(args, "search", None) or getattr(args, "sort", "-created") != "-created":
+        rows = _indexed_rows(registry, caller, args)
+    else:
+        rows = _newest_rows(registry, caller, args)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    print(f"{'RUN':36}  {'MODE':15}  {'STATE':8}  {'CREATED':24}  {'TIME':>8}  MESSAGE")
+    for row in rows:
+        took = f"{row['duration_s']:.1f}s" if row["duration_s"] is not None else "-"
+        message = (row["message"] or "").replace("\n", " ")
+        print(f"{row['id']:36}  {row['mode'] or '':15}  {row['state']:8}  {row['created']:24}  "
+              f"{took:>8}  {message[:70]}")
+    return 0
+
+
+def _indexed_rows(registry: Registry, caller: Caller, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A search (runtime.run_search) or a sort: the runs table's query over the runs index,
+    with each run's final metrics, parameters and system metrics summary."""
+    from ..run_views import MAX_LIMIT, RunViews, TableQuery
+
+    query: dict[str, str] = {"sort": args.sort, "filter": args.search or "", "params": ""}
+    if args.experiment:
+        query["experimentId"] = args.experiment
+    if args.state:
+        query["state"] = args.state
+    views, rows = RunViews(registry), []
+    while len(rows) < args.limit:
+        want = min(MAX_LIMIT, args.limit - len(rows))
+        page = views.table(caller, TableQuery.parse({**query, "start": str(len(rows)),
+                                                      "limit": str(want)}))
+        for run in page["runs"]:
+            task = _status(registry, caller, run["id"])
+            rows.append({"id": run["id"], "mode": run["mode"], "experimentId": run["experimentId"],
+                         "state": run["state"], "created": run["created"],
+                         "duration_s": task.duration_s(),
+                         "message": task.message if task.message is not None else "",
+                         "metrics": run["metrics"], "system": views.system_values(run["id"])})
+        if len(page["runs"]) < want:
+            break
+    return rows
+
+
+def _newest_rows(registry: Registry, caller: Caller, args: argparse.Namespace) -> list[dict[str, Any]]:
     filters = [Filter("deleted", "==", False, "bool")]
     if args.experiment:
         filters.append(Filter("experimentId", "==", args.experiment, "str"))
@@ -71,19 +118,7 @@ def _list(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
         start += len(page.children)
         if not page.children or start >= page.total:
             break
-    if args.json:
-        print(json.dumps(rows))
-        return 0
-    if not rows:
-        print("no runs")
-        return 0
-    print(f"{'RUN':36}  {'MODE':15}  {'STATE':8}  {'CREATED':24}  {'TIME':>8}  MESSAGE")
-    for row in rows:
-        took = f"{row['duration_s']:.1f}s" if row["duration_s"] is not None else "-"
-        message = (row["message"] or "").replace("\n", " ")
-        print(f"{row['id']:36}  {row['mode'] or '':15}  {row['state']:8}  {row['created']:24}  "
-              f"{took:>8}  {message[:70]}")
-    return 0
+    return rows
 
 
 def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
@@ -120,6 +155,7 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
     if result.get("metrics"):
         lines.append("  metrics:   " + ", ".join(f"{m['name']} {readable(m['value'])}"
                                                   for m in result["metrics"]))
+    lines += _system_lines(result.get("system"), runtime, not task.state.is_terminal())
     if result.get("modelId"):
         where = (model or {}).get("modelArtifactUri", "deleted")
         lines.append(f"  model:     {result['modelId']} ({where})")
@@ -144,6 +180,27 @@ def _show(registry: Registry, caller: Caller, args: argparse.Namespace) -> int:
     lines.append(f"  log:       {log_path}")
     print("\n".join(lines))
     return 0
+
+
+def _system_lines(system: Any, runtime: dict[str, Any], running: bool) -> list[str]:
+    """What the run took of the machine (runtime.sysmetrics), or why it was not sampled."""
+    from ..run_views import system_summary
+
+    system = system_summary({"system": system}, runtime, running)
+    if not system.get("sampled") or system.get("samples") is None:
+        return [f"  system:    {system.get('reason')}"]
+    shown = [f"{label} {readable(system[key])}{unit}" for key, label, unit in (
+        ("peak_memory_mb", "peak memory", " MB"), ("mean_memory_mb", "mean memory", " MB"),
+        ("mean_cpu_percent", "mean CPU", f"% of {system.get('cores')} cores"),
+        ("max_threads", "threads", ""), ("disk_read_mb", "disk read", " MB"),
+        ("disk_write_mb", "disk written", " MB"), ("mean_gpu_percent", "mean GPU", "%"),
+        ("peak_gpu_memory_mb", "peak GPU memory", " MB"),
+        ("peak_spark_storage_mb", "Spark storage", " MB")) if system.get(key) is not None]
+    lines = ["  system:    " + ", ".join(shown[:4])]
+    if shown[4:]:
+        lines.append("             " + ", ".join(shown[4:]))
+    lines.append(f"             {system.get('samples')} samples every {readable(system.get('interval_s'))} s")
+    return lines + [f"             {note}" for note in system.get("notes") or []]
 
 
 def logs_main(args: argparse.Namespace) -> int:

@@ -260,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
                            choices=["PENDING", "RUNNING", "RETRY", "DONE", "FAILED", "ABORTED"],
                            help="only runs in this state")
     runs_list.add_argument("--limit", type=int, default=25, help="at most this many (default 25)")
+    runs_list.add_argument("--filter", metavar="EXPR", dest="search",
+                           help="a search, in MLflow's syntax: \"metrics.MAPE < 0.05 and "
+                                "params.learning_rate = '0.1' and attributes.state = 'DONE'\" "
+                                "(also tags., system., LIKE, ILIKE, IN)")
+    runs_list.add_argument("--sort", metavar="KEY", default="-created",
+                           help="created, duration, metric.NAME, best.NAME, param.KEY or "
+                                "system.NAME; - for descending (default -created)")
     _common(runs_list)
     runs_show = run_actions.add_parser("show", help="one run: state, durations, metrics, model, "
                                                     "parameters with their sources, owner")

@@ -49,6 +49,8 @@ class Recorder:
             "durations_s": result.get("durations_s") or {}, "log": str(log_path)}
         if result.get("spark"):   # the effective Spark configuration the worker read back
             summary["spark"] = result["spark"]
+        if result.get("system"):   # the run's CPU, memory and GPU use (runtime.sysmetrics)
+            summary["system"] = result["system"]
         with reg.transaction():   # the Model and DONE together, or neither
             current = self.state(scope, run_id)
             if current is not None and current.is_terminal():
@@ -88,7 +90,7 @@ class Recorder:
         reg.transition_run(scope, run_id, outcome_state, message=message,
                            logs=outcome.log_tail if outcome_state is not RunStatus.DONE else None)
         reg.annotate_run(scope, run_id, {"result": {k: summary[k] for k in (
-            "state", "metrics", "modelId", "output", "durations_s", "spark", "warnings")
+            "state", "metrics", "modelId", "output", "durations_s", "spark", "system", "warnings")
             if k in summary}})
         if outcome_state is RunStatus.ABORTED:
             from ..supervisor import remove_partial_artifacts

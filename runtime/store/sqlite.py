@@ -114,7 +114,15 @@ def _v_schedules(conn: sqlite3.Connection) -> None:
     create_schedule_tables(conn)
 
 
-MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views, _v_schedules)
+def _v_run_search(conn: sqlite3.Connection) -> None:
+    # The runs' system metrics summaries and tags beside their parameters and metrics, for the
+    # runs table's sort and the search language (store/sqlite_runs.py, runtime/run_search.py).
+    from .sqlite_runs import create_run_search
+
+    create_run_search(conn)
+
+
+MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views, _v_schedules, _v_run_search)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -124,6 +124,31 @@ def create_run_views(conn: sqlite3.Connection) -> None:
                          "FROM json_each", "FROM experimentRuns r, json_each"))
 
 
+_SYSTEM = ("SELECT {run}, 'system', j.key, j.value FROM json_each({doc}, '$.result.system') j "
+           "WHERE j.type IN ('integer', 'real')")
+_TAGS = "SELECT {run}, 'tag', j.key, j.value FROM json_each({doc}, '$.tags') j"
+
+
+def create_run_search(conn: sqlite3.Connection) -> None:
+    """Migration step: the run's system metrics' summary (`system`, numbers only) and its tags
+    (`tag`) in runValues, kept by triggers, so the runs table sorts and the search language
+    (runtime.run_search) filters on them with the index the table already has."""
+    for kind, select, path in (("system", _SYSTEM, "$.result.system"), ("tag", _TAGS, "$.tags")):
+        conn.execute(
+            f"CREATE TRIGGER runValues_{kind} AFTER UPDATE OF doc ON experimentRuns "
+            f"WHEN json_extract(new.doc, '{path}') IS NOT json_extract(old.doc, '{path}') BEGIN "
+            f"DELETE FROM runValues WHERE run = new.id AND kind = '{kind}'; "
+            "INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+            + select.format(run="new.id", doc="new.doc") + "; END")
+        if kind == "tag":   # a run's tags come with it; its summary comes at its end
+            conn.execute("CREATE TRIGGER runValues_tag_insert AFTER INSERT ON experimentRuns BEGIN "
+                         "INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+                         + select.format(run="new.id", doc="new.doc") + "; END")
+        conn.execute("INSERT OR REPLACE INTO runValues (run, kind, key, val) "
+                     + select.format(run="r.id", doc="r.doc").replace(
+                         "FROM json_each", "FROM experimentRuns r, json_each"))
+
+
 # --- the series --------------------------------------------------------------------------------
 
 def read_offset(conn: sqlite3.Connection, run_id: str) -> int:
@@ -140,7 +165,8 @@ def add_points(conn: sqlite3.Connection, run_id: str, points: Sequence[dict[str,
                      [(run_id, p["name"], p["step"], p["value"], p["ts"]) for p in points])
     conn.execute("INSERT INTO runMetricsRead (run, offset) VALUES (?, ?) "
                  "ON CONFLICT (run) DO UPDATE SET offset = excluded.offset", (run_id, offset))
-    names = sorted({p["name"] for p in points})
+    # System metrics (system/...) are summarised by the worker, not sorted by their last step.
+    names = sorted({p["name"] for p in points if not p["name"].startswith("system/")})
     for name in names:
         last = conn.execute("SELECT value FROM runMetrics WHERE run = ? AND name = ? "
                             "ORDER BY step DESC LIMIT 1", (run_id, name)).fetchone()
@@ -176,7 +202,7 @@ def series(conn: sqlite3.Connection, run_ids: Sequence[str],
 
 INDEX_COLUMNS = ("created", "mode", "state", "started", "ended", "duration_s")
 FILTER_COLUMNS = ("engineId", "mlInstanceId", "experimentId", "state", "mode")
-VALUE_KINDS = ("param", "metric", "best")
+VALUE_KINDS = ("param", "metric", "best", "system", "tag")
 
 
 _ROW = ("r.id, r.created, r.mode, r.state, r.started, r.ended, r.duration_s, r.experimentId,"
@@ -187,17 +213,22 @@ _ROW_NAMES = ("id", "created", "mode", "state", "started", "ended", "duration_s"
 
 def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[str, str],
                sort_kind: Optional[str], sort_key: str, descending: bool, start: int,
-               limit: int) -> tuple[list[dict[str, Any]], int]:
+               limit: int, search: Optional[tuple[str, Sequence[Any]]] = None
+               ) -> tuple[list[dict[str, Any]], int]:
     """One page of runIndex rows, filtered and sorted, and the count of matches. Runs without
     the sort value (not finished, or without that metric) come last, newest first; in a metric
     sort, runs that did not end DONE (an ABORTED run's partial curve, a FAILED run's) come after
-    the DONE ones, whatever their value."""
+    the DONE ones, whatever their value. `search` is a compiled search expression over `r`
+    (runtime.run_search): SQL with placeholders, and its arguments."""
     where = ["r.org = ?", "r.sandbox = ?", "r.deleted = 0"]
     args: list[Any] = [org, sandbox]
     for column in FILTER_COLUMNS:
         if filters.get(column):
             where.append(f"r.{column} = ?")
             args.append(filters[column])
+    if search is not None:
+        where.append(f"({search[0]})")
+        args.extend(search[1])
     clause = " AND ".join(where)
     total = conn.execute(f"SELECT count(*) FROM runIndex r WHERE {clause}", args).fetchone()[0]
     direction = "DESC" if descending else "ASC"
@@ -277,7 +308,7 @@ def value_keys(conn: sqlite3.Connection, org: str, sandbox: str) -> dict[str, li
         keys.append(row)
         row = conn.execute("SELECT kind, key FROM runValues WHERE (kind, key) > (?, ?) "
                            "ORDER BY kind, key LIMIT 1", row).fetchone()
-    out: dict[str, list[str]] = {"param": [], "metric": []}
+    out: dict[str, list[str]] = {"param": [], "metric": [], "system": []}
     for kind, key in keys:
         if kind not in out:
             continue
@@ -354,9 +385,11 @@ class RunIndex:
         return series(self._conn(), run_ids)
 
     def table_page(self, scope: Scope, filters: dict[str, str], kind: Optional[str], key: str,
-                   descending: bool, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+                   descending: bool, start: int, limit: int,
+                   search: Optional[tuple[str, Sequence[Any]]] = None
+                   ) -> tuple[list[dict[str, Any]], int]:
         return table_page(self._conn(), scope.org, scope.sandbox, filters, kind, key, descending,
-                          start, limit)
+                          start, limit, search)
 
     def values_of(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
         return values_of(self._conn(), run_ids)

@@ -1,0 +1,272 @@
+"""A search language over runs, MLflow's filter syntax, compiled to SQL over the runs index.
+
+    metrics.MAPE < 0.05 and params.learning_rate = '0.1' and attributes.state = 'DONE'
+
+Fields: `metrics.NAME` (the final value), `best.NAME` (the best step), `params.KEY`, `tags.KEY`,
+`system.NAME` (the run's system metrics summary: peak_memory_mb, mean_cpu_percent, ...) and
+`attributes.NAME` (state, mode, id, created, started, ended, duration, experimentId, mlInstanceId,
+engineId). Operators: = != < <= > >=, LIKE (case-sensitive) and ILIKE, IN (...), NOT IN, NOT LIKE,
+IS NULL, IS NOT NULL; `and`, `or` and parentheses. A key with other characters is quoted:
+metrics."val loss" or metrics.`val loss`.
+
+Parsed with lark (LALR); every value reaches SQLite as a parameter, never in the SQL text. A
+malformed query raises SearchSyntaxError, a 400 whose body names the position, the token and what
+was expected there.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .errors import BadRequest
+
+__all__ = ["SearchSyntaxError", "compile_filter", "parse_filter"]
+
+_GRAMMAR = r"""
+?start: or_expr
+?or_expr: and_expr (OR and_expr)*
+?and_expr: atom (AND atom)*
+?atom: comparison
+     | LPAR or_expr RPAR -> group
+comparison: FIELD OP value                              -> compare
+          | FIELD NOT? LIKE STRING                      -> like
+          | FIELD NOT? ILIKE STRING                     -> ilike
+          | FIELD NOT? IN LPAR value (COMMA value)* RPAR -> in_list
+          | FIELD IS NOT? NULL                          -> is_null
+value: STRING | NUMBER
+
+FIELD: /[A-Za-z_]+\.([A-Za-z0-9_][A-Za-z0-9_\-\/.:]*|`[^`]+`|"[^"]+")/
+OP: "!=" | "<>" | "<=" | ">=" | "==" | "=" | "<" | ">"
+STRING: /'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/
+NUMBER: /[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?/
+AND.2: /and\b/i
+OR.2: /or\b/i
+NOT.2: /not\b/i
+IN.2: /in\b/i
+LIKE.2: /like\b/i
+ILIKE.2: /ilike\b/i
+IS.2: /is\b/i
+NULL.2: /null\b/i
+LPAR: "("
+RPAR: ")"
+COMMA: ","
+%import common.WS
+%ignore WS
+"""
+
+_READABLE = {
+    "FIELD": "a field (metrics.NAME, params.KEY, tags.KEY, system.NAME or attributes.NAME)",
+    "OP": "a comparison (=, !=, <, <=, >, >=)", "STRING": "a quoted string ('...')",
+    "NUMBER": "a number", "AND": "AND", "OR": "OR", "NOT": "NOT", "IN": "IN", "LIKE": "LIKE",
+    "ILIKE": "ILIKE", "IS": "IS", "NULL": "NULL", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
+    "$END": "the end of the query"}
+
+# prefix -> the runValues kind it reads (None: a column of runIndex)
+_PREFIXES = {"metrics": "metric", "metric": "metric", "best": "best", "params": "param",
+             "param": "param", "parameters": "param", "tags": "tag", "tag": "tag",
+             "system": "system", "attributes": None, "attribute": None, "attr": None, "run": None}
+_ATTRIBUTES = {"state": "state", "status": "state", "mode": "mode", "id": "id", "run_id": "id",
+               "runid": "id", "created": "created", "start_time": "started", "started": "started",
+               "ended": "ended", "end_time": "ended", "duration": "duration_s",
+               "duration_s": "duration_s", "experimentid": "experimentId",
+               "experiment_id": "experimentId", "mlinstanceid": "mlInstanceId",
+               "mlinstance_id": "mlInstanceId", "engineid": "engineId", "engine_id": "engineId"}
+_NUMERIC_KINDS = ("metric", "best", "system")
+_SQL_OPS = {"=": "=", "==": "=", "!=": "<>", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+class SearchSyntaxError(BadRequest):
+    """A malformed search: the problem body adds where (`position`, 1-based), the `token` found
+    there and what was `expected`."""
+
+    title = "Bad Request"
+    slug = "malformed-filter"
+
+    def __init__(self, query: str, position: int, token: str, expected: list[str], why: str) -> None:
+        caret = f"\n  {query}\n  {' ' * (position - 1)}^"
+        super().__init__(f"Malformed filter at position {position} ({token!r}): {why}{caret}",
+                         position=position, token=token, expected=expected)
+
+    def to_body(self) -> dict[str, Any]:
+        return {**super().to_body(), **self.extra}
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Any:
+    from lark import Lark
+
+    return Lark(_GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def parse_filter(query: str) -> Any:
+    """The lark tree of `query`; SearchSyntaxError pointing at the first token that does not fit."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+    try:
+        return _parser().parse(query)
+    except UnexpectedToken as exc:
+        expected = sorted(_READABLE.get(t, t) for t in (exc.accepts or exc.expected))
+        token = exc.token
+        end = token.type == "$END"
+        position = len(query) + 1 if end else (token.start_pos or 0) + 1
+        shown = "the end of the query" if end else str(token)
+        raise SearchSyntaxError(query, position, "" if end else str(token), expected,
+                                f"found {shown}, expected {' or '.join(expected)}") from None
+    except UnexpectedCharacters as exc:
+        expected = sorted(_READABLE.get(t, t) for t in exc.allowed)
+        char = query[exc.pos_in_stream] if exc.pos_in_stream < len(query) else ""
+        raise SearchSyntaxError(query, exc.pos_in_stream + 1, char, expected,
+                                f"unexpected {char!r}, expected {' or '.join(expected)}") from None
+    except UnexpectedEOF as exc:
+        expected = sorted(_READABLE.get(t, t) for t in exc.expected)
+        raise SearchSyntaxError(query, len(query) + 1, "", expected,
+                                f"the query ends early, expected {' or '.join(expected)}") from None
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: Optional[str]   # runValues kind, or None for a runIndex column
+    key: str              # the value's key, or the column
+    position: int
+    name: str             # as the query wrote it
+
+
+def compile_filter(query: str) -> tuple[str, list[Any]]:
+    """SQL over the runs index row `r` (store/sqlite_runs.py's runIndex) and its arguments."""
+    if not query.strip():
+        return "1", []
+    compiler = _Compiler(query)
+    sql = compiler.node(parse_filter(query))
+    return sql, compiler.args
+
+
+class _Compiler:
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.args: list[Any] = []
+
+    def fail(self, position: int, token: str, expected: list[str], why: str) -> SearchSyntaxError:
+        return SearchSyntaxError(self.query, position, token, expected, why)
+
+    def node(self, tree: Any) -> str:
+        kind = tree.data
+        if kind in ("or_expr", "and_expr"):
+            joiner = " OR " if kind == "or_expr" else " AND "
+            return "(" + joiner.join(self.node(c) for c in tree.children
+                                     if not _is_token(c, "AND", "OR")) + ")"
+        if kind == "group":
+            return self.node(tree.children[1])
+        tokens = [c for c in tree.children if _is_token(c)]
+        field = self.field(tokens[0])
+        negate = any(_is_token(t, "NOT") for t in tokens)
+        if kind == "compare":
+            op = str(tokens[1])
+            value = self.value(tree.children[2], field)
+            return self.where(field, f"{{x}} {_SQL_OPS[op]} ?", [value], numeric=isinstance(value, (int, float)))
+        if kind in ("like", "ilike"):
+            pattern = _unquote(str(tokens[-1]))
+            if field.kind in _NUMERIC_KINDS or field.key == "duration_s":
+                raise self.fail(tokens[0].start_pos + 1, str(tokens[0]), ["=", "<", ">", "IN"],
+                                f"{str(tokens[0])} is a number: LIKE and ILIKE compare text")
+            if kind == "like":   # case-sensitive: LIKE's wildcards as GLOB's
+                cond, arg = "CAST({x} AS TEXT) GLOB ?", _like_to_glob(pattern)
+            else:
+                cond, arg = "CAST({x} AS TEXT) LIKE ? ESCAPE '\\'", pattern
+            return self.where(field, f"NOT ({cond})" if negate else cond, [arg])
+        if kind == "in_list":
+            values = [self.value(c, field) for c in tree.children if not _is_token(c)]
+            marks = ", ".join("?" for _ in values)
+            numeric = all(isinstance(v, (int, float)) for v in values)
+            cond = f"{{x}} {'NOT IN' if negate else 'IN'} ({marks})"
+            return self.where(field, cond, values, numeric=numeric)
+        if kind == "is_null":
+            if field.kind is None:
+                return f"r.{field.key} IS {'NOT ' if negate else ''}NULL"
+            present = self.where(field, "{x} IS NOT NULL", [])
+            return present if negate else f"NOT {present}"
+        raise AssertionError(kind)   # the grammar has no other comparison
+
+    def where(self, field: _Field, cond: str, values: list[Any], numeric: bool = False) -> str:
+        if field.kind is None:
+            self.args.extend(values)
+            return cond.format(x=f"r.{field.key}")
+        # An uncorrelated subquery over the value index (kind, key, val): evaluated once.
+        typed = (" AND typeof(v.val) IN ('integer', 'real')"
+                 if numeric and field.kind not in _NUMERIC_KINDS else "")
+        x = "v.val"
+        if not numeric and field.kind not in _NUMERIC_KINDS and "CAST" not in cond:
+            x = "CAST(v.val AS TEXT)"   # parameters and tags compare as the text they were given
+        self.args.extend([field.kind, field.key, *values])
+        return (f"r.id IN (SELECT v.run FROM runValues v WHERE v.kind = ? AND v.key = ? AND "
+                f"{cond.format(x=x)}{typed})")
+
+    def field(self, token: Any) -> _Field:
+        text = str(token)
+        prefix, _, key = text.partition(".")
+        key = _unquote(key)
+        position = token.start_pos + 1
+        lowered = prefix.lower()
+        if lowered not in _PREFIXES:
+            raise self.fail(position, text, ["metrics.", "params.", "tags.", "system.", "attributes."],
+                            f"unknown field prefix {prefix!r}: use metrics., best., params., tags., "
+                            "system. or attributes.")
+        kind = _PREFIXES[lowered]
+        if kind is not None:
+            return _Field(kind, key, position, text)
+        column = _ATTRIBUTES.get(key.lower())
+        if column is None:
+            names = ["state", "mode", "id", "created", "started", "ended", "duration",
+                     "experimentId", "mlInstanceId", "engineId"]
+            raise self.fail(position, text, [f"attributes.{n}" for n in names],
+                            f"unknown attribute {key!r}: use one of {', '.join(names)}")
+        return _Field(None, column, position, text)
+
+    def value(self, tree: Any, field: _Field) -> Any:
+        token = tree.children[0]
+        if token.type == "NUMBER":
+            number = float(str(token))
+            return int(number) if number.is_integer() and "." not in str(token) else number
+        text = _unquote(str(token))
+        if field.kind in _NUMERIC_KINDS or field.key == "duration_s":
+            try:
+                return float(text)
+            except ValueError:
+                raise self.fail(token.start_pos + 1, str(token), ["a number"],
+                                f"{field.name} is a number, got {str(token)}") from None
+        if field.key == "state":
+            return text.upper()
+        return text
+
+
+def _is_token(node: Any, *types: str) -> bool:
+    from lark import Token
+
+    return isinstance(node, Token) and (not types or node.type in types)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"`":
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def _like_to_glob(pattern: str) -> str:
+    """LIKE's % and _ as GLOB's * and ?, GLOB's own specials taken literally; \\ escapes."""
+    out, escaped = [], False
+    for ch in pattern:
+        if escaped:
+            out.append(f"[{ch}]" if ch in "*?[" else ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append("*")
+        elif ch == "_":
+            out.append("?")
+        elif ch in "*?[":
+            out.append(f"[{ch}]")
+        else:
+            out.append(ch)
+    return "".join(out)
