@@ -11,7 +11,14 @@ and a raw in-process submission are shown, not judged.
 
 Target (the issue's): run_submit <= 1.2 x (raw_process - entrypoint_own) + entrypoint_own.
 
+`--recipes`: on a head (no CPUs) and one worker node of their own, running a Python with Ray and
+nothing of the runtime, the first and the cached `run submit train` of a user's recipe (the
+pandas-1.x function recipe of tests/recipes/fixtures: the first one has Ray build its uv
+environment on the node) beside the first and the cached one of the built-in no-op engine (whose
+first one uploads the runtime's package). The recipe's local environment is built before timing.
+
     python benchmarks/bench_ray.py [--iterations 5] [--address http://127.0.0.1:8265]
+    python benchmarks/bench_ray.py --recipes [--iterations 3]
 """
 from __future__ import annotations
 
@@ -130,7 +137,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--address", help="an existing head's Jobs API (default: start one)")
+    parser.add_argument("--recipes", action="store_true",
+                        help="first and cached submissions of a recipe job and a built-in one")
     args = parser.parse_args()
+    if args.recipes:
+        return recipes(args.iterations)
 
     head = None
     address = args.address
@@ -226,6 +237,70 @@ def measure(address: str, iterations: int) -> int:
         print(f"{name:24s}{row['median_s']:>10.3f}{row['min_s']:>8.3f}{row['max_s']:>8.3f}")
     print(json.dumps({k: v for k, v in report.items() if k not in ("results", "runs")}, indent=2))
     out = HERE / "results" / f"ray-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written {out}")
+    return 0
+
+
+def _submit(home: Path, target: str, address: str, *params: str) -> float:
+    env = {**os.environ, "MLRUNTIME_HOME": str(home)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli.main", "submit", "train", target,
+                           "--address", address, "--no-working-dir", "--json", *params],
+                          cwd=home.parent, env=env, capture_output=True, text=True)
+    total = time.perf_counter() - t0
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["state"] == "DONE", (summary.get("reason"), proc.stderr[-2000:])
+    return total
+
+
+def recipes(iterations: int) -> int:
+    """First and cached `run submit` of a recipe job beside a built-in engine's, on a fresh
+    cluster of a head and one worker node whose Python has Ray and nothing of the runtime."""
+    import shutil
+
+    from ray_head import RayHead, python_without_runtime
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-recipes-"))
+    home = work / "home"
+    cache = os.environ.setdefault("MLRUNTIME_UV_CACHE_DIR", str(work / "uv-cache"))
+    recipe = work / "retail_functions"
+    shutil.copytree(REPO / "tests" / "recipes" / "fixtures" / "retail_functions", recipe)
+    data = REPO.parent / "shared" / "data" / "retail" / "retail-training.csv"
+    rows = work / "rows.csv"
+    rows.write_text("x\n1.0\n2.0\n3.0\n")
+    (work / "noop.json").write_text(json.dumps({"name": "bench noop", "engineId": "noop", "tasks": [
+        {"name": "train", "parameters": [{"key": "trainingDataSetId", "value": str(rows)}]}]}))
+    env = {**os.environ, "MLRUNTIME_HOME": str(home)}
+    planned = subprocess.run([sys.executable, "-m", "runtime.cli.main", "train",
+                              str(recipe / "retail.config.json"), "--engine", str(recipe),
+                              "--dry-run", "--json"], env=env, capture_output=True, text=True,
+                             check=True)
+    instance = json.loads(planned.stdout.strip().splitlines()[-1])["mlInstanceId"]
+    subprocess.run([sys.executable, "-m", "runtime.cli.main", "envs", "build", str(recipe)],
+                   env=env, capture_output=True, text=True, check=True)   # not timed
+    params = ["-p", f"trainingDataSetId={data}", "-p", "n_estimators=5"]
+    python = python_without_runtime(work / "node-python")
+    head = RayHead(num_cpus=0, python=python, env={"UV_CACHE_DIR": cache}).start()
+    try:
+        head.add_worker(num_cpus=2)
+        times: dict[str, list[float]] = {"builtin_first": [], "recipe_first": [],
+                                         "builtin_cached": [], "recipe_cached": []}
+        times["builtin_first"].append(_submit(home, str(work / "noop.json"), head.address))
+        times["recipe_first"].append(_submit(home, instance, head.address, *params))
+        for _ in range(iterations):
+            times["builtin_cached"].append(_submit(home, str(work / "noop.json"), head.address))
+            times["recipe_cached"].append(_submit(home, instance, head.address, *params))
+    finally:
+        head.stop()
+    table = {k: stats(v) for k, v in times.items()}
+    print(f"{'':24s}{'median s':>10s}{'min s':>8s}{'max s':>8s}")
+    for name, row in table.items():
+        print(f"{name:24s}{row['median_s']:>10.3f}{row['min_s']:>8.3f}{row['max_s']:>8.3f}")
+    report = {"machine": f"{os.cpu_count()} cores, shared", "environment": environment(),
+              "results": table, "runs": times}
+    out = HERE / "results" / f"ray-recipes-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"written {out}")

@@ -1,0 +1,286 @@
+"""Users' recipes as Ray jobs on a cluster of a head and one worker node, each with its own ports,
+loopback address and temporary folder, running a Python that has Ray but nothing of this runtime:
+the recipe travels in the job's package (its files are removed from the submitting home's recipe
+store once the job is submitted), its environment as the runtime_env `uv` field with the pins of
+its local environment (the function recipe needs pandas 1.x: the cluster's Python has pandas 2),
+and the Model comes back to this registry. Through `run submit` and through the API of a server
+started with --run-backend ray; a long recipe job is cancelled; a PySpark recipe is refused.
+
+One cluster for the module; the head has no CPUs, so every job runs on the worker node."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from ray_head import RayHead, python_without_runtime
+from waiting import until
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "recipes" / "fixtures"
+RETAIL = REPO.parent / "shared" / "data" / "retail"
+TIMEOUT_S = 600
+sys.path.insert(0, str(REPO / "tests" / "api"))
+from live_server import live_server, new_sandbox, sensei_client  # noqa: E402
+
+# (fixture folder, config file, extra parameters of train and of score)
+RECIPES = {
+    "functions-pandas1": ("retail_functions", "retail.config.json",
+                          {"n_estimators": "5", "max_depth": "4"}),
+    "classes": ("class_recipe", "class.config.json", {}),
+    "tensorflow-style": ("evaluated_classes", "evaluated.config.json", {}),
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray")
+    cache = os.environ.get("MLRUNTIME_UV_CACHE_DIR")   # the suite's shared uv cache (conftest)
+    python = python_without_runtime(tmp_path_factory.mktemp("node-python"))
+    head = RayHead(num_cpus=0, python=python, env={"UV_CACHE_DIR": cache} if cache else {})
+    head.start()
+    try:
+        head.add_worker(num_cpus=2)
+        yield head
+    finally:
+        head.stop()
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_") or
+           k == "MLRUNTIME_UV_CACHE_DIR"}
+    env["MLRUNTIME_HOME"] = str(home)
+    return env
+
+
+def cli(home: Path, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli.main", *args, "--json"], cwd=home.parent,
+                          env=_env(home), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _recipe_store(home: Path) -> Path:
+    return home / "recipes"
+
+
+def remove_recipes(home: Path) -> int:
+    """Every stored recipe of `home` removed (they are stored read-only); how many there were."""
+    store = _recipe_store(home)
+    found = [p for p in store.iterdir() if (p / "recipe.json").is_file()] if store.is_dir() else []
+    for folder in found:
+        for path in [folder, *folder.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        shutil.rmtree(folder)
+    return len(found)
+
+
+def submitted(home: Path) -> str:
+    """The id of the newest run of `home` once it has a Ray submission id."""
+    from runtime.home import resolve_home
+    from runtime.listing import Filter, ListQuery
+    from runtime.schemas import EXPERIMENT_RUN
+    from runtime.registry import Caller, Registry
+
+    def check():
+        registry = Registry.open(resolve_home(home))
+        try:
+            runs = registry.list(EXPERIMENT_RUN, Caller.local(), ListQuery(
+                filters=(Filter("deleted", "==", False, "bool"),), order=(("created", True),),
+                limit=1)).children
+        finally:
+            registry.close()
+        return runs and (runs[0].get("backend") or {}).get("submissionId") and runs[0]["id"]
+    return until(check, timeout_s=TIMEOUT_S, interval_s=0.2, what="the run's Ray submission")
+
+
+def submit_without_the_recipe(home: Path, *args: str) -> dict:
+    """`run submit ARGS`, the home's recipe store emptied as soon as the job is submitted."""
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "submit", *args, "--json",
+                             "--no-working-dir"], cwd=home.parent, env=_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        submitted(home)
+        assert remove_recipes(home) == 1
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.strip(), err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _params(**values: str) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("-p", f"{key}={value}")]
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_trains_and_scores_through_run_submit(cluster, tmp_path, name):
+    folder, config, extra = RECIPES[name]
+    recipe = tmp_path / folder
+    shutil.copytree(FIXTURES / folder, recipe)
+    home = tmp_path / "home"
+    train = {"trainingDataSetId": str(RETAIL / "retail-training.csv"), **extra}
+    out = tmp_path / "scores.parquet"
+    score = {"scoringDataSetId": str(RETAIL / "retail-scoring.csv"), "scoringResultsDataSetId": str(out)}
+    # Registers the Engine (the recipe stored in this home) and the MLInstance; runs nothing
+    planned = cli(home, "train", str(recipe / config), "--engine", str(recipe), "--dry-run")
+    instance = planned["mlInstanceId"]
+
+    trained = submit_without_the_recipe(home, "train", instance, "--address", cluster.address,
+                                        *_params(**train))
+    assert trained["state"] == "DONE", trained["reason"]
+    assert trained["modelId"]
+    log = Path(trained["log"]).read_text()
+    from runtime.home import resolve_home
+    from runtime.schemas import EXPERIMENT_RUN, MODEL
+    from runtime.registry import Caller, Registry
+
+    registry = Registry.open(resolve_home(home))
+    try:
+        model = registry.get(MODEL, Caller.local(), trained["modelId"])
+        run = registry.get(EXPERIMENT_RUN, Caller.local(), trained["runId"])
+        assert model["modelArtifactDigest"].startswith("sha256:")
+        assert registry.model_artifact_dir(Caller.local(), model["id"]).is_dir()
+    finally:
+        registry.close()
+    assert run["backend"]["request"]["num_cpus"] == 1    # no cpus named: one CPU, as locally
+    if name == "functions-pandas1":   # Series.dt.week: pandas 1.x, not the cluster's pandas 2
+        assert {m["name"] for m in trained["metrics"]} == {"MAPE", "MAE", "RMSE", "MASE", "R-squared"}
+    # (the job's own temporary folder on the node: the recipe never was under this home there)
+    assert "with engine recipe:" in log and "/mlrt-recipe-" in log
+
+    cli(home, "train", str(recipe / config), "--engine", str(recipe), "--dry-run")   # stored again
+    scored = submit_without_the_recipe(home, "score", instance, "--address", cluster.address,
+                                       *_params(**score))
+    assert scored["state"] == "DONE", scored["reason"]
+    assert scored["modelId"] == trained["modelId"]
+    assert pd.read_parquet(out)["prediction"].notna().all()
+
+
+def _wait(client: httpx.Client, experiment: str, run: str) -> dict:
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        task = client.get(f"/experiments/{experiment}/runs/{run}/status").json()["status"]["tasks"][0]
+        if task["state"] in ("DONE", "FAILED", "ABORTED"):
+            return task
+        time.sleep(0.5)
+    pytest.fail(f"run {run} did not end within {TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tmp_path_factory):
+    home = tmp_path_factory.mktemp("api") / "home"
+    cache = os.environ.get("MLRUNTIME_UV_CACHE_DIR")
+    if cache:   # the server drops MLRUNTIME_* settings: its home's uv cache is the suite's
+        (home / "cache").mkdir(parents=True)
+        (home / "cache" / "uv").symlink_to(cache, target_is_directory=True)
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = cluster.address
+    try:
+        with live_server(home, "--run-backend", "ray") as server:
+            yield server
+    finally:
+        os.environ.pop("RAY_ADDRESS") if previous is None else os.environ.update(RAY_ADDRESS=previous)
+
+
+def _run_without_the_recipe(client, home: Path, experiment: str, mode: str) -> dict:
+    run = client.post(f"/experiments/{experiment}/runs", json={"mode": mode}).json()
+    until(lambda: (client.get(f"/experiments/{experiment}/runs/{run['id']}").json().get("backend")
+                   or {}).get("submissionId"), timeout_s=TIMEOUT_S, interval_s=0.2,
+          what="the run's Ray submission")
+    assert remove_recipes(home) == 1
+    return _wait(client, experiment, run["id"])
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_trains_and_scores_through_the_api_on_ray(ray_server, tmp_path, name):
+    sys.path.insert(0, str(REPO / "tests" / "recipes"))
+    from recipe_helpers import zip_folder
+
+    folder, config, extra = RECIPES[name]
+    artifact = zip_folder(FIXTURES / folder)
+    out = tmp_path / "api-scores.parquet"
+    tasks = [{"name": "train", "parameters": [
+                 {"key": "trainingDataSetId", "value": str(RETAIL / "retail-training.csv")},
+                 *({"key": k, "value": v} for k, v in extra.items()),
+                 *json.loads((FIXTURES / folder / config).read_text())[0]["parameters"]]},
+             {"name": "score", "parameters": [
+                 {"key": "scoringDataSetId", "value": str(RETAIL / "retail-scoring.csv")},
+                 {"key": "scoringResultsDataSetId", "value": str(out)}]}]
+    with sensei_client(ray_server.api_url, new_sandbox(), token=None) as client:
+        def register():
+            return client.post("/engines", files={
+                "engine": (None, json.dumps({"name": name, "type": "Python"}), "application/json"),
+                "defaultArtifact": (f"{folder}.zip", artifact, "application/zip")}).json()
+        engine = register()
+        instance = client.post("/mlInstances", json={"name": name, "engineId": engine["id"],
+                                                      "tasks": tasks}).json()
+        experiment = client.post("/experiments", json={"name": name,
+                                                        "mlInstanceId": instance["id"]}).json()
+        task = _run_without_the_recipe(client, ray_server.home, experiment["id"], "train")
+        assert task["state"] == "DONE", task
+        models = client.get("/models").json()["children"]
+        assert any(m.get("experimentRunId") for m in models)
+        register()   # the same artifact stored again (the score run is prepared from it)
+        task = _run_without_the_recipe(client, ray_server.home, experiment["id"], "score")
+        assert task["state"] == "DONE", task
+    assert pd.read_parquet(out)["prediction"].notna().all()
+
+
+def test_cancel_stops_a_long_recipe_job(cluster, tmp_path):
+    recipe = tmp_path / "sleepy"
+    shutil.copytree(FIXTURES / "class_recipe", recipe)
+    trainer = recipe / "classrecipe" / "trainer.py"
+    trainer.chmod(0o644)
+    trainer.write_text(trainer.read_text().replace(
+        "    def train(self, config={}):\n",
+        "    def train(self, config={}):\n        import time; time.sleep(600)\n"))
+    home = tmp_path / "home"
+    planned = cli(home, "train", str(recipe / "class.config.json"), "--engine", str(recipe),
+                  "--dry-run")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "submit", "train",
+                             planned["mlInstanceId"], "--address", cluster.address, "--json",
+                             "--no-working-dir",
+                             *_params(trainingDataSetId=str(RETAIL / "retail-training.csv"))],
+                            cwd=tmp_path, env=_env(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = submitted(home)
+        from runtime.home import resolve_home
+        from runtime.registry import Caller, Registry
+        from waiting import wait_run
+
+        registry = Registry.open(resolve_home(home))
+        try:
+            wait_run(registry, run_id, states={"RUNNING"}, scope=Caller.local().scope,
+                     timeout_s=TIMEOUT_S)
+        finally:
+            registry.close()
+        cancelled = cli(home, "cancel", run_id)
+        assert cancelled["state"] == "ABORTED"
+        out, _ = proc.communicate(timeout=120)
+        assert json.loads(out.strip().splitlines()[-1])["state"] == "ABORTED"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_pyspark_recipe_is_refused_naming_spark(cluster, tmp_path):
+    recipe = REPO / "tests" / "spark_recipes" / "fixtures" / "retail_regression"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps([{"name": "train", "parameters": []}]))
+    home = tmp_path / "home"
+    planned = cli(home, "train", str(config), "--engine", str(recipe), "--dry-run")
+    refused = cli(home, "submit", "train", planned["mlInstanceId"], "--address", cluster.address)
+    assert refused["state"] == "FAILED"
+    assert "spark://" in refused["reason"] and "PySpark recipe" in refused["reason"]
