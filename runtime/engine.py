@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # pandas is only needed by the stages, not by whoever lists e
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Engine", "EngineParams", "Metric", "Progress", "ProgressFactory",
-    "TaskContext", "TextProgress", "NullProgress", "default_context", "installed_engines",
-    "load_engine", "parse_params", "read_table",
+    "OnlinePredictor", "TaskContext", "TextProgress", "NullProgress", "default_context",
+    "installed_engines", "load_engine", "parse_params", "read_table",
     # re-exported so an engine imports every name it needs from one place
     "TRAIN", "SCORE", "FEATURE_PIPELINE",
 ]
@@ -187,6 +187,35 @@ class Engine:
         """Lines that `--explain` prints about how this task will use its input data (a train /
         validation split, the rows on each side); `data` is the loaded input. Default: none."""
         return []
+
+    def online(self, ctx: TaskContext, model: Any) -> OnlinePredictor:
+        """How a loaded model answers online requests (runtime.serving): the default scores each
+        batch of rows with `score` (after `feature_pipeline` unless `score_input` is "raw");
+        an engine overrides it to index what it needs once, declare its input, or say that its
+        rows depend on each other."""
+        def predict(frame: pd.DataFrame) -> pd.DataFrame:
+            if self.score_input != "raw":
+                frame = self.feature_pipeline(ctx, frame)
+            return self.score(ctx, model, frame)
+
+        return OnlinePredictor(predict=predict)
+
+
+@dataclass
+class OnlinePredictor:
+    """What a model host calls per micro-batch. `input_schema` maps column to kind ("number",
+    "integer", "string", "boolean", "datetime") for casting and 4xx messages; `required` columns
+    must be sent; `row_independent` False: each request is predicted on its own, never batched
+    with others; `predict_many` (optional) predicts several requests' frames in one pass, one
+    frame back per request; `slow` says why every call is slow (a scorer that reloads its model)."""
+
+    predict: Callable[[Any], Any]
+    input_schema: dict[str, str] | None = None
+    required: tuple[str, ...] = ()
+    example: dict[str, Any] | None = None
+    row_independent: bool = True
+    predict_many: Callable[[list[Any]], list[Any]] | None = None
+    slow: str | None = None
 
 
 def read_table(uri: str | Path) -> pd.DataFrame:

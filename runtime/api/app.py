@@ -24,7 +24,8 @@ from ..registry import Caller, Registry
 from . import web
 from .deps import BASE, ServerSettings, authenticated, error_response
 from .docs import mount_docs
-from .routes import engines, experiments, insights, mlinstances, mlservices, models
+from .routes import (engines, experiments, insights, invocations, mlinstances, mlservices, models,
+                     v2)
 
 __all__ = ["BASE", "ServerSettings", "create_app"]
 
@@ -32,7 +33,7 @@ log = logging.getLogger("runtime.api")
 
 # The routers, each a resource's routes; a resource's fixed paths come before its ids'.
 ROUTERS = (engines.router, mlinstances.router, experiments.router, models.router,
-           insights.router, mlservices.router)
+           insights.router, mlservices.router, invocations.router, v2.router)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -156,6 +157,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
         if scheduler is not None:   # after reconciliation: fires join the queue behind it
             scheduler.start()
         yield
+        if getattr(app.state, "serving", None) is not None:   # online scoring's model hosts
+            await app.state.serving.aclose()
         if scheduler is not None:
             await run_in_threadpool(scheduler.stop)
         if executor is not None:   # running runs get the grace period, then are aborted

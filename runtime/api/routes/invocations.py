@@ -1,0 +1,78 @@
+"""Online scoring on `run serve`: MLflow's scoring server bodies at
+`POST /mlServices/{id}/invocations` (the service's published Model) and
+`POST /models/{id}/invocations` (that Model), `GET /metrics` in Prometheus' format, and each
+MLService's online traffic as JSON for the runs page. The work is runtime.serving's."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from .. import deps
+from ..deps import BASE, read_raw
+
+router = APIRouter()
+_lock = threading.Lock()
+
+
+def serving(request: Request) -> Any:
+    """The app's runtime.serving.Serving, made on first use (a server that never scores online
+    never starts a host nor imports the serving package)."""
+    state = request.app.state
+    found = getattr(state, "serving", None)
+    if found is None:
+        with _lock:
+            found = getattr(state, "serving", None)
+            if found is None:
+                from ...serving.service import Serving
+
+                executor = deps.executor(request)
+                if executor is None:   # --no-execute: runs never start, hosts start cold
+                    from ...runs import RunExecutor
+
+                    executor = RunExecutor(deps.registry(request), kind="server")
+                found = state.serving = Serving(deps.registry(request), executor, executor.warm)
+    return found
+
+
+async def _invoke(request: Request, kind: str, target_id: str, route: str) -> Response:
+    caller = deps.authenticated(request)
+    online = serving(request)
+    body = await read_raw(request, online.options.max_bytes)
+    return await online.invoke(caller, kind, target_id, body,
+                               request.headers.get("content-type", ""), "mlflow", route,
+                               request.is_disconnected)
+
+
+@router.post(f"{BASE}/mlServices/{{id}}/invocations")
+async def service_invocations(request: Request, id: str) -> Response:
+    return await _invoke(request, "service", id, "mlServices/invocations")
+
+
+@router.post(f"{BASE}/models/{{id}}/invocations")
+async def model_invocations(request: Request, id: str) -> Response:
+    return await _invoke(request, "model", id, "models/invocations")
+
+
+@router.get(f"{BASE}/online/traffic")
+async def online_traffic(request: Request) -> Response:
+    """Per MLService: requests, errors, p50 and p99 in ms, the Model answering (the runs page)."""
+    deps.caller(request)
+    found = getattr(request.app.state, "serving", None)
+    return deps.json_response({"services": found.traffic_summary() if found else {}},
+                              "onlineTraffic.v1.json")
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    deps.authenticated(request)
+    from ...serving.metrics import CONTENT_TYPE
+
+    found = getattr(request.app.state, "serving", None)
+    if found is None:
+        from ...serving.metrics import ServingMetrics
+
+        return Response(ServingMetrics().exposition(), media_type=CONTENT_TYPE)
+    return Response(found.metrics.exposition(), media_type=CONTENT_TYPE)

@@ -1,0 +1,337 @@
+"""Online scoring in the API process: which host answers a Model or an MLService (starting hosts
+on first use, one start per Model however many requests wait for it), the raw body forwarded to
+it, the swap when an MLService publishes a new Model (the new host loads and answers before the
+route switches; the old one drains, then exits), and what is measured and logged per request.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ..errors import MLRuntimeError, NotFound
+from ..schemas import MLSERVICE, MODEL
+from .client import HostClient, HostGone
+from .hosts import HostProcess, ServingOptions, launch
+from .metrics import ServingMetrics
+
+log = logging.getLogger("runtime.serving")
+
+WATCH_S = 0.2            # how often a served MLService's published Model is read
+AUTH_TTL_S = 5.0         # how long "this caller may reach this Model" is remembered
+SAMPLES = 2000           # latencies kept per MLService for its p50/p99
+
+
+class Serving:
+    """The hosts of one API process (`run serve` or `run serve-model`)."""
+
+    def __init__(self, registry: Any, executor: Any, warm: Any,
+                 options: Optional[ServingOptions] = None) -> None:
+        self.registry = registry
+        self.executor = executor
+        self.warm = warm
+        self.options = options or ServingOptions()
+        self.hosts: dict[str, HostProcess] = {}
+        self._starting: dict[str, asyncio.Future] = {}
+        self.routes: dict[tuple[str, str, str], str] = {}      # (org, sandbox, service) -> model
+        self._watchers: dict[tuple[str, str, str], asyncio.Task] = {}
+        self._allowed: dict[tuple[str, str, str, str], float] = {}
+        self.metrics = ServingMetrics()
+        self.traffic: dict[str, dict[str, Any]] = {}
+        self._log_lock = threading.Lock()
+        log_dir = Path(registry.home.root) / "serving"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / "requests.jsonl"
+        self._log = open(self.log_path, "a", buffering=1, encoding="utf-8")
+        self.closed = False
+
+    # --- targets ---------------------------------------------------------------------------
+
+    async def _check(self, caller: Any, kind: Any, target_id: str) -> None:
+        key = (caller.scope.org, caller.scope.sandbox, kind.name, target_id)
+        if time.monotonic() - self._allowed.get(key, -1e9) < AUTH_TTL_S:
+            return
+        await run_in_threadpool(self.registry.get, kind, caller, target_id)   # NotFound names it
+        self._allowed[key] = time.monotonic()
+
+    async def model_of_service(self, caller: Any, service_id: str) -> str:
+        key = (caller.scope.org, caller.scope.sandbox, service_id)
+        await self._check(caller, MLSERVICE, service_id)
+        if key not in self.routes:
+            model = await run_in_threadpool(self._published, caller.scope, service_id)
+            if model is None:
+                raise MLRuntimeError(f"MLService {service_id} has no published Model to score "
+                                     "with: publish one first", status=409, title="Conflict")
+            self.routes[key] = model["id"]
+            await self.host(caller, model["id"])
+            if key not in self._watchers and not self.closed:
+                self._watchers[key] = asyncio.get_running_loop().create_task(
+                    self._watch(caller, key))
+        return self.routes[key]
+
+    def _published(self, scope: Any, service_id: str) -> Optional[dict[str, Any]]:
+        from ..mlservices import ServiceDesk
+
+        return ServiceDesk(self.registry).published_model(scope, service_id)
+
+    async def _watch(self, caller: Any, key: tuple[str, str, str]) -> None:
+        """Follow the MLService's published Model: start and warm the new host, switch the
+        route, then drain the old host."""
+        while not self.closed:
+            await asyncio.sleep(WATCH_S)
+            try:
+                model = await run_in_threadpool(self._published, caller.scope, key[2])
+            except Exception:
+                continue
+            current = self.routes.get(key)
+            if model is None or model["id"] == current:
+                continue
+            try:
+                await self.host(caller, model["id"])
+                await self._warm_up(self.hosts[model["id"]])
+            except Exception as exc:
+                log.warning("MLService %s published Model %s, which cannot be served: %s",
+                            key[2], model["id"], exc)
+                continue
+            self.routes[key] = model["id"]
+            log.info("MLService %s now answers with Model %s", key[2], model["id"])
+            if current and current not in self.routes.values():
+                old = self.hosts.pop(current, None)
+                if old is not None:
+                    asyncio.get_running_loop().create_task(self._drain(old))
+
+    async def host(self, caller: Any, model_id: str) -> HostProcess:
+        """The Model's live host, started (once) if it has none."""
+        host = self.hosts.get(model_id)
+        if host is not None and host.alive():
+            return host
+        future = self._starting.get(model_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._starting[model_id] = future
+            try:
+                host = await run_in_threadpool(launch, self.registry, self.executor, self.warm,
+                                               caller, model_id, self.options)
+                host.client = HostClient(host.socket)
+                answer = await host.client.call({"op": "info"})
+                host.info = json.loads(answer.body)
+                self.metrics.loaded(host)
+                self.hosts[model_id] = host
+                future.set_result(host)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()   # retrieved: no "never retrieved" warning
+                raise
+            finally:
+                self._starting.pop(model_id, None)
+            return host
+        return await asyncio.shield(future)
+
+    async def _warm_up(self, host: HostProcess) -> None:
+        example = host.info.get("example")
+        if example:
+            await host.client.call({"op": "infer", "ct": "application/json",
+                                    "protocol": "mlflow", "deadline": None},
+                                   json.dumps({"dataframe_records": [example]}).encode())
+
+    async def _drain(self, host: HostProcess) -> None:
+        try:
+            await host.client.call({"op": "drain"}, timeout_s=5.0)
+        except Exception:
+            pass
+        for _ in range(600):
+            if not host.alive():
+                break
+            await asyncio.sleep(0.1)
+        host.client.close()
+        await run_in_threadpool(host.stop)
+
+    # --- a request -------------------------------------------------------------------------
+
+    async def invoke(self, caller: Any, kind: str, target_id: str, body: bytes,
+                     content_type: str, protocol: str, route: str,
+                     disconnected: Any = None) -> Response:
+        """The answer to one request for a Model (`kind` "model") or an MLService's published
+        Model ("service"), as the host wrote it, with headers naming the Model."""
+        arrived = time.monotonic()
+        request_id = uuid.uuid4().hex[:16]
+        model_id = None
+        status, rows, timings = 500, None, {}
+        try:
+            for attempt in range(3):   # a host replaced or gone meanwhile: the route's current one
+                if kind == "service":
+                    model_id = await self.model_of_service(caller, target_id)
+                else:
+                    await self._check(caller, MODEL, target_id)
+                    model_id = target_id
+                host = await self.host(caller, model_id)
+                if len(body) > self.options.max_bytes:
+                    from ..errors import PayloadTooLarge
+
+                    raise PayloadTooLarge(f"The request body of {len(body)} bytes is over the "
+                                          f"limit of {self.options.max_bytes} bytes")
+                host.inflight += 1
+                self.metrics.depth(model_id, host.inflight)
+                try:
+                    answer = await self._call(host, body, content_type, protocol, disconnected)
+                except HostGone:
+                    if self.hosts.get(model_id) is host and not host.alive():
+                        self.hosts.pop(model_id, None)
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                    continue
+                finally:
+                    host.inflight -= 1
+                    self.metrics.depth(model_id, host.inflight)
+                if answer.headers.get("X-Host-Draining") and attempt < 2:
+                    await asyncio.sleep(0.005)
+                    continue
+                break
+            else:
+                raise MLRuntimeError(f"The model host of Model {model_id} went away; try again",
+                                     status=503, title="Service Unavailable")
+            status, timings = answer.status, answer.timings
+            rows = timings.get("rows")
+            headers = {"X-Model-Id": model_id, "X-Request-Id": request_id,
+                       **{k: v for k, v in answer.headers.items() if k != "X-Host-Draining"}}
+            if kind == "service":
+                headers["X-MLService-Id"] = target_id
+            name = host.model.get("name")
+            if name:
+                headers["X-Model-Name"] = _header_safe(name)
+            return Response(answer.body, status_code=status, media_type="application/json",
+                            headers=headers)
+        except MLRuntimeError as exc:
+            status = exc.status
+            headers = {"X-Request-Id": request_id, **({"X-Model-Id": model_id} if model_id
+                                                       else {})}
+            if status == 503:
+                headers["Retry-After"] = "1"
+            return Response(json.dumps(exc.to_body()).encode(), status_code=status,
+                            media_type="application/json", headers=headers)
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            self._record(caller, route, kind, target_id, model_id, status, rows, timings,
+                         time.monotonic() - arrived, request_id, body)
+
+    async def _call(self, host: HostProcess, body: bytes, content_type: str, protocol: str,
+                    disconnected: Any) -> Any:
+        header = {"op": "infer", "ct": content_type, "protocol": protocol,
+                  "deadline": time.time() + self.options.timeout_s}
+        call = asyncio.ensure_future(host.client.call(header, body,
+                                                      timeout_s=self.options.timeout_s + 5))
+        if disconnected is None:
+            return await call
+        done, _ = await asyncio.wait({call}, timeout=0.05)   # most answers come before this
+        if call in done:
+            return call.result()
+        watcher = asyncio.ensure_future(_wait_disconnect(disconnected))
+        try:
+            done, _ = await asyncio.wait({call, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if call not in done:   # the client left: the host drops the request before computing
+            call.cancel()
+            raise asyncio.CancelledError()
+        return call.result()
+
+    def _record(self, caller: Any, route: str, kind: str, target_id: str,
+                model_id: Optional[str], status: int, rows: Any, timings: dict[str, Any],
+                total_s: float, request_id: str, body: bytes) -> None:
+        self.metrics.request(route, model_id or "-", status, total_s, timings)
+        if kind == "service":
+            stats = self.traffic.setdefault(target_id, {
+                "requests": 0, "errors": 0, "latenciesMs": deque(maxlen=SAMPLES)})
+            stats["requests"] += 1
+            stats["errors"] += status >= 400
+            stats["latenciesMs"].append(total_s * 1000)
+            stats["modelId"] = model_id
+        line = {"time": time.time(), "id": request_id, "caller": getattr(caller, "user_id", None),
+                "route": route, "target": target_id, "model": model_id, "rows": rows,
+                "status": status, "ms": round(total_s * 1000, 3),
+                **{k: round(v, 3) for k, v in timings.items()
+                   if k.endswith("_ms") and isinstance(v, (int, float))}}
+        if self.options.capture:
+            line["payload"] = body.decode("utf-8", errors="replace")
+        with self._log_lock:
+            try:
+                self._log.write(json.dumps(line) + "\n")
+            except ValueError:   # closed at shutdown
+                pass
+
+    def traffic_summary(self) -> dict[str, Any]:
+        out = {}
+        for service_id, stats in self.traffic.items():
+            latencies = sorted(stats["latenciesMs"])
+            out[service_id] = {"requests": stats["requests"], "errors": stats["errors"],
+                               "modelId": stats.get("modelId"),
+                               "p50Ms": _quantile(latencies, 0.5),
+                               "p99Ms": _quantile(latencies, 0.99)}
+        return out
+
+    async def aclose(self) -> None:
+        self.closed = True
+        for task in self._watchers.values():
+            task.cancel()
+        hosts, self.hosts = list(self.hosts.values()), {}
+        for host in hosts:
+            if host.client is not None:
+                host.client.close()
+            await run_in_threadpool(host.stop)
+        self._log.close()
+
+    async def kind_of(self, caller: Any, target: str) -> str:
+        """"service" or "model": what an id names (v2's model name, serve-model's target)."""
+        key = (caller.scope.org, caller.scope.sandbox, target)
+        kinds = self.__dict__.setdefault("_kinds", {})
+        if key not in kinds:
+            kinds[key] = (await run_in_threadpool(find_target, self.registry, caller, target))[0]
+        return kinds[key]
+
+    async def describe(self, caller: Any, kind: str, target_id: str) -> dict[str, Any]:
+        model_id = (await self.model_of_service(caller, target_id) if kind == "service"
+                    else target_id)
+        if kind != "service":
+            await self._check(caller, MODEL, target_id)
+        host = await self.host(caller, model_id)
+        answer = await host.client.call({"op": "info"})
+        return {**json.loads(answer.body), "modelId": model_id}
+
+
+async def _wait_disconnect(disconnected: Any) -> None:
+    while not await disconnected():
+        await asyncio.sleep(0.05)
+
+
+def _quantile(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in str(text))[:200]
+
+
+def find_target(registry: Any, caller: Any, target: str) -> tuple[str, str]:
+    """("service" | "model", id) for an MLService id or a Model id."""
+    try:
+        registry.get(MLSERVICE, caller, target)
+        return "service", target
+    except NotFound:
+        pass
+    try:
+        registry.get(MODEL, caller, target)
+        return "model", target
+    except NotFound:
+        raise NotFound(f"{target!r} is neither an MLService nor a Model of this sandbox") from None
