@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import MLRuntimeError
@@ -33,23 +34,21 @@ FIRE_BATCH = 200        # due schedules fired per look-up
 # -- the scheduler -----------------------------------------------------------------------------
 
 class Scheduler:
-    """Fires due schedules of one registry. `admit(caller, experiment_id, body)` prepares a run
-    (refusing one this host can never start) and `submit(caller, run, admission)` hands the
-    created run with it to the executor (RunExecutor.admit and .submit_background): the path of
-    `POST .../runs`, with the fire's claim and its run committed together between the two.
+    """Fires due schedules of one registry. A fire is a RunRequest handed to `runs.start` (a
+    RunExecutor: the path of `POST .../runs`), with the fire's claim as the hook that commits in
+    the transaction that writes its run. Without `runs` a fire only records its run (PENDING).
     `clock` (epoch seconds) is injectable for tests."""
 
-    def __init__(self, registry: Any, *, submit: Optional[Callable[[Any, dict, Any], None]] = None,
-                 admit: Optional[Callable[[Any, str, Any], Any]] = None,
+    def __init__(self, registry: Any, *, runs: Any = None,
                  clock: Callable[[], float] = time.time, tick_s: float = TICK_S,
                  lease_ttl_s: float = LEASE_TTL_S) -> None:
         from .mlservices import ServiceDesk
+        from .runs import RecordOnly
 
         self.registry = registry
         self.schedules = registry.schedules
         self.desk = ServiceDesk(registry)
-        self.submit = submit
-        self.admit = admit
+        self.runs = runs if runs is not None else RecordOnly(registry)
         self.clock = clock
         self.tick_s = tick_s
         self.lease_ttl_s = lease_ttl_s
@@ -191,29 +190,45 @@ class Scheduler:
             schedules.advance(row["id"], due, next_fire=following,
                                    doc={**row["doc"], "skipped": due, "skipReason": plan.skip})
             return 0
-        admission = None
-        if self.admit is not None:
-            try:
-                admission = self.admit(plan.caller, plan.experiment_id, plan.body)
-            except MLRuntimeError as exc:   # it can never start on this host: say so, go on
-                schedules.advance(row["id"], due, next_fire=following,
-                                       doc={**row["doc"], "error": exc.detail, "skipped": due})
-                return 0
+        from .runs import RunRequest
+
         doc = {k: v for k, v in row["doc"].items() if k not in ("error", "runNow")}
         doc["fires"] = int(doc.get("fires") or 0) + 1
         if late_s > MISSED_AFTER_S:
             doc["caughtUp"] = due
-        with self.registry.transaction():   # the claim and the run commit together, or neither
-            if not schedules.advance(row["id"], due, next_fire=following, last_fire=due):
-                return 0   # another process fired it
-            run = self.desk.registry.create_run(plan.caller, plan.experiment_id, plan.body)
-            schedules.update(row["id"], last_run_id=run["id"], doc=doc)
-            self.desk.fired(scope, row, run)
+        claim = _FireClaim(self, scope, row, due, following, doc)
+        try:
+            run = self.runs.start(plan.caller, RunRequest.from_body(plan.experiment_id, plan.body),
+                                  claim=claim)
+        except MLRuntimeError as exc:   # it can never start on this host: say so, go on
+            schedules.advance(row["id"], due, next_fire=following,
+                              doc={**row["doc"], "error": exc.detail, "skipped": due})
+            return 0
+        if run is None:
+            return 0   # another process fired it
         log.info("Schedule %s fired run %s (%s, due %s)", row["id"], run["id"], row["task"], due)
-        if self.submit is not None:
-            self.submit(plan.caller, self.desk.registry.get_unmasked(
-                _experiment_run_kind(), plan.caller, run["id"]), admission)
         return 1
+
+
+@dataclass
+class _FireClaim:
+    """A fire's claim, committed with its run (runs.Claim): the compare-and-set on the
+    schedule's next fire time, then the run it started."""
+
+    scheduler: Scheduler
+    scope: Any
+    row: dict[str, Any]
+    due: Optional[str]
+    following: Optional[str]
+    doc: dict[str, Any]
+
+    def take(self) -> bool:
+        return self.scheduler.schedules.advance(self.row["id"], self.due,
+                                                next_fire=self.following, last_fire=self.due)
+
+    def taken(self, run: dict[str, Any]) -> None:
+        self.scheduler.schedules.update(self.row["id"], last_run_id=run["id"], doc=self.doc)
+        self.scheduler.desk.fired(self.scope, self.row, run)
 
 
 def _alive(pid: int) -> bool:
@@ -230,8 +245,3 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
 
-
-def _experiment_run_kind() -> Any:
-    from .schemas import EXPERIMENT_RUN
-
-    return EXPERIMENT_RUN

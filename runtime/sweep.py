@@ -478,32 +478,38 @@ class SweepRunner:
             self._report(row)
 
     def _trial(self, row: dict[str, Any]) -> None:
-        from .schemas import EXPERIMENT_RUN  # noqa: F401  (the run is an ordinary one)
+        from .runs import RunRequest
 
         state = self.state
-        overrides = {**state["base"], **row["params"]}
-        prepared = self.executor.prepare(self.caller, state["experimentId"], state["mode"],
-                                         overrides=overrides, device=self.device,
-                                         backend=self.backend, env_manager=state.get("envManager"),
-                                         extra_pip=state.get("extraPip") or None)
         if self.stopping():
             row.update(state="NOT STARTED", reason=self.interrupt.reason)
             return
-        run = self.registry.create_run(self.caller, state["experimentId"], {"mode": state["mode"]})
-        row["runId"] = run["id"]
-        self.registry.annotate_run(self.caller.scope, run["id"], {"sweep": {
-            "id": state["id"], "trial": row["trial"], "params": row["params"]}})
-        row["state"] = "RUNNING"
-        self.save()
-        if state.get("stopEarly"):
-            with self._lock:
-                self._running[run["id"]] = {"row": row, "offset": 0}
-        try:
-            summary = self.executor.execute(self.caller, run, prepared, interrupt=self.interrupt)
-        finally:
+        request = RunRequest(
+            experiment_id=state["experimentId"], mode=state["mode"],
+            overrides={**state["base"], **row["params"]}, device=self.device,
+            backend=self.backend, env_manager=state.get("envManager"),
+            extra_pip=tuple(state.get("extraPip") or ()),
+            annotations={"sweep": {"id": state["id"], "trial": row["trial"],
+                                   "params": row["params"]}})
+
+        def created(run: dict[str, Any], prepared: Any) -> None:   # an ordinary run of its own
+            row["runId"] = run["id"]
+            row["state"] = "RUNNING"
+            self.save()
             if state.get("stopEarly"):
                 with self._lock:
-                    self._running.pop(run["id"], None)
+                    self._running[run["id"]] = {"row": row, "offset": 0}
+
+        try:
+            summary = self.executor.run(self.caller, request, interrupt=self.interrupt,
+                                        on_created=created)
+        finally:
+            if state.get("stopEarly") and row.get("runId"):
+                with self._lock:
+                    self._running.pop(row["runId"], None)
+        if summary is None:   # stopped before its run was created
+            row.update(state="NOT STARTED", reason=self.interrupt.reason)
+            return
         row["state"] = summary["state"]
         row["modelId"] = summary.get("modelId")
         row["reason"] = summary.get("reason") if summary["state"] != "DONE" else None
@@ -512,8 +518,8 @@ class SweepRunner:
         if row.get("stoppedEarly") and summary["state"] == "ABORTED":
             row.update(state="STOPPED EARLY", reason=row["stoppedEarly"], metric=None)
         elif state.get("stopEarly") and summary["state"] == "DONE":
-            row["curve"] = self._curve(run["id"])
-        row["duration_s"] = self._duration(run["id"])
+            row["curve"] = self._curve(row["runId"])
+        row["duration_s"] = self._duration(row["runId"])
 
     # -- early stopping (median rule) ----------------------------------------------------------
 

@@ -145,8 +145,8 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
     if executor is not None and settings.schedule_runs:
         from ..scheduler import Scheduler
 
-        # Scheduled runs take the path of POST .../runs: admit, create, submit_background.
-        scheduler = Scheduler(registry, submit=executor.submit_background, admit=executor.admit)
+        # Scheduled runs take the path of POST .../runs (RunExecutor.start), their claim its hook
+        scheduler = Scheduler(registry, runs=executor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

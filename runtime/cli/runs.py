@@ -40,8 +40,6 @@ def _overrides(args: argparse.Namespace, mode: str) -> tuple[dict[str, Any], fro
         values.update(loaded.values)
         secrets = loaded.secret_keys
     values.update(parse_overrides(args.param or []))
-    if args.model:
-        values["modelId"] = args.model
     return values, secrets
 
 
@@ -67,10 +65,12 @@ def _summary_text(summary: dict[str, Any], seconds: float, registry: Registry,
     return "\n".join(lines)
 
 
-def prepare_run(registry: Registry, caller: Caller, args: argparse.Namespace, mode: str,
-                executor: Any, **prepare: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The MLInstance, the Experiment and the prepared run that a run command's arguments name
-    (`run train|score|fp` and `run submit` share it)."""
+def run_request(registry: Registry, caller: Caller, args: argparse.Namespace, mode: str,
+                **options: Any) -> tuple[Any, Any]:
+    """The MLInstance and Experiment a run command's arguments name (runtime.run_targets) and
+    the RunRequest they word (`run train|score|fp` and `run submit` share it)."""
+    from ..runs import RunRequest
+
     engine_path = getattr(args, "engine_path", None)
     environment: dict[str, Any] = {}
     if engine_path and not (getattr(args, "explain", False) or getattr(args, "dry_run", False)):
@@ -81,13 +81,12 @@ def prepare_run(registry: Registry, caller: Caller, args: argparse.Namespace, mo
                        "log": None if getattr(args, "quiet", False) else sys.stderr}
     target = resolve_run_target(registry, caller, args.target, engine_path=engine_path,
                                 experiment_id=args.experiment, **environment)
-    for key in ("env_manager", "pip"):
-        if getattr(args, key, None):
-            prepare.setdefault("extra_pip" if key == "pip" else key, getattr(args, key))
     overrides, secrets = _overrides(args, mode)
-    prepared = executor.prepare(caller, target.experiment["id"], mode, overrides=overrides,
-                                override_secrets=secrets, device=args.device, **prepare)
-    return target.instance, target.experiment, prepared
+    request = RunRequest(experiment_id=target.experiment["id"], mode=mode, overrides=overrides,
+                         secret_keys=secrets, model_id=args.model or None, device=args.device,
+                         env_manager=getattr(args, "env_manager", None) or None,
+                         extra_pip=tuple(getattr(args, "pip", None) or ()), **options)
+    return target, request
 
 
 def report(args: argparse.Namespace, summary: dict[str, Any], seconds: float,
@@ -101,54 +100,47 @@ def report(args: argparse.Namespace, summary: dict[str, Any], seconds: float,
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..backends import backend_options_from
     from ..runs import RunExecutor
+    from ..warm import pools_for
 
     mode = _MODES[args.command]
-    from ..supervisor import SignalGuard
-
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
-    interrupt = None
     try:
-        from ..warm import pools_for
-
-        from ..backends import backend_options_from
-
         executor = RunExecutor(registry, backend_options=backend_options_from(args),
             warm=pools_for(registry.home.root, kind="cli", flag=getattr(args, "warm", None)))
-        instance, experiment, prepared = prepare_run(
-            registry, caller, args, mode, executor, backend=args.backend,
-            require_model=not (args.explain or args.dry_run))
+        target, request = run_request(registry, caller, args, mode, backend=args.backend)
         if args.explain or args.dry_run:
+            prepared = executor.preview(caller, request)
             width = report_width()
             text = (prepared.explain(width) if args.explain
                     else fit_text(prepared.describe_plan(), width))
             if args.json:
-                print(json.dumps({"mode": mode, "mlInstanceId": instance["id"],
-                                  "experimentId": experiment["id"], **prepared.record()}))
+                print(json.dumps({"mode": mode, "mlInstanceId": target.instance["id"],
+                                  "experimentId": target.experiment["id"], **prepared.record()}))
             else:
                 print(text)
             return 0
-        started = time.perf_counter()
-        # From here on, Ctrl-C or SIGTERM cancels the run, however early it arrives.
-        interrupt = SignalGuard().__enter__()
-        run = registry.create_run(caller, experiment["id"], {"mode": mode})
         quiet = getattr(args, "quiet", False)
-        if not quiet:
-            print(f"Run {run['id']}: {mode} of MLInstance {instance['id']} "
-                  f"({prepared.plan.reason})", file=sys.stderr, flush=True)
         # A live progress line on a terminal, the log's lines otherwise, nothing with --quiet.
         console = RunConsole(sys.stderr, quiet=quiet)
-        console.follow(registry.home.runs / run["id"])
-        try:
-            summary = executor.execute(caller, run, prepared, echo=console,
-                                       interrupt=interrupt)
+        started: list[float] = []
+
+        def created(run: dict[str, Any], prepared: Any) -> None:
+            started.append(time.perf_counter())
+            if not quiet:
+                print(f"Run {run['id']}: {mode} of MLInstance {target.instance['id']} "
+                      f"({prepared.plan.reason})", file=sys.stderr, flush=True)
+            console.follow(registry.home.runs / run["id"])
+
+        try:   # from the run's creation on, Ctrl-C or SIGTERM cancels it
+            summary = executor.run(caller, request, echo=console, guard_signals=True,
+                                   on_created=created)
         finally:
             console.close()
-        return report(args, summary, time.perf_counter() - started, registry, caller)
+        return report(args, summary, time.perf_counter() - started[0], registry, caller)
     finally:
-        if interrupt is not None:
-            interrupt.__exit__(None, None, None)
         registry.close()
 
 

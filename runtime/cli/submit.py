@@ -10,11 +10,12 @@ import atexit
 import gc
 import sys
 import time
+from typing import Any
 
 from ..home import resolve_home
 from ..schemas import EXPERIMENT_RUN
 from ..registry import Caller, Registry
-from .runs import _MODES, prepare_run, report
+from .runs import _MODES, report, run_request
 
 
 def _stderr(message: str) -> None:
@@ -45,20 +46,19 @@ def main(args: argparse.Namespace) -> int:
             pip=args.pip, notify=_stderr)
         backend = submit_backend()   # the cluster backend that takes submitted runs (ray)
         executor = RunExecutor(registry, backend_options={backend: options})
-        instance, experiment, prepared = prepare_run(registry, caller, args, mode, executor,
-                                                     backend=backend)
-        started = time.perf_counter()
-        from ..supervisor import SignalGuard
+        target, request = run_request(registry, caller, args, mode, backend=backend)
+        started: list[float] = []
 
-        with SignalGuard() as interrupt:   # Ctrl-C stops the job, however early it arrives
-            run = registry.create_run(caller, experiment["id"], {"mode": mode})
-            _stderr(f"Run {run['id']}: {mode} of MLInstance {instance['id']} on Ray at "
+        def created(run: dict[str, Any], prepared: Any) -> None:
+            started.append(time.perf_counter())
+            _stderr(f"Run {run['id']}: {mode} of MLInstance {target.instance['id']} on Ray at "
                     f"{options['address']}")
-            summary = executor.execute(caller, run, prepared,
-                                       echo=sys.stderr if args.follow else None,
-                                       interrupt=interrupt)
-        seconds = time.perf_counter() - started
-        doc = registry.get(EXPERIMENT_RUN, caller, run["id"])
+
+        # From the run's creation on, Ctrl-C stops the job, however early it arrives.
+        summary = executor.run(caller, request, echo=sys.stderr if args.follow else None,
+                               guard_signals=True, on_created=created)
+        seconds = time.perf_counter() - started[0]
+        doc = registry.get(EXPERIMENT_RUN, caller, summary["runId"])
         summary["submissionId"] = (doc.get("backend") or {}).get("submissionId")
         return report(args, summary, seconds, registry, caller,
                       f"  ray job: {summary['submissionId']}")

@@ -120,15 +120,16 @@ def _new(registry: Registry, caller: Caller, args: argparse.Namespace) -> dict[s
         instance = resolve_target(registry, caller, args.target)
     experiment = sweep_experiment(registry, caller, instance, args.experiment)
     # Every trial is checked before any runs: a bad value fails here, naming its trial.
-    from ..runs import RunExecutor
+    from ..runs import RunExecutor, RunRequest
 
     executor = RunExecutor(registry)
     for index, params in enumerate(trials[:1] + trials[-1:]):
         try:
-            executor.prepare(caller, experiment["id"], "train", overrides={**base, **params},
-                             device=args.device, backend=args.backend,
-                             env_manager=environment["env_manager"],
-                             extra_pip=environment["extra_pip"] or None)
+            executor.preview(caller, RunRequest(
+                experiment_id=experiment["id"], mode="train", overrides={**base, **params},
+                device=args.device, backend=args.backend,
+                env_manager=environment["env_manager"],
+                extra_pip=tuple(environment["extra_pip"])), require_model=True)
         except ConfigError as exc:
             raise ConfigError(f"Sweep trial {params}: {exc.detail}") from None
     return SweepRunner.new_state(instance_id=instance["id"], experiment_id=experiment["id"],

@@ -140,8 +140,9 @@ class Registry:
 
     # -- experiment runs (runs.py) ----------------------------------------------------------------
 
-    def create_run(self, caller: Caller, experiment_id: str, body: Any) -> dict[str, Any]:
-        return self._runs.create_run(caller, experiment_id, body)
+    def create_run(self, caller: Caller, experiment_id: str, body: Any, *,
+                   validated: bool = False) -> dict[str, Any]:
+        return self._runs.create_run(caller, experiment_id, body, validated=validated)
 
     def get_run(self, caller: Caller, experiment_id: str, run_id: str) -> dict[str, Any]:
         return self._runs.get_run(caller, experiment_id, run_id)

@@ -39,12 +39,15 @@ class Runs:
             raise NotFound(f"Experiment run {run_id!r} not found in experiment {experiment_id!r}")
         return run
 
-    def create_run(self, caller: Caller, experiment_id: str, body: Any) -> dict[str, Any]:
+    def create_run(self, caller: Caller, experiment_id: str, body: Any, *,
+                   validated: bool = False) -> dict[str, Any]:
+        """`validated`: `body` is `validate(EXPERIMENT_RUN, ...)`'s output already (the run path
+        validates a run's body once, before preparing it)."""
         if isinstance(body, dict) and body.get("experimentId") not in (None, experiment_id):
             raise ValidationFailed(
                 f"experimentId {body['experimentId']!r} in the body differs from the path's "
                 f"{experiment_id!r}")
-        data = self.documents.validate(EXPERIMENT_RUN, body)
+        data = dict(body) if validated else self.documents.validate(EXPERIMENT_RUN, body)
         data["mode"] = run_mode(data["mode"])
         data["experimentId"] = experiment_id
         with self.store.transaction():

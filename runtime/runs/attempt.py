@@ -31,18 +31,22 @@ class Attempts:
 
     def run(self, caller: Caller, run: dict[str, Any], prepared: Any, backend: Any,
             control: Any, spec: Any, log_path: Path, tasklogs: list[dict[str, str]],
-            echo: Optional[TextIO]) -> Outcome:
-        """Queue the run for capacity, then run it (again, while it FAILS and retries are left)."""
+            echo: Optional[TextIO], demand: Any = None) -> Outcome:
+        """Queue the run for capacity, then run it (again, while it FAILS and retries are left).
+        `demand`: its claim on the host, checked when it was admitted; without one (a foreground
+        run) it is reckoned and checked here, once: one that can never fit FAILS saying why."""
         from ..capacity import check_fits, demand_for
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         capacity, supervisor = self._capacity(), self._supervisor()
-        demand = demand_for(prepared.resolved.resources, prepared.plan, capacity, prepared.device)
-        try:
-            check_fits(demand, capacity)
-        except MLRuntimeError as exc:
-            reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
-            raise
+        if demand is None:
+            demand = demand_for(prepared.resolved.resources, prepared.plan, capacity,
+                                prepared.device)
+            try:
+                check_fits(demand, capacity)
+            except MLRuntimeError as exc:
+                reg.transition_run(scope, run_id, RunStatus.FAILED, message=exc.detail)
+                raise
 
         def note(message: str) -> None:   # the queue position, in the status and on the console
             reg.note_run(scope, run_id, message)

@@ -22,32 +22,30 @@ log = logging.getLogger("runtime.runs")
 
 @dataclass(frozen=True)
 class Admission:
-    """What admitting a run decided before it was created: its preparation, or why it cannot be
-    prepared (the run is created all the same and FAILS with that reason, as the platform did)."""
+    """What admitting a run decided before it was created: its preparation and its claim on the
+    host (checked: it fits), or why it cannot be prepared (the run is created all the same and
+    FAILS with that reason, as the platform did)."""
 
     prepared: Optional[Prepared] = None
+    demand: Any = None                # runtime.capacity.Demand
     error: Optional[str] = None
 
 
 class Background:
-    """Runs admitted runs on threads of this process. `execute(caller, run, prepared)` runs one to
-    its end (RunExecutor.execute); `demand(prepared)` is its claim on the host's capacity."""
+    """Runs admitted runs on threads of this process. `execute(caller, run, prepared, demand)`
+    runs one to its end (RunExecutor.execute)."""
 
     def __init__(self, *, supervisor: Callable[[], Any], recorder: Recorder,
-                 execute: Callable[[Caller, dict[str, Any], Prepared], Any],
-                 demand: Callable[[Prepared], Any]) -> None:
+                 execute: Callable[[Caller, dict[str, Any], Prepared, Any], Any]) -> None:
         self._supervisor = supervisor
         self._recorder = recorder
         self._execute = execute
-        self._demand = demand
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self.accepting = True
 
     def submit(self, caller: Caller, run: dict[str, Any], admission: Admission) -> None:
         """Own the run now (its place in the queue), then run it on its own thread."""
-        from ..capacity import check_fits
-
         supervisor = self._supervisor()
         if not self.accepting:
             self._recorder.fail_unless_ended(caller, run["id"], "the server is stopping and "
@@ -60,13 +58,9 @@ class Background:
         if state is None or state.is_terminal():   # cancelled (or deleted) before it was owned
             return
         control = supervisor.own(caller.scope, run["id"])
-        demand = self._demand(admission.prepared)
-        try:
-            check_fits(demand, supervisor.capacity)
-            supervisor.enqueue(control, demand)   # its place in the queue, in posting order
-        except MLRuntimeError:
-            pass   # execute records why it can never start
-        thread = threading.Thread(target=self._run, args=(caller, run, admission.prepared),
+        # Its place in the queue, in posting order (the admission checked that it fits)
+        supervisor.enqueue(control, admission.demand)
+        thread = threading.Thread(target=self._run, args=(caller, run, admission),
                                   name=f"run-{run['id'][:8]}", daemon=True)
         self.track(run["id"], thread)
         thread.start()
@@ -77,9 +71,9 @@ class Background:
             self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
             self._threads[run_id] = thread
 
-    def _run(self, caller: Caller, run: dict[str, Any], prepared: Prepared) -> None:
+    def _run(self, caller: Caller, run: dict[str, Any], admission: Admission) -> None:
         try:
-            self._execute(caller, run, prepared)
+            self._execute(caller, run, admission.prepared, admission.demand)
         except Exception as exc:
             if not isinstance(exc, MLRuntimeError):
                 log.exception("Run %s failed", run["id"])

@@ -10,7 +10,7 @@ one registry. It composes the rooms of a run's path and adds nothing of its own:
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from ..errors import MLRuntimeError
 from ..schemas import RunStatus
@@ -19,6 +19,7 @@ from .attempt import Attempts
 from .background import Admission, Background
 from .prepare import Prepared, Preparer, model_choice_text
 from .record import Recorder
+from .request import Claim, RunRequest
 
 
 class RunExecutor:
@@ -48,8 +49,10 @@ class RunExecutor:
                                  from_record=self.preparer.from_record)
         self.attempts = Attempts(registry, supervisor=lambda: self.supervisor,
                                  capacity=lambda: self.capacity, host=lambda: self.host)
-        self.background = Background(supervisor=lambda: self.supervisor, recorder=self.recorder,
-                                     execute=self.execute, demand=self._demand)
+        self.background = Background(
+            supervisor=lambda: self.supervisor, recorder=self.recorder,
+            execute=lambda caller, run, prepared, demand: self.execute(caller, run, prepared,
+                                                                       demand=demand))
 
     def backend(self, name: str) -> Any:
         """The backend registered as `name`, configured once and kept for later runs."""
@@ -93,7 +96,8 @@ class RunExecutor:
         return self._host
 
     def prepare(self, caller: Caller, experiment_id: str, mode: str, **options: Any) -> Prepared:
-        """Everything decided before a run (runs.prepare.Preparer.prepare)."""
+        """Everything decided before a run (runs.prepare.Preparer.prepare). Faces call `run`,
+        `start` or `preview` with a RunRequest instead."""
         return self.preparer.prepare(caller, experiment_id, mode, **options)
 
     def _demand(self, prepared: Prepared) -> Any:
@@ -106,20 +110,22 @@ class RunExecutor:
 
     def execute(self, caller: Caller, run: dict[str, Any], prepared: Prepared, *,
                 echo: Optional[TextIO] = None, backend: Any = None,
-                interrupt: Any = None) -> dict[str, Any]:
+                interrupt: Any = None, demand: Any = None) -> dict[str, Any]:
         """Runs a created (PENDING) run to its end; returns the summary the CLI prints.
 
         `backend` is an already configured Backend (e.g. a RayBackend with an address); by
         default the plan's backend is loaded by name. The run waits in the FIFO queue until the
         host has room for it. `interrupt` (a runtime.supervisor.SignalGuard) turns Ctrl-C and
-        SIGTERM into a cancel of this run, however early they arrive. A run that cannot even
-        start (its environment or Model is missing) ends FAILED, never stays PENDING."""
+        SIGTERM into a cancel of this run, however early they arrive. `demand`: its claim on
+        the host, checked already when it was admitted (else it is checked here, once). A run
+        that cannot even start (its environment or Model is missing) ends FAILED, never stays
+        PENDING."""
         sup = self.supervisor
         control = sup.control(run["id"]) or sup.own(caller.scope, run["id"])
         if interrupt is not None:
             interrupt.bind(control)
         try:
-            return self._execute_owned(caller, run, prepared, echo, backend, control)
+            return self._execute_owned(caller, run, prepared, echo, backend, control, demand)
         except BaseException as exc:
             reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
                       getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")
@@ -139,7 +145,8 @@ class RunExecutor:
             sup.release(run["id"])
 
     def _execute_owned(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
-                       echo: Optional[TextIO], backend: Any, control: Any) -> dict[str, Any]:
+                       echo: Optional[TextIO], backend: Any, control: Any,
+                       demand: Any = None) -> dict[str, Any]:
         from ..backends import WorkerSpec
 
         reg, scope, run_id = self.registry, caller.scope, run["id"]
@@ -181,53 +188,103 @@ class RunExecutor:
         if backend is None:
             backend = self.backend(prepared.plan.backend)
         outcome = self.attempts.run(caller, run, prepared, backend, control, spec, log_path,
-                                    tasklogs, echo)
+                                    tasklogs, echo, demand)
         return self.recorder.record(caller, run, prepared, outcome, log_path)
 
-    # -- background runs (the server) ----------------------------------------------------------
+    # -- the run path: one call per run, from every face ---------------------------------------
 
-    def admit(self, caller: Caller, experiment_id: str, body: Any) -> Admission:
-        """Before the API (or a schedule) writes a run: prepare it, once. A run this host can
-        never start is refused (NeverFits, a 400) instead of queued forever; any other problem
-        is the run's: it is created and FAILS with it."""
-        import logging
-
-        from ..capacity import NeverFits, check_fits
+    def validated(self, request: RunRequest) -> dict[str, Any]:
+        """The run's document, validated: the one validation of a run's body."""
         from ..schemas import EXPERIMENT_RUN
 
+        return self.registry.validated(EXPERIMENT_RUN, request.document())
+
+    def _prepare(self, caller: Caller, request: RunRequest, data: dict[str, Any], *,
+                 require_model: bool = True) -> Prepared:
+        return self.preparer.prepare(
+            caller, request.experiment_id, data["mode"], run_tasks=data.get("tasks"),
+            overrides=request.cli_overrides(), override_secrets=request.secret_keys,
+            device=request.device, backend=request.backend or self.default_backend,
+            require_model=require_model, env_manager=request.env_manager,
+            extra_pip=list(request.extra_pip) or None)
+
+    def preview(self, caller: Caller, request: RunRequest, *,
+                require_model: bool = False) -> Prepared:
+        """What the run would be, nothing created (`--explain`, `--dry-run`, a sweep checking
+        its trials). Without `require_model` a score plan shows before any Model exists."""
+        return self._prepare(caller, request, self.validated(request),
+                             require_model=require_model)
+
+    def run(self, caller: Caller, request: RunRequest, *, echo: Optional[TextIO] = None,
+            interrupt: Any = None, guard_signals: bool = False, backend: Any = None,
+            on_created: Optional[Callable[[dict[str, Any], Prepared], None]] = None
+            ) -> Optional[dict[str, Any]]:
+        """A run in the foreground, to its end: validate once, prepare, create, execute, record.
+        Returns the summary the CLI prints, or None when `interrupt` fired before the run was
+        created (then nothing is).
+
+        `guard_signals`: from the run's creation on, Ctrl-C and SIGTERM cancel it (the CLI's
+        own run); `interrupt`: a SignalGuard the face holds already (a sweep's, for all its
+        trials). `echo` gets the run's lines as they come; `on_created(run, prepared)` hears of
+        the run as soon as it exists. A preparation that fails raises before anything is
+        created; a run that can never start on this host is created and FAILS saying why."""
+        data = self.validated(request)
+        prepared = self._prepare(caller, request, data)
+        guard = None
+        if guard_signals:
+            from ..supervisor import SignalGuard
+
+            interrupt = guard = SignalGuard().__enter__()
         try:
-            data = self.registry.validated(EXPERIMENT_RUN, body)
-            prepared = self.prepare(caller, experiment_id, data["mode"],
-                                    run_tasks=data.get("tasks"), backend=self.default_backend)
-        except NeverFits:
-            raise
+            if interrupt is not None and getattr(interrupt, "reason", None):
+                return None
+            run = self._create(caller, request, data)
+            if on_created is not None:
+                on_created(run, prepared)
+            return self.execute(caller, run, prepared, echo=echo, backend=backend,
+                                interrupt=interrupt)
+        finally:
+            if guard is not None:
+                guard.__exit__(None, None, None)
+
+    def start(self, caller: Caller, request: RunRequest, *,
+              claim: Optional[Claim] = None) -> Optional[dict[str, Any]]:
+        """A run in the background (`POST /experiments/{id}/runs`, a schedule's fire): validate
+        once, prepare once (a run this host can never start is refused, NeverFits, a 400; any
+        other problem is the run's: it is created and FAILS with it), create it (with `claim`
+        in the same transaction), then run it on a thread of its own, in posting order.
+        Returns the created run's document; None when the claim went to another process."""
+        from ..schemas import EXPERIMENT_RUN
+
+        data = self.validated(request)
+        admission = self._admit(caller, request, data)
+        run = self._create(caller, request, data, claim)
+        if run is not None:
+            self.background.submit(caller, self.registry.get_unmasked(
+                EXPERIMENT_RUN, caller, run["id"]), admission)
+        return run
+
+    def _create(self, caller: Caller, request: RunRequest, data: dict[str, Any],
+                claim: Optional[Claim] = None) -> Optional[dict[str, Any]]:
+        return create_run(self.registry, caller, request, data, claim)
+
+    def _admit(self, caller: Caller, request: RunRequest, data: dict[str, Any]) -> Admission:
+        """A background run's preparation and its claim on the host, checked once."""
+        import logging
+
+        from ..capacity import check_fits
+
+        try:
+            prepared = self._prepare(caller, request, data)
         except MLRuntimeError as exc:
             return Admission(error=exc.detail)
         except Exception as exc:  # a bug must still end the run, not leave it PENDING
             logging.getLogger("runtime.runs").exception("Preparing a run of Experiment %s "
-                                                        "failed", experiment_id)
+                                                        "failed", request.experiment_id)
             return Admission(error=f"{type(exc).__name__}: {exc}")
-        check_fits(self._demand(prepared), self.capacity)
-        return Admission(prepared=prepared)
-
-    def start(self, caller: Caller, experiment_id: str, body: Any) -> dict[str, Any]:
-        """`POST /experiments/{id}/runs`: admit the run, create it, run it in the background.
-        Returns the created run's document."""
-        from ..schemas import EXPERIMENT_RUN
-
-        admission = self.admit(caller, experiment_id, body)
-        doc = self.registry.create_run(caller, experiment_id, body)
-        self.submit_background(caller, self.registry.get_unmasked(EXPERIMENT_RUN, caller,
-                                                                  doc["id"]), admission)
-        return doc
-
-    def submit_background(self, caller: Caller, run: dict[str, Any],
-                          admission: Optional[Admission] = None) -> None:
-        """Run a created run in the background; without an `admission`, it is prepared now."""
-        if admission is None:
-            admission = self.admit(caller, run["experimentId"], {
-                "mode": run["mode"], **({"tasks": run["tasks"]} if run.get("tasks") else {})})
-        self.background.submit(caller, run, admission)
+        demand = self._demand(prepared)
+        check_fits(demand, self.capacity)   # the one capacity check of a background run
+        return Admission(prepared=prepared, demand=demand)
 
     def cancel(self, caller: Caller, run_id: str, reason: Optional[str] = None) -> None:
         """Cancel a live run, whoever owns it (a Conflict once it ended)."""
@@ -263,7 +320,10 @@ class RunExecutor:
         from .record import caller_of
 
         run = self.registry.get_unmasked(EXPERIMENT_RUN, Caller(scope, "local"), run_id)
-        self.submit_background(caller_of(scope, run), run)
+        caller = caller_of(scope, run)   # a stored run: its document was validated when posted
+        data = {"mode": run["mode"], **({"tasks": run["tasks"]} if run.get("tasks") else {})}
+        request = RunRequest.from_body(run["experimentId"], data)
+        self.background.submit(caller, run, self._admit(caller, request, data))
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -280,3 +340,33 @@ class RunExecutor:
         """Stop the warm parents this process started (runtime.warm); runs end cold after."""
         if self.warm is not None:
             self.warm.close()
+
+
+def create_run(registry: Registry, caller: Caller, request: RunRequest, data: dict[str, Any],
+               claim: Optional[Claim] = None) -> Optional[dict[str, Any]]:
+    """Write the run (its validated document `data`), its annotations and `claim` in one
+    transaction; None, and nothing written, when the claim was taken elsewhere."""
+    with registry.transaction():
+        if claim is not None and not claim.take():
+            return None
+        run = registry.create_run(caller, request.experiment_id, data, validated=True)
+        if request.annotations:
+            registry.annotate_run(caller.scope, run["id"], dict(request.annotations))
+        if claim is not None:
+            claim.taken(run)
+    return run
+
+
+class RecordOnly:
+    """The run path of a server that runs nothing (`run serve --no-execute`, a scheduler
+    without an executor): validate once, create; the run stays PENDING."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def start(self, caller: Caller, request: RunRequest, *,
+              claim: Optional[Claim] = None) -> Optional[dict[str, Any]]:
+        from ..schemas import EXPERIMENT_RUN
+
+        data = self.registry.validated(EXPERIMENT_RUN, request.document())
+        return create_run(self.registry, caller, request, data, claim)

@@ -34,8 +34,7 @@ def setup(registry, caller, tmp_path):
         "tags": {"publishPolicy": "better", "publishMetric": "rows", "publishMode": "max"}})
     executor = RunExecutor(registry, kind="server")
     clock = Clock("2024-05-01T10:15:00")
-    scheduler = Scheduler(registry, submit=executor.submit_background, admit=executor.admit,
-                          clock=clock)
+    scheduler = Scheduler(registry, runs=executor, clock=clock)
     scheduler.tick()
     yield registry, caller, instance, service, executor, scheduler, clock, tmp_path
     executor.shutdown(5.0)

@@ -50,13 +50,14 @@ async def cancel_run(request: Request, experiment_id: str, run_id: str) -> Respo
 
 @router.post(RUNS, status_code=201)
 async def create_run(request: Request, experiment_id: str) -> Response:
-    caller, registry = deps.caller(request), deps.registry(request)
-    executor = deps.executor(request)
+    from ...runs import RecordOnly, RunRequest
+
+    caller, executor = deps.caller(request), deps.executor(request)
     body = await json_body(request)
-    # Admitted (prepared once: a run this host can never start is a 400, not queued
-    # forever), created and handed to the background in one step, in posting order.
-    doc = await write(executor.start if executor is not None else registry.create_run,
-                      caller, experiment_id, body)
+    # The run path (runtime.runs) validates and prepares it once (a run this host can never
+    # start is a 400), creates it and runs it in the background, in posting order.
+    runs = executor if executor is not None else RecordOnly(deps.registry(request))
+    doc = await write(runs.start, caller, RunRequest.from_body(experiment_id, body))
     return json_response(doc, EXPERIMENT_RUN.profile, 201,
                          location(request, f"{BASE}/experiments/{experiment_id}/runs/{doc['id']}"))
 
