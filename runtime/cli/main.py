@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_services(sub, _common)
 
+    from .serving import add_parsers as add_serving   # argparse only: serving is imported later
+
+    add_serving(sub, _common)
+
     gpus = sub.add_parser("gpus", help="the host's CUDA devices: index, name, memory used/total "
                                        "and the run holding each")
     _common(gpus, scope=False)
