@@ -1,13 +1,18 @@
 """Where a location string points on this machine: one reading of a plain path or a `file:` URI,
-for recipe artifacts, data sets and the data roots alike."""
+and one answer to whether a string is a path at all, for recipe artifacts, data sets and the data
+roots alike."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from .errors import ConfigError
 
-__all__ = ["InvalidLocation", "local_path"]
+__all__ = ["ARCHIVE_SUFFIXES", "InvalidLocation", "local_path", "names_a_path"]
+
+# The archives a recipe comes as (a folder needs no suffix).
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".egg", ".whl")
 
 
 class InvalidLocation(ConfigError):
@@ -38,3 +43,16 @@ def local_path(value: str) -> Optional[Path]:
     if "://" in text:
         return None
     return Path(text).expanduser()
+
+
+def names_a_path(text: str, suffixes: Iterable[str] = ()) -> bool:
+    """Whether a location is written as a path rather than as a name (a data set id, an installed
+    engine plugin, a `module:Class`): a URI (`file:` or another scheme), a path starting with `/`,
+    `.` or `~`, one with a folder in it, one ending like the files the caller reads (`suffixes`,
+    e.g. ARCHIVE_SUFFIXES), or one that exists here."""
+    text = str(text).strip()
+    if not text:
+        return False
+    return (text.startswith(("file:", "/", ".", "~")) or "://" in text or "/" in text
+            or os.sep in text or text.lower().endswith(tuple(suffixes))
+            or Path(text).expanduser().exists())

@@ -278,7 +278,8 @@ def _pushdown_sources():
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from runtime.datasets import _nested_table, resolve_dataset, write_dataset
+    from runtime.datasets import resolve_dataset, write_dataset
+    from runtime.datasets.formats import nested_table
 
     n = 120
     rng = np.random.default_rng(7)
@@ -297,7 +298,7 @@ def _pushdown_sources():
     folder.mkdir(exist_ok=True)
     frame.to_csv(folder / "data.csv", index=False)
     write_dataset(frame, resolve_dataset(str(folder / "data.jsonl")))
-    pq.write_table(_nested_table(frame), str(folder / "nested.parquet"), row_group_size=16)
+    pq.write_table(nested_table(frame), str(folder / "nested.parquet"), row_group_size=16)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(folder / "flat.parquet"),
                    row_group_size=16)
     return [folder / name for name in ("data.csv", "data.jsonl", "nested.parquet", "flat.parquet")]
