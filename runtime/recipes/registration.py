@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 from typing import Any, Optional
 
 from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
                          store_artifact)
+from ..locations import ARCHIVE_SUFFIXES, names_a_path
 from ..recipe_kinds import kind_named, refuse_engine_type
 from . import reference
 
@@ -27,11 +27,6 @@ def _image(data: dict[str, Any]) -> dict[str, Any]:
 
 def _old_image(doc: Optional[dict[str, Any]]) -> dict[str, Any]:
     return (((doc or {}).get("artifacts") or {}).get("default") or {}).get("image") or {}
-
-
-def _looks_like_path(location: str) -> bool:
-    return location.startswith(("file://", "/", "./", "../", "~")) or \
-        location.endswith((".zip", ".tar.gz", ".tgz", ".egg", ".whl")) or Path(location).exists()
 
 
 def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: Any,
@@ -49,7 +44,7 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
         image["location"] = (info.archive or info.dir).as_uri()
     elif isinstance(location, str) and location.strip():
         location = location.strip()
-        if _looks_like_path(location):
+        if names_a_path(location, ARCHIVE_SUFFIXES):
             info = store_artifact(location, None, home)
         else:
             _check_plugin(location)

@@ -6,19 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from pathlib import Path
 from typing import Any, Optional
 
-from ..data_roots import local_path
+from ..locations import ARCHIVE_SUFFIXES, local_path, names_a_path
 from ..schemas import ENGINE, engine_image
 from .callers import Caller
 from .documents import Documents
-
-
-def _names_a_path(location: str) -> bool:
-    return location.startswith(("file:", "/", "./", "../", "~")) or "://" in location or \
-        location.endswith((".zip", ".tar.gz", ".tgz", ".tar", ".egg", ".whl")) or \
-        Path(location).exists()
 
 
 class Engines:
@@ -74,7 +67,7 @@ class Engines:
         if data_roots is None:
             return
         location = engine_image(data).location
-        if not isinstance(location, str) or not _names_a_path(location.strip()):
+        if not isinstance(location, str) or not names_a_path(location, ARCHIVE_SUFFIXES):
             return   # an installed plugin or a module:Class
         local = local_path(location.strip())
         store = os.path.realpath(self.home.root / "recipes")
