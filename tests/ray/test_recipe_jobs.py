@@ -84,32 +84,40 @@ def remove_recipes(home: Path) -> int:
     return len(found)
 
 
-def submitted(home: Path) -> str:
-    """The id of the newest run of `home` once it has a Ray submission id."""
+def run_ids(home: Path) -> list[dict]:
+    """The runs of `home`, newest first."""
     from runtime.home import resolve_home
     from runtime.listing import Filter, ListQuery
-    from runtime.schemas import EXPERIMENT_RUN
     from runtime.registry import Caller, Registry
+    from runtime.schemas import EXPERIMENT_RUN
 
+    if not (home / "registry.db").exists():
+        return []
+    registry = Registry.open(resolve_home(home))
+    try:
+        return registry.list(EXPERIMENT_RUN, Caller.local(), ListQuery(
+            filters=(Filter("deleted", "==", False, "bool"),), order=(("created", True),),
+            limit=50)).children
+    finally:
+        registry.close()
+
+
+def submitted(home: Path, before: set[str]) -> str:
+    """The id of the run of `home` not in `before` once it has a Ray submission id."""
     def check():
-        registry = Registry.open(resolve_home(home))
-        try:
-            runs = registry.list(EXPERIMENT_RUN, Caller.local(), ListQuery(
-                filters=(Filter("deleted", "==", False, "bool"),), order=(("created", True),),
-                limit=1)).children
-        finally:
-            registry.close()
-        return runs and (runs[0].get("backend") or {}).get("submissionId") and runs[0]["id"]
+        return next((run["id"] for run in run_ids(home) if run["id"] not in before
+                     and (run.get("backend") or {}).get("submissionId")), None)
     return until(check, timeout_s=TIMEOUT_S, interval_s=0.2, what="the run's Ray submission")
 
 
 def submit_without_the_recipe(home: Path, *args: str) -> dict:
     """`run submit ARGS`, the home's recipe store emptied as soon as the job is submitted."""
+    before = {run["id"] for run in run_ids(home)}
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "submit", *args, "--json",
                              "--no-working-dir"], cwd=home.parent, env=_env(home),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        submitted(home)
+        submitted(home, before)
         assert remove_recipes(home) == 1
         out, err = proc.communicate(timeout=TIMEOUT_S)
     finally:
@@ -255,7 +263,7 @@ def test_cancel_stops_a_long_recipe_job(cluster, tmp_path):
                             cwd=tmp_path, env=_env(home), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        run_id = submitted(home)
+        run_id = submitted(home, set())
         from runtime.home import resolve_home
         from runtime.registry import Caller, Registry
         from waiting import wait_run
