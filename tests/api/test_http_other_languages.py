@@ -56,7 +56,7 @@ def test_a_scala_artifact_is_a_400_and_registers_nothing(client, artifact, name,
     assert refused.status_code == 400, refused.text
     detail = refused.json()["detail"]
     assert f"does not run {language} recipes yet" in detail and evidence in detail
-    assert "it runs Python recipes" in detail and "PySpark recipes" in detail
+    assert "Python recipes (type Python" in detail and "PySpark recipes" in detail
     assert "R recipes (type R" in detail
     assert client.get("/engines").json()["children"] == []
 
@@ -83,4 +83,4 @@ def test_an_engine_of_type_r_is_accepted_and_its_image_checked(client):
     assert created.status_code == 201, created.text
     image = client.post("/engines", json={"name": "RetailR", "type": "R", "artifacts": {
         "default": {"image": {"location": "retail.azurecr.io/retail-r:0.1"}}}})
-    assert image.status_code == 400 and "neither a recipe" in image.json()["detail"]
+    assert image.status_code == 400 and "retail.azurecr.io" in image.json()["detail"]
