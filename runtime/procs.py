@@ -26,17 +26,31 @@ __all__ = ["WORKER_PID_FILE", "find_worker", "group_alive", "group_members", "ki
 WORKER_PID_FILE = "worker.pid"
 
 
-def proc_start_ticks(pid: int) -> Optional[int]:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None when
-    no such process exists. Two processes with one pid never share it."""
+def _pids() -> list[int]:
+    """Every process id /proc lists now; [] without /proc."""
+    try:
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+
+
+def _stat(pid: int) -> Optional[list[bytes]]:
+    """/proc/PID/stat's fields after the command name (its field 3, the state, first), or None
+    when no such process exists. The name may hold spaces and parentheses: it ends at the last ")"."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
+        return data[data.rindex(b")") + 2:].split()
     except (OSError, ValueError):
         return None
+
+
+def proc_start_ticks(pid: int) -> Optional[int]:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None when
+    no such process exists. Two processes with one pid never share it."""
+    fields = _stat(pid)
     try:
-        fields = data[data.rindex(b")") + 2:].split()
-        if fields[0] == b"Z":   # a zombie has finished: nothing runs there any more
+        if fields is None or fields[0] == b"Z":   # a zombie has finished: nothing runs there any more
             return None
         return int(fields[19])
     except (ValueError, IndexError):
@@ -72,20 +86,12 @@ def group_alive(pgid: int) -> bool:
 def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group `pgid`, read from /proc."""
     members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return members
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in _pids():
+        fields = _stat(pid)
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                data = fh.read()
-            fields = data[data.rindex(b")") + 2:].split()
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                members.append(int(entry))
-        except (OSError, ValueError, IndexError):
+            if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
+                members.append(pid)
+        except (ValueError, IndexError):
             continue
     return members
 
@@ -156,20 +162,13 @@ def find_worker(spec_path: Path) -> Optional[dict[str, Any]]:
         if same_process_alive(pid, start):
             return {"pid": pid, "pgid": pid, "start": start}
     needle = str(spec_path).encode()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in _pids():
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
         if needle in cmdline and b"runtime.worker" in cmdline:
-            pid = int(entry)
             try:
                 pgid = os.getpgid(pid)
             except OSError:
