@@ -6,7 +6,7 @@ run reaches its engine in milliseconds and runs stay as isolated as cold ones: e
 own session and process group, writes its own log and result, and is killed and reaped exactly like
 a cold worker. The parent itself never runs an engine, never opens a SQLite file, never touches
 CUDA and keeps a single thread, so a fork inherits nothing in a bad state; it checks that after
-every import and refuses (retires) when an import broke it.
+every import (runtime.forksafety) and refuses (retires) when an import broke it.
 
 Clients (runtime.warm) talk to it over an abstract Unix socket, one connection per run, JSON lines:
 
@@ -43,100 +43,19 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
+from .forksafety import fingerprint, unsafe_state, watched_paths
 from .pools import Lifetime, parse_owner
-from .procs import proc_start_ticks, unbuffered_std_streams
+from .procs import WORKER_PID_FILE, proc_start_ticks, unbuffered_std_streams
 
 __all__ = ["main", "unsafe_state", "WORKER_PID_FILE"]
 
-# Threads that are safe across fork: jemalloc (pyarrow's allocator) stops its background thread in
-# its prefork handler and restarts it on demand in the child.
-FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})
-SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-journal", ".db-shm")
 MAX_LEARNED = 64
 LEARNED_LINE_MAX = 3800   # below PIPE_BUF: a child's line reaches the pipe in one piece
 LOOP_S = 1.0
 # The next spare is forked this long after a run started, not at once: the fork (10-20 ms of page
 # tables with torch loaded) would take a core from the run that just began.
 SPARE_DELAY_S = 0.3
-# A forked worker's "PID START_TICKS", beside its spec: its command line is its parent's, so this
-# is how a server that restarts finds it (runtime.supervisor.find_worker).
-WORKER_PID_FILE = "worker.pid"
 _SO_PEERCRED_FMT = "3i"
-
-
-# --- is it safe to fork? -----------------------------------------------------------------------
-
-def unsafe_state() -> Optional[str]:
-    """Why forking this process now would hand a child something in a bad state, or None."""
-    threads = []
-    me = str(os.getpid())
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            if tid == me:
-                continue
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as fh:
-                    name = fh.read().strip()
-            except OSError:   # it just ended
-                continue
-            if name not in FORK_SAFE_THREADS:
-                threads.append(name)
-    except OSError:
-        return "no /proc/self/task to count threads in"
-    if threads:
-        return f"it runs {len(threads)} more thread(s) ({', '.join(sorted(set(threads)))})"
-    torch = sys.modules.get("torch")
-    cuda = getattr(torch, "cuda", None)
-    if cuda is not None and hasattr(cuda, "is_initialized") and cuda.is_initialized():
-        return "CUDA is initialised"
-    # The driver library is loaded by the first CUDA call (even torch.cuda.is_available()), and
-    # a driver initialised before a fork does not work in the child.
-    try:
-        with open("/proc/self/maps") as fh:
-            if any("libcuda.so" in line for line in fh):
-                return "the CUDA driver (libcuda) is loaded"
-    except OSError:
-        pass
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(SQLITE_SUFFIXES):
-            return f"a SQLite file is open ({target})"
-    return None
-
-
-# --- the environment's fingerprint ---------------------------------------------------------------
-
-def watched_paths() -> list[str]:
-    """What changes when the environment does: every site-packages folder on sys.path (installing
-    or removing a package touches it), and the source file of every module loaded here that is
-    neither installed nor of the standard library (the runtime's, an engine's, one on PYTHONPATH:
-    editing it). A working folder's other files come and go without retiring anyone."""
-    import sysconfig
-
-    installed = ("site-packages", "dist-packages")
-    stdlib = tuple(p for p in {sysconfig.get_paths().get("stdlib"),
-                               sysconfig.get_paths().get("platstdlib")} if p)
-    paths = [entry for entry in sys.path if any(word in entry for word in installed)]
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if (path and not any(word in path for word in installed)
-                and not (stdlib and path.startswith(stdlib))):
-            paths.append(path)
-    return paths
-
-
-def fingerprint(paths: list[str]) -> tuple:
-    """The modification times of `paths` (a stat each: well under a millisecond for a parent)."""
-    marks: list[Any] = []
-    for path in paths:
-        try:
-            marks.append(os.stat(path).st_mtime_ns)
-        except OSError:
-            marks.append(None)
-    return tuple(marks)
 
 
 # --- the parent ----------------------------------------------------------------------------------
