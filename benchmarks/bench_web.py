@@ -81,8 +81,12 @@ def seed(home_root: Path, n_runs: int, rng: random.Random) -> dict[str, Any]:
                     views.ingest(caller.scope, run["id"])
                 metrics = [{"name": n, "value": rng.uniform(lo, hi), "valueType": "double"}
                            for n, lo, hi in (("MAPE", 0.02, 0.3), ("MAE", 1e3, 1e5), ("RMSE", 1e3, 2e5))]
-                registry.annotate_run(caller.scope, run["id"], {"result": {"state": "DONE", "metrics": metrics}})
-                registry.transition_run(caller.scope, run["id"], RunStatus.DONE, message="Run completed")
+                system = {"sampled": True, "peak_memory_mb": round(rng.uniform(200, 4000), 1),
+                          "mean_cpu_percent": round(rng.uniform(5, 100), 1), "samples": 60}
+                state = RunStatus.FAILED if k % 10 == 3 else RunStatus.DONE
+                registry.annotate_run(caller.scope, run["id"], {"result": {
+                    "state": state.value, "metrics": metrics, "system": system}})
+                registry.transition_run(caller.scope, run["id"], state, message="Run completed")
     seconds = time.perf_counter() - started
     return {"registry": registry, "caller": caller, "views": views, "home": home, "runs": n_runs,
             "engine_id": engine["id"], "seed_s": seconds, "runs_per_s": n_runs / seconds}
@@ -105,6 +109,18 @@ def bench_table(ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
         "page 1, newest first": {},
         "engine filter, sort metric.MAPE": {"engineId": ctx["engine_id"], "sort": "metric.MAPE"},
         "page 100 (start 4950), sort metric.MAPE": {"sort": "metric.MAPE", "start": "4950"},
+        # The search language (issue 31): target p50 <= 50 ms for a filtered, sorted page.
+        "search MAPE<0.05 & lr<0.05 & DONE, sort metric.MAPE": {
+            "filter": "metrics.MAPE < 0.05 and params.learning_rate < 0.05 and attributes.state = 'DONE'",
+            "sort": "metric.MAPE"},
+        "search batch_size='128' & state DONE, newest first": {
+            "filter": "params.batch_size = '128' and attributes.state = 'DONE'"},
+        "search epochs IN (10,20) & RMSE>1e5, sort -metric.RMSE": {
+            "filter": "params.epochs IN ('10', '20') and metrics.RMSE > 100000", "sort": "-metric.RMSE"},
+        "search system.peak_memory_mb>3500, sort -system.peak_memory_mb": {
+            "filter": "system.peak_memory_mb > 3500", "sort": "-system.peak_memory_mb"},
+        "search state ILIKE or MAE<2000, sort metric.MAPE": {
+            "filter": "attributes.state ILIKE 'fail%' or metrics.MAE < 2000", "sort": "metric.MAPE"},
     }
     out = {}
     for label, query in cases.items():
@@ -118,7 +134,7 @@ def bench_table(ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
     out["baseline: Registry.list runs, 50 newest"] = time_calls(
         lambda i: json.dumps(registry.list(EXPERIMENT_RUN, caller, listing).children),
         iterations=iterations, warmup=3, max_seconds=20).to_dict()
-    conn = views._conn()
+    conn = views._index()._conn()   # the runs index's connection (store/sqlite_runs.RunIndex)
     sql = ("SELECT doc FROM experimentRuns r WHERE org = ? AND sandbox = ? AND deleted = 0 ORDER BY "
            "(SELECT json_extract(j.value, '$.value') FROM json_each(r.doc, '$.result.metrics') j "
            "WHERE json_extract(j.value, '$.name') = 'MAPE') LIMIT 50")

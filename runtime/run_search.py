@@ -39,7 +39,7 @@ value: STRING | NUMBER
 
 FIELD: /[A-Za-z_]+\.([A-Za-z0-9_][A-Za-z0-9_\-\/.:]*|`[^`]+`|"[^"]+")/
 OP: "!=" | "<>" | "<=" | ">=" | "==" | "=" | "<" | ">"
-STRING: /'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"/
+STRING: /'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"/
 NUMBER: /[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?/
 AND.2: /and\b/i
 OR.2: /or\b/i
@@ -248,7 +248,8 @@ def _is_token(node: Any, *types: str) -> bool:
 
 def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"`":
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
+        quote = text[0]   # a quote inside is doubled ('it''s') or escaped ('it\'s')
+        return re.sub(r"\\(.)", r"\1", text[1:-1].replace(quote * 2, quote))
     return text
 
 

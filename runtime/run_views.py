@@ -21,6 +21,7 @@ log = logging.getLogger("runtime.run_views")
 
 MAX_LIMIT = 200
 MAX_COMPARE = 10
+MAX_COMPARE_EXPERIMENT = 50
 _SORT_COLUMNS = {"created": "created", "mode": "mode", "state": "state", "started": "started",
                  "ended": "ended", "duration": "duration_s", "duration_s": "duration_s"}
 _AUTO_PARAM_COLUMNS = 6
@@ -225,10 +226,25 @@ class RunViews:
             "log": f"{base}/logs/worker.log",
         }
 
+    def compare_experiment(self, caller: Caller, experiment_id: str) -> dict[str, Any]:
+        """The compare view of an Experiment's runs (a sweep's trials): its newest
+        MAX_COMPARE_EXPERIMENT runs."""
+        rows, total = self._index().table_page(caller.scope, {"experimentId": experiment_id}, None,
+                                               "created", True, 0, MAX_COMPARE_EXPERIMENT)
+        if len(rows) < 2:
+            raise BadRequest(f"Experiment {experiment_id!r} has {len(rows)} run(s) here: compare "
+                             "needs 2")
+        out = self._compare(caller, [r["id"] for r in rows])
+        out["experiment"] = {"id": experiment_id, "runs": total}
+        return out
+
     def compare(self, caller: Caller, run_ids: list[str]) -> dict[str, Any]:
         ids = list(dict.fromkeys(i for i in run_ids if i))
         if not 2 <= len(ids) <= MAX_COMPARE:
             raise BadRequest(f"Compare takes 2 to {MAX_COMPARE} distinct run ids, got {len(ids)}")
+        return self._compare(caller, ids)
+
+    def _compare(self, caller: Caller, ids: list[str]) -> dict[str, Any]:
         runs = [self.detail(caller, i) for i in ids]
         keys = sorted({p["key"] for r in runs for p in r["parameters"]})
         table = []

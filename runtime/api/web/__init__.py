@@ -105,6 +105,9 @@ async def run_log(request: Request, run_id: str) -> Response:
 @router.get(f"{UI_API}/compare")
 async def compare(request: Request) -> Response:
     caller, views = _caller_and_views(request)
+    experiment = request.query_params.get("experiment")
+    if experiment:   # an Experiment's runs (a sweep's trials), newest first
+        return _json(await run_in_threadpool(views.compare_experiment, caller, experiment))
     ids = (request.query_params.get("runs") or "").split(",")
     return _json(await run_in_threadpool(views.compare, caller, ids))
 

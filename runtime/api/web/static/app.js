@@ -107,14 +107,15 @@
     }
     return Math.ceil(axis.ticks.size + axis.gap + widest) + 4;
   }
-  function chart(el, name, xs, ys, labels) {
+  function chart(el, name, xs, ys, labels, xLabel) {
     const width = Math.max(320, el.clientWidth || 420);
-    const series = [{ label: "step", value: (u, v) => (v == null ? "" : v.toLocaleString("en")) }];
+    xLabel = xLabel || "step";
+    const series = [{ label: xLabel, value: (u, v) => (v == null ? "" : v.toLocaleString("en")) }];
     ys.forEach((_, i) => series.push({ label: labels[i], stroke: COLORS[i % COLORS.length], width: 1.5,
                                        points: { show: xs.length < 60 }, spanGaps: true,
                                        value: (u, v) => fmt(v) }));
     const u = new uPlot({ width: width, height: 220, series: series, scales: { x: { time: false } },
-                          axes: [{ label: "step", incrs: STEP_INCRS, values: tickLabels },
+                          axes: [{ label: xLabel, incrs: STEP_INCRS, values: tickLabels },
                                  { values: tickLabels, size: fitAxis }],
                           legend: { live: true } }, [xs, ...ys], el);
     window.__charts[name] = u;
@@ -132,14 +133,31 @@
     const q = new URLSearchParams(location.search);
     const params = new URLSearchParams();
     for (const [k] of FILTERS) if (q.get(k)) params.set(k, q.get(k));
-    for (const k of ["sort", "start", "limit", "params"]) if (q.get(k) != null) params.set(k, q.get(k));
-    const page = await api("/ui/api/runs?" + params);
+    for (const k of ["sort", "start", "limit", "params", "filter"]) if (q.get(k) != null) params.set(k, q.get(k));
+    const search = `<form class="toolbar" id="search"><input name="filter" size="70" spellcheck="false" ` +
+      `placeholder="metrics.MAPE < 0.05 and params.learning_rate = '0.1' and attributes.state = 'DONE'" value="${esc(q.get("filter") || "")}">` +
+      `<button>Search</button> <span class="muted">MLflow's syntax: metrics., params., tags., system., attributes.; LIKE, ILIKE, IN, and, or</span></form>`;
+    const bindSearch = () => view.querySelector("#search").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const nq = new URLSearchParams(location.search), v = e.target.filter.value.trim();
+      if (v) nq.set("filter", v); else nq.delete("filter");
+      nq.delete("start");
+      go("/" + (nq.toString() ? "?" + nq : ""));
+    });
+    let page;
+    try { page = await api("/ui/api/runs?" + params); }
+    catch (err) {   // a malformed search: the box stays, with what is wrong where
+      if (err instanceof AuthNeeded || !q.get("filter")) throw err;
+      view.innerHTML = `<h1>Runs</h1>` + search + `<pre class="error" id="search-error">${esc(err.message)}</pre>`;
+      bindSearch();
+      return;
+    }
     const sort = page.sort, desc = sort.startsWith("-"), sortKey = sort.replace(/^[-+]/, "");
     const head = (key, label, cls) => {
       const sorted = key === sortKey;
       return `<th class="sortable ${cls || ""} ${sorted ? "sorted" + (desc ? " desc" : "") : ""}" data-sort="${esc(key)}">${esc(label)}</th>`;
     };
-    const pcols = page.columns.params, mcols = page.columns.metrics;
+    const pcols = page.columns.params, mcols = page.columns.metrics, scols = page.columns.system || [];
     let rows = "";
     for (const r of page.runs) {
       rows += `<tr data-run="${esc(r.id)}"><td><input type="checkbox" class="pick" value="${esc(r.id)}"></td>` +
@@ -148,19 +166,23 @@
         `<td>${esc(r.engine.name)}</td><td>${esc(r.mlInstance.name)}</td><td>${esc(r.experiment.name)}</td>` +
         `<td>${esc(when(r.created))}</td><td class="num">${esc(secs(r.duration_s))}</td>` +
         mcols.map((k) => `<td class="num" data-metric="${esc(k)}">${esc(fmt(r.metrics[k]))}</td>`).join("") +
-        pcols.map((k) => `<td class="num param" title="${esc(fmt(r.params[k]))}">${esc(fmt(r.params[k]))}</td>`).join("") + "</tr>";
+        pcols.map((k) => `<td class="num param" title="${esc(fmt(r.params[k]))}">${esc(fmt(r.params[k]))}</td>`).join("") +
+        scols.map((k) => `<td class="num" data-system="${esc(k)}">${esc(fmt(r.system[k]))}</td>`).join("") + "</tr>";
     }
     const end = page.start + page.runs.length;
     view.innerHTML =
-      `<h1>Runs</h1>` + (scopeNote ? `<p class="muted" id="scope-note">${esc(scopeNote)}</p>` : "") +
+      `<h1>Runs</h1>` + (scopeNote ? `<p class="muted" id="scope-note">${esc(scopeNote)}</p>` : "") + search +
       `<div class="toolbar" id="filters"></div>` +
       `<div class="toolbar"><button id="compare" disabled>Compare selected</button>` +
+      (q.get("experimentId") ? `<a data-nav id="compare-experiment" href="${esc(link("/compare", { experiment: q.get("experimentId") }))}">Compare this Experiment's runs</a>` : "") +
+      `<button id="csv">Export CSV</button>` +
       `<span class="muted">Metric columns show each run's final value (its last step when it has no final one); sort by "best" in the menu for its best step.</span></div>` +
       `<div id="runs-wrap"><table id="runs"><thead><tr><th></th><th>Run</th>${head("state", "State")}` +
       `${head("mode", "Mode")}<th>Engine</th><th>MLInstance</th><th>Experiment</th>${head("created", "Created")}` +
       `${head("duration", "Duration", "num")}` +
       mcols.map((k) => head("metric." + k, k, "num")).join("") +
       pcols.map((k) => head("param." + k, k, "num param")).join("") +
+      scols.map((k) => head("system." + k, SYSTEM_LABELS[k] || k, "num")).join("") +
       `</tr></thead><tbody>${rows || `<tr><td colspan="9" class="muted">No runs match.</td></tr>`}</tbody></table></div>` +
       `<div class="pager"><button id="prev" ${page.start > 0 ? "" : "disabled"}>‹ Prev</button>` +
       `<span id="range">${page.total ? page.start + 1 : 0}–${end} of ${page.total.toLocaleString("en")}</span>` +
@@ -190,6 +212,21 @@
       view.querySelector("#compare").disabled = n < 2 || n > 10;
     }));
     view.querySelector("#compare").onclick = () => go(link("/compare", { runs: picks().join(",") }));
+    bindSearch();
+    view.querySelector("#csv").onclick = () => {
+      const header = ["run", "state", "mode", "engine", "mlInstance", "experiment", "created", "duration_s",
+                      ...mcols, ...pcols.map((k) => "param." + k), ...scols.map((k) => "system." + k)];
+      const cell = (v) => { const t = v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+                            return /[",\n]/.test(t) ? '"' + t.replace(/"/g, '""') + '"' : t; };
+      const lines = [header, ...page.runs.map((r) => [r.id, r.state, r.mode, r.engine.name, r.mlInstance.name,
+        r.experiment.name, r.created, r.duration_s, ...mcols.map((k) => r.metrics[k]),
+        ...pcols.map((k) => r.params[k]), ...scols.map((k) => r.system[k])])].map((row) => row.map(cell).join(","));
+      window.__csv = lines.join("\n") + "\n";
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(new Blob([window.__csv], { type: "text/csv" }));
+      a.download = "runs.csv"; a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    };
     // The filter menus come after the table has painted.
     api("/ui/api/choices").then((choices) => {
       const box = view.querySelector("#filters");
@@ -205,7 +242,8 @@
       const sortOptions = [["-created", "newest first"], ["created", "oldest first"], ["-duration", "longest"]]
         .concat(choices.keys.metric.flatMap((m) => [["metric." + m, m + " (final) ↑"], ["-metric." + m, m + " (final) ↓"],
                                                     ["best." + m, m + " (best) ↑"], ["-best." + m, m + " (best) ↓"]]))
-        .concat(choices.keys.param.flatMap((p) => [["param." + p, p + " ↑"], ["-param." + p, p + " ↓"]]));
+        .concat(choices.keys.param.flatMap((p) => [["param." + p, p + " ↑"], ["-param." + p, p + " ↓"]]))
+        .concat((choices.keys.system || []).flatMap((p) => [["system." + p, (SYSTEM_LABELS[p] || p) + " ↑"], ["-system." + p, (SYSTEM_LABELS[p] || p) + " ↓"]]));
       html += `<label>Sort <select id="sort">` + sortOptions.map(([v, l]) =>
         `<option value="${esc(v)}" ${v === sort ? "selected" : ""}>${esc(l)}</option>`).join("") + `</select></label>`;
       box.innerHTML = html;
@@ -228,10 +266,14 @@
     a.href = URL.createObjectURL(blob); a.download = name; a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   }
-  function seriesCharts(box, seriesByRun, labels) {
+  const SYSTEM = "system/";
+  const SYSTEM_LABELS = { peak_memory_mb: "peak memory (MB)", mean_cpu_percent: "mean CPU %",
+                          mean_gpu_percent: "mean GPU %" };
+  const splitSeries = (all, system) => Object.fromEntries(Object.entries(all || {}).filter(([n]) => n.startsWith(SYSTEM) === system));
+  function seriesCharts(box, seriesByRun, labels, xLabel) {
     // seriesByRun: [{name: {steps, values}}] one entry per run; overlays when several.
     const names = [...new Set(seriesByRun.flatMap((s) => Object.keys(s)))].sort();
-    if (!names.length) { box.innerHTML = `<p class="muted">No per-step metrics.</p>`; return; }
+    if (!names.length) { box.innerHTML = `<p class="muted">${xLabel ? "No samples yet." : "No per-step metrics."}</p>`; return; }
     box.innerHTML = names.map((n) => `<div class="card"><h3>${esc(n)}</h3><div class="chart" data-chart="${esc(n)}"></div></div>`).join("");
     for (const n of names) {
       const steps = [...new Set(seriesByRun.flatMap((s) => (s[n] ? s[n].steps : [])))].sort((a, b) => a - b);
@@ -240,8 +282,20 @@
         if (s[n]) s[n].steps.forEach((st, i) => m.set(st, s[n].values[i]));
         return steps.map((st) => (m.has(st) ? m.get(st) : null));
       });
-      chart(box.querySelector(`[data-chart="${CSS.escape(n)}"]`), n, steps, ys, labels);
+      chart(box.querySelector(`[data-chart="${CSS.escape(n)}"]`), n, steps, ys, labels, xLabel);
     }
+  }
+  function systemSection(r) {
+    const s = r.system || {};
+    if (!s.sampled) return `<h2>System metrics</h2><p class="muted" id="system-note">${esc(s.reason || "not sampled")}</p>`;
+    const summary = s.samples == null ? `<p class="muted" id="system-note">${esc(s.reason || "")}</p>` :
+      kvList({ "peak memory (MB)": s.peak_memory_mb, "mean memory (MB)": s.mean_memory_mb,
+               ["mean CPU (% of " + s.cores + " cores)"]: s.mean_cpu_percent, "threads (max)": s.max_threads,
+               "disk read (MB)": s.disk_read_mb, "disk written (MB)": s.disk_write_mb,
+               "mean GPU %": s.mean_gpu_percent, "peak GPU memory (MB)": s.peak_gpu_memory_mb,
+               "Spark storage (MB, peak)": s.peak_spark_storage_mb,
+               samples: s.samples + " every " + s.interval_s + " s", notes: (s.notes || []).join("; ") || null });
+    return `<h2>System metrics</h2><div id="system-summary">${summary}</div><div class="grid" id="system-charts"></div>`;
   }
   async function runView(runId) {
     const r = await api("/ui/api/runs/" + encodeURIComponent(runId));
@@ -266,11 +320,14 @@
       (!r.models.length && !r.output && !r.scoringModelId ? `<p class="muted">none</p>` : "") + `</div>` +
       `<div class="card"><h3>Resources</h3>${kvList(r.resources)}<h3 style="margin-top:.6rem">Plan</h3>${kvList(r.plan && { backend: r.plan.backend, device: r.plan.device, threads: r.plan.threads, reason: r.plan.reason })}</div>` +
       `</div>` +
-      `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` +
+      `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` + systemSection(r) +
       `<h2>Parameters</h2><table><thead><tr><th>key</th><th>value</th><th>source layer</th></tr></thead><tbody>${params}</tbody></table>` +
       `<h2>Log ${running ? `<span class="muted">(following)</span>` : ""} <a class="muted download" href="${esc(r.log)}" data-name="worker-${esc(short(r.id))}.log" target="_blank">raw</a></h2><pre class="log" id="log"></pre>` +
       (r.logs ? `<h2>Failure</h2><pre class="log">${esc(r.logs)}</pre>` : "");
-    seriesCharts(view.querySelector("#charts"), [r.series], [short(r.id)]);
+    seriesCharts(view.querySelector("#charts"), [splitSeries(r.series, false)], [short(r.id)]);
+    const sysBox = view.querySelector("#system-charts");
+    const sysLabel = "sample (every " + ((r.system && r.system.interval_s) || 1) + " s)";
+    if (sysBox) seriesCharts(sysBox, [splitSeries(r.series, true)], [short(r.id)], sysLabel);
     view.querySelectorAll("a.download").forEach((a) => a.addEventListener("click", (e) => {
       if (!localStorage.getItem("mlrt-token")) return;   // no token: a plain link works
       e.preventDefault(); download(a.href, a.dataset.name);
@@ -295,9 +352,14 @@
           if (state !== "RUNNING" && state !== "PENDING") { clearInterval(t); route(); }
           else {
             const fresh = await api("/ui/api/runs/" + encodeURIComponent(runId));
-            for (const [n, s] of Object.entries(fresh.series)) {
-              if (window.__charts[n]) window.__charts[n].setData([s.steps, s.values]);
-              else { seriesCharts(view.querySelector("#charts"), [fresh.series], [short(runId)]); break; }
+            for (const system of [false, true]) {
+              const box = view.querySelector(system ? "#system-charts" : "#charts");
+              if (!box) continue;
+              const part = splitSeries(fresh.series, system);
+              for (const [n, s] of Object.entries(part)) {
+                if (window.__charts[n]) window.__charts[n].setData([s.steps, s.values]);
+                else { seriesCharts(box, [part], [short(runId)], system ? sysLabel : undefined); break; }
+              }
             }
           }
         } catch (err) { clearInterval(t); }
@@ -308,8 +370,10 @@
 
   // --- compare --------------------------------------------------------------------------------
   async function compareView() {
-    const ids = (new URLSearchParams(location.search).get("runs") || "").split(",").filter(Boolean);
-    const c = await api("/ui/api/compare?runs=" + encodeURIComponent(ids.join(",")));
+    const cq = new URLSearchParams(location.search);
+    const ids = (cq.get("runs") || "").split(",").filter(Boolean);
+    const c = await api("/ui/api/compare?" + (cq.get("experiment") ? "experiment=" + encodeURIComponent(cq.get("experiment"))
+                                                                   : "runs=" + encodeURIComponent(ids.join(","))));
     const labels = c.runs.map((r) => short(r.id));
     const heads = c.runs.map((r, i) => `<th style="color:${COLORS[i % COLORS.length]}"><a data-nav href="${esc(link("/runs/" + r.id))}" class="mono">${short(r.id)}</a><br><span class="state ${esc(r.state)}">${esc(r.state)}</span> <span class="muted">${esc(r.mlInstance.name || "")}</span></th>`).join("");
     const ndiff = c.parameters.filter((p) => p.differs).length;
@@ -318,11 +382,13 @@
     const mrow = (m) => `<tr><td>${esc(m.name)}</td>` + m.values.map((v) => `<td class="num">${esc(fmt(v))}</td>`).join("") + `</tr>`;
     view.innerHTML =
       `<h1>Compare ${c.runs.length} runs</h1>` +
+      `<h2>Sweep in one picture</h2><div id="sweep"></div>` +
       `<h2>Metrics over steps</h2><div class="grid" id="charts"></div>` +
       `<h2>Final metrics</h2><table id="metrics"><thead><tr><th>metric</th>${heads}</tr></thead><tbody>${c.metrics.map(mrow).join("")}</tbody></table>` +
       `<h2>Parameters <span class="muted">(${ndiff} differ, highlighted)</span> <label class="muted"><input type="checkbox" id="only-diff"> only those that differ</label></h2>` +
       `<table id="params"><thead><tr><th>key</th>${heads}</tr></thead><tbody>${c.parameters.map(prow).join("")}</tbody></table>`;
-    seriesCharts(view.querySelector("#charts"), c.runs.map((r) => r.series), labels);
+    seriesCharts(view.querySelector("#charts"), c.runs.map((r) => splitSeries(r.series, false)), labels);
+    window.sweepPictures(view.querySelector("#sweep"), c, { esc, fmt, short, link, COLORS, chart });
     view.querySelector("#only-diff").addEventListener("change", (e) => {
       view.querySelectorAll("#params tr.same").forEach((tr) => { tr.hidden = e.target.checked; });
     });
