@@ -275,6 +275,12 @@ class RetailSalesEngine(Engine):
         return forecast_metrics(np.concatenate(actual), np.concatenate(predicted),
                                 model.meta["naive_scale"], names)
 
+    def online(self, ctx: TaskContext, model: RetailSalesModel) -> Any:
+        """Online scoring with the history indexed by store once (engines/retail_sales/online.py)."""
+        from .online import predictor
+
+        return predictor(self, ctx, model)
+
     def explain(self, ctx: TaskContext, data: pd.DataFrame) -> list[str]:
         """For `--explain` of a train run: the split and how many rows each side gets."""
         import pandas as pd

@@ -40,6 +40,30 @@ class ServingOptions:
     threads: int = 1              # per host: single rows gain nothing from more
     capture: bool = False         # request logs carry the payload
 
+    @classmethod
+    def from_env(cls) -> "ServingOptions":
+        """`run serve`'s options: MLRUNTIME_ONLINE_<FIELD> (e.g. MLRUNTIME_ONLINE_MAX_QUEUE=64,
+        MLRUNTIME_ONLINE_BATCHING=0) over the defaults."""
+        from dataclasses import fields
+
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"MLRUNTIME_ONLINE_{f.name.upper()}")
+            if raw is None or not raw.strip():
+                continue
+            kind = type(getattr(cls, f.name))
+            if kind is bool:
+                values[f.name] = raw.strip().lower() not in ("0", "off", "false", "no")
+            else:
+                try:
+                    values[f.name] = kind(float(raw)) if kind is int else kind(raw)
+                except ValueError:
+                    from ..errors import ConfigError
+
+                    raise ConfigError(f"MLRUNTIME_ONLINE_{f.name.upper()}={raw!r} is not a "
+                                      f"{kind.__name__}") from None
+        return cls(**values)
+
 
 @dataclass(eq=False)
 class HostProcess:
@@ -64,15 +88,16 @@ class HostProcess:
 
     def stop(self) -> None:
         """Kill the host's process group (a drained host exits on its own)."""
-        from ..procs import kill_group
+        import signal
+
+        from ..procs import kill_group, wait_group_gone
 
         if self.alive():
-            try:
-                kill_group(self.proc.pid)
-            except Exception:
-                pass
+            kill_group(self.proc.pid, signal.SIGTERM)
+            if not wait_group_gone(self.proc.pid, 3.0):
+                kill_group(self.proc.pid, signal.SIGKILL)
         try:
-            self.proc.wait(5.0)
+            self.proc.wait(2.0)
         except Exception:
             pass
 

@@ -217,9 +217,9 @@ class Serving:
                 headers["Retry-After"] = "1"
             return Response(json.dumps(exc.to_body()).encode(), status_code=status,
                             media_type="application/json", headers=headers)
-        except asyncio.CancelledError:
-            status = 499
-            raise
+        except ClientLeft:
+            status = 499   # nobody reads it: the connection is gone
+            return Response(b"", status_code=499)
         finally:
             self._record(caller, route, kind, target_id, model_id, status, rows, timings,
                          time.monotonic() - arrived, request_id, body)
@@ -242,7 +242,7 @@ class Serving:
             watcher.cancel()
         if call not in done:   # the client left: the host drops the request before computing
             call.cancel()
-            raise asyncio.CancelledError()
+            raise ClientLeft()
         return call.result()
 
     def _record(self, caller: Any, route: str, kind: str, target_id: str,
@@ -306,6 +306,10 @@ class Serving:
         host = await self.host(caller, model_id)
         answer = await host.client.call({"op": "info"})
         return {**json.loads(answer.body), "modelId": model_id}
+
+
+class ClientLeft(Exception):
+    """The request's client closed its connection before the answer."""
 
 
 async def _wait_disconnect(disconnected: Any) -> None:

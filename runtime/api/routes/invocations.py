@@ -33,7 +33,10 @@ def serving(request: Request) -> Any:
                     from ...runs import RunExecutor
 
                     executor = RunExecutor(deps.registry(request), kind="server")
-                found = state.serving = Serving(deps.registry(request), executor, executor.warm)
+                from ...serving.hosts import ServingOptions
+
+                found = state.serving = Serving(deps.registry(request), executor, executor.warm,
+                                                ServingOptions.from_env())
     return found
 
 

@@ -1,0 +1,233 @@
+"""Online scoring against a real `run serve` on a free loopback port: MLflow's payload formats,
+each 4xx before the model runs, overload (503 with Retry-After), a client that left, the v2
+protocol, metrics and request logs, and an MLService's publication swapped under load without a
+failed request. One home and one server for the module; noop Models trained by `run train`."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SLOW_MS = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    return {**env, **extra}
+
+
+def _run(home: Path, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "runtime.cli.main", *args, "--home", str(home),
+                          "--json"], env=_env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory):
+    root = tmp_path_factory.mktemp("online")
+    home = root / "home"
+    (root / "train.csv").write_text("x,y\n1,2\n3,4\n")
+    config = {"name": "noop online", "engineId": "noop", "tasks": [
+        {"name": "train", "parameters": [{"key": "trainingDataSetId",
+                                          "value": str(root / "train.csv")}]},
+        {"name": "score", "parameters": []}]}
+    (root / "noop.json").write_text(json.dumps(config))
+    slow = {**config, "name": "noop slow", "tasks": [
+        config["tasks"][0], {"name": "score", "parameters": [{"key": "sleep_ms",
+                                                              "value": str(SLOW_MS)}]}]}
+    (root / "slow.json").write_text(json.dumps(slow))
+    from runtime.home import resolve_home
+    from runtime.mlservices import ServiceDesk
+    from runtime.registry import Caller, Registry
+    from runtime.schemas import EXPERIMENT, MLSERVICE
+
+    first = _run(home, "train", str(root / "noop.json"))
+    registry = Registry.open(resolve_home(home))
+    caller = Caller.local()
+    experiment = registry.get(EXPERIMENT, caller, first["experimentId"])
+    second = _run(home, "train", experiment["mlInstanceId"])
+    slow_run = _run(home, "train", str(root / "slow.json"))
+    service = registry.create(MLSERVICE, caller, {
+        "name": "online", "mlInstanceId": experiment["mlInstanceId"],
+        "scoringDataSetId": str(root / "train.csv"), "scoringTimeframe": 60,
+        "scoringSchedule": {"cron": "0 0 1 1 *"}})
+    desk = ServiceDesk(registry)
+    desk.publish(caller, service["id"], first["modelId"], "test")
+
+    port = _free_port()
+    log = open(root / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port),
+                             "--home", str(home)], stdout=log, stderr=subprocess.STDOUT,
+                            env=_env(MLRUNTIME_ONLINE_MAX_QUEUE="4", MLRUNTIME_SCHEDULER="off",
+                                     MLRUNTIME_ONLINE_MAX_ROWS="50"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/v2/health/live", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield {"base": base, "api": base + "/data/sensei", "home": home, "registry": registry,
+               "caller": caller, "service": service["id"], "desk": desk,
+               "first": first["modelId"], "second": second["modelId"],
+               "slow": slow_run["modelId"]}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        registry.close()
+
+
+def _post(online, path, body, content_type="application/json", **kw):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(online["api"] + path, content=data,
+                      headers={"Content-Type": content_type}, timeout=60, **kw)
+
+
+def test_every_mlflow_payload_format_answers_predictions(online):
+    path = f"/models/{online['first']}/invocations"
+    expected = [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
+    bodies = [
+        ({"dataframe_split": {"columns": ["x", "y"], "data": [[1, 2], [3, 4]]}}, None),
+        ({"dataframe_records": expected}, None),
+        ({"instances": expected}, None),
+        ({"inputs": {"x": [1, 3], "y": [2, 4]}, "params": {"threshold": 1}}, None),
+        ("x,y\n1,2\n3,4\n", "text/csv"),
+    ]
+    for body, content_type in bodies:
+        answer = _post(online, path, body, content_type or "application/json")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": expected}
+        assert answer.headers["X-Model-Id"] == online["first"]
+    # the MLService's route answers with its published Model and says so
+    answer = _post(online, f"/mlServices/{online['service']}/invocations",
+                   {"dataframe_records": expected})
+    assert answer.status_code == 200
+    assert answer.headers["X-Model-Id"] == online["first"]
+    assert answer.headers["X-MLService-Id"] == online["service"]
+
+
+def test_bad_input_is_a_4xx_that_says_what_to_send(online):
+    path = f"/models/{online['first']}/invocations"
+    unknown = _post(online, path, {"rows": [{"x": 1}]})
+    assert unknown.status_code == 400
+    assert "'rows'" in unknown.json()["detail"] and "dataframe_records" in unknown.json()["detail"]
+    media = _post(online, path, "x=1", "application/x-www-form-urlencoded")
+    assert media.status_code == 415
+    assert "application/json" in media.json()["detail"] and "text/csv" in media.json()["detail"]
+    too_many = _post(online, path, {"dataframe_records": [{"x": i} for i in range(51)]})
+    assert too_many.status_code == 413 and "50 rows" in too_many.json()["detail"]
+    for body in (b"{", b"", b"[1, 2]", b'{"dataframe_split": {"data": 3}}',
+                 b'{"dataframe_records": [1]}', b'{"instances": 1}',
+                 b'{"dataframe_records": [], "inputs": []}'):
+        answer = _post(online, path, body)
+        assert 400 <= answer.status_code < 500, (body, answer.text)
+        assert answer.json()["status"] == answer.status_code
+    assert _post(online, "/models/no-such-model/invocations", {"instances": []}).status_code == 404
+
+
+def test_v2_inference_protocol(online):
+    model = online["first"]
+    assert httpx.get(online["base"] + "/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(online["base"] + f"/v2/models/{model}/ready").json()["ready"] is True
+    answer = httpx.post(online["base"] + f"/v2/models/{model}/infer", json={
+        "id": "r1", "inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1, 3]},
+                               {"name": "y", "shape": [2], "datatype": "FP64", "data": [2, 4]}]},
+        timeout=30)
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["id"] == "r1"
+    assert {o["name"]: o["data"] for o in doc["outputs"]} == {"x": [1, 3], "y": [2.0, 4.0]}
+    service = httpx.post(online["base"] + f"/v2/models/{online['service']}/infer", json={
+        "inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [7]}]}, timeout=30)
+    assert service.status_code == 200 and service.headers["X-Model-Id"] == online["first"]
+
+
+def test_overload_is_a_503_with_retry_after_and_a_client_that_left_is_dropped(online):
+    path = f"/models/{online['slow']}/invocations"
+    assert _post(online, path, {"instances": [{"x": 1}]}).status_code == 200   # loaded
+    answers = []
+
+    def one():
+        answers.append(_post(online, path, {"instances": [{"x": 1}]}))
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    statuses = sorted(a.status_code for a in answers)
+    assert 503 in statuses and 200 in statuses, statuses
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["Retry-After"] == "1"
+    # a client that leaves while its request waits: the request is logged as 499, never scored
+    time.sleep(SLOW_MS / 1000 * 3)
+    blocker = threading.Thread(target=one)
+    blocker.start()
+    time.sleep(0.05)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(online["api"] + path, json={"instances": [{"x": 2}]}, timeout=0.1)
+    blocker.join(30)
+    time.sleep(0.3)
+    lines = [json.loads(l) for l in
+             (online["home"] / "serving" / "requests.jsonl").read_text().splitlines()]
+    assert any(l["status"] == 499 and l["model"] == online["slow"] for l in lines)
+    assert all("payload" not in l for l in lines)   # capture is off
+    metrics = httpx.get(online["base"] + "/metrics").text
+    assert f'mlruntime_online_requests_total{{model="{online["slow"]}",route="models/invocations",status="503"}}' in metrics
+    assert 'phase="compute"' in metrics and "mlruntime_online_batch_rows_bucket" in metrics
+    assert "mlruntime_online_model_load_seconds" in metrics
+
+
+def test_a_publication_swaps_models_under_load_without_a_failed_request(online):
+    path = f"/mlServices/{online['service']}/invocations"
+    assert _post(online, path, {"instances": [{"x": 1}]}).headers["X-Model-Id"] == online["first"]
+    seen: list[tuple[float, int, str]] = []
+    stop = time.monotonic() + 4.0
+
+    def load():
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < stop:
+                answer = client.post(online["api"] + path, json={"instances": [{"x": 1}]})
+                seen.append((time.monotonic(), answer.status_code,
+                             answer.headers.get("X-Model-Id")))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    published_at = time.monotonic()
+    online["desk"].publish(online["caller"], online["service"], online["second"], "test swap")
+    for t in threads:
+        t.join(30)
+    assert seen and all(status == 200 for _, status, _ in seen), \
+        sorted({s for _, s, _ in seen})
+    assert {model for _, _, model in seen} == {online["first"], online["second"]}
+    first_new = min(t for t, _, model in seen if model == online["second"])
+    assert first_new - published_at < 5.0
+    # once switched, the route never goes back to the old Model
+    assert all(model == online["second"] for t, _, model in seen if t > first_new + 0.05)
+    traffic = httpx.get(online["api"] + "/online/traffic").json()["services"][online["service"]]
+    assert traffic["requests"] >= len(seen) and traffic["errors"] == 0
+    assert traffic["modelId"] == online["second"] and traffic["p50Ms"] > 0
