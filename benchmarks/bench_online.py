@@ -1,0 +1,141 @@
+"""Online scoring on this machine, loopback, the load generator (httpx, asyncio) sharing the cores
+with the server and saying so: `run serve-model` of a noop and a retail-sales Model against a bare
+FastAPI app answering the same body (the API's own overhead), retail with batching on and off.
+
+    python benchmarks/bench_online.py --home HOME --noop MODEL_ID --retail MODEL_ID [--seconds 5]
+
+mlflow is not installed by this benchmark (it is not in the project's environment and the issue
+allows it only when quick to install); its comparison is skipped and said so.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def load(url: str, body: bytes, connections: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            answer = await client.post(url, content=body,
+                                       headers={"Content-Type": "application/json"})
+            latencies.append(time.perf_counter() - t0)
+            errors += answer.status_code != 200
+
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(client) for _ in range(connections)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    return {"rps": round(len(latencies) / wall, 1), "errors": errors,
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
+
+
+def start(command: list[str], port: int, env: dict) -> subprocess.Popen:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"{command} did not start")
+
+
+BARE = """
+import sys, uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+app = FastAPI()
+@app.get("/ping")
+async def ping(): return Response(b"")
+@app.post("/invocations")
+async def inv(request: Request):
+    await request.body()
+    return Response(b'{"predictions":[{"x":1}]}', media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def serve_model(home: str, model: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    proc = start([sys.executable, "-m", "runtime.cli.main", "serve-model", model, "--port",
+                  str(port), "--home", home, *extra], port, env)
+    return proc, f"http://127.0.0.1:{port}/invocations"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--noop", required=True)
+    parser.add_argument("--retail")
+    parser.add_argument("--retail-rows", default="/work/shared/data/retail/retail-scoring.csv")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores shared by server, host and load generator; loopback")
+    results: dict[str, dict] = {}
+    noop_body = json.dumps({"dataframe_records": [{"x": 1}]}).encode()
+
+    port = free_port()
+    bare = start([sys.executable, "-c", BARE, str(port)], port, dict(os.environ))
+    url = f"http://127.0.0.1:{port}/invocations"
+    results["bare FastAPI, 1 conn"] = asyncio.run(load(url, noop_body, 1, args.seconds))
+    results["bare FastAPI, 4 conn"] = asyncio.run(load(url, noop_body, 4, args.seconds))
+    bare.terminate()
+    bare.wait()
+
+    proc, url = serve_model(args.home, args.noop)
+    results["noop serve-model, 1 conn"] = asyncio.run(load(url, noop_body, 1, args.seconds))
+    results["noop serve-model, 4 conn"] = asyncio.run(load(url, noop_body, 4, args.seconds))
+    proc.terminate()
+    proc.wait()
+
+    if args.retail:
+        import pandas as pd
+
+        rows = pd.read_csv(args.retail_rows)
+        one = json.dumps({"dataframe_records": json.loads(rows.head(1).to_json(
+            orient="records"))}).encode()
+        for label, extra in (("batching on", ()), ("batching off", ("--no-batching",))):
+            proc, url = serve_model(args.home, args.retail, *extra)
+            if not extra:
+                results["retail 1 row, 1 conn"] = asyncio.run(load(url, one, 1, args.seconds))
+            results[f"retail 1 row, 32 conn, {label}"] = asyncio.run(
+                load(url, one, 32, args.seconds))
+            proc.terminate()
+            proc.wait()
+    for name, result in results.items():
+        print(f"{name:40s} {result}")
+    print("mlflow models serve: skipped (mlflow is not installed in this environment)")
+
+
+if __name__ == "__main__":
+    main()
