@@ -362,3 +362,18 @@ def row_count(result: Any) -> Optional[int]:
         return len(result)
     except TypeError:
         return None
+
+
+# A model's input schema (a column -> its JSON type) as v2's tensor datatypes.
+_V2_SCHEMA_TYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES",
+                    "datetime": "BYTES"}
+
+
+def v2_metadata(name: str, info: dict) -> dict:
+    """v2's model metadata (`GET /v2/models/{name}`) from a model host's description."""
+    schema = info.get("inputSchema") or {}
+    return {"name": name, "versions": [str(info.get("version"))], "platform": "mlinstance-runtime",
+            "modelId": info.get("modelId"),
+            "inputs": [{"name": column, "datatype": _V2_SCHEMA_TYPES.get(kind, "BYTES"),
+                        "shape": [-1]} for column, kind in schema.items()],
+            "outputs": []}

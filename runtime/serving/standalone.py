@@ -88,14 +88,14 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
 
     @app.get("/v2/models/{name}")
     async def model_metadata(name: str) -> Response:
-        from ..api.routes.v2 import metadata
+        from .payloads import v2_metadata
 
         try:
             named(name)
             info = await serving.describe(caller, kind, target_id)
         except MLRuntimeError as exc:
             return problem(exc)
-        return Response(json.dumps(metadata(name, info)).encode(),
+        return Response(json.dumps(v2_metadata(name, info)).encode(),
                         media_type="application/json")
 
     @app.get("/v2/models/{name}/ready")

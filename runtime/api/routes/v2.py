@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ...serving.payloads import v2_metadata
 from .. import deps
 from ..deps import read_raw
 from .invocations import serving
@@ -35,7 +36,7 @@ async def model_metadata(request: Request, name: str) -> Response:
     caller = deps.authenticated(request)
     online = serving(request)
     info = await online.describe(caller, await online.kind_of(caller, name), name)
-    return _json(metadata(name, info))
+    return _json(v2_metadata(name, info))
 
 
 @router.get("/v2/models/{name}/ready")
@@ -54,16 +55,3 @@ async def infer(request: Request, name: str) -> Response:
     kind = await online.kind_of(caller, name)
     return await online.invoke(caller, kind, name, body, request.headers.get("content-type", ""),
                                "v2", "v2/infer", request.is_disconnected)
-
-
-_V2_TYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES",
-             "datetime": "BYTES"}
-
-
-def metadata(name: str, info: dict) -> dict:
-    schema = info.get("inputSchema") or {}
-    return {"name": name, "versions": [str(info.get("version"))], "platform": "mlinstance-runtime",
-            "modelId": info.get("modelId"),
-            "inputs": [{"name": column, "datatype": _V2_TYPES.get(kind, "BYTES"), "shape": [-1]}
-                       for column, kind in schema.items()],
-            "outputs": []}
