@@ -289,6 +289,10 @@ def test_a_pyspark_recipe_is_refused_naming_spark(cluster, tmp_path):
     config.write_text(json.dumps([{"name": "train", "parameters": []}]))
     home = tmp_path / "home"
     planned = cli(home, "train", str(config), "--engine", str(recipe), "--dry-run")
-    refused = cli(home, "submit", "train", planned["mlInstanceId"], "--address", cluster.address)
-    assert refused["state"] == "FAILED"
-    assert "spark://" in refused["reason"] and "PySpark recipe" in refused["reason"]
+    refused = subprocess.run([sys.executable, "-m", "runtime.cli.main", "submit", "train",
+                              planned["mlInstanceId"], "--address", cluster.address, "--json"],
+                             cwd=tmp_path, env=_env(home), capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+    assert refused.returncode != 0
+    assert "is a PySpark recipe" in refused.stderr and "spark://" in refused.stderr
+    assert [run["state"] if "state" in run else run.get("status") for run in run_ids(home)] != []
