@@ -295,4 +295,3 @@ def test_a_pyspark_recipe_is_refused_naming_spark(cluster, tmp_path):
                              timeout=TIMEOUT_S)
     assert refused.returncode != 0
     assert "is a PySpark recipe" in refused.stderr and "spark://" in refused.stderr
-    assert [run["state"] if "state" in run else run.get("status") for run in run_ids(home)] != []
