@@ -18,10 +18,11 @@ from typing import Any, Iterable, Optional
 
 from .numbers import readable
 
-__all__ = ["METRICS_FILE", "PROGRESS_FILE", "SeriesWriter", "SeriesProgress", "read_points",
+__all__ = ["METRICS_FILE", "PROGRESS_FILE", "SYSTEM_FILE", "SeriesWriter", "SeriesProgress", "read_points",
            "read_progress", "split_metric_args"]
 
 METRICS_FILE = "metrics.jsonl"
+SYSTEM_FILE = "system.jsonl"   # the run's system metrics (runtime.sysmetrics), in the same format
 PROGRESS_FILE = "progress.json"
 FLUSH_S = 0.5
 
@@ -45,6 +46,7 @@ class SeriesWriter:
         self.run_dir = Path(run_dir)
         self.flush_s = flush_s
         self._points: list[tuple[str, float, int, float]] = []
+        self._samples: list[tuple[str, float, int, float]] = []
         self._latest: dict[str, tuple[int, float]] = {}
         self._bars: dict[str, dict[str, Any]] = {}
         self._stage: Optional[str] = None
@@ -64,10 +66,11 @@ class SeriesWriter:
         self._start()
 
     def sample(self, name: str, value: float, step: int) -> None:
-        """A point from another thread (the system metrics' sampler): written like the others,
-        but neither in the live progress nor in the latest metrics the progress lines show."""
+        """A point from another thread (the system metrics' sampler): written like the others but
+        to system.jsonl, and neither in the live progress nor in the latest metrics the progress
+        lines show."""
         with self._write_lock:
-            self._points.append((name, float(value), step, time.time()))
+            self._samples.append((name, float(value), step, time.time()))
         self._start()
 
     def bar(self, desc: str, n: int, total: int) -> None:
@@ -96,11 +99,16 @@ class SeriesWriter:
 
     def flush(self) -> None:
         with self._write_lock:
-            points, self._points = self._points, []
-            if points:
+            for name, points in ((METRICS_FILE, self._points), (SYSTEM_FILE, self._samples)):
+                if not points:
+                    continue
+                if name == METRICS_FILE:
+                    self._points = []
+                else:
+                    self._samples = []
                 lines = "".join(json.dumps({"name": n, "value": _finite(v), "step": s, "ts": round(t, 3)},
                                            separators=(",", ":")) + "\n" for n, v, s, t in points)
-                with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+                with open(self.run_dir / name, "a", encoding="utf-8") as fh:
                     fh.write(lines)
             if self._progress_dirty:
                 self._progress_dirty = False
@@ -118,7 +126,7 @@ class SeriesWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._points or self._progress_dirty:
+        if self._points or self._samples or self._progress_dirty:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.flush()
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from .errors import BadRequest
 
-__all__ = ["SearchSyntaxError", "compile_filter", "parse_filter"]
+__all__ = ["CompiledSearch", "SearchSyntaxError", "compile_filter", "compile_search", "parse_filter"]
 
 _GRAMMAR = r"""
 ?start: or_expr
@@ -135,17 +135,57 @@ class _Field:
 
 def compile_filter(query: str) -> tuple[str, list[Any]]:
     """SQL over the runs index row `r` (store/sqlite_runs.py's runIndex) and its arguments."""
+    search = compile_search(query)
+    return search.sql, search.args
+
+
+@dataclass(frozen=True)
+class CompiledSearch:
+    """A search as SQL over `r` (`sql`, `args`), and the ways to drive it from the value index:
+    for each top-level AND term on a value, the SELECT of the runs that term keeps and the
+    other terms' SQL. Counting from the smallest such set probes a few hundred index rows
+    instead of testing every run of the sandbox."""
+
+    sql: str
+    args: list[Any]
+    drivers: tuple[tuple[str, tuple[Any, ...], str, tuple[Any, ...]], ...] = ()
+
+
+def compile_search(query: str) -> CompiledSearch:
     if not query.strip():
-        return "1", []
-    compiler = _Compiler(query)
-    sql = compiler.node(parse_filter(query))
-    return sql, compiler.args
+        return CompiledSearch("1", [])
+    tree = parse_filter(query)
+    terms = ([c for c in tree.children if not _is_token(c, "AND")]
+             if getattr(tree, "data", None) == "and_expr" else [tree])
+    compiled, probes = [], []
+    for term in terms:   # each term alone: its SQL, its arguments, its driving SELECT if any
+        compiler = _Compiler(query)
+        sql = compiler.node(term)
+        single = getattr(term, "data", None) in ("compare", "like", "ilike", "in_list", "is_null")
+        compiled.append((sql, tuple(compiler.args), compiler.driver if single else None))
+        # the same term as a probe of one run's values (for the runs a driver hands over)
+        prober = _Compiler(query, correlated=True)
+        probes.append((prober.node(term), tuple(prober.args), None))
+    sql = " AND ".join(f"({s})" for s, _, _ in compiled) if len(compiled) > 1 else compiled[0][0]
+    args = [a for _, term_args, _ in compiled for a in term_args]
+    drivers = []
+    for i, (_, _, driver) in enumerate(compiled):
+        if driver is None:
+            continue
+        rest = [c for j, c in enumerate(probes) if j != i]
+        drivers.append((driver[0], tuple(driver[1]),
+                        " AND ".join(f"({s})" for s, _, _ in rest) or "1",
+                        tuple(a for _, term_args, _ in rest for a in term_args)))
+    return CompiledSearch(sql, args, tuple(drivers))
 
 
 class _Compiler:
-    def __init__(self, query: str) -> None:
+    def __init__(self, query: str, correlated: bool = False) -> None:
         self.query = query
+        self.correlated = correlated   # EXISTS per run instead of one IN list
         self.args: list[Any] = []
+        # A lone term on a value: (SELECT of the runs it keeps, its arguments)
+        self.driver: Optional[tuple[str, list[Any]]] = None
 
     def fail(self, position: int, token: str, expected: list[str], why: str) -> SearchSyntaxError:
         return SearchSyntaxError(self.query, position, token, expected, why)
@@ -164,7 +204,12 @@ class _Compiler:
         if kind == "compare":
             op = str(tokens[1])
             value = self.value(tree.children[2], field)
-            return self.where(field, f"{{x}} {_SQL_OPS[op]} ?", [value], numeric=isinstance(value, (int, float)))
+            numeric = isinstance(value, (int, float))
+            if _SQL_OPS[op] == "=" and field.kind is not None and not numeric and _number(value) is not None:
+                # '0.1' finds a parameter given as 0.1 or as the text '0.1', through the index
+                return self.where(field, "{x} IN (?, ?)", [_number(value), value], numeric=True,
+                                  typed=False)
+            return self.where(field, f"{{x}} {_SQL_OPS[op]} ?", [value], numeric=numeric)
         if kind in ("like", "ilike"):
             pattern = _unquote(str(tokens[-1]))
             if field.kind in _NUMERIC_KINDS or field.key == "duration_s":
@@ -177,30 +222,42 @@ class _Compiler:
             return self.where(field, f"NOT ({cond})" if negate else cond, [arg])
         if kind == "in_list":
             values = [self.value(c, field) for c in tree.children if not _is_token(c)]
+            if field.kind is not None and all(_number(v) is not None for v in values):
+                values = list(dict.fromkeys([*(_number(v) for v in values), *map(str, values)]))
+                numeric = True   # numbers and their text, matched through the index
+            else:
+                numeric = all(isinstance(v, (int, float)) for v in values)
             marks = ", ".join("?" for _ in values)
-            numeric = all(isinstance(v, (int, float)) for v in values)
             cond = f"{{x}} {'NOT IN' if negate else 'IN'} ({marks})"
-            return self.where(field, cond, values, numeric=numeric)
+            return self.where(field, cond, values, numeric=numeric, typed=False)
         if kind == "is_null":
             if field.kind is None:
                 return f"r.{field.key} IS {'NOT ' if negate else ''}NULL"
             present = self.where(field, "{x} IS NOT NULL", [])
+            if not negate:
+                self.driver = None
             return present if negate else f"NOT {present}"
         raise AssertionError(kind)   # the grammar has no other comparison
 
-    def where(self, field: _Field, cond: str, values: list[Any], numeric: bool = False) -> str:
+    def where(self, field: _Field, cond: str, values: list[Any], numeric: bool = False,
+              typed: bool = True) -> str:
         if field.kind is None:
             self.args.extend(values)
             return cond.format(x=f"r.{field.key}")
         # An uncorrelated subquery over the value index (kind, key, val): evaluated once.
-        typed = (" AND typeof(v.val) IN ('integer', 'real')"
-                 if numeric and field.kind not in _NUMERIC_KINDS else "")
+        typed_sql = (" AND typeof(v.val) IN ('integer', 'real')"
+                     if typed and numeric and field.kind not in _NUMERIC_KINDS else "")
         x = "v.val"
         if not numeric and field.kind not in _NUMERIC_KINDS and "CAST" not in cond:
             x = "CAST(v.val AS TEXT)"   # parameters and tags compare as the text they were given
+        select = (f"SELECT v.run FROM runValues v WHERE v.kind = ? AND v.key = ? AND "
+                  f"{cond.format(x=x)}{typed_sql}")
         self.args.extend([field.kind, field.key, *values])
-        return (f"r.id IN (SELECT v.run FROM runValues v WHERE v.kind = ? AND v.key = ? AND "
-                f"{cond.format(x=x)}{typed})")
+        self.driver = (select, [field.kind, field.key, *values])
+        if self.correlated:
+            return (f"EXISTS (SELECT 1 FROM runValues v WHERE v.run = r.id AND v.kind = ? AND "
+                    f"v.key = ? AND {cond.format(x=x)}{typed_sql})")
+        return f"r.id IN ({select})"
 
     def field(self, token: Any) -> _Field:
         text = str(token)
@@ -238,6 +295,17 @@ class _Compiler:
         if field.key == "state":
             return text.upper()
         return text
+
+
+def _number(value: Any) -> Optional[float]:
+    """The number a value (or its text) is, else None."""
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and re.fullmatch(r"[-+]?\d+", value.strip()) else number
 
 
 def _is_token(node: Any, *types: str) -> bool:

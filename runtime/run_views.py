@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .errors import BadRequest, NotFound
 from .listing import Filter, ListQuery
-from .metrics_series import METRICS_FILE, read_points, read_progress
+from .metrics_series import METRICS_FILE, SYSTEM_FILE, read_points, read_progress
 from .schemas import EXPERIMENT_RUN, MODEL, RunStatus
 from .registry import Caller, Registry, mask_secrets
 from .store import Scope
@@ -85,19 +85,23 @@ class RunViews:
     # -- per-step metrics ----------------------------------------------------------------------
 
     def ingest(self, scope: Scope, run_id: str) -> int:
-        """Reads what the run's worker appended to metrics.jsonl since the last read into the
-        registry; returns the number of points. Safe to call from any process, any time."""
-        path = self.registry.home.runs / run_id / METRICS_FILE
-        if not path.exists():
-            return 0
+        """Reads what the run's worker appended to metrics.jsonl (and its system metrics to
+        system.jsonl) since the last read into the registry; returns the number of points. Safe
+        to call from any process, any time."""
+        added = 0
+        for name, source in ((METRICS_FILE, ""), (SYSTEM_FILE, "system")):
+            path = self.registry.home.runs / run_id / name
+            if not path.exists():
+                continue
 
-        def read(offset: int) -> tuple[list[dict[str, Any]], int]:
-            points, new_offset, bad = read_points(path, offset)
-            if bad:
-                log.warning("run %s: %d malformed line(s) in %s skipped", run_id, bad, path)
-            return points, new_offset
+            def read(offset: int, path=path) -> tuple[list[dict[str, Any]], int]:
+                points, new_offset, bad = read_points(path, offset)
+                if bad:
+                    log.warning("run %s: %d malformed line(s) in %s skipped", run_id, bad, path)
+                return points, new_offset
 
-        return self._index().add_points(run_id, read)
+            added += self._index().add_points(run_id, read, source=source)
+        return added
 
     def _live_run(self, caller: Caller, run_id: str) -> dict[str, Any]:
         doc = self.registry.find(EXPERIMENT_RUN, caller.scope, run_id)
@@ -120,10 +124,10 @@ class RunViews:
     # -- the table -----------------------------------------------------------------------------
 
     def table(self, caller: Caller, query: TableQuery) -> dict[str, Any]:
-        from .run_search import compile_filter
+        from .run_search import compile_search
 
         kind, key, descending = query.sort_spec()
-        search = compile_filter(query.search) if query.search else None
+        search = compile_search(query.search) if query.search else None
         index = self._index()
         rows, total = index.table_page(caller.scope, dict(query.filters), kind, key, descending,
                                        query.start, query.limit, search)

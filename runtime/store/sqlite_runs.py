@@ -151,20 +151,26 @@ def create_run_search(conn: sqlite3.Connection) -> None:
 
 # --- the series --------------------------------------------------------------------------------
 
+def _offset_key(run_id: str, source: str) -> str:
+    """runMetricsRead's key: the run for metrics.jsonl, `RUN:system` for system.jsonl."""
+    return f"{run_id}:{source}" if source else run_id
+
+
 def read_offset(conn: sqlite3.Connection, run_id: str) -> int:
     row = conn.execute("SELECT offset FROM runMetricsRead WHERE run = ?", (run_id,)).fetchone()
     return row[0] if row else 0
 
 
 def add_points(conn: sqlite3.Connection, run_id: str, points: Sequence[dict[str, Any]],
-               offset: int) -> None:
+               offset: int, offset_key: Optional[str] = None) -> None:
     """Inside the caller's transaction: the points, the read offset, and each series' last and
     best value (a step logged twice keeps its latest value)."""
     conn.executemany("INSERT OR REPLACE INTO runMetrics (run, name, step, value, ts) "
                      "VALUES (?, ?, ?, ?, ?)",
                      [(run_id, p["name"], p["step"], p["value"], p["ts"]) for p in points])
     conn.execute("INSERT INTO runMetricsRead (run, offset) VALUES (?, ?) "
-                 "ON CONFLICT (run) DO UPDATE SET offset = excluded.offset", (run_id, offset))
+                 "ON CONFLICT (run) DO UPDATE SET offset = excluded.offset",
+                 (offset_key or run_id, offset))
     # System metrics (system/...) are summarised by the worker, not sorted by their last step.
     names = sorted({p["name"] for p in points if not p["name"].startswith("system/")})
     for name in names:
@@ -213,24 +219,25 @@ _ROW_NAMES = ("id", "created", "mode", "state", "started", "ended", "duration_s"
 
 def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[str, str],
                sort_kind: Optional[str], sort_key: str, descending: bool, start: int,
-               limit: int, search: Optional[tuple[str, Sequence[Any]]] = None
-               ) -> tuple[list[dict[str, Any]], int]:
+               limit: int, search: Any = None) -> tuple[list[dict[str, Any]], int]:
     """One page of runIndex rows, filtered and sorted, and the count of matches. Runs without
     the sort value (not finished, or without that metric) come last, newest first; in a metric
     sort, runs that did not end DONE (an ABORTED run's partial curve, a FAILED run's) come after
-    the DONE ones, whatever their value. `search` is a compiled search expression over `r`
-    (runtime.run_search): SQL with placeholders, and its arguments."""
+    the DONE ones, whatever their value. `search` is a compiled search over `r`
+    (runtime.run_search.CompiledSearch): SQL with placeholders, its arguments, and the
+    value-index SELECTs that can drive its count."""
     where = ["r.org = ?", "r.sandbox = ?", "r.deleted = 0"]
     args: list[Any] = [org, sandbox]
     for column in FILTER_COLUMNS:
         if filters.get(column):
             where.append(f"r.{column} = ?")
             args.append(filters[column])
+    base, base_args = " AND ".join(where), list(args)
     if search is not None:
-        where.append(f"({search[0]})")
-        args.extend(search[1])
+        where.append(f"({search.sql})")
+        args.extend(search.args)
     clause = " AND ".join(where)
-    total = conn.execute(f"SELECT count(*) FROM runIndex r WHERE {clause}", args).fetchone()[0]
+    total = _count(conn, clause, args, base, base_args, search)
     direction = "DESC" if descending else "ASC"
     if sort_kind is None and sort_key == "created":
         # The index (org, sandbox, deleted, created) walked in order: no sort step.
@@ -257,6 +264,21 @@ def table_page(conn: sqlite3.Connection, org: str, sandbox: str, filters: dict[s
                       "ORDER BY r.created DESC, r.rowid DESC", (*args, sort_kind, sort_key)))
         rows = _page_of_parts(conn, parts, start, limit)
     return [dict(zip(_ROW_NAMES, row)) for row in rows], total
+
+
+def _count(conn: sqlite3.Connection, clause: str, args: list[Any], base: str,
+           base_args: list[Any], search: Any) -> int:
+    """How many runs match: with a search, from the smallest set of runs one of its AND terms
+    keeps (a count over the value index first), each probed in runIndex by id."""
+    if search is None or not search.drivers:
+        return conn.execute(f"SELECT count(*) FROM runIndex r WHERE {clause}", args).fetchone()[0]
+    sized = [(conn.execute(f"SELECT count(*) FROM ({select})", select_args).fetchone()[0],
+              select, select_args, rest, rest_args)
+             for select, select_args, rest, rest_args in search.drivers]
+    _, select, select_args, rest, rest_args = min(sized, key=lambda s: s[0])
+    return conn.execute(f"SELECT count(*) FROM ({select}) d CROSS JOIN runIndex r ON r.id = d.run "
+                        f"WHERE {base} AND ({rest})", (*select_args, *base_args, *rest_args)
+                        ).fetchone()[0]
 
 
 def _page_of_parts(conn: sqlite3.Connection, parts: list[tuple[str, str, tuple[Any, ...]]],
@@ -369,16 +391,18 @@ class RunIndex:
     def filter_columns() -> tuple[str, ...]:
         return tuple(FILTER_COLUMNS)
 
-    def add_points(self, run_id: str, read: Callable[[int], tuple[list[dict[str, Any]], int]]
-                   ) -> int:
+    def add_points(self, run_id: str, read: Callable[[int], tuple[list[dict[str, Any]], int]],
+                   source: str = "") -> int:
         """Appends a run's new metric points: `read(offset)` gives the points after the offset
-        already read and the new offset; one transaction, safe from any process."""
+        already read and the new offset; `source` names the file when it is not metrics.jsonl
+        ("system"). One transaction, safe from any process."""
+        key = _offset_key(run_id, source)
         with self._transaction():
             conn = self._conn()
-            offset = read_offset(conn, run_id)
+            offset = read_offset(conn, key)
             points, new_offset = read(offset)
             if new_offset != offset:
-                add_points(conn, run_id, points, new_offset)
+                add_points(conn, run_id, points, new_offset, key)
         return len(points)
 
     def series(self, run_ids: list[str]) -> dict[str, Any]:
@@ -386,8 +410,7 @@ class RunIndex:
 
     def table_page(self, scope: Scope, filters: dict[str, str], kind: Optional[str], key: str,
                    descending: bool, start: int, limit: int,
-                   search: Optional[tuple[str, Sequence[Any]]] = None
-                   ) -> tuple[list[dict[str, Any]], int]:
+                   search: Any = None) -> tuple[list[dict[str, Any]], int]:
         return table_page(self._conn(), scope.org, scope.sandbox, filters, kind, key, descending,
                           start, limit, search)
 

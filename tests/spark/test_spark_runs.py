@@ -70,6 +70,10 @@ def test_cli_train_then_score_on_one_warm_worker(retail_small, tmp_path, home):
     # the MLInstance's resources reached the JVM, and the run record keeps what Spark reports
     assert (summary["spark"]["driverMemory"], summary["spark"]["driverCores"]) == ("1152m", 2)
     assert summary["spark"]["master"] == "local[2]"
+    # what the run took: the driver's process group (its JVM included) and the executors' memory
+    system = summary["system"]
+    assert system["sampled"] and system["samples"] >= 2 and system["peak_memory_mb"] > 200
+    assert "peak_spark_storage_mb" in system and system["max_threads"] > 10
     assert result["model_dir"]
     assert any(home.rglob("pipeline/metadata"))  # the registered model: Spark ML's own writer
     # the per-iteration training loss, one point per boosting iteration (n_estimators=3)
