@@ -492,7 +492,7 @@ class SweepRunner:
             annotations={"sweep": {"id": state["id"], "trial": row["trial"],
                                    "params": row["params"]}})
 
-        def created(run: dict[str, Any], prepared: Any) -> None:   # an ordinary run of its own
+        def created(run: dict[str, Any], plan: Any) -> None:   # an ordinary run of its own
             row["runId"] = run["id"]
             row["state"] = "RUNNING"
             self.save()

@@ -127,11 +127,11 @@ def main(args: argparse.Namespace) -> int:
         console = RunConsole(sys.stderr, quiet=quiet)
         started: list[float] = []
 
-        def created(run: dict[str, Any], prepared: Any) -> None:
+        def created(run: dict[str, Any], plan: Any) -> None:
             started.append(time.perf_counter())
             if not quiet:
                 print(f"Run {run['id']}: {mode} of MLInstance {target.instance['id']} "
-                      f"({prepared.plan.reason})", file=sys.stderr, flush=True)
+                      f"({plan.reason})", file=sys.stderr, flush=True)
             console.follow(registry.home.runs / run["id"])
 
         try:   # from the run's creation on, Ctrl-C or SIGTERM cancels it

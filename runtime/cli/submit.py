@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         target, request = run_request(registry, caller, args, mode, backend=backend)
         started: list[float] = []
 
-        def created(run: dict[str, Any], prepared: Any) -> None:
+        def created(run: dict[str, Any], plan: Any) -> None:
             started.append(time.perf_counter())
             _stderr(f"Run {run['id']}: {mode} of MLInstance {target.instance['id']} on Ray at "
                     f"{options['address']}")

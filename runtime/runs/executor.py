@@ -217,7 +217,7 @@ class RunExecutor:
 
     def run(self, caller: Caller, request: RunRequest, *, echo: Optional[TextIO] = None,
             interrupt: Any = None, guard_signals: bool = False, backend: Any = None,
-            on_created: Optional[Callable[[dict[str, Any], Prepared], None]] = None
+            on_created: Optional[Callable[[dict[str, Any], Any], None]] = None
             ) -> Optional[dict[str, Any]]:
         """A run in the foreground, to its end: validate once, prepare, create, execute, record.
         Returns the summary the CLI prints, or None when `interrupt` fired before the run was
@@ -225,8 +225,8 @@ class RunExecutor:
 
         `guard_signals`: from the run's creation on, Ctrl-C and SIGTERM cancel it (the CLI's
         own run); `interrupt`: a SignalGuard the face holds already (a sweep's, for all its
-        trials). `echo` gets the run's lines as they come; `on_created(run, prepared)` hears of
-        the run as soon as it exists. A preparation that fails raises before anything is
+        trials). `echo` gets the run's lines as they come; `on_created(run, plan)` hears of the
+        run and its plan (runtime.plans.Plan) as soon as it exists. A preparation that fails raises before anything is
         created; a run that can never start on this host is created and FAILS saying why."""
         data = self.validated(request)
         prepared = self._prepare(caller, request, data)
@@ -240,7 +240,7 @@ class RunExecutor:
                 return None
             run = self._create(caller, request, data)
             if on_created is not None:
-                on_created(run, prepared)
+                on_created(run, prepared.plan)
             return self.execute(caller, run, prepared, echo=echo, backend=backend,
                                 interrupt=interrupt)
         finally:

@@ -48,9 +48,12 @@ class Prepared:
     extra_pip: tuple[str, ...] = ()   # recipes: requirements added with --pip
     model_choice: Optional[dict[str, Any]] = None   # why this Model scores (model_choice_text)
     timeframe: Optional[dict[str, Any]] = None      # {minutes, column}: the input's last minutes
+    resolved_record: Optional[dict[str, Any]] = None   # resolved.to_record(), made as it resolves
 
     def record(self) -> dict[str, Any]:
-        record = {"engine": self.engine_ref, "resolved": self.resolved.to_record(),
+        resolved = (self.resolved_record if self.resolved_record is not None
+                    else self.resolved.to_record())
+        record = {"engine": self.engine_ref, "resolved": resolved,
                   "plan": self.plan.to_record(),
                   "modelId": self.model["id"] if self.model else None}
         if self.model_choice is not None:
@@ -333,7 +336,8 @@ class Preparer:
                         experiment=experiment, resolved=resolved, plan=plan, model=model,
                         spark=spark, recipe=recipe, env_manager=env_manager or "uv",
                         extra_pip=tuple(extra_pip or ()), device=device,
-                        model_choice=model_choice, **_run_limits(run_keys))
+                        model_choice=model_choice, resolved_record=resolved.to_record(),
+                        **_run_limits(run_keys))
 
     def model_for_scoring(self, caller: Caller, experiment: dict[str, Any],
                            model_id: Optional[str], service_id: Optional[str] = None
