@@ -207,7 +207,10 @@ class OnlinePredictor:
     "integer", "string", "boolean", "datetime") for casting and 4xx messages; `required` columns
     must be sent; `row_independent` False: each request is predicted on its own, never batched
     with others; `predict_many` (optional) predicts several requests' frames in one pass, one
-    frame back per request; `slow` says why every call is slow (a scorer that reloads its model)."""
+    frame back per request; `slow` says why every call is slow (a scorer that reloads its model);
+    `takes_columns`: each request's rows arrive as typed numpy arrays by column name (small
+    requests never become a pandas frame; runtime.serving.columns), and answers may be such
+    columns too."""
 
     predict: Callable[[Any], Any]
     input_schema: dict[str, str] | None = None
@@ -216,6 +219,7 @@ class OnlinePredictor:
     row_independent: bool = True
     predict_many: Callable[[list[Any]], list[Any]] | None = None
     slow: str | None = None
+    takes_columns: bool = False
 
 
 def read_table(uri: str | Path) -> pd.DataFrame:

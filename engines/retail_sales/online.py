@@ -1,65 +1,339 @@
-"""retail-sales online (runtime.serving): the model's history indexed by store once, at load, so
-a request's features are built from its own stores' weeks only; several requests are predicted in
-one pass with each request's stores relabelled apart (a row's lags never reach another request's
-rows), and each request gets its rows back as `run score` orders them (store, then date)."""
+"""retail-sales online (runtime.serving): the model's history indexed once, at load, as sorted
+numpy arrays keyed by (store, day); a request's features are looked up there and in the request's
+own rows with numpy only (no pandas frame is built per request), then one forward pass of the
+network prepared once. Several requests are predicted in one pass, each row's lags looked up only
+in its own request and the history; each request gets its rows back as `run score` orders them
+(store, then date), with the same predictions as `run score` of the same rows.
+
+Rows the numpy path does not cover (an input feature it does not compute, days far outside the
+key range) are scored by the engine's own pandas path, to the same answers.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from runtime.engine import OnlinePredictor, TaskContext
+from runtime.errors import BadRequest, ConfigError
 
-from .schema import SCHEMA
+from .schema import LABEL_SUFFIX, SCHEMA, STORE_TYPES
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-# A request's stores are moved to their own range in a batch: store + (request + 1) * STRIDE.
-STRIDE = 1_000_000
 _KINDS = {"date": "datetime", "store": "integer", "storeType": "string", "isHoliday": "boolean"}
+# A key is store * SPAN + day + DAY_OFFSET (days from 1970 within +-DAY_OFFSET, stores within
+# +-MAX_STORE): ordered as (store, day), as `run score` orders its rows.
+SPAN = 1 << 22
+DAY_OFFSET = 1 << 21
+MAX_STORE = 1 << 40
+LAGS = (*range(1, 8), 51, *range(52, 60))
+# The features this module computes itself (features.build_features's, for scored rows).
+_COMPUTED = {"lag1Ratio", "lag2Ratio", "lag3Ratio", "mean4Ratio", "mean8Ratio",
+             "lastYearNextRatio", "lastYearStep", "yoyRatio", "yoy4Ratio", "yoy8Ratio",
+             "lastYearNextHoliday", "hasHistory", "weekOfYear", "weekSin", "weekCos", "holiday",
+             *(f"storeType_{t}" for t in STORE_TYPES), "logStoreSize"}
+
+
+class _Fallback(Exception):
+    """These rows need the engine's pandas path."""
+
+
+class HistoryIndex:
+    """The model's history as one sorted key array (store, day) with its target values and
+    holiday flags."""
+
+    def __init__(self, history: pd.DataFrame, target: str) -> None:
+        import numpy as np
+
+        from .features import parse_dates, parse_flags
+
+        n = len(history)
+        if n:
+            stores = history["store"].to_numpy(dtype="int64")
+            days = parse_dates(history["date"]).to_numpy(dtype="datetime64[D]").astype("int64")
+            values = history[target].to_numpy(dtype="float64")
+            holiday = (parse_flags(history["isHoliday"]).to_numpy(dtype="float64")
+                       if "isHoliday" in history.columns else np.zeros(n))
+        else:
+            stores = days = np.zeros(0, dtype="int64")
+            values = holiday = np.zeros(0)
+        if n and (days.min() <= -DAY_OFFSET + 7 * 60 or days.max() >= DAY_OFFSET
+                  or np.abs(stores).max() >= MAX_STORE):
+            raise ValueError("history out of the key range")
+        keys = stores * SPAN + days + DAY_OFFSET
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.values, self.holiday = keys[order], values[order], holiday[order]
+
+
+def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(a / b)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _iso_weeks(days: np.ndarray) -> np.ndarray:
+    """ISO 8601 week numbers of days since 1970-01-01 (a Thursday), as float64."""
+    import numpy as np
+
+    weekday = (days + 3) % 7                        # Monday 0
+    thursday = days - weekday + 3                   # the week's Thursday names its year
+    year_start = thursday.astype("datetime64[D]").astype("datetime64[Y]").astype(
+        "datetime64[D]").astype("int64")
+    return ((thursday - year_start) // 7 + 1).astype("float64")
+
+
+def _column(cols: dict[str, np.ndarray], name: str) -> Optional[np.ndarray]:
+    """A request's column by the schema's name, in any case (as features.normalise_columns)."""
+    if name in cols:
+        return cols[name]
+    lower = name.lower()
+    for column in cols:
+        if str(column).lower() == lower:
+            return cols[column]
+    return None
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    if values.dtype.kind in "iufb":
+        return values.astype("float64")
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64")
+
+
+_TRUE = frozenset(("true", "1", "1.0", "yes", "t", "y"))
+_FALSE = frozenset(("false", "0", "0.0", "no", "f", "n", "nan", "none", "<na>", ""))
+
+
+def _flags(values: np.ndarray) -> np.ndarray:
+    """isHoliday as 0/1, read as features.parse_flags reads it (anything else: the pandas path,
+    which refuses it)."""
+    import numpy as np
+
+    if values.dtype.kind == "b":
+        return values.astype("float64")
+    text = [str(v).strip().lower() for v in values.tolist()]
+    if not all(t in _TRUE or t in _FALSE for t in text):
+        raise _Fallback()
+    return np.fromiter((t in _TRUE for t in text), dtype="float64", count=len(text))
+
+
+def _required_rows(cols: dict[str, np.ndarray], columns: tuple[str, ...]) -> None:
+    """A row without a date or store cannot be placed in its store's weeks: a 400 naming it."""
+    import pandas as pd
+
+    for column in columns:
+        values = _column(cols, column)
+        if values is None:
+            continue
+        missing = pd.isna(values)
+        if missing.any():
+            raise BadRequest(f"Column {column!r}, row {int(missing.nonzero()[0][0])} (counting "
+                             "from 0): a value is required")
+
+
+class Features:
+    """One request's rows in `run score`'s order, their model inputs and current sales."""
+
+    def __init__(self, index: HistoryIndex, frame: dict[str, np.ndarray], inputs: list[str],
+                 target: str) -> None:
+        import numpy as np
+
+        date, stores = frame["date"], frame["store"]
+        n = len(date)
+        if date.dtype.kind != "M" or stores.dtype.kind not in "iuf":
+            raise _Fallback()
+        if stores.dtype.kind == "f":
+            if not np.array_equal(stores, np.round(stores)):
+                raise _Fallback()
+        stores = stores.astype("int64")
+        days = date.astype("datetime64[D]").astype("int64")
+        if n and (days.min() <= -DAY_OFFSET + 7 * 60 or days.max() >= DAY_OFFSET
+                  or np.abs(stores).max() >= MAX_STORE):
+            raise _Fallback()
+        keys = stores * SPAN + days + DAY_OFFSET
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        if n > 1 and (keys[1:] == keys[:-1]).any():
+            raise _Fallback()   # the engine's own refusal names it
+        y = _numbers(frame[target])[order]
+        flags = _column(frame, "isHoliday")
+        holiday = np.zeros(n) if flags is None else _flags(flags)[order]
+        self.order, self.stores, self.days, self.current = order, stores[order], days[order], y
+
+        # k weeks before each row: the request's own rows first, then the history.
+        wanted = keys[:, None] - 7 * np.asarray(LAGS)[None, :]          # (n, lags)
+        flat = wanted.ravel()
+        lag_values = np.full(flat.shape, np.nan)
+        lag_holiday = np.zeros(flat.shape)
+        own = np.minimum(np.searchsorted(keys, flat), n - 1)
+        in_request = keys[own] == flat
+        lag_values[in_request] = y[own[in_request]]
+        lag_holiday[in_request] = holiday[own[in_request]]
+        rest = np.flatnonzero(~in_request)
+        if len(index.keys) and len(rest):
+            at = np.minimum(np.searchsorted(index.keys, flat[rest]), len(index.keys) - 1)
+            found = index.keys[at] == flat[rest]
+            lag_values[rest[found]] = index.values[at[found]]
+            lag_holiday[rest[found]] = index.holiday[at[found]]
+        lag_values = lag_values.reshape(wanted.shape)
+        column = {k: i for i, k in enumerate(LAGS)}
+        lag = {k: lag_values[:, column[k]] for k in LAGS}
+        lag[0] = y
+
+        def mean_of(first: int, w: int) -> np.ndarray:
+            total = lag[first] + lag[first + 1]   # summed in build_features's order
+            for k in range(first + 2, first + w):
+                total += lag[k]
+            return total / w
+
+        now = {w: mean_of(0, w) for w in (4, 8)}
+        f: dict[str, Callable[[], np.ndarray]] = {
+            "lag1Ratio": lambda: _log_ratio(lag[1], y), "lag2Ratio": lambda: _log_ratio(lag[2], y),
+            "lag3Ratio": lambda: _log_ratio(lag[3], y),
+            "mean4Ratio": lambda: _log_ratio(now[4], y),
+            "mean8Ratio": lambda: _log_ratio(now[8], y),
+            "lastYearNextRatio": lambda: _log_ratio(lag[51], y),
+            "lastYearStep": lambda: _log_ratio(lag[51], lag[52]),
+            "yoyRatio": lambda: _log_ratio(y, lag[52]),
+            "yoy4Ratio": lambda: _log_ratio(now[4], mean_of(52, 4)),
+            "yoy8Ratio": lambda: _log_ratio(now[8], mean_of(52, 8)),
+            "lastYearNextHoliday": lambda: lag_holiday.reshape(wanted.shape)[:, column[51]].copy(),
+            "hasHistory": lambda: np.isfinite(_log_ratio(lag[51], y) + _log_ratio(
+                now[8], mean_of(52, 8))).astype("float64"),
+            "weekOfYear": lambda: _iso_weeks(self.days),
+            "weekSin": lambda: np.sin(2 * np.pi * _iso_weeks(self.days) / 52.0),
+            "weekCos": lambda: np.cos(2 * np.pi * _iso_weeks(self.days) / 52.0),
+            "holiday": lambda: holiday,
+            "logStoreSize": lambda: self._store_size(frame),
+            **{f"storeType_{t}": (lambda t=t: self._store_type(frame, t)) for t in STORE_TYPES},
+        }
+        x = np.empty((n, len(inputs)))
+        for i, name in enumerate(inputs):
+            if name in f:
+                x[:, i] = f[name]()
+            else:   # a column of the request used as it is (temperature, cpi, ...)
+                raw = _column(frame, name)
+                if raw is None or name not in SCHEMA and name.lower() not in \
+                        {s.lower() for s in SCHEMA}:
+                    raise _Fallback()
+                x[:, i] = _numbers(raw)[order]
+        self.x = x
+
+    def _store_type(self, frame: dict[str, np.ndarray], kind: str) -> np.ndarray:
+        import numpy as np
+
+        raw = _column(frame, "storeType")
+        if raw is None:
+            raise BadRequest("Missing required column 'storeType': this model's inputs use it")
+        text = raw[self.order]
+        return np.fromiter((isinstance(v, str) and v.strip().upper() == kind for v in text),
+                           dtype="float64", count=len(text))
+
+    def _store_size(self, frame: dict[str, np.ndarray]) -> np.ndarray:
+        import numpy as np
+
+        raw = _column(frame, "storeSize")
+        if raw is None:
+            raise BadRequest("Missing required column 'storeSize': this model's inputs use it")
+        size = _numbers(raw)[self.order]
+        return _log_ratio(size, np.ones_like(size))
 
 
 def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
+    import numpy as np
     import pandas as pd
+    import torch
+
+    from .engine import _torch_device
+    from .model import MAX_LOG_RATIO
 
     target = model.meta["target"]
     history = model.history
-    by_store = {int(store): rows.reset_index(drop=True)
-                for store, rows in history.groupby("store", sort=False)}
-    empty = history.iloc[0:0]
+    device = _torch_device(ctx)
+    model.net.to(device).eval()
+    with torch.inference_mode():
+        forward = model.net.mean_predictor()
+    inputs = list(model.meta["inputs"])
+    mean, std = np.asarray(model.meta["mean"]), np.asarray(model.meta["std"])
+    unknown = [name for name in inputs if name not in _COMPUTED and name.lower() not in
+               {s.lower() for s in SCHEMA}]
+    try:
+        index = HistoryIndex(history, target) if not unknown else None
+    except ValueError:   # store ids or dates past the keys' range: the pandas path
+        index = None
+    by_store: Optional[dict[int, pd.DataFrame]] = None
 
-    def history_for(parts: list[pd.DataFrame]) -> pd.DataFrame:
-        return pd.concat(parts, ignore_index=True) if parts else empty
-
-    def predict(frame: pd.DataFrame) -> pd.DataFrame:
+    def slow_predict(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The engine's own pandas path, with the request's stores' history only."""
+        nonlocal by_store
+        if by_store is None:
+            by_store = {int(s): rows.reset_index(drop=True)
+                        for s, rows in history.groupby("store", sort=False)}
+        frame = pd.DataFrame(cols)
         stores = {int(s) for s in pd.to_numeric(frame["store"]).dropna()}
-        past = history_for([by_store[s] for s in sorted(stores) if s in by_store])
+        parts = [by_store[s] for s in sorted(stores) if s in by_store]
+        past = pd.concat(parts, ignore_index=True) if parts else history.iloc[0:0]
         scored = engine._predict(ctx, model, frame, past)
-        return scored[["date", "store", "prediction"]].reset_index(drop=True)
+        return {name: scored[name].to_numpy() for name in ("date", "store", "prediction")}
 
-    def predict_many(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-        if len(frames) == 1:
-            return [predict(frames[0])]
-        moved, past = [], []
-        for i, frame in enumerate(frames):
-            offset = (i + 1) * STRIDE
-            stores = pd.to_numeric(frame["store"]).astype("int64")
-            moved.append(frame.assign(store=stores + offset))
-            for store in sorted(set(stores.tolist())):
-                if store in by_store:
-                    past.append(by_store[store].assign(store=store + offset))
-        scored = engine._predict(ctx, model, pd.concat(moved, ignore_index=True),
-                                 history_for(past))[["date", "store", "prediction"]]
-        request = (scored["store"].to_numpy() // STRIDE) - 1
-        scored = scored.assign(store=scored["store"] % STRIDE)
-        return [scored[request == i].reset_index(drop=True) for i in range(len(frames))]
+    def log_ratios(x: np.ndarray) -> np.ndarray:
+        if device.type == "cuda":   # as RetailSalesModel.standardise does on a GPU
+            z = torch.nan_to_num_((torch.from_numpy(x.astype("float32")).to(device)
+                                   - torch.as_tensor(mean, dtype=torch.float32, device=device))
+                                  / torch.as_tensor(std, dtype=torch.float32, device=device),
+                                  nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            z = torch.as_tensor(np.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0,
+                                              neginf=0.0), dtype=torch.float32, device=device)
+        with torch.inference_mode():
+            out = forward(z).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+        return out.cpu().numpy().astype("float64")
+
+    def answer(rows: Features, log_ratio: np.ndarray) -> dict[str, np.ndarray]:
+        current = rows.current
+        with np.errstate(invalid="ignore", over="ignore"):
+            prediction = np.where(current > 0, current * np.exp(log_ratio), np.nan)
+        return {"date": rows.days.astype("datetime64[D]").astype("datetime64[ns]"),
+                "store": rows.stores, "prediction": prediction}
+
+    def predict_many(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        for frame in frames:
+            _required_rows(frame, ("date", "store"))
+        if index is None:
+            return [slow_predict(frame) for frame in frames]
+        built: list[Any] = []
+        for frame in frames:
+            try:
+                built.append(Features(index, frame, inputs, target))
+            except _Fallback:
+                built.append(None)
+        fast = [b for b in built if b is not None]
+        ratios = log_ratios(np.concatenate([b.x for b in fast])) if fast else None
+        out, start = [], 0
+        for frame, rows in zip(frames, built):
+            if rows is None:
+                out.append(slow_predict(frame))
+                continue
+            out.append(answer(rows, ratios[start:start + len(rows.x)]))
+            start += len(rows.x)
+        return out
 
     schema = {name: _KINDS.get(name, "number") for name in SCHEMA}
     schema.setdefault(target, "number")
+    schema.pop(target + LABEL_SUFFIX, None)
     example = None
     if len(history):
         last = history.iloc[-1]
         example = {"date": (pd.Timestamp(last["date"]) + pd.Timedelta(weeks=1)).date().isoformat(),
                    "store": int(last["store"]), target: float(last[target])}
-    return OnlinePredictor(predict=predict, input_schema=schema,
+    return OnlinePredictor(predict=lambda frame: predict_many([frame])[0], input_schema=schema,
                            required=("date", "store", target), example=example,
-                           predict_many=predict_many)
+                           predict_many=predict_many, takes_columns=True)
+
+
+__all__ = ["ConfigError", "Features", "HistoryIndex", "predictor"]

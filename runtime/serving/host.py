@@ -76,7 +76,7 @@ class ModelHost(Engine):
 
         predictor = predictor_for(engine, inner, model)
         if predictor.example:   # the first request must not pay for lazy set-up
-            predictor.predict(_example_frame(predictor.example))
+            predictor.predict(_example_rows(predictor))
         return Loaded(engine, inner, model, predictor, config,
                       round(time.perf_counter() - started, 4))
 
@@ -88,10 +88,13 @@ class ModelHost(Engine):
         return None
 
 
-def _example_frame(example: dict[str, Any]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame([example])
+def _example_rows(predictor: OnlinePredictor) -> Any:
+    """The example row as a request carrying it arrives (cast, as columns if the engine takes
+    them), so the warm-up goes the way requests go."""
+    body = json.dumps({"dataframe_records": [predictor.example]}, default=str).encode()
+    return payloads.parse(body, "application/json", "mlflow", payloads.Limits(),
+                          predictor.input_schema, predictor.required,
+                          columns=predictor.takes_columns).frame
 
 
 @dataclass(eq=False)
@@ -241,7 +244,8 @@ class HostServer:
         protocol = header.get("protocol") or "mlflow"
         try:
             parsed = payloads.parse(body, header.get("ct") or "", protocol, self.limits,
-                                    self.predictor.input_schema, self.predictor.required)
+                                    self.predictor.input_schema, self.predictor.required,
+                                    columns=self.predictor.takes_columns)
         except MLRuntimeError as exc:
             self.reply_error(conn, request_id, exc)
             return
@@ -251,7 +255,7 @@ class HostServer:
                 title="Bad Request"))
             return
         deadline = header.get("deadline")
-        pending = Pending(conn, request_id, parsed, len(parsed.frame), protocol, received,
+        pending = Pending(conn, request_id, parsed, parsed.rows, protocol, received,
                           time.monotonic() - received,
                           None if deadline is None else float(deadline))
         conn.pending[request_id] = pending

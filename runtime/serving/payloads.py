@@ -37,9 +37,10 @@ class Limits:
 
 @dataclass
 class Parsed:
-    frame: Any                        # pandas.DataFrame
+    frame: Any                        # pandas.DataFrame, or columns (runtime.serving.columns)
     params: dict[str, Any] = field(default_factory=dict)
     request_id: Optional[str] = None  # v2's "id", echoed back
+    rows: int = 0
 
 
 def media(content_type: str) -> str:
@@ -47,8 +48,10 @@ def media(content_type: str) -> str:
 
 
 def parse(body: bytes, content_type: str, protocol: str, limits: Limits,
-          schema: Optional[dict[str, str]] = None, required: tuple[str, ...] = ()) -> Parsed:
-    """The request's rows as a frame, cast to `schema`, `required` columns checked."""
+          schema: Optional[dict[str, str]] = None, required: tuple[str, ...] = (),
+          columns: bool = False) -> Parsed:
+    """The request's rows as a frame, cast to `schema`, `required` columns checked; with
+    `columns`, as typed numpy columns (a small MLflow body never becomes a frame)."""
     if len(body) > limits.max_bytes:
         raise PayloadTooLarge(f"The request body of {len(body)} bytes is over the limit of "
                               f"{limits.max_bytes} bytes")
@@ -59,14 +62,64 @@ def parse(body: bytes, content_type: str, protocol: str, limits: Limits,
                                        "protocol takes 'Content-Type: application/json'")
         parsed = _parse_v2(_json(body), limits)
     elif kind in JSON_TYPES:
-        parsed = _parse_mlflow(_json(body), limits, schema)
+        doc = _json(body)
+        if columns and schema:
+            small = _small_mlflow(doc, limits, schema, required)
+            if small is not None:
+                return small
+        parsed = _parse_mlflow(doc, limits, schema)
     elif kind in CSV_TYPES:
         parsed = Parsed(_parse_csv(body, limits))
     else:
         raise UnsupportedMediaType(f"Unsupported content type {content_type or 'none'!r}: "
                                    + SEND_THIS)
     parsed.frame = conform(parsed.frame, schema, required)
+    parsed.rows = len(parsed.frame)
+    if columns:
+        from .columns import from_frame
+
+        parsed.frame = from_frame(parsed.frame)
     return parsed
+
+
+def _small_mlflow(doc: Any, limits: Limits, schema: dict[str, str],
+                  required: tuple[str, ...]) -> Optional[Parsed]:
+    """A small body of records or dataframe_split cast in Python (runtime.serving.columns); None
+    for anything else, which the pandas path reads (and refuses) as it always has."""
+    from . import columns
+
+    if type(doc) is not dict:
+        return None
+    keys = [k for k in doc if k != "params"]
+    if len(keys) != 1 or keys[0] not in MLFLOW_KEYS:
+        return None
+    key, value = keys[0], doc[keys[0]]
+    params = doc.get("params") or {}
+    if not isinstance(params, dict):
+        return None
+    if key == "dataframe_split":
+        if type(value) is not dict or set(value) - {"columns", "data", "index"} \
+                or type(value.get("data")) is not list:
+            return None
+        width = len(value["columns"]) if isinstance(value.get("columns"), list) else -1
+        if any(type(row) is not list or len(row) != width for row in value["data"]):
+            return None
+        count = len(value["data"])
+    elif type(value) is list:
+        count = len(value)
+    else:
+        return None
+    if count > columns.SMALL_ROWS:
+        return None
+    _rows_checked(count, limits)
+    table = columns.small_table(key, value)
+    if table is None:
+        return None
+    try:
+        cast = columns.cast_columns(*table, schema, required)
+    except columns.Slow:
+        return None
+    return Parsed(cast, params, rows=count)
 
 
 def _json(body: bytes) -> Any:
@@ -211,16 +264,19 @@ def conform(frame: Any, schema: Optional[dict[str, str]], required: tuple[str, .
     if required:
         missing = [c for c in required if c not in frame.columns]
         if missing:
-            listed = ", ".join(repr(c) for c in missing)
-            takes = f"; the model takes {', '.join(schema)}" if schema else ""
-            raise BadRequest(f"Missing required column{'s' if len(missing) > 1 else ''} "
-                             f"{listed}{takes}")
+            raise missing_columns(missing, schema)
     if not schema:
         return frame
     for column, kind in schema.items():
         if column in frame.columns:
             frame[column] = _cast(frame[column], column, kind)
     return frame
+
+
+def missing_columns(missing: list[str], schema: Optional[dict[str, str]]) -> BadRequest:
+    listed = ", ".join(repr(c) for c in missing)
+    takes = f"; the model takes {', '.join(schema)}" if schema else ""
+    return BadRequest(f"Missing required column{'s' if len(missing) > 1 else ''} {listed}{takes}")
 
 
 def _cast(series: Any, column: str, kind: str) -> Any:
@@ -305,6 +361,10 @@ def mlflow_answer(result: Any) -> bytes:
 
 
 def _json_values(result: Any) -> bytes:
+    if isinstance(result, dict):   # columns (runtime.serving.columns)
+        from .columns import json_values
+
+        return json_values(result)
     import pandas as pd
 
     if isinstance(result, pd.DataFrame):
@@ -321,6 +381,8 @@ def v2_answer(result: Any, model_name: str, model_version: str,
     """The inference protocol's response: one output per column of the result."""
     import pandas as pd
 
+    if isinstance(result, dict):   # columns
+        result = pd.DataFrame(result)
     if not isinstance(result, pd.DataFrame):
         result = pd.DataFrame({"prediction": list(result)}) if not isinstance(result, pd.Series) \
             else result.to_frame(result.name or "prediction")
@@ -347,6 +409,10 @@ def v2_answer(result: Any, model_name: str, model_version: str,
 
 def split_rows(result: Any, counts: list[int]) -> list[Any]:
     """A batch's result cut back into its requests' parts, in order."""
+    if isinstance(result, dict):
+        from .columns import split
+
+        return split(result, counts)
     out, start = [], 0
     for n in counts:
         if hasattr(result, "iloc"):
@@ -358,6 +424,10 @@ def split_rows(result: Any, counts: list[int]) -> list[Any]:
 
 
 def row_count(result: Any) -> Optional[int]:
+    if isinstance(result, dict):
+        from .columns import rows_of
+
+        return rows_of(result)
     try:
         return len(result)
     except TypeError:
