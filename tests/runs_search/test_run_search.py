@@ -99,3 +99,13 @@ def test_values_are_parameters_not_sql():
     sql, args = compile_filter("params.name = 'Robert''); DROP TABLE runIndex; --' and metrics.m > 1e-3")
     assert "DROP" not in sql and "Robert" not in sql
     assert args[-1] == pytest.approx(0.001) and any("DROP TABLE" in str(a) for a in args)
+
+
+def test_a_run_without_a_summary_says_why():
+    from runtime.run_views import system_summary
+
+    ray = system_summary({}, {"plan": {"backend": "ray"}}, running=False)
+    assert ray["sampled"] is False and "Ray" in ray["reason"]
+    assert system_summary({}, {"plan": {"backend": "python-cpu"}}, running=True)["sampled"]
+    done = {"sampled": True, "peak_memory_mb": 10.0}
+    assert system_summary({"system": done}, {}, running=False) == done
