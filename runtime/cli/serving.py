@@ -38,6 +38,13 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-batching", action="store_true", help="one request per batch")
     parser.add_argument("--max-queue", type=int, default=256,
                         help="requests a host queues before it answers 503 (default 256)")
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="a request not scored this long after it arrived is answered 504 "
+                             "(default 30)")
+    parser.add_argument("--max-rows", type=int, default=100_000,
+                        help="rows a request may carry (413 past it; default 100000)")
+    parser.add_argument("--max-bytes", type=int, default=16 << 20,
+                        help="bytes a request body may carry (413 past it; default 16 MiB)")
     parser.add_argument("--capture", action="store_true",
                         help="write each request's payload into the request log")
 
@@ -47,7 +54,8 @@ def _serving_options(args: argparse.Namespace):
 
     return ServingOptions(max_batch_rows=args.max_batch_rows, batch_wait_ms=args.batch_wait_ms,
                           batching=not args.no_batching, max_queue=args.max_queue,
-                          capture=args.capture)
+                          timeout_s=args.timeout_s, max_rows=args.max_rows,
+                          max_bytes=args.max_bytes, capture=args.capture)
 
 
 def _registry_and_caller(args: argparse.Namespace):

@@ -45,7 +45,10 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
                         media_type="application/json")
 
     async def invoke(request: Request, protocol: str, route: str) -> Response:
-        body = await request.body()
+        try:
+            body = await _read_limited(request, options.max_bytes)
+        except MLRuntimeError as exc:
+            return problem(exc)
         return await serving.invoke(caller, kind, target_id, body,
                                     request.headers.get("content-type", ""), protocol, route,
                                     request.is_disconnected)
@@ -117,6 +120,23 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
         return await invoke(request, "v2", "v2/infer")
 
     return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit` bytes: never read whole first."""
+    from ..errors import PayloadTooLarge
+
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The request body of {int(length)} bytes is over the limit of "
+                              f"{limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}

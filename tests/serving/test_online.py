@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 SLOW_MS = 300
+MAX_BYTES = 20_000
 
 
 def _free_port() -> int:
@@ -74,7 +75,8 @@ def online(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port),
                              "--home", str(home)], stdout=log, stderr=subprocess.STDOUT,
                             env=_env(MLRUNTIME_ONLINE_MAX_QUEUE="4", MLRUNTIME_SCHEDULER="off",
-                                     MLRUNTIME_ONLINE_MAX_ROWS="50"))
+                                     MLRUNTIME_ONLINE_MAX_ROWS="50",
+                                     MLRUNTIME_ONLINE_MAX_BYTES=str(MAX_BYTES)))
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -138,6 +140,8 @@ def test_bad_input_is_a_4xx_that_says_what_to_send(online):
     assert "application/json" in media.json()["detail"] and "text/csv" in media.json()["detail"]
     too_many = _post(online, path, {"dataframe_records": [{"x": i} for i in range(51)]})
     assert too_many.status_code == 413 and "50 rows" in too_many.json()["detail"]
+    too_big = _post(online, path, {"dataframe_records": [{"x": "y" * MAX_BYTES}]})
+    assert too_big.status_code == 413 and f"{MAX_BYTES} bytes" in too_big.json()["detail"]
     for body in (b"{", b"", b"[1, 2]", b'{"dataframe_split": {"data": 3}}',
                  b'{"dataframe_records": [1]}', b'{"instances": 1}',
                  b'{"dataframe_records": [], "inputs": []}'):
@@ -231,3 +235,111 @@ def test_a_publication_swaps_models_under_load_without_a_failed_request(online):
     traffic = httpx.get(online["api"] + "/online/traffic").json()["services"][online["service"]]
     assert traffic["requests"] >= len(seen) and traffic["errors"] == 0
     assert traffic["modelId"] == online["second"] and traffic["p50Ms"] > 0
+
+
+class ServeModel:
+    """`run serve-model TARGET` on a free port of the module's home, stopped on exit."""
+
+    def __init__(self, online, target: str, *options: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(online["home"].parent / f"serve-model-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli.main", "serve-model", target, "--port",
+             str(self.port), "--home", str(online["home"]), *options],
+            stdout=self.log, stderr=subprocess.STDOUT, env=_env())
+
+    def __enter__(self) -> "ServeModel":
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "serve-model exited"
+            try:
+                if httpx.get(self.base + "/ping", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("serve-model did not answer /ping within 90 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+def test_serve_model_follows_a_publication_and_speaks_v2(online):
+    """MLflow's root contract and v2 on `run serve-model SERVICE`, which switches to the Model the
+    MLService publishes next while requests keep coming, none of them failing."""
+    current = online["desk"].published_model(online["caller"].scope, online["service"])["id"]
+    new = online["second"] if current == online["first"] else online["first"]
+    rows = [{"x": 1, "y": 2}]
+    with ServeModel(online, online["service"], "--max-bytes", "4096") as server:
+        assert httpx.get(server.base + "/health").status_code == 200
+        assert httpx.get(server.base + "/version").json()["target"] == online["service"]
+        answer = httpx.post(server.base + "/invocations", json={"dataframe_records": rows})
+        assert answer.status_code == 200 and answer.json() == {"predictions": rows}
+        assert answer.headers["X-Model-Id"] == current
+        big = httpx.post(server.base + "/invocations", content=b"x" * 5000,
+                         headers={"Content-Type": "text/csv"})
+        assert big.status_code == 413 and "4096 bytes" in big.json()["detail"]
+
+        name = online["service"]
+        assert httpx.get(server.base + "/v2/health/live").json() == {"live": True}
+        assert httpx.get(server.base + f"/v2/models/{name}/ready").json()["ready"] is True
+        assert httpx.get(server.base + f"/v2/models/{name}").json()["name"] == name
+        assert httpx.get(server.base + "/v2/models/another/ready").status_code == 404
+        inferred = httpx.post(server.base + f"/v2/models/{name}/infer", json={
+            "inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [5, 6]}]})
+        assert inferred.status_code == 200, inferred.text
+        assert inferred.json()["outputs"][0] == {"name": "x", "shape": [2], "datatype": "INT64",
+                                                 "data": [5, 6]}
+
+        seen: list[tuple[float, int, str]] = []
+        stop = time.monotonic() + 3.0
+
+        def load():
+            with httpx.Client(timeout=30) as client:
+                while time.monotonic() < stop:
+                    got = client.post(server.base + "/invocations",
+                                      json={"dataframe_records": rows})
+                    seen.append((time.monotonic(), got.status_code, got.headers.get("X-Model-Id")))
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.7)
+        published_at = time.monotonic()
+        online["desk"].publish(online["caller"], online["service"], new, "serve-model swap")
+        for t in threads:
+            t.join(30)
+    assert seen and all(status == 200 for _, status, _ in seen), sorted({s for _, s, _ in seen})
+    assert {model for _, _, model in seen} == {current, new}
+    first_new = min(t for t, _, model in seen if model == new)
+    assert first_new - published_at < 5.0
+    assert all(model == new for t, _, model in seen if t > first_new + 0.05)
+
+
+def test_a_request_past_its_deadline_is_a_504(online):
+    """The slow Model computes one request (300 ms) while the next ones wait past their 150 ms
+    deadline: those are answered 504 before the model runs, never scored late."""
+    with ServeModel(online, online["slow"], "--timeout-s", "0.15", "--no-batching") as server:
+        answers: list[httpx.Response] = []
+
+        def one():
+            answers.append(httpx.post(server.base + "/invocations",
+                                      json={"instances": [{"x": 1}]}, timeout=30))
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join(30)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 200 and 504 in statuses, statuses
+    late = next(a for a in answers if a.status_code == 504)
+    assert late.json()["status"] == 504 and "deadline" in late.json()["detail"]
