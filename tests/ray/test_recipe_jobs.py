@@ -201,8 +201,13 @@ def ray_server(cluster, tmp_path_factory):
         os.environ.pop("RAY_ADDRESS") if previous is None else os.environ.update(RAY_ADDRESS=previous)
 
 
+def _created(resp: httpx.Response) -> dict:
+    assert resp.status_code in (200, 201), resp.text
+    return resp.json()
+
+
 def _run_without_the_recipe(client, home: Path, experiment: str, mode: str) -> dict:
-    run = client.post(f"/experiments/{experiment}/runs", json={"mode": mode}).json()
+    run = _created(client.post(f"/experiments/{experiment}/runs", json={"mode": mode}))
     until(lambda: (client.get(f"/experiments/{experiment}/runs/{run['id']}").json().get("backend")
                    or {}).get("submissionId"), timeout_s=TIMEOUT_S, interval_s=0.2,
           what="the run's Ray submission")
@@ -218,23 +223,23 @@ def test_recipe_trains_and_scores_through_the_api_on_ray(ray_server, tmp_path, n
     folder, config, extra = RECIPES[name]
     artifact = zip_folder(FIXTURES / folder)
     out = tmp_path / "api-scores.parquet"
-    tasks = [{"name": "train", "parameters": [
-                 {"key": "trainingDataSetId", "value": str(RETAIL / "retail-training.csv")},
-                 *({"key": k, "value": v} for k, v in extra.items()),
-                 *json.loads((FIXTURES / folder / config).read_text())[0]["parameters"]]},
+    own = {p["key"]: p["value"]
+           for p in json.loads((FIXTURES / folder / config).read_text())[0]["parameters"]}
+    train = {**own, "trainingDataSetId": str(RETAIL / "retail-training.csv"), **extra}
+    tasks = [{"name": "train", "parameters": [{"key": k, "value": v} for k, v in train.items()]},
              {"name": "score", "parameters": [
                  {"key": "scoringDataSetId", "value": str(RETAIL / "retail-scoring.csv")},
                  {"key": "scoringResultsDataSetId", "value": str(out)}]}]
     with sensei_client(ray_server.api_url, new_sandbox(), token=None) as client:
         def register():
-            return client.post("/engines", files={
+            return _created(client.post("/engines", files={
                 "engine": (None, json.dumps({"name": name, "type": "Python"}), "application/json"),
-                "defaultArtifact": (f"{folder}.zip", artifact, "application/zip")}).json()
+                "defaultArtifact": (f"{folder}.zip", artifact, "application/zip")}))
         engine = register()
-        instance = client.post("/mlInstances", json={"name": name, "engineId": engine["id"],
-                                                      "tasks": tasks}).json()
-        experiment = client.post("/experiments", json={"name": name,
-                                                        "mlInstanceId": instance["id"]}).json()
+        instance = _created(client.post("/mlInstances", json={
+            "name": name, "engineId": engine["id"], "tasks": tasks}))
+        experiment = _created(client.post("/experiments", json={
+            "name": name, "mlInstanceId": instance["id"]}))
         task = _run_without_the_recipe(client, ray_server.home, experiment["id"], "train")
         assert task["state"] == "DONE", task
         models = client.get("/models").json()["children"]
