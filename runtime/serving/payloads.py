@@ -442,8 +442,11 @@ _V2_SCHEMA_TYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "st
 def v2_metadata(name: str, info: dict) -> dict:
     """v2's model metadata (`GET /v2/models/{name}`) from a model host's description."""
     schema = info.get("inputSchema") or {}
-    return {"name": name, "versions": [str(info.get("version"))], "platform": "mlinstance-runtime",
-            "modelId": info.get("modelId"),
-            "inputs": [{"name": column, "datatype": _V2_SCHEMA_TYPES.get(kind, "BYTES"),
-                        "shape": [-1]} for column, kind in schema.items()],
-            "outputs": []}
+    doc = {"name": name, "versions": [str(info.get("version"))], "platform": "mlinstance-runtime",
+           "modelId": info.get("modelId"),
+           "inputs": [{"name": column, "datatype": _V2_SCHEMA_TYPES.get(kind, "BYTES"),
+                       "shape": [-1]} for column, kind in schema.items()],
+           "outputs": []}
+    if info.get("slow"):   # why every request to this model is slow
+        doc["parameters"] = {"slow": info["slow"]}
+    return doc

@@ -37,6 +37,7 @@ _capture = _Capture()
 def class_recipe_predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
     """The scorer's `score(config)` with scoringDataSetId reading the request and
     scoringResultsDataSetId capturing what it writes."""
+    engine._ready_imports()   # the recipe's root and, in this environment, compat/'s platform_sdk
     _route_platform_sdk()
     online_ctx = TaskContext(task=ctx.task, params=ctx.params.model_copy(update={
         "scoringDataSetId": REQUEST_DATASET, "scoringResultsDataSetId": ANSWER_DATASET}),

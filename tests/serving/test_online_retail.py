@@ -1,0 +1,158 @@
+"""retail-sales online, against a real `run serve-model`: the predictions equal `run score`'s of
+the same rows (the whole scoring file in one request, and each store's first week alone, whose
+past lies in the Model's history), `run predict` answers the same, and bad rows are a 4xx naming
+the column and the row, never the value. One retail-sales Model (a small, quick network) trained
+by `run train` for the module."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RETAIL = REPO.parent / "shared" / "data" / "retail"
+FAST = {"epochs": "3", "n_estimators": "2", "hidden_size": "8", "max_depth": "2"}
+SECRET = "s3cret-value-7"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.cli.main", *args, "--home", str(home)],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def _summary(out: subprocess.CompletedProcess) -> dict:
+    assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def retail(tmp_path_factory):
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("online-retail")
+    home = root / "home"
+    config = {"name": "retail online", "engineId": "retail-sales", "tasks": [
+        {"name": "train", "parameters": [
+            {"key": "trainingDataSetId", "value": str(RETAIL / "retail-training.csv")},
+            *({"key": k, "value": v} for k, v in FAST.items())]},
+        {"name": "score", "parameters": []}]}
+    (root / "retail.json").write_text(json.dumps(config))
+    trained = _summary(_cli(home, "train", str(root / "retail.json"), "--json"))
+    scores = root / "scores.parquet"
+    _summary(_cli(home, "score", trained["mlInstanceId"] if "mlInstanceId" in trained
+                  else str(root / "retail.json"), "--model", trained["modelId"], "--json",
+                  "-p", f"scoringDataSetId={RETAIL / 'retail-scoring.csv'}",
+                  "-p", f"scoringResultsDataSetId={scores}"))
+    port = _free_port()
+    log = open(root / "serve-model.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve-model",
+                             trained["modelId"], "--port", str(port), "--home", str(home)],
+                            stdout=log, stderr=subprocess.STDOUT, env=_env())
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "serve-model exited"
+        try:
+            if httpx.get(base + "/ping", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    try:
+        yield {"base": base, "home": home, "root": root, "model": trained["modelId"],
+               "batch": pd.read_parquet(scores), "rows": pd.read_csv(RETAIL / "retail-scoring.csv")}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def _post(retail, body) -> httpx.Response:
+    return httpx.post(retail["base"] + "/invocations", content=json.dumps(body),
+                      headers={"Content-Type": "application/json"}, timeout=60)
+
+
+def _records(frame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _assert_equal_to_batch(retail, predictions: list[dict]) -> None:
+    import numpy as np
+    import pandas as pd
+
+    got = pd.DataFrame(predictions)
+    got["date"] = pd.to_datetime(got["date"])
+    merged = got.merge(retail["batch"], on=["store", "date"], suffixes=("", "_batch"))
+    assert len(merged) == len(got)
+    np.testing.assert_allclose(merged["prediction"].astype(float),
+                               merged["prediction_batch"].astype(float), rtol=1e-6, equal_nan=True)
+
+
+def test_online_predictions_equal_the_batch_score_of_the_same_rows(retail):
+    rows, batch = retail["rows"], retail["batch"]
+    whole = _post(retail, {"dataframe_split": json.loads(rows.to_json(orient="split",
+                                                                      index=False))})
+    assert whole.status_code == 200, whole.text
+    predictions = whole.json()["predictions"]
+    assert len(predictions) == len(batch)
+    assert [p["store"] for p in predictions] == batch["store"].tolist()   # run score's order
+    _assert_equal_to_batch(retail, predictions)
+
+    # each store's first week alone (its past is all in the Model's history): ISO dates take
+    # the columns path, the file's M/D/YY dates the pandas path; both answer as the batch did
+    firsts = rows.groupby("store", sort=False).head(1)
+    iso = firsts.assign(date=__import__("pandas").to_datetime(firsts["date"], format="%m/%d/%y")
+                        .dt.strftime("%Y-%m-%d"))
+    for frame in (iso.head(12), firsts.head(3)):
+        for record in _records(frame):
+            answer = _post(retail, {"dataframe_records": [record]})
+            assert answer.status_code == 200, answer.text
+            _assert_equal_to_batch(retail, answer.json()["predictions"])
+
+
+def test_run_predict_answers_as_the_server_does(retail):
+    rows = retail["root"] / "rows.json"
+    rows.write_text(json.dumps(_records(retail["rows"].head(40))))
+    out = _cli(retail["home"], "predict", retail["model"], "-i", str(rows))
+    assert out.returncode == 0, out.stderr
+    _assert_equal_to_batch(retail, json.loads(out.stdout)["predictions"])
+
+
+def test_bad_rows_are_a_4xx_naming_column_and_row_never_the_value(retail):
+    record = _records(retail["rows"].head(1))[0]
+    cases = [
+        ([record, {**record, "store": SECRET}], "'store', row 1"),                 # pandas path
+        ([{**record, "date": "2012-04-06", "weeklySales": True}], "'weeklySales', row 0"),
+        ([{**record, "date": "2012-04-06"}, {**record, "date": f"{SECRET}"}], "'date', row 1"),
+        ([record, {**record, "store": None}], "'store', row 1"),
+        ([{k: v for k, v in record.items() if k != "weeklySales"}], "'weeklySales'"),
+    ]
+    for rows, named in cases:
+        answer = _post(retail, {"dataframe_records": rows})
+        assert 400 <= answer.status_code < 500, (rows, answer.text)
+        detail = answer.json()["detail"]
+        assert named in detail, detail
+        assert SECRET not in answer.text
+    missing = _post(retail, {"dataframe_records": [{"store": 1, "weeklySales": 5.0}]})
+    assert missing.status_code == 400
+    assert "Missing required column 'date'" in missing.json()["detail"]
