@@ -6,6 +6,7 @@ included, so this module imports no backend (nor torch, pyspark or ray) itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from ..schemas import RunStatus   # annotations only: the worker need not build every schema
 
 __all__ = ["ENTRY_POINT_GROUP", "Backend", "Outcome", "RunHandle", "WorkerSpec", "backend_class",
-           "backend_options_from", "engine_kinds", "installed_backends", "judge", "load_backend",
+           "backend_options_from", "cli_option_dests", "engine_kinds", "installed_backends", "judge",
+           "load_backend",
            "plans_more", "RESULT_FILE", "SPEC_FILE", "stop_recorded_job", "submit_backend"]
 
 ENTRY_POINT_GROUP = "mlinstance_runtime.backends"
@@ -121,13 +123,20 @@ def plans_more(name: str) -> bool:
     return backend_class(name).plan_more is not Backend.plan_more
 
 
-def backend_options_from(args: Any) -> dict[str, dict[str, Any]]:
+def cli_option_dests() -> frozenset[str]:
+    """The command-line options (argparse dests) that installed backends declare (`cli_options`)."""
+    return frozenset(d for name in installed_backends() for d in backend_class(name).cli_options)
+
+
+def backend_options_from(flags: Any) -> dict[str, dict[str, Any]]:
     """{backend name: {keyword: value}} of the command-line options backends declare
-    (`cli_options`) that `args` (an argparse namespace) sets."""
+    (`cli_options`) that `flags` sets: an argparse namespace, or a mapping of those options alone
+    (a face hands over just them, not the whole command line)."""
+    get = flags.get if isinstance(flags, Mapping) else (lambda dest: getattr(flags, dest, None))
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(installed_backends()):
         for dest, keyword in backend_class(name).cli_options.items():
-            value = getattr(args, dest, None)
+            value = get(dest)
             if value is not None:
                 out.setdefault(name, {})[keyword] = value
     return out

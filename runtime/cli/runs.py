@@ -100,7 +100,7 @@ def report(args: argparse.Namespace, summary: dict[str, Any], seconds: float,
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..backends import backend_options_from
+    from ..backends import backend_options_from, cli_option_dests
     from ..runs import RunExecutor
     from ..warm import pools_for
 
@@ -108,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
     registry = Registry.open(resolve_home(args.home))
     caller = Caller.local(org=args.org, sandbox=args.sandbox)
     try:
-        executor = RunExecutor(registry, backend_options=backend_options_from(args),
+        executor = RunExecutor(registry, backend_options=backend_options_from(
+                {d: getattr(args, d, None) for d in cli_option_dests()}),
             warm=pools_for(registry.home.root, kind="cli", flag=getattr(args, "warm", None)))
         target, request = run_request(registry, caller, args, mode, backend=args.backend)
         if args.explain or args.dry_run:

@@ -6,7 +6,7 @@ import os
 
 from ..api.app import ServerSettings
 from ..api.server import parse_tokens, serve
-from ..backends import backend_options_from
+from ..backends import backend_options_from, cli_option_dests
 from ..home import resolve_home
 
 
@@ -23,7 +23,8 @@ def main(args: argparse.Namespace) -> int:
     settings = ServerSettings(home=resolve_home(args.home), tokens=tokens,
                               max_body_bytes=int(args.max_body_mb * (1 << 20)),
                               execute_runs=not args.no_execute, data_roots=args.data_root,
-                              backend_options=backend_options_from(args),
+                              backend_options=backend_options_from(
+                {d: getattr(args, d, None) for d in cli_option_dests()}),
                               # e.g. "ray" (with RAY_ADDRESS): API runs become Ray jobs
                               run_backend=args.run_backend
                               or os.environ.get("MLRUNTIME_RUN_BACKEND") or None,
