@@ -343,3 +343,17 @@ def test_a_request_past_its_deadline_is_a_504(online):
     assert statuses[0] == 200 and 504 in statuses, statuses
     late = next(a for a in answers if a.status_code == 504)
     assert late.json()["status"] == 504 and "deadline" in late.json()["detail"]
+
+
+def test_garbage_bodies_are_never_a_5xx(online):
+    from online_fuzz import encoded, mlflow_bodies, never_a_5xx, v2_bodies
+
+    model = online["first"]
+    with httpx.Client(timeout=30) as client:
+        def post(path):
+            return lambda body, content_type: client.post(
+                online["base"] + path, content=body, headers={"Content-Type": content_type})
+
+        never_a_5xx(post(f"/data/sensei/models/{model}/invocations"),
+                    encoded(mlflow_bodies(["x", "y"])))
+        never_a_5xx(post(f"/v2/models/{model}/infer"), encoded(v2_bodies(["x", "y"])))

@@ -156,3 +156,18 @@ def test_bad_rows_are_a_4xx_naming_column_and_row_never_the_value(retail):
     missing = _post(retail, {"dataframe_records": [{"store": 1, "weeklySales": 5.0}]})
     assert missing.status_code == 400
     assert "Missing required column 'date'" in missing.json()["detail"]
+
+
+def test_garbage_bodies_are_never_a_5xx(retail):
+    from online_fuzz import encoded, mlflow_bodies, never_a_5xx, v2_bodies
+
+    from engines.retail_sales.schema import SCHEMA
+
+    names = list(SCHEMA)
+    with httpx.Client(timeout=60) as client:
+        def post(path):
+            return lambda body, content_type: client.post(
+                retail["base"] + path, content=body, headers={"Content-Type": content_type})
+
+        never_a_5xx(post("/invocations"), encoded(mlflow_bodies(names)))
+        never_a_5xx(post(f"/v2/models/{retail['model']}/infer"), encoded(v2_bodies(names)))
