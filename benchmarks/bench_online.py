@@ -59,7 +59,7 @@ def start(command: list[str], port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
                 return proc
@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--retail-rows", default="/work/shared/data/retail/retail-scoring.csv")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores shared by server, host and load generator; loopback")
+    print(f"machine: {os.cpu_count()} cores shared by server, host and load generator; loopback;"
+          f" load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     results: dict[str, dict] = {}
     noop_body = json.dumps({"dataframe_records": [{"x": 1}]}).encode()
 
@@ -109,6 +110,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/invocations"
     results["bare FastAPI, 1 conn"] = asyncio.run(load(url, noop_body, 1, args.seconds))
     results["bare FastAPI, 4 conn"] = asyncio.run(load(url, noop_body, 4, args.seconds))
+    results["bare FastAPI, 32 conn"] = asyncio.run(load(url, noop_body, 32, args.seconds))
     bare.terminate()
     bare.wait()
 
@@ -121,8 +123,10 @@ def main() -> None:
     if args.retail:
         import pandas as pd
 
-        rows = pd.read_csv(args.retail_rows)
-        one = json.dumps({"dataframe_records": json.loads(rows.head(1).to_json(
+        rows = pd.read_csv(args.retail_rows).head(1)
+        # ISO dates, as a JSON client writes them (the file's M/D/YY takes pandas' slower path)
+        rows["date"] = pd.to_datetime(rows["date"], format="%m/%d/%y").dt.strftime("%Y-%m-%d")
+        one = json.dumps({"dataframe_records": json.loads(rows.to_json(
             orient="records"))}).encode()
         for label, extra in (("batching on", ()), ("batching off", ("--no-batching",))):
             proc, url = serve_model(args.home, args.retail, *extra)
@@ -132,8 +136,11 @@ def main() -> None:
                 load(url, one, 32, args.seconds))
             proc.terminate()
             proc.wait()
+    bare = results["bare FastAPI, 1 conn"]
     for name, result in results.items():
-        print(f"{name:40s} {result}")
+        ratio = result["rps"] / bare["rps"] if bare["rps"] else 0.0
+        print(f"{name:40s} {result}  ({ratio:.2f}x bare FastAPI's 1-connection requests/s)")
+    print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("mlflow models serve: skipped (mlflow is not installed in this environment)")
 
 
