@@ -2,10 +2,17 @@
 # REQUEST: {"task": "train"|"score", "config": {...}, "files": [R/*.R, absolute], "result": PATH}.
 # It sources the recipe's R files into the global environment (as the platform's image loaded
 # them; reference classes look their helpers up there), calls the recipe's methods and writes
-# RESULT: {"ok": true, "metrics": [...], "train_called_at": epoch} or {"ok": false, "error":
-# {"message", "class", "method"}}. Everything of the driver's own lives in this local() scope, so
-# the recipe's global environment holds only what the recipe defined.
+# RESULT: {"ok": true, "metrics": [...], "train_called_at": epoch, "marks": {...}} or {"ok":
+# false, "error": {"message", "class", "method"}}. Everything of the driver's own lives in this
+# local() scope, so the recipe's global environment holds only what the recipe defined.
+# The driver itself loads jsonlite only: reticulate (which loads Matrix and Rcpp, about a second
+# of CPU) and Python inside R start when the recipe first uses them, not before.
 local({
+  # When R started, when the driver began, when the recipe's first method was called (epochs):
+  # the benchmark (benchmarks/bench_r.py) reads where a cold start's time goes.
+  marks <- list(r_started = as.numeric(Sys.time()) - proc.time()[["elapsed"]],
+                driver_started = as.numeric(Sys.time()))
+  mark <- function(name) marks[[name]] <<- as.numeric(Sys.time())
   options(warn = 1)
   args <- commandArgs(trailingOnly = TRUE)
   request <- jsonlite::fromJSON(args[[1]], simplifyVector = FALSE)
@@ -23,14 +30,20 @@ local({
   # A recipe's reticulate::use_python(PATH) is honoured when PATH exists; the samples name
   # /usr/bin/python3.6, which is an error in reticulate >= 1.23: then it is logged and ignored,
   # and reticulate keeps RETICULATE_PYTHON (an environment with numpy < 2 and platform_sdk).
-  original <- get("use_python", envir = asNamespace("reticulate"))
-  use_python <- function(python, required = NULL) {
-    if (file.exists(python)) return(invisible(original(python, required = required)))
-    say("use_python(\"", python, "\"): no such interpreter here; ignored (reticulate uses ",
-        Sys.getenv("RETICULATE_PYTHON"), ")")
-    invisible(NULL)
+  # The patch is put in when reticulate loads (a package hook), so a recipe that never uses
+  # Python from R never pays for reticulate.
+  patch_use_python <- function(...) {
+    original <- get("use_python", envir = asNamespace("reticulate"))
+    use_python <- function(python, required = NULL) {
+      if (file.exists(python)) return(invisible(original(python, required = required)))
+      say("use_python(\"", python, "\"): no such interpreter here; ignored (reticulate uses ",
+          Sys.getenv("RETICULATE_PYTHON"), ")")
+      invisible(NULL)
+    }
+    utils::assignInNamespace("use_python", use_python, ns = "reticulate")
   }
-  utils::assignInNamespace("use_python", use_python, ns = "reticulate")
+  if (isNamespaceLoaded("reticulate")) patch_use_python() else
+    setHook(packageEvent("reticulate", "onLoad"), patch_use_python)
 
   # The older trainer reads its own data; the two-argument one gets it.
   arity <- function(f) length(formals(f))
@@ -59,10 +72,12 @@ local({
   defines <- function(name) exists(name, envir = globalenv(), inherits = FALSE)
 
   run <- function() {
+    mark("request_read")
     for (file in request$files) {
       method <<- paste0("sourcing R/", basename(file))
       sys.source(file, envir = globalenv(), keep.source = TRUE)
     }
+    mark("sourced")
     if (request$task == "train") {
       if (!defines("applicationTrainer"))
         stop("R/applicationTrainer.R defines no applicationTrainer class", call. = FALSE)
@@ -74,6 +89,7 @@ local({
       test_part <- NULL
       if (!is.null(evaluator)) {
         method <<- "applicationEvaluator$split"
+        mark("split_called")
         parts <- if (arity(evaluator$split) >= 2) evaluator$split(config, NULL) else
           evaluator$split(config)
         if (!is.list(parts) || length(parts) < 2)
@@ -85,7 +101,8 @@ local({
       if (two && is.null(train_part))
         train_part <- ml.runtime.r::readDataSet(config, "trainingDataSetId")
       method <<- "applicationTrainer$train"
-      called_at <- as.numeric(Sys.time())
+      mark("train_called")
+      called_at <- marks$train_called
       returned <- if (two) trainer$train(config, train_part) else trainer$train(config)
       metrics <- list()
       if (!is.null(evaluator)) {
@@ -95,14 +112,15 @@ local({
           evaluator$evaluate(config, test_part, model_from(returned))
         metrics <- metric_list(found)
       }
-      write_result(list(ok = TRUE, metrics = metrics, train_called_at = called_at))
+      write_result(list(ok = TRUE, metrics = metrics, train_called_at = called_at, marks = marks))
     } else if (request$task == "score") {
       if (!defines("applicationScorer"))
         stop("R/applicationScorer.R defines no applicationScorer class", call. = FALSE)
       scorer <- get("applicationScorer", envir = globalenv())$new()
       method <<- "applicationScorer$score"
+      mark("score_called")
       scorer$score(config)
-      write_result(list(ok = TRUE))
+      write_result(list(ok = TRUE, marks = marks))
     } else {
       stop("the R driver runs train and score tasks, not ", request$task, call. = FALSE)
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -67,23 +68,68 @@ def _framework_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def r_version(rscript: Path) -> str:
-    out = _rscript(rscript, "cat(as.character(getRversion()))", timeout_s=60)
-    return out.strip()
+FACTS_FILE = ".r-hosts.json"
+_FACTS: dict[str, dict[str, Any]] = {}
+
+
+def r_facts(rscript: Path, home: Any = None) -> dict[str, Any]:
+    """{"version": "4.2.2", "libraries": [R's own library folders]} of this Rscript: asked of R
+    once (an Rscript start is a few tenths of a second, more on a loaded host), then kept in this
+    process and under HOME/r-library, keyed by the Rscript's path, size and mtime (an upgrade of
+    R changes them) and the variables that add libraries (R_LIBS_USER, R_LIBS_SITE)."""
+    real = Path(os.path.realpath(rscript))
+    stat = real.stat()
+    key = hashlib.sha256("\0".join([str(real), str(stat.st_size), str(stat.st_mtime_ns),
+                                     os.environ.get("R_LIBS_USER", ""),
+                                     os.environ.get("R_LIBS_SITE", "")]).encode()).hexdigest()[:16]
+    if key in _FACTS:
+        return _FACTS[key]
+    path = _root(home) / LIBRARY_DIR / FACTS_FILE if home is not None else None
+    known: dict[str, Any] = {}
+    if path is not None and path.is_file():
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+    if isinstance(known.get(key), dict) and known[key].get("version"):
+        _FACTS[key] = known[key]
+        return known[key]
+    # R's own libraries, as the driver's Rscript sees them (site and user start-up files read),
+    # R_LIBS left out: the runtime puts its own library there per run.
+    env = {k: v for k, v in os.environ.items() if k != "R_LIBS"}
+    out = _rscript(rscript, "cat(paste0('@@', c(as.character(getRversion()), .libPaths())), "
+                   "sep = '\\n')", timeout_s=60, env=env, vanilla=False)
+    lines = [x[2:] for x in out.splitlines() if x.startswith("@@")]
+    facts = {"version": lines[0], "libraries": lines[1:]}
+    _FACTS[key] = facts
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        known[key] = facts
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return facts
+
+
+def r_version(rscript: Path, home: Any = None) -> str:
+    return r_facts(rscript, home)["version"]
+
+
+def _root(home: Any) -> Path:
+    return Path(home if isinstance(home, (str, os.PathLike)) else home.root)
 
 
 def library_path(home: Any, version: str) -> Path:
     """HOME/r-library/R-<version>-<framework digest>: one library per R version and per edit of
     the framework's source."""
-    root = Path(home if isinstance(home, (str, os.PathLike)) else home.root)
-    return root / LIBRARY_DIR / f"R-{version}-{_framework_digest()}"
+    return _root(home) / LIBRARY_DIR / f"R-{version}-{_framework_digest()}"
 
 
 def ensure_library(home: Any, rscript: Path, *, log: Optional[TextIO] = None,
                    version: Optional[str] = None) -> Path:
     """The runtime's R library with the framework installed (R CMD INSTALL, once per R version;
     concurrent runs wait on one lock)."""
-    version = version or r_version(rscript)
+    version = version or r_version(rscript, home)
     lib = library_path(home, version)
     if _installed(lib):
         return lib
@@ -164,14 +210,17 @@ def description_imports(description: Path) -> list[str]:
     return names
 
 
-def missing_packages(rscript: Path, lib: Path, names: list[str]) -> list[str]:
-    """Which of `names` no library (the runtime's, then R's own) has."""
+def missing_packages(rscript: Path, lib: Path, names: list[str], home: Any = None) -> list[str]:
+    """Which of `names` no library has: the runtime's, R_LIBS', then R's own, in the order R
+    searches them. An installed package is a folder with its DESCRIPTION and Meta/package.rds
+    (what R's find.package looks for), so this reads the folders rather than start R."""
     if not names:
         return []
-    code = ("p <- commandArgs(TRUE); ok <- nzchar(vapply(p, function(x) "
-            "system.file(package = x), ''));  cat(p[!ok], sep = '\\n')")
-    out = _rscript(rscript, code, *names, timeout_s=60, env={"R_LIBS": str(lib)})
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    folders = [Path(lib), *(Path(p) for p in os.environ.get("R_LIBS", "").split(os.pathsep) if p),
+               *(Path(p) for p in r_facts(rscript, home)["libraries"])]
+    return [name for name in names
+            if not any((f / name / "DESCRIPTION").is_file() and
+                       (f / name / "Meta" / "package.rds").is_file() for f in folders)]
 
 
 def debian_package(name: str) -> str:
@@ -179,12 +228,12 @@ def debian_package(name: str) -> str:
 
 
 def check_packages(rscript: Path, lib: Path, files: list[Path], description: Optional[Path],
-                   log: Optional[TextIO]) -> None:
+                   log: Optional[TextIO], home: Any = None) -> None:
     """Fails (RNotInstalled) naming the Debian packages of what the code loads and no library has;
     a DESCRIPTION import no code loads is a note in the log."""
     loads = loaded_packages(files)
     wanted = list(dict.fromkeys([*DRIVER_NEEDS, *loads]))
-    missing = missing_packages(rscript, lib, [n for n in wanted if n not in BASE])
+    missing = missing_packages(rscript, lib, [n for n in wanted if n not in BASE], home)
     if missing:
         debs = " ".join(debian_package(n) for n in missing)
         raise RNotInstalled(
@@ -200,9 +249,11 @@ def check_packages(rscript: Path, lib: Path, files: list[Path], description: Opt
 
 
 def _rscript(rscript: Path, code: str, *args: str, timeout_s: float,
-             env: Optional[dict[str, str]] = None) -> str:
-    proc = subprocess.run([str(rscript), "--vanilla", "-e", code, *args], capture_output=True,
-                          text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
+             env: Optional[dict[str, str]] = None, vanilla: bool = True) -> str:
+    flags = ["--vanilla"] if vanilla else ["--no-save", "--no-restore"]
+    proc = subprocess.run([str(rscript), *flags, "-e", code, *args], capture_output=True,
+                          text=True, timeout=timeout_s,
+                          env=env if env is not None else dict(os.environ))
     if proc.returncode != 0:
         raise MLRuntimeError(f"Rscript failed (exit {proc.returncode}): "
                              f"{(proc.stderr or proc.stdout).strip()[-800:]}")
@@ -227,7 +278,7 @@ def prepare(root: Path, *, home: Any, log: Optional[TextIO], extra_pip: list[str
     interpreter: the worker runs there, and hands it to R as RETICULATE_PYTHON."""
     rscript = find_rscript()
     lib = ensure_library(home, rscript, log=log)
-    check_packages(rscript, lib, recipe_files(root), Path(root) / "DESCRIPTION", log)
+    check_packages(rscript, lib, recipe_files(root), Path(root) / "DESCRIPTION", log, home)
     from ...envs import ensure_env
 
     env = ensure_env(recipe_dir=None, requirements=[], profile=PYTHON_PROFILE,
