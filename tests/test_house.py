@@ -57,3 +57,25 @@ def test_only_the_service_layer_reaches_the_store():
             if isinstance(node, ast.Attribute) and node.attr == "store":
                 offenders.append(f"{rel}:{node.lineno}")
     assert offenders == []
+
+
+def test_no_file_of_the_code_a_ray_job_uploads_is_named_like_a_working_dir_exclude():
+    """The runtime's and the engines' code travel with a Ray job (runtime_env py_modules) under the
+    same `excludes` as a working directory (`data`, `datasets`, `out`, ...): a module or folder so
+    named would be left out on the cluster."""
+    from fnmatch import fnmatch
+
+    from runtime.backends.ray import WORKING_DIR_EXCLUDES
+
+    patterns = [p for p in WORKING_DIR_EXCLUDES if p not in ("__pycache__", "*.pyc")]
+    dropped = []
+    for top in ("runtime", "engines"):
+        for path in sorted((REPO / top).rglob("*")):
+            rel = path.relative_to(REPO / top)
+            if "__pycache__" in rel.parts or path.suffix == ".pyc":
+                continue
+            if any(rel.as_posix().startswith(p.rstrip("/")) if "/" in p else
+                   any(fnmatch(part, p) for part in rel.parts) for p in patterns):
+                dropped.append(f"{top}/{rel.as_posix()}")
+    assert "datasets" in patterns   # the excludes are really read
+    assert dropped == []

@@ -279,7 +279,7 @@ def _pushdown_sources():
     import pyarrow.parquet as pq
 
     from runtime.datasets import resolve_dataset, write_dataset
-    from runtime.datasets.formats import nested_table
+    from runtime.dataset_formats import nested_table
 
     n = 120
     rng = np.random.default_rng(7)

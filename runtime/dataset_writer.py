@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..data_roots import guard
-from ..errors import ConfigError
-from .catalog import FORMAT_SUFFIX, DatasetRef, format_name, suffix_format
-from .formats import write_jsonl, write_parquet
+from .data_roots import guard
+from .dataset_catalog import FORMAT_SUFFIX, DatasetRef, format_name, suffix_format
+from .dataset_formats import write_jsonl, write_parquet
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
-from ..data_roots import guard
-from ..errors import ConfigError
-from ..timeframe import timeframe_for
-from .catalog import DatasetRef, suffix_format
-from .formats import (csv_header, flat_fields, flatten_structs, parquet_dataset, read_file, scan_csv,
-                      scan_jsonl, unreadable)
+from .data_roots import guard
+from .dataset_catalog import DatasetRef, suffix_format
+from .dataset_formats import (csv_header, flat_fields, flatten_structs, parquet_dataset, read_file,
+                              scan_csv, scan_jsonl, unreadable)
+from .errors import ConfigError
+from .timeframe import timeframe_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +60,7 @@ def _layout(ref: DatasetRef) -> tuple[str, list[tuple[Path, str]]]:
 
 
 def read_dataset(ref: DatasetRef, *, columns: Optional[Iterable[str]] = None) -> pd.DataFrame:
-    """The data set as a pandas DataFrame (XDM objects flattened to dotted columns, see the module
+    """The data set as a pandas DataFrame (XDM objects flattened to dotted columns, see runtime.datasets'
     docstring). A folder is read as the concatenation of its data files, in name order."""
     import pandas as pd
 

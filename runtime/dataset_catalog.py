@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..errors import ConfigError
-from ..locations import local_path, names_a_path
+from .errors import ConfigError
+from .locations import local_path, names_a_path
 
 FORMATS = ("csv", "parquet", "jsonl")
 ENV_DATASETS_FILE = "MLRUNTIME_DATASETS_FILE"

@@ -1,7 +1,7 @@
 """Each file format as the reader and the writer handle it: Parquet (a file or a folder read as one
 pyarrow dataset; `_`-prefixed struct columns flattened to dotted names and nested again when
 written), CSV (pyarrow's streaming reader typing columns as pd.read_csv does) and JSON lines (a
-batch of records at a time, `_`-prefixed objects flattened and nested). See the package's
+batch of records at a time, `_`-prefixed objects flattened and nested). See runtime.datasets'
 docstring for the XDM shape.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
