@@ -47,16 +47,29 @@ class RetailSalesEngine(Engine):
 
     def load_data(self, ctx: TaskContext, uri: str) -> Any:
         """The data set; for a score or train run, unless `chunk_rows` is 0, a ChunkedSource that
-        the stages read a chunk at a time."""
+        the stages read a chunk at a time. Unset, the choice is automatic (and said in the log):
+        the whole file when its rows fit the memory budget (sizing.plan), else chunks sized from
+        it. A train decides here; a score decides in `score`, once the model's history (whose
+        rows its features also hold) is known."""
         chunk_rows = getattr(ctx.params, "chunk_rows", 0)
         if ctx.task in (SCORE, TRAIN) and isinstance(ctx.params, (ScoreParams, TrainParams)) \
                 and chunk_rows != 0:
             from runtime.datasets import resolve_dataset
 
-            from .chunked import ChunkedSource, default_chunk_rows, default_training_chunk_rows
+            from .chunked import ChunkedSource
 
-            default = default_chunk_rows if ctx.task == SCORE else default_training_chunk_rows
-            return ChunkedSource(resolve_dataset(uri), chunk_rows or default())
+            source = ChunkedSource(resolve_dataset(uri), chunk_rows or 0)
+            if chunk_rows or ctx.task == SCORE:
+                return source
+            from .sizing import TRAIN_ROW_BYTES, TRAIN_WHOLE_ROW_BYTES, plan
+
+            chosen = plan(len(source), whole_row_bytes=TRAIN_WHOLE_ROW_BYTES,
+                          chunk_row_bytes=TRAIN_ROW_BYTES)
+            ctx.logger.info("training data %s: %s", source.ref.id, chosen.reason)
+            if chosen.whole:
+                return read_table(uri)
+            source.chunk_rows = chosen.chunk_rows
+            return source
         return read_table(uri)
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +92,8 @@ class RetailSalesEngine(Engine):
         device = _torch_device(ctx)
         configure_matmul(device, params.tf32)
         target, label = params.target, label_column(params.target)
-        work_dir = Path(ctx.artifact_dir)
+        work_dir = work_folder(ctx)
+        chunked = isinstance(features, ChunkedSource)
         if isinstance(features, ChunkedSource):
             # Features a range of whole stores at a time, each range's rows onto disk as it is
             # built: memory holds one range, never the feature matrix.
@@ -90,7 +104,8 @@ class RetailSalesEngine(Engine):
         else:
             frames = iter([features if label in features.columns else build_features(features, target)])
         names = params.metric_names()
-        data = TrainingSet.gather(frames, params, work_dir,
+        # A whole frame is in memory already: its rows are gathered there too (no files).
+        data = TrainingSet.gather(frames, params, work_dir, in_memory=not chunked,
                                   validation=bool(params.validation_every_epochs and names))
         del frames
         try:
@@ -114,7 +129,8 @@ class RetailSalesEngine(Engine):
                                 "device": str(device)},
         }
         history_file, folder = data.take_history()
-        return RetailSalesModel(net=net, meta=meta, history_file=history_file, owned_folder=folder)
+        return RetailSalesModel(net=net, meta=meta, history=data.history, history_file=history_file,
+                                owned_folder=folder)
 
     def _fit(self, ctx: TaskContext, params: TrainParams, data: Any, device: Any,
              fit: Any) -> tuple[Any, list[float]]:
@@ -167,10 +183,30 @@ class RetailSalesEngine(Engine):
         (store, date) order. A ChunkedSource is scored a chunk at a time, to the same scores."""
         from .chunked import ChunkedSource
 
+        if isinstance(data, ChunkedSource) and not data.chunk_rows:
+            data = self._choose(ctx, model, data)
         if isinstance(data, ChunkedSource):
             return self._score_chunks(ctx, model, data)
         frame = self._predict(ctx, model, data)
         return frame[["date", "store", "prediction"]].reset_index(drop=True)
+
+    def _choose(self, ctx: TaskContext, model: RetailSalesModel,
+                source: ChunkedSource) -> pd.DataFrame | ChunkedSource:
+        """The whole file, read now, when it fits the memory budget with every history row the
+        model may add to its features; else the source with chunks sized from the budget."""
+        from runtime.datasets import read_dataset
+
+        from .sizing import SCORE_ROW_BYTES, SCORE_WHOLE_ROW_BYTES, plan
+
+        history_rows = model.history_rows()
+        chosen = plan(len(source) + history_rows, whole_row_bytes=SCORE_WHOLE_ROW_BYTES,
+                      chunk_row_bytes=SCORE_ROW_BYTES)
+        ctx.logger.info("scoring data %s (%d rows, and up to %d rows of the model's history): %s",
+                        source.ref.id, len(source), history_rows, chosen.reason)
+        if chosen.whole:
+            return read_dataset(source.ref)
+        source.chunk_rows = chosen.chunk_rows
+        return source
 
     def save_output(self, ctx: TaskContext, scores: StreamedScores) -> str:
         from .chunked import commit
@@ -186,7 +222,7 @@ class RetailSalesEngine(Engine):
         from .chunked import ParquetScoresWriter, StreamedScores, score_chunks
 
         chunks = score_chunks(source, model, device=_torch_device(ctx),
-                              batch_size=self._batch_size(ctx), work_dir=Path(ctx.artifact_dir))
+                              batch_size=self._batch_size(ctx), work_dir=work_folder(ctx))
         ctx.logger.info("scoring %s in chunks of %d rows", source.ref.id, source.chunk_rows)
         target = _parquet_target(getattr(ctx.params, "scoringResultsDataSetId", None),
                                  Path(ctx.artifact_dir) / "scores.parquet")
@@ -252,7 +288,8 @@ class RetailSalesEngine(Engine):
         actual: list[Any] = []
         predicted: list[Any] = []
         last = None
-        for piece in store_ranges(source, model.meta["target"], Path(ctx.artifact_dir), split=False):
+        for piece in store_ranges(source, model.meta["target"], work_folder(ctx), split=False,
+                                  history=model):
             stores = piece["store"].to_numpy()
             history = model.history_for(int(stores.min()), int(stores.max())) if len(stores) \
                 else model.history.iloc[0:0]
@@ -384,19 +421,26 @@ def _parquet_target(value: Any, default: Path) -> Path | None:
     return path if fmt == "parquet" else None
 
 
+def work_folder(ctx: TaskContext) -> Path:
+    """Where a stage's work files go (spills, the training matrix, a model's history until it
+    is saved): the run's folder; the system's temporary folder when the context names none of
+    its own but the current directory (a stage called from Python), never the current directory."""
+    import os
+    import tempfile
+
+    folder = Path(ctx.artifact_dir)
+    try:
+        here = folder.resolve() == Path(os.getcwd()).resolve()
+    except OSError:
+        here = True
+    return Path(tempfile.gettempdir()) if here else folder
+
+
 def _target(ctx: TaskContext) -> str:
     return getattr(ctx.params, "target", None) or "weeklySales"
 
 
 def _torch_device(ctx: TaskContext) -> Any:
-    import torch
+    from .model import torch_device
 
-    if ctx.threads and ctx.threads > 0:
-        torch.set_num_threads(ctx.threads)
-    try:
-        device = torch.device(ctx.device)
-    except RuntimeError as exc:
-        raise ConfigError(f"Unknown device {ctx.device!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"Device {ctx.device!r} requested but CUDA is not available to torch")
-    return device
+    return torch_device(ctx.device, ctx.threads)

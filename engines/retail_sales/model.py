@@ -27,6 +27,20 @@ DEFAULT_BATCH_SIZE = 4096  # rows per inference batch; measured faster than 8192
 HISTORY_ROW_GROUP = 1 << 16
 
 
+def torch_device(device: str, threads: int | None) -> torch.device:
+    """The torch device a run asked for (its threads set first); a ConfigError when torch does not
+    know it or CUDA is asked for and not available."""
+    if threads and threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        found = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"Unknown device {device!r}: {exc}") from exc
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {device!r} requested but CUDA is not available to torch")
+    return found
+
+
 class BaggedMLP(nn.Module):
     """`members` independent MLPs with a linear skip, evaluated in one batched matmul per layer."""
 
@@ -118,6 +132,23 @@ class RetailSalesModel:
         table = ds.dataset(str(self.history_file), format="parquet").to_table(
             filter=(store >= first_store) & (store <= last_store))
         return table.to_pandas()
+
+    def history_rows(self) -> int:
+        """Rows of the history, from the file's metadata when it is not in memory."""
+        if self._history is not None or self.history_file is None:
+            return len(self.history)
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(str(self.history_file)).metadata.num_rows
+
+    def history_store_counts(self) -> pd.Series:
+        """History rows per store (store id -> rows): what a store's features hold besides its
+        own rows at most. Reads only the file's `store` column."""
+        if self._history is not None or self.history_file is None:
+            stores = self.history["store"]
+        else:
+            stores = pd.read_parquet(self.history_file, columns=["store"])["store"]
+        return pd.to_numeric(stores).astype("int64").value_counts(sort=False)
 
     @property
     def inputs(self) -> list[str]:

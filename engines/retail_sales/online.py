@@ -249,12 +249,11 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
     import pandas as pd
     import torch
 
-    from .engine import _torch_device
-    from .model import MAX_LOG_RATIO
+    from .model import MAX_LOG_RATIO, torch_device
 
     target = model.meta["target"]
     history = model.history
-    device = _torch_device(ctx)
+    device = torch_device(ctx.device, ctx.threads)
     model.net.to(device).eval()
     with torch.inference_mode():
         forward = model.net.mean_predictor()
