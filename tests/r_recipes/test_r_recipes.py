@@ -125,6 +125,33 @@ def test_a_package_not_installed_fails_the_run_before_it_starts(home: Path, work
     assert "stage train" not in text
 
 
+def test_max_runtime_ends_an_r_run_aborted_and_stops_rscript(home: Path, workdir: Path) -> None:
+    pid_file = workdir / "max-runtime.pid"
+    aborted = summary(cli(home, workdir, "train", "one_arg/one.config.json", "--engine", "one_arg",
+                          "--json", "-p", "trainingDataSetId=data/retail-training.csv",
+                          "-p", "sleep=300", "-p", "maxRuntime=3", "-p", f"pidFile={pid_file}",
+                          check=False))
+    assert aborted["state"] in ("ABORTED", "FAILED"), aborted
+    assert "maxRuntime of 3 s" in aborted["reason"]
+    r_pid = int(pid_file.read_text())       # written by train(), so R had started
+    deadline = time.monotonic() + 10
+    while _alive(r_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(r_pid), "Rscript outlived the run its maxRuntime ended"
+
+
+def test_retries_run_a_failed_r_task_again(home: Path, workdir: Path) -> None:
+    """The trainer fails its first attempt (it leaves a marker file) and trains on the second."""
+    marker = workdir / "failed-once.marker"
+    trained = summary(cli(home, workdir, "train", "one_arg/one.config.json", "--engine", "one_arg",
+                          "--json", "-p", "trainingDataSetId=data/retail-training.csv",
+                          "-p", "retries=1", "-p", f"failOnceMarker={marker}"))
+    assert trained["state"] == "DONE", trained
+    assert marker.is_file()
+    log = _log(trained)
+    assert "attempt 1 of 2 failed" in log and "failing this first attempt, as asked" in log
+
+
 def _zip(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
