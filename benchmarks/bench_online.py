@@ -92,6 +92,39 @@ def serve_model(home: str, model: str, *extra: str) -> tuple[subprocess.Popen, s
     return proc, f"http://127.0.0.1:{port}/invocations"
 
 
+def batch_score_rows_s(home: str, model_id: str, rows) -> dict[str, float]:
+    """`run score` of the same rows with the same Model (its MLInstance's latest score task):
+    rows/s of the whole run, and of its score stage alone (read, features, predict)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    from runtime.home import resolve_home
+    from runtime.registry import Caller, Registry
+    from runtime.schemas import EXPERIMENT, MODEL
+
+    registry = Registry.open(resolve_home(Path(home)))
+    try:
+        caller = Caller.local()
+        model = registry.get(MODEL, caller, model_id)
+        instance = registry.get(EXPERIMENT, caller, model["experimentId"])["mlInstanceId"] \
+            if model.get("experimentId") else None
+    finally:
+        registry.close()
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "rows.csv", Path(folder) / "scores.parquet"
+        rows.to_csv(source, index=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+        done = subprocess.run([sys.executable, "-m", "runtime.cli.main", "score", instance,
+                               "--model", model_id, "--home", home, "--json",
+                               "-p", f"scoringDataSetId={source}",
+                               "-p", f"scoringResultsDataSetId={target}"],
+                              env=env, capture_output=True, text=True, timeout=600)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    durations = summary["durations_s"]
+    return {"run": len(rows) / sum(durations.values()),
+            "stage": len(rows) / (durations["load_data"] + durations["score"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", required=True)
@@ -123,15 +156,22 @@ def main() -> None:
     if args.retail:
         import pandas as pd
 
-        rows = pd.read_csv(args.retail_rows).head(1)
+        all_rows = pd.read_csv(args.retail_rows)
         # ISO dates, as a JSON client writes them (the file's M/D/YY takes pandas' slower path)
-        rows["date"] = pd.to_datetime(rows["date"], format="%m/%d/%y").dt.strftime("%Y-%m-%d")
-        one = json.dumps({"dataframe_records": json.loads(rows.to_json(
+        all_rows["date"] = pd.to_datetime(all_rows["date"], format="%m/%d/%y").dt.strftime(
+            "%Y-%m-%d")
+        one = json.dumps({"dataframe_records": json.loads(all_rows.head(1).to_json(
             orient="records"))}).encode()
+        thousand = all_rows.head(1000)
+        many = json.dumps({"dataframe_split": json.loads(thousand.to_json(
+            orient="split", index=False))}).encode()
+        score_rows_s = batch_score_rows_s(args.home, args.retail, thousand)
         for label, extra in (("batching on", ()), ("batching off", ("--no-batching",))):
             proc, url = serve_model(args.home, args.retail, *extra)
             if not extra:
                 results["retail 1 row, 1 conn"] = asyncio.run(load(url, one, 1, args.seconds))
+                results["retail 1,000 rows, 1 conn"] = asyncio.run(
+                    load(url, many, 1, args.seconds))
             results[f"retail 1 row, 32 conn, {label}"] = asyncio.run(
                 load(url, one, 32, args.seconds))
             proc.terminate()
@@ -140,6 +180,12 @@ def main() -> None:
     for name, result in results.items():
         ratio = result["rps"] / bare["rps"] if bare["rps"] else 0.0
         print(f"{name:40s} {result}  ({ratio:.2f}x bare FastAPI's 1-connection requests/s)")
+    if args.retail:
+        online = results["retail 1,000 rows, 1 conn"]["rps"] * 1000
+        print(f"retail 1,000-row requests: {online:,.0f} rows/s online; run score of the same "
+              f"rows: {score_rows_s['run']:,.0f} rows/s for the whole run, "
+              f"{score_rows_s['stage']:,.0f} rows/s for its score stage alone "
+              f"({online / score_rows_s['run']:.2f}x and {online / score_rows_s['stage']:.2f}x)")
     print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("mlflow models serve: skipped (mlflow is not installed in this environment)")
 
