@@ -24,6 +24,12 @@ class Slow(Exception):
     """These values need the pandas path."""
 
 
+def missing_columns(missing: list[str], schema: Optional[dict[str, str]]) -> BadRequest:
+    listed = ", ".join(repr(c) for c in missing)
+    takes = f"; the model takes {', '.join(schema)}" if schema else ""
+    return BadRequest(f"Missing required column{'s' if len(missing) > 1 else ''} {listed}{takes}")
+
+
 def rows_of(columns: dict[str, Any]) -> int:
     for values in columns.values():
         return len(values)
@@ -69,8 +75,6 @@ def cast_columns(names: list[str], values: list[list[Any]], schema: dict[str, st
 
     missing = [c for c in required if c not in names]
     if missing:
-        from .payloads import missing_columns
-
         raise missing_columns(missing, schema)
     out: dict[str, Any] = {}
     for name, column in zip(names, values):

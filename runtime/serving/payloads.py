@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from . import columns as columns_
+from .columns import missing_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,9 +78,7 @@ def parse(body: bytes, content_type: str, protocol: str, limits: Limits,
     parsed.frame = conform(parsed.frame, schema, required)
     parsed.rows = len(parsed.frame)
     if columns:
-        from .columns import from_frame
-
-        parsed.frame = from_frame(parsed.frame)
+        parsed.frame = columns_.from_frame(parsed.frame)
     return parsed
 
 
@@ -86,8 +86,6 @@ def _small_mlflow(doc: Any, limits: Limits, schema: dict[str, str],
                   required: tuple[str, ...]) -> Optional[Parsed]:
     """A small body of records or dataframe_split cast in Python (runtime.serving.columns); None
     for anything else, which the pandas path reads (and refuses) as it always has."""
-    from . import columns
-
     if type(doc) is not dict:
         return None
     keys = [k for k in doc if k != "params"]
@@ -109,15 +107,15 @@ def _small_mlflow(doc: Any, limits: Limits, schema: dict[str, str],
         count = len(value)
     else:
         return None
-    if count > columns.SMALL_ROWS:
+    if count > columns_.SMALL_ROWS:
         return None
     _rows_checked(count, limits)
-    table = columns.small_table(key, value)
+    table = columns_.small_table(key, value)
     if table is None:
         return None
     try:
-        cast = columns.cast_columns(*table, schema, required)
-    except columns.Slow:
+        cast = columns_.cast_columns(*table, schema, required)
+    except columns_.Slow:
         return None
     return Parsed(cast, params, rows=count)
 
@@ -273,12 +271,6 @@ def conform(frame: Any, schema: Optional[dict[str, str]], required: tuple[str, .
     return frame
 
 
-def missing_columns(missing: list[str], schema: Optional[dict[str, str]]) -> BadRequest:
-    listed = ", ".join(repr(c) for c in missing)
-    takes = f"; the model takes {', '.join(schema)}" if schema else ""
-    return BadRequest(f"Missing required column{'s' if len(missing) > 1 else ''} {listed}{takes}")
-
-
 def _cast(series: Any, column: str, kind: str) -> Any:
     import pandas as pd
 
@@ -362,9 +354,7 @@ def mlflow_answer(result: Any) -> bytes:
 
 def _json_values(result: Any) -> bytes:
     if isinstance(result, dict):   # columns (runtime.serving.columns)
-        from .columns import json_values
-
-        return json_values(result)
+        return columns_.json_values(result)
     import pandas as pd
 
     if isinstance(result, pd.DataFrame):
@@ -410,9 +400,7 @@ def v2_answer(result: Any, model_name: str, model_version: str,
 def split_rows(result: Any, counts: list[int]) -> list[Any]:
     """A batch's result cut back into its requests' parts, in order."""
     if isinstance(result, dict):
-        from .columns import split
-
-        return split(result, counts)
+        return columns_.split(result, counts)
     out, start = [], 0
     for n in counts:
         if hasattr(result, "iloc"):
@@ -425,9 +413,7 @@ def split_rows(result: Any, counts: list[int]) -> list[Any]:
 
 def row_count(result: Any) -> Optional[int]:
     if isinstance(result, dict):
-        from .columns import rows_of
-
-        return rows_of(result)
+        return columns_.rows_of(result)
     try:
         return len(result)
     except TypeError:

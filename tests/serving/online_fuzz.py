@@ -32,9 +32,33 @@ def _columns(names: list[str]) -> st.SearchStrategy:
     return st.lists(st.sampled_from(names) | st.text(max_size=6), max_size=5, unique=True)
 
 
-def mlflow_bodies(names: list[str]) -> st.SearchStrategy:
-    """MLflow scoring bodies with the model's column names (and others) and random values."""
+# Values a column of each kind takes when a row is nearly right (so that the model runs).
+VALID = {"number": st.floats(-1e7, 1e7) | st.integers(-10 ** 6, 10 ** 6),
+         "integer": st.integers(-5, 50), "boolean": st.booleans(),
+         "datetime": st.dates().map(lambda d: d.isoformat()) | st.sampled_from(
+             ["2012-04-06", "2011-02-04", "4/6/12", "1900-01-01"]),
+         "string": st.sampled_from(["A", "B", "C", " a ", ""])}
+
+
+def rows_like(kinds: dict[str, str], required: list[str]) -> st.SearchStrategy:
+    """Rows with every required column and some others, each value valid for its kind or, now
+    and then, anything at all."""
+    def value(kind: str) -> st.SearchStrategy:
+        return st.one_of(VALID.get(kind, JSON), VALID.get(kind, JSON), VALID.get(kind, JSON), JSON)
+
+    return st.fixed_dictionaries({name: value(kinds.get(name, "")) for name in required},
+                                 optional={name: value(kind) for name, kind in kinds.items()
+                                           if name not in required})
+
+
+def mlflow_bodies(names: list[str], kinds: dict[str, str] | None = None,
+                  required: list[str] | None = None) -> st.SearchStrategy:
+    """MLflow scoring bodies with the model's column names (and others) and random values; with
+    the model's column kinds, mostly rows that are nearly right."""
     record = st.dictionaries(st.sampled_from(names) | st.text(max_size=6), JSON, max_size=6)
+    if kinds:
+        record = st.one_of(rows_like(kinds, required or []), rows_like(kinds, required or []),
+                           record)
     split = st.fixed_dictionaries({"columns": _columns(names) | JSON,
                                    "data": st.lists(st.lists(JSON, max_size=5) | JSON, max_size=4)},
                                   optional={"index": JSON, "extra": JSON})
@@ -45,7 +69,17 @@ def mlflow_bodies(names: list[str]) -> st.SearchStrategy:
                   st.lists(record, max_size=4) | st.dictionaries(
                       st.sampled_from(names), st.lists(JSON, max_size=3) | JSON, max_size=4) | JSON))
     with_params = st.builds(lambda body, params: {**body, "params": params}, data, JSON)
-    return st.one_of(data, with_params, JSON)
+    if not kinds:
+        return st.one_of(data, with_params, JSON)
+    rows = st.lists(rows_like(kinds, required or []), min_size=1, max_size=4)
+    nearly = st.one_of(
+        st.builds(lambda r: {"dataframe_records": r}, rows),
+        st.builds(lambda r: {"instances": r}, rows),
+        st.builds(lambda r: {"dataframe_split": {"columns": sorted({k for x in r for k in x}),
+                                                 "data": [[x.get(k) for k in sorted(
+                                                     {k for x in r for k in x})] for x in r]}},
+                  rows))
+    return st.one_of(nearly, nearly, nearly, data, with_params, JSON)
 
 
 def v2_bodies(names: list[str]) -> st.SearchStrategy:
@@ -62,7 +96,9 @@ def encoded(bodies: st.SearchStrategy) -> st.SearchStrategy:
     as_json = st.builds(lambda b: json.dumps(b, allow_nan=True).encode(), bodies)
     csv = st.builds(lambda rows: "\n".join(",".join(map(str, r)) for r in rows).encode(),
                     st.lists(st.lists(SCALARS, max_size=4), max_size=4))
-    return st.tuples(st.one_of(as_json, as_json, csv, st.binary(max_size=64)), CONTENT_TYPES)
+    json_type = st.just("application/json")
+    return st.one_of(st.tuples(as_json, json_type), st.tuples(as_json, json_type),
+                     st.tuples(st.one_of(as_json, csv, st.binary(max_size=64)), CONTENT_TYPES))
 
 
 def never_a_5xx(post: Callable[[bytes, str], httpx.Response],

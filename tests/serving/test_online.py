@@ -17,6 +17,10 @@ import httpx
 import pytest
 
 SLOW_MS = 300
+# A publication's new host starts, loads and warms up within this long even on a loaded machine
+# (the benchmark measures how fast); load goes on AFTER_SWITCH_S after the first new answer.
+SWITCH_S = 30.0
+AFTER_SWITCH_S = 1.0
 MAX_BYTES = 20_000
 
 
@@ -99,6 +103,20 @@ def online(tmp_path_factory):
             proc.wait(10)
         log.close()
         registry.close()
+
+
+class Until:
+    """Load goes on until the new Model has answered for a while (or SWITCH_S passed)."""
+
+    def __init__(self, new_model: str) -> None:
+        self.new_model, self.stop = new_model, time.monotonic() + SWITCH_S
+
+    def saw(self, model) -> None:
+        if model == self.new_model and self.stop > time.monotonic() + AFTER_SWITCH_S:
+            self.stop = time.monotonic() + AFTER_SWITCH_S
+
+    def done(self) -> bool:
+        return time.monotonic() >= self.stop
 
 
 def _post(online, path, body, content_type="application/json", **kw):
@@ -208,14 +226,16 @@ def test_a_publication_swaps_models_under_load_without_a_failed_request(online):
     path = f"/mlServices/{online['service']}/invocations"
     assert _post(online, path, {"instances": [{"x": 1}]}).headers["X-Model-Id"] == online["first"]
     seen: list[tuple[float, int, str]] = []
-    stop = time.monotonic() + 4.0
+    until = Until(online["second"])
 
     def load():
         with httpx.Client(timeout=30) as client:
-            while time.monotonic() < stop:
+            while not until.done():
+                sent = time.monotonic()   # a request sent after the switch gets the new Model
                 answer = client.post(online["api"] + path, json={"instances": [{"x": 1}]})
-                seen.append((time.monotonic(), answer.status_code,
+                seen.append((sent, answer.status_code,
                              answer.headers.get("X-Model-Id")))
+                until.saw(answer.headers.get("X-Model-Id"))
 
     threads = [threading.Thread(target=load) for _ in range(3)]
     for t in threads:
@@ -224,12 +244,12 @@ def test_a_publication_swaps_models_under_load_without_a_failed_request(online):
     published_at = time.monotonic()
     online["desk"].publish(online["caller"], online["service"], online["second"], "test swap")
     for t in threads:
-        t.join(30)
+        t.join(SWITCH_S + 30)
     assert seen and all(status == 200 for _, status, _ in seen), \
         sorted({s for _, s, _ in seen})
     assert {model for _, _, model in seen} == {online["first"], online["second"]}
     first_new = min(t for t, _, model in seen if model == online["second"])
-    assert first_new - published_at < 5.0
+    assert first_new - published_at < SWITCH_S
     # once switched, the route never goes back to the old Model
     assert all(model == online["second"] for t, _, model in seen if t > first_new + 0.05)
     traffic = httpx.get(online["api"] + "/online/traffic").json()["services"][online["service"]]
@@ -299,14 +319,16 @@ def test_serve_model_follows_a_publication_and_speaks_v2(online):
                                                  "data": [5, 6]}
 
         seen: list[tuple[float, int, str]] = []
-        stop = time.monotonic() + 3.0
+        until = Until(new)
 
         def load():
             with httpx.Client(timeout=30) as client:
-                while time.monotonic() < stop:
+                while not until.done():
+                    sent = time.monotonic()
                     got = client.post(server.base + "/invocations",
                                       json={"dataframe_records": rows})
-                    seen.append((time.monotonic(), got.status_code, got.headers.get("X-Model-Id")))
+                    seen.append((sent, got.status_code, got.headers.get("X-Model-Id")))
+                    until.saw(got.headers.get("X-Model-Id"))
 
         threads = [threading.Thread(target=load) for _ in range(3)]
         for t in threads:
@@ -315,18 +337,18 @@ def test_serve_model_follows_a_publication_and_speaks_v2(online):
         published_at = time.monotonic()
         online["desk"].publish(online["caller"], online["service"], new, "serve-model swap")
         for t in threads:
-            t.join(30)
+            t.join(SWITCH_S + 30)
     assert seen and all(status == 200 for _, status, _ in seen), sorted({s for _, s, _ in seen})
     assert {model for _, _, model in seen} == {current, new}
     first_new = min(t for t, _, model in seen if model == new)
-    assert first_new - published_at < 5.0
+    assert first_new - published_at < SWITCH_S
     assert all(model == new for t, _, model in seen if t > first_new + 0.05)
 
 
 def test_a_request_past_its_deadline_is_a_504(online):
-    """The slow Model computes one request (300 ms) while the next ones wait past their 150 ms
+    """The slow Model computes one request (300 ms) while the next ones wait past their 200 ms
     deadline: those are answered 504 before the model runs, never scored late."""
-    with ServeModel(online, online["slow"], "--timeout-s", "0.15", "--no-batching") as server:
+    with ServeModel(online, online["slow"], "--timeout-s", "0.2", "--no-batching") as server:
         answers: list[httpx.Response] = []
 
         def one():
