@@ -8,6 +8,7 @@ result under `spark`, next to the stage timings.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,15 +81,47 @@ class PySparkBackend(Backend):
 
         spec_path, log_path = stage_run(spec, log_path)
         log = open(log_path, "ab", buffering=0)
+        sink = LogSink(log, echo)
         env = dict(plan.env)
         if getattr(plan, "python", None):   # a recipe's own environment: driver and executors
             env["PYSPARK_DRIVER_PYTHON"] = env["PYSPARK_PYTHON"] = str(plan.python)
+            try:
+                config, env = self._executor_environment(config, env, Path(plan.python), sink)
+            except BaseException:
+                log.close()
+                raise
         handle = PySparkRunHandle(pool=self.pool, config=config, env=env, spec=spec,
                                   spec_path=spec_path, log=log, log_path=log_path,
-                                  sink=LogSink(log, echo), mlinstance_id=mlinstance_id,
+                                  sink=sink, mlinstance_id=mlinstance_id,
                                   grace_s=self.grace_s)
         handle.start()
         return handle
+
+    def _executor_environment(self, config: SparkConfig, env: dict[str, str], python: Path,
+                              sink: Any) -> tuple[SparkConfig, dict[str, str]]:
+        """On a cluster (executors in working folders of their own), the recipe's environment is
+        no path there: the executors get what the cluster's Python lacks as a packed environment
+        (runtime.spark.archives), or the cluster's Python when it lacks nothing."""
+        from ..spark.archives import EXECUTOR_PYTHON, executor_environment, ships_to_executors
+
+        if not ships_to_executors(config.master):
+            return config, env
+        say = lambda text: sink.write(f"{text}\n".encode())   # noqa: E731
+        packed = executor_environment(python, home=getattr(self.pool, "home_root", None), say=say)
+        say(packed.describe())
+        conf = dict(config.conf)
+        if packed.archive is None:
+            env["PYSPARK_PYTHON"] = sys.executable   # the cluster's Python, as for any run
+            # with our sdk (compat) on its path, as the recipe environment's .pth gives the driver
+            from ..recipes import compat_path
+
+            paths = [p for p in conf.get("spark.executorEnv.PYTHONPATH", "").split(":") if p]
+            conf["spark.executorEnv.PYTHONPATH"] = ":".join([*paths, str(compat_path())])
+            return config.model_copy(update={"conf": conf}), env
+        archives = [a for a in conf.get("spark.archives", "").split(",") if a.strip()]
+        conf["spark.archives"] = ",".join([*archives, packed.conf()["spark.archives"]])
+        env["PYSPARK_PYTHON"] = EXECUTOR_PYTHON
+        return config.model_copy(update={"conf": conf}), env
 
 
 class PySparkRunHandle(RunHandle):
