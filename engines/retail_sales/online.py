@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from runtime.engine import OnlinePredictor, TaskContext
-from runtime.errors import BadRequest, ConfigError
+from runtime.errors import BadRequest
 
 from .schema import LABEL_SUFFIX, SCHEMA, STORE_TYPES
 
@@ -335,4 +335,4 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
                            predict_many=predict_many, takes_columns=True)
 
 
-__all__ = ["ConfigError", "Features", "HistoryIndex", "predictor"]
+__all__ = ["Features", "HistoryIndex", "predictor"]
