@@ -43,7 +43,7 @@ ENV_IDLE_S = "MLRUNTIME_WARM_IDLE_S"
 ENV_MAX_RUNS = "MLRUNTIME_WARM_MAX_RUNS"
 DEFAULT_IDLE_S = 600.0
 DEFAULT_MAX_RUNS = 200
-KINDS = ("python", "spark")
+KINDS = ("python", "spark", "r")     # r: warm R parents (runtime/recipes/r/warm.py)
 PREFIX = "mlruntime-warm"
 _PEERCRED = "3i"
 

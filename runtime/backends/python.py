@@ -49,6 +49,10 @@ class PythonBackend(Backend):
         spec_path, log_path = stage_run(spec, log_path)
 
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+        if self.warm is not None and spec.engine.startswith("recipe:r:"):
+            from ..recipes.r.warm import policy_env   # an R run's worker: its warm R parent
+
+            env.update(policy_env(self.warm))
         python = str(getattr(plan, "python", None) or sys.executable)
         log = open(log_path, "ab", buffering=0)
         offset = log.tell()

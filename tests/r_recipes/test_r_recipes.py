@@ -70,8 +70,9 @@ def test_two_argument_trainer_with_an_evaluator_through_platform_sdk(home: Path,
     assert set((model / "globals.txt").read_text().split()) == {
         "Helper", "abstractEvaluator", "abstractScorer", "abstractTrainer",
         "applicationEvaluator", "applicationScorer", "applicationTrainer"}
-    tz, python, numpy = (model / "environment.txt").read_text().split()
+    tz, python, numpy, _tmp, cwd = (model / "environment.txt").read_text().split()
     assert tz == "UTC" and numpy.startswith("1.") and "/envs/" in python
+    assert cwd.endswith(f"/{trained['runId']}/model")     # the recipe's setwd(modelPATH)
     keys = set((model / "config_keys.txt").read_text().split())
     assert {"modelPATH", "trainingDataSetId", "ML_FRAMEWORK_IMS_TOKEN", "sandboxName",
             "tenantId", "evaluation.metrics"} <= keys
@@ -196,7 +197,21 @@ def _experiment(client: httpx.Client, engine: dict, tasks: list) -> dict:
     return client.post("/experiments", json={"name": "r", "mlInstanceId": instance["id"]}).json()
 
 
-def test_multipart_engines_and_api_runs_and_cancel(home: Path, workdir: Path) -> None:
+def _r_parents(home: Path) -> list[dict]:
+    from runtime.pools import describe_home
+
+    return [w for w in describe_home(home) if w["kind"] == "r"]
+
+
+def _forked_warm(home: Path, run_id: str) -> bool:
+    return "forked by the warm R parent" in (home / "runs" / run_id / "worker.log").read_text()
+
+
+def test_multipart_engines_and_api_runs_warm_r_parent_and_cancel(home: Path,
+                                                                 workdir: Path) -> None:
+    """Through a server: the first R run starts cold and starts the server's warm R parent; the
+    runs after it are forked by that parent, each as isolated as a cold Rscript; a cancel kills
+    the forked R child; the parent ends with the server."""
     with live_server(home) as server, sensei_client(server.api_url, new_sandbox(),
                                                     token=None) as client:
         engine = _engine(client, "Retail R", _zip(workdir / TWO), "retail r.zip")
@@ -210,17 +225,45 @@ def test_multipart_engines_and_api_runs_and_cancel(home: Path, workdir: Path) ->
             {"key": "scoringDataSetId", "value": str(workdir / "data" / "retail-scoring.csv")},
             {"key": "scoringResultsDataSetId", "value": str(results)}]
         experiment = _experiment(client, engine, tasks)
-        run = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "train"}).json()
-        assert _wait(client, experiment["id"], run["id"])["state"] == "DONE"
+        cold = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "train"}).json()
+        assert _wait(client, experiment["id"], cold["id"])["state"] == "DONE"
+        assert not _forked_warm(home, cold["id"])
         insights = [i for i in client.get("/insights").json()["children"]
-                    if i["context"].get("experimentRunId") == run["id"]]
+                    if i["context"].get("experimentRunId") == cold["id"]]
         assert {m["name"] for m in insights[0]["metrics"]} == {"MAPE", "MAE", "RMSE", "MASE"}
+
+        deadline = time.monotonic() + 180      # it loads R's packages and Python with pandas
+        while not _r_parents(home):
+            assert time.monotonic() < deadline, "the server's warm R parent did not start"
+            time.sleep(0.5)
+        parent = _r_parents(home)[0]
+
+        # Forked warm: the same metrics, and nothing of the parent's or of the run before
+        # visible (the global environment, the working folder, R's temporary folder).
+        warm = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "train"}).json()
+        assert _wait(client, experiment["id"], warm["id"])["state"] == "DONE"
+        assert _forked_warm(home, warm["id"])
+        metrics = [{m["name"]: m["value"] for m in i["metrics"]}
+                   for i in client.get("/insights").json()["children"]
+                   if i["context"].get("experimentRunId") in (cold["id"], warm["id"])]
+        assert len(metrics) == 2 and metrics[0] == pytest.approx(metrics[1])
+        uri, = [m["modelArtifactUri"] for m in client.get("/models").json()["children"]
+                if m.get("experimentRunId") == warm["id"]]
+        model = Path(uri.removeprefix("file://"))
+        assert set((model / "globals.txt").read_text().split()) == {
+            "Helper", "abstractEvaluator", "abstractScorer", "abstractTrainer",
+            "applicationEvaluator", "applicationScorer", "applicationTrainer"}
+        tz, _python, numpy, tmp, cwd = (model / "environment.txt").read_text().split()
+        assert tz == "UTC" and numpy.startswith("1.") and cwd.endswith(f"/{warm['id']}/model")
+        assert not Path(tmp).exists(), "the forked run's R temporary folder outlived it"
+
         score = client.post(f"/experiments/{experiment['id']}/runs", json={"mode": "score"}).json()
         assert _wait(client, experiment["id"], score["id"])["state"] == "DONE"
+        assert _forked_warm(home, score["id"])
         assert len(results.read_text().splitlines()) == _rows(workdir / "data" /
                                                               "retail-scoring.csv")
 
-        # A long R run, cancelled: the worker's process group (Rscript in it) is stopped.
+        # A long R run, cancelled: its worker stops, and the forked R child with it.
         slow = _engine(client, "Slow R", _tar(workdir / "one_arg"), "one_arg.tar.gz")
         experiment = _experiment(client, slow, [{"name": "train", "parameters": [
             {"key": "trainingDataSetId", "value": str(workdir / "data" / "retail-training.csv")},
@@ -232,13 +275,19 @@ def test_multipart_engines_and_api_runs_and_cancel(home: Path, workdir: Path) ->
             assert time.monotonic() < deadline, _state(client, experiment["id"], run["id"])
             time.sleep(0.3)
         r_pid = int(pid_file.read_text())
+        assert _forked_warm(home, run["id"]) and r_pid != parent["pid"]
         cancel = client.post(f"/experiments/{experiment['id']}/runs/{run['id']}/cancel")
         assert cancel.status_code in (200, 202), cancel.text
         assert _wait(client, experiment["id"], run["id"], 30)["state"] == "ABORTED"
         deadline = time.monotonic() + 10
         while _alive(r_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(r_pid), "Rscript outlived its cancelled run"
+        assert not _alive(r_pid), "the R child outlived its cancelled run"
+        assert _alive(parent["pid"])
+    deadline = time.monotonic() + 15          # the server's parent ends with it
+    while _alive(parent["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(parent["pid"]), "the warm R parent outlived the server that owned it"
 
 
 def _alive(pid: int) -> bool:

@@ -10,12 +10,18 @@
 local({
   # When R started, when the driver began, when the recipe's first method was called (epochs):
   # the benchmark (benchmarks/bench_r.py) reads where a cold start's time goes.
-  marks <- list(r_started = as.numeric(Sys.time()) - proc.time()[["elapsed"]],
-                driver_started = as.numeric(Sys.time()))
+  # A warm R parent's child (parent.R) names its request in MLRUNTIME_R_REQUEST and ends
+  # through the parent's exit (option mlruntime.r.exit); a cold Rscript gets it as its argument.
+  request_path <- Sys.getenv("MLRUNTIME_R_REQUEST")
+  warm <- nzchar(request_path)
+  if (warm) Sys.unsetenv("MLRUNTIME_R_REQUEST") else
+    request_path <- commandArgs(trailingOnly = TRUE)[[1]]
+  now <- as.numeric(Sys.time())
+  marks <- list(r_started = if (warm) now else now - proc.time()[["elapsed"]],
+                driver_started = now, warm = warm)
   mark <- function(name) marks[[name]] <<- as.numeric(Sys.time())
   options(warn = 1)
-  args <- commandArgs(trailingOnly = TRUE)
-  request <- jsonlite::fromJSON(args[[1]], simplifyVector = FALSE)
+  request <- jsonlite::fromJSON(request_path, simplifyVector = FALSE)
   config <- request$config
   method <- "loading the recipe"
   say <- function(...) cat("[r] ", ..., "\n", sep = "")
@@ -133,5 +139,6 @@ local({
     say("R error in ", method, ": ", conditionMessage(e))
     1L
   })
-  quit(save = "no", status = outcome)
+  finish <- getOption("mlruntime.r.exit", function(code) quit(save = "no", status = code))
+  finish(outcome)
 })

@@ -112,12 +112,14 @@ class RRecipe(RecipeEngine):
         request_path.write_text(json.dumps(request))
         env = self._environment()
         rscript = host.find_rscript()
-        # One Rscript in the worker's own process group: a cancel or maxRuntime stops it with
-        # the worker. Its output is copied into the run's log line by line, as it comes.
-        proc = subprocess.Popen([str(rscript), "--no-save", "--no-restore", str(DRIVER),
-                                 str(request_path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
         tail: list[str] = []
+        proc = self._warm_child(rscript, env, request_path)
+        if proc is None:
+            # One Rscript in the worker's own process group: a cancel or maxRuntime stops it
+            # with the worker. Its output is copied into the run's log line by line, as it comes.
+            proc = subprocess.Popen([str(rscript), "--no-save", "--no-restore", str(DRIVER),
+                                     str(request_path)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
         pump = threading.Thread(target=_pump, args=(proc.stdout, tail), daemon=True)
         pump.start()
         code = proc.wait()
@@ -135,6 +137,28 @@ class RRecipe(RecipeEngine):
         raise RRecipeFailed(f"R recipe {self.recipe.name!r}: Rscript exited with {code} before "
                             f"the {task} task finished; its last output: "
                             f"{' | '.join(tail[-6:]) or 'none'}")
+
+    def _warm_child(self, rscript: Path, env: dict[str, str], request_path: Path) -> Any:
+        """The run's R child forked by the warm R parent of its key (runtime/recipes/r/warm.py),
+        its output on a pipe of ours; None: Rscript starts cold (the log says why, if not the
+        default: no parent listening and none to start)."""
+        from . import warm
+
+        home = self.recipe_dir.resolve().parents[1]
+        read_fd, write_fd = os.pipe()
+        try:
+            child, why = warm.spawn(home, rscript, env, request_path, write_fd)
+        finally:
+            os.close(write_fd)
+        if child is None:
+            os.close(read_fd)
+            if why:
+                print(f"[r] cold R start: {why}", flush=True)
+            return None
+        print(f"[r] forked by the warm R parent {child.parent_pid} (its run {child.runs}): "
+              f"R child {child.pid}", flush=True)
+        child.stdout = os.fdopen(read_fd, "rb")
+        return child
 
     # --- the engine's stages -----------------------------------------------------------------
 
