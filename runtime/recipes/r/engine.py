@@ -134,7 +134,9 @@ class RRecipe(RecipeEngine):
             raise RRecipeFailed(
                 f"R recipe {self.recipe.name!r} failed in {error.get('method')}: "
                 f"{error.get('message')} (R condition class: {error.get('class')})")
-        raise RRecipeFailed(f"R recipe {self.recipe.name!r}: Rscript exited with {code} before "
+        ended = ("its warm R parent went away before the R child ended" if getattr(
+            proc, "lost", False) else f"Rscript exited with {code}")
+        raise RRecipeFailed(f"R recipe {self.recipe.name!r}: {ended} before "
                             f"the {task} task finished; its last output: "
                             f"{' | '.join(tail[-6:]) or 'none'}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -64,6 +65,7 @@ class WarmRChild:
         self.runs = int(reply.get("runs") or 0)
         self._rest = reply.get("_rest", "")
         self.stdout: Any = None      # the read end of the output pipe (the worker sets it)
+        self.lost = False            # the parent went away before telling the child's end
 
     def wait(self) -> int:
         self.conn.settimeout(None)
@@ -79,7 +81,14 @@ class WarmRChild:
         try:
             return int(json.loads(data.partition(b"\n")[0])["exit"])
         except (ValueError, KeyError, TypeError):
-            return 70      # the parent went away: the run failed, its result file says why
+            # The parent went away before the child ended: nothing watches the child now, so
+            # its group goes here (it leads its own session); the run fails.
+            self.lost = True
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            return 70
 
 
 def spawn(home_root: Path, rscript: Path, env: Mapping[str, str], request_path: Path,
@@ -149,14 +158,24 @@ def _start(home_root: Path, rscript: Path, env: Mapping[str, str], name: str, ke
     path = parent_env.get("PYTHONPATH", "")
     if runtime_root not in path.split(os.pathsep):
         parent_env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, runtime_root]))
+    # One start at a time per key: the runs that come while a parent loads (seconds) run cold
+    # rather than each start another one.
+    starting = state / f"r-{key}.pid"
+    try:
+        pid = int(starting.read_text().split()[0])
+        if str(PARENT).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return f"a warm R parent of this key is starting or retiring (pid {pid})"
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         with open(state / f"r-{key}.log", "ab") as log:
-            subprocess.Popen([str(rscript), "--no-save", "--no-restore", str(PARENT),
-                              json.dumps(config)], env=parent_env, stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             cwd="/")
+            proc = subprocess.Popen([str(rscript), "--no-save", "--no-restore", str(PARENT),
+                                     json.dumps(config)], env=parent_env,
+                                    stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
     except OSError as exc:
         return f"cannot start a warm R parent: {exc}"
+    starting.write_text(f"{proc.pid}\n")
     return ""
 
 
