@@ -6,7 +6,11 @@ its local environment (the function recipe needs pandas 1.x: the cluster's Pytho
 and the Model comes back to this registry. Through `run submit` and through the API of a server
 started with --run-backend ray; a long recipe job is cancelled; a PySpark recipe is refused.
 
-One cluster for the module; the head has no CPUs, so every job runs on the worker node."""
+One cluster and one server for the module; the head has no CPUs, so every job runs on the worker
+node. `run submit` works in the server's home, so each recipe's local environment (whose pins the
+job's runtime_env names) is built once, and Ray builds one environment per set of pins on the node
+(the function and TensorFlow-style recipes share the platform profile's pins; the class recipe and
+the long one add tabulate)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +25,7 @@ import pandas as pd
 import pytest
 
 from ray_head import RayHead, python_without_runtime
-from waiting import until
+from waiting import until, wait_run
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "recipes" / "fixtures"
@@ -73,15 +76,23 @@ def _recipe_store(home: Path) -> Path:
 
 
 def remove_recipes(home: Path) -> int:
-    """Every stored recipe of `home` removed (they are stored read-only); how many there were."""
+    """Every stored recipe of `home` moved out of its store (to HOME/../recipes-away, where
+    `restore_recipes` takes them back from); how many there were."""
     store = _recipe_store(home)
     found = [p for p in store.iterdir() if (p / "recipe.json").is_file()] if store.is_dir() else []
+    away = home.parent / "recipes-away"
+    away.mkdir(exist_ok=True)
     for folder in found:
-        for path in [folder, *folder.rglob("*")]:
-            if not path.is_symlink():
-                path.chmod(0o700 if path.is_dir() else 0o600)
-        shutil.rmtree(folder)
+        os.rename(folder, away / folder.name)
     return len(found)
+
+
+def restore_recipes(home: Path) -> None:
+    """The recipes `remove_recipes` moved away, back in the store (a later run of the same
+    MLInstance is prepared from them, as after registering the recipe again)."""
+    away = home.parent / "recipes-away"
+    for folder in list(away.iterdir()) if away.is_dir() else []:
+        os.rename(folder, _recipe_store(home) / folder.name)
 
 
 def run_ids(home: Path) -> list[dict]:
@@ -118,13 +129,32 @@ def submit_without_the_recipe(home: Path, *args: str) -> dict:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         submitted(home, before)
-        assert remove_recipes(home) == 1
+        assert remove_recipes(home) >= 1
         out, err = proc.communicate(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
+        restore_recipes(home)
     assert out.strip(), err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tmp_path_factory):
+    """`run serve --run-backend ray` with RAY_ADDRESS naming the cluster. Its home is the CLI
+    tests' too: a recipe's local environment (whose pins the job takes) is built once."""
+    home = tmp_path_factory.mktemp("api") / "home"
+    cache = os.environ.get("MLRUNTIME_UV_CACHE_DIR")
+    if cache:   # the server drops MLRUNTIME_* settings: its home's uv cache is the suite's
+        (home / "cache").mkdir(parents=True)
+        (home / "cache" / "uv").symlink_to(cache, target_is_directory=True)
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = cluster.address
+    try:
+        with live_server(home, "--run-backend", "ray") as server:
+            yield server
+    finally:
+        os.environ.pop("RAY_ADDRESS") if previous is None else os.environ.update(RAY_ADDRESS=previous)
 
 
 def _params(**values: str) -> list[str]:
@@ -132,11 +162,11 @@ def _params(**values: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_recipe_trains_and_scores_through_run_submit(cluster, tmp_path, name):
+def test_recipe_trains_and_scores_through_run_submit(cluster, ray_server, tmp_path, name):
     folder, config, extra = RECIPES[name]
     recipe = tmp_path / folder
     shutil.copytree(FIXTURES / folder, recipe)
-    home = tmp_path / "home"
+    home = ray_server.home
     train = {"trainingDataSetId": str(RETAIL / "retail-training.csv"), **extra}
     out = tmp_path / "scores.parquet"
     score = {"scoringDataSetId": str(RETAIL / "retail-scoring.csv"), "scoringResultsDataSetId": str(out)}
@@ -167,38 +197,11 @@ def test_recipe_trains_and_scores_through_run_submit(cluster, tmp_path, name):
     # (the job's own temporary folder on the node: the recipe never was under this home there)
     assert "with engine recipe:" in log and "/mlrt-recipe-" in log
 
-    cli(home, "train", str(recipe / config), "--engine", str(recipe), "--dry-run")   # stored again
     scored = submit_without_the_recipe(home, "score", instance, "--address", cluster.address,
                                        *_params(**score))
     assert scored["state"] == "DONE", scored["reason"]
     assert scored["modelId"] == trained["modelId"]
     assert pd.read_parquet(out)["prediction"].notna().all()
-
-
-def _wait(client: httpx.Client, experiment: str, run: str) -> dict:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        task = client.get(f"/experiments/{experiment}/runs/{run}/status").json()["status"]["tasks"][0]
-        if task["state"] in ("DONE", "FAILED", "ABORTED"):
-            return task
-        time.sleep(0.5)
-    pytest.fail(f"run {run} did not end within {TIMEOUT_S} s")
-
-
-@pytest.fixture(scope="module")
-def ray_server(cluster, tmp_path_factory):
-    home = tmp_path_factory.mktemp("api") / "home"
-    cache = os.environ.get("MLRUNTIME_UV_CACHE_DIR")
-    if cache:   # the server drops MLRUNTIME_* settings: its home's uv cache is the suite's
-        (home / "cache").mkdir(parents=True)
-        (home / "cache" / "uv").symlink_to(cache, target_is_directory=True)
-    previous = os.environ.get("RAY_ADDRESS")
-    os.environ["RAY_ADDRESS"] = cluster.address
-    try:
-        with live_server(home, "--run-backend", "ray") as server:
-            yield server
-    finally:
-        os.environ.pop("RAY_ADDRESS") if previous is None else os.environ.update(RAY_ADDRESS=previous)
 
 
 def _created(resp: httpx.Response) -> dict:
@@ -211,8 +214,11 @@ def _run_without_the_recipe(client, home: Path, experiment: str, mode: str) -> d
     until(lambda: (client.get(f"/experiments/{experiment}/runs/{run['id']}").json().get("backend")
                    or {}).get("submissionId"), timeout_s=TIMEOUT_S, interval_s=0.2,
           what="the run's Ray submission")
-    assert remove_recipes(home) == 1
-    return _wait(client, experiment, run["id"])
+    assert remove_recipes(home) >= 1
+    try:
+        return wait_run(client, run["id"], experiment_id=experiment, timeout_s=TIMEOUT_S)
+    finally:
+        restore_recipes(home)
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -231,11 +237,9 @@ def test_recipe_trains_and_scores_through_the_api_on_ray(ray_server, tmp_path, n
                  {"key": "scoringDataSetId", "value": str(RETAIL / "retail-scoring.csv")},
                  {"key": "scoringResultsDataSetId", "value": str(out)}]}]
     with sensei_client(ray_server.api_url, new_sandbox(), token=None) as client:
-        def register():
-            return _created(client.post("/engines", files={
-                "engine": (None, json.dumps({"name": name, "type": "Python"}), "application/json"),
-                "defaultArtifact": (f"{folder}.zip", artifact, "application/zip")}))
-        engine = register()
+        engine = _created(client.post("/engines", files={
+            "engine": (None, json.dumps({"name": name, "type": "Python"}), "application/json"),
+            "defaultArtifact": (f"{folder}.zip", artifact, "application/zip")}))
         instance = _created(client.post("/mlInstances", json={
             "name": name, "engineId": engine["id"], "tasks": tasks}))
         experiment = _created(client.post("/experiments", json={
@@ -244,7 +248,6 @@ def test_recipe_trains_and_scores_through_the_api_on_ray(ray_server, tmp_path, n
         assert task["state"] == "DONE", task
         models = client.get("/models").json()["children"]
         assert any(m.get("experimentRunId") for m in models)
-        register()   # the same artifact stored again (the score run is prepared from it)
         task = _run_without_the_recipe(client, ray_server.home, experiment["id"], "score")
         assert task["state"] == "DONE", task
     assert pd.read_parquet(out)["prediction"].notna().all()
@@ -271,7 +274,6 @@ def test_cancel_stops_a_long_recipe_job(cluster, tmp_path):
         run_id = submitted(home, set())
         from runtime.home import resolve_home
         from runtime.registry import Caller, Registry
-        from waiting import wait_run
 
         registry = Registry.open(resolve_home(home))
         try:
