@@ -34,11 +34,19 @@ local({
       status <- 70L
       tryCatch({
         Sys.setenv(TZ = Sys.getenv("TZ"), MLRUNTIME_R_REQUEST = request$request)
-        options(mlruntime.r.exit = function(code) server$exit_child(as.integer(code)))
+        options(mlruntime.r.exit = function(code) {
+          flush(stdout())
+          flush(stderr())
+          server$exit_child(as.integer(code))
+        })
         source(driver, local = FALSE)
       }, error = function(e) cat("[r] the warm R child failed: ", conditionMessage(e), "\n",
                                  sep = ""),
-      finally = server$exit_child(status))
+      finally = {
+        flush(stdout())
+        flush(stderr())
+        server$exit_child(status)
+      })
     }
     server$forked(pid)
   }

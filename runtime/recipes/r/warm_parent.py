@@ -211,6 +211,11 @@ class Server:
             if request.get("umask") is not None:
                 os.umask(int(request["umask"]))
             self._own_temp_dir()
+            for stream in (sys.stdout, sys.stderr):    # as PYTHONUNBUFFERED makes a cold one
+                try:
+                    stream.reconfigure(line_buffering=True, write_through=True)
+                except (AttributeError, ValueError, OSError):
+                    pass
             numpy = sys.modules.get("numpy")
             if numpy is not None:
                 numpy.random.seed()
@@ -223,6 +228,7 @@ class Server:
         """R's tempdir() is fixed at R's start: the child points R at a folder of its own (R's
         R_TempDir), so nothing a run leaves there is the parent's or the next run's. Forked
         children are marked as R's own fork (R_isForkedChild) does."""
+        tempfile.tempdir = None            # where the run's TMPDIR says, as R's own would be
         self.child_tmp = tempfile.mkdtemp(prefix="Rtmp")
         libr = ctypes.CDLL(None)
         buffer = ctypes.create_string_buffer(os.fsencode(self.child_tmp))
