@@ -76,18 +76,24 @@ def _canonical(name: str) -> str:
 
 
 def _lock_pins(env: Path) -> list[str]:
-    """`name==version` lines of an environment's requirements.lock; the recipe's own line (a
-    file:// URL: its package ships as today) is left out."""
-    from ..envs.layout import LOCK_FILE
+    """The lines of an environment's requirements.lock (`name==version`, or `name @ URL`: packed
+    from here, so a local file is fine); the recipe's own line is left out (its package ships as
+    on any master)."""
+    from ..envs.layout import LOCK_FILE, read_meta
 
     try:
         lines = (env / LOCK_FILE).read_text().splitlines()
     except OSError as exc:
         raise EnvBuildError(f"The recipe's environment {env} has no readable {LOCK_FILE} ({exc}): "
                             "rebuild it with run envs build --refresh", step="pack") from exc
+    own = _canonical(read_meta(env).get("recipe_name") or "")
     pins = []
-    for line in (line.split("#", 1)[0].strip() for line in lines):
-        if not line or line.startswith("-") or " @ " in line:
+    for line in (line.strip() for line in lines):
+        if not line or line.startswith(("#", "-")):
+            continue
+        line = line.split(" #", 1)[0].strip()
+        name = line.split(" @ ", 1)[0] if " @ " in line else line.partition("==")[0]
+        if own and _canonical(name) == own:
             continue
         pins.append(line.split(";", 1)[0].strip())
     return pins

@@ -99,3 +99,24 @@ def test_a_recipe_requirement_reaches_the_executors_as_a_packed_environment(jars
     assert list((home / "cache" / "spark-envs").glob("env-*.tar.gz")) == archives
     rows = pd.DataFrame(list(pd.read_parquet(scores)["_mlruntimetest"]))   # the saver's XDM shape
     assert len(rows) > 1000 and rows["prediction"].notna().all()
+
+
+def test_requirements_the_cluster_has_ship_nothing(tmp_path):
+    """Pins this interpreter (the cluster's Python) has at the same version, pyspark and py4j at
+    any version, and the recipe's own package ship nothing; a URL or another version does."""
+    from importlib.metadata import version
+
+    from runtime.spark.archives import executor_environment, missing_pins, ships_to_executors
+
+    env = tmp_path / "envs" / "abc"
+    (env / "bin").mkdir(parents=True)
+    (env / "mlruntime-env.json").write_text(json.dumps({"recipe_name": "Packed_Regression"}))
+    (env / "requirements.lock").write_text(
+        f"# resolved\npandas=={version('pandas')}\n    # via packed-regression\n"
+        "pyspark==3.0.0\npy4j==0.1\npacked-regression @ file:///somewhere/recipe\n")
+    assert executor_environment(env / "bin" / "python").archive is None
+    assert not (tmp_path / "cache").exists()
+    assert missing_pins(["pandas==0.1", "tabulate==0.9.0", "x @ https://host/x.whl"]) == [
+        "pandas==0.1", "tabulate==0.9.0", "x @ https://host/x.whl"]
+    assert [ships_to_executors(m) for m in ("local", "local[2]", "local-cluster[1,1,1024]",
+                                            "spark://h:7077")] == [False, False, True, True]
