@@ -43,7 +43,7 @@ class Server:
         self.listener: Optional[socket.socket] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind("\0" + self.name)      # a second parent of this key loses here
         self.listener.listen(64)
-        self.pending: dict[socket.socket, bytes] = {}     # connections not yet asking a run
+        self.pending: dict[socket.socket, tuple[bytes, list[int]]] = {}   # not yet a request
         self.running: dict[int, socket.socket] = {}       # child pid -> its worker's connection
         self.cut: set[socket.socket] = set()              # ... whose worker went away
         self.retiring: Optional[str] = None
@@ -96,22 +96,25 @@ class Server:
         if pools.peer(conn)[1] != os.getuid():
             conn.close()
             return
-        self.pending[conn] = b""
+        self.pending[conn] = (b"", [])
 
     def _read(self, conn: socket.socket) -> Optional[dict[str, Any]]:
         try:
             data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
         except OSError:
             data, fds = b"", []
+        so_far, held = self.pending[conn]
+        held = held + list(fds)
         if not data:
-            self._drop(conn, fds)
+            self._drop(conn, held)
             return None
-        self.pending[conn] += data
-        if b"\n" not in self.pending[conn]:
-            for fd in fds:
-                os.close(fd)
+        so_far += data
+        if b"\n" not in so_far:          # a long request comes in pieces (its pipe with the first)
+            self.pending[conn] = (so_far, held)
             return None
-        line = self.pending.pop(conn).partition(b"\n")[0]
+        del self.pending[conn]
+        fds = held
+        line = so_far.partition(b"\n")[0]
         try:
             message = json.loads(line)
         except ValueError:
@@ -140,7 +143,9 @@ class Server:
     def _drop(self, conn: socket.socket, fds: list[int] = ()) -> None:
         for fd in fds:
             os.close(fd)
-        self.pending.pop(conn, None)
+        for fd in self.pending.pop(conn, (b"", []))[1]:
+            if fd not in fds:
+                os.close(fd)
         conn.close()
 
     def _lifeline(self, conn: socket.socket) -> None:
