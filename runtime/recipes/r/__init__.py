@@ -1,7 +1,7 @@
 """R recipes (type R): the platform's R/applicationTrainer.R and R/applicationScorer.R reference
-classes, run by one Rscript per task (engine.py, driver.R); what the host must have, checked
-before a run starts (host.py); the platform's R framework, ml.runtime.r and evaluators.r, is
-runtime/compat/r."""
+classes, run by one Rscript per task (engine.py, driver.R) or by a child forked from a warm R
+parent (warm.py, parent.R, warm_parent.py); what the host must have, checked before a run starts
+(host.py); the platform's R framework, ml.runtime.r and evaluators.r, is runtime/compat/r."""
 from __future__ import annotations
 
 from pathlib import Path

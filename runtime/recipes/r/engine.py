@@ -2,8 +2,9 @@
 reference classes, run by one `Rscript` per task inside the worker's process group.
 
 The worker (a Python process in the `python` profile's environment) writes the task's request,
-starts R on the runtime's driver (driver.R), streams R's output into the run's log as it comes and
-reads the small JSON result the driver leaves. Training: the evaluator's split(config) when the
+starts R on the runtime's driver (driver.R) -- or, where runs are warm, has the warm R parent of
+its key fork an R child that runs the same driver (warm.py) --, streams R's output into the run's
+log as it comes and reads the small JSON result the driver leaves. Training: the evaluator's split(config) when the
 recipe has one, train(config, train_part) or train(config), then the metrics named in
 evaluation.metrics on the test part; the Model is the modelPATH folder with its digest. Scoring:
 the digest checked, score(config); the recipe writes its output data set itself."""
