@@ -76,12 +76,17 @@ def r_facts(rscript: Path, home: Any = None) -> dict[str, Any]:
     """{"version": "4.2.2", "libraries": [R's own library folders]} of this Rscript: asked of R
     once (an Rscript start is a few tenths of a second, more on a loaded host), then kept in this
     process and under HOME/r-library, keyed by the Rscript's path, size and mtime (an upgrade of
-    R changes them) and the variables that add libraries (R_LIBS_USER, R_LIBS_SITE)."""
+    R changes them) and what adds libraries (R_LIBS_USER, R_LIBS_SITE, the Renviron files)."""
     real = Path(os.path.realpath(rscript))
     stat = real.stat()
+    # The start-up files that may add libraries count too (an edit changes their mtime).
+    startup = [Path(os.environ.get("R_ENVIRON_USER") or Path.home() / ".Renviron"),
+               Path("/etc/R/Renviron.site"), real.parents[1] / "etc" / "Renviron.site"]
+    stamps = [str(f.stat().st_mtime_ns) if f.is_file() else "-" for f in startup]
     key = hashlib.sha256("\0".join([str(real), str(stat.st_size), str(stat.st_mtime_ns),
                                      os.environ.get("R_LIBS_USER", ""),
-                                     os.environ.get("R_LIBS_SITE", "")]).encode()).hexdigest()[:16]
+                                     os.environ.get("R_LIBS_SITE", ""), *stamps]
+                                    ).encode()).hexdigest()[:16]
     if key in _FACTS:
         return _FACTS[key]
     path = _root(home) / LIBRARY_DIR / FACTS_FILE if home is not None else None
