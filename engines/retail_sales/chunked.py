@@ -3,7 +3,8 @@
 The scores are those of the whole-file path, row for row and bit for bit: a row's forecast needs
 only its own store's past 59 weeks (and the model's history for weeks the data lacks), so
   1. the `store` column is read once and the stores are cut into ranges of at most `chunk_rows`
-     rows (a store with more rows than that is a range of its own);
+     rows of the feature frame: the data's rows plus the model's history rows of those stores,
+     which the features of a scoring file hold too (a store with more is a range of its own);
   2. the data set is streamed once and each range's rows are spilled to a file of its own, with
      the columns the features need, already typed (as `prepare` types them: cheap to redo);
   3. ranges are scored in store order, so the output comes out in the whole-file path's order
@@ -12,8 +13,9 @@ only its own store's past 59 weeks (and the model's history for weeks the data l
   4. standardised inputs wait in a buffer until a whole inference batch is there, so every batch
      holds exactly the rows the whole-file path's batch held (a matmul's rounding may depend on
      its shape), and predictions go to a Parquet file row group by row group.
-Memory is a function of `chunk_rows` (about 1 KB a row at its peak in the feature frame), not of
-the data set; disk holds the spill (about 45 bytes a row) until the run ends.
+Memory is a function of `chunk_rows` (sizing.SCORE_ROW_BYTES a feature-frame row at its peak,
+measured), not of the data set; disk holds the spill (about 45 bytes a row) until the run ends.
+Unset, `chunk_rows` is sized from the memory left to the process (sizing.py).
 """
 from __future__ import annotations
 
@@ -34,39 +36,27 @@ if TYPE_CHECKING:
 
     from .model import RetailSalesModel
 
-# Rows in flight per chunk when the run does not say: sized from the memory available (a chunk
-# costs about ROW_BYTES a row at its peak), within these bounds.
-ROW_BYTES = 1200
-MIN_CHUNK_ROWS = 20_000
-MAX_CHUNK_ROWS = 250_000
 LOOKBACK_WEEKS = 59           # the furthest back a feature looks (features.build_features)
 SPILL_FILES_MAX = 512         # ranges are widened rather than open more spill files than this
 
 log = logging.getLogger("runtime.engine.retail-sales")
 
 
-def default_chunk_rows(available_bytes: Optional[int] = None) -> int:
-    """Rows per chunk from the memory available now: a twentieth of it, within bounds."""
-    if available_bytes is None:
-        available_bytes = _available_memory()
-    return int(max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, available_bytes // 20 // ROW_BYTES)))
+def default_chunk_rows(available_bytes: Optional[int] = None, *, row_bytes: Optional[int] = None) -> int:
+    """Feature-frame rows per scoring chunk: the memory budget (sizing.MemoryRoom.budget: a share
+    of the memory left to this process, cgroup limits included) over the bytes a row takes."""
+    from .sizing import MIN_CHUNK_ROWS, SCORE_ROW_BYTES, MemoryRoom, memory_room
+
+    room = memory_room() if available_bytes is None else MemoryRoom(available_bytes, "given")
+    return int(max(MIN_CHUNK_ROWS, room.budget() // (row_bytes or SCORE_ROW_BYTES)))
 
 
 def default_training_chunk_rows(available_bytes: Optional[int] = None) -> int:
-    """A quarter of the scoring chunk: training holds its feature matrix besides the range being
-    built, and ranges of 60k rows build their features as fast as larger ones."""
-    return max(MIN_CHUNK_ROWS, default_chunk_rows(available_bytes) // 4)
+    """Rows of a training range: the budget over what a training row takes while its range is
+    built (sizing.TRAIN_ROW_BYTES)."""
+    from .sizing import TRAIN_ROW_BYTES
 
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30   # unknown (not Linux): assume a small machine
+    return default_chunk_rows(available_bytes, row_bytes=TRAIN_ROW_BYTES)
 
 
 class ChunkedSource:
@@ -74,7 +64,7 @@ class ChunkedSource:
     worker describes it (rows, columns) without loading it."""
 
     def __init__(self, ref: Any, chunk_rows: int) -> None:
-        self.ref, self.chunk_rows = ref, chunk_rows
+        self.ref, self.chunk_rows = ref, chunk_rows   # 0: not chosen yet (the score chooses)
         self._rows: Optional[int] = None
         self._columns: Optional[list[str]] = None
 
@@ -114,16 +104,17 @@ def score_chunks(source: ChunkedSource, model: RetailSalesModel, *, device: Any,
     the whole-file path's scores."""
     target = model.meta["target"]
     scorer = _ChunkScorer(model, target, device, batch_size)
-    for piece in store_ranges(source, target, work_dir, split=True):
+    for piece in store_ranges(source, target, work_dir, split=True, history=model):
         yield from scorer.feed(piece)
     yield from scorer.finish()
 
 
-def store_ranges(source: ChunkedSource, target: str, work_dir: Path, *,
-                 split: bool) -> Iterator[pd.DataFrame]:
+def store_ranges(source: ChunkedSource, target: str, work_dir: Path, *, split: bool,
+                 history: Optional[RetailSalesModel] = None) -> Iterator[pd.DataFrame]:
     """The data set's rows, typed, a range of whole stores at a time in store order (each
     range's rows in the file's order); with `split`, a range of one store with more than
-    `chunk_rows` rows comes in pieces in date order (see _pieces)."""
+    `chunk_rows` rows comes in pieces in date order (see _pieces). With a model, its history
+    rows count towards a range's rows (the features hold them too)."""
     import sys
 
     from runtime.datasets import scan_dataset
@@ -133,7 +124,8 @@ def store_ranges(source: ChunkedSource, target: str, work_dir: Path, *,
         columns = _columns_needed(source.columns, target)
         store_column = next(c for c in columns if c.lower() == "store")
         bounds = _store_ranges(scan_dataset(source.ref, [store_column]), store_column,
-                               source.chunk_rows)
+                               source.chunk_rows,
+                               history.history_store_counts() if history is not None else None)
         files = _spill(scan_dataset(source.ref, columns), bounds, target, spill_root)
         for path in files:
             yield from _pieces(path, source.chunk_rows if split else sys.maxsize)
@@ -161,9 +153,11 @@ def _store_ids(values: Any) -> Any:
     return pd.to_numeric(values, errors="raise").astype("int64").to_numpy()
 
 
-def _store_ranges(batches: Iterator[pd.DataFrame], column: str, chunk_rows: int) -> Any:
-    """The last store of each range, ascending: consecutive stores whose rows add up to at most
-    `chunk_rows` (a store with more is a range of its own)."""
+def _store_ranges(batches: Iterator[pd.DataFrame], column: str, chunk_rows: int,
+                  extra: Optional[pd.Series] = None) -> Any:
+    """The last store of each range, ascending: consecutive stores whose rows (and `extra` rows
+    per store: the model's history) add up to at most `chunk_rows` (a store with more is a range
+    of its own)."""
     import numpy as np
     import pandas as pd
 
@@ -176,6 +170,8 @@ def _store_ranges(batches: Iterator[pd.DataFrame], column: str, chunk_rows: int)
         counts = part if counts is None else counts.add(part, fill_value=0)
     if counts is None:
         return np.zeros(0, dtype="int64")
+    if extra is not None and len(extra):   # only the data's stores: a range is cut at them
+        counts = counts.add(extra.reindex(counts.index, fill_value=0), fill_value=0)
     counts = counts.sort_index()
     limit = max(int(chunk_rows), -(-int(counts.sum()) // SPILL_FILES_MAX))
     ends: list[int] = []

@@ -7,6 +7,10 @@ the torch loop reads through a memory map. So the feature matrix is never held i
 memory, and every number depends only on the concatenated rows, never on where the ranges were
 cut: a whole frame (one range) and any chunking give the same model, bit for bit. The stores'
 recent history goes to a Parquet file the model reads as it needs it.
+
+A whole frame that is already in memory (the data set fitted the memory budget) is gathered in
+memory instead (`in_memory=True`): the same columns as arrays, the matrix as an array, the history
+as a frame; the same numbers by the same block-wise arithmetic, with no file written at all.
 """
 from __future__ import annotations
 
@@ -53,6 +57,34 @@ class _Columns:
             yield self.read(column, start, min(self.rows, start + BLOCK_ROWS))
 
 
+class _MemoryColumns(_Columns):
+    """_Columns held as arrays: appended pieces joined once, read back as views."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.paths: list[Path] = []
+        self.parts: list[list[np.ndarray]] = [[] for _ in names]
+        self.joined: list[Optional[np.ndarray]] = [None] * len(names)
+        self.rows = 0
+
+    def append(self, columns: list[np.ndarray]) -> None:
+        for parts, values in zip(self.parts, columns):
+            parts.append(np.ascontiguousarray(values, dtype="float64"))
+        self.rows += len(columns[0]) if columns else 0
+
+    def close(self) -> None:
+        pass
+
+    def read(self, column: int, start: int, stop: int) -> np.ndarray:
+        if self.joined[column] is None:
+            parts = self.parts[column]
+            self.joined[column] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self.parts[column] = []
+        return self.joined[column][start:stop]
+
+    def drop(self, column: int) -> None:
+        self.parts[column], self.joined[column] = [], None
+
+
 def _mean_std(columns: _Columns, column: int) -> tuple[float, float]:
     """A column's mean and (population) standard deviation, summed a block at a time: pairwise
     within a block, exactly (fsum) across blocks, so the result is that of the rows alone."""
@@ -68,14 +100,20 @@ class TrainingSet:
     validation rows (if asked for) and the history file. `close()` removes the matrix files; the
     history file's folder is handed to the model (`take_history`)."""
 
-    def __init__(self, params: Any, work_dir: Path, *, validation: bool) -> None:
+    def __init__(self, params: Any, work_dir: Path, *, validation: bool, in_memory: bool = False) -> None:
         from .schema import label_column
 
         self.params, self.target, self.label = params, params.target, label_column(params.target)
         self.checked = params.label_column or self.label
-        self.folder = Path(tempfile.mkdtemp(prefix=".retail-train-", dir=work_dir))
-        self.history_dir: Optional[Path] = Path(tempfile.mkdtemp(prefix=".retail-history-", dir=work_dir))
-        self.history_file = self.history_dir / "history.parquet"
+        self.in_memory = in_memory
+        self.folder: Optional[Path] = None
+        self.history_dir: Optional[Path] = None
+        self.history_file: Optional[Path] = None
+        self.history: Optional[pd.DataFrame] = None   # in memory: the history as a frame
+        if not in_memory:
+            self.folder = Path(tempfile.mkdtemp(prefix=".retail-train-", dir=work_dir))
+            self.history_dir = Path(tempfile.mkdtemp(prefix=".retail-history-", dir=work_dir))
+            self.history_file = self.history_dir / "history.parquet"
         self.want_validation = validation
         self.inputs: list[str] = []
         self.train: Optional[_Columns] = None        # inputs, then label, then current
@@ -94,9 +132,9 @@ class TrainingSet:
 
     @classmethod
     def gather(cls, frames: Iterable[pd.DataFrame], params: Any, work_dir: Path, *,
-               validation: bool) -> "TrainingSet":
+               validation: bool, in_memory: bool = False) -> "TrainingSet":
         """From feature frames of whole stores, in store order (one frame: the whole data)."""
-        data = cls(params, work_dir, validation=validation)
+        data = cls(params, work_dir, validation=validation, in_memory=in_memory)
         try:
             for frame in frames:
                 data.add(frame)
@@ -118,11 +156,10 @@ class TrainingSet:
         params, target, label = self.params, self.target, self.label
         if self.train is None:
             self.inputs = expand_input_features(params.input_feature_names(), frame.columns)
-            self.train = _Columns(self.folder / "train", self.inputs + ["label", "current"])
+            self.train = self._columns("train", self.inputs + ["label", "current"])
             self.has_validation = self.want_validation and self.checked in frame.columns
             if self.has_validation:
-                self.validation_columns = _Columns(self.folder / "validation",
-                                                   self.inputs + ["current", "actual"])
+                self.validation_columns = self._columns("validation", self.inputs + ["current", "actual"])
         dates = frame["date"]
         positive = (frame[target] > 0).to_numpy(dtype=bool)
         rows = frame[label].notna().to_numpy(dtype=bool) & positive
@@ -147,6 +184,12 @@ class TrainingSet:
         del values
         self._add_history(frame)
 
+    def _columns(self, name: str, names: list[str]) -> _Columns:
+        if self.in_memory:
+            return _MemoryColumns(names)
+        assert self.folder is not None
+        return _Columns(self.folder / name, names)
+
     def _add_history(self, frame: pd.DataFrame) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -154,6 +197,10 @@ class TrainingSet:
         from .history import recent_history
 
         table = pa.Table.from_pandas(recent_history(frame, self.target), preserve_index=False)
+        if self.in_memory:   # through Arrow as the file's rows are, so the frame is the file's
+            self._history_parts.append(table if not self._history_parts
+                                       else table.cast(self._history_parts[0].schema))
+            return
         if self._history_writer is None:
             self._history_writer = pq.ParquetWriter(str(self.history_file), table.schema,
                                                     compression="snappy")
@@ -185,6 +232,11 @@ class TrainingSet:
             self._flush_history(final=True)
             self._history_writer.close()
             self._history_writer = None
+        if self.in_memory and self._history_parts:
+            import pyarrow as pa
+
+            self.history = pa.concat_tables(self._history_parts).to_pandas()
+            self._history_parts = []
         if self.train is None:
             _no_data()
         self.train.close()
@@ -199,21 +251,34 @@ class TrainingSet:
         std = np.array([s for _, s in stats], dtype="float64")
         std[~(std > 1e-12)] = 1.0
         self.std = std
-        matrix = self.folder / "x.f32"
         y = np.empty(n, dtype="float32")
         naive = []
-        with open(matrix, "wb") as fh:
-            for start in range(0, n, BLOCK_ROWS):
-                stop = min(n, start + BLOCK_ROWS)
+        if self.in_memory:
+            x = np.empty((n, k), dtype="float32")
+            for j in range(k):   # a column at a time, each freed once written
+                x[:, j] = (train.read(j, 0, n) - self.mean[j]) / std[j]
+                assert isinstance(train, _MemoryColumns)
+                train.drop(j)
+        else:
+            assert self.folder is not None
+            matrix = self.folder / "x.f32"
+            fh = open(matrix, "wb")
+        for start in range(0, n, BLOCK_ROWS):
+            stop = min(n, start + BLOCK_ROWS)
+            if not self.in_memory:
                 block = np.empty((stop - start, k), dtype="float32")
                 for j in range(k):
                     block[:, j] = (train.read(j, start, stop) - self.mean[j]) / std[j]
                 block.tofile(fh)
-                label, current = train.read(k, start, stop), train.read(k + 1, start, stop)
-                y[start:stop] = np.log(label / current)
-                naive.append(float(np.sum(np.abs(label - current))))
+            label, current = train.read(k, start, stop), train.read(k + 1, start, stop)
+            y[start:stop] = np.log(label / current)
+            naive.append(float(np.sum(np.abs(label - current))))
         self.naive_scale = math.fsum(naive) / n
         self.y = y
+        if self.in_memory:
+            self.x = x
+            return
+        fh.close()
         # Copy-on-write: torch wants a writable array; nothing writes, so the pages stay the file's.
         self.x = np.memmap(matrix, dtype="float32", mode="c", shape=(n, k))
         for path in train.paths:
@@ -238,8 +303,9 @@ class TrainingSet:
             z, columns.read(k, 0, n), columns.read(k + 1, 0, n), naive_scale=self.naive_scale,
             names=names, device=device)
 
-    def take_history(self) -> tuple[Path, Path]:
-        """(the history file, its folder): the caller now owns the folder."""
+    def take_history(self) -> tuple[Optional[Path], Optional[Path]]:
+        """(the history file, its folder): the caller now owns the folder (both None in memory:
+        the history is `history`)."""
         folder, self.history_dir = self.history_dir, None
         return self.history_file, folder
 
@@ -252,7 +318,8 @@ class TrainingSet:
         if self._history_writer is not None:
             self._history_writer.close()
             self._history_writer = None
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def discard_history(self) -> None:
         if self.history_dir is not None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engines.retail_sales import RetailSalesEngine, generate_retail
-from engines.retail_sales.chunked import ChunkedSource, StreamedScores, default_chunk_rows
+from engines.retail_sales.chunked import ChunkedSource, StreamedScores
 from runtime.datasets import resolve_dataset
 from runtime.engine import default_context
 from runtime.errors import ConfigError
@@ -106,12 +106,6 @@ def test_the_source_is_described_without_being_read(tmp_path):
     frame.to_parquet(tmp_path / "d.parquet", index=False)
     source = ChunkedSource(resolve_dataset(str(tmp_path / "d.parquet")), 1000)
     assert len(source) == 30 and list(source.columns) == list(frame.columns)
-
-
-def test_default_chunk_is_sized_from_available_memory():
-    assert default_chunk_rows(64 << 30) == 250_000            # capped
-    assert default_chunk_rows(4 << 30) < default_chunk_rows(16 << 30)
-    assert default_chunk_rows(1 << 20) == 20_000              # floored
 
 
 def test_chunked_training_gives_the_whole_frame_model(tmp_path):
