@@ -262,6 +262,7 @@ def recipes(iterations: int) -> int:
 
     from ray_head import RayHead, python_without_runtime
 
+    load_start = os.getloadavg()   # the machine is shared: the figures are read beside it
     work = Path(tempfile.mkdtemp(prefix="bench-ray-recipes-"))
     home = work / "home"
     cache = os.environ.setdefault("MLRUNTIME_UV_CACHE_DIR", str(work / "uv-cache"))
@@ -298,7 +299,10 @@ def recipes(iterations: int) -> int:
     print(f"{'':24s}{'median s':>10s}{'min s':>8s}{'max s':>8s}")
     for name, row in table.items():
         print(f"{name:24s}{row['median_s']:>10.3f}{row['min_s']:>8.3f}{row['max_s']:>8.3f}")
+    load = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     report = {"machine": f"{os.cpu_count()} cores, shared", "environment": environment(),
+              "load_average": {"start": list(load_start), "end": list(load)},
               "results": table, "runs": times}
     out = HERE / "results" / f"ray-recipes-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
