@@ -28,6 +28,7 @@ SPAN = 1 << 22
 DAY_OFFSET = 1 << 21
 MAX_STORE = 1 << 40
 LAGS = (*range(1, 8), 51, *range(52, 60))
+_NS_PER_DAY = 86_400 * 10 ** 9
 # The features this module computes itself (features.build_features's, for scored rows).
 _COMPUTED = {"lag1Ratio", "lag2Ratio", "lag3Ratio", "mean4Ratio", "mean8Ratio",
              "lastYearNextRatio", "lastYearStep", "yoyRatio", "yoy4Ratio", "yoy8Ratio",
@@ -67,10 +68,11 @@ class HistoryIndex:
 
 
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(a / b), missing where not finite; callers ignore numpy's divide and invalid warnings
+    (one np.errstate around many calls: entering one costs as much as a small ratio)."""
     import numpy as np
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log(a / b)
+    out = np.log(a / b)
     out[~np.isfinite(out)] = np.nan
     return out
 
@@ -136,51 +138,106 @@ def _required_rows(cols: dict[str, np.ndarray], columns: tuple[str, ...]) -> Non
                              "from 0): a value is required")
 
 
-class Features:
-    """One request's rows in `run score`'s order, their model inputs and current sales."""
+class Rows:
+    """One request's rows as arrays, in the request's order: store, day, current sales, holiday
+    flag, and the inputs that depend on the row alone (store type, size, columns as sent)."""
 
-    def __init__(self, index: HistoryIndex, frame: dict[str, np.ndarray], inputs: list[str],
-                 target: str) -> None:
+    def __init__(self, frame: dict[str, np.ndarray], inputs: list[str], target: str) -> None:
         import numpy as np
 
         date, stores = frame["date"], frame["store"]
         n = len(date)
         if date.dtype.kind != "M" or stores.dtype.kind not in "iuf":
             raise _Fallback()
-        if stores.dtype.kind == "f":
-            if not np.array_equal(stores, np.round(stores)):
-                raise _Fallback()
-        stores = stores.astype("int64")
-        days = date.astype("datetime64[D]").astype("int64")
-        if n and (days.min() <= -DAY_OFFSET + 7 * 60 or days.max() >= DAY_OFFSET
-                  or np.abs(stores).max() >= MAX_STORE):
+        if stores.dtype.kind == "f" and not np.array_equal(stores, np.round(stores)):
             raise _Fallback()
-        keys = stores * SPAN + days + DAY_OFFSET
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        if n > 1 and (keys[1:] == keys[:-1]).any():
-            raise _Fallback()   # the engine's own refusal names it
-        y = _numbers(frame[target])[order]
+        self.stores = stores.astype("int64")
+        self.days = date.astype("datetime64[D]").astype("int64")
+        if n and (self.days.min() <= -DAY_OFFSET + 7 * 60 or self.days.max() >= DAY_OFFSET
+                  or np.abs(self.stores).max() >= MAX_STORE):
+            raise _Fallback()
+        self.y = _numbers(frame[target])
         flags = _column(frame, "isHoliday")
-        holiday = np.zeros(n) if flags is None else _flags(flags)[order]
-        self.order, self.stores, self.days, self.current = order, stores[order], days[order], y
+        self.holiday = np.zeros(n) if flags is None else _flags(flags)
+        self.local: dict[str, np.ndarray] = {}
+        for name in inputs:
+            if name.startswith("storeType_") and name in _COMPUTED:
+                self.local[name] = _store_type(frame, name[len("storeType_"):])
+            elif name == "logStoreSize":
+                self.local[name] = _store_size(frame)
+            elif name not in _COMPUTED:   # a column of the request used as it is (cpi, ...)
+                raw = _column(frame, name)
+                if raw is None:
+                    raise _Fallback()
+                self.local[name] = _numbers(raw)
 
-        # k weeks before each row: the request's own rows first, then the history.
-        wanted = keys[:, None] - 7 * np.asarray(LAGS)[None, :]          # (n, lags)
-        flat = wanted.ravel()
-        lag_values = np.full(flat.shape, np.nan)
-        lag_holiday = np.zeros(flat.shape)
-        own = np.minimum(np.searchsorted(keys, flat), n - 1)
-        in_request = keys[own] == flat
+    def __len__(self) -> int:
+        return len(self.stores)
+
+
+def _store_type(frame: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    import numpy as np
+
+    raw = _column(frame, "storeType")
+    if raw is None:
+        raise BadRequest("Missing required column 'storeType': this model's inputs use it")
+    return np.fromiter((isinstance(v, str) and v.strip().upper() == kind for v in raw),
+                       dtype="float64", count=len(raw))
+
+
+def _store_size(frame: dict[str, np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    raw = _column(frame, "storeSize")
+    if raw is None:
+        raise BadRequest("Missing required column 'storeSize': this model's inputs use it")
+    size = _numbers(raw)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _log_ratio(size, np.ones_like(size))
+
+
+class Features:
+    """Several requests' rows in one pass: each request's rows in `run score`'s order (store,
+    then day), their model inputs (`x`) and current sales; a row's past weeks are looked up in
+    its own request's rows first, then in the history, never in another request's rows."""
+
+    def __init__(self, index: HistoryIndex, parts: list[Rows], inputs: list[str]) -> None:
+        import numpy as np
+
+        group = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+        stores = np.concatenate([p.stores for p in parts])
+        days = np.concatenate([p.days for p in parts])
+        order = np.lexsort((days, stores, group))
+        group, stores, days = group[order], stores[order], days[order]
+        n = len(order)
+        # (request, store) pairs numbered in order: keys within a batch, sorted
+        new_pair = np.ones(n, dtype=bool)
+        new_pair[1:] = (group[1:] != group[:-1]) | (stores[1:] != stores[:-1])
+        keys = (np.cumsum(new_pair) - 1) * SPAN + days + DAY_OFFSET
+        if n > 1 and (keys[1:] == keys[:-1]).any():
+            raise _Fallback()   # a request with one week twice: the engine's own refusal names it
+        y = np.concatenate([p.y for p in parts])[order]
+        holiday = np.concatenate([p.holiday for p in parts])[order]
+        self.bounds = np.searchsorted(group, np.arange(len(parts) + 1))
+        self.stores, self.days, self.current = stores, days, y
+
+        # k weeks before each row: its request's own rows first, then the history.
+        steps = 7 * np.asarray(LAGS)[None, :]
+        wanted = (keys[:, None] - steps).ravel()                          # (n * lags,)
+        lag_values = np.full(wanted.shape, np.nan)
+        lag_holiday = np.zeros(wanted.shape)
+        own = np.minimum(np.searchsorted(keys, wanted), n - 1)
+        in_request = keys[own] == wanted
         lag_values[in_request] = y[own[in_request]]
         lag_holiday[in_request] = holiday[own[in_request]]
         rest = np.flatnonzero(~in_request)
         if len(index.keys) and len(rest):
-            at = np.minimum(np.searchsorted(index.keys, flat[rest]), len(index.keys) - 1)
-            found = index.keys[at] == flat[rest]
+            history_keys = ((stores * SPAN + days + DAY_OFFSET)[:, None] - steps).ravel()[rest]
+            at = np.minimum(np.searchsorted(index.keys, history_keys), len(index.keys) - 1)
+            found = index.keys[at] == history_keys
             lag_values[rest[found]] = index.values[at[found]]
             lag_holiday[rest[found]] = index.holiday[at[found]]
-        lag_values = lag_values.reshape(wanted.shape)
+        lag_values = lag_values.reshape(n, len(LAGS))
         column = {k: i for i, k in enumerate(LAGS)}
         lag = {k: lag_values[:, column[k]] for k in LAGS}
         lag[0] = y
@@ -202,46 +259,33 @@ class Features:
             "yoyRatio": lambda: _log_ratio(y, lag[52]),
             "yoy4Ratio": lambda: _log_ratio(now[4], mean_of(52, 4)),
             "yoy8Ratio": lambda: _log_ratio(now[8], mean_of(52, 8)),
-            "lastYearNextHoliday": lambda: lag_holiday.reshape(wanted.shape)[:, column[51]].copy(),
+            "lastYearNextHoliday": lambda: lag_holiday.reshape(n, len(LAGS))[:, column[51]].copy(),
             "hasHistory": lambda: np.isfinite(_log_ratio(lag[51], y) + _log_ratio(
                 now[8], mean_of(52, 8))).astype("float64"),
-            "weekOfYear": lambda: _iso_weeks(self.days),
-            "weekSin": lambda: np.sin(2 * np.pi * _iso_weeks(self.days) / 52.0),
-            "weekCos": lambda: np.cos(2 * np.pi * _iso_weeks(self.days) / 52.0),
+            "weekOfYear": lambda: _iso_weeks(days),
+            "weekSin": lambda: np.sin(2 * np.pi * _iso_weeks(days) / 52.0),
+            "weekCos": lambda: np.cos(2 * np.pi * _iso_weeks(days) / 52.0),
             "holiday": lambda: holiday,
-            "logStoreSize": lambda: self._store_size(frame),
-            **{f"storeType_{t}": (lambda t=t: self._store_type(frame, t)) for t in STORE_TYPES},
         }
         x = np.empty((n, len(inputs)))
-        for i, name in enumerate(inputs):
-            if name in f:
-                x[:, i] = f[name]()
-            else:   # a column of the request used as it is (temperature, cpi, ...)
-                raw = _column(frame, name)
-                if raw is None or name not in SCHEMA and name.lower() not in \
-                        {s.lower() for s in SCHEMA}:
-                    raise _Fallback()
-                x[:, i] = _numbers(raw)[order]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i, name in enumerate(inputs):
+                if name in f:
+                    x[:, i] = f[name]()
+                else:
+                    x[:, i] = np.concatenate([p.local[name] for p in parts])[order]
         self.x = x
 
-    def _store_type(self, frame: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    def part(self, i: int, log_ratio: np.ndarray) -> dict[str, np.ndarray]:
+        """Request i's answer: date, store, prediction, in `run score`'s order."""
         import numpy as np
 
-        raw = _column(frame, "storeType")
-        if raw is None:
-            raise BadRequest("Missing required column 'storeType': this model's inputs use it")
-        text = raw[self.order]
-        return np.fromiter((isinstance(v, str) and v.strip().upper() == kind for v in text),
-                           dtype="float64", count=len(text))
-
-    def _store_size(self, frame: dict[str, np.ndarray]) -> np.ndarray:
-        import numpy as np
-
-        raw = _column(frame, "storeSize")
-        if raw is None:
-            raise BadRequest("Missing required column 'storeSize': this model's inputs use it")
-        size = _numbers(raw)[self.order]
-        return _log_ratio(size, np.ones_like(size))
+        rows = slice(self.bounds[i], self.bounds[i + 1])
+        current = self.current[rows]
+        with np.errstate(invalid="ignore", over="ignore"):
+            prediction = np.where(current > 0, current * np.exp(log_ratio[rows]), np.nan)
+        return {"date": (self.days[rows] * _NS_PER_DAY).view("datetime64[ns]"),
+                "store": self.stores[rows], "prediction": prediction}
 
 
 def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
@@ -293,33 +337,48 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
             out = forward(z).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
         return out.cpu().numpy().astype("float64")
 
-    def answer(rows: Features, log_ratio: np.ndarray) -> dict[str, np.ndarray]:
-        current = rows.current
-        with np.errstate(invalid="ignore", over="ignore"):
-            prediction = np.where(current > 0, current * np.exp(log_ratio), np.nan)
-        return {"date": rows.days.astype("datetime64[D]").astype("datetime64[ns]"),
-                "store": rows.stores, "prediction": prediction}
+    def fast(parts: list[Rows]) -> list[Optional[dict[str, np.ndarray]]]:
+        """The parts' answers from one Features and one forward pass; a batch refused as a whole
+        (one request repeats a week) is built request by request, so that only that one falls
+        back to the pandas path."""
+        try:
+            built = [(Features(index, parts, inputs), list(range(len(parts))))]
+        except _Fallback:
+            built = []
+            for i, part in enumerate(parts):
+                try:
+                    built.append((Features(index, [part], inputs), [i]))
+                except _Fallback:
+                    pass
+        answers: list[Optional[dict[str, np.ndarray]]] = [None] * len(parts)
+        if not built:
+            return answers
+        ratios = log_ratios(np.concatenate([b.x for b, _ in built]))
+        start = 0
+        for features, which in built:
+            mine = ratios[start:start + len(features.x)]
+            start += len(features.x)
+            for j, i in enumerate(which):
+                answers[i] = features.part(j, mine)
+        return answers
 
     def predict_many(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         for frame in frames:
             _required_rows(frame, ("date", "store"))
         if index is None:
             return [slow_predict(frame) for frame in frames]
-        built: list[Any] = []
+        parts: list[Optional[Rows]] = []
         for frame in frames:
             try:
-                built.append(Features(index, frame, inputs, target))
+                parts.append(Rows(frame, inputs, target))
             except _Fallback:
-                built.append(None)
-        fast = [b for b in built if b is not None]
-        ratios = log_ratios(np.concatenate([b.x for b in fast])) if fast else None
-        out, start = [], 0
-        for frame, rows in zip(frames, built):
-            if rows is None:
-                out.append(slow_predict(frame))
-                continue
-            out.append(answer(rows, ratios[start:start + len(rows.x)]))
-            start += len(rows.x)
+                parts.append(None)
+        ready = [p for p in parts if p is not None]
+        answers = iter(fast(ready) if ready else [])
+        out = []
+        for frame, part in zip(frames, parts):
+            answer = next(answers) if part is not None else None
+            out.append(answer if answer is not None else slow_predict(frame))
         return out
 
     schema = {name: _KINDS.get(name, "number") for name in SCHEMA}
@@ -335,4 +394,4 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
                            predict_many=predict_many, takes_columns=True)
 
 
-__all__ = ["Features", "HistoryIndex", "predictor"]
+__all__ = ["Features", "HistoryIndex", "Rows", "predictor"]

@@ -18,6 +18,8 @@ from ..errors import BadRequest
 SMALL_ROWS = 64          # requests up to this many rows take the Python path
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?")
 _FLAGS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+# Within pandas' nanosecond timestamps (1677-09-21 .. 2262-04-11), with room to spare.
+_EARLIEST, _LATEST = datetime(1678, 1, 1), datetime(2261, 12, 31)
 
 
 class Slow(Exception):
@@ -143,9 +145,12 @@ def _date(v: Any, name: str, row: int) -> Any:
     if not _ISO.fullmatch(v):
         raise Slow()   # pandas reads other spellings (4/6/12, "April 6, 2012")
     try:
-        return np.datetime64(datetime.fromisoformat(v), "ns")
+        when = datetime.fromisoformat(v)
     except ValueError:
         _refuse(name, row, "a date or timestamp (ISO 8601)")
+    if not _EARLIEST <= when <= _LATEST:
+        raise Slow()   # near or past nanoseconds' range (numpy would wrap it): pandas decides
+    return np.datetime64(when, "ns")
 
 
 def _text(v: Any) -> Any:

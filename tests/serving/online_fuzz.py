@@ -17,7 +17,8 @@ SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
     st.sampled_from(["2012-04-06", "4/6/12", "2012-02-30", "0000-00-00", "true", "1e999",
-                     "NaN", "", " 7 ", "2012-04-06T10:00:00+02:00", "99999-01-01"]))
+                     "NaN", "", " 7 ", "2012-04-06T10:00:00+02:00", "99999-01-01",
+                     "9999-12-31", "1066-10-14"]))
 JSON = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12)
@@ -36,7 +37,7 @@ def _columns(names: list[str]) -> st.SearchStrategy:
 VALID = {"number": st.floats(-1e7, 1e7) | st.integers(-10 ** 6, 10 ** 6),
          "integer": st.integers(-5, 50), "boolean": st.booleans(),
          "datetime": st.dates().map(lambda d: d.isoformat()) | st.sampled_from(
-             ["2012-04-06", "2011-02-04", "4/6/12", "1900-01-01"]),
+             ["2012-04-06", "2011-02-04", "4/6/12", "1900-01-01", "9999-01-01"]),
          "string": st.sampled_from(["A", "B", "C", " a ", ""])}
 
 

@@ -144,6 +144,7 @@ def test_bad_rows_are_a_4xx_naming_column_and_row_never_the_value(retail):
         ([record, {**record, "store": SECRET}], "'store', row 1"),                 # pandas path
         ([{**record, "date": "2012-04-06", "weeklySales": True}], "'weeklySales', row 0"),
         ([{**record, "date": "2012-04-06"}, {**record, "date": f"{SECRET}"}], "'date', row 1"),
+        ([{**record, "date": "2012-04-06"}, {**record, "date": "9999-01-01"}], "'date', row 1"),
         ([record, {**record, "store": None}], "'store', row 1"),
         ([{k: v for k, v in record.items() if k != "weeklySales"}], "'weeklySales'"),
     ]
