@@ -176,3 +176,42 @@ def test_garbage_bodies_are_never_a_5xx(retail):
         never_a_5xx(post("/invocations"), encoded(mlflow_bodies(
             names, kinds, ["date", "store", "weeklySales"])))
         never_a_5xx(post(f"/v2/models/{retail['model']}/infer"), encoded(v2_bodies(names)))
+
+
+def test_requests_batched_together_answer_as_each_alone(retail):
+    """The host predicts a micro-batch in one pass: two requests for the same store and
+    overlapping weeks (with different sales) never see each other's rows, and a request that
+    repeats a week is refused alone (the host then answers the others on their own)."""
+    import numpy as np
+
+    from engines.retail_sales import RetailSalesEngine
+    from runtime.engine import default_context
+    from runtime.errors import MLRuntimeError
+    from runtime.serving import payloads
+
+    engine = RetailSalesEngine()
+    ctx = default_context(engine, "score", {}, threads=1)
+    model = engine.load_model(ctx, retail["home"] / "artifacts" / "models" / retail["model"])
+    online = engine.online(ctx, model)
+
+    def columns(frame):
+        body = json.dumps({"dataframe_records": _records(frame)}).encode()
+        return payloads.parse(body, "application/json", "mlflow", payloads.Limits(),
+                              online.input_schema, online.required, columns=True).frame
+
+    import pandas as pd
+
+    rows = retail["rows"].assign(date=pd.to_datetime(retail["rows"]["date"], format="%m/%d/%y")
+                                 .dt.strftime("%Y-%m-%d"))
+    store = rows[rows["store"] == rows["store"].iloc[0]].head(6)
+    first = store.iloc[0:5]
+    second = store.iloc[2:6].assign(weeklySales=store.iloc[2:6]["weeklySales"] * 3)
+    together = online.predict_many([columns(first), columns(second)])
+    alone = [online.predict_many([columns(first)])[0], online.predict_many([columns(second)])[0]]
+    for both, single in zip(together, alone):
+        np.testing.assert_allclose(both["prediction"], single["prediction"], rtol=1e-6)
+        assert list(both["store"]) == list(single["store"])
+    with pytest.raises(MLRuntimeError, match="more than one row for the same store and date") \
+            as refused:
+        online.predict_many([columns(first), columns(pd.concat([first.head(1)] * 2))])
+    assert refused.value.status == 400
