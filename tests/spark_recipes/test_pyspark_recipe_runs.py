@@ -1,6 +1,6 @@
-"""PySpark recipes run unchanged: through the CLI (`--engine FOLDER`) on local[2] and on
-local-cluster[1,1,1024] (the recipe's UDF module imported by a real executor JVM's Python), and
-through the API (multipart upload) on one warm Spark worker: a feature pipeline whose output a
+"""PySpark recipes run unchanged: through the CLI (`--engine FOLDER`) on local[2] (on
+local-cluster[1,1,1024], where a real executor JVM's Python imports the recipe's UDF module and
+its own requirements: tests/spark_recipes/test_cluster_env.py), and through the API (multipart upload) on one warm Spark worker: a feature pipeline whose output a
 train run reads by id, warm reuse, two recipes with the same package name, a failing role."""
 from __future__ import annotations
 
@@ -106,21 +106,6 @@ def test_cli_train_and_score_a_platform_style_recipe_on_local_2(jars_dir, tmp_pa
     assert scored["state"] == "DONE", scored
     rows = _scored_xdm(scores)
     assert rows["date"].str.match(r"^2012-\d\d-\d\d$").all()
-
-
-def test_cli_train_on_local_cluster_ships_the_recipe_to_executors(jars_dir, tmp_path):
-    home = tmp_path / "home"
-    assert cli(jars_dir, home, "datasets", "add", "retail-train",
-               str(RETAIL / "DSWRetailSales-Training.parquet")).returncode == 0
-    config = _retail_config(tmp_path, str(tmp_path / "unused.parquet"))
-    trained = summary(cli(jars_dir, home, "train", str(config), "--engine",
-                          str(FIXTURES / "retail_regression"), "--spark-master",
-                          "local-cluster[1,1,1024]", "--json"))
-    # The loader's UDFs live in retailspark.features: the executor's Python imported it from the
-    # recipe's zip in the context's Python includes, or the job would have failed.
-    assert trained["state"] == "DONE", trained
-    assert trained["spark"]["master"] == "local-cluster[1,1,1024]"
-    assert {m["name"] for m in trained["metrics"]} == {"MAPE", "MAE", "RMSE", "MASE"}
 
 
 # --- the API ------------------------------------------------------------------------------------
