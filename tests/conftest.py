@@ -52,13 +52,20 @@ def caller():
 @pytest.fixture(scope="session", autouse=True)
 def shared_uv_cache(tmp_path_factory):
     """One uv cache for every runtime home the suite makes (tests and the CLI processes they
-    start inherit it), so a recipe environment's packages are downloaded once per run."""
+    start inherit it), shared by the xdist workers and kept between runs on one machine (beside
+    pytest's own temporary folders, so environments hardlink from it): a recipe environment's
+    packages are downloaded once per machine, not once per worker and run. uv locks its cache for
+    concurrent users; set MLRUNTIME_UV_CACHE_DIR to choose another."""
     import os
 
     if os.environ.get("MLRUNTIME_UV_CACHE_DIR"):
         yield
         return
-    os.environ["MLRUNTIME_UV_CACHE_DIR"] = str(tmp_path_factory.mktemp("uv-cache"))
+    base = tmp_path_factory.getbasetemp()   # .../pytest-of-USER/pytest-N[/popen-gwK]
+    owner = next((p for p in base.parents if p.name.startswith("pytest-of-")), base.parent)
+    cache = owner / "mlruntime-uv-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["MLRUNTIME_UV_CACHE_DIR"] = str(cache)
     yield
     os.environ.pop("MLRUNTIME_UV_CACHE_DIR", None)
 
