@@ -5,6 +5,8 @@ of growing size, the chunked path beside today's whole-file path (`-p chunk_rows
     python benchmarks/bench_memory.py --sizes 0.6M --quick
     python benchmarks/bench_memory.py --sizes 0.6M,6.4M,64M --data /big/disk/bench-data
     python benchmarks/bench_memory.py --sizes 0.6M,6.4M --train-only
+    python benchmarks/bench_memory.py --row-bytes        # the bytes a row takes, per path (~5 min)
+    python benchmarks/bench_memory.py --cgroup-mb 2048 --sizes 2.1M   # in a 2 GB cgroup (root)
 
 Sizes are rows of the whole synthetic data set (`run data retail --stores N`: 143 weeks a store,
 so 0.6M is 4,475 stores and 6.4M is 44,755). 64M is ten copies of the 6.4M set with the store ids
@@ -21,6 +23,19 @@ path would need about 80 GB, ten times its 6.4M peak. For each size:
    (float64, as the features are built; the torch loop reads a float32 copy of it from disk).
    Goal: chunked peak <= 3x the feature matrix, printed both as the whole peak and as the peak
    above the floor (below).
+
+`--row-bytes` measures what engines/retail_sales/sizing.py sizes chunks with: each path (score
+whole / chunked, train whole / chunked) runs once per size in a fresh process, one chunk holding
+all rows; its peak RSS (VmHWM, reset just before the stage) minus its RSS before the stage, over
+the rows the stage's feature frame holds (a score's frame: the data's rows plus the model's
+history rows it pulls in, which is what makes a 30-week scoring file cost 4x its rows).
+
+`--cgroup-mb N` runs each score (whole-file, then the automatic default) inside a memory cgroup
+of its own limited to N MB (v2 /sys/fs/cgroup/NAME/memory.max, else v1
+/sys/fs/cgroup/memory/NAME/memory.limit_in_bytes; needs root), as a container with that limit
+would: the `run` process moves itself in before it starts its worker, so both are counted. It
+reports whether each run completed or was killed, and the cgroup's own peak (memory.peak, v1
+memory.max_usage_in_bytes) beside the worker's peak from the run's system metrics.
 
 Peak RSS is the largest of the `run` process and its worker (a helper process runs `run` and reads
 RUSAGE_CHILDREN, which covers the worker the CLI waited for); runs are cold (MLRUNTIME_WARM=0).
@@ -50,7 +65,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 CONFIG = ROOT / "configs" / "retail-sales.json"
-SIZES = {"0.6M": 4475, "6.4M": 44755, "64M": 447550}
+SIZES = {"0.6M": 4475, "2.1M": 15000, "6.4M": 44755, "64M": 447550}
 REPLICATED = {"64M": ("6.4M", 10)}   # built from a smaller set: (base size, copies)
 WHOLE_PATH_MAX_ROWS = 10_000_000      # today's path is not run above this (it would need ~80 GB)
 SCORE_PEAK_GOAL_MB = 1536
@@ -191,6 +206,179 @@ def score(home: Path, model_id: str, data: Path, out: Path, chunked: bool, logs:
     return {"wall_s": wall, "peak_mb": peak}
 
 
+ROW_BYTES_STORES = (1000, 3000)   # --row-bytes: 143k and 429k rows (30-week scoring files: 30k, 90k)
+ROW_BYTES_MODES = ("score-whole", "score-chunked", "train-whole", "train-chunked")
+
+
+def frame_rows(data: Path, history: Path) -> int:
+    """Rows of a score's feature frame: the data's rows, plus the model's history rows of the
+    same stores dated before each store's first row in the data (and every history row of a store
+    the data lacks), as features_with_history combines them."""
+    import pandas as pd
+
+    from engines.retail_sales.features import parse_dates
+
+    rows = pd.read_parquet(data, columns=["store", "date"])
+    first = rows.assign(date=parse_dates(rows["date"])).groupby("store")["date"].min()
+    past = pd.read_parquet(history, columns=["store", "date"])
+    starts = past["store"].map(first)
+    return len(rows) + int((starts.isna() | (parse_dates(past["date"]) < starts)).sum())
+
+
+def row_bytes(data_root: Path, work: Path) -> list[dict[str, Any]]:
+    """Each path's peak above its RSS before the stage, over the rows it held (see --row-bytes)."""
+    from engines.retail_sales import RetailSalesEngine, write_retail_dataset
+    from runtime.engine import default_context
+
+    probe = BENCH_DIR / "_row_bytes_probe.py"
+    tiny = write_retail_dataset(data_root / "rb-tiny", seed=9, stores=3)
+    results = []
+    for stores in ROW_BYTES_STORES:
+        files = write_retail_dataset(data_root / f"rb-{stores}", seed=stores, stores=stores)
+        engine = RetailSalesEngine()
+        ctx = default_context(engine, "train", {"epochs": 1, "batch_size": 4096, "chunk_rows": 0},
+                              threads=2, artifact_dir=work)
+        model_dir = work / f"model-{stores}"
+        engine.save_model(ctx, engine.train(ctx, engine.feature_pipeline(
+            ctx, engine.load_data(ctx, str(files["training.parquet"])))), model_dir)
+        cases = [("score-whole", "scoring.parquet"), ("score-chunked", "scoring.parquet"),
+                 ("score-whole", "all.parquet"), ("score-chunked", "all.parquet"),
+                 ("train-whole", "training.parquet"), ("train-chunked", "training.parquet")]
+        for mode, name in cases:
+            out = work / f"probe-{stores}-{mode}-{name}"
+            warm = tiny[name]
+            done = subprocess.run([sys.executable, str(probe), mode, str(files[name]), str(model_dir),
+                                   str(out), str(warm)], capture_output=True, text=True, env=_env(),
+                                  cwd=ROOT)
+            if done.returncode != 0:
+                raise RuntimeError(f"probe {mode} {name} failed:\n{done.stderr[-3000:]}")
+            measured_now = json.loads(done.stdout.strip().splitlines()[-1])
+            shutil.rmtree(out, ignore_errors=True)
+            rows = rows_of(files[name])
+            held = frame_rows(files[name], model_dir / "history.parquet") if mode.startswith("score") \
+                else rows
+            above = measured_now["peak"] - measured_now["base"]
+            results.append({"stores": stores, "mode": mode, "file": name, "rows": rows,
+                            "frame_rows": held, "base_mb": measured_now["base"] / 2 ** 20,
+                            "peak_mb": measured_now["peak"] / 2 ** 20, "above_mb": above / 2 ** 20,
+                            "bytes_per_row": above / rows, "bytes_per_frame_row": above / held})
+            r = results[-1]
+            print(f"  {stores} stores {mode:14s} {name:17s} {rows:>9,} rows {held:>9,} frame rows: "
+                  f"peak {r['peak_mb']:.0f} MB, {r['above_mb']:.0f} MB above {r['base_mb']:.0f}; "
+                  f"{r['bytes_per_row']:,.0f} B/row, {r['bytes_per_frame_row']:,.0f} B/frame row",
+                  flush=True)
+    return results
+
+
+class Cgroup:
+    """A memory cgroup of our own, limited to `limit_mb` (v2, else v1); removed on exit."""
+
+    def __init__(self, limit_mb: int) -> None:
+        import uuid
+
+        name = f"mlrt-bench-{uuid.uuid4().hex[:8]}"
+        for folder, limit, peak in ((Path("/sys/fs/cgroup") / name, "memory.max", "memory.peak"),
+                                    (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes",
+                                     "memory.max_usage_in_bytes")):
+            if not (folder.parent / "cgroup.procs").exists():
+                continue
+            try:
+                folder.mkdir()
+            except OSError:
+                continue
+            try:
+                (folder / limit).write_text(str(limit_mb << 20))
+            except OSError:
+                folder.rmdir()
+                continue
+            self.folder, self.peak_file = folder, folder / peak
+            self.version = "v2" if limit == "memory.max" else "v1"
+            return
+        raise RuntimeError("cannot create a memory cgroup here (needs root and a writable "
+                           "/sys/fs/cgroup or /sys/fs/cgroup/memory)")
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """argv run by a shell that first moves itself into the cgroup."""
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.folder / "cgroup.procs"), *argv]
+
+    def peak_mb(self) -> float:
+        try:
+            return int(self.peak_file.read_text()) / 2 ** 20
+        except (OSError, ValueError):
+            return float("nan")
+
+    def oom_kills(self) -> int:
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                for line in (self.folder / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+            except OSError:
+                continue
+        return 0
+
+    def remove(self) -> None:
+        for _ in range(50):   # the last process may still be exiting
+            try:
+                self.folder.rmdir()
+                return
+            except OSError:
+                time.sleep(0.2)
+
+
+def contained_score(home: Path, model_id: str, data: Path, out: Path, chunked: bool, logs: Path,
+                    tag: str, limit_mb: int) -> dict[str, Any]:
+    """One `run score` inside a fresh cgroup of `limit_mb`: completed or killed, and its peaks."""
+    argv = ["run", "score", str(CONFIG), "--home", str(home), "--json", "--cold",
+            "--model", model_id, "-p", f"scoringDataSetId={data}",
+            "-p", f"scoringResultsDataSetId={out}"] + ([] if chunked else ["-p", "chunk_rows=0"])
+    group = Cgroup(limit_mb)
+    try:
+        started = time.perf_counter()
+        done = subprocess.run(group.wrap([sys.executable, "-c", _MEASURE, *argv]), capture_output=True,
+                              text=True, env=_env(), cwd=ROOT)
+        wall = time.perf_counter() - started
+        (logs / f"score-{tag}.log").write_text(done.stderr)
+        lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
+        summary = json.loads(lines[-1]) if lines else {}
+        system = summary.get("system") or {}
+        logs_now = sorted(home.rglob("run.log"), key=lambda p: p.stat().st_mtime)
+        text = logs_now[-1].read_text(errors="replace") if logs_now else done.stderr
+        chose = [line.split("retail-sales: ", 1)[-1] for line in text.splitlines()
+                 if "scoring data" in line]
+        return {"completed": done.returncode == 0, "state": summary.get("state"), "wall_s": wall,
+                "cgroup_peak_mb": group.peak_mb(), "oom_kills": group.oom_kills(),
+                "worker_peak_mb": system.get("peak_memory_mb"), "cgroup": group.version,
+                "reason": summary.get("reason") or "", "choice": chose[-1] if chose else "",
+                "rows": rows_of(out) if done.returncode == 0 and out.exists() else None}
+    finally:
+        group.remove()
+
+
+def cgroup_runs(sizes: list[str], limit_mb: int, data_root: Path, home: Path, work: Path,
+                logs: Path) -> list[dict[str, Any]]:
+    small = make_data("0.6M", data_root)
+    base = train(home, small / "DSWRetailSales-Training.parquet", True, logs, "model")
+    results = []
+    for size in sizes:
+        data = make_data(size, data_root) / "DSWRetailSales.parquet"
+        for side in ("whole", "chunked"):
+            out = work / f"{size}-{side}-cg.parquet"
+            r = contained_score(home, base["model_id"], data, out, side == "chunked", logs,
+                                f"{size}-{side}-cgroup", limit_mb)
+            r.update(size=size, side="whole file (chunk_rows=0)" if side == "whole" else "automatic")
+            out.unlink(missing_ok=True)
+            results.append(r)
+            print(f"  {size} {r['side']:26s}: {'completed' if r['completed'] else 'FAILED'} "
+                  f"({r['state']}), {r['wall_s']:.0f} s, cgroup peak {r['cgroup_peak_mb']:.0f} MB, "
+                  f"worker peak {r['worker_peak_mb']} MB (system metrics), OOM kills {r['oom_kills']}"
+                  + (f"; {r['reason'][:160]}" if not r["completed"] else ""), flush=True)
+            if r["choice"]:
+                print(f"    log: {r['choice'][:220]}")
+    return results
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     import statistics
 
@@ -205,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: a temporary folder, removed)")
     parser.add_argument("--quick", action="store_true", help="score only (no training runs)")
     parser.add_argument("--train-only", action="store_true", help="training runs only (no scoring)")
+    parser.add_argument("--row-bytes", action="store_true",
+                        help="measure the bytes a row takes on each path (sizing.py's figures) only")
+    parser.add_argument("--cgroup-mb", type=int, default=0,
+                        help="score each size whole and automatic inside a memory cgroup of this "
+                             "many MB (root; a container's limit) only")
     parser.add_argument("--repeats", type=int, default=2,
                         help="score runs of each path per size, interleaved (median time, max peak)")
     args = parser.parse_args(argv)
@@ -222,6 +415,17 @@ def main(argv: list[str] | None = None) -> int:
                               "load_avg": os.getloadavg(), "sizes": {}}
     failed = True
     try:
+        if args.row_bytes:
+            print(f"bytes a row takes, each path in a fresh process (load average "
+                  f"{os.getloadavg()[0]:.1f}):")
+            report["row_bytes"] = row_bytes(data_root, work)
+            failed = False
+            return 0
+        if args.cgroup_mb:
+            print(f"scoring in a {args.cgroup_mb} MB cgroup (load average {os.getloadavg()[0]:.1f}):")
+            report["cgroup"] = cgroup_runs(sizes, args.cgroup_mb, data_root, home, work, logs)
+            failed = False
+            return 0
         floor = import_floor_mb()
         report["import_floor_mb"] = floor
         print(f"import floor (numpy, pandas, pyarrow, torch): {floor:.0f} MB")

@@ -37,7 +37,8 @@ def features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str
     from .features import build_features, parse_dates, parse_flags, prepare, sort_by_store_date, store_day_keys
 
     raw = prepare(data)
-    raw = raw[[c for c in raw.columns if c in SCHEMA or c == target]]
+    # The columns the features use, without copying them (a selection by list copies each one).
+    raw = pd.DataFrame({c: raw[c] for c in raw.columns if c in SCHEMA or c == target}, copy=False)
     carried = context is not None and len(context) > 0
     if carried:   # the data's own earlier rows, in front: looked up, not scored
         raw = pd.concat([context.assign(_scored=False), raw.assign(_scored=True)], ignore_index=True)

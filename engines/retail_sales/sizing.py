@@ -9,19 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-# Bytes a row costs at the peak of each path above the worker's imports, measured (not guessed)
-# with benchmarks/bench_memory.py --row-bytes on 100k..400k-row synthetic sets: peak RSS minus
-# the RSS before the stage, over the rows (the largest of the sizes, rounded up). Whole-file
-# paths hold the table read whole besides its features; a chunked training also holds the
-# training rows' float32 matrix (memory-mapped from its file).
-SCORE_ROW_BYTES = 4800            # a chunk of a chunked score
-SCORE_WHOLE_ROW_BYTES = 5600      # score of a table read whole
-TRAIN_ROW_BYTES = 4800            # a range of a chunked training being built
-TRAIN_WHOLE_ROW_BYTES = 6400      # train of a table read whole (features, matrix in memory)
+# Bytes a row of the stage's feature frame costs at its peak, above the worker's imports,
+# measured (not guessed) by benchmarks/bench_memory.py --row-bytes: each path run once in a fresh
+# process on 143k..429k-row synthetic sets, peak RSS (VmHWM, reset before the stage) minus the RSS
+# before it, over the rows; the largest measured, rounded up. A score's frame holds the data's
+# rows and the model's history rows of the same stores (a 30-week scoring file: 4.5x its rows).
+# Measured: score chunked 1,201..1,412, whole 1,224..1,293; train (and evaluate) chunked
+# 1,277..1,875, whole 1,311..1,926 (the smaller set's fixed costs: the larger figure).
+SCORE_ROW_BYTES = 1500            # a chunk of a chunked score
+SCORE_WHOLE_ROW_BYTES = 1400      # score of a table read whole
+TRAIN_ROW_BYTES = 2000            # a range of a chunked training
+TRAIN_WHOLE_ROW_BYTES = 2000      # train of a table read whole (features, matrix in memory)
 
-# A chunk never takes more than this above the imports (~450 MB of torch, pandas, pyarrow):
-# a score peaks under 1.5 GB at any data size, and larger chunks are no faster.
-MAX_CHUNK_BYTES = 640 << 20
+# A chunk never takes more than this above the imports (350-420 MB of torch, pandas, pyarrow):
+# a score peaks under 1.5 GB at any data size (about 1.2 GB), and larger chunks are no faster.
+MAX_CHUNK_BYTES = 768 << 20
 MIN_CHUNK_ROWS = 20_000
 # Of the memory left (available, or room under the cgroup limit), the share one run's data takes.
 BUDGET_SHARE = 0.5
