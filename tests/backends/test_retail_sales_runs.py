@@ -38,6 +38,8 @@ def test_train_then_score(dataset, tmp_path):
     assert {"MAPE", "MAE", "RMSE", "MASE", "trainingLoss"} <= set(metrics)
     assert 0 <= metrics["MAPE"] < 1
     assert "epochs: 3/3" in trained.log_tail  # progress lines (with the latest metrics) reach the log
+    # chunk_rows unset: the engine chose the whole file (it fits the memory budget) and said so
+    assert "whole file: 460 rows need about" in (tmp_path / "train-1" / "run.log").read_text()
 
     scores = tmp_path / "out" / "scores.parquet"
     score = WorkerSpec(run_id="score-1", engine="retail-sales", mode="score", model_dir=model_dir,
@@ -50,6 +52,7 @@ def test_train_then_score(dataset, tmp_path):
     assert list(frame.columns) == ["date", "store", "prediction"]
     assert len(frame) == scored.result["rows"] == 4 * 30
     assert frame["prediction"].notna().mean() > 0.9
+    assert "whole file: " in (tmp_path / "score-1" / "run.log").read_text()
 
 
 def test_feature_pipeline_writes_csv(dataset, tmp_path):
