@@ -180,12 +180,15 @@ def plan(rows: int, *, whole_row_bytes: int, chunk_row_bytes: int,
     path); else chunks of as many rows as the budget holds (at least MIN_CHUNK_ROWS)."""
     room = room or memory_room()
     budget = room.budget()
-    mb = 1 << 20
-    said = f"budget {budget // mb} MB of {room.bytes // mb} MB free ({room.source})"
+    said = f"budget {_mb(budget)} of {_mb(room.bytes)} free ({room.source})"
     need = rows * whole_row_bytes
     if need <= budget:
-        return Plan(0, f"whole file: {rows:,} rows need about {need // mb} MB ({whole_row_bytes} "
+        return Plan(0, f"whole file: {rows:,} rows need about {_mb(need)} ({whole_row_bytes} "
                        f"bytes a row), within the {said}")
     chunk = max(MIN_CHUNK_ROWS, budget // chunk_row_bytes)
     return Plan(int(chunk), f"chunks of {chunk:,} rows: {rows:,} rows read whole would need about "
-                            f"{need // mb} MB ({whole_row_bytes} bytes a row), over the {said}")
+                            f"{_mb(need)} ({whole_row_bytes} bytes a row), over the {said}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MB" if n < (10 << 20) else f"{n >> 20:,} MB"
