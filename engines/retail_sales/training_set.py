@@ -251,38 +251,42 @@ class TrainingSet:
         std = np.array([s for _, s in stats], dtype="float64")
         std[~(std > 1e-12)] = 1.0
         self.std = std
+        self.x = self._matrix_in_memory(n, k) if self.in_memory else self._matrix_file(n, k)
         y = np.empty(n, dtype="float32")
         naive = []
-        if self.in_memory:
-            x = np.empty((n, k), dtype="float32")
-            for j in range(k):   # a column at a time, each freed once written
-                x[:, j] = (train.read(j, 0, n) - self.mean[j]) / std[j]
-                assert isinstance(train, _MemoryColumns)
-                train.drop(j)
-        else:
-            assert self.folder is not None
-            matrix = self.folder / "x.f32"
-            fh = open(matrix, "wb")
         for start in range(0, n, BLOCK_ROWS):
             stop = min(n, start + BLOCK_ROWS)
-            if not self.in_memory:
-                block = np.empty((stop - start, k), dtype="float32")
-                for j in range(k):
-                    block[:, j] = (train.read(j, start, stop) - self.mean[j]) / std[j]
-                block.tofile(fh)
             label, current = train.read(k, start, stop), train.read(k + 1, start, stop)
             y[start:stop] = np.log(label / current)
             naive.append(float(np.sum(np.abs(label - current))))
         self.naive_scale = math.fsum(naive) / n
         self.y = y
-        if self.in_memory:
-            self.x = x
-            return
-        fh.close()
-        # Copy-on-write: torch wants a writable array; nothing writes, so the pages stay the file's.
-        self.x = np.memmap(matrix, dtype="float32", mode="c", shape=(n, k))
         for path in train.paths:
             path.unlink()
+
+    def _matrix_in_memory(self, n: int, k: int) -> np.ndarray:
+        """The standardised float32 matrix as an array, each float64 column freed once written."""
+        train = self.train
+        assert isinstance(train, _MemoryColumns)
+        x = np.empty((n, k), dtype="float32")
+        for j in range(k):
+            x[:, j] = (train.read(j, 0, n) - self.mean[j]) / self.std[j]
+            train.drop(j)
+        return x
+
+    def _matrix_file(self, n: int, k: int) -> np.ndarray:
+        """The standardised float32 matrix written a block at a time, read back as a memory map."""
+        assert self.folder is not None and self.train is not None
+        matrix = self.folder / "x.f32"
+        with open(matrix, "wb") as fh:
+            for start in range(0, n, BLOCK_ROWS):
+                stop = min(n, start + BLOCK_ROWS)
+                block = np.empty((stop - start, k), dtype="float32")
+                for j in range(k):
+                    block[:, j] = (self.train.read(j, start, stop) - self.mean[j]) / self.std[j]
+                block.tofile(fh)
+        # Copy-on-write: torch wants a writable array; nothing writes, so the pages stay the file's.
+        return np.memmap(matrix, dtype="float32", mode="c", shape=(n, k))
 
     def epoch_validation(self, names: list[str], device: torch.device) -> Any:
         """EpochValidation of the validation rows (None without rows, metrics or the ask)."""
