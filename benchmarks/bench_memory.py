@@ -68,6 +68,7 @@ CONFIG = ROOT / "configs" / "retail-sales.json"
 SIZES = {"0.6M": 4475, "2.1M": 15000, "6.4M": 44755, "64M": 447550}
 REPLICATED = {"64M": ("6.4M", 10)}   # built from a smaller set: (base size, copies)
 WHOLE_PATH_MAX_ROWS = 10_000_000      # today's path is not run above this (it would need ~80 GB)
+SCORE_FILES = {"all": "DSWRetailSales.parquet", "scoring": "DSWRetailSales-Scoring.parquet"}
 SCORE_PEAK_GOAL_MB = 1536
 SCORE_SPEED_GOAL = 0.9
 TRAIN_PEAK_GOAL = 3.0
@@ -357,12 +358,12 @@ def contained_score(home: Path, model_id: str, data: Path, out: Path, chunked: b
 
 
 def cgroup_runs(sizes: list[str], limit_mb: int, data_root: Path, home: Path, work: Path,
-                logs: Path) -> list[dict[str, Any]]:
-    small = make_data("0.6M", data_root)
+                logs: Path, model_size: str, score_file: str) -> list[dict[str, Any]]:
+    small = make_data(model_size, data_root)
     base = train(home, small / "DSWRetailSales-Training.parquet", True, logs, "model")
     results = []
     for size in sizes:
-        data = make_data(size, data_root) / "DSWRetailSales.parquet"
+        data = make_data(size, data_root) / score_file
         for side in ("whole", "chunked"):
             out = work / f"{size}-{side}-cg.parquet"
             r = contained_score(home, base["model_id"], data, out, side == "chunked", logs,
@@ -395,6 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-only", action="store_true", help="training runs only (no scoring)")
     parser.add_argument("--row-bytes", action="store_true",
                         help="measure the bytes a row takes on each path (sizing.py's figures) only")
+    parser.add_argument("--model-size", default="0.6M", choices=[k for k in SIZES if k != "64M"],
+                        help="the data set whose training file trains the scoring model (its "
+                             "history: 104 weeks of each of its stores)")
+    parser.add_argument("--score-file", default="all", choices=sorted(SCORE_FILES),
+                        help="all: every row (DSWRetailSales.parquet); scoring: the last 30 weeks "
+                             "(DSWRetailSales-Scoring.parquet), whose features hold 3.5x as many "
+                             "history rows of a model trained on the same size")
     parser.add_argument("--cgroup-mb", type=int, default=0,
                         help="score each size whole and automatic inside a memory cgroup of this "
                              "many MB (root; a container's limit) only")
@@ -423,20 +431,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cgroup_mb:
             print(f"scoring in a {args.cgroup_mb} MB cgroup (load average {os.getloadavg()[0]:.1f}):")
-            report["cgroup"] = cgroup_runs(sizes, args.cgroup_mb, data_root, home, work, logs)
+            report["cgroup"] = cgroup_runs(sizes, args.cgroup_mb, data_root, home, work, logs,
+                                           args.model_size, SCORE_FILES[args.score_file])
             failed = False
             return 0
         floor = import_floor_mb()
         report["import_floor_mb"] = floor
         print(f"import floor (numpy, pandas, pyarrow, torch): {floor:.0f} MB")
-        small = make_data("0.6M", data_root)
+        small = make_data(args.model_size, data_root)
         base = train(home, small / "DSWRetailSales-Training.parquet", True, logs, "model")
-        print(f"model for scoring: trained on 0.6M ({base['training_rows']} training rows)")
+        print(f"model for scoring: trained on {args.model_size} ({base['training_rows']} training rows)")
+        scored_file = SCORE_FILES[args.score_file]
         score_rows, train_rows = [], []
         for size in sizes:
             started = time.perf_counter()
             folder = make_data(size, data_root)
-            rows = rows_of(folder / "DSWRetailSales.parquet")
+            rows = rows_of(folder / scored_file)
             print(f"\n{size}: {rows:,} rows (data ready in {time.perf_counter() - started:.0f} s)")
             entry: dict[str, Any] = {"size": size, "rows": rows}
             whole_possible = rows <= WHOLE_PATH_MAX_ROWS
@@ -445,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, Any]]] = {"whole": [], "chunked": []}
             for repeat in range(0 if args.train_only else args.repeats):
                 for side in (["whole"] if whole_possible else []) + ["chunked"]:
-                    runs[side].append(score(home, base["model_id"], folder / "DSWRetailSales.parquet",
+                    runs[side].append(score(home, base["model_id"], folder / scored_file,
                                             out_whole if side == "whole" else out_chunked,
                                             side == "chunked", logs, f"{size}-{side}-{repeat}"))
             if not args.train_only:
