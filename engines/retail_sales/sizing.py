@@ -4,7 +4,6 @@ cgroup limit (v1 or v2; inside a container /proc/meminfo shows the host's memory
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,9 +28,6 @@ MIN_CHUNK_ROWS = 20_000
 BUDGET_SHARE = 0.5
 
 UNLIMITED = 1 << 60               # cgroup v1 writes "no limit" as a huge number near 2**63
-
-log = logging.getLogger("runtime.engine.retail-sales")
-
 
 @dataclass(frozen=True)
 class MemoryRoom:
