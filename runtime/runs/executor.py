@@ -272,10 +272,12 @@ class RunExecutor:
         """A background run's preparation and its claim on the host, checked once."""
         import logging
 
-        from ..capacity import check_fits
+        from ..capacity import NeverFits, check_fits
 
         try:
             prepared = self._prepare(caller, request, data)
+        except NeverFits:   # the planner's own "this host has no such GPU": a 400, nothing written
+            raise
         except MLRuntimeError as exc:
             return Admission(error=exc.detail)
         except Exception as exc:  # a bug must still end the run, not leave it PENDING

@@ -129,7 +129,7 @@ def test_to_record_shape_is_json_and_masked():
         "extra_keys": [],
         "resources": {"driver_memory_mb": 2048, "driver_cores": None,
                       "executor_memory_mb": None, "executor_cores": None, "num_executors": 4,
-                      "cpus": None, "gpus": None,
+                      "cpus": None, "gpus": None, "system_metrics_interval_s": None,
                       "spark_conf": {"spark.hadoop.fs.s3a.secret.key": MASK,
                                      "spark.sql.shuffle.partitions": "64"}},
         "resource_provenance": {"driver_memory_mb": MLINSTANCE, "num_executors": MLINSTANCE,
