@@ -1,5 +1,5 @@
 """Shared fixtures: a fresh runtime home and registry per test; one uv cache and one Spark data
-source jar for the whole session. Under pytest-xdist (the README's `-n 2 --dist loadfile`) each
+source jar for the whole session. Under pytest-xdist (the README's `-n 3 --dist loadfile`) each
 worker process has its own: a session fixture starts once per worker, a module's tests share one.
 (`--dist loadgroup` with xdist_group marks would keep a folder's session fixture in one worker,
 but xdist 3.8 cannot tag pytest 9.2's node ids: the groups are silently ignored.)"""

@@ -238,7 +238,7 @@ def test_ci_runs_the_readme_setup_commands_as_written():
     assert 'eval "$(python3 tests/readme_commands.py test)"' in ci
     assert install.startswith("python3 -m venv .venv && . .venv/bin/activate")
     assert "pip install torch==2.13.0" in install and "run train" in install
-    assert test.endswith("python -m pytest -q -n 2 --dist loadfile")
+    assert test.endswith("python -m pytest -q -n 3 --dist loadfile")
 
 
 def test_the_readme_test_command_fails_when_it_collects_no_test(tmp_path):
