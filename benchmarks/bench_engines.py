@@ -250,7 +250,7 @@ def bench_scoring(sizes: dict, seed: int, threads: int, model: Any) -> list[dict
     engine = RetailSalesEngine()
     raw = generate_retail(seed + 1, stores=sizes["score_stores"], weeks=WEEKS)
     ctx = default_context(engine, "score", {}, threads=threads)
-    batch = ctx.params.batch_size
+    batch = engine._batch_size(ctx)   # the run's inference batch (unset: 4096 per torch thread)
     cpu = torch.device("cpu")
     features = build_features(raw, model.meta["target"])
     inputs = model.meta["inputs"]
