@@ -22,6 +22,7 @@ from ..errors import (BadRequest, MLRuntimeError, NotAcceptable, PayloadTooLarge
                       UnsupportedMediaType)
 from ..home import Home
 from ..registry import Caller, Page, Registry
+from ..request_bodies import read_limited
 from ..schemas import Kind
 from .auth import authenticate
 
@@ -114,17 +115,7 @@ def media_type(request: Request) -> str:
 
 
 async def read_raw(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"The request body of {int(length)} bytes is over the limit of "
-                              f"{limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_limited(request, limit)
 
 
 async def json_body(request: Request) -> Any:

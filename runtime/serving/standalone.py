@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request   # module level: FastAPI reads the routes' annotations from here
 from starlette.responses import Response
 
+from ..request_bodies import read_limited
 from .hosts import ServingOptions
 
 
@@ -46,7 +47,7 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
 
     async def invoke(request: Request, protocol: str, route: str) -> Response:
         try:
-            body = await _read_limited(request, options.max_bytes)
+            body = await read_limited(request, options.max_bytes)
         except MLRuntimeError as exc:
             return problem(exc)
         return await serving.invoke(caller, kind, target_id, body,
@@ -120,23 +121,6 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
         return await invoke(request, "v2", "v2/infer")
 
     return app
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes `limit` bytes: never read whole first."""
-    from ..errors import PayloadTooLarge
-
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"The request body of {int(length)} bytes is over the limit of "
-                              f"{limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
