@@ -51,10 +51,12 @@ class SchedulesMixin:
     # -- what defines schedules -------------------------------------------------------------
 
     def schedule_fingerprint(self) -> tuple:
-        """Changes whenever an MLService or an Experiment is created, replaced or deleted."""
+        """Changes whenever an MLService or an Experiment is created, replaced or deleted (the
+        count of deleted rows too: a delete in the same millisecond as the last write leaves
+        max(updated) as it was)."""
         conn = self._conn()
-        return tuple(conn.execute(f'SELECT max(rowid), max(updated) FROM "{t}"').fetchone()
-                     for t in _SCHEDULED_TABLES)
+        return tuple(conn.execute(f'SELECT max(rowid), max(updated), sum(deleted) FROM "{t}"')
+                     .fetchone() for t in _SCHEDULED_TABLES)
 
     def scheduled_documents(self) -> list[tuple[Scope, str, dict[str, Any]]]:
         """(scope, kind name, document) of every live MLService and every live Experiment whose
