@@ -5,8 +5,6 @@ failed request. One home and one server for the module; noop Models trained by `
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from serving_helpers import Served, cli_env
 
 SLOW_MS = 300
 # A publication's new host starts, loads and warms up within this long even on a loaded machine
@@ -24,15 +23,8 @@ AFTER_SWITCH_S = 1.0
 MAX_BYTES = 20_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-    return {**env, **extra}
+    return cli_env(**extra)
 
 
 def _run(home: Path, *args: str) -> dict:
@@ -74,34 +66,18 @@ def online(tmp_path_factory):
     desk = ServiceDesk(registry)
     desk.publish(caller, service["id"], first["modelId"], "test")
 
-    port = _free_port()
-    log = open(root / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port),
-                             "--home", str(home)], stdout=log, stderr=subprocess.STDOUT,
-                            env=_env(MLRUNTIME_ONLINE_MAX_QUEUE="4", MLRUNTIME_SCHEDULER="off",
-                                     MLRUNTIME_ONLINE_MAX_ROWS="50",
-                                     MLRUNTIME_ONLINE_MAX_BYTES=str(MAX_BYTES)))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(base + "/v2/health/live", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    server = Served(home, "serve", log=root / "server.log",
+                    env=_env(MLRUNTIME_ONLINE_MAX_QUEUE="4", MLRUNTIME_SCHEDULER="off",
+                             MLRUNTIME_ONLINE_MAX_ROWS="50",
+                             MLRUNTIME_ONLINE_MAX_BYTES=str(MAX_BYTES)), wait_s=30)
+    base = server.__enter__().base
     try:
         yield {"base": base, "api": base + "/data/sensei", "home": home, "registry": registry,
                "caller": caller, "service": service["id"], "desk": desk,
                "first": first["modelId"], "second": second["modelId"],
                "slow": slow_run["modelId"]}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        server.__exit__()
         registry.close()
 
 
@@ -257,38 +233,10 @@ def test_a_publication_swaps_models_under_load_without_a_failed_request(online):
     assert traffic["modelId"] == online["second"] and traffic["p50Ms"] > 0
 
 
-class ServeModel:
+def ServeModel(online, target: str, *options: str) -> Served:
     """`run serve-model TARGET` on a free port of the module's home, stopped on exit."""
-
-    def __init__(self, online, target: str, *options: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(online["home"].parent / f"serve-model-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli.main", "serve-model", target, "--port",
-             str(self.port), "--home", str(online["home"]), *options],
-            stdout=self.log, stderr=subprocess.STDOUT, env=_env())
-
-    def __enter__(self) -> "ServeModel":
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "serve-model exited"
-            try:
-                if httpx.get(self.base + "/ping", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("serve-model did not answer /ping within 90 s")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
+    return Served(online["home"], "serve-model", target, *options, probe="/ping",
+                  log=online["home"].parent / f"serve-model-{target[:8]}.log", env=_env())
 
 
 def test_serve_model_follows_a_publication_and_speaks_v2(online):

@@ -6,15 +6,13 @@ Recipes run in the runtime's own environment (--env-manager local): no environme
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serving_helpers import Served, cli_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -22,15 +20,8 @@ RECIPES = REPO / "tests" / "recipes" / "fixtures"
 RETAIL = REPO.parent / "shared" / "data" / "retail"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-    return {**env, "MLRUNTIME_ENV_MANAGER": "local", **extra}
+    return cli_env(MLRUNTIME_ENV_MANAGER="local", **extra)
 
 
 def _train(home: Path, recipe: Path, config: str) -> dict:
@@ -50,30 +41,14 @@ def served(tmp_path_factory):
     home = root / "home"
     functions = _train(home, HERE / "fixtures" / "mean_functions", "mean.config.json")
     classes = _train(home, RECIPES / "old_classes", "old.config.json")
-    port = _free_port()
-    log = open(root / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--port", str(port),
-                             "--home", str(home)], stdout=log, stderr=subprocess.STDOUT,
-                            env=_env(MLRUNTIME_SCHEDULER="off"))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(base + "/v2/health/live", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    server = Served(home, "serve", log=root / "server.log", env=_env(MLRUNTIME_SCHEDULER="off"),
+                    wait_s=30)
+    base = server.__enter__().base
     try:
         yield {"base": base, "api": base + "/data/sensei", "home": home, "root": root,
                "functions": functions, "classes": classes}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        server.__exit__()
 
 
 def _invoke(served, model_id: str, body: dict) -> httpx.Response:

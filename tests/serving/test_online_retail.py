@@ -6,15 +6,13 @@ by `run train` for the module."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serving_helpers import Served, cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 RETAIL = REPO.parent / "shared" / "data" / "retail"
@@ -22,14 +20,8 @@ FAST = {"epochs": "3", "n_estimators": "2", "hidden_size": "8", "max_depth": "2"
 SECRET = "s3cret-value-7"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    return cli_env()
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -60,31 +52,14 @@ def retail(tmp_path_factory):
                   else str(root / "retail.json"), "--model", trained["modelId"], "--json",
                   "-p", f"scoringDataSetId={RETAIL / 'retail-scoring.csv'}",
                   "-p", f"scoringResultsDataSetId={scores}"))
-    port = _free_port()
-    log = open(root / "serve-model.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve-model",
-                             trained["modelId"], "--port", str(port), "--home", str(home)],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env())
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "serve-model exited"
-        try:
-            if httpx.get(base + "/ping", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    server = Served(home, "serve-model", trained["modelId"], probe="/ping",
+                    log=root / "serve-model.log", env=_env(), wait_s=120)
+    base = server.__enter__().base
     try:
         yield {"base": base, "home": home, "root": root, "model": trained["modelId"],
                "batch": pd.read_parquet(scores), "rows": pd.read_csv(RETAIL / "retail-scoring.csv")}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        server.__exit__()
 
 
 def _post(retail, body) -> httpx.Response:
