@@ -54,7 +54,29 @@ def _shared_tail(node: ast.AST, known: dict[str, frozenset[str]]) -> Optional[fr
 
 
 def _used_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    """Names a node uses, `module.attr` included (a tests module imported whole)."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+            out.add(f"{n.value.id}.{n.attr}")
+    return out
+
+
+def _literal_files(node: ast.AST) -> frozenset[str]:
+    """Shared files a node names itself, in a string or a path expression (`REPO.parent /
+    'shared' / 'data' / ...` written inside a test)."""
+    found: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):
+            tail = _shared_tail(n, {})
+            if tail and all(t for t in tail):
+                found |= tail
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and _SHARED_STRING.search(n.value) \
+                and ("/" in n.value or "\\" in n.value):
+            found.add(_SHARED_STRING.split(n.value, maxsplit=1)[-1])
+    return frozenset(found)
 
 
 def _checked_for_existence(node: ast.AST) -> set[str]:
@@ -88,6 +110,12 @@ def shared_names(path: Path) -> dict[str, frozenset[str]]:
                     bodies[name] = node.value
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bodies[node.name] = node
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                source = _tests_module(alias.name, path)
+                if source is not None:
+                    for name, files in shared_names(source).items():
+                        shared[f"{alias.asname or alias.name}.{name}"] = files
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             source = _tests_module(node.module, path)
             if source is not None:
@@ -125,11 +153,11 @@ def _function_uses(func: Any) -> frozenset[str]:
     if code is None or not path.is_file() or TESTS not in path.resolve().parents:
         return frozenset()
     names = shared_names(path.resolve())
-    node = _function_node(path.resolve(), code.co_firstlineno, code.co_name) if names else None
+    node = _function_node(path.resolve(), code.co_firstlineno, code.co_name)
     if node is None:
         return frozenset()
     used = (_used_names(node) - _checked_for_existence(node)) & names.keys()
-    return frozenset().union(*(names[u] for u in used)) if used else frozenset()
+    return frozenset().union(_literal_files(node), *(names[u] for u in used))
 
 
 @lru_cache(maxsize=None)
@@ -157,7 +185,32 @@ def needs_shared(item: Any) -> frozenset[str]:
     if info is not None:
         for defs in info.name2fixturedefs.values():
             funcs.extend(d.func for d in defs)
-    return frozenset().union(*(_function_uses(f) for f in funcs if f is not None))
+    files = frozenset().union(*(_function_uses(f) for f in funcs if f is not None))
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    module = getattr(getattr(item, "module", None), "__file__", None)
+    if params and module:
+        for value in params.values():
+            if isinstance(value, str):
+                files |= _param_files(Path(module).resolve(), value)
+    return files
+
+
+def _param_files(module: Path, value: str) -> frozenset[str]:
+    """A parameter naming a shared function of a tests module the test's module imports from or
+    runs by its path (a scenario run by its name in a subprocess)."""
+    try:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return frozenset()
+    sources = [_tests_module(node.module, module) for node in tree.body
+               if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module]
+    sources += [module.parent / n.value for n in ast.walk(tree)   # a script it runs by its path
+                if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(".py")
+                and "/" not in n.value and (module.parent / n.value).is_file()]
+    for source in sources:
+        if source is not None and value in shared_names(source):
+            return shared_names(source)[value]
+    return frozenset()
 
 
 def skip_reason(files: frozenset[str]) -> str:
