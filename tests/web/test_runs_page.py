@@ -86,7 +86,8 @@ def test_with_tokens_the_page_asks_for_one(tmp_path, browser):
     live = start_server(tmp_path / "home", "--token", "s3cret=jane")
     try:
         assert httpx.get(live.url + "/ui/api/runs").status_code == 401
-        browser.evaluate("localStorage.clear()")
+        browser.navigate(live.url + "/")   # the page's own origin first: about:blank has no storage
+        browser.evaluate("localStorage.clear()")   # no token kept from an earlier server on this port
         browser.navigate(live.url + "/")
         browser.wait_for("!document.getElementById('auth').hidden")
         browser.evaluate("document.querySelector('#token-form input').value = 's3cret';"
