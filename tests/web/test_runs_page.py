@@ -96,8 +96,10 @@ def test_with_tokens_the_page_asks_for_one(tmp_path, browser):
         assert "0 of 0" in browser.evaluate("document.querySelector('#range').innerText")
         browser.screenshot(tmp_path / "token.png")
     finally:
-        browser.evaluate("localStorage.clear()")
-        stop_server(live.process)
+        try:
+            browser.evaluate("localStorage.clear()")
+        finally:
+            stop_server(live.process)   # even when the page could not be cleared
 
 
 def test_a_running_run_is_followed_live(server, browser, tmp_path):
