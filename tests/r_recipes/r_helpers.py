@@ -3,14 +3,12 @@ name, unlike `conftest`): the test recipes in fixtures/ (the platform's R layout
 data, a CLI helper, and the skip naming the install command where this host has no Rscript."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_process import run_cli, summary  # noqa: F401 (summary: for the tests)
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
@@ -28,18 +26,7 @@ def needs_r():
 
 def cli(home: Path, cwd: Path, *args: str, env: dict | None = None,
         check: bool = True) -> subprocess.CompletedProcess:
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-    run_env.update(MLRUNTIME_HOME=str(home), PYTHONPATH=str(REPO), **(env or {}))
-    if os.environ.get("MLRUNTIME_UV_CACHE_DIR"):          # the suite's one uv cache
-        run_env["MLRUNTIME_UV_CACHE_DIR"] = os.environ["MLRUNTIME_UV_CACHE_DIR"]
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli.main", *args], cwd=cwd, env=run_env,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    if check and proc.returncode != 0:
-        pytest.fail(f"run {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def summary(proc: subprocess.CompletedProcess) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_cli(home, *args, cwd=cwd, timeout_s=RUN_TIMEOUT_S, check=check,
+                   env={"PYTHONPATH": str(REPO), **(env or {})})
 
 

@@ -6,7 +6,6 @@ One runtime home serves the whole module, so its uv cache and environments are b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli_process import run_cli, summary
 from recipe_helpers import FIXTURES, REPO, RETAIL, zip_folder
 
 sys.path.insert(0, str(REPO / "tests" / "api"))
@@ -30,17 +30,7 @@ def home(tmp_path_factory) -> Path:
 
 
 def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
-    env["MLRUNTIME_HOME"] = str(home)
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    if check and proc.returncode != 0:
-        pytest.fail(f"run {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def summary(proc: subprocess.CompletedProcess) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_cli(home, *args, cwd=REPO, timeout_s=RUN_TIMEOUT_S, check=check)
 
 
 def _registry(home: Path):
