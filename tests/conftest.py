@@ -42,6 +42,20 @@ def registry(home):
     reg.close()
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for this worker (tests/pg_cluster.py); the tests that ask
+    for it skip, saying why, where no server can be started."""
+    import pg_cluster
+
+    why = pg_cluster.missing()
+    if why:
+        pytest.skip(f"needs a PostgreSQL server: {why}")
+    cluster = pg_cluster.PgCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def caller():
     from runtime.registry import Caller
