@@ -9,20 +9,23 @@ engineId). Operators: = != < <= > >=, LIKE (case-sensitive) and ILIKE, IN (...),
 IS NULL, IS NOT NULL; `and`, `or` and parentheses. A key with other characters is quoted:
 metrics."val loss" or metrics.`val loss`.
 
-Parsed with lark (LALR); every value reaches SQLite as a parameter, never in the SQL text. A
-malformed query raises SearchSyntaxError, a 400 whose body names the position, the token and what
-was expected there.
+Parsed with lark (LALR); every value reaches the database as a parameter, never in the SQL text.
+A malformed query raises SearchSyntaxError, a 400 whose body names the position, the token and what
+was expected there. The SQL is SQLite's (store/sqlite_runs.py) or, with `dialect=POSTGRES`,
+PostgreSQL's (store/postgres_runs.py: values as JSONB, `%s` placeholders for psycopg).
 """
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import BadRequest
 
-__all__ = ["CompiledSearch", "SearchSyntaxError", "compile_filter", "compile_search", "parse_filter"]
+__all__ = ["CompiledSearch", "POSTGRES", "SQLITE", "SearchSyntaxError", "compile_filter",
+           "compile_search", "parse_filter"]
 
 _GRAMMAR = r"""
 ?start: or_expr
@@ -133,9 +136,73 @@ class _Field:
     name: str             # as the query wrote it
 
 
-def compile_filter(query: str) -> tuple[str, list[Any]]:
+class _SQLite:
+    """What the compiler writes for SQLite's runIndex/runValues (values of any type in `val`)."""
+
+    name = "sqlite"
+    mark = "?"
+    true = "1"
+    values = "runValues"
+    typed = " AND typeof(v.val) IN ('integer', 'real')"
+
+    def column(self, key: str) -> str:
+        return f"r.{key}"
+
+    def value(self, as_text: bool, in_cast: bool) -> str:
+        return "CAST(v.val AS TEXT)" if as_text and not in_cast else "v.val"
+
+    def like(self, case_sensitive: bool, pattern: str) -> tuple[str, str]:
+        if case_sensitive:   # LIKE's wildcards as GLOB's
+            return "CAST({x} AS TEXT) GLOB ?", _like_to_glob(pattern)
+        return "CAST({x} AS TEXT) LIKE ? ESCAPE '\\'", pattern
+
+    def marks(self, cond: str, values: list[Any], as_json: bool, column: Optional[str]) -> tuple[str, list[Any]]:
+        return cond, values
+
+
+class _Postgres(_SQLite):
+    """PostgreSQL's "runValues".val is JSONB: a number compares as a JSON number (typed by
+    jsonb_typeof), anything else as its text; LIKE is case-sensitive there already."""
+
+    name = "postgres"
+    mark = "%s"
+    true = "TRUE"
+    values = '"runValues"'
+    typed = " AND jsonb_typeof(v.val) = 'number'"
+
+    def column(self, key: str) -> str:
+        return f'r."{key}"'
+
+    def value(self, as_text: bool, in_cast: bool) -> str:
+        return "(v.val #>> '{}')" if as_text or in_cast else "v.val"
+
+    def like(self, case_sensitive: bool, pattern: str) -> tuple[str, str]:
+        return f"CAST({{x}} AS TEXT) {'LIKE' if case_sensitive else 'ILIKE'} ? ESCAPE '\\'", pattern
+
+    def marks(self, cond: str, values: list[Any], as_json: bool, column: Optional[str]) -> tuple[str, list[Any]]:
+        if as_json:   # compared with the JSONB value: numbers as numbers, text as text
+            return cond.replace("?", "%s::jsonb"), [_json_scalar(v) for v in values]
+        if column is not None and column != "duration_s":   # runIndex's text columns
+            values = [str(v) if isinstance(v, (int, float)) else v for v in values]
+        return cond.replace("?", "%s"), values
+
+
+def _json_scalar(value: Any) -> Optional[str]:
+    """A value as JSONB text; infinity as a number past any double (JSON has none), NaN as NULL."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "1e400" if value > 0 else "-1e400"
+    return json.dumps(value)
+
+
+SQLITE = _SQLite()
+POSTGRES = _Postgres()
+
+
+def compile_filter(query: str, dialect: _SQLite = SQLITE) -> tuple[str, list[Any]]:
     """SQL over the runs index row `r` (store/sqlite_runs.py's runIndex) and its arguments."""
-    search = compile_search(query)
+    search = compile_search(query, dialect)
     return search.sql, search.args
 
 
@@ -149,22 +216,24 @@ class CompiledSearch:
     sql: str
     args: list[Any]
     drivers: tuple[tuple[str, tuple[Any, ...], str, tuple[Any, ...]], ...] = ()
+    query: str = ""          # as the user wrote it
+    dialect: str = "sqlite"  # whose SQL this is (SQLITE.name or POSTGRES.name)
 
 
-def compile_search(query: str) -> CompiledSearch:
+def compile_search(query: str, dialect: _SQLite = SQLITE) -> CompiledSearch:
     if not query.strip():
-        return CompiledSearch("1", [])
+        return CompiledSearch(dialect.true, [], query=query, dialect=dialect.name)
     tree = parse_filter(query)
     terms = ([c for c in tree.children if not _is_token(c, "AND")]
              if getattr(tree, "data", None) == "and_expr" else [tree])
     compiled, probes = [], []
     for term in terms:   # each term alone: its SQL, its arguments, its driving SELECT if any
-        compiler = _Compiler(query)
+        compiler = _Compiler(query, dialect=dialect)
         sql = compiler.node(term)
         single = getattr(term, "data", None) in ("compare", "like", "ilike", "in_list", "is_null")
         compiled.append((sql, tuple(compiler.args), compiler.driver if single else None))
         # the same term as a probe of one run's values (for the runs a driver hands over)
-        prober = _Compiler(query, correlated=True)
+        prober = _Compiler(query, correlated=True, dialect=dialect)
         probes.append((prober.node(term), tuple(prober.args), None))
     sql = " AND ".join(f"({s})" for s, _, _ in compiled) if len(compiled) > 1 else compiled[0][0]
     args = [a for _, term_args, _ in compiled for a in term_args]
@@ -174,14 +243,15 @@ def compile_search(query: str) -> CompiledSearch:
             continue
         rest = [c for j, c in enumerate(probes) if j != i]
         drivers.append((driver[0], tuple(driver[1]),
-                        " AND ".join(f"({s})" for s, _, _ in rest) or "1",
+                        " AND ".join(f"({s})" for s, _, _ in rest) or dialect.true,
                         tuple(a for _, term_args, _ in rest for a in term_args)))
-    return CompiledSearch(sql, args, tuple(drivers))
+    return CompiledSearch(sql, args, tuple(drivers), query=query, dialect=dialect.name)
 
 
 class _Compiler:
-    def __init__(self, query: str, correlated: bool = False) -> None:
+    def __init__(self, query: str, correlated: bool = False, dialect: _SQLite = SQLITE) -> None:
         self.query = query
+        self.dialect = dialect
         self.correlated = correlated   # EXISTS per run instead of one IN list
         self.args: list[Any] = []
         # A lone term on a value: (SELECT of the runs it keeps, its arguments)
@@ -215,10 +285,7 @@ class _Compiler:
             if field.kind in _NUMERIC_KINDS or field.key == "duration_s":
                 raise self.fail(tokens[0].start_pos + 1, str(tokens[0]), ["=", "<", ">", "IN"],
                                 f"{str(tokens[0])} is a number: LIKE and ILIKE compare text")
-            if kind == "like":   # case-sensitive: LIKE's wildcards as GLOB's
-                cond, arg = "CAST({x} AS TEXT) GLOB ?", _like_to_glob(pattern)
-            else:
-                cond, arg = "CAST({x} AS TEXT) LIKE ? ESCAPE '\\'", pattern
+            cond, arg = self.dialect.like(kind == "like", pattern)
             return self.where(field, f"NOT ({cond})" if negate else cond, [arg])
         if kind == "in_list":
             values = [self.value(c, field) for c in tree.children if not _is_token(c)]
@@ -232,7 +299,7 @@ class _Compiler:
             return self.where(field, cond, values, numeric=numeric, typed=False)
         if kind == "is_null":
             if field.kind is None:
-                return f"r.{field.key} IS {'NOT ' if negate else ''}NULL"
+                return f"{self.dialect.column(field.key)} IS {'NOT ' if negate else ''}NULL"
             present = self.where(field, "{x} IS NOT NULL", [])
             if not negate:
                 self.driver = None
@@ -241,22 +308,24 @@ class _Compiler:
 
     def where(self, field: _Field, cond: str, values: list[Any], numeric: bool = False,
               typed: bool = True) -> str:
+        d = self.dialect
         if field.kind is None:
+            cond, values = d.marks(cond, values, False, field.key)
             self.args.extend(values)
-            return cond.format(x=f"r.{field.key}")
+            return cond.format(x=d.column(field.key))
         # An uncorrelated subquery over the value index (kind, key, val): evaluated once.
-        typed_sql = (" AND typeof(v.val) IN ('integer', 'real')"
-                     if typed and numeric and field.kind not in _NUMERIC_KINDS else "")
-        x = "v.val"
-        if not numeric and field.kind not in _NUMERIC_KINDS and "CAST" not in cond:
-            x = "CAST(v.val AS TEXT)"   # parameters and tags compare as the text they were given
-        select = (f"SELECT v.run FROM runValues v WHERE v.kind = ? AND v.key = ? AND "
+        typed_sql = d.typed if typed and numeric and field.kind not in _NUMERIC_KINDS else ""
+        # parameters and tags compare as the text they were given
+        x = d.value(not numeric and field.kind not in _NUMERIC_KINDS, "CAST" in cond)
+        cond, values = d.marks(cond, values, x == "v.val", None)
+        mark = d.mark
+        select = (f"SELECT v.run FROM {d.values} v WHERE v.kind = {mark} AND v.key = {mark} AND "
                   f"{cond.format(x=x)}{typed_sql}")
         self.args.extend([field.kind, field.key, *values])
         self.driver = (select, [field.kind, field.key, *values])
         if self.correlated:
-            return (f"EXISTS (SELECT 1 FROM runValues v WHERE v.run = r.id AND v.kind = ? AND "
-                    f"v.key = ? AND {cond.format(x=x)}{typed_sql})")
+            return (f"EXISTS (SELECT 1 FROM {d.values} v WHERE v.run = r.id AND v.kind = {mark} AND "
+                    f"v.key = {mark} AND {cond.format(x=x)}{typed_sql})")
         return f"r.id IN ({select})"
 
     def field(self, token: Any) -> _Field:
