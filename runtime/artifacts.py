@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
+from .artifact_store import location_for
 from .digests import FOLDER_EXCLUDES, digest, excluded, walk
 from .errors import BadRequest
 from .locations import local_path
@@ -52,7 +53,9 @@ class ArtifactInfo:
 
 
 def recipes_dir(home_root: Path) -> Path:
-    return Path(home_root) / "recipes"
+    """Where the home's recipes are stored: HOME/recipes, or the recipes folder of the shared
+    artifact folder MLRUNTIME_ARTIFACTS names (runtime.artifact_store)."""
+    return location_for(home_root).recipes_root
 
 
 def home_root(home: Any) -> Path:

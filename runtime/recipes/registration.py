@@ -11,6 +11,7 @@ import importlib.util
 import re
 from typing import Any, Optional
 
+from ..artifact_store import location_for
 from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
                          store_artifact)
 from ..locations import ARCHIVE_SUFFIXES, names_a_path
@@ -50,6 +51,9 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
             _check_plugin(location)
     if info is None:
         return None
+    # Every server of the registry must be able to run it: put to the shared location (a bucket;
+    # a folder already holds it).
+    location_for(home).put_recipe(info.sha256, info.dir, info.archive)
     old = _old_image(previous)
     version = int(old.get("artifactVersion") or 0)
     if old.get("sha256") != info.sha256:
@@ -103,9 +107,31 @@ def recipe_reference_for(engine_doc: dict[str, Any], home: Any) -> Optional[str]
         return None
     folder = recipes_dir(home_root(home)) / sha
     if not (folder / "recipe.json").is_file():
+        _fetch_recipe(sha, home)
+    if not (folder / "recipe.json").is_file():
         from ..errors import ConfigError
 
         raise ConfigError(f"Engine {engine_doc.get('id')} ({engine_doc.get('name')}): its recipe "
                           f"artifact sha256:{sha} is no longer stored at {folder}; register the "
                           "recipe again")
     return reference(load_recipe_info(folder).kind, folder)
+
+
+def _fetch_recipe(sha: str, home: Any) -> None:
+    """A recipe registered on another host, fetched from the shared location and stored here as
+    if registered here, once its sha256 is checked; nothing when the location has none."""
+    import shutil
+    import uuid
+
+    store = recipes_dir(home_root(home))
+    store.mkdir(parents=True, exist_ok=True)
+    work = store / f".fetch-{sha[:12]}-{uuid.uuid4().hex[:8]}"
+    try:
+        fetched = location_for(home).fetch_recipe(sha, work)
+        if fetched is not None:
+            info = store_artifact(fetched, None, home)
+            if info.sha256 != sha:   # the same bytes digest the same: a different packaging rule
+                raise InvalidArtifact(f"The recipe fetched for sha256:{sha} stored as "
+                                      f"sha256:{info.sha256}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

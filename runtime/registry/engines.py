@@ -70,7 +70,9 @@ class Engines:
         if not isinstance(location, str) or not names_a_path(location, ARCHIVE_SUFFIXES):
             return   # an installed plugin or a module:Class
         local = local_path(location.strip())
-        store = os.path.realpath(self.home.root / "recipes")
+        from ..artifacts import recipes_dir
+
+        store = os.path.realpath(recipes_dir(self.home.root))
         if local is not None and os.path.realpath(local).startswith(store + os.sep):
             return
         data_roots.check("artifacts.default.image.location", location.strip())

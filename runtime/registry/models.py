@@ -6,8 +6,9 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from ..artifact_store import ENV_ARTIFACTS, location_for, location_for_home_only
 from ..errors import NotFound
 from ..schemas import DEFAULT_METRICS, EXPERIMENT_RUN, MODEL
 from .callers import Caller
@@ -46,20 +47,21 @@ class Models:
                      artifact_name: str = "artifact") -> dict[str, Any]:
         data = self.documents.validate(MODEL, body)
         model_id = str(uuid.uuid4())
+        location = location_for(self.home)
         if artifact:
-            folder = self.home.artifacts / "models" / model_id
+            folder = location.new_model_folder(model_id)
             if _is_archive(artifact):
                 from ..artifacts import safe_extract
 
                 # A model folder packed as zip/tar: unpacked only if every entry stays inside (400
                 # naming the entry otherwise), so that it can be scored like a trained one.
                 safe_extract(artifact, folder)
-                data["modelArtifactUri"] = folder.as_uri()
+                data["modelArtifactUri"] = _published(location, folder)
             else:
                 folder.mkdir(parents=True, exist_ok=True)
-                target = folder / (Path(artifact_name).name or "artifact")
-                target.write_bytes(artifact)
-                data["modelArtifactUri"] = target.as_uri()
+                name = Path(artifact_name).name or "artifact"
+                (folder / name).write_bytes(artifact)
+                data["modelArtifactUri"] = _published(location, folder, name)
         store = self.documents.store
         with store.transaction():
             run = store.get(EXPERIMENT_RUN, caller.scope, data["experimentRunId"])
@@ -68,21 +70,23 @@ class Models:
             try:
                 return self.documents.insert(MODEL, caller, data, id=model_id)
             except BaseException:
-                shutil.rmtree(self.home.artifacts / "models" / model_id, ignore_errors=True)
+                shutil.rmtree(location.new_model_folder(model_id), ignore_errors=True)
                 raise
 
     def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path,
                        digest: Optional[str] = None) -> dict[str, Any]:
-        """A Model for a trained run; its folder moves into the home's model artifacts. `digest`
-        (recipes' pickled models) is server-owned: only a Model registered here carries one."""
+        """A Model for a trained run; its folder moves into the artifact location (a bucket: put
+        there under its sha256). `digest` (recipes' pickled models) is server-owned: only a Model
+        registered here carries one."""
         data = self.documents.validate(MODEL, body)
         if digest:
             data["modelArtifactDigest"] = digest
         model_id = str(uuid.uuid4())
-        target = self.home.artifacts / "models" / model_id
+        location = location_for(self.home)
+        target = location.new_model_folder(model_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(model_dir), target)
-        data["modelArtifactUri"] = target.as_uri()
+        data["modelArtifactUri"] = _published(location, target)
         try:
             return self.documents.insert(MODEL, caller, data, id=model_id)
         except BaseException:
@@ -90,15 +94,22 @@ class Models:
             raise
 
     def model_artifact_dir(self, caller: Caller, model_id: str) -> Path:
-        """The local file or folder a Model's artifact lives in."""
+        """The local file or folder a Model's artifact lives in (from a bucket: fetched into this
+        host's cache and checked against its sha256 first)."""
         doc = self.documents.live(MODEL, caller.scope, model_id)
         uri = doc.get("modelArtifactUri")
-        parsed = urlparse(uri) if uri else None
-        if not parsed or parsed.scheme not in ("file", ""):
+        location = location_for(self.home)
+        scheme = urlparse(uri).scheme if uri else None
+        if scheme not in ("file", "", "s3") or (scheme == "s3" and not location.remote):
+            if scheme == "s3":
+                raise NotFound(f"Model {model_id!r} has its artifact in a bucket ({uri}), and this "
+                               f"server's artifacts are in {location.url}: set {ENV_ARTIFACTS} to "
+                               "the location that holds it")
             raise NotFound(f"Model {model_id!r} has no local artifact")
-        path = Path(unquote(parsed.path)).resolve()
         # Only what this runtime stored is served: a client-set URI must not expose other files.
-        if not path.is_relative_to(self.home.artifacts.resolve() / "models"):
+        # The home's own folder too: Models stored before the location moved to a shared one.
+        path = location.model_path(uri) or location_for_home_only(self.home).model_path(uri)
+        if path is None:
             raise NotFound(f"Model {model_id!r} has no artifact stored by this runtime "
                            f"(modelArtifactUri {uri!r})")
         if not path.exists():
@@ -116,3 +127,13 @@ class Models:
         if not path.is_file():
             raise NotFound(f"The artifact of Model {model_id!r} is missing at {path}")
         return path
+
+
+def _published(location: Any, folder: Path, file_name: Optional[str] = None) -> str:
+    """The new Model's URI in the artifact location; its folder is removed if the location
+    refuses it (an unreachable bucket, say), so that nothing half-registered stays behind."""
+    try:
+        return location.publish_model(folder, file_name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
