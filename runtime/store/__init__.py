@@ -97,8 +97,8 @@ class Store(ABC):
     # The runs view's tables (runtime.run_views; store/sqlite_runs.py). Another store has none.
 
     def run_index(self) -> Any:
-        """The runs view's index (store.sqlite_runs.RunIndex) of this store."""
-        raise StoreError("The runs view needs the SQLite store")
+        """The runs view's index (store.sqlite_runs.RunIndex, store.postgres_runs.PgRunIndex)."""
+        raise StoreError(f"The store {self.url} keeps no runs view")
 
     # The scheduler's schedules, MLService state and leases (runtime.scheduler; the SQLite
     # implementation is store/sqlite_schedules.py). A store without them cannot schedule runs.
@@ -110,17 +110,23 @@ class Store(ABC):
 
 
 def open_store(url: str | Path) -> Store:
-    """A store for `sqlite:///path/registry.db` (or a bare path). Other schemes fail clearly."""
+    """A store for `sqlite:///path/registry.db` (or a bare path), or for
+    `postgresql://user@host:port/db` (store/postgres.py, psycopg imported only then). Other
+    schemes fail clearly."""
     text = str(url)
     if text.startswith("sqlite:///"):
         path = Path(text[len("sqlite:///"):])
     elif "://" not in text:
         path = Path(text)
+    elif text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text)
     else:
         scheme = text.split("://", 1)[0]
         raise StoreError(
-            f"Unsupported store URL scheme {scheme!r} in {text!r}: this version ships the embedded "
-            "SQLite store (sqlite:///PATH); a PostgreSQL store can implement runtime.store.Store")
+            f"Unsupported store URL scheme {scheme!r} in {text!r}: the stores are the embedded "
+            "SQLite file (sqlite:///PATH) and PostgreSQL (postgresql://USER@HOST:PORT/DB)")
     from .sqlite import SQLiteStore
 
     return SQLiteStore(path)

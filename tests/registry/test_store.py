@@ -66,8 +66,8 @@ def test_scopes_do_not_see_each_other(tmp_path):
 
 
 def test_other_store_urls_fail_clearly():
-    with pytest.raises(StoreError, match="postgresql"):
-        open_store("postgresql://db/registry")
+    with pytest.raises(StoreError, match="postgresql://USER@HOST"):
+        open_store("mysql://db/registry")
 
 
 def test_concurrent_writer_processes_lose_nothing(tmp_path):

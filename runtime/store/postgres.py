@@ -1,0 +1,379 @@
+"""The registry store on PostgreSQL (`postgresql://user@host:port/db`), for a team's servers that
+share one registry: psycopg 3 with a connection pool, the SQLite store's tables and behaviour.
+
+Every write transaction takes one advisory lock first (`pg_advisory_xact_lock`), so a
+read-modify-write inside `transaction()` is as safe as under SQLite's BEGIN IMMEDIATE, from any
+process on any host; the statements that matter alone (the ledger's queue place, a lease, a
+schedule's claim) are also safe by themselves (a sequence, INSERT ... ON CONFLICT ... WHERE, a
+conditional UPDATE). Reads outside a transaction use a pooled connection in autocommit mode for
+one statement; inside one, the thread's transaction connection.
+
+Schema: store/postgres_schema.py (its docstring lists how the tables differ from SQLite's). For the
+runs view (store/postgres_runs.py): `connection()` gives the connection to use now (the thread's
+transaction connection, else a pooled autocommit one) and `transaction()` joins or starts a write.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
+
+from ..errors import StoreError
+from ..listing import Filter, ListQuery
+from ..schemas import Kind
+from . import Scope, Store
+from .postgres_schedules import PgSchedulesMixin
+from .postgres_schema import DOCUMENT_TABLES, SCHEMA_VERSION, WRITE_LOCK, current_version, migrate
+
+INSTALL = "pip install 'mlinstance-runtime[postgres]'"
+POOL_MAX = 16
+_BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
+_TERMINAL = ("DONE", "FAILED", "ABORTED")
+
+
+def _finite(value: Any) -> Any:
+    """JSONB has no NaN or Infinity: they become null, as a strict JSON encoder would refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise StoreError(f"A PostgreSQL registry store needs psycopg and psycopg-pool ({exc.name} "
+                         f"is not installed): {INSTALL}") from exc
+    return psycopg
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+class PostgresStore(PgSchedulesMixin, Store):
+    def __init__(self, url: str) -> None:
+        psycopg = _psycopg()
+        from psycopg.types.json import Jsonb
+        from psycopg_pool import ConnectionPool
+
+        self._psycopg = psycopg
+        self._jsonb = lambda value: Jsonb(value, dumps=dumps)
+        self._conninfo = url
+        self.url = redacted(url)
+        self._local = threading.local()
+        self._columns = {t: set(_BASE_COLUMNS) | set(refs) for t, refs in DOCUMENT_TABLES.items()}
+        self._migrate()
+        self._pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, open=False, timeout=30.0,
+                                    kwargs={"autocommit": True}, name="mlruntime-registry")
+        try:
+            self._pool.open(wait=True, timeout=30.0)
+        except Exception as exc:
+            raise StoreError(f"Cannot open a connection pool to {self.url}: {exc}") from exc
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"Cannot connect to the registry store {self.url}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._connect() as conn:
+            try:
+                version = current_version(conn.cursor())
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"The registry store {self.url} has schema version {version}, newer than "
+                        f"this runtime's {SCHEMA_VERSION}: upgrade mlinstance-runtime to open it")
+                if version < SCHEMA_VERSION:
+                    migrate(conn)
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Cannot migrate the registry store {self.url}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        with self.connection() as conn:
+            return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """The thread's transaction connection, else a pooled autocommit one for a short use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                yield conn
+            except self._psycopg.Error as exc:
+                raise StoreError(f"The registry store {self.url}: {exc}") from exc
+            return
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except self._psycopg.Error as exc:
+            raise StoreError(f"The registry store {self.url}: {exc}") from exc
+        except self._pool_errors() as exc:
+            raise StoreError(f"No connection to the registry store {self.url}: {exc}") from exc
+
+    def _pool_errors(self) -> tuple[type[BaseException], ...]:
+        from psycopg_pool import PoolClosed, PoolTimeout
+
+        return (PoolTimeout, PoolClosed)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        local = self._local
+        if getattr(local, "conn", None) is not None:
+            local.depth += 1
+            try:
+                yield
+            finally:
+                local.depth -= 1
+            return
+        with self.connection() as conn:
+            local.conn, local.depth = conn, 1
+            try:
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                except self._psycopg.Error as exc:
+                    raise StoreError(f"Cannot start a write on {self.url}: {exc}") from exc
+                try:
+                    yield
+                    conn.execute('UPDATE "storeVersion" SET n = n + 1 WHERE id = 1')
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except self._psycopg.Error as exc:
+                    self._rollback(conn)
+                    raise StoreError(f"Cannot commit to {self.url}: {exc}") from exc
+                local.own = getattr(local, "own", 0) + 1
+            finally:
+                local.conn, local.depth = None, 0
+
+    def _rollback(self, conn: Any) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except self._psycopg.Error:
+            pass   # a broken connection: the pool discards it
+
+    def _all(self, sql: str, args: Any = ()) -> list[tuple]:
+        with self.connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Any = ()) -> Optional[tuple]:
+        with self.connection() as conn:
+            return conn.execute(sql, args).fetchone()
+
+    def _write(self, sql: str, args: Any = ()) -> int:
+        with self.transaction(), self.connection() as conn:
+            return conn.execute(sql, args).rowcount
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+    # -- documents ----------------------------------------------------------------------------
+
+    def _row(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> dict[str, Any]:
+        row = {"id": doc["id"], "org": scope.org, "sandbox": scope.sandbox,
+               "deleted": 1 if doc.get("deleted") else 0, "created": doc["created"],
+               "updated": doc["updated"], "name": doc.get("name"), "doc": self._jsonb(doc)}
+        for col in kind.columns:
+            row[col] = doc.get(col)
+        return row
+
+    def insert(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None:
+        row = self._row(kind, scope, doc)
+        cols = ", ".join(f'"{c}"' for c in row)
+        marks = ", ".join("%s" for _ in row)
+        self._write(f'INSERT INTO "{kind.collection}" ({cols}) VALUES ({marks})', tuple(row.values()))
+
+    def replace(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None:
+        row = self._row(kind, scope, doc)
+        sets = ", ".join(f'"{c}"=%s' for c in row if c not in ("id", "org", "sandbox"))
+        values = [v for c, v in row.items() if c not in ("id", "org", "sandbox")]
+        self._write(f'UPDATE "{kind.collection}" SET {sets} WHERE id=%s AND org=%s AND sandbox=%s',
+                    (*values, doc["id"], scope.org, scope.sandbox))
+
+    def get(self, kind: Kind, scope: Scope, id: str) -> Optional[dict[str, Any]]:
+        row = self._one(f'SELECT doc FROM "{kind.collection}" WHERE id=%s AND org=%s AND sandbox=%s',
+                        (id, scope.org, scope.sandbox))
+        return row[0] if row else None
+
+    def _expr(self, kind: Kind, field: str) -> str:
+        if field in self._columns[kind.collection]:
+            return f'"{field}"'
+        path = "'{" + ",".join(part.replace("'", "").replace('"', "").replace(",", "")
+                               for part in field.split(".")) + "}'"
+        ftype = kind.fields.get(field, "str")
+        if ftype == "number":
+            return (f"(CASE WHEN jsonb_typeof(doc #> {path}) = 'number' "
+                    f"THEN (doc #>> {path})::float8 END)")
+        if ftype == "bool":
+            return (f"(CASE WHEN jsonb_typeof(doc #> {path}) = 'boolean' "
+                    f"THEN (doc #>> {path})::boolean END)")
+        return f'((doc #>> {path}) COLLATE "C")'
+
+    def _where(self, kind: Kind, filters: tuple[Filter, ...]) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for f in filters:
+            expr = self._expr(kind, f.field)
+            value = f.value
+            if f.type == "bool" and f.field in self._columns[kind.collection]:
+                value = 1 if f.value else 0
+            if f.op == "==":
+                clauses.append(f"{expr} = %s")
+            elif f.op == "!=":
+                clauses.append(f"({expr} IS NULL OR {expr} != %s)")
+            else:
+                clauses.append(f"{expr} {f.op} %s")
+            params.append(value)
+        return (" AND " + " AND ".join(clauses)) if clauses else "", params
+
+    def list(self, kind: Kind, scope: Scope, query: ListQuery) -> tuple[list[dict[str, Any]], int]:
+        where, params = self._where(kind, query.filters)
+        # SQLite sorts NULLs first: ASC NULLS FIRST, DESC NULLS LAST (as the indexes are built).
+        order = ", ".join(f"{self._expr(kind, f)} {'DESC NULLS LAST' if d else 'ASC NULLS FIRST'}"
+                          for f, d in query.order)
+        last = "DESC" if query.order and query.order[-1][1] else "ASC"
+        base = f'FROM "{kind.collection}" WHERE org=%s AND sandbox=%s{where}'
+        args = [scope.org, scope.sandbox, *params]
+        with self.connection() as conn:
+            total = conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
+            rows = conn.execute(f"SELECT doc {base} ORDER BY {order}, seq {last} LIMIT %s OFFSET %s",
+                                (*args, query.limit, query.start)).fetchall()
+        return [r[0] for r in rows], total
+
+    def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
+        if not values:
+            return []
+        return [row[0] for row in self._all(
+            f'SELECT id FROM "{kind.collection}" WHERE org=%s AND sandbox=%s AND deleted=0 '
+            f"AND {self._expr(kind, field)} = ANY(%s)", (scope.org, scope.sandbox, list(values)))]
+
+    def soft_delete(self, kind: Kind, scope: Scope, ids: list[str], updated: str) -> int:
+        if not ids:
+            return 0
+        return self._write(
+            f'UPDATE "{kind.collection}" SET deleted=1, updated=%s, '
+            "doc = doc || jsonb_build_object('deleted', true, 'updated', %s::text) "
+            "WHERE org=%s AND sandbox=%s AND deleted=0 AND id = ANY(%s)",
+            (updated, updated, scope.org, scope.sandbox, list(ids)))
+
+    # -- run status ---------------------------------------------------------------------------
+
+    def get_run_status(self, scope: Scope, run_id: str) -> Optional[dict[str, Any]]:
+        row = self._one('SELECT doc FROM "runStatus" WHERE id=%s AND org=%s AND sandbox=%s',
+                        (run_id, scope.org, scope.sandbox))
+        return row[0] if row else None
+
+    def put_run_status(self, scope: Scope, run_id: str, state: str, status: dict[str, Any]) -> None:
+        self._write('INSERT INTO "runStatus" (id, org, sandbox, state, doc) '
+                    "VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, doc=excluded.doc",
+                    (run_id, scope.org, scope.sandbox, state, self._jsonb(status)))
+
+    # -- the run ledger (runtime.supervisor) ------------------------------------------------------
+
+    @staticmethod
+    def _ledger_row(row: tuple) -> dict[str, Any]:
+        run_id, org, sandbox, seq, phase, doc = row
+        return {**doc, "run_id": run_id, "org": org, "sandbox": sandbox, "seq": seq, "phase": phase}
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        return [self._ledger_row(r) for r in self._all(
+            'SELECT run_id, org, sandbox, seq, phase, doc FROM "runLedger" ORDER BY seq')]
+
+    def ledger_get(self, run_id: str) -> Optional[dict[str, Any]]:
+        row = self._one('SELECT run_id, org, sandbox, seq, phase, doc FROM "runLedger" '
+                        "WHERE run_id=%s", (run_id,))
+        return self._ledger_row(row) if row else None
+
+    def ledger_put(self, scope: Scope, run_id: str, phase: str, fields: dict[str, Any]) -> None:
+        # The queue place comes from a sequence: two servers queueing at once get two places.
+        self._write('INSERT INTO "runLedger" (run_id, org, sandbox, seq, phase, doc) '
+                    "VALUES (%s, %s, %s, nextval('\"runLedger_seq\"'), %s, %s) "
+                    'ON CONFLICT (run_id) DO UPDATE SET phase=excluded.phase, '
+                    'doc="runLedger".doc || excluded.doc',
+                    (run_id, scope.org, scope.sandbox, phase, self._jsonb(fields)))
+
+    def ledger_delete(self, run_ids: list[str]) -> int:
+        if not run_ids:
+            return 0
+        return self._write('DELETE FROM "runLedger" WHERE run_id = ANY(%s)', (list(run_ids),))
+
+    def live_run_states(self) -> list[tuple[str, str, str, str]]:
+        """(run id, org, sandbox, state) of every run not yet in a terminal state."""
+        return [tuple(r) for r in self._all(
+            'SELECT id, org, sandbox, state FROM "runStatus" WHERE state <> ALL(%s)',
+            (list(_TERMINAL),))]
+
+    def data_version(self) -> int:
+        """Changes when another connection (another thread, process or host) commits a write:
+        the count of write transactions, less this thread's own, as SQLite's PRAGMA."""
+        row = self._one('SELECT n FROM "storeVersion" WHERE id = 1')
+        return int(row[0]) - getattr(self._local, "own", 0)
+
+    # -- the runs view (runtime.run_views) -----------------------------------------------------
+
+    def run_index(self) -> Any:
+        try:
+            from .postgres_runs import PgRunIndex
+        except ImportError as exc:
+            raise StoreError(f"The runs view is not available on {self.url}: {exc}") from exc
+        return PgRunIndex(self)
+
+    # -- the data set catalog (runtime.datasets) ----------------------------------------------
+
+    def dataset_put(self, scope: Scope, entry: dict[str, Any], *, replace: bool = False) -> bool:
+        """Store `entry` ({id, uri, format, created}); False when the id exists and not `replace`."""
+        conflict = ("DO UPDATE SET uri=excluded.uri, format=excluded.format, "
+                    "created=excluded.created, doc=excluded.doc") if replace else "DO NOTHING"
+        return self._write(
+            "INSERT INTO datasets (org, sandbox, id, uri, format, created, doc) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (org, sandbox, id) {conflict}",
+            (scope.org, scope.sandbox, entry["id"], entry["uri"], entry.get("format"),
+             entry["created"], self._jsonb(entry))) > 0
+
+    def dataset_list(self, scope: Scope) -> list[dict[str, Any]]:
+        return [r[0] for r in self._all(
+            "SELECT doc FROM datasets WHERE org=%s AND sandbox=%s ORDER BY id",
+            (scope.org, scope.sandbox))]
+
+    def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
+        return self._write("DELETE FROM datasets WHERE org=%s AND sandbox=%s AND id=%s",
+                           (scope.org, scope.sandbox, dataset_id)) > 0
+
+    # -- whole tables (run db copy, the tests) ---------------------------------------------------
+
+    def table_names(self) -> list[str]:
+        """The registry's tables, without the schema's own bookkeeping."""
+        return [r[0] for r in self._all(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename "
+            "NOT IN ('schema_version', 'storeVersion') ORDER BY tablename")]
+
+
+def truncate_all(store: PostgresStore) -> None:
+    """Empties every registry table (the schema stays): a clean registry between tests."""
+    tables = ", ".join(f'"{t}"' for t in store.table_names())
+    with store.transaction(), store.connection() as conn:
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
