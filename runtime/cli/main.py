@@ -369,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(env_prune, scope=False)
     env_prune.set_defaults(handler="runtime.cli.envs:prune_main")
 
+    db = sub.add_parser("db", help="the registry's database: copy it between stores")
+    db_actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
+    db_copy = db_actions.add_parser(
+        "copy", help="copy a whole registry (every object, run, curve, schedule) between SQLite "
+                     "and PostgreSQL, then compare the row counts")
+    db_copy.add_argument("--from", dest="source", required=True, metavar="SRC",
+                         help="a runtime home folder, sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    db_copy.add_argument("--to", dest="dest", required=True, metavar="DST",
+                         help="the same kinds; an empty registry unless --force")
+    db_copy.add_argument("--force", action="store_true",
+                         help="replace what the destination's registry holds")
+    db_copy.add_argument("--json", action="store_true", help="print JSON for scripts")
+    db_copy.add_argument("--verbose", "-v", action="store_true", help="show tracebacks")
+    db_copy.set_defaults(handler="runtime.cli.db:copy_main")
+
     _entity_commands(sub, "engines", "engine", "Engine")
     _entity_commands(sub, "instances", "mlInstance", "MLInstance", bulk=("engine", "engineId"))
     return parser

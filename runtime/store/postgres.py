@@ -26,6 +26,7 @@ from ..listing import Filter, ListQuery
 from ..schemas import Kind
 from . import Scope, Store
 from .postgres_schedules import PgSchedulesMixin
+from .postgres_tables import PgTablesMixin
 from .postgres_schema import DOCUMENT_TABLES, SCHEMA_VERSION, WRITE_LOCK, current_version, migrate
 
 INSTALL = "pip install 'mlinstance-runtime[postgres]'"
@@ -67,7 +68,7 @@ def redacted(url: str) -> str:
     return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
-class PostgresStore(PgSchedulesMixin, Store):
+class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
     def __init__(self, url: str) -> None:
         psycopg = _psycopg()
         from psycopg.types.json import Jsonb
@@ -362,14 +363,6 @@ class PostgresStore(PgSchedulesMixin, Store):
     def dataset_delete(self, scope: Scope, dataset_id: str) -> bool:
         return self._write("DELETE FROM datasets WHERE org=%s AND sandbox=%s AND id=%s",
                            (scope.org, scope.sandbox, dataset_id)) > 0
-
-    # -- whole tables (run db copy, the tests) ---------------------------------------------------
-
-    def table_names(self) -> list[str]:
-        """The registry's tables, without the schema's own bookkeeping."""
-        return [r[0] for r in self._all(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename "
-            "NOT IN ('schema_version', 'storeVersion') ORDER BY tablename")]
 
 
 def truncate_all(store: PostgresStore) -> None:

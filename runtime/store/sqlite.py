@@ -20,6 +20,7 @@ from . import Scope, Store
 from .sqlite_batches import in_batches
 from .sqlite_runs import RunIndex
 from .sqlite_schedules import SchedulesMixin
+from .sqlite_tables import SQLiteTablesMixin
 
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 
@@ -126,7 +127,7 @@ MIGRATIONS = (_v1, _v2, _v3_run_ledger, _v4_datasets, _v_run_views, _v_schedules
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SQLiteStore(SchedulesMixin, Store):
+class SQLiteStore(SchedulesMixin, SQLiteTablesMixin, Store):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
