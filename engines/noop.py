@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field
 
-from runtime.engine import FEATURE_PIPELINE, SCORE, TRAIN, Engine, EngineParams, Metric, TaskContext
+from runtime.engine import (FEATURE_PIPELINE, SCORE, TRAIN, Engine, EngineParams, Metric,
+                            OnlinePredictor, TaskContext)
 
 if TYPE_CHECKING:  # the stages only pass frames through; loading the class must stay cheap
     import pandas as pd
@@ -63,6 +64,18 @@ class NoopEngine(Engine):
 
     def evaluate(self, ctx: TaskContext, model: dict[str, Any], data: pd.DataFrame) -> list[Metric]:
         return [Metric(name="rows", value=float(len(data)), valueType="double")]
+
+    def online(self, ctx: TaskContext, model: dict[str, Any]) -> OnlinePredictor:
+        """Online, rows come back as they were sent, as columns (never a pandas frame): what a
+        request costs is the serving path's own overhead. The pauses are the batch path's
+        (feature_pipeline, then score)."""
+        def predict_many(parts: list[Any]) -> list[Any]:
+            _pause(ctx)
+            _pause(ctx)
+            return parts
+
+        return OnlinePredictor(predict=lambda part: predict_many([part])[0],
+                               predict_many=predict_many, takes_columns=True)
 
 
 def _pause(ctx: TaskContext) -> None:

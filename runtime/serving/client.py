@@ -10,7 +10,9 @@ from typing import Any, Optional
 
 from . import wire
 
-CONNECTIONS = 2
+# One connection: what a turn of the loop sends goes out in one write, and the host reads the
+# requests that arrived together as one batch.
+CONNECTIONS = 1
 
 
 @dataclass
@@ -26,37 +28,33 @@ class HostGone(ConnectionError):
 
 
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self) -> None:
         self.waiting: dict[int, asyncio.Future] = {}
-        self.closed = False
-        self.task = asyncio.get_running_loop().create_task(self._read())
+        self.protocol = wire.FrameProtocol(self._answer, self._lost)
 
-    async def _read(self) -> None:
-        try:
-            while True:
-                header, body = await wire.read_frame(self.reader)
-                future = self.waiting.pop(header.get("id"), None)
-                if future is not None and not future.done():
-                    future.set_result(Answer(int(header.get("status", 500)), body,
-                                             header.get("headers") or {},
-                                             header.get("timings") or {}))
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
-            pass
-        finally:
-            self.closed = True
-            for future in self.waiting.values():
-                if not future.done():
-                    future.set_exception(HostGone("the model host closed its socket"))
-            self.waiting.clear()
+    @property
+    def closed(self) -> bool:
+        return self.protocol.closed
+
+    def _answer(self, header: dict[str, Any], body: bytes) -> None:
+        future = self.waiting.pop(header.get("id"), None)
+        if future is not None and not future.done():
+            future.set_result(Answer(int(header.get("status", 500)), body,
+                                     header.get("headers") or {}, header.get("timings") or {}))
+
+    def _lost(self) -> None:
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(HostGone("the model host closed its socket"))
+        self.waiting.clear()
+
+    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        if self.protocol.closed:
+            raise HostGone("the model host closed its socket")
+        self.protocol.send(header, body)
 
     def close(self) -> None:
-        self.closed = True
-        self.task.cancel()
-        try:
-            self.writer.close()
-        except Exception:
-            pass
+        self.protocol.close()
 
 
 class HostClient:
@@ -70,6 +68,14 @@ class HostClient:
         self._lock: Optional[asyncio.Lock] = None
 
     async def _connection(self) -> _Connection:
+        if len(self._conns) == CONNECTIONS:
+            self._next = (self._next + 1) % CONNECTIONS
+            conn = self._conns[self._next]
+            if not conn.closed:
+                return conn
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
         self._conns = [c for c in self._conns if not c.closed]
         if len(self._conns) < CONNECTIONS:
             if self._lock is None:
@@ -77,42 +83,56 @@ class HostClient:
             async with self._lock:
                 self._conns = [c for c in self._conns if not c.closed]
                 if len(self._conns) < CONNECTIONS:
+                    loop = asyncio.get_running_loop()
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.setblocking(False)
                     try:
-                        await asyncio.get_running_loop().sock_connect(sock, "\0" + self.name)
+                        await loop.sock_connect(sock, "\0" + self.name)
                     except OSError as exc:
                         sock.close()
                         if not self._conns:
                             raise HostGone(f"cannot reach the model host: {exc}") from None
                     else:
-                        reader, writer = await asyncio.open_unix_connection(sock=sock)
-                        self._conns.append(_Connection(reader, writer))
+                        conn = _Connection()
+                        await loop.create_unix_connection(lambda: conn.protocol, sock=sock)
+                        self._conns.append(conn)
         self._next = (self._next + 1) % len(self._conns)
         return self._conns[self._next]
+
+    async def submit(self, header: dict[str, Any],
+                     body: bytes = b"") -> tuple[_Connection, int, asyncio.Future]:
+        """Send one frame; its answer's future (HostGone if the host goes away first)."""
+        conn = await self._connection()
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        conn.waiting[request_id] = future
+        header["id"] = request_id
+        try:
+            conn.send(header, body)
+        except (ConnectionError, RuntimeError) as exc:
+            conn.waiting.pop(request_id, None)
+            raise HostGone(str(exc)) from None
+        return conn, request_id, future
+
+    @staticmethod
+    def cancel(conn: _Connection, request_id: int) -> None:
+        """The request's client left: the host drops it if it has not computed."""
+        conn.waiting.pop(request_id, None)
+        if not conn.closed:
+            try:
+                conn.send({"op": "cancel", "id": request_id})
+            except (ConnectionError, RuntimeError):
+                pass
 
     async def call(self, header: dict[str, Any], body: bytes = b"",
                    timeout_s: Optional[float] = None) -> Answer:
         """Send one frame and wait for its answer; a cancelled wait (the client left) tells the
         host to drop the request."""
-        conn = await self._connection()
-        request_id = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
-        conn.waiting[request_id] = future
-        try:
-            conn.writer.write(wire.frame({**header, "id": request_id}, body))
-        except (ConnectionError, RuntimeError) as exc:
-            conn.waiting.pop(request_id, None)
-            raise HostGone(str(exc)) from None
+        conn, request_id, future = await self.submit(dict(header), body)
         try:
             return await asyncio.wait_for(future, timeout_s) if timeout_s else await future
         except (asyncio.CancelledError, asyncio.TimeoutError):
-            conn.waiting.pop(request_id, None)
-            if not conn.closed:
-                try:
-                    conn.writer.write(wire.frame({"op": "cancel", "id": request_id}))
-                except (ConnectionError, RuntimeError):
-                    pass
+            self.cancel(conn, request_id)
             raise
 
     def close(self) -> None:

@@ -170,6 +170,8 @@ def _inferred(column: list[Any]) -> Any:
             pass
     if types <= {int, float}:
         return np.array(column, dtype="float64")
+    if types <= {int, float, type(None)} and types & {int, float}:   # pandas: missing is NaN
+        return np.array([math.nan if v is None else v for v in column], dtype="float64")
     if types <= {bool}:
         return np.array(column, dtype=bool)
     out = np.empty(len(column), dtype=object)

@@ -78,6 +78,13 @@ class HostProcess:
     inflight: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     client: Any = None            # runtime.serving.client.HostClient, made on the event loop
+    seen: float = 0.0             # when its process was last seen alive (time.monotonic)
+    header_name: str = ""         # the Model's name as an X-Model-Name header may carry it
+
+    def __post_init__(self) -> None:
+        name = self.model.get("name")
+        if name:
+            self.header_name = "".join(c if 32 <= ord(c) < 127 else "?" for c in str(name))[:200]
 
     @property
     def pid(self) -> int:

@@ -3,16 +3,21 @@ latency split into queue, compute and serialisation, batch sizes, queue depth, m
 One registry per serving process (never the library's global one: tests build many)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PHASES = (("queue", "queue_ms"), ("compute", "compute_ms"), ("serialisation", "serialise_ms"))
 
 
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, depths: Optional[Callable[[], dict[str, int]]] = None) -> None:
+        """`depths`: each Model's requests in flight, read when the metrics are (not set per
+        request)."""
+        self.depths = depths
+        self._children: dict[tuple[str, str, int], Any] = {}
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
@@ -33,15 +38,22 @@ class ServingMetrics:
 
     def request(self, route: str, model: str, status: int, total_s: float,
                 timings: dict[str, Any]) -> None:
-        self.requests.labels(route, model, str(status)).inc()
-        self.latency.labels(model, "total").observe(total_s)
-        for phase, key in (("queue", "queue_ms"), ("compute", "compute_ms"),
-                           ("serialisation", "serialise_ms")):
+        children = self._children.get((route, model, status))
+        if children is None:   # the labelled series, looked up once (labels() locks and hashes)
+            children = self._children[(route, model, status)] = (
+                self.requests.labels(route, model, str(status)),
+                self.latency.labels(model, "total"),
+                [(self.latency.labels(model, phase), key) for phase, key in PHASES],
+                self.batch_rows.labels(model))
+        count, total, phases, batch_rows = children
+        count.inc()
+        total.observe(total_s)
+        for child, key in phases:
             value = timings.get(key)
-            if isinstance(value, (int, float)):
-                self.latency.labels(model, phase).observe(value / 1000.0)
+            if value is not None:
+                child.observe(value / 1000.0)
         if timings.get("first") and isinstance(timings.get("batch_rows"), int):
-            self.batch_rows.labels(model).observe(timings["batch_rows"])   # once per batch
+            batch_rows.observe(timings["batch_rows"])   # once per batch
 
     def depth(self, model: str, value: int) -> None:
         self.queue_depth.labels(model).set(value)
@@ -52,4 +64,7 @@ class ServingMetrics:
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
+        if self.depths is not None:
+            for model, value in self.depths().items():
+                self.depth(model, value)
         return generate_latest(self.registry)

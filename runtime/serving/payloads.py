@@ -65,8 +65,8 @@ def parse(body: bytes, content_type: str, protocol: str, limits: Limits,
         parsed = _parse_v2(_json(body), limits)
     elif kind in JSON_TYPES:
         doc = _json(body)
-        if columns and schema:
-            small = _small_mlflow(doc, limits, schema, required)
+        if columns:
+            small = _small_mlflow(doc, limits, schema or {}, required)
             if small is not None:
                 return small
         parsed = _parse_mlflow(doc, limits, schema)

@@ -6,6 +6,7 @@ route switches; the old one drains, then exits), and what is measured and logged
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -29,6 +30,9 @@ log = logging.getLogger("runtime.serving")
 WATCH_S = 0.2            # how often a served MLService's published Model is read
 AUTH_TTL_S = 5.0         # how long "this caller may reach this Model" is remembered
 SAMPLES = 2000           # latencies kept per MLService for its p50/p99
+ALIVE_CHECK_S = 0.5      # a host's process is looked at this often (its socket says the rest)
+WATCH_CLIENT_S = 0.05    # an answer slower than this: watch whether its client left
+LOG_FLUSH_S = 0.2        # request log lines are written this long after, together
 
 
 class Serving:
@@ -45,13 +49,17 @@ class Serving:
         self.routes: dict[tuple[str, str, str], str] = {}      # (org, sandbox, service) -> model
         self._watchers: dict[tuple[str, str, str], asyncio.Task] = {}
         self._allowed: dict[tuple[str, str, str, str], float] = {}
-        self.metrics = ServingMetrics()
+        self.metrics = ServingMetrics(depths=lambda: {h.model_id: h.inflight
+                                                       for h in list(self.hosts.values())})
         self.traffic: dict[str, dict[str, Any]] = {}
         self._log_lock = threading.Lock()
         log_dir = Path(registry.home.root) / "serving"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "requests.jsonl"
-        self._log = open(self.log_path, "a", buffering=1, encoding="utf-8")
+        self._log = open(self.log_path, "a", encoding="utf-8")
+        self._lines: list[str] = []
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:8]
         self.closed = False
 
     # --- targets ---------------------------------------------------------------------------
@@ -112,8 +120,13 @@ class Serving:
     async def host(self, caller: Any, model_id: str) -> HostProcess:
         """The Model's live host, started (once) if it has none."""
         host = self.hosts.get(model_id)
-        if host is not None and host.alive():
-            return host
+        if host is not None:
+            now = time.monotonic()
+            if now - host.seen < ALIVE_CHECK_S:   # a host that died meanwhile: HostGone
+                return host
+            if host.alive():
+                host.seen = now
+                return host
         future = self._starting.get(model_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -162,8 +175,18 @@ class Serving:
                      disconnected: Any = None) -> Response:
         """The answer to one request for a Model (`kind` "model") or an MLService's published
         Model ("service"), as the host wrote it, with headers naming the Model."""
+        status, headers, answer = await self.answer(caller, kind, target_id, body,
+                                                    content_type, protocol, route, disconnected)
+        return Response(answer, status_code=status, media_type="application/json",
+                        headers=headers)
+
+    async def answer(self, caller: Any, kind: str, target_id: str, body: bytes,
+                     content_type: str, protocol: str, route: str,
+                     disconnected: Any = None) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) of one request; `disconnected`: an async function that says
+        whether the client left (asked only while an answer is slower than WATCH_CLIENT_S)."""
         arrived = time.monotonic()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{self._id_prefix}{next(self._ids):08x}"
         model_id = None
         status, rows, timings = 500, None, {}
         try:
@@ -180,7 +203,6 @@ class Serving:
                     raise PayloadTooLarge(f"The request body of {len(body)} bytes is over the "
                                           f"limit of {self.options.max_bytes} bytes")
                 host.inflight += 1
-                self.metrics.depth(model_id, host.inflight)
                 try:
                     answer = await self._call(host, body, content_type, protocol, disconnected)
                 except HostGone:
@@ -190,7 +212,6 @@ class Serving:
                     continue
                 finally:
                     host.inflight -= 1
-                    self.metrics.depth(model_id, host.inflight)
                 if answer.headers.get("X-Host-Draining") and attempt < 2:
                     await asyncio.sleep(0.005)
                     continue
@@ -200,74 +221,97 @@ class Serving:
                                      status=503, title="Service Unavailable")
             status, timings = answer.status, answer.timings
             rows = timings.get("rows")
-            headers = {"X-Model-Id": model_id, "X-Request-Id": request_id,
-                       **{k: v for k, v in answer.headers.items() if k != "X-Host-Draining"}}
+            headers = {"X-Model-Id": model_id, "X-Request-Id": request_id}
+            if answer.headers:
+                headers.update((k, v) for k, v in answer.headers.items()
+                               if k != "X-Host-Draining")
             if kind == "service":
                 headers["X-MLService-Id"] = target_id
-            name = host.model.get("name")
-            if name:
-                headers["X-Model-Name"] = _header_safe(name)
-            return Response(answer.body, status_code=status, media_type="application/json",
-                            headers=headers)
+            if host.header_name:
+                headers["X-Model-Name"] = host.header_name
+            return status, headers, answer.body
         except MLRuntimeError as exc:
             status = exc.status
             headers = {"X-Request-Id": request_id, **({"X-Model-Id": model_id} if model_id
                                                        else {})}
             if status == 503:
                 headers["Retry-After"] = "1"
-            return Response(json.dumps(exc.to_body()).encode(), status_code=status,
-                            media_type="application/json", headers=headers)
+            return status, headers, json.dumps(exc.to_body()).encode()
         except ClientLeft:
             status = 499   # nobody reads it: the connection is gone
-            return Response(b"", status_code=499)
+            return 499, {}, b""
+        except asyncio.TimeoutError:
+            status = 504
+            exc = MLRuntimeError("The model host did not answer before the request's deadline",
+                                 status=504, title="Gateway Timeout")
+            return 504, {"X-Request-Id": request_id}, json.dumps(exc.to_body()).encode()
         finally:
             self._record(caller, route, kind, target_id, model_id, status, rows, timings,
                          time.monotonic() - arrived, request_id, body)
 
     async def _call(self, host: HostProcess, body: bytes, content_type: str, protocol: str,
                     disconnected: Any) -> Any:
+        """The host's answer. No task per request: the answer's future is awaited directly, and
+        only an answer slower than WATCH_CLIENT_S starts a watch on the client (which cancels
+        the request at the host when the client left) and on the deadline."""
         header = {"op": "infer", "ct": content_type, "protocol": protocol,
                   "deadline": time.time() + self.options.timeout_s}
-        call = asyncio.ensure_future(host.client.call(header, body,
-                                                      timeout_s=self.options.timeout_s + 5))
-        if disconnected is None:
-            return await call
-        done, _ = await asyncio.wait({call}, timeout=0.05)   # most answers come before this
-        if call in done:
-            return call.result()
-        watcher = asyncio.ensure_future(_wait_disconnect(disconnected))
+        conn, request_id, future = await host.client.submit(header, body)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(WATCH_CLIENT_S, self._watch_slow, future, disconnected,
+                                self.options.timeout_s + 5 - WATCH_CLIENT_S)
         try:
-            done, _ = await asyncio.wait({call, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            return await future
+        except (asyncio.CancelledError, asyncio.TimeoutError, ClientLeft):
+            host.client.cancel(conn, request_id)
+            raise
         finally:
-            watcher.cancel()
-        if call not in done:   # the client left: the host drops the request before computing
-            call.cancel()
-            raise ClientLeft()
-        return call.result()
+            timer.cancel()
+
+    def _watch_slow(self, future: asyncio.Future, disconnected: Any, timeout_s: float) -> None:
+        if not future.done():
+            watch = asyncio.ensure_future(_watch_client(future, disconnected, timeout_s))
+            future.add_done_callback(lambda _f: watch.cancel())
 
     def _record(self, caller: Any, route: str, kind: str, target_id: str,
                 model_id: Optional[str], status: int, rows: Any, timings: dict[str, Any],
                 total_s: float, request_id: str, body: bytes) -> None:
         self.metrics.request(route, model_id or "-", status, total_s, timings)
         if kind == "service":
-            stats = self.traffic.setdefault(target_id, {
-                "requests": 0, "errors": 0, "latenciesMs": deque(maxlen=SAMPLES)})
+            stats = self.traffic.get(target_id)
+            if stats is None:
+                stats = self.traffic[target_id] = {"requests": 0, "errors": 0,
+                                                   "latenciesMs": deque(maxlen=SAMPLES)}
             stats["requests"] += 1
             stats["errors"] += status >= 400
             stats["latenciesMs"].append(total_s * 1000)
             stats["modelId"] = model_id
         line = {"time": time.time(), "id": request_id, "caller": getattr(caller, "user_id", None),
                 "route": route, "target": target_id, "model": model_id, "rows": rows,
-                "status": status, "ms": round(total_s * 1000, 3),
-                **{k: round(v, 3) for k, v in timings.items()
-                   if k.endswith("_ms") and isinstance(v, (int, float))}}
+                "status": status, "ms": round(total_s * 1000, 3)}
+        for key, value in timings.items():
+            if key.endswith("_ms") and isinstance(value, (int, float)):
+                line[key] = round(value, 3)
         if self.options.capture:
             line["payload"] = body.decode("utf-8", errors="replace")
         with self._log_lock:
-            try:
-                self._log.write(json.dumps(line) + "\n")
-            except ValueError:   # closed at shutdown
-                pass
+            self._lines.append(_dumps(line))
+            if len(self._lines) == 1:
+                self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Log lines are written together LOG_FLUSH_S later (one write, not one a request)."""
+        try:
+            asyncio.get_running_loop().call_later(LOG_FLUSH_S, self.flush_log)
+        except RuntimeError:   # no loop (a caller on a thread): now
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        with self._log_lock:
+            lines, self._lines = self._lines, []
+            if lines and not self._log.closed:
+                self._log.write("\n".join(lines) + "\n")
+                self._log.flush()
 
     def traffic_summary(self) -> dict[str, Any]:
         out = {}
@@ -288,6 +332,7 @@ class Serving:
             if host.client is not None:
                 host.client.close()
             await run_in_threadpool(host.stop)
+        self.flush_log()
         self._log.close()
 
     async def kind_of(self, caller: Any, target: str) -> str:
@@ -312,19 +357,29 @@ class ClientLeft(Exception):
     """The request's client closed its connection before the answer."""
 
 
-async def _wait_disconnect(disconnected: Any) -> None:
-    while not await disconnected():
-        await asyncio.sleep(0.05)
+async def _watch_client(future: asyncio.Future, disconnected: Any, timeout_s: float) -> None:
+    """A slow answer's watch: its client leaving (ClientLeft) or the deadline passing
+    (TimeoutError) ends the wait on `future`."""
+    until = time.monotonic() + timeout_s
+    while not future.done():
+        if disconnected is not None and await disconnected():
+            if not future.done():
+                future.set_exception(ClientLeft())
+            return
+        if time.monotonic() > until:
+            if not future.done():
+                future.set_exception(asyncio.TimeoutError())
+            return
+        await asyncio.sleep(WATCH_CLIENT_S)
+
+
+_dumps = json.JSONEncoder(separators=(", ", ": ")).encode
 
 
 def _quantile(values: list[float], q: float) -> Optional[float]:
     if not values:
         return None
     return round(values[min(len(values) - 1, int(q * len(values)))], 3)
-
-
-def _header_safe(text: str) -> str:
-    return "".join(c if 32 <= ord(c) < 127 else "?" for c in str(text))[:200]
 
 
 def find_target(registry: Any, caller: Any, target: str) -> tuple[str, str]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import Request   # module level: FastAPI reads the routes' annotations from here
 from starlette.responses import Response
 
+from ..errors import MLRuntimeError
 from ..request_bodies import read_limited
 from .hosts import ServingOptions
 
@@ -20,7 +21,6 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
     from fastapi import FastAPI
 
     from .. import __version__
-    from ..errors import MLRuntimeError
     from ..runs import RunExecutor
     from ..warm import pools_for
     from .metrics import CONTENT_TYPE
@@ -120,7 +120,100 @@ def build_app(registry: Any, caller: Any, target: str, options: ServingOptions) 
             return problem(exc)
         return await invoke(request, "v2", "v2/infer")
 
-    return app
+    async def answer(path: str, body: bytes, content_type: str,
+                     disconnected: Any) -> tuple[int, dict[str, str], bytes]:
+        if path == "/invocations":
+            protocol, route = "mlflow", "invocations"
+        else:
+            try:
+                named(path[len(V2_PREFIX):-len(V2_SUFFIX)])
+            except MLRuntimeError as exc:
+                return exc.status, {}, json.dumps(exc.to_body()).encode()
+            protocol, route = "v2", "v2/infer"
+        return await serving.answer(caller, kind, target_id, body, content_type, protocol,
+                                    route, disconnected)
+
+    return ScoringRoutes(app, answer, options.max_bytes)
+
+
+V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
+
+
+class ScoringRoutes:
+    """The ASGI app served: `POST /invocations` and `POST /v2/models/{name}/infer` answered
+    here, without FastAPI's routing, dependency solving and middleware (a third of a request's
+    CPU in the API process for a model as quick as noop); every other request, and the
+    lifespan, go to the FastAPI app (the same answers and bodies either way)."""
+
+    def __init__(self, app: Any, answer: Any, max_bytes: int) -> None:
+        self.app, self.answer, self.max_bytes = app, answer, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not (
+                scope["path"] == "/invocations" or (scope["path"].startswith(V2_PREFIX)
+                                                    and scope["path"].endswith(V2_SUFFIX))):
+            await self.app(scope, receive, send)
+            return
+        content_type, length = "", None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+        left = asyncio.Event()
+        listening: list[asyncio.Task] = []
+
+        async def disconnected() -> bool:
+            """Asked only while an answer is slow: has http.disconnect arrived?"""
+            if not listening:
+                listening.append(asyncio.ensure_future(_until_disconnect(receive, left)))
+            return left.is_set()
+
+        try:
+            body = await _body(receive, length, self.max_bytes)
+            if body is None:
+                return   # the client left while sending
+            status, headers, answer = await self.answer(scope["path"], body, content_type,
+                                                        disconnected)
+        except MLRuntimeError as exc:
+            status, headers, answer = exc.status, {}, json.dumps(exc.to_body()).encode()
+        finally:
+            for task in listening:
+                task.cancel()
+        raw = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(answer)).encode())]
+        raw.extend((k.lower().encode("latin-1"), str(v).encode("latin-1"))
+                   for k, v in headers.items())
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": answer})
+
+
+async def _body(receive: Any, length: Optional[bytes], limit: int) -> Optional[bytes]:
+    """The request's body, a 413 as soon as it passes `limit` (its declared length first)."""
+    from ..errors import PayloadTooLarge
+
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The request body of {int(length)} bytes is over the limit of "
+                              f"{limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _until_disconnect(receive: Any, left: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    left.set()
 
 
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
