@@ -54,13 +54,16 @@ def _number(text: str) -> Optional[int]:
 
 def leases(registry: Any) -> dict[int, list[dict[str, Any]]]:
     """Device index -> the runs holding a share of it: a started run whose owner or any process
-    of its worker's group still lives (what the queue counts)."""
+    of its worker's group still lives (what the queue counts). Only this host's runs: device
+    indices are per host, and so are leases on them."""
+    from .hosts import host_id, on_host
     from .procs import same_process_alive, worker_group_alive
 
     held: dict[int, list[dict[str, Any]]] = {}
+    here = host_id()
     for row in registry.ledger.rows():
         gpus = (row.get("grant") or {}).get("gpus") or {}
-        if row.get("phase") != "running" or not gpus:
+        if row.get("phase") != "running" or not gpus or not on_host(row, here):
             continue
         owner = row.get("owner") or {}
         worker = row.get("worker") or {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -20,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import MLRuntimeError
+from .hosts import env_seconds, host_id
 from .schedules import definitions, iso, next_fire, seconds
 
 log = logging.getLogger("runtime.scheduler")
 
 LEASE_NAME = "scheduler"
 LEASE_TTL_S = 15.0      # another server takes over this long after the holder stops renewing
+ENV_LEASE_TTL_S = "MLRUNTIME_SCHEDULER_TTL_S"   # ... unless this says otherwise
 TICK_S = 1.0            # how often due schedules are looked for (fire latency is at most this)
 MISSED_AFTER_S = 60.0   # a fire found this late was missed (the server was down)
 FIRE_BATCH = 200        # due schedules fired per look-up
@@ -41,7 +42,7 @@ class Scheduler:
 
     def __init__(self, registry: Any, *, runs: Any = None,
                  clock: Callable[[], float] = time.time, tick_s: float = TICK_S,
-                 lease_ttl_s: float = LEASE_TTL_S) -> None:
+                 lease_ttl_s: Optional[float] = None) -> None:
         from .mlservices import ServiceDesk
         from .runs import RecordOnly
 
@@ -51,8 +52,10 @@ class Scheduler:
         self.runs = runs if runs is not None else RecordOnly(registry)
         self.clock = clock
         self.tick_s = tick_s
-        self.lease_ttl_s = lease_ttl_s
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl_s = (lease_ttl_s if lease_ttl_s is not None
+                            else env_seconds(ENV_LEASE_TTL_S, LEASE_TTL_S))
+        # The host is MLRUNTIME_HOST_ID's (runtime.hosts): a pid is judged only on its own host.
+        self.holder = f"{host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leader = False
         self._renewed_s = 0.0
         self.fired = 0
@@ -122,13 +125,15 @@ class Scheduler:
 
     def _take_from_dead_holder(self, now: float) -> bool:
         """A server of this host that died holding the lease (SIGKILL) does not make the next
-        one wait for the lease to expire."""
+        one wait for the lease to expire; another host's holder is waited out."""
         held = self.schedules.lease_holder(LEASE_NAME)
         if held is None:
             return False
-        host, _, rest = held[0].partition(":")
-        pid = rest.partition(":")[0]
-        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        parts = held[0].rsplit(":", 2)   # host:pid:nonce (a host id may hold a colon)
+        if len(parts) != 3:
+            return False
+        host, pid, _ = parts
+        if host != host_id() or not pid.isdigit() or _alive(int(pid)):
             return False
         log.info("Taking the scheduler lease from %s (that process is gone)", held[0])
         return self.schedules.lease_take(LEASE_NAME, held[0], self.holder, self.lease_ttl_s, now)

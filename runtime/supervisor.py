@@ -4,8 +4,13 @@ and reconciliation of the runs a dead server or CLI left behind.
 Every live run that a process starts has a row in the registry's run ledger: its owner (host, pid,
 process start time, kind), its phase (preparing, queued, running), its demand and grant, and its
 worker (pid, process group, start time). The rows are shared by the server and CLI processes
-through the registry file, so they share one capacity accounting. Comparing process start times
+through the registry, so they share one capacity accounting. Comparing process start times
 (from /proc) means a reused pid is never taken for the process that had it before.
+
+Several hosts may share one registry (runtime.hosts): each owner names its host, capacity is
+counted per host (only this host's rows count against its cores and GPUs), a process judges only
+its own host's processes, and a server fails another host's runs only once that host's lease
+has expired.
 """
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .capacity import Capacity, Demand, Grant, QueueEntry, admit
+from .hosts import HostLease, host_id, on_host
 from .procs import (proc_start_ticks, same_process_alive,
                     stop_worker, worker_group_alive)
 from .errors import Conflict, NotFound
@@ -37,12 +42,9 @@ KEPT_ON_ABORT = ("worker.log",)   # what a cancelled run's folder keeps
 
 # --- processes --------------------------------------------------------------------------------
 
-HOST = socket.gethostname()
-
-
 def identity(kind: str) -> dict[str, Any]:
     pid = os.getpid()
-    return {"kind": kind, "pid": pid, "start": proc_start_ticks(pid), "host": HOST}
+    return {"kind": kind, "pid": pid, "start": proc_start_ticks(pid), "host": host_id()}
 
 
 def remove_partial_artifacts(run_dir: Path) -> None:
@@ -138,6 +140,8 @@ class Supervisor:
         self.capacity = capacity
         self.kind = kind
         self.me = identity(kind)
+        self.host = self.me["host"]
+        self.hosts = HostLease(registry, self.host)
         self._controls: dict[str, RunControl] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -251,6 +255,20 @@ class Supervisor:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def watch_hosts(self) -> None:
+        """A server: renew this host's lease now, and from here on in the loop; fail the runs of
+        hosts whose lease expired (runtime.hosts)."""
+        self.hosts.beat(force=True)
+        self._ensure_thread()
+
+    def _host_duties(self) -> None:
+        serving = self.kind == "server"
+        if not (serving or self._controls) or not self.hosts.due():
+            return
+        self.hosts.beat(force=True)
+        if serving:
+            self.hosts.reap()
+
     def _queued_here(self) -> bool:
         return any(c.demand is not None and not c.granted.is_set() for c in self._controls.values())
 
@@ -266,6 +284,10 @@ class Supervisor:
                 if self._closed:
                     return
                 idle = not self._controls
+            try:
+                self._host_duties()
+            except Exception:  # a busy store: the next pass renews
+                log.exception("The host lease could not be renewed")
             if idle:
                 continue
             try:
@@ -283,7 +305,7 @@ class Supervisor:
         """Whether an owner or worker identity names a live process (cached briefly)."""
         if not who or not isinstance(who.get("pid"), int):
             return False
-        if who.get("host") not in (None, HOST):
+        if who.get("host") not in (None, self.host):
             return True   # another host's process: not ours to judge
         if who.get("pid") == self.me["pid"] and who.get("start") == self.me["start"]:
             return True
@@ -316,7 +338,8 @@ class Supervisor:
         if not any(c.demand is not None and not c.granted.is_set() for c in waiting.values()):
             return
         with self.registry.transaction():
-            rows = self.ledger.rows()
+            # Capacity is per host: another host's runs take nothing of this one's.
+            rows = [row for row in self.ledger.rows() if on_host(row, self.host)]
             grants, queued = [], []
             for row in rows:
                 owner_alive = self._alive(row.get("owner"))
@@ -383,10 +406,14 @@ def describe_owner(row: Optional[dict[str, Any]]) -> str:
         return "none recorded"
     owner = row.get("owner") or {}
     worker = row.get("worker") or {}
-    text = (f"{owner.get('kind', '?')} pid {owner.get('pid')} on {owner.get('host')} "
-            f"({'alive' if same_process_alive(owner.get('pid'), owner.get('start')) else 'gone'})"
+    here = on_host(row, host_id())
+    if not here:   # another host's pids mean nothing here
+        alive = "another host"
+    else:
+        alive = "alive" if same_process_alive(owner.get("pid"), owner.get("start")) else "gone"
+    text = (f"{owner.get('kind', '?')} pid {owner.get('pid')} on {owner.get('host')} ({alive})"
             f", phase {row.get('phase')}")
-    if worker.get("pid"):
+    if worker.get("pid") and here:
         alive = same_process_alive(worker["pid"], worker.get("start"))
         text += (f"; worker pid {worker['pid']} (group {worker.get('pgid')}, "
                  f"{'alive' if alive else 'gone'})")

@@ -1,6 +1,7 @@
 """Starting the API server: the bind policy, tokens, and uvicorn."""
 from __future__ import annotations
 
+from ..home import shown_url
 from .app import ServerSettings
 from .auth import ENV_TOKENS, check_bind, parse_tokens
 
@@ -18,7 +19,7 @@ def serve(settings: ServerSettings, host: str, port: int, log_level: str = "info
     roots = registry.data_roots
     root = base_url(host, port)
     print(f"Serving the Sensei ML API at {root}/data/sensei "
-          f"(home {settings.home.root}, store {registry.store_url}, data sets "
+          f"(home {settings.home.root}, store {shown_url(registry.store_url)}, data sets "
           f"{'under ' + roots.describe() if roots else 'anywhere'})\n"
           f"  API docs:   {root}/data/sensei/docs (ReDoc: {root}/data/sensei/redoc)\n"
           f"  Runs page:  {root}/", flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -41,6 +42,9 @@ def _recipe_options(parser: argparse.ArgumentParser) -> None:
 def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
     parser.add_argument("--home", help="runtime home (default: $MLRUNTIME_HOME or "
                                        "~/.mlinstance-runtime)")
+    parser.add_argument("--db", metavar="URL",
+                        help="the registry: postgresql://USER@HOST:PORT/DB or sqlite:///PATH "
+                             "(default: $MLRUNTIME_DB, else the SQLite file in the home)")
     if scope:
         parser.add_argument("--sandbox", help="sandbox name (default: $MLRUNTIME_SANDBOX or prod)")
         parser.add_argument("--org", help="IMS org id (default: $MLRUNTIME_ORG or local)")
@@ -411,6 +415,12 @@ def _attach_dash_values(argv: Sequence[str]) -> list[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_dash_values(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "db", None):
+        from ..home import ENV_DB
+
+        # Through the environment: every registry this process opens, and the processes it
+        # starts (workers, warm parents, Spark workers), use the same store.
+        os.environ[ENV_DB] = args.db
     module_name, _, func_name = args.handler.partition(":")
     handler: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), func_name)

@@ -1,7 +1,8 @@
 """Reconciliation: when a server (or a CLI run) starts, every live run that no live process owns is
 settled. A worker still running is adopted (followed until it ends, then recorded); a worker that
 ended left its result file, which is recorded; a run that never got a worker (still PENDING: it is
-RUNNING only once its worker exists) is queued again by a server; the rest FAIL, saying why.
+RUNNING only once its worker exists) is queued again by a server; the rest FAIL, saying why. Runs another host owns are left to it
+(runtime.hosts fails them once that host's lease expires).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from ..errors import Conflict, NotFound
 from ..procs import find_worker, kill_group, same_process_alive, stop_worker, worker_group_alive
 from ..schemas import RunStatus
 from ..store import Scope
-from ..supervisor import HOST
 from .attempt import wait_outcome
 from .record import SERVER_GONE, Recorder, caller_of
 
@@ -99,6 +99,8 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
 
     registry = recorder.registry
     sup = supervisor
+    # This host's lease first: another host's server must not fail the runs adopted below.
+    sup.watch_hosts()
     result = Reconciliation()
     rows = {row["run_id"]: row for row in registry.ledger.rows()}
     runs_dir = str(registry.home.runs)
@@ -112,7 +114,7 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
         owner = (row or {}).get("owner") or {}
         if owner.get("pid") == sup.me["pid"] and owner.get("start") == sup.me["start"]:
             continue   # ours already
-        if owner and (owner.get("host") not in (None, HOST) or sup._alive(owner)):
+        if owner and (owner.get("host") not in (None, sup.host) or sup._alive(owner)):
             result.left.append(run_id)
             continue
         gone = _cli_gone(owner.get("pid")) if owner.get("kind") == "cli" else SERVER_GONE

@@ -71,8 +71,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def live_server(home: Path, *extra_args: str) -> Iterator[LiveServer]:
-    """`run serve` on 127.0.0.1 and a free port; stops exactly the process it started."""
+def live_server(home: Path, *extra_args: str,
+                env: Optional[dict[str, str]] = None) -> Iterator[LiveServer]:
+    """`run serve` on 127.0.0.1 and a free port; stops exactly the process it started. `env`:
+    runtime variables of its own (MLRUNTIME_HOST_ID, ...), on top of a clean environment."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = home.parent / f"{home.name}-server.log"
     attempts = 3   # another process may grab the free port between the probe and the bind
@@ -83,7 +85,8 @@ def live_server(home: Path, *extra_args: str) -> Iterator[LiveServer]:
             process = subprocess.Popen(
                 serve_command("--host", "127.0.0.1", "--port", str(port), "--home", str(home),
                               "--log-level", "warning", *extra_args),
-                cwd=repo_root(), env=server_env(), stdout=log, stderr=subprocess.STDOUT)
+                cwd=repo_root(), env={**server_env(), **(env or {})}, stdout=log,
+                stderr=subprocess.STDOUT)
         server = LiveServer(base_url, home, process, log_path)
         try:
             if _wait_until_up(server):

@@ -1,0 +1,184 @@
+"""Several hosts on one registry: two real `run serve` processes with their own homes and
+MLRUNTIME_HOST_ID, sharing one store through `--db URL`. Each host owns, counts and adopts only its
+own runs; a host that stops answering has its runs failed by another host once its lease expires,
+not before; a schedule fires once per fire time whichever server holds the scheduler's lease,
+one of them SIGKILLed midway. The PostgreSQL variants run the same tests on a real server."""
+from __future__ import annotations
+
+import math
+import signal
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from support import (client_for, kill_workers, live_server, new_sandbox, noop_experiment,
+                     post_run, task_of, wait_no_workers, worker_pids)
+from waiting import until, wait_run
+
+from runtime.errors import StoreError
+from runtime.schedules import iso
+from runtime.store import open_store
+
+HOST_TTL_S = 10.0   # longer than a server's restart on a loaded machine, short for a test
+SCHEDULER_TTL_S = 1.5
+EVERY_S = 5         # the schedule's period: more than the scheduler's takeover (TTL + a tick)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """One registry for both hosts: a SQLite file neither home holds, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared' / 'registry.db'}"
+    pg_server = request.getfixturevalue("pg_server")
+    url = pg_server.create_database(f"hosts_{uuid.uuid4().hex[:10]}")
+    try:
+        open_store(url).close()
+    except StoreError as exc:
+        if "Unsupported store URL scheme" not in exc.detail:
+            raise
+        pytest.skip("this checkout opens no PostgreSQL store yet")
+    return url
+
+
+def _serve(home: Path, db_url: str, host: str, *args: str, **env: str):
+    (home.parent / "shared").mkdir(exist_ok=True)
+    return live_server(home, "--db", db_url, "--cold", *args,
+                       env={"MLRUNTIME_HOST_ID": host, "MLRUNTIME_HOST_TTL_S": str(HOST_TTL_S),
+                            **env})
+
+
+class Ledger:
+    """The shared store as the test reads it: ledger owners and host leases."""
+
+    def __init__(self, url: str) -> None:
+        self.store = open_store(url)
+
+    def owners(self) -> dict[str, str]:
+        return {row["run_id"]: (row.get("owner") or {}).get("host")
+                for row in self.store.ledger_rows()}
+
+    def lease(self, name: str) -> Any:
+        return self.store.lease_holder(name)
+
+
+@pytest.fixture
+def ledger(db_url) -> Iterator[Ledger]:
+    reader = Ledger(db_url)
+    yield reader
+    reader.store.close()
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+def test_hosts_own_count_and_adopt_their_runs_and_a_silent_hosts_runs_fail_after_its_lease(
+        tmp_path, db_url, ledger):
+    home_a, home_b, data = tmp_path / "host-a", tmp_path / "host-b", tmp_path / "tiny.csv"
+    sandbox = new_sandbox()
+    with ExitStack() as stack:
+        # One run at a time on each host: were the other host's run counted here, B's would queue.
+        a = stack.enter_context(_serve(home_a, db_url, "host-a", "--max-concurrent-runs", "1"))
+        client_a = client_for(a, sandbox)
+        experiment = noop_experiment(client_a, data, sleep_ms=120_000)
+        run_a = post_run(client_a, experiment)
+        wait_run(client_a, run_a, experiment_id=experiment, states={"RUNNING"})
+
+        b = stack.enter_context(_serve(home_b, db_url, "host-b", "--max-concurrent-runs", "1",
+                                       "--grace", "1"))
+        assert "1 left to their live owner" in b.output()   # B's start-up: A's run is A's
+        client_b = client_for(b, sandbox)
+        run_b = post_run(client_b, experiment)
+        wait_run(client_b, run_b, experiment_id=experiment, states={"RUNNING"}, timeout_s=60)
+        assert ledger.owners() == {run_a: "host-a", run_b: "host-b"}
+        until(lambda: len(worker_pids(home_a)) == 1 == len(worker_pids(home_b)),
+              what="one worker on each host")
+        assert ledger.lease("host:host-a")[0] == "host-a"
+        assert ledger.lease("host:host-b")[0] == "host-b"
+
+        # A dies and comes back at once: it adopts its own run; B took nothing meanwhile.
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+        with _serve(home_a, db_url, "host-a", "--max-concurrent-runs", "1") as again:
+            assert "1 adopted" in again.output() and "1 left to their live owner" in again.output()
+            assert ledger.owners() == {run_a: "host-a", run_b: "host-b"}
+            owner = ledger.store.ledger_get(run_a)["owner"]
+            assert owner["pid"] == again.process.pid
+            again.process.send_signal(signal.SIGKILL)   # now for good
+            again.process.wait(10)
+        expires_s = ledger.lease("host:host-a")[1]
+        # B keeps serving and leaves A's run alone while A's lease holds.
+        while time.time() < expires_s - 1.0:
+            assert task_of(client_b, experiment, run_a)["state"] == "RUNNING"
+            assert task_of(client_b, experiment, run_b)["state"] == "RUNNING"
+            time.sleep(0.5)
+        task = wait_run(client_b, run_a, experiment_id=experiment, states={"FAILED"},
+                        timeout_s=HOST_TTL_S + 30)
+        assert _seconds(task["ended"]) >= expires_s, (task, expires_s)
+        assert task["message"].startswith("host host-a stopped answering"), task
+        assert "host host-b failed the run" in task["message"]
+        assert ledger.owners() == {run_b: "host-b"}      # A's row is freed
+        assert task_of(client_b, experiment, run_b)["state"] == "RUNNING"
+        listing = client_b.get(f"/experiments/{experiment}/runs").json()
+        assert listing["_page"]["totalCount"] == 2
+        kill_workers(home_a)   # A's orphaned worker: on a real host it died with the host
+    assert wait_no_workers(home_a, 5) == [] and wait_no_workers(home_b, 10) == []
+
+
+def _scheduled_experiment(client: httpx.Client, data: Path, start_s: float,
+                          end_s: float) -> str:
+    engine = client.post("/engines", json={
+        "name": "noop", "type": "Python",
+        "artifacts": {"default": {"image": {"location": "noop", "name": "noop"}}}})
+    data.write_text("a,b\n1,2\n3,4\n")
+    instance = client.post("/mlInstances", json={
+        "name": "noop", "engineId": engine.json()["id"], "tasks": [{"name": "train",
+        "parameters": [{"key": "trainingDataSetId", "value": str(data)}]}]})
+    assert instance.status_code == 201, instance.text
+    experiment = client.post("/experiments", json={
+        "name": "every few seconds", "mlInstanceId": instance.json()["id"],
+        "template": {"schedule": {"cron": f"* * * * * */{EVERY_S}", "mode": "train",
+                                  "startTime": iso(start_s), "endTime": iso(end_s)}}})
+    assert experiment.status_code == 201, experiment.text
+    return experiment.json()["id"]
+
+
+def _dues(client: httpx.Client, experiment: str) -> list[str]:
+    runs = client.get(f"/experiments/{experiment}/runs", params={"limit": 100}).json()["children"]
+    return sorted(r["description"].rpartition("(due ")[2].rstrip(")") for r in runs)
+
+
+def test_a_schedule_fires_once_per_fire_time_when_its_leader_is_sigkilled(tmp_path, db_url,
+                                                                           ledger):
+    sandbox = new_sandbox()
+    fast = {"MLRUNTIME_SCHEDULER_TTL_S": str(SCHEDULER_TTL_S)}
+    with ExitStack() as stack:
+        servers = [stack.enter_context(_serve(tmp_path / f"host-{name}", db_url, f"host-{name}",
+                                              **fast)) for name in ("a", "b")]
+        client = client_for(servers[0], sandbox)
+        start_s = math.ceil((time.time() + 2) / EVERY_S) * EVERY_S
+        end_s = start_s + 3 * EVERY_S + 1    # four fire times
+        expected = [iso(start_s + i * EVERY_S) for i in range(4)]
+        experiment = _scheduled_experiment(client, tmp_path / "tiny.csv", start_s, end_s)
+        until(lambda: len(_dues(client, experiment)) >= 2, timeout_s=2 * EVERY_S + 10,
+              what="the first two fires")
+        holder = ledger.lease("scheduler")[0]
+        leader = next(s for s in servers if f":{s.process.pid}:" in holder)
+        leader.process.send_signal(signal.SIGKILL)   # between two fires, lease held
+        leader.process.wait(10)
+        survivor = client_for(next(s for s in servers if s is not leader), sandbox)
+        time.sleep(max(0.0, end_s + 2 - time.time()))
+        dues = until(lambda: (d := _dues(survivor, experiment)) and len(d) >= 4 and d,
+                     timeout_s=15, what=lambda: f"four fires, got {_dues(survivor, experiment)}")
+        time.sleep(1.5)   # a repeated fire would show by now
+        assert _dues(survivor, experiment) == dues == expected
+        assert ledger.lease("scheduler")[0] != holder   # the survivor took the lease over
+    kill_workers(tmp_path / "host-a")   # a worker the killed server left (its host "died")
+    kill_workers(tmp_path / "host-b")
