@@ -1,5 +1,6 @@
 """The Docker files, checked without a Docker engine: every COPY source exists, every entrypoint
-and command names a real command, and the compose file stands up the API, a Ray head and a worker."""
+and command names a real command, and the compose file stands up the API, a Ray head and a worker
+on a PostgreSQL registry (the official image, its data in a volume)."""
 from __future__ import annotations
 
 import json
@@ -94,8 +95,13 @@ def test_compose_has_the_api_a_ray_head_and_a_worker(compose):
     assert api_env["RAY_ADDRESS"] == "http://ray-head:8265" and api_env["MLRUNTIME_RUN_BACKEND"] == "ray"
 
 
+def _runtime_services(compose) -> dict:
+    """The services run from this project's image (the rest are official images)."""
+    return {name: s for name, s in compose["services"].items() if "build" in s}
+
+
 def test_compose_commands_are_real(compose):
-    for name, service in compose["services"].items():
+    for name, service in _runtime_services(compose).items():
         entrypoint = service.get("entrypoint")
         assert entrypoint and entrypoint[0] in KNOWN_COMMANDS, f"{name}: {entrypoint!r}"
         if entrypoint[0] == "run":
@@ -117,6 +123,35 @@ def test_compose_builds_from_existing_dockerfiles_and_publishes_on_loopback(comp
 
 def test_compose_shares_one_runtime_home(compose):
     mounts = {name: [v for v in s.get("volumes", []) if v.startswith("runtime-home:")]
-              for name, s in compose["services"].items()}
+              for name, s in _runtime_services(compose).items()}
+    assert set(mounts) == {"api", "ray-head", "ray-worker"}
     assert all(m == ["runtime-home:/var/lib/mlinstance-runtime"] for m in mounts.values()), mounts
     assert compose["services"]["api"]["environment"]["MLRUNTIME_RAY_ARTIFACTS"] == "shared"
+
+
+def test_compose_registry_is_postgresql_in_a_volume(compose):
+    """The postgres service: the official image, its data in a named volume, a health check the
+    API waits for, published on loopback only; every runtime service's MLRUNTIME_DB names it."""
+    from urllib.parse import urlsplit
+
+    pg = compose["services"]["postgres"]
+    assert pg["image"].split(":")[0] == "postgres" and "build" not in pg
+    data = [v for v in pg["volumes"] if v.endswith(":/var/lib/postgresql/data")]
+    assert data and data[0].split(":")[0] in compose["volumes"], pg["volumes"]
+    check = pg["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and check[1].startswith("pg_isready"), check
+    assert all(str(p).startswith("127.0.0.1:") for p in pg.get("ports", []))
+    env = pg["environment"]
+    for name, service in _runtime_services(compose).items():
+        url = urlsplit(service["environment"]["MLRUNTIME_DB"])
+        assert url.scheme == "postgresql" and url.hostname == "postgres", (name, url)
+        assert url.username == env["POSTGRES_USER"] and url.path == f"/{env['POSTGRES_DB']}"
+        assert url.password == env["POSTGRES_PASSWORD"], name   # the same ${...} default
+    assert compose["services"]["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
+def test_the_runtime_image_can_reach_postgresql():
+    """The compose file's registry URL needs psycopg in the image: the postgres extra."""
+    installs = [args for word, args in instructions(DOCKER / "Dockerfile.cpu")
+                if word == "RUN" and "pip install" in args and "'.[" in args.replace('"', "'")]
+    assert any("postgres" in args for args in installs), installs
