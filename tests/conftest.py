@@ -26,10 +26,43 @@ def pytest_collection_modifyitems(config, items):
         if files:
             item.add_marker(pytest.mark.skip(reason=shared_files.skip_reason(files)))
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stores: run the module's tests on the SQLite and the "
+                                       "PostgreSQL store (tests/store_params.py)")
+
+
+def pytest_generate_tests(metafunc):
+    import store_params
+
+    store_params.parametrize(metafunc)
+
+
+@pytest.fixture(scope="module")
+def store_kind(request):
+    """'sqlite', or each of 'sqlite' and 'postgresql' in a module marked `stores`."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="module")
+def store_db(request, store_kind):
+    """The module's PostgreSQL database URL in the postgresql variant, else None."""
+    import store_params
+
+    return store_params.module_database(request, store_kind)
+
+
 @pytest.fixture
-def home(tmp_path):
+def home(tmp_path, store_db, monkeypatch):
+    """A fresh runtime home; in the postgresql variant, its registry is the module's database,
+    emptied, and named by the environment for the processes the test starts."""
     from runtime.home import resolve_home
 
+    if store_db:
+        import store_params
+
+        store_params.empty(store_db)
+        for name, value in store_params.store_env(store_db).items():
+            monkeypatch.setenv(name, value)
     return resolve_home(tmp_path / "home")
 
 

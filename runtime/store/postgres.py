@@ -197,9 +197,10 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
     def _row(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> dict[str, Any]:
         row = {"id": doc["id"], "org": scope.org, "sandbox": scope.sandbox,
                "deleted": 1 if doc.get("deleted") else 0, "created": doc["created"],
-               "updated": doc["updated"], "name": doc.get("name"), "doc": self._jsonb(doc)}
+               "updated": doc["updated"], "name": doc.get("name")}
         for col in kind.columns:
             row[col] = doc.get(col)
+        row["doc"] = row["body"] = dumps(doc)   # JSONB for queries and triggers, text for reads
         return row
 
     def insert(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None:
@@ -216,9 +217,9 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                     (*values, doc["id"], scope.org, scope.sandbox))
 
     def get(self, kind: Kind, scope: Scope, id: str) -> Optional[dict[str, Any]]:
-        row = self._one(f'SELECT doc FROM "{kind.collection}" WHERE id=%s AND org=%s AND sandbox=%s',
+        row = self._one(f'SELECT body FROM "{kind.collection}" WHERE id=%s AND org=%s AND sandbox=%s',
                         (id, scope.org, scope.sandbox))
-        return row[0] if row else None
+        return json.loads(row[0]) if row else None
 
     def _expr(self, kind: Kind, field: str) -> str:
         if field in self._columns[kind.collection]:
@@ -260,9 +261,9 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         args = [scope.org, scope.sandbox, *params]
         with self.connection() as conn:
             total = conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
-            rows = conn.execute(f"SELECT doc {base} ORDER BY {order}, seq {last} LIMIT %s OFFSET %s",
+            rows = conn.execute(f"SELECT body {base} ORDER BY {order}, seq {last} LIMIT %s OFFSET %s",
                                 (*args, query.limit, query.start)).fetchall()
-        return [r[0] for r in rows], total
+        return [json.loads(r[0]) for r in rows], total
 
     def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
         if not values:
@@ -274,24 +275,34 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
     def soft_delete(self, kind: Kind, scope: Scope, ids: list[str], updated: str) -> int:
         if not ids:
             return 0
-        return self._write(
-            f'UPDATE "{kind.collection}" SET deleted=1, updated=%s, '
-            "doc = doc || jsonb_build_object('deleted', true, 'updated', %s::text) "
-            "WHERE org=%s AND sandbox=%s AND deleted=0 AND id = ANY(%s)",
-            (updated, updated, scope.org, scope.sandbox, list(ids)))
+        table = f'"{kind.collection}"'
+        with self.transaction(), self.connection() as conn:
+            rows = conn.execute(f"SELECT id, body FROM {table} WHERE org=%s AND sandbox=%s AND "
+                                "deleted=0 AND id = ANY(%s) FOR UPDATE",
+                                (scope.org, scope.sandbox, list(ids))).fetchall()
+            changed = []
+            for id, body in rows:   # keys stay in their order, as SQLite's json_set keeps them
+                doc = json.loads(body)
+                doc["deleted"], doc["updated"] = True, updated
+                text = dumps(doc)
+                changed.append((updated, text, text, id, scope.org, scope.sandbox))
+            conn.cursor().executemany(f"UPDATE {table} SET deleted=1, updated=%s, doc=%s, body=%s "
+                                      "WHERE id=%s AND org=%s AND sandbox=%s", changed)
+        return len(changed)
 
     # -- run status ---------------------------------------------------------------------------
 
     def get_run_status(self, scope: Scope, run_id: str) -> Optional[dict[str, Any]]:
-        row = self._one('SELECT doc FROM "runStatus" WHERE id=%s AND org=%s AND sandbox=%s',
+        row = self._one('SELECT body FROM "runStatus" WHERE id=%s AND org=%s AND sandbox=%s',
                         (run_id, scope.org, scope.sandbox))
-        return row[0] if row else None
+        return json.loads(row[0]) if row else None
 
     def put_run_status(self, scope: Scope, run_id: str, state: str, status: dict[str, Any]) -> None:
-        self._write('INSERT INTO "runStatus" (id, org, sandbox, state, doc) '
-                    "VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (id) DO UPDATE SET state=excluded.state, doc=excluded.doc",
-                    (run_id, scope.org, scope.sandbox, state, self._jsonb(status)))
+        text = dumps(status)
+        self._write('INSERT INTO "runStatus" (id, org, sandbox, state, doc, body) '
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    "state=excluded.state, doc=excluded.doc, body=excluded.body",
+                    (run_id, scope.org, scope.sandbox, state, text, text))
 
     # -- the run ledger (runtime.supervisor) ------------------------------------------------------
 

@@ -3,10 +3,17 @@ rows in insertion order, and loading rows, JSONB columns as Python values (as sq
 gives and takes them)."""
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 BATCH = 2000
+
+
+def dumps(value: Any) -> str:
+    from .postgres import dumps as store_dumps   # postgres.py imports this module
+
+    return store_dumps(value)
 
 
 class PgTablesMixin:
@@ -25,7 +32,8 @@ class PgTablesMixin:
             (table,)))
 
     def table_columns(self, table: str) -> list[str]:
-        return list(self._column_types(table))
+        """The columns copied; `body` (a document's text) goes and comes as its `doc`."""
+        return [c for c in self._column_types(table) if c != "body"]
 
     def table_count(self, table: str) -> int:
         return self._one(f'SELECT count(*) FROM "{table}"')[0]
@@ -45,18 +53,25 @@ class PgTablesMixin:
     def table_rows(self, table: str, columns: list[str]) -> Iterator[tuple]:
         """The rows in insertion order (`seq` where the table has one); a server-side cursor, so a
         large table is not held in memory (call inside snapshot())."""
-        order = " ORDER BY seq" if "seq" in self._column_types(table) else ""
-        cols = ", ".join(f'"{c}"' for c in columns)
+        types = self._column_types(table)
+        order = " ORDER BY seq" if "seq" in types else ""
+        # A document's key order is its text's, not its JSONB's.
+        cols = ", ".join('"body"' if c == "doc" and "body" in types else f'"{c}"' for c in columns)
+        text = [c == "doc" and "body" in types for c in columns]
         with self.connection() as conn:
             with conn.cursor(name=f"dump_{abs(hash(table))}") as cur:
                 cur.itersize = BATCH
                 cur.execute(f'SELECT {cols} FROM "{table}"{order}')
-                yield from cur
+                for row in cur:
+                    yield tuple(json.loads(v) if t else v for v, t in zip(row, text))
 
     def table_load(self, table: str, columns: list[str], rows: Iterable[tuple]) -> None:
         """Inserts `rows` inside the caller's transaction (a row already there is replaced); a
         copied queue place moves the ledger's sequence past it."""
         types = self._column_types(table)
+        body = "body" in types and "doc" in columns
+        if body:
+            columns = [*columns, "body"]
         jsonb = [types.get(c) == "jsonb" for c in columns]
         keys = [r[0] for r in self._all(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
@@ -72,7 +87,10 @@ class PgTablesMixin:
         sql = f'INSERT INTO "{table}" ({cols}) VALUES ({marks}){conflict}'
         with self.connection() as conn:
             batch: list[tuple] = []
+            doc_at = columns.index("doc") if body else -1
             for row in rows:
+                if body:
+                    row = (*row, dumps(row[doc_at]))
                 batch.append(tuple(self._jsonb(v) if j and v is not None else v
                                    for v, j in zip(row, jsonb)))
                 if len(batch) >= BATCH:

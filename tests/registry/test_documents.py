@@ -9,6 +9,8 @@ from runtime.run_targets import resolve_run_target, sweep_experiment
 from runtime.schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, MODEL,
                              RunStatus, RunStatusDocument, engine_image)
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 
 def _run(registry, caller):
     engine = registry.create(ENGINE, caller, {"name": "E", "type": "Python"})

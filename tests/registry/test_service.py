@@ -7,6 +7,8 @@ from runtime.schemas import (ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, MLS
                              RunStatus)
 from runtime.registry import SECRET_MASK, Caller
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 
 def _engine(registry, caller, **extra):
     return registry.create(ENGINE, caller, {"name": "Retail", "type": "python", **extra})
