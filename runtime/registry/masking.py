@@ -1,7 +1,6 @@
 """Secret parameters: a task parameter with "secret": true is stored but never returned in clear."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, Optional
 
 SECRET_MASK = "********"
@@ -22,13 +21,37 @@ def walk_parameters(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, dict]]
 
 
 def mask_secrets(doc: dict[str, Any]) -> dict[str, Any]:
-    if not any(p.get("secret") is True for _, p in walk_parameters(doc)):
-        return doc
-    masked = copy.deepcopy(doc)
-    for _, param in walk_parameters(masked):
-        if param.get("secret") is True:
-            param["value"] = SECRET_MASK
-    return masked
+    """The document with each secret parameter's value masked: `doc` itself when it has none,
+    else a copy of the containers on the way to a secret only; the rest is shared with `doc`, which
+    is never changed. (Every GET answers through here: no generator walk, no deep copy.)"""
+    return _masked(doc)
+
+
+def _masked(node: Any) -> Any:
+    """`node`, or a copy of it with secrets masked; the parameters are those walk_parameters finds."""
+    if isinstance(node, dict):
+        if "key" in node and "value" in node:
+            return {**node, "value": SECRET_MASK} if node.get("secret") is True else node
+        copied = None
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                masked = _masked(value)
+                if masked is not value:
+                    if copied is None:
+                        copied = dict(node)
+                    copied[key] = masked
+        return node if copied is None else copied
+    if isinstance(node, list):
+        copied_list = None
+        for index, item in enumerate(node):
+            if isinstance(item, (dict, list)):
+                masked = _masked(item)
+                if masked is not item:
+                    if copied_list is None:
+                        copied_list = list(node)
+                    copied_list[index] = masked
+        return node if copied_list is None else copied_list
+    return node
 
 
 def restore_secrets(new: dict[str, Any], old: dict[str, Any]) -> None:
