@@ -45,6 +45,9 @@ def _common(parser: argparse.ArgumentParser, *, scope: bool = True) -> None:
     parser.add_argument("--db", metavar="URL",
                         help="the registry: postgresql://USER@HOST:PORT/DB or sqlite:///PATH "
                              "(default: $MLRUNTIME_DB, else the SQLite file in the home)")
+    parser.add_argument("--artifacts", metavar="LOCATION",
+                        help="where recipes and Models live: a folder every host mounts, or "
+                             "s3://bucket/prefix (default: $MLRUNTIME_ARTIFACTS, else the home)")
     if scope:
         parser.add_argument("--sandbox", help="sandbox name (default: $MLRUNTIME_SANDBOX or prod)")
         parser.add_argument("--org", help="IMS org id (default: $MLRUNTIME_ORG or local)")
@@ -421,6 +424,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Through the environment: every registry this process opens, and the processes it
         # starts (workers, warm parents, Spark workers), use the same store.
         os.environ[ENV_DB] = args.db
+    if getattr(args, "artifacts", None):
+        from ..artifact_store import ENV_ARTIFACTS
+
+        os.environ[ENV_ARTIFACTS] = args.artifacts   # the same way, for the same reason
     module_name, _, func_name = args.handler.partition(":")
     handler: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), func_name)

@@ -80,13 +80,14 @@ def _train(root: Path, env: dict[str, str]) -> dict:
             "instance": experiment["mlInstanceId"], "trained": trained}
 
 
-def _score(setup: dict, home_name: str, *, check: bool = True):
+def _score(setup: dict, home_name: str, *extra: str, check: bool = True,
+           env: dict[str, str] | None = None):
     """A score run of the trained MLInstance from another home of the same registry."""
     root = setup["root"]
     out = root / f"{home_name}-scored.json"
     proc = cli(root / home_name, "score", setup["instance"], "--env-manager", "local", "--json",
                "-p", f"scoringDataSetId={setup['data']}", "-p", f"scoringResultsDataSetId={out}",
-               env=setup["env"], check=check)
+               *extra, env=setup["env"] if env is None else env, check=check)
     return proc, out
 
 
@@ -215,7 +216,8 @@ def test_two_homes_use_one_shared_folder_in_place(in_folder):
     shared = in_folder["root"] / "mnt" / "artifacts"
     model = in_folder["model"]
     assert model["modelArtifactUri"] == (shared / "models" / model["id"]).as_uri()
-    proc, out = _score(in_folder, "two")
+    env = {k: v for k, v in in_folder["env"].items() if k != "MLRUNTIME_ARTIFACTS"}
+    proc, out = _score(in_folder, "two", "--artifacts", str(shared), env=env)   # the flag's way
     scored = summary(proc)
     assert scored["state"] == "DONE" and scored["modelId"] == model["id"], scored
     assert [row["prediction"] for row in _scored_rows(out)] == [40.0, 40.0, 40.0]
