@@ -3,11 +3,12 @@ their tests run twice, `[sqlite]` and `[postgresql]`, through the `home` fixture
 built on it: `registry`, CLI processes, `run serve` processes given `store_env(home)`).
 
 The PostgreSQL variant has one database per module (tests/pg_cluster.py's server), emptied before
-each test (TRUNCATE: a fresh registry as a fresh SQLite home is); MLRUNTIME_STORE and
+each test (a fresh registry, as a fresh SQLite home is); MLRUNTIME_STORE and
 MLRUNTIME_DB name it, so the registries and processes a test opens from the home use it too.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import re
@@ -37,15 +38,17 @@ def module_database(request, kind: str) -> Optional[str]:
     return pg_server.create_database(database_name(request.module.__name__))
 
 
+_open: dict = {}
+
+
 def empty(url: str) -> None:
     from runtime.store import open_store
-    from runtime.store.postgres import truncate_all
+    from runtime.store.postgres import empty_registry
 
-    store = open_store(url)
-    try:
-        truncate_all(store)
-    finally:
-        store.close()
+    if url not in _open:
+        _open[url] = open_store(url)
+        atexit.register(_open[url].close)
+    empty_registry(_open[url])
 
 
 def store_env(url: Optional[str]) -> dict[str, str]:

@@ -376,8 +376,9 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                            (scope.org, scope.sandbox, dataset_id)) > 0
 
 
-def truncate_all(store: PostgresStore) -> None:
-    """Empties every registry table (the schema stays): a clean registry between tests."""
-    tables = ", ".join(f'"{t}"' for t in store.table_names())
+def empty_registry(store: PostgresStore) -> None:
+    """Deletes every registry table's rows (the schema stays): a clean registry between tests.
+    (DELETE, not TRUNCATE: on a few rows it takes milliseconds instead of a third of a second.)"""
     with store.transaction(), store.connection() as conn:
-        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+        for table in store.table_names():
+            conn.execute(f'DELETE FROM "{table}"')

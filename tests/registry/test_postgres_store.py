@@ -26,10 +26,10 @@ def pg_url(pg_server):
 
 @pytest.fixture
 def store(pg_url):
-    from runtime.store.postgres import truncate_all
+    from runtime.store.postgres import empty_registry
 
     store = open_store(pg_url)
-    truncate_all(store)
+    empty_registry(store)
     yield store
     store.close()
 

@@ -14,6 +14,8 @@ from runtime.sweep import SWEEP_EXPERIMENT_DESCRIPTION
 
 from test_scheduler import Clock
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def setup(registry, caller, tmp_path):

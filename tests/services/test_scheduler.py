@@ -12,6 +12,8 @@ from runtime.mlservices import ServiceDesk
 from runtime.scheduler import Scheduler, iso, next_fire
 from runtime.schemas import ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, MLSERVICE
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 
 def at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()

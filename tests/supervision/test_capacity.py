@@ -8,6 +8,8 @@ import pytest
 from runtime.capacity import (DEFAULT_RUN_CPUS, Capacity, Demand, Grant, NeverFits, QueueEntry,
                               admit, check_fits, try_grant, Usage)
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 
 def entries(*demands: Demand) -> list[QueueEntry]:
     return [QueueEntry(f"r{i}", i, d) for i, d in enumerate(demands)]

@@ -21,6 +21,8 @@ from runtime.supervisor import SignalGuard, identity
 
 from waiting import until, wait_run
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 REPO = Path(__file__).resolve().parents[2]
 
 
