@@ -31,8 +31,8 @@ from . import payloads, wire
 
 HOST_FILE = "host.json"
 OWNER_CHECK_S = 0.5
-# A batch that computed within this long: the next one computes on the event loop itself (a
-# slower model computes on the predict thread, so that the loop reads requests and cancels).
+# A batch that computed within this much CPU time: the next one computes on the event loop itself
+# (a slower model computes on the predict thread, so that the loop reads requests and cancels).
 INLINE_S = 0.005
 
 
@@ -299,14 +299,14 @@ class HostServer:
             self.check_drained()
             return
         self.computing = True
-        started = time.perf_counter()
         if self.inline:   # a quick model: no thread hand-off (two wake-ups saved)
-            self.finish(batch, started, self.guarded_compute(batch))
+            self.finish(batch, self.guarded_compute(batch))
             return
         future = self.loop.run_in_executor(self.pool, self.guarded_compute, batch)
-        future.add_done_callback(lambda f: self.finish(batch, started, f.result()))
+        future.add_done_callback(lambda f: self.finish(batch, f.result()))
 
     def guarded_compute(self, batch: list[Pending]) -> list[tuple[int, bytes, dict[str, Any]]]:
+        cpu = time.thread_time()
         try:
             return self.compute(batch)
         except Exception as exc:   # never leave a batch unanswered
@@ -315,11 +315,14 @@ class HostServer:
             traceback.print_exc()
             body = problem(MLRuntimeError(f"The model host failed ({type(exc).__name__})"))
             return [(500, body, {"started": time.monotonic()}) for _ in batch]
+        finally:
+            # the model's own CPU time decides, not the wall clock (which a busy machine
+            # stretches): a quick model stays on the loop however loaded the cores are
+            self.inline = time.thread_time() - cpu < INLINE_S
 
-    def finish(self, batch: list[Pending], started: float,
+    def finish(self, batch: list[Pending],
                answers: list[tuple[int, bytes, dict[str, Any]]]) -> None:
         self.computing = False
-        self.inline = time.perf_counter() - started < INLINE_S
         for pending, (status, body, timings) in zip(batch, answers):
             pending.conn.pending.pop(pending.id, None)
             timings.update(queue_ms=round(timings.pop("started") - pending.received, 6) * 1000,
