@@ -88,7 +88,12 @@ class FolderLocation:
         """Where a new Model's files are written (for a folder, their final place)."""
         return self.models_root / model_id
 
-    def publish_model(self, folder: Path, file_name: Optional[str] = None) -> str:
+    def share_model(self, folder: Path) -> Optional[str]:
+        """Nothing to put ahead: a folder holds the Model once it moves there."""
+        return None
+
+    def publish_model(self, folder: Path, file_name: Optional[str] = None, *,
+                      shared: Optional[str] = None) -> str:
         """The Model's modelArtifactUri, once its files are in `folder` (new_model_folder)."""
         return (folder / file_name if file_name else folder).as_uri()
 
@@ -136,10 +141,19 @@ class BucketLocation:
     def new_model_folder(self, model_id: str) -> Path:
         return self.home_root / "artifacts" / MODELS / model_id
 
-    def publish_model(self, folder: Path, file_name: Optional[str] = None) -> str:
-        """Moves a new Model's folder into the cache under its sha256, puts it to the bucket (once
-        per content), and returns its URI there: the digest travels in the registry with it."""
+    def share_model(self, folder: Path) -> Optional[str]:
+        """A trained Model's folder, put to the bucket under its sha256 before it is registered
+        (a long upload must not hold the registry's write transaction); its URI there."""
         sha = digest(folder)
+        self._put_tree(f"{MODELS}/{sha}", folder, {"sha256": sha})
+        return f"{self.url}/{MODELS}/{sha}"
+
+    def publish_model(self, folder: Path, file_name: Optional[str] = None, *,
+                      shared: Optional[str] = None) -> str:
+        """Moves a new Model's folder into the cache under its sha256, puts it to the bucket (once
+        per content; already done when `shared`, share_model's URI, is given), and returns its
+        URI there: the digest travels in the registry with it."""
+        sha = shared.rsplit("/", 1)[1] if shared else digest(folder)
         cached = self.models_root / sha
         if cached.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
@@ -151,7 +165,8 @@ class BucketLocation:
                 if not cached.is_dir():    # not another process caching the same content
                     shutil.move(str(folder), cached)
                 shutil.rmtree(folder, ignore_errors=True)
-        self._put_tree(f"{MODELS}/{sha}", cached, {"sha256": sha})
+        if not shared:
+            self._put_tree(f"{MODELS}/{sha}", cached, {"sha256": sha})
         uri = f"{self.url}/{MODELS}/{sha}"
         return f"{uri}/{file_name}" if file_name else uri
 

@@ -190,9 +190,13 @@ class Registry:
                      artifact_name: str = "artifact") -> dict[str, Any]:
         return self._models.create_model(caller, body, artifact, artifact_name)
 
+    def share_model(self, model_dir: Path) -> Optional[str]:
+        return self._models.share_model(model_dir)
+
     def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path,
-                       digest: Optional[str] = None) -> dict[str, Any]:
-        return self._models.register_model(caller, body, model_dir, digest)
+                       digest: Optional[str] = None, shared: Optional[str] = None,
+                       ) -> dict[str, Any]:
+        return self._models.register_model(caller, body, model_dir, digest, shared)
 
     def model_artifact_dir(self, caller: Caller, model_id: str) -> Path:
         return self._models.model_artifact_dir(caller, model_id)

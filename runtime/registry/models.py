@@ -73,8 +73,14 @@ class Models:
                 shutil.rmtree(location.new_model_folder(model_id), ignore_errors=True)
                 raise
 
+    def share_model(self, model_dir: Path) -> Optional[str]:
+        """A trained Model's folder put to the artifact location ahead of register_model, outside
+        the registry's write transaction (a bucket: its URI there; a folder: None, nothing to do)."""
+        return location_for(self.home).share_model(model_dir)
+
     def register_model(self, caller: Caller, body: dict[str, Any], model_dir: Path,
-                       digest: Optional[str] = None) -> dict[str, Any]:
+                       digest: Optional[str] = None, shared: Optional[str] = None,
+                       ) -> dict[str, Any]:
         """A Model for a trained run; its folder moves into the artifact location (a bucket: put
         there under its sha256). `digest` (recipes' pickled models) is server-owned: only a Model
         registered here carries one."""
@@ -86,7 +92,7 @@ class Models:
         target = location.new_model_folder(model_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(model_dir), target)
-        data["modelArtifactUri"] = _published(location, target)
+        data["modelArtifactUri"] = _published(location, target, shared=shared)
         try:
             return self.documents.insert(MODEL, caller, data, id=model_id)
         except BaseException:
@@ -129,11 +135,12 @@ class Models:
         return path
 
 
-def _published(location: Any, folder: Path, file_name: Optional[str] = None) -> str:
+def _published(location: Any, folder: Path, file_name: Optional[str] = None,
+               shared: Optional[str] = None) -> str:
     """The new Model's URI in the artifact location; its folder is removed if the location
     refuses it (an unreachable bucket, say), so that nothing half-registered stays behind."""
     try:
-        return location.publish_model(folder, file_name)
+        return location.publish_model(folder, file_name, shared=shared)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -51,6 +51,7 @@ class Recorder:
             summary["spark"] = result["spark"]
         if result.get("system"):   # the run's CPU, memory and GPU use (runtime.sysmetrics)
             summary["system"] = result["system"]
+        shared = self._share_model(prepared, outcome)
         with reg.transaction():   # the Model and DONE together, or neither
             current = self.state(scope, run_id)
             if current is not None and current.is_terminal():
@@ -58,20 +59,33 @@ class Recorder:
                 summary.update(state=current.value,
                                reason=summary["reason"] or "recorded elsewhere")
                 return summary
-            return self._record_locked(caller, run, prepared, outcome, summary, current)
+            return self._record_locked(caller, run, prepared, outcome, summary, current, shared)
+
+    def _share_model(self, prepared: Prepared, outcome: Any) -> Optional[str] | MLRuntimeError:
+        """A trained Model put to a bucket artifact location before the write transaction (an
+        upload may take long), or why it could not be: the run then fails saying so."""
+        model_dir = (outcome.result or {}).get("model_dir")
+        if outcome.state is not RunStatus.DONE or prepared.mode != TRAIN or not model_dir:
+            return None
+        try:
+            return self.registry.share_model(Path(model_dir))
+        except MLRuntimeError as exc:
+            return exc
 
     def _record_locked(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
-                       outcome: Any, summary: dict[str, Any],
-                       current: Optional[RunStatus]) -> dict[str, Any]:
+                       outcome: Any, summary: dict[str, Any], current: Optional[RunStatus],
+                       shared: Optional[str] | MLRuntimeError = None) -> dict[str, Any]:
         reg, scope, run_id = self.registry, caller.scope, run["id"]
         result = outcome.result or {}
         try:
             if outcome.state is RunStatus.DONE:
                 if current is RunStatus.PENDING:   # a queueing backend's job seen only at its end
                     reg.transition_run(scope, run_id, RunStatus.RUNNING)
+                if isinstance(shared, MLRuntimeError):
+                    raise shared
                 if prepared.mode == TRAIN and result.get("model_dir"):
                     model = self._register_model(caller, run, prepared, Path(result["model_dir"]),
-                                                 digest=result.get("model_digest"))
+                                                 digest=result.get("model_digest"), shared=shared)
                     summary["modelId"] = model["id"]
                 elif prepared.model is not None:
                     summary["modelId"] = prepared.model["id"]
@@ -109,12 +123,13 @@ class Recorder:
             log.warning("Run %s: its per-step metrics could not be recorded", run_id, exc_info=True)
 
     def _register_model(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
-                        model_dir: Path, digest: Optional[str] = None) -> dict[str, Any]:
+                        model_dir: Path, digest: Optional[str] = None,
+                        shared: Optional[str] = None) -> dict[str, Any]:
         return self.registry.register_model(caller, {
             "name": prepared.instance.get("name"),
             "description": prepared.instance.get("description") or "",
             "experimentId": run["experimentId"], "experimentRunId": run["id"],
-            "state": ["trained"]}, model_dir, digest=digest)
+            "state": ["trained"]}, model_dir, digest=digest, shared=shared)
 
     def _record_insight(self, caller: Caller, run: dict[str, Any], prepared: Prepared,
                         summary: dict[str, Any]) -> None:
