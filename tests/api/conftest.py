@@ -5,19 +5,41 @@ test works in its own sandbox, so tests never see each other's objects and can r
 """
 from __future__ import annotations
 
-from typing import Iterator
+from contextlib import ExitStack
+from typing import Callable, Iterator
 
 import httpx
 import pytest
+import store_params
 
 from live_server import MAX_BODY_MB, LiveServer, live_server, new_sandbox, sensei_client
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    home = tmp_path_factory.mktemp("sensei") / "home"
-    with live_server(home, "--max-body-mb", str(MAX_BODY_MB)) as live:
-        yield live
+def servers(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], LiveServer]]:
+    """One server per store for the session, started when a module first asks for it."""
+    started: dict[str, LiveServer] = {}
+    with ExitStack() as stack:
+        def get(kind: str) -> LiveServer:
+            if kind not in started:
+                env = {}
+                if kind == "postgresql":
+                    url = request.getfixturevalue("pg_server").create_database(
+                        store_params.database_name("api_server"))
+                    env = store_params.store_env(url)
+                home = tmp_path_factory.mktemp(f"sensei-{kind}") / "home"
+                started[kind] = stack.enter_context(
+                    live_server(home, "--max-body-mb", str(MAX_BODY_MB), env=env))
+            return started[kind]
+
+        yield get
+
+
+@pytest.fixture(scope="module")
+def server(servers: Callable[[str], LiveServer], store_kind: str) -> LiveServer:
+    """The session's server; on each store in a module marked `stores` (tests/store_params.py)."""
+    return servers(store_kind)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from fastapi.testclient import TestClient
 
 from runtime.api.app import ServerSettings, create_app
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 PROFILE = "application/vnd.adobe.platform.sensei+json;profile=mlInstance.v1.json"
 ERROR_KEYS = {"type", "title", "status", "detail"}
 

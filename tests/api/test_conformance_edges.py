@@ -11,6 +11,8 @@ import pytest
 
 from live_server import LiveServer, live_server
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 SENSEI = "application/vnd.adobe.platform.sensei+json"
 TOKEN = "edge-token"
 

@@ -23,6 +23,8 @@ from contract import (UNINSTALLED_ENGINE, assert_contract, assert_error, engine_
                       experiment_body, insight_body, mlinstance_body, mlservice_body, model_body,
                       run_body)
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
+
 RUNS = "/experiments/{experimentId}/runs"
 RUN = RUNS + "/{experimentRunId}"
 
