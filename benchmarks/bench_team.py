@@ -95,11 +95,12 @@ class Stores:
     """Where registries live: SQLite files under a scratch folder, PostgreSQL databases on one
     throwaway server started on first use (None, with the reason, where none can start)."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, pg_url: Optional[str] = None) -> None:
         self.scratch = scratch
-        self.cluster: Any = None
+        self.cluster: Any = ExternalServer(pg_url) if pg_url else None
         self.pg_missing: Optional[str] = None
         self._started = False
+        self._ours = False
 
     def url(self, kind: str, name: str) -> str:
         if kind == "sqlite":
@@ -109,30 +110,54 @@ class Stores:
         cluster = self.postgres()
         if cluster is None:
             raise RuntimeError(f"no PostgreSQL server: {self.pg_missing}")
-        return cluster.create_database(name.replace("-", "_"))
+        return cluster.create_database("bench_team_" + name.replace("-", "_"))
 
     def postgres(self) -> Any:
         if not self._started:
             self._started = True
             pg = pg_cluster_module()
-            self.pg_missing = pg.missing()
-            if self.pg_missing is None:
-                self.cluster = pg.PgCluster().start()
+            if self.cluster is None:
+                self.pg_missing = pg.missing()
+                if self.pg_missing is None:
+                    self.cluster, self._ours = pg.PgCluster().start(), True
+            if self.cluster is not None:
                 pg.wait_ready(self.cluster.url())
                 self.pg_missing = postgres_store_missing(self.cluster)
         return self.cluster if self.pg_missing is None else None
 
     def close(self) -> None:
-        if self.cluster is not None:
+        if self.cluster is not None and self._ours:
             self.cluster.stop()
-            self.cluster = None
+        self.cluster = None
+
+
+class ExternalServer:
+    """A PostgreSQL server the benchmark did not start (`--pg-url`): its databases are made
+    (and dropped first) through that URL's user, who needs CREATEDB."""
+
+    def __init__(self, url: str) -> None:
+        self.base = url
+
+    def url(self, db: Optional[str] = None) -> str:
+        if db is None:
+            return self.base
+        head, _, _ = self.base.rpartition("/")
+        return f"{head}/{db}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
 
 
 def postgres_store_missing(cluster: Any) -> Optional[str]:
     """Why the runtime cannot open a PostgreSQL registry (this version has no such store), or None."""
     from runtime.store import open_store
 
-    url = cluster.create_database("probe")
+    url = cluster.create_database("bench_team_probe")
     try:
         open_store(url).close()
     except Exception as exc:   # StoreError until the PostgreSQL store exists; report, run SQLite
@@ -188,9 +213,14 @@ class Team:
                 "--port", str(port), "--home", str(self.home(name)), "--log-level", "warning"]
         server = ServerProcess(f"serve-{name}-{self.starts[name]}", argv, port,
                                f"{API}/engines?limit=1", self.root, env=self.env(name))
+        self.servers[name] = server   # stopped by stop() even if its start is interrupted
         server.start(timeout_s=120)
-        self.servers[name] = server
         return server
+
+    def start_all(self) -> None:
+        """Every server at once (each start mostly waits on imports and the store)."""
+        with concurrent.futures.ThreadPoolExecutor(len(self.servers)) as pool:
+            list(pool.map(self.start, list(self.servers)))
 
     def pid(self, name: str) -> Optional[int]:
         server = self.servers[name]
@@ -206,10 +236,11 @@ class Team:
         self.servers[name] = None
 
     def stop(self) -> None:
-        for name, server in self.servers.items():
-            if server is not None:
-                server.stop()
-                self.servers[name] = None
+        running = [s for s in self.servers.values() if s is not None]
+        if running:
+            with concurrent.futures.ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(lambda server: server.stop(), running))
+        self.servers = {name: None for name in self.servers}
 
     def client(self, name: str, **kw: Any) -> Any:
         import httpx
@@ -732,6 +763,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--scheduler-ttl-s", type=float,
                         help="the servers' scheduler lease (MLRUNTIME_SCHEDULER_TTL_S; default: "
                              "the runtime's own, 15 s; --quick: 3 s)")
+    parser.add_argument("--pg-url", metavar="URL",
+                        help="a PostgreSQL server to use instead of starting one "
+                             "(postgresql://USER@HOST:PORT/postgres; USER needs CREATEDB)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="write the results here (default: benchmarks/results/team-TIME.json)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
@@ -753,7 +789,7 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"SQLite {env['sqlite']}, {env['postgresql'] or 'no PostgreSQL'}")
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="bench-team-"))
-    stores = Stores(scratch)
+    stores = Stores(scratch, args.pg_url)
     result: dict[str, Any] = {"benchmark": "team", "args": vars(args), "sizes": vars(sizes),
                               "environment": env, "parts": {}}
     team: Optional[Team] = None
@@ -770,8 +806,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"note: the two servers share a SQLite file; PostgreSQL: {stores.pg_missing}")
             url = stores.url(kind, "team")
             team = Team(url, scratch / "team", scheduler_ttl_s=sizes.scheduler_ttl_s)
-            for name in team.servers:
-                team.start(name)
+            team.start_all()
             data = scratch / "data.csv"
             for part in team_parts:
                 t0 = time.perf_counter()
@@ -811,9 +846,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     elapsed = time.perf_counter() - started
     result["elapsed_s"] = round(elapsed, 1)
     result["correct"] = not problems
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"team-{stamp}.json"
+    path = Path(args.out) if args.out else RESULTS_DIR / f"team-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"\n{elapsed:.0f} s; results in {path}")
     return 1 if problems else 0
