@@ -28,7 +28,8 @@ from .locations import local_path
 from .recipe_kinds import EXPECTED, InvalidArtifact, RecipeInfo, inspect_recipe
 
 __all__ = ["ArtifactInfo", "FOLDER_EXCLUDES", "InvalidArtifact", "RecipeInfo", "inspect_recipe",
-           "load_recipe_info", "safe_extract", "store_artifact", "recipes_dir", "home_root",
+           "load_recipe_info", "safe_extract", "store_artifact", "stored_artifact", "stored_source",
+           "recipes_dir", "home_root",
            "MAX_TOTAL_BYTES", "MAX_ENTRIES"]
 
 MAX_TOTAL_BYTES = 1 << 30          # unpacked size cap of one artifact
@@ -412,6 +413,20 @@ def _remove(folder: Path) -> None:
         os.chmod(path, 0o700)
         func(path)
     shutil.rmtree(folder, onerror=writable) if folder.exists() else None
+
+
+def stored_artifact(home: Path | Any, sha: str) -> Optional[ArtifactInfo]:
+    """The recipe stored under sha256 `sha` in the home's recipe store, or None."""
+    return _cached(recipes_dir(home_root(home)) / sha)
+
+
+def stored_source(recipe_dir: Path) -> Optional[Path]:
+    """What a stored recipe was stored from, as it was given: its archive, or its one folder."""
+    archive = next(iter(sorted(Path(recipe_dir).glob("artifact.*"))), None)
+    if archive is not None:
+        return archive
+    folders = sorted((Path(recipe_dir) / SOURCE_DIR).glob("*"))
+    return folders[0] if len(folders) == 1 and folders[0].is_dir() else None
 
 
 def load_recipe_info(recipe_dir: Path) -> RecipeInfo:

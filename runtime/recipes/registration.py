@@ -11,10 +11,10 @@ import importlib.util
 import re
 from typing import Any, Optional
 
-from ..artifact_store import location_for
+from ..artifact_store import location_for, location_for_home_only
 from ..artifacts import (ArtifactInfo, InvalidArtifact, home_root, load_recipe_info, recipes_dir,
-                         store_artifact)
-from ..locations import ARCHIVE_SUFFIXES, names_a_path
+                         store_artifact, stored_artifact, stored_source)
+from ..locations import ARCHIVE_SUFFIXES, local_path, names_a_path
 from ..recipe_kinds import kind_named, refuse_engine_type
 from . import reference
 
@@ -46,7 +46,7 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
     elif isinstance(location, str) and location.strip():
         location = location.strip()
         if names_a_path(location, ARCHIVE_SUFFIXES):
-            info = store_artifact(location, None, home)
+            info = _kept(location, previous, home) or store_artifact(location, None, home)
         else:
             _check_plugin(location)
     if info is None:
@@ -65,6 +65,22 @@ def apply_engine_artifact(data: dict[str, Any], upload: Optional[bytes], home: A
     image.setdefault("executionType", engine_type)
     data.setdefault("type", engine_type)
     return info
+
+
+def _kept(location: str, previous: Optional[dict[str, Any]], home: Any) -> Optional[ArtifactInfo]:
+    """The Engine's own recipe when a replacement keeps the location it shows and that path is
+    not on this host (stored by another server of the registry): found by its sha256 here, or
+    fetched from the shared location."""
+    old = _old_image(previous)
+    sha = old.get("sha256")
+    if not sha or location != str(old.get("location") or "").strip():
+        return None
+    path = local_path(location)
+    if path is None or path.exists():
+        return None
+    if stored_artifact(home, sha) is None:
+        _fetch_recipe(sha, home)
+    return stored_artifact(home, sha)
 
 
 def _refuse_other_languages(data: dict[str, Any]) -> None:
@@ -118,20 +134,29 @@ def recipe_reference_for(engine_doc: dict[str, Any], home: Any) -> Optional[str]
 
 
 def _fetch_recipe(sha: str, home: Any) -> None:
-    """A recipe registered on another host, fetched from the shared location and stored here as
-    if registered here, once its sha256 is checked; nothing when the location has none."""
+    """A recipe this store lacks, stored as if registered here once its sha256 is checked: from
+    the home's own store (registered before MLRUNTIME_ARTIFACTS named a shared folder), else
+    fetched from the shared location (a bucket); nothing when neither has it."""
     import shutil
     import uuid
 
     store = recipes_dir(home_root(home))
+    own = location_for_home_only(home).recipes_root / sha
+    if own.parent != store and (own / "recipe.json").is_file():
+        _store_checked(stored_source(own), sha, home)
+        return
     store.mkdir(parents=True, exist_ok=True)
     work = store / f".fetch-{sha[:12]}-{uuid.uuid4().hex[:8]}"
     try:
-        fetched = location_for(home).fetch_recipe(sha, work)
-        if fetched is not None:
-            info = store_artifact(fetched, None, home)
-            if info.sha256 != sha:   # the same bytes digest the same: a different packaging rule
-                raise InvalidArtifact(f"The recipe fetched for sha256:{sha} stored as "
-                                      f"sha256:{info.sha256}")
+        _store_checked(location_for(home).fetch_recipe(sha, work), sha, home)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _store_checked(source: Any, sha: str, home: Any) -> None:
+    if source is None:
+        return
+    info = store_artifact(source, None, home)
+    if info.sha256 != sha:
+        raise InvalidArtifact(f"The recipe found for sha256:{sha} ({source}) stored as "
+                              f"sha256:{info.sha256}")

@@ -256,3 +256,105 @@ def test_a_location_of_another_kind_or_without_s3fs_says_what_to_do(tmp_path, mo
                                     "pip install 'mlinstance-runtime[s3]'")
     assert not (tmp_path / "work").exists()
     shutil.rmtree(tmp_path / "artifacts", ignore_errors=True)
+
+
+def _registries(root: Path):
+    """Two homes' registries on one store (home one's SQLite file), opened in this process."""
+    from runtime.home import resolve_home
+    from runtime.registry import Registry
+
+    url = f"sqlite:///{root / 'one' / 'registry.db'}"
+    return (Registry.open(resolve_home(root / "one", db=url)),
+            Registry.open(resolve_home(root / "two", db=url)))
+
+
+def _zipped(folder: Path) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, str(Path(folder.name) / path.relative_to(folder)))
+    return buffer.getvalue()
+
+
+def _remove(folder: Path) -> None:
+    """A stored recipe's read-only tree, removed (as if its home were on another host)."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o700)
+    shutil.rmtree(folder)
+
+
+def test_uploaded_models_and_an_engine_replaced_on_another_host_through_the_bucket(s3, tmp_path):
+    """The API's paths, in process: a Model uploaded in home one is downloaded from home two; an
+    Engine whose recipe was uploaded in home one is replaced from home two, its location (home
+    one's path, absent there) kept, its recipe fetched by sha256 (the same artifactVersion)."""
+    import zipfile
+
+    from runtime.registry import Caller
+    from runtime.schemas import ENGINE, EXPERIMENT, MLINSTANCE
+
+    caller = Caller.local()
+    with _environment({**s3["env"], "MLRUNTIME_ARTIFACTS": f"s3://{BUCKET}/uploads"}):
+        one, two = _registries(tmp_path)
+        try:
+            packed = _zipped(RECIPE)
+            engine = one.create_engine(caller, {"name": "old", "type": "Python"},
+                                       artifacts={"defaultArtifact": packed})
+            image = engine["artifacts"]["default"]["image"]
+            _remove(tmp_path / "one" / "recipes")
+            doc = two.get(ENGINE, caller, engine["id"])
+            replaced = two.replace_engine(caller, engine["id"], {**doc, "description": "moved"})
+            kept = replaced["artifacts"]["default"]["image"]
+            assert (kept["location"], kept["sha256"], kept["artifactVersion"]) == \
+                (image["location"], image["sha256"], 1)
+            assert (tmp_path / "two" / "recipes" / image["sha256"] / "recipe.json").is_file()
+
+            instance = one.create(MLINSTANCE, caller, {"name": "i", "engineId": engine["id"]})
+            experiment = one.create(EXPERIMENT, caller, {"name": "e",
+                                                         "mlInstanceId": instance["id"]})
+            run = one.create_run(caller, experiment["id"], {"mode": "train"})
+            archive = tmp_path / "model.zip"
+            with zipfile.ZipFile(archive, "w") as packed_model:
+                packed_model.writestr("model.json", '{"mean": 3}')
+            folder_model = one.create_model(caller, {"name": "m", "experimentRunId": run["id"]},
+                                            archive.read_bytes(), "model.zip")
+            file_model = one.create_model(caller, {"name": "f", "experimentRunId": run["id"]},
+                                          b"weights", "weights.bin")
+            assert folder_model["modelArtifactUri"].startswith(f"s3://{BUCKET}/uploads/models/")
+            assert file_model["modelArtifactUri"].endswith("/weights.bin")
+            fetched = two.model_artifact(caller, folder_model["id"])
+            with zipfile.ZipFile(fetched) as read:
+                assert read.read("model.json") == b'{"mean": 3}'
+            assert two.model_artifact(caller, file_model["id"]).read_bytes() == b"weights"
+            assert str(fetched).startswith(str(tmp_path / "two" / "artifacts" / "cache"))
+        finally:
+            one.close()
+            two.close()
+
+
+def test_recipes_of_the_home_move_to_the_shared_folder_when_first_used(tmp_path, monkeypatch):
+    """A recipe registered before MLRUNTIME_ARTIFACTS named a shared folder is stored there from
+    the home's own store the first time a run needs it."""
+    from runtime.recipes.registration import recipe_reference_for
+
+    monkeypatch.delenv("MLRUNTIME_ARTIFACTS", raising=False)
+    one, two = _registries(tmp_path)
+    try:
+        from runtime.registry import Caller
+
+        engine = one.create_engine(Caller.local(), {"name": "old", "type": "Python", "artifacts": {
+            "default": {"image": {"location": str(RECIPE)}}}})
+    finally:
+        one.close()
+        two.close()
+    sha = engine["artifacts"]["default"]["image"]["sha256"]
+    assert (tmp_path / "one" / "recipes" / sha / "recipe.json").is_file()
+    shared = tmp_path / "mnt"
+    monkeypatch.setenv("MLRUNTIME_ARTIFACTS", str(shared))
+    reference = recipe_reference_for(engine, tmp_path / "one")
+    assert reference.endswith(str(shared / "recipes" / sha))
+    assert (shared / "recipes" / sha / "src" / RECIPE.name / "oldcls" / "jobs.py").is_file()
