@@ -171,22 +171,26 @@ class Scheduler:
 
     def fire(self, row: dict[str, Any], now: float) -> int:
         """Start the run of one due schedule (or skip it: paused, or a missed fire with
-        `catchUp: skip`), and move its next fire past now: missed fires become one run."""
+        `catchUp: skip`), and move its next fire on: to the one after it when it is only late
+        (another server took the lease over, a busy store), so each of the fires after it still
+        comes once; past now when it was missed (no server ran): missed fires become one run."""
         from .registry import Scope
 
         schedules = self.schedules
         scope = Scope(row["org"], row["sandbox"])
         due = row["next_fire"]
+        run_now = bool(row["doc"].get("runNow"))
+        late_s = 0.0 if run_now else now - (seconds(due) or now)
+        missed = late_s > MISSED_AFTER_S
         try:
-            upcoming = next_fire(row["spec"], now)
+            upcoming = next_fire(row["spec"], now if run_now or missed else (seconds(due) or now))
         except (MLRuntimeError, ValueError, KeyError) as exc:
             schedules.advance(row["id"], due, next_fire=None,
                                    doc={**row["doc"], "error": getattr(exc, "detail", str(exc))})
             return 0
         following = None if upcoming is None else iso(upcoming)
-        late_s = 0.0 if row["doc"].get("runNow") else now - (seconds(due) or now)
         try:
-            plan = self.desk.fire_plan(scope, row, due, late_s > MISSED_AFTER_S)
+            plan = self.desk.fire_plan(scope, row, due, missed)
         except MLRuntimeError as exc:   # its owner was deleted, or its Experiment cannot be made
             schedules.advance(row["id"], due, next_fire=following,
                                    doc={**row["doc"], "error": exc.detail, "skipped": due})
@@ -199,7 +203,7 @@ class Scheduler:
 
         doc = {k: v for k, v in row["doc"].items() if k not in ("error", "runNow")}
         doc["fires"] = int(doc.get("fires") or 0) + 1
-        if late_s > MISSED_AFTER_S:
+        if missed:
             doc["caughtUp"] = due
         claim = _FireClaim(self, scope, row, due, following, doc)
         try:
