@@ -161,14 +161,16 @@ class _SQLite:
 
 
 class _Postgres(_SQLite):
-    """PostgreSQL's "runValues".val is JSONB: a number compares as a JSON number (typed by
-    jsonb_typeof), anything else as its text; LIKE is case-sensitive there already."""
+    """PostgreSQL's "runValues".val is JSONB: a number compares as a JSON number (typed by the
+    generated column `textual`), anything else as its text; LIKE is case-sensitive there already."""
 
     name = "postgres"
     mark = "%s"
     true = "TRUE"
     values = '"runValues"'
-    typed = " AND jsonb_typeof(v.val) = 'number'"
+    # a value is a number, text or NULL there (store/postgres_runs.py): not text is a number,
+    # and the planner knows the column's statistics (jsonb_typeof(...) it guesses 3x worse)
+    typed = " AND NOT v.textual"
 
     def column(self, key: str) -> str:
         return f'r."{key}"'
