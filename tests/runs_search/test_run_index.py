@@ -209,3 +209,28 @@ def test_both_stores_give_the_same_values_series_and_keys(both):
     assert values["a"]["param"]["layers"] == 2 and type(values["a"]["param"]["lr"]) is float
     assert values["a"]["param"]["flag"] == 1 and values["b"]["param"]["layers"] == "2"
     assert type(values["e"]["metric"]["loss"]) is int and values["c"]["param"]["grid"] == {"a": 1}
+
+
+@pytest.mark.parametrize("registry", ["postgres"], indirect=True)
+def test_the_migration_indexes_the_runs_recorded_before_it(registry, caller):
+    """PostgreSQL's create_run_views, run on a registry that already holds runs, indexes them as
+    the triggers did."""
+    from runtime.store.postgres_runs import create_run_views
+
+    experiment = _experiment(registry, caller)
+    for name, _, final, params, state, tags, system in _RUNS:
+        _run(registry, caller, experiment, (), final, params, state, tags, system)
+    index = registry.runs_index()
+    before = [index.table_page(caller.scope, {}, kind, key, False, 0, 50)
+              for kind, key in ((None, "created"), ("metric", "loss"), ("param", "lr"), ("tag", "team"))]
+    values = index.values_of([r["id"] for r in before[0][0]])
+    with registry.store.transaction(), registry.store.connection() as conn:
+        conn.execute('DROP TABLE "runIndex", "runValues", "runMetrics", "runMetricsRead"')
+        conn.execute('DROP FUNCTION "runIndexInsert", "runIndexUpdate", "runIndexStatusTrigger",'
+                     ' "runValuesReplace", "runValuesResult", "runIndexStatus", "runDocValues",'
+                     ' "runValueOf", "runSeconds", "runBest" CASCADE')
+        create_run_views(conn.cursor())
+    after = [index.table_page(caller.scope, {}, kind, key, False, 0, 50)
+             for kind, key in ((None, "created"), ("metric", "loss"), ("param", "lr"), ("tag", "team"))]
+    assert after == before and index.values_of([r["id"] for r in after[0][0]]) == values
+    assert before[0][1] == len(_RUNS) and before[0][0][0]["state"] == "DONE"
