@@ -12,7 +12,8 @@ read the same columns. The differences:
 - Document tables have `seq` (bigint identity, indexed), the insertion order that SQLite's
   rowid gives: ties in a listing's order fall back to it, and the listing indexes end with it.
 - Listing indexes sort NULLs first, as SQLite does (ASC NULLS FIRST, DESC NULLS LAST).
-- `storeVersion` holds one counter bumped by every write transaction (`data_version()`).
+- `storeVersion` holds one counter bumped by every write transaction (`data_version()`);
+  `documentCounts` the number of documents per table, org, sandbox and deleted flag (triggers).
 - `runLedger.seq` comes from the sequence `runLedger_seq`, so concurrent queue entries never
   share a place.
 
@@ -57,7 +58,7 @@ def _v1_registry(cur: Any) -> None:
                         f'(org, sandbox, deleted, "{col}" NULLS FIRST, seq)')
         for ref in refs:
             cur.execute(f'CREATE INDEX "{table}_{ref}" ON "{table}" '
-                        f'(org, sandbox, "{ref}", deleted, created, seq)')
+                        f'(org, sandbox, "{ref}", deleted, created NULLS FIRST, seq)')
     for table in SCHEDULED_TABLES:
         cur.execute(f'CREATE INDEX "{table}_updated_any" ON "{table}" (updated)')
     cur.execute(
@@ -100,7 +101,40 @@ def _v2_run_views(cur: Any) -> None:
     create_run_views(cur)
 
 
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_registry, _v2_run_views)
+def _v3_document_counts(cur: Any) -> None:
+    # The live and deleted documents of each table, org and sandbox, kept by triggers: a listing's
+    # total without filters is one row's read instead of a count over every live row (PostgreSQL
+    # counts by visiting them: 17 ms at 100,000 objects, where SQLite's count is 2 ms).
+    cur.execute(
+        f'CREATE TABLE "documentCounts" (tbl {_TEXT} NOT NULL, org {_TEXT} NOT NULL,'
+        f' sandbox {_TEXT} NOT NULL, deleted INTEGER NOT NULL, n BIGINT NOT NULL,'
+        ' PRIMARY KEY (tbl, org, sandbox, deleted))')
+    cur.execute(
+        """CREATE FUNCTION "documentCount"() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP <> 'INSERT' THEN
+                UPDATE "documentCounts" SET n = n - 1 WHERE tbl = TG_TABLE_NAME
+                    AND org = OLD.org AND sandbox = OLD.sandbox AND deleted = OLD.deleted;
+            END IF;
+            IF TG_OP <> 'DELETE' THEN
+                INSERT INTO "documentCounts" (tbl, org, sandbox, deleted, n)
+                    VALUES (TG_TABLE_NAME, NEW.org, NEW.sandbox, NEW.deleted, 1)
+                    ON CONFLICT (tbl, org, sandbox, deleted) DO UPDATE SET n = "documentCounts".n + 1;
+            END IF;
+            RETURN NULL;
+        END $$""")
+    for table in DOCUMENT_TABLES:
+        cur.execute(f'CREATE TRIGGER "{table}_count" AFTER INSERT OR DELETE ON "{table}" '
+                    'FOR EACH ROW EXECUTE FUNCTION "documentCount"()')
+        cur.execute(f'CREATE TRIGGER "{table}_count_moved" AFTER UPDATE ON "{table}" FOR EACH ROW '
+                    "WHEN (OLD.deleted <> NEW.deleted OR OLD.org <> NEW.org OR "
+                    'OLD.sandbox <> NEW.sandbox) EXECUTE FUNCTION "documentCount"()')
+        cur.execute(f'INSERT INTO "documentCounts" (tbl, org, sandbox, deleted, n) SELECT %s, org,'
+                    f' sandbox, deleted, count(*) FROM "{table}" GROUP BY org, sandbox, deleted',
+                    (table,))
+
+
+MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_registry, _v2_run_views, _v3_document_counts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
