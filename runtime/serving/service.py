@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,12 +23,12 @@ from ..schemas import MLSERVICE, MODEL
 from .client import HostClient, HostGone
 from .hosts import HostProcess, ServingOptions, launch
 from .metrics import ServingMetrics
+from .traffic import Traffic
 
 log = logging.getLogger("runtime.serving")
 
 WATCH_S = 0.2            # how often a served MLService's published Model is read
 AUTH_TTL_S = 5.0         # how long "this caller may reach this Model" is remembered
-SAMPLES = 2000           # latencies kept per MLService for its p50/p99
 ALIVE_CHECK_S = 0.5      # a host's process is looked at this often (its socket says the rest)
 WATCH_CLIENT_S = 0.05    # an answer slower than this: watch whether its client left
 LOG_FLUSH_S = 0.2        # request log lines are written this long after, together
@@ -51,7 +50,7 @@ class Serving:
         self._allowed: dict[tuple[str, str, str, str], float] = {}
         self.metrics = ServingMetrics(depths=lambda: {h.model_id: h.inflight
                                                        for h in list(self.hosts.values())})
-        self.traffic: dict[str, dict[str, Any]] = {}
+        self.traffic = Traffic()
         self._log_lock = threading.Lock()
         log_dir = Path(registry.home.root) / "serving"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -278,14 +277,7 @@ class Serving:
                 total_s: float, request_id: str, body: bytes) -> None:
         self.metrics.request(route, model_id or "-", status, total_s, timings)
         if kind == "service":
-            stats = self.traffic.get(target_id)
-            if stats is None:
-                stats = self.traffic[target_id] = {"requests": 0, "errors": 0,
-                                                   "latenciesMs": deque(maxlen=SAMPLES)}
-            stats["requests"] += 1
-            stats["errors"] += status >= 400
-            stats["latenciesMs"].append(total_s * 1000)
-            stats["modelId"] = model_id
+            self.traffic.record(caller.scope, target_id, model_id, status, total_s)
         line = {"time": time.time(), "id": request_id, "caller": getattr(caller, "user_id", None),
                 "route": route, "target": target_id, "model": model_id, "rows": rows,
                 "status": status, "ms": round(total_s * 1000, 3)}
@@ -313,15 +305,9 @@ class Serving:
                 self._log.write("\n".join(lines) + "\n")
                 self._log.flush()
 
-    def traffic_summary(self) -> dict[str, Any]:
-        out = {}
-        for service_id, stats in self.traffic.items():
-            latencies = sorted(stats["latenciesMs"])
-            out[service_id] = {"requests": stats["requests"], "errors": stats["errors"],
-                               "modelId": stats.get("modelId"),
-                               "p50Ms": _quantile(latencies, 0.5),
-                               "p99Ms": _quantile(latencies, 0.99)}
-        return out
+    def traffic_summary(self, scope: Any = None) -> dict[str, Any]:
+        """Each MLService's online traffic (runtime.serving.traffic), of `scope` only if given."""
+        return self.traffic.summary(scope)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -374,12 +360,6 @@ async def _watch_client(future: asyncio.Future, disconnected: Any, timeout_s: fl
 
 
 _dumps = json.JSONEncoder(separators=(", ", ": ")).encode
-
-
-def _quantile(values: list[float], q: float) -> Optional[float]:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
 
 
 def find_target(registry: Any, caller: Any, target: str) -> tuple[str, str]:

@@ -61,10 +61,11 @@ async def model_invocations(request: Request, id: str) -> Response:
 
 @router.get(f"{BASE}/online/traffic")
 async def online_traffic(request: Request) -> Response:
-    """Per MLService: requests, errors, p50 and p99 in ms, the Model answering (the runs page)."""
-    deps.caller(request)
+    """Per MLService of the caller's sandbox: requests, errors, p50 and p99 in ms, the Model
+    answering, and the same per 5 s over the last 10 minutes (the runs page's charts)."""
+    caller = deps.caller(request)
     found = getattr(request.app.state, "serving", None)
-    return deps.json_response({"services": found.traffic_summary() if found else {}},
+    return deps.json_response({"services": found.traffic_summary(caller.scope) if found else {}},
                               "onlineTraffic.v1.json")
 
 

@@ -432,8 +432,22 @@
       `<p class="muted">MLServices: published Models whose training and scoring run on a schedule (times in UTC unless the schedule names a time zone).</p>` +
       `<div id="runs-wrap"><table id="services"><thead><tr><th>MLService</th><th>MLInstance</th><th>State</th>` +
       `<th>Training schedule</th><th>Scoring schedule</th><th>Published Model</th><th>Recent runs</th></tr></thead>` +
-      `<tbody>${rows || `<tr><td colspan="7" class="muted">No MLServices in this sandbox.</td></tr>`}</tbody></table></div>`;
+      `<tbody>${rows || `<tr><td colspan="7" class="muted">No MLServices in this sandbox.</td></tr>`}</tbody></table></div>` +
+      `<h2>Online traffic</h2><div id="online-traffic"><p class="muted">Loading…</p></div>`;
+    await onlineView(page.services);
     timers.push(setInterval(() => { if (location.pathname === "/services") route(); }, 10000));
+  }
+  async function onlineView(services) {
+    const box = view.querySelector("#online-traffic");
+    let traffic;
+    try {
+      traffic = await api("/data/sensei/online/traffic");
+    } catch (err) {
+      if (err instanceof AuthNeeded) throw err;
+      box.innerHTML = `<p class="error">${esc(err.message)}</p>`;
+      return;
+    }
+    window.onlineTraffic(box, traffic, services, { esc, fmt, short, COLORS, charts: window.__charts });
   }
 
   async function settleScope() {
