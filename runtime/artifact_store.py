@@ -30,6 +30,10 @@ ENV_S3_ENDPOINT = "MLRUNTIME_S3_ENDPOINT"    # else AWS_ENDPOINT_URL, else AWS i
 ENV_AWS_ENDPOINT = "AWS_ENDPOINT_URL"
 MODELS, RECIPES = "models", "recipes"
 MANIFEST_SUFFIX = ".manifest.json"           # written last: an artifact without one is incomplete
+_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_PROFILE")
+_FILESYSTEMS: dict[tuple, Any] = {}          # made on first use, one per endpoint and credentials
+_BUCKETS_SEEN: set[tuple] = set()            # (endpoint, bucket) that answered once
 
 
 class ArtifactStoreError(MLRuntimeError):
@@ -134,7 +138,6 @@ class BucketLocation:
         self.models_root = self.cache / MODELS
         self.recipes_root = self.home_root / RECIPES    # recipes unpack where they always did
         self._fs: Any = None
-        self._bucket_seen = False
 
     # --- Models ------------------------------------------------------------------------------
 
@@ -251,11 +254,16 @@ class BucketLocation:
                 import s3fs
             except ImportError:
                 raise MissingDependency("s3fs", "s3") from None
-            # Credentials and region as boto finds them (environment, ~/.aws); listings uncached,
-            # since other hosts write to the same bucket; one try, so a wrong endpoint says so now.
-            self._fs = s3fs.S3FileSystem(
-                endpoint_url=self.endpoint, use_listings_cache=False, skip_instance_cache=True,
-                config_kwargs={"retries": {"max_attempts": 2}, "connect_timeout": 10})
+            # One client per endpoint and credentials for the process (a client costs about half
+            # a second to make); credentials and region as boto finds them (environment, ~/.aws);
+            # listings uncached, since other hosts write to the same bucket; one retry, so that a
+            # wrong endpoint says so within seconds.
+            key = (self.endpoint, *(os.environ.get(name) for name in _CREDENTIAL_VARIABLES))
+            if key not in _FILESYSTEMS:
+                _FILESYSTEMS[key] = s3fs.S3FileSystem(
+                    endpoint_url=self.endpoint, use_listings_cache=False, skip_instance_cache=True,
+                    config_kwargs={"retries": {"max_attempts": 2}, "connect_timeout": 10})
+            self._fs = _FILESYSTEMS[key]
         return self._fs
 
     @contextmanager
@@ -284,18 +292,20 @@ class BucketLocation:
     def _bucket(self, fs: Any) -> Any:
         """The filesystem, once the bucket answered (s3fs's own `exists` says False for an
         unreachable endpoint too)."""
-        if not self._bucket_seen:
+        seen = (self.endpoint, self.bucket)
+        if seen not in _BUCKETS_SEEN:
             try:
                 fs.call_s3("head_bucket", Bucket=self.bucket)
             except FileNotFoundError:
                 raise FileNotFoundError("The specified bucket does not exist") from None
-            self._bucket_seen = True
+            _BUCKETS_SEEN.add(seen)
         return fs
 
     def _exists(self, key: str, what: str) -> bool:
         with self._calling(what) as fs:
-            try:
-                self._bucket(fs).info(self._key(key))
+            try:   # one HEAD (s3fs's `info` lists the prefix too when the key is missing)
+                self._bucket(fs).call_s3("head_object", Bucket=self.bucket,
+                                         Key=self._key(key).split("/", 1)[1])
             except FileNotFoundError as exc:
                 if "bucket" in str(exc).lower():
                     raise
