@@ -139,7 +139,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def current_version(cur: Any) -> int:
-    cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    """The database's schema version, 0 for an empty database (reads only)."""
+    if cur.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        return 0
     row = cur.execute("SELECT max(version) FROM schema_version").fetchone()
     return row[0] or 0
 
@@ -151,6 +153,7 @@ def migrate(conn: Any, target: int = SCHEMA_VERSION) -> tuple[int, int]:
     with conn.transaction():
         cur = conn.cursor()
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         found = current_version(cur)
         if found >= target:
             return found, found
