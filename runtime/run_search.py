@@ -156,7 +156,8 @@ class _SQLite:
             return "CAST({x} AS TEXT) GLOB ?", _like_to_glob(pattern)
         return "CAST({x} AS TEXT) LIKE ? ESCAPE '\\'", pattern
 
-    def marks(self, cond: str, values: list[Any], as_json: bool, column: Optional[str]) -> tuple[str, list[Any]]:
+    def marks(self, cond: str, values: list[Any], as_json: bool,
+              column: Optional[str]) -> tuple[str, list[Any]]:
         return cond, values
 
 
@@ -181,7 +182,8 @@ class _Postgres(_SQLite):
     def like(self, case_sensitive: bool, pattern: str) -> tuple[str, str]:
         return f"CAST({{x}} AS TEXT) {'LIKE' if case_sensitive else 'ILIKE'} ? ESCAPE '\\'", pattern
 
-    def marks(self, cond: str, values: list[Any], as_json: bool, column: Optional[str]) -> tuple[str, list[Any]]:
+    def marks(self, cond: str, values: list[Any], as_json: bool,
+              column: Optional[str]) -> tuple[str, list[Any]]:
         if as_json:   # compared with the JSONB value: numbers as numbers, text as text
             return cond.replace("?", "%s::jsonb"), [_json_scalar(v) for v in values]
         if column is not None and column != "duration_s":   # runIndex's text columns
