@@ -16,17 +16,15 @@ from live_server import MAX_BODY_MB, LiveServer, live_server, new_sandbox, sense
 
 
 @pytest.fixture(scope="session")
-def servers(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], LiveServer]]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
     """One server per store for the session, started when a module first asks for it."""
     started: dict[str, LiveServer] = {}
     with ExitStack() as stack:
-        def get(kind: str) -> LiveServer:
+        def get(kind: str, pg_server=None) -> LiveServer:
             if kind not in started:
                 env = {}
                 if kind == "postgresql":
-                    url = request.getfixturevalue("pg_server").create_database(
-                        store_params.database_name("api_server"))
+                    url = pg_server.create_database(store_params.database_name("api_server"))
                     env = store_params.store_env(url)
                 home = tmp_path_factory.mktemp(f"sensei-{kind}") / "home"
                 started[kind] = stack.enter_context(
@@ -37,8 +35,11 @@ def servers(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="module")
-def server(servers: Callable[[str], LiveServer], store_kind: str) -> LiveServer:
+def server(request: pytest.FixtureRequest, servers: Callable[..., LiveServer],
+           store_kind: str) -> LiveServer:
     """The session's server; on each store in a module marked `stores` (tests/store_params.py)."""
+    if store_kind == "postgresql":
+        return servers(store_kind, request.getfixturevalue("pg_server"))
     return servers(store_kind)
 
 
