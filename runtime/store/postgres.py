@@ -15,7 +15,6 @@ transaction connection, else a pooled autocommit one) and `transaction()` joins 
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from ..errors import StoreError
 from ..listing import Filter, ListQuery
 from ..schemas import Kind
 from . import Scope, Store
+from .postgres_json import dumps
 from .postgres_schedules import PgSchedulesMixin
 from .postgres_tables import PgTablesMixin
 from .postgres_schema import DOCUMENT_TABLES, SCHEMA_VERSION, WRITE_LOCK, current_version, migrate
@@ -33,24 +33,6 @@ INSTALL = "pip install 'mlinstance-runtime[postgres]'"
 POOL_MAX = 16
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 _TERMINAL = ("DONE", "FAILED", "ABORTED")
-
-
-def _finite(value: Any) -> Any:
-    """JSONB has no NaN or Infinity: they become null, as a strict JSON encoder would refuse them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
 
 
 def _psycopg() -> Any:

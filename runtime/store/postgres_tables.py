@@ -7,13 +7,9 @@ import json
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
+from .postgres_json import dumps
+
 BATCH = 2000
-
-
-def dumps(value: Any) -> str:
-    from .postgres import dumps as store_dumps   # postgres.py imports this module
-
-    return store_dumps(value)
 
 
 class PgTablesMixin:
