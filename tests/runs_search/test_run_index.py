@@ -7,11 +7,24 @@ import json
 
 import pytest
 
-from conftest import open_registry
 from runtime.metrics_series import METRICS_FILE
-from runtime.registry import Caller
+from runtime.registry import Caller, Registry
 from runtime.run_views import RunViews, TableQuery
 from runtime.schemas import EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, RunStatus
+
+pytestmark = pytest.mark.stores   # `registry`: each test on SQLite and on PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server) -> str:
+    """A database of this module's own, for the tests that compare both stores side by side."""
+    return pg_server.create_database("runs_index_both")
+
+
+def _open(kind: str, root, pg_url: str) -> Registry:
+    from runtime.home import resolve_home
+
+    return Registry.open(resolve_home(root / "home", db=pg_url if kind == "postgresql" else None))
 
 
 def _experiment(registry, caller, name="index"):
@@ -138,17 +151,10 @@ _SEARCHES = (
 @pytest.fixture(scope="module")
 def both(pg_url, tmp_path_factory):
     """The same runs in an SQLite and a PostgreSQL registry: {store: (registry, caller, {name: id})}."""
-    from runtime.home import resolve_home
-
-    class Request:   # open_registry's view of a test request: the module's database
-        @staticmethod
-        def getfixturevalue(name):
-            return pg_url
-
     caller = Caller.local(org="TestOrg@AdobeOrg", sandbox="both", user_id="tester@example.com")
     out = {}
-    for kind in ("sqlite", "postgres"):
-        registry = open_registry(kind, resolve_home(tmp_path_factory.mktemp(kind) / "home"), Request)
+    for kind in ("sqlite", "postgresql"):
+        registry = _open(kind, tmp_path_factory.mktemp(kind), pg_url)
         experiment = _experiment(registry, caller, "both")
         made = {}
         for name, steps, final, params, state, tags, system in _RUNS:
@@ -178,21 +184,21 @@ def _table(both, kind, **query):
 def test_both_stores_sort_and_page_alike(both, sort):
     for start, limit in ((0, 50), (0, 2), (2, 2), (5, 3)):
         query = {"sort": sort, "start": str(start), "limit": str(limit)}
-        sqlite, postgres = _table(both, "sqlite", **query), _table(both, "postgres", **query)
+        sqlite, postgres = _table(both, "sqlite", **query), _table(both, "postgresql", **query)
         assert postgres == sqlite, query
-    assert _table(both, "sqlite", sort=sort, state="DONE") == _table(both, "postgres", sort=sort, state="DONE")
+    assert _table(both, "sqlite", sort=sort, state="DONE") == _table(both, "postgresql", sort=sort, state="DONE")
 
 
 @pytest.mark.parametrize("search", _SEARCHES)
 def test_both_stores_find_the_same_runs(both, search):
     sqlite = _table(both, "sqlite", filter=search, sort="-metric.loss")
-    postgres = _table(both, "postgres", filter=search, sort="-metric.loss")
+    postgres = _table(both, "postgresql", filter=search, sort="-metric.loss")
     assert postgres == sqlite
 
 
 def test_both_stores_give_the_same_values_series_and_keys(both):
     answers = []
-    for kind in ("sqlite", "postgres"):
+    for kind in ("sqlite", "postgresql"):
         registry, caller, made = both[kind]
         index = registry.runs_index()
         ids = [made[n] for n, *_ in _RUNS]
@@ -211,10 +217,11 @@ def test_both_stores_give_the_same_values_series_and_keys(both):
     assert type(values["e"]["metric"]["loss"]) is int and values["c"]["param"]["grid"] == {"a": 1}
 
 
-@pytest.mark.parametrize("registry", ["postgres"], indirect=True)
-def test_the_migration_indexes_the_runs_recorded_before_it(registry, caller):
+def test_the_migration_indexes_the_runs_recorded_before_it(store_kind, registry, caller):
     """PostgreSQL's create_run_views, run on a registry that already holds runs, indexes them as
     the triggers did."""
+    if store_kind != "postgresql":
+        pytest.skip("a PostgreSQL migration step (SQLite's are tested with its store)")
     from runtime.store.postgres_runs import create_run_views
 
     experiment = _experiment(registry, caller)

@@ -9,6 +9,8 @@ from runtime.run_search import SearchSyntaxError, compile_filter
 from runtime.run_views import RunViews, TableQuery
 from runtime.schemas import EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE, RunStatus
 
+pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL (tests/store_params.py)
+
 
 @pytest.fixture
 def runs(registry, caller):

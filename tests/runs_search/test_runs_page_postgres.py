@@ -15,6 +15,11 @@ from web_helpers import noop_instance, start_server, stop_server, train  # noqa:
 
 
 @pytest.fixture(scope="module")
+def pg_url(pg_server) -> str:
+    return pg_server.create_database("runs_page")
+
+
+@pytest.fixture(scope="module")
 def servers(pg_url, tmp_path_factory):
     root = tmp_path_factory.mktemp("pg-page")
     with ThreadPoolExecutor(2) as pool:   # both start at once (the second waits on no one)
