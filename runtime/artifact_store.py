@@ -6,7 +6,8 @@ A folder is used in place: nothing is copied or cached, so one machine pays noth
 bucket, runs keep writing to local folders; a Model or a recipe is put to the bucket under its
 sha256 when it is registered, and a host that lacks it fetches it into a local cache and checks the
 digest (kept in the registry: a recipe's on its Engine, a Model's in its modelArtifactUri) before
-anything reads it. Host-local scratch (environments, warm pools, run folders, logs) stays in the home.
+anything reads it. A run's log is put there when the run ends, so that any server shows it; the
+rest is host-local scratch that stays in the home (environments, warm pools, run folders).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ __all__ = ["ENV_ARTIFACTS", "ENV_S3_ENDPOINT", "ArtifactChecksumMismatch", "Arti
 ENV_ARTIFACTS = "MLRUNTIME_ARTIFACTS"        # a folder path or s3://bucket/prefix
 ENV_S3_ENDPOINT = "MLRUNTIME_S3_ENDPOINT"    # else AWS_ENDPOINT_URL, else AWS itself
 ENV_AWS_ENDPOINT = "AWS_ENDPOINT_URL"
-MODELS, RECIPES = "models", "recipes"
+MODELS, RECIPES, RUNS = "models", "recipes", "runs"
 MANIFEST_SUFFIX = ".manifest.json"           # written last: an artifact without one is incomplete
 _CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                          "AWS_PROFILE")
@@ -67,7 +68,14 @@ def location_for(home: Any) -> "FolderLocation | BucketLocation":
                           "as /mnt/artifacts) or an S3-compatible bucket as s3://bucket/prefix")
     folder = Path(unquote(urlparse(named).path) if named.startswith("file://") else named)
     folder = folder.expanduser().resolve()
-    return FolderLocation(folder, recipes_root=folder / RECIPES)
+    return FolderLocation(folder, recipes_root=folder / RECIPES, shared=True)
+
+
+def _plain(name: str) -> str:
+    """A run id or a log's name as one path part, never a way out of the folder."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise NotFound(f"No run log {name!r}")
+    return name
 
 
 def location_for_home_only(home: Any) -> "FolderLocation":
@@ -82,11 +90,12 @@ class FolderLocation:
 
     remote = False
 
-    def __init__(self, root: Path, *, recipes_root: Path) -> None:
+    def __init__(self, root: Path, *, recipes_root: Path, shared: bool = False) -> None:
         self.root = Path(root)
         self.models_root = self.root / MODELS
         self.recipes_root = Path(recipes_root)
         self.url = str(self.root)
+        self.shared = shared     # another folder than the home's own: finished runs' logs too
 
     def new_model_folder(self, model_id: str) -> Path:
         """Where a new Model's files are written (for a folder, their final place)."""
@@ -115,6 +124,21 @@ class FolderLocation:
     def fetch_recipe(self, sha: str, work: Path) -> Optional[Path]:
         """Nothing to fetch: a recipe missing from the folder is missing."""
         return None
+
+    def put_run_log(self, run_id: str, path: Path) -> None:
+        """A finished run's log, copied to a shared folder (the home's own serves it in place)."""
+        if not self.shared or not path.is_file():
+            return
+        target = self.root / RUNS / _plain(run_id) / _plain(path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(path, partial)
+        os.replace(partial, target)
+
+    def run_log(self, run_id: str, name: str) -> Optional[Path]:
+        """The log of a run that ended on another host, if the shared folder has it."""
+        path = self.root / RUNS / _plain(run_id) / _plain(name)
+        return path if self.shared and path.is_file() else None
 
 
 class BucketLocation:
@@ -242,6 +266,37 @@ class BucketLocation:
                 f"{what} does not match its sha256 (the bucket holds {found}): it was changed "
                 "after this runtime put it there and is not used")
         return fetched
+
+    # --- finished runs' logs -----------------------------------------------------------------
+
+    def put_run_log(self, run_id: str, path: Path) -> None:
+        """A finished run's log, to the bucket (a log is not code: no digest is kept for it)."""
+        if path.is_file():
+            key = f"{RUNS}/{_plain(run_id)}/{_plain(path.name)}"
+            with self._calling(f"Putting {self.url}/{key}") as fs:
+                self._bucket(fs).put_file(str(path), self._key(key))
+
+    def run_log(self, run_id: str, name: str) -> Optional[Path]:
+        """The log of a run that ended on another host, fetched once into the cache; None when the
+        bucket has none (a run still running there, or one from before the bucket)."""
+        key = f"{RUNS}/{_plain(run_id)}/{_plain(name)}"
+        cached = self.cache / key
+        if cached.is_file():   # a finished run's log does not change
+            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
+        try:
+            with self._calling(f"Run log {self.url}/{key}") as fs:
+                try:
+                    self._bucket(fs).get_file(self._key(key), str(partial))
+                except FileNotFoundError as exc:
+                    if "bucket" in str(exc).lower():
+                        raise
+                    return None
+            os.replace(partial, cached)
+        finally:
+            partial.unlink(missing_ok=True)
+        return cached
 
     # --- the bucket --------------------------------------------------------------------------
 

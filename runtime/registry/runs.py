@@ -121,6 +121,13 @@ class Runs:
         listed = status.log_names if status is not None else set()
         run_dir = self.home.runs / run_id
         path = run_dir / Path(name).name
+        if name in listed and name == path.name and not path.exists() and not path.is_symlink():
+            # A run that ended on another host: its log from the shared artifact location.
+            from ..artifact_store import location_for
+
+            elsewhere = location_for(self.home).run_log(run_id, name)
+            if elsewhere is not None:
+                run_dir, path = elsewhere.parent, elsewhere
         # The run's own log only: listed, a plain file (no link out of the folder) in its folder.
         if (name not in listed or name != path.name or not path.suffix == ".log"
                 or path.is_symlink() or not path.is_file() or path.stat().st_nlink != 1

@@ -59,7 +59,21 @@ class Recorder:
                 summary.update(state=current.value,
                                reason=summary["reason"] or "recorded elsewhere")
                 return summary
-            return self._record_locked(caller, run, prepared, outcome, summary, current, shared)
+            summary = self._record_locked(caller, run, prepared, outcome, summary, current, shared)
+        self._share_log(run_id, log_path)
+        return summary
+
+    def _share_log(self, run_id: str, log_path: Path) -> None:
+        """The ended run's log, where every server of the registry can serve it (a shared folder
+        or bucket; the home's own folder serves it in place). A failure here is logged, not
+        raised: the run's own outcome stands."""
+        from ..artifact_store import location_for
+
+        try:
+            location_for(self.registry.home).put_run_log(run_id, Path(log_path))
+        except Exception:
+            log.warning("Run %s: its log could not be put to the artifact location", run_id,
+                        exc_info=True)
 
     def _share_model(self, prepared: Prepared, outcome: Any) -> Optional[str] | MLRuntimeError:
         """A trained Model put to a bucket artifact location before the write transaction (an

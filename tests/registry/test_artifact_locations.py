@@ -107,6 +107,23 @@ def in_folder(tmp_path_factory) -> dict:
     return _train(root, env)
 
 
+def _log_seen_from(setup: dict, home_name: str) -> str:
+    """The training run's log as home `home_name` serves it (GET .../runs/ID/logs/worker.log)."""
+    from runtime.home import resolve_home
+    from runtime.registry import Caller, Registry
+
+    trained = setup["trained"]
+    with _environment(setup["env"]):
+        registry = Registry.open(resolve_home(setup["root"] / home_name))
+        try:
+            path = registry.run_log(Caller.local(), trained["experimentId"], trained["runId"],
+                                    "worker.log")
+        finally:
+            registry.close()
+    assert not path.is_relative_to(setup["root"] / "one")
+    return path.read_text()
+
+
 def _scored_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
 
@@ -135,6 +152,8 @@ def test_a_second_home_scores_with_a_model_and_recipe_from_the_bucket(in_bucket)
                   if k.startswith(f"{PREFIX}/recipes/") and k.endswith(".manifest.json")]
     recipe_sha = manifest.split("/")[-1].removesuffix(".manifest.json")
     assert [p.name for p in (two / "recipes").iterdir()] == [recipe_sha]   # fetched, stored
+    own_log = Path(in_bucket["trained"]["log"]).read_text()
+    assert "stage train done" in own_log and _log_seen_from(in_bucket, "two") == own_log
 
 
 def test_a_changed_object_in_the_bucket_is_refused_by_its_checksum(in_bucket):
@@ -223,6 +242,7 @@ def test_two_homes_use_one_shared_folder_in_place(in_folder):
     assert [row["prediction"] for row in _scored_rows(out)] == [40.0, 40.0, 40.0]
     two = in_folder["root"] / "two"
     assert not (two / "recipes").exists() and not (two / "artifacts").exists()   # nothing copied
+    assert _log_seen_from(in_folder, "two") == Path(in_folder["trained"]["log"]).read_text()
     assert not (in_folder["root"] / "one" / "recipes").exists()
     [recipe] = [p for p in (shared / "recipes").iterdir() if not p.name.startswith(".")]
     assert scored["log"] and recipe.name in Path(scored["log"]).read_text()
