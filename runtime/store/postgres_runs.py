@@ -14,6 +14,7 @@ came first. `create_run_views` is a migration step: frozen once released.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -243,9 +244,7 @@ class PgRunIndex:
                 args.append(filters[column])
         if search is not None:
             if search.dialect != "postgres":
-                from ..run_search import POSTGRES, compile_search
-
-                search = compile_search(search.query, POSTGRES)
+                search = _compiled(search.query)
             where.append(f"({search.sql})")
             args.extend(search.args)
         clause = " AND ".join(where)
@@ -340,6 +339,15 @@ class PgRunIndex:
                 " ORDER BY k.kind, k.key", (scope.org, scope.sandbox)):
             out[kind].append(key)
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(query: str) -> Any:
+    """A search compiled for PostgreSQL (the runs view compiles for SQLite; a page refresh or
+    the next page asks for the same query again). Read only: its SQL and arguments are shared."""
+    from ..run_search import POSTGRES, compile_search
+
+    return compile_search(query, POSTGRES)
 
 
 def _add_points(conn: Any, run_id: str, points: Sequence[dict[str, Any]], offset: int,
