@@ -31,6 +31,10 @@ from .postgres_schema import DOCUMENT_TABLES, SCHEMA_VERSION, WRITE_LOCK, curren
 
 INSTALL = "pip install 'mlinstance-runtime[postgres]'"
 POOL_MAX = 16
+# A write waits for the write lock as long as SQLite's busy timeout (30 s), then fails clearly; a
+# client that stops answering inside a transaction (its host died) loses it after two minutes
+# instead of holding every server's writes until TCP notices.
+SESSION_OPTIONS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=120s"
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 _TERMINAL = ("DONE", "FAILED", "ABORTED")
 
@@ -64,7 +68,8 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         self._columns = {t: set(_BASE_COLUMNS) | set(refs) for t, refs in DOCUMENT_TABLES.items()}
         self._migrate()
         self._pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, open=False, timeout=30.0,
-                                    kwargs={"autocommit": True}, name="mlruntime-registry")
+                                    kwargs={"autocommit": True, "options": SESSION_OPTIONS},
+                                    name="mlruntime-registry")
         try:
             self._pool.open(wait=True, timeout=30.0)
         except Exception as exc:
@@ -157,13 +162,25 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         except self._psycopg.Error:
             pass   # a broken connection: the pool discards it
 
+    def _read(self, sql: str, args: Any, one: bool) -> Any:
+        """One statement; outside a transaction, tried again once on a fresh connection when the
+        pooled one was broken (the database restarted or failed over since it was opened)."""
+        for attempt in (1, 2):
+            try:
+                with self.connection() as conn:
+                    cursor = conn.execute(sql, args)
+                    return cursor.fetchone() if one else cursor.fetchall()
+            except StoreError as exc:
+                broken = isinstance(exc.__cause__, self._psycopg.OperationalError)
+                if attempt == 2 or not broken or getattr(self._local, "conn", None) is not None:
+                    raise
+                self._pool.check()   # drops the pool's other connections that broke with it
+
     def _all(self, sql: str, args: Any = ()) -> list[tuple]:
-        with self.connection() as conn:
-            return conn.execute(sql, args).fetchall()
+        return self._read(sql, args, one=False)
 
     def _one(self, sql: str, args: Any = ()) -> Optional[tuple]:
-        with self.connection() as conn:
-            return conn.execute(sql, args).fetchone()
+        return self._read(sql, args, one=True)
 
     def _write(self, sql: str, args: Any = ()) -> int:
         with self.transaction(), self.connection() as conn:

@@ -344,3 +344,20 @@ def test_many_ids_in_one_statement(store):
     assert sorted(store.live_ids(ENGINE, SCOPE, "id", [*ids, "missing"])) == sorted(ids)
     assert store.soft_delete(ENGINE, SCOPE, ids[:1100], "2024-01-02T00:00:00.000Z") == 1100
     assert sorted(store.live_ids(ENGINE, SCOPE, "id", ids)) == sorted(ids[1100:])
+
+
+def test_reads_survive_a_dropped_connection_and_sessions_have_timeouts(store, pg_url):
+    """A database restart or failover drops the pooled connections: the next read reconnects."""
+    import psycopg
+
+    store.insert(ENGINE, SCOPE, _doc("e1"))
+    assert store.get(ENGINE, SCOPE, "e1") is not None
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+            "datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert dropped >= 1
+    assert store.get(ENGINE, SCOPE, "e1")["name"] == "n-e1"
+    with store.connection() as conn:
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "30s"
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "2min"
