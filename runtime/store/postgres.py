@@ -220,6 +220,13 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                         (id, scope.org, scope.sandbox))
         return json.loads(row[0]) if row else None
 
+    def get_text(self, kind: Kind, scope: Scope, id: str) -> Optional[str]:
+        """A live document's stored text (compact JSON, as `get`'s answer re-encoded would be),
+        None when missing or deleted: the API can send it unparsed."""
+        row = self._one(f'SELECT body FROM "{kind.collection}" WHERE id=%s AND org=%s AND '
+                        "sandbox=%s AND deleted=0", (id, scope.org, scope.sandbox))
+        return row[0] if row else None
+
     def _expr(self, kind: Kind, field: str) -> str:
         if field in self._columns[kind.collection]:
             return f'"{field}"'

@@ -1,5 +1,6 @@
 """The PostgreSQL store on a real server (tests/pg_cluster.py): schema versions and migrations,
 listings that answer as SQLite's do, and the writes that must stay single under concurrency."""
+import json
 import subprocess
 import sys
 import threading
@@ -135,6 +136,10 @@ def test_documents_round_trip_and_scopes_do_not_see_each_other(store):
     assert gone["deleted"] is True and gone["updated"] == "2024-02-01T00:00:00.000Z"
     assert list(gone) == list(doc)   # the keys in the order written, as SQLite keeps them
     assert store.live_ids(ENGINE, SCOPE, "id", ["e1"]) == []
+    assert store.get_text(ENGINE, SCOPE, "e1") is None   # deleted
+    store.insert(ENGINE, SCOPE, _doc("e3", note="é"))
+    assert store.get_text(ENGINE, SCOPE, "e3") == json.dumps(store.get(ENGINE, SCOPE, "e3"),
+                                                              separators=(",", ":"))
 
 
 def test_a_failed_transaction_writes_nothing_and_nested_use_joins(store):
