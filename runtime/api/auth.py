@@ -7,6 +7,7 @@ serves loopback clients only and refuses to bind any other address.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -126,6 +127,7 @@ def parse_tokens(flags: list[str], tokens_file: Optional[str] = None,
     return tokens
 
 
+@functools.lru_cache(maxsize=1024)   # parsing the address was a twentieth of a GET-by-id
 def is_loopback(host: Optional[str]) -> bool:
     if not host:
         return False
