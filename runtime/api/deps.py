@@ -206,6 +206,11 @@ def json_response(doc: Any, profile: str, status: int = 200,
                     media_type=f"{SENSEI_JSON};profile={profile}", headers=headers)
 
 
+def json_text_response(text: str, profile: str) -> Response:
+    """`json_response` of a document already written as compact JSON text."""
+    return Response(text.encode(), media_type=f"{SENSEI_JSON};profile={profile}")
+
+
 def success(detail: str) -> Response:
     return json_response({"title": "Success", "status": 200, "detail": detail},
                          "api-response.v1.json")

@@ -104,6 +104,9 @@ class Registry:
     def get(self, kind: Kind, caller: Caller, id: str) -> dict[str, Any]:
         return self._documents.get(kind, caller, id)
 
+    def get_json(self, kind: Kind, caller: Caller, id: str) -> str:
+        return self._documents.get_json(kind, caller, id)
+
     def get_unmasked(self, kind: Kind, caller: Caller, id: str) -> dict[str, Any]:
         return self._documents.get_unmasked(kind, caller, id)
 

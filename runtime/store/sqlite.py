@@ -249,6 +249,15 @@ class SQLiteStore(SchedulesMixin, SQLiteTablesMixin, Store):
             (id, scope.org, scope.sandbox)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def get_text(self, kind: Kind, scope: Scope, id: str) -> Optional[str]:
+        """A live document's stored text, None when missing or deleted: what `json.dumps(doc,
+        separators=(",", ":"))` wrote (_row; only a soft delete edits it in SQL), which is the
+        compact JSON of `get`'s answer byte for byte, so the API can send it unparsed."""
+        row = self._conn().execute(
+            f'SELECT doc FROM "{kind.collection}" WHERE id=? AND org=? AND sandbox=? AND deleted=0',
+            (id, scope.org, scope.sandbox)).fetchone()
+        return row[0] if row else None
+
     def _expr(self, kind: Kind, field: str) -> str:
         if field in self._columns[kind.collection]:
             return f'"{field}"'
