@@ -86,6 +86,11 @@ def recipe_engine(registry: Registry, caller: Caller, path: str | Path, *,
 
     same = registry.newest(ENGINE, caller, ("artifacts.default.image.sha256", info.sha256))
     if same:
+        from .artifact_store import location_for
+
+        # Registered again: also where every server reads recipes, if it was not yet (an Engine
+        # written before MLRUNTIME_ARTIFACTS named a bucket).
+        location_for(registry.home).put_recipe(info.sha256, info.dir, info.archive)
         return same
     body = {"name": info.recipe.name, "description": f"Recipe {info.recipe.name} from {location}",
             "artifacts": {"default": {"image": {"location": location}}}}

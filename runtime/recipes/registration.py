@@ -127,9 +127,11 @@ def recipe_reference_for(engine_doc: dict[str, Any], home: Any) -> Optional[str]
     if not (folder / "recipe.json").is_file():
         from ..errors import ConfigError
 
+        location = location_for(home)
+        where = (f"neither stored at {folder} nor in {location.url}" if location.remote
+                 else f"no longer stored at {folder}")
         raise ConfigError(f"Engine {engine_doc.get('id')} ({engine_doc.get('name')}): its recipe "
-                          f"artifact sha256:{sha} is no longer stored at {folder}; register the "
-                          "recipe again")
+                          f"artifact sha256:{sha} is {where}; register the recipe again")
     return reference(load_recipe_info(folder).kind, folder)
 
 

@@ -378,3 +378,30 @@ def test_recipes_of_the_home_move_to_the_shared_folder_when_first_used(tmp_path,
     reference = recipe_reference_for(engine, tmp_path / "one")
     assert reference.endswith(str(shared / "recipes" / sha))
     assert (shared / "recipes" / sha / "src" / RECIPE.name / "oldcls" / "jobs.py").is_file()
+
+
+def test_a_recipe_registered_before_the_bucket_is_put_there_when_registered_again(s3, tmp_path,
+                                                                                  monkeypatch):
+    """An Engine written while the artifacts were the home's own: another server cannot run it
+    (it says where it looked); `run ... --engine PATH` once more puts the recipe in the bucket."""
+    from runtime.errors import ConfigError
+    from runtime.recipes.registration import recipe_reference_for
+    from runtime.registry import Caller
+    from runtime.run_targets import recipe_engine
+
+    monkeypatch.delenv("MLRUNTIME_ARTIFACTS", raising=False)
+    one, two = _registries(tmp_path)
+    try:
+        engine = recipe_engine(one, Caller.local(), RECIPE)
+        location = f"s3://{BUCKET}/before"
+        with _environment({**s3["env"], "MLRUNTIME_ARTIFACTS": location}):
+            with pytest.raises(ConfigError, match=f"is neither stored at .* nor in {location}; "
+                                                  "register the recipe again"):
+                recipe_reference_for(engine, two.home)
+            assert recipe_engine(one, Caller.local(), RECIPE)["id"] == engine["id"]   # the same
+            reference = recipe_reference_for(engine, two.home)
+        assert reference.endswith(str(tmp_path / "two" / "recipes" /
+                                      engine["artifacts"]["default"]["image"]["sha256"]))
+    finally:
+        one.close()
+        two.close()
