@@ -9,6 +9,7 @@ import math
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +26,10 @@ from runtime.errors import StoreError
 from runtime.schedules import iso
 from runtime.store import open_store
 
-HOST_TTL_S = 10.0   # longer than a server's restart on a loaded machine, short for a test
-SCHEDULER_TTL_S = 1.5
-EVERY_S = 5         # the schedule's period: more than the scheduler's takeover (TTL + a tick)
+RESTART_TTL_S = 15.0   # host A's lease outlives its restart on a loaded machine
+HOST_TTL_S = 5.0       # then a short one (a loaded machine may stall a server a second or two)
+SCHEDULER_TTL_S = 2.0
+EVERY_S = 2            # the schedule's period: shorter than a takeover, whose late fires still come
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,11 +48,11 @@ def db_url(request, tmp_path) -> str:
     return url
 
 
-def _serve(home: Path, db_url: str, host: str, *args: str, **env: str):
+def _serve(home: Path, db_url: str, host: str, *args: str, ttl_s: float = HOST_TTL_S,
+           **env: str):
     (home.parent / "shared").mkdir(exist_ok=True)
     return live_server(home, "--db", db_url, "--cold", *args,
-                       env={"MLRUNTIME_HOST_ID": host, "MLRUNTIME_HOST_TTL_S": str(HOST_TTL_S),
-                            **env})
+                       env={"MLRUNTIME_HOST_ID": host, "MLRUNTIME_HOST_TTL_S": str(ttl_s), **env})
 
 
 class Ledger:
@@ -85,7 +87,8 @@ def test_hosts_own_count_and_adopt_their_runs_and_a_silent_hosts_runs_fail_after
     sandbox = new_sandbox()
     with ExitStack() as stack:
         # One run at a time on each host: were the other host's run counted here, B's would queue.
-        a = stack.enter_context(_serve(home_a, db_url, "host-a", "--max-concurrent-runs", "1"))
+        a = stack.enter_context(_serve(home_a, db_url, "host-a", "--max-concurrent-runs", "1",
+                                       ttl_s=RESTART_TTL_S))
         client_a = client_for(a, sandbox)
         experiment = noop_experiment(client_a, data, sleep_ms=120_000)
         run_a = post_run(client_a, experiment)
@@ -120,7 +123,7 @@ def test_hosts_own_count_and_adopt_their_runs_and_a_silent_hosts_runs_fail_after
             assert task_of(client_b, experiment, run_b)["state"] == "RUNNING"
             time.sleep(0.5)
         task = wait_run(client_b, run_a, experiment_id=experiment, states={"FAILED"},
-                        timeout_s=HOST_TTL_S + 30)
+                        timeout_s=HOST_TTL_S + 20)
         assert _seconds(task["ended"]) >= expires_s, (task, expires_s)
         assert task["message"].startswith("host host-a stopped answering"), task
         assert "host host-b failed the run" in task["message"]
@@ -159,12 +162,16 @@ def test_a_schedule_fires_once_per_fire_time_when_its_leader_is_sigkilled(tmp_pa
                                                                            ledger):
     sandbox = new_sandbox()
     fast = {"MLRUNTIME_SCHEDULER_TTL_S": str(SCHEDULER_TTL_S)}
-    with ExitStack() as stack:
-        servers = [stack.enter_context(_serve(tmp_path / f"host-{name}", db_url, f"host-{name}",
-                                              **fast)) for name in ("a", "b")]
+    with ExitStack() as stack, ThreadPoolExecutor(2) as starting:   # both start at once
+        managers = [_serve(tmp_path / f"host-{name}", db_url, f"host-{name}", **fast)
+                    for name in ("a", "b")]
+        entered = [starting.submit(manager.__enter__) for manager in managers]
+        for manager, future in zip(managers, entered):
+            stack.push(manager.__exit__)
+        servers = [future.result() for future in entered]
         client = client_for(servers[0], sandbox)
-        start_s = math.ceil((time.time() + 2) / EVERY_S) * EVERY_S
-        end_s = start_s + 3 * EVERY_S + 1    # four fire times
+        start_s = math.ceil((time.time() + 1) / EVERY_S) * EVERY_S
+        end_s = start_s + 3 * EVERY_S + 0.5    # four fire times
         expected = [iso(start_s + i * EVERY_S) for i in range(4)]
         experiment = _scheduled_experiment(client, tmp_path / "tiny.csv", start_s, end_s)
         until(lambda: len(_dues(client, experiment)) >= 2, timeout_s=2 * EVERY_S + 10,
@@ -174,9 +181,9 @@ def test_a_schedule_fires_once_per_fire_time_when_its_leader_is_sigkilled(tmp_pa
         leader.process.send_signal(signal.SIGKILL)   # between two fires, lease held
         leader.process.wait(10)
         survivor = client_for(next(s for s in servers if s is not leader), sandbox)
-        time.sleep(max(0.0, end_s + 2 - time.time()))
         dues = until(lambda: (d := _dues(survivor, experiment)) and len(d) >= 4 and d,
-                     timeout_s=15, what=lambda: f"four fires, got {_dues(survivor, experiment)}")
+                     timeout_s=end_s - time.time() + SCHEDULER_TTL_S + 15, interval_s=0.2,
+                     what=lambda: f"four fires, got {_dues(survivor, experiment)}")
         time.sleep(1.5)   # a repeated fire would show by now
         assert _dues(survivor, experiment) == dues == expected
         assert ledger.lease("scheduler")[0] != holder   # the survivor took the lease over
