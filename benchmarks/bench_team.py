@@ -432,11 +432,17 @@ def part_schedule(team: Team, sizes: Sizes, data: Path, probe_url: str) -> dict[
     expected = [s for s in _slots(created_s, window_end_s, interval)]
     client = team.client(survivor)
     dues: list[str] = []
+    late_s: dict[str, float] = {}   # due -> how long after its due time its run was created
 
     def all_fired() -> bool:
         nonlocal dues
         runs = list_all(client, f"/experiments/{experiment_id}/runs")
-        dues = [m.group(1) for r in runs if (m := _DUE.search(r.get("description") or ""))]
+        dues = []
+        for r in runs:
+            m = _DUE.search(r.get("description") or "")
+            if m:
+                dues.append(m.group(1))
+                late_s[m.group(1)] = _seconds(r["created"]) - _seconds(m.group(1))
         return {_iso(s) for s in expected} <= set(dues)
 
     try:
@@ -462,12 +468,26 @@ def part_schedule(team: Team, sizes: Sizes, data: Path, probe_url: str) -> dict[
             "killed": killed, "killed_was_lease_holder": holder is not None,
             "killed_after_s": round(killed_at_s - created_s, 1), "killed_at": _iso(killed_at_s),
             "created_at": _iso(created_s), "dues": sorted(counts), "missed": missed,
+            "fire_late_s": {"p50": round(_median([late_s[d] for d in expected_iso if d in late_s]), 2),
+                            "max": round(max([late_s[d] for d in expected_iso if d in late_s],
+                                             default=float("nan")), 2)},
             "repeated": repeated, "problems": problems, "pass": not problems}
 
 
 def _slots(after_s: float, until_s: float, interval: int) -> list[float]:
     first = (int(after_s) // interval + 1) * interval
     return [float(s) for s in range(first, int(until_s) + 1, interval)]
+
+
+def _seconds(text: str) -> float:
+    from runtime.schedules import seconds
+
+    return seconds(text) or 0.0
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return percentile(ordered, 50) if ordered else float("nan")
 
 
 def _iso(epoch_s: float) -> str:
@@ -595,62 +615,123 @@ def _stats(samples_ms: list[float]) -> dict[str, float]:
             "p99_ms": round(percentile(ms, 99), 3), "mean_ms": round(sum(ms) / len(ms), 3)}
 
 
-def _time(call: Callable[[int], Any], iterations: int, warmup: int = 20) -> dict[str, float]:
-    for i in range(warmup):
-        call(i)
-    samples = []
-    for i in range(iterations):
+def _samples(call: Callable[[int], Any], iterations: int, offset: int = 0) -> list[float]:
+    out = []
+    for i in range(offset, offset + iterations):
         t0 = time.perf_counter_ns()
         call(i)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-    return _stats(samples)
-
-
-def latency_one(kind: str, stores: Stores, sizes: Sizes, seed_value: int) -> dict[str, Any]:
-    from bench_registry import CALLER
-    from runtime.listing import parse_list_query
-    from runtime.schemas import MLINSTANCE
-
-    rng = random.Random(seed_value)
-    url = stores.url(kind, f"latency-{sizes.instances}")
-    root = stores.scratch / f"latency-{kind}"
-    root.mkdir(parents=True, exist_ok=True)
-    seeded = seed(url, root, sizes.instances, rng)
-    ids, engines = seeded["ids"], seeded["engine_ids"]
-    sample = [ids[rng.randrange(len(ids))] for _ in range(max(sizes.get_iters, sizes.http_iters))]
-    queries = [parse_list_query(MLINSTANCE, {"property": f"engineId=={engines[i % len(engines)]}",
-                                             "orderby": "-created", "limit": "25"})
-               for i in range(len(engines))]
-    out: dict[str, Any] = {"seed": {k: v for k, v in seeded.items() if k.startswith("seed")}}
-    registry = open_registry(url, root)
-    try:
-        out["get"] = _time(lambda i: registry.get(MLINSTANCE, CALLER, sample[i]), sizes.get_iters)
-        out["list"] = _time(lambda i: registry.list(MLINSTANCE, CALLER, queries[i % len(queries)]),
-                            sizes.list_iters, warmup=5)
-    finally:
-        registry.close()
-    team = Team(url, root, names=("solo",))
-    try:
-        team.start("solo")
-        with team.client("solo") as c:
-            out["http_get"] = _time(lambda i: ok(c.get(f"/mlInstances/{sample[i]}")),
-                                    sizes.http_iters)
-            out["http_list"] = _time(lambda i: ok(c.get("/mlInstances", params={
-                "property": f"engineId=={engines[i % len(engines)]}", "orderby": "-created",
-                "limit": "25"})), max(20, sizes.http_iters // 2), warmup=5)
-    finally:
-        team.stop()
+        out.append((time.perf_counter_ns() - t0) / 1e6)
     return out
 
 
+ROUNDS = 4   # the stores' cases take turns, so a change in the machine's load hits both alike
+
+
+@dataclass
+class LatencySetup:
+    kind: str
+    url: str
+    root: Path
+    seeded: dict[str, Any]
+    registry: Any = None
+    team: Optional[Team] = None
+    client: Any = None
+
+    def calls(self, sample: list[str]) -> dict[str, tuple[Callable[[int], Any], int]]:
+        from bench_registry import CALLER
+        from runtime.listing import parse_list_query
+        from runtime.schemas import MLINSTANCE
+
+        engines = self.seeded["engine_ids"]
+        queries = [parse_list_query(MLINSTANCE, {"property": f"engineId=={e}",
+                                                 "orderby": "-created", "limit": "25"})
+                   for e in engines]
+        registry, client = self.registry, self.client
+        out = {"get": lambda i: registry.get(MLINSTANCE, CALLER, sample[i % len(sample)]),
+               "list": lambda i: registry.list(MLINSTANCE, CALLER, queries[i % len(queries)])}
+        if client is not None:
+            out["http_get"] = lambda i: ok(client.get(f"/mlInstances/{sample[i % len(sample)]}"))
+            out["http_list"] = lambda i: ok(client.get("/mlInstances", params={
+                "property": f"engineId=={engines[i % len(engines)]}", "orderby": "-created",
+                "limit": "25"}))
+        return out
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.team is not None:
+            self.team.stop()
+        if self.registry is not None:
+            self.registry.close()
+
+
+def vacuum_analyze(url: str) -> float:
+    """What PostgreSQL's autovacuum does within a minute or so of a bulk load (visibility map,
+    planner statistics), done at once so the figures do not depend on its timing."""
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    return time.perf_counter() - t0
+
+
 def part_latency(stores: Stores, sizes: Sizes, seed_value: int) -> dict[str, Any]:
-    per_store = {"sqlite": latency_one("sqlite", stores, sizes, seed_value)}
-    if stores.postgres() is not None:
-        per_store["postgresql"] = latency_one("postgresql", stores, sizes, seed_value)
+    kinds = ["sqlite"] + (["postgresql"] if stores.postgres() is not None else [])
+    setups: dict[str, LatencySetup] = {}
+    out: dict[str, Any] = {"instances": sizes.instances, "stores": {}}
+    iters = {"get": sizes.get_iters, "list": sizes.list_iters, "http_get": sizes.http_iters,
+             "http_list": max(20, sizes.http_iters // 2)}
+    try:
+        for kind in kinds:
+            url = stores.url(kind, f"latency-{sizes.instances}")
+            root = stores.scratch / f"latency-{kind}"
+            root.mkdir(parents=True, exist_ok=True)
+            setup = LatencySetup(kind, url, root, seed(url, root, sizes.instances,
+                                                       random.Random(seed_value)))
+            setups[kind] = setup
+            setup.registry = open_registry(url, root)
+            out["stores"][kind] = {"seed": {k: v for k, v in setup.seeded.items()
+                                            if k.startswith("seed")}}
+        rng = random.Random(seed_value + 1)
+        ids = setups["sqlite"].seeded["ids"]   # the same seed: the same rows, other ids
+        picks = [rng.randrange(len(ids)) for _ in range(max(iters.values()))]
+        samples = {k: [setups[k].seeded["ids"][i] for i in picks] for k in kinds}
+        if "postgresql" in setups:   # as seeded, before the vacuum: in-process only
+            pg = setups["postgresql"]
+            calls = pg.calls(samples["postgresql"])
+            for call in calls.values():
+                _samples(call, 10)   # warm-up: the pool's connections
+            out["stores"]["postgresql"]["as_seeded"] = {
+                case: _stats(_samples(calls[case], iters[case])) for case in ("get", "list")}
+            out["stores"]["postgresql"]["vacuum_analyze_s"] = round(vacuum_analyze(pg.url), 1)
+        for setup in setups.values():
+            setup.team = Team(setup.url, setup.root, names=("solo",))
+        with concurrent.futures.ThreadPoolExecutor(len(setups)) as pool:
+            list(pool.map(lambda st: st.team.start("solo"), setups.values()))
+        for setup in setups.values():
+            setup.client = setup.team.client("solo")
+        measured: dict[str, dict[str, list[float]]] = {k: collections.defaultdict(list)
+                                                       for k in kinds}
+        all_calls = {k: setups[k].calls(samples[k]) for k in kinds}
+        for kind in kinds:   # warm-up: connections, caches, the servers' first requests
+            for case, call in all_calls[kind].items():
+                _samples(call, 10)
+        for r in range(ROUNDS):
+            for case, n in iters.items():
+                for kind in kinds:
+                    per_round = max(5, n // ROUNDS)
+                    measured[kind][case] += _samples(all_calls[kind][case], per_round,
+                                                     offset=r * per_round)
+        for kind in kinds:
+            out["stores"][kind].update({case: _stats(v) for case, v in measured[kind].items()})
+    finally:
+        for setup in setups.values():
+            setup.close()
     goals: dict[str, Any] = {}
-    pg = per_store.get("postgresql")
-    for case in ("get", "list", "http_get", "http_list"):
-        base = per_store["sqlite"][case]
+    pg = out["stores"].get("postgresql")
+    for case in iters:
+        base = out["stores"]["sqlite"][case]
         entry: dict[str, Any] = {"sqlite_p50_ms": base["p50_ms"], "sqlite_p99_ms": base["p99_ms"]}
         if pg:
             entry.update(pg_p50_ms=pg[case]["p50_ms"], pg_p99_ms=pg[case]["p99_ms"],
@@ -658,8 +739,9 @@ def part_latency(stores: Stores, sizes: Sizes, seed_value: int) -> dict[str, Any
                          ratio_p99=round(pg[case]["p99_ms"] / base["p99_ms"], 2))
             entry["within_2x"] = entry["ratio_p50"] <= GOAL_PG_RATIO
         goals[case] = entry
-    return {"instances": sizes.instances, "stores": per_store, "compare": goals,
-            "postgresql": "measured" if pg else f"not measured: {stores.pg_missing}"}
+    out["compare"] = goals
+    out["postgresql"] = "measured" if pg else f"not measured: {stores.pg_missing}"
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,6 +751,12 @@ def part_latency(stores: Stores, sizes: Sizes, seed_value: int) -> dict[str, Any
 def report(result: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     parts = result["parts"]
+    if "writes_sqlite" in parts:
+        w = parts["writes_sqlite"]
+        rows.append(["writes, SQLite", "(baseline: the same writes, two servers on one SQLite file)",
+                     f"{w['accepted']['create']} creates + {w['accepted']['run']} runs in "
+                     f"{w['elapsed_s']} s ({w['writes_per_s']}/s), {w['refused']} refused",
+                     _verdict(w["pass"])])
     if "writes" in parts:
         w = parts["writes"]
         listed = "; ".join(f"{n}: {v['instances']} MLInstances, {v['runs']} runs "
@@ -684,7 +772,9 @@ def report(result: dict[str, Any]) -> list[list[Any]]:
                      "SIGKILLed midway: each fire exactly once (scheduler lease "
                      f"{s['scheduler_ttl_s']}{'' if s['scheduler_ttl_s'] == 'default' else ' s'})",
                      f"{s['fired']} of {s['expected_fires']} fires, {len(s['missed'])} missed, "
-                     f"{len(s['repeated'])} repeated; killed {s['killed']} "
+                     f"{len(s['repeated'])} repeated; a run created {s['fire_late_s']['p50']} s "
+                     f"after its due time (p50), {s['fire_late_s']['max']} s at most (the "
+                     f"takeover); killed {s['killed']} "
                      f"({'the lease holder' if s['killed_was_lease_holder'] else 'not known to hold the lease'}) "
                      f"at {s['killed_after_s']} s", _verdict(s["pass"])])
     if "failover" in parts:
@@ -717,6 +807,15 @@ def report(result: dict[str, Any]) -> list[list[Any]]:
                         rows.append([f"{case} @{n:,}", f"{store} listing p50 <= "
                                      f"{GOAL_LIST_P50_MS:g} ms", f"p50 {p50} ms",
                                      _verdict(p50 <= GOAL_LIST_P50_MS)])
+        seeded = {k: v["seed"]["seed_per_s"] for k, v in lat["stores"].items()}
+        rows.append([f"seeding @{n:,}", "(through Registry.create, 10,000 per transaction)",
+                     ", ".join(f"{k} {v:,} MLInstances/s" for k, v in seeded.items()), ""])
+        before = lat["stores"].get("postgresql", {}).get("as_seeded")
+        if before:
+            rows.append([f"as seeded @{n:,}", "(PostgreSQL before VACUUM ANALYZE, in-process)",
+                         f"get p50 {before['get']['p50_ms']} / p99 {before['get']['p99_ms']} ms; "
+                         f"list p50 {before['list']['p50_ms']} / p99 {before['list']['p99_ms']} ms",
+                         ""])
         if lat["postgresql"] != "measured":
             rows.append(["latency", "PostgreSQL beside SQLite", lat["postgresql"], "n/a"])
     return rows
@@ -820,6 +919,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"  {part}: {'ok' if result['parts'][part]['pass'] else 'FAILED'} "
                       f"({result['parts'][part]['part_s']} s)", flush=True)
             team.stop()
+            team = None
+            if kind == "postgresql" and "writes" in team_parts and not args.quick:
+                # The baseline: the same writes, two servers on one SQLite file.
+                team = Team(stores.url("sqlite", "team"), scratch / "team-sqlite")
+                team.start_all()
+                t0 = time.perf_counter()
+                result["parts"]["writes_sqlite"] = part_writes(team, sizes, data)
+                result["parts"]["writes_sqlite"]["part_s"] = round(time.perf_counter() - t0, 1)
+                print(f"  writes on SQLite (baseline): "
+                      f"{'ok' if result['parts']['writes_sqlite']['pass'] else 'FAILED'}", flush=True)
+                team.stop()
+                team = None
         if "latency" in parts:
             t0 = time.perf_counter()
             result["parts"]["latency"] = part_latency(stores, sizes, args.seed)
@@ -839,6 +950,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(f"\nTeam server ({result.get('team_store', '-')} registry shared by two servers)")
     print(table(["part", "goal", "measured", "verdict"], report(result)))
+    schedule = result["parts"].get("schedule")
+    if schedule:
+        ttl = sizes.scheduler_ttl_s or 15.0   # runtime.scheduler.LEASE_TTL_S
+        if ttl + 1 >= schedule["interval_s"]:
+            print(f"note: the scheduler lease ({ttl:g} s) plus a tick (1 s) is not shorter than "
+                  f"the period ({schedule['interval_s']} s): a takeover can come after the next "
+                  "due time, and the fires due meanwhile become one run; whether this run saw "
+                  "it depends on where in a period the kill fell")
     problems = [f"{name}: {p}" for name, part in result["parts"].items()
                 for p in part.get("problems", [])]
     for p in problems:
