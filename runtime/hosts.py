@@ -86,10 +86,6 @@ class HostLease:
         self._beat_s = now
         return True
 
-    def due(self, now: Optional[float] = None) -> bool:
-        now = time.time() if now is None else now
-        return now - self._beat_s >= self.ttl_s / 3
-
     def reap(self, now: Optional[float] = None) -> list[str]:
         """Fail the live runs of every other host whose lease has expired and free their ledger
         rows; returns their ids. A host that never held a lease is left alone (it may predate
@@ -98,13 +94,12 @@ class HostLease:
         others = {owner_host(row) for row in self.registry.ledger.rows()} - {None, self.host}
         failed: list[str] = []
         for host in sorted(others):
-            expired_s = self._expired_since(host, now)
-            if expired_s is None:
-                continue
-            failed += self._fail_host(host, now)
+            if self._expired_at(host, now) is not None:
+                failed += self._fail_host(host, now)
         return failed
 
-    def _expired_since(self, host: str, now: float) -> Optional[float]:
+    def _expired_at(self, host: str, now: float) -> Optional[float]:
+        """When `host`'s lease expired; None while it holds (or when it never held one)."""
         held = self.registry.schedules.lease_holder(lease_name(host))
         if held is None or held[1] > now:
             return None
@@ -115,7 +110,7 @@ class HostLease:
         failed: list[str] = []
         with registry.transaction():
             # Checked again inside the write: a host that renewed meanwhile keeps its runs.
-            expired = self._expired_since(host, now)
+            expired = self._expired_at(host, now)
             if expired is None:
                 return []
             until = datetime.fromtimestamp(expired, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -262,11 +262,10 @@ class Supervisor:
         self._ensure_thread()
 
     def _host_duties(self) -> None:
+        """Renew the host's lease while serving or running runs; a server, at each renewal, also
+        fails the runs of hosts whose lease expired."""
         serving = self.kind == "server"
-        if not (serving or self._controls) or not self.hosts.due():
-            return
-        self.hosts.beat(force=True)
-        if serving:
+        if (serving or self._controls) and self.hosts.beat() and serving:
             self.hosts.reap()
 
     def _queued_here(self) -> bool:
