@@ -38,10 +38,12 @@ class RequestRoute(APIRoute):
         if not plain:
             raise TypeError(f"{self.path}: {self.endpoint.__name__} must be async and take only "
                             "the request and its path's str parameters")
-        endpoint, request_name = self.endpoint, found.request_param_name
+        endpoint, request_name, names = self.endpoint, found.request_param_name, tuple(texts)
 
         async def handle(request: Request) -> Response:
-            return await endpoint(**{request_name: request}, **request.path_params)
+            params = request.path_params   # a mount above may add its own: pass only ours
+            return await endpoint(**{request_name: request},
+                                  **{name: params[name] for name in names})
 
         return handle
 
