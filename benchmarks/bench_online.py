@@ -1,11 +1,27 @@
 """Online scoring on this machine, loopback, the load generator (asyncio streams) sharing the cores
 with the server and saying so: `run serve-model` of a noop and a retail-sales Model against a bare
-FastAPI app answering the same body (the API's own overhead), retail with batching on and off.
+FastAPI app answering the same body (the API's own overhead), retail with batching on and off, and
+(with --mlflow-python) the same pickled scikit-learn model under `run serve-model` and under
+`mlflow models serve --env-manager local`.
 
     python benchmarks/bench_online.py --home HOME --noop MODEL_ID --retail MODEL_ID [--seconds 5]
+        [--mlflow-python /tmp/mlflow-venv/bin/python]
 
-mlflow is not installed by this benchmark (it is not in the project's environment and the issue
-allows it only when quick to install); its comparison is skipped and said so.
+Each figure comes with the CPU time a request cost the server (its process and every process
+under it: the model host, the warm parent) and the load generator, in microseconds: on a machine
+whose other work takes a changing share of the cores, requests/s move with that share, CPU per
+request much less.
+
+mlflow is never part of the project's environment: install it, for this benchmark only, into a
+separate virtual environment with the scikit-learn the recipes' `python` profile pins, e.g.
+
+    python3.11 -m venv /tmp/mlflow-venv
+    /tmp/mlflow-venv/bin/pip install mlflow scikit-learn==1.3.2 numpy==1.26.4 scipy==1.11.4 \
+        pandas==2.2.3 'pyarrow<19'
+
+The scikit-learn model is benchmarks/online_sklearn (a function recipe: a scaled ridge regression
+on the retail data), trained here by `run train` into HOME (its environment built on first use);
+its pickle, as the runtime wrote it, is saved as an MLflow model by mlflow.sklearn.save_model.
 """
 from __future__ import annotations
 
@@ -13,11 +29,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import httpx
 
@@ -30,7 +48,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def load(url: str, body: bytes, connections: int, seconds: float) -> dict:
+async def load(url: str, body: bytes, connections: int, seconds: float,
+               server_pid: Optional[int] = None) -> dict:
     """`connections` keep-alive HTTP/1.1 connections, each posting `body` in a loop: a minimal
     client on asyncio streams (httpx costs about a millisecond of this machine's CPU per request,
     which at 32 connections made the load generator the limit, not the server)."""
@@ -65,17 +84,50 @@ async def load(url: str, body: bytes, connections: int, seconds: float) -> dict:
             writer.close()
 
     started = time.perf_counter()
+    server_cpu, own_cpu = tree_cpu_s(server_pid), _own_cpu_s()
     await asyncio.gather(*(loop() for _ in range(connections)))
     wall = time.perf_counter() - started
+    server_cpu, own_cpu = tree_cpu_s(server_pid) - server_cpu, _own_cpu_s() - own_cpu
     latencies.sort()
-    return {"rps": round(len(latencies) / wall, 1), "errors": errors,
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
+    count = max(1, len(latencies))
+    out = {"rps": round(len(latencies) / wall, 1), "errors": errors,
+           "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+           "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
+    if server_pid:
+        out["server_cpu_us"] = round(server_cpu / count * 1e6)
+    out["loadgen_cpu_us"] = round(own_cpu / count * 1e6)
+    return out
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def tree_cpu_s(pid: Optional[int]) -> float:
+    """CPU seconds (user + system) of `pid` and every process under it, as /proc has them."""
+    if not pid:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == current)
+    return total
 
 
 def start(command: list[str], port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -83,7 +135,7 @@ def start(command: list[str], port: int, env: dict) -> subprocess.Popen:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
-    proc.kill()
+    stop(proc)
     raise SystemExit(f"{command} did not start")
 
 
@@ -143,35 +195,125 @@ def batch_score_rows_s(home: str, model_id: str, rows) -> dict[str, float]:
             "stage": len(rows) / (durations["load_data"] + durations["score"])}
 
 
+SKLEARN_RECIPE = ROOT / "benchmarks" / "online_sklearn"
+SKLEARN_COLUMNS = ["temperature", "regionalFuelPrice", "markDown", "cpi", "unemployment",
+                   "storeSize"]
+SAVE_MLFLOW_MODEL = """
+import pickle, sys
+import mlflow.sklearn
+with open(sys.argv[1], "rb") as f:
+    model = pickle.load(f)
+mlflow.sklearn.save_model(model, sys.argv[2], serialization_format="pickle")
+"""
+
+
+def sklearn_model(home: str, training_csv: str) -> str:
+    """The benchmark's scikit-learn recipe trained by `run train` into `home`: its Model id."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    done = subprocess.run([sys.executable, "-m", "runtime.cli.main", "train",
+                           str(SKLEARN_RECIPE / "sklearn.config.json"), "--engine",
+                           str(SKLEARN_RECIPE), "-p", f"trainingDataSetId={training_csv}",
+                           "--home", home, "--json"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"run train of {SKLEARN_RECIPE} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["modelId"]
+
+
+def mlflow_serve(mlflow_python: str, home: str, model_id: str,
+                 folder: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve --env-manager local` of the Model's own pickle, saved as an MLflow
+    model by the separate environment's mlflow."""
+    sys.path.insert(0, str(ROOT))
+    from runtime.home import resolve_home
+    from runtime.registry import Caller, Registry
+
+    registry = Registry.open(resolve_home(Path(home)))
+    try:
+        pickled = registry.model_artifact_dir(Caller.local(), model_id) / "model.pkl"
+    finally:
+        registry.close()
+    target = folder / "mlflow-model"
+    subprocess.run([mlflow_python, "-c", SAVE_MLFLOW_MODEL, str(pickled), str(target)],
+                   check=True, capture_output=True, timeout=300)
+    shutil.copyfile(pickled, target / "model.pkl")   # the very bytes the runtime serves
+    port = free_port()
+    bin_dir = str(Path(mlflow_python).parent)   # its CLI starts `uvicorn` from PATH
+    proc = start([str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", str(target),
+                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], port,
+                 {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                  "MLFLOW_TRACKING_URI": f"file://{folder / 'mlruns'}"})
+    return proc, f"http://127.0.0.1:{port}/invocations"
+
+
+def measure(results: dict, label: str, url: str, body: bytes, connections: int,
+            seconds: float, proc: Optional[subprocess.Popen] = None) -> dict:
+    result = asyncio.run(load(url, body, connections, seconds, proc.pid if proc else None))
+    results[label] = result
+    return result
+
+
+def cpu(result: dict) -> int:
+    """CPU microseconds a request cost, server and load generator together."""
+    return result.get("server_cpu_us", 0) + result["loadgen_cpu_us"]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the process and its group (mlflow's CLI leaves its uvicorn behind otherwise)."""
+    import signal
+
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", required=True)
     parser.add_argument("--noop", required=True)
     parser.add_argument("--retail")
     parser.add_argument("--retail-rows", default="/work/shared/data/retail/retail-scoring.csv")
+    parser.add_argument("--training-rows",
+                        default="/work/shared/data/retail/retail-training.csv")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--mlflow-python", metavar="PYTHON",
+                        help="the python of a separate environment with mlflow and "
+                             "scikit-learn: compare `mlflow models serve` with it")
+    parser.add_argument("--sklearn", metavar="MODEL_ID",
+                        help="the scikit-learn Model to compare (default: train one)")
+    parser.add_argument("--only", choices=("noop", "retail", "mlflow"), action="append",
+                        help="run only these parts (repeatable; the bare FastAPI baseline "
+                             "always runs)")
     args = parser.parse_args()
+    parts = set(args.only or ("noop", "retail", "mlflow"))
     print(f"machine: {os.cpu_count()} cores shared by server, host and load generator; loopback;"
           f" load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     results: dict[str, dict] = {}
     noop_body = json.dumps({"dataframe_records": [{"x": 1}]}).encode()
+    seconds = args.seconds
 
     port = free_port()
     bare = start([sys.executable, "-c", BARE, str(port)], port, dict(os.environ))
     url = f"http://127.0.0.1:{port}/invocations"
-    results["bare FastAPI, 1 conn"] = asyncio.run(load(url, noop_body, 1, args.seconds))
-    results["bare FastAPI, 4 conn"] = asyncio.run(load(url, noop_body, 4, args.seconds))
-    results["bare FastAPI, 32 conn"] = asyncio.run(load(url, noop_body, 32, args.seconds))
-    bare.terminate()
-    bare.wait()
+    for conns in (1, 4, 32):
+        measure(results, f"bare FastAPI, {conns} conn", url, noop_body, conns, seconds, bare)
+    stop(bare)
 
-    proc, url = serve_model(args.home, args.noop)
-    results["noop serve-model, 1 conn"] = asyncio.run(load(url, noop_body, 1, args.seconds))
-    results["noop serve-model, 4 conn"] = asyncio.run(load(url, noop_body, 4, args.seconds))
-    proc.terminate()
-    proc.wait()
+    if "noop" in parts:
+        proc, url = serve_model(args.home, args.noop)
+        measure(results, "noop serve-model, 1 conn", url, noop_body, 1, seconds, proc)
+        measure(results, "noop serve-model, 4 conn", url, noop_body, 4, seconds, proc)
+        stop(proc)
 
-    if args.retail:
+    score_rows_s = None
+    if args.retail and "retail" in parts:
         import pandas as pd
 
         all_rows = pd.read_csv(args.retail_rows)
@@ -187,25 +329,68 @@ def main() -> None:
         for label, extra in (("batching on", ()), ("batching off", ("--no-batching",))):
             proc, url = serve_model(args.home, args.retail, *extra)
             if not extra:
-                results["retail 1 row, 1 conn"] = asyncio.run(load(url, one, 1, args.seconds))
-                results["retail 1,000 rows, 1 conn"] = asyncio.run(
-                    load(url, many, 1, args.seconds))
-            results[f"retail 1 row, 32 conn, {label}"] = asyncio.run(
-                load(url, one, 32, args.seconds))
-            proc.terminate()
-            proc.wait()
-    bare = results["bare FastAPI, 1 conn"]
+                measure(results, "retail 1 row, 1 conn", url, one, 1, seconds, proc)
+                measure(results, "retail 1,000 rows, 1 conn", url, many, 1, seconds, proc)
+            measure(results, f"retail 1 row, 32 conn, {label}", url, one, 32, seconds, proc)
+            stop(proc)
+
+    mlflow_skipped = "mlflow models serve: skipped (give --mlflow-python)"
+    if args.mlflow_python and "mlflow" in parts:
+        import tempfile
+
+        import pandas as pd
+
+        model_id = args.sklearn or sklearn_model(args.home, args.training_rows)
+        rows = pd.read_csv(args.retail_rows)[SKLEARN_COLUMNS]
+        body = json.dumps({"dataframe_split": json.loads(rows.head(1).to_json(
+            orient="split", index=False))}).encode()
+        with tempfile.TemporaryDirectory() as folder:
+            for name, started in (("sklearn serve-model", lambda: serve_model(args.home,
+                                                                               model_id)),
+                                  ("sklearn mlflow serve", lambda: mlflow_serve(
+                                      args.mlflow_python, args.home, model_id, Path(folder)))):
+                proc, url = started()
+                answer = httpx.post(url, content=body, timeout=30,
+                                    headers={"Content-Type": "application/json"})
+                print(f"{name}: {answer.text.strip()[:120]}")
+                measure(results, f"{name}, 1 conn", url, body, 1, seconds, proc)
+                measure(results, f"{name}, 16 conn", url, body, 16, seconds, proc)
+                stop(proc)
+        mlflow_skipped = ""
+
+    bare_1 = results["bare FastAPI, 1 conn"]
     for name, result in results.items():
-        ratio = result["rps"] / bare["rps"] if bare["rps"] else 0.0
+        ratio = result["rps"] / bare_1["rps"] if bare_1["rps"] else 0.0
         print(f"{name:40s} {result}  ({ratio:.2f}x bare FastAPI's 1-connection requests/s)")
-    if args.retail:
+    if "noop serve-model, 4 conn" in results:
+        noop = results["noop serve-model, 4 conn"]
+        print(f"noop 1 row: {noop['rps']:,.0f} requests/s at 4 connections (goal >= 3,000; bare "
+              f"FastAPI {results['bare FastAPI, 4 conn']['rps']:,.0f} in this run), p50 "
+              f"{results['noop serve-model, 1 conn']['p50_ms']} ms at 1 connection (goal <= 1)")
+    if "retail 1 row, 32 conn, batching on" in results:
+        on = results["retail 1 row, 32 conn, batching on"]
+        off = results["retail 1 row, 32 conn, batching off"]
+        print(f"retail 32 connections of single rows: {on['rps']:,.0f} rows/s, p99 "
+              f"{on['p99_ms']} ms (goal >= 2,500 with p99 <= 50 ms); batching off "
+              f"{off['rps']:,.0f}: {on['rps'] / off['rps']:.1f}x (goal >= 4x); CPU a request "
+              f"{cpu(on)} us against {cpu(off)} us ({cpu(off) / max(1, cpu(on)):.1f}x)")
+    if score_rows_s is not None:
         online = results["retail 1,000 rows, 1 conn"]["rps"] * 1000
         print(f"retail 1,000-row requests: {online:,.0f} rows/s online; run score of the same "
               f"rows: {score_rows_s['run']:,.0f} rows/s for the whole run, "
               f"{score_rows_s['stage']:,.0f} rows/s for its score stage alone "
               f"({online / score_rows_s['run']:.2f}x and {online / score_rows_s['stage']:.2f}x)")
+    if "sklearn mlflow serve, 16 conn" in results:
+        ours = results["sklearn serve-model, 16 conn"]
+        theirs = results["sklearn mlflow serve, 16 conn"]
+        print(f"scikit-learn model at 16 connections: serve-model {ours['rps']:,.0f} requests/s, "
+              f"mlflow models serve {theirs['rps']:,.0f} ({ours['rps'] / theirs['rps']:.2f}x, "
+              f"goal >= 1.5x; CPU a request {cpu(ours)} us against {cpu(theirs)} us); p50 at 1 "
+              f"connection {results['sklearn serve-model, 1 conn']['p50_ms']} ms against "
+              f"{results['sklearn mlflow serve, 1 conn']['p50_ms']} ms (goal: no worse)")
     print(f"load average after the run: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("mlflow models serve: skipped (mlflow is not installed in this environment)")
+    if mlflow_skipped:
+        print(mlflow_skipped)
 
 
 if __name__ == "__main__":
