@@ -120,7 +120,7 @@ class HostConn:
     def __init__(self, server: "HostServer") -> None:
         self.server = server
         self.pending: dict[Any, Pending] = {}
-        self.protocol = wire.FrameProtocol(self.frame, self.lost)
+        self.protocol = wire.FrameProtocol(self.frame, self.lost, server.read_done)
 
     @property
     def closed(self) -> bool:
@@ -128,6 +128,10 @@ class HostConn:
 
     def send(self, header: dict[str, Any], body: bytes = b"") -> None:
         self.protocol.send(header, body)
+
+    def flush(self) -> None:
+        if self.protocol.outbox is not None:
+            self.protocol.outbox.flush()
 
     def frame(self, header: dict[str, Any], body: bytes) -> None:
         op = header.get("op")
@@ -272,7 +276,6 @@ class HostServer:
         conn.pending[request_id] = pending
         self.queue.append(pending)
         self.stats["requests"] += 1
-        self.schedule()
 
     def reply_error(self, conn: HostConn, request_id: Any, exc: MLRuntimeError,
                     headers: Optional[dict[str, str]] = None) -> None:
@@ -281,9 +284,20 @@ class HostServer:
 
     # --- batches -----------------------------------------------------------------------------
 
+    def read_done(self) -> None:
+        """After the frames of one read: an idle host computes them as one batch at once (a
+        waiting time first, if one is set)."""
+        if not self.queue or self.scheduled or self.computing:
+            return
+        if self.batch_wait_s and self.batching:
+            self.scheduled = True
+            self.loop.call_later(self.batch_wait_s, self.run_batch)
+        else:
+            self.run_batch()
+
     def schedule(self) -> None:
-        """The next batch, on the loop's next turn: every request that one read brought (and
-        that arrived while a batch computed) goes into it."""
+        """The next batch, on the loop's next turn: what arrived while a batch computed (and
+        cancels of it) is read first and goes into it."""
         if self.scheduled or self.computing:
             return
         self.scheduled = True
@@ -323,12 +337,16 @@ class HostServer:
     def finish(self, batch: list[Pending],
                answers: list[tuple[int, bytes, dict[str, Any]]]) -> None:
         self.computing = False
+        conns = set()
         for pending, (status, body, timings) in zip(batch, answers):
             pending.conn.pending.pop(pending.id, None)
             timings.update(queue_ms=round(timings.pop("started") - pending.received, 6) * 1000,
                            parse_ms=pending.parse_s * 1000, rows=pending.rows)
             pending.conn.send({"id": pending.id, "status": status, "timings": timings,
                                "headers": {}}, body)
+            conns.add(pending.conn)
+        for conn in conns:   # the batch's answers go now, in one write per connection
+            conn.flush()
         if self.queue:
             self.schedule()
         else:

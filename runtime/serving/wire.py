@@ -67,11 +67,13 @@ class Outbox:
 
 
 class FrameProtocol(asyncio.Protocol):
-    """Calls `on_frame(header, body)` for each whole frame received, `on_close()` once."""
+    """Calls `on_frame(header, body)` for each whole frame received, `on_read()` after the
+    frames of one read, `on_close()` once."""
 
     def __init__(self, on_frame: Callable[[dict[str, Any], bytes], None],
-                 on_close: Optional[Callable[[], None]] = None) -> None:
-        self.on_frame, self.on_close = on_frame, on_close
+                 on_close: Optional[Callable[[], None]] = None,
+                 on_read: Optional[Callable[[], None]] = None) -> None:
+        self.on_frame, self.on_close, self.on_read = on_frame, on_close, on_read
         self.buf = bytearray()
         self.transport: Optional[asyncio.Transport] = None
         self.outbox: Optional[Outbox] = None
@@ -103,6 +105,8 @@ class FrameProtocol(asyncio.Protocol):
         finally:
             if start:
                 del buf[:start]
+        if start and self.on_read is not None:
+            self.on_read()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if not self.closed:
