@@ -283,8 +283,11 @@ class PgRunIndex:
         out: dict[str, dict[str, dict[str, Any]]] = {r: {k: {} for k in VALUE_KINDS} for r in run_ids}
         if not run_ids:
             return out
-        for run, kind, key, val in self._all(
-                'SELECT run, kind, key, val FROM "runValues" WHERE run = ANY(%s)', (list(run_ids),)):
+        # One JSON text for the page's values, parsed once: a page of 50 runs has about 800, and
+        # psycopg's JSONB loader parses each on its own (20 ms a page instead of 2).
+        text = self._all('SELECT json_agg(json_build_array(run, kind, key, val))::text FROM "runValues"'
+                         " WHERE run = ANY(%s)", (list(run_ids),))[0][0]
+        for run, kind, key, val in json.loads(text) if text else ():
             out[run].setdefault(kind, {})[key] = val
         return out
 
