@@ -13,11 +13,13 @@ whose other work takes a changing share of the cores, requests/s move with that 
 request much less.
 
 mlflow is never part of the project's environment: install it, for this benchmark only, into a
-separate virtual environment with the scikit-learn the recipes' `python` profile pins, e.g.
+separate virtual environment with the libraries the recipes' `python` profile pins, so that both
+servers run the model on the same scikit-learn, pandas and numpy, e.g.
 
     python3.11 -m venv /tmp/mlflow-venv
-    /tmp/mlflow-venv/bin/pip install mlflow scikit-learn==1.3.2 numpy==1.26.4 scipy==1.11.4 \
-        pandas==2.2.3 'pyarrow<19'
+    /tmp/mlflow-venv/bin/pip install mlflow
+    /tmp/mlflow-venv/bin/pip install scikit-learn==1.3.2 numpy==1.26.4 scipy==1.11.4 \\
+        pandas==1.5.3 'pyarrow<19'
 
 The scikit-learn model is benchmarks/online_sklearn (a function recipe: a scaled ridge regression
 on the retail data), trained here by `run train` into HOME (its environment built on first use);
