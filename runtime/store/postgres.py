@@ -27,7 +27,8 @@ from . import Scope, Store
 from .postgres_json import dumps
 from .postgres_schedules import PgSchedulesMixin
 from .postgres_tables import PgTablesMixin
-from .postgres_schema import DOCUMENT_TABLES, SCHEMA_VERSION, WRITE_LOCK, current_version, migrate
+from .postgres_schema import (COUNT, DOCUMENT_TABLES, FOLD_COUNTS, SCHEMA_VERSION, WRITE_LOCK,
+                              current_version, migrate)
 
 INSTALL = "pip install 'mlinstance-runtime[postgres]'"
 POOL_MAX = 16
@@ -143,6 +144,7 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                     raise StoreError(f"Cannot start a write on {self.url}: {exc}") from exc
                 try:
                     yield
+                    conn.execute(FOLD_COUNTS)
                     conn.execute('UPDATE "storeVersion" SET n = n + 1 WHERE id = 1')
                 except BaseException:
                     self._rollback(conn)
@@ -268,10 +270,8 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         only_deleted = [f for f in query.filters if f.field == "deleted" and f.op == "=="]
         with self.connection() as conn:
             if len(query.filters) == 1 and only_deleted:   # the plain listing: a kept count
-                row = conn.execute(
-                    'SELECT n FROM "documentCounts" WHERE tbl=%s AND org=%s AND sandbox=%s AND '
-                    "deleted=%s", (kind.collection, scope.org, scope.sandbox, args[2])).fetchone()
-                total = row[0] if row else 0
+                total = int(conn.execute(COUNT, {"t": kind.collection, "o": scope.org,
+                                                 "s": scope.sandbox, "d": args[2]}).fetchone()[0])
             else:
                 total = conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
             rows = conn.execute(f"SELECT body {base} ORDER BY {order}, seq {last} LIMIT %s OFFSET %s",

@@ -193,7 +193,7 @@ def test_listings_answer_as_sqlites_do(store, tmp_path, prop, orderby):
     sqlite.close()
 
 
-def test_the_kept_counts_follow_inserts_deletes_and_moves(store):
+def test_the_kept_counts_follow_inserts_deletes_and_moves(store, pg_url):
     """A plain listing's total comes from counts kept by triggers: they follow every write."""
     def totals(scope=SCOPE):
         return [store.list(ENGINE, scope, ListQuery(filters=parse_property(ENGINE, p)[0]))[1]
@@ -212,6 +212,11 @@ def test_the_kept_counts_follow_inserts_deletes_and_moves(store):
             store.soft_delete(ENGINE, SCOPE, ["e3"], "2024-02-01T00:00:00.000Z")
             raise RuntimeError("rolled back")
     assert totals() == [3, 2] and totals(Scope("other", "prod")) == [0, 0]
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as other:   # a writer outside the runtime
+        other.execute("DELETE FROM engines WHERE id = 'e4'")
+    assert totals() == [2, 2]
 
 
 def test_listing_on_json_fields_of_every_type(store):
