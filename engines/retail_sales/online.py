@@ -276,16 +276,18 @@ class Features:
                     x[:, i] = np.concatenate([p.local[name] for p in parts])[order]
         self.x = x
 
-    def part(self, i: int, log_ratio: np.ndarray) -> dict[str, np.ndarray]:
-        """Request i's answer: date, store, prediction, in `run score`'s order."""
+    def answers(self, log_ratio: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Each request's answer: date, store, prediction, in `run score`'s order (computed
+        for the whole batch at once, then cut per request)."""
         import numpy as np
 
-        rows = slice(self.bounds[i], self.bounds[i + 1])
-        current = self.current[rows]
+        current = self.current
         with np.errstate(invalid="ignore", over="ignore"):
-            prediction = np.where(current > 0, current * np.exp(log_ratio[rows]), np.nan)
-        return {"date": (self.days[rows] * _NS_PER_DAY).view("datetime64[ns]"),
-                "store": self.stores[rows], "prediction": prediction}
+            prediction = np.where(current > 0, current * np.exp(log_ratio), np.nan)
+        dates = (self.days * _NS_PER_DAY).view("datetime64[ns]")
+        bounds = self.bounds.tolist()
+        return [{"date": dates[a:b], "store": self.stores[a:b], "prediction": prediction[a:b]}
+                for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
@@ -358,8 +360,8 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
         for features, which in built:
             mine = ratios[start:start + len(features.x)]
             start += len(features.x)
-            for j, i in enumerate(which):
-                answers[i] = features.part(j, mine)
+            for i, answer in zip(which, features.answers(mine)):
+                answers[i] = answer
         return answers
 
     def predict_many(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

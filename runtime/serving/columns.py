@@ -8,6 +8,7 @@ same refusals, the same answers either way.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import datetime
@@ -185,11 +186,16 @@ def _refuse(name: str, row: int, what: str) -> None:
 
 # --- answers -----------------------------------------------------------------------------------
 
+def _default(value: Any) -> str:
+    return str(value)
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=_default).encode
+
+
 def json_values(columns: dict[str, Any]) -> bytes:
     """Columns as MLflow's records (`[{column: value}, ...]`): dates as pandas writes them in
     ISO format (milliseconds), a missing number as null."""
-    import json
-
     import numpy as np
 
     names = list(columns)
@@ -207,7 +213,7 @@ def json_values(columns: dict[str, Any]) -> bytes:
         else:
             lists.append(values.tolist() if hasattr(values, "tolist") else list(values))
     records = [dict(zip(names, row)) for row in zip(*lists)]
-    return json.dumps(records, separators=(",", ":"), default=str).encode()
+    return _encode(records).encode()
 
 
 def split(columns: dict[str, Any], counts: list[int]) -> list[dict[str, Any]]:
