@@ -3,8 +3,10 @@ own cost of a run, each beside a hand-written baseline measured in the same run 
 
     python benchmarks/bench_engines.py [--quick] [--threads 2] [--only features,train,score,run]
 
-1. training samples/s: `RetailSalesEngine.train` (fixed epochs, on pre-built features) vs a bare
-   torch loop over pre-made tensors (same model shape, AdamW, batch size, epochs);
+1. training samples/s: `RetailSalesEngine.train` (fixed epochs, on pre-built features, its
+   default per-epoch validation curve on a sample of the validation rows) vs a bare torch loop
+   over pre-made tensors (same rows, model shape, AdamW, batch size, epochs; no validation);
+   the stage with the curve on every validation row and without a curve shown beside;
 2. scoring rows/s: the model's batched forward pass and the whole score stage vs the best
    hand-written forward pass (torch inference_mode or numpy) of the same weights;
 3. feature pipeline rows/s: `feature_pipeline` vs the same features by groupby/shift in pandas;
@@ -174,6 +176,15 @@ def _training_arrays(features: pd.DataFrame, params: Any, inputs: list[str]) -> 
     return (x - x.mean(axis=0)) / std, y
 
 
+def _validation_rows(features: pd.DataFrame, params: Any) -> int:
+    """The rows evaluate judges (a label, positive sales, dated from validation_start)."""
+    label = params.label_column or params.target + "Ahead"
+    rows = features[label].notna() & (features[params.target] > 0)
+    if params.validation_start is not None:
+        rows &= features["date"] >= pd.Timestamp(params.validation_start)
+    return int(rows.sum())
+
+
 def bench_training(sizes: dict, seed: int, threads: int) -> tuple[list[dict[str, Any]], Any]:
     from engines.retail_sales import RetailSalesEngine, generate_retail
     from engines.retail_sales.model import fit
@@ -195,12 +206,17 @@ def bench_training(sizes: dict, seed: int, threads: int) -> tuple[list[dict[str,
                  seed=p.seed)
     cpu = torch.device("cpu")
     bare_train(x, y, **shape)
-    # The run's default validates after every epoch (a curve the bare loop does not draw); the
-    # stage without it is shown beside, not judged.
-    quiet = default_context(engine, "train", {"epochs": sizes["epochs"], "seed": seed,
-                                              "validation_every_epochs": 0}, threads=threads)
+    # The run's default draws a validation curve after every epoch on a fixed sample of the
+    # validation rows (validation_sample_rows), a curve the bare loop does not draw; the stage
+    # with the curve on every validation row, and without a curve, are shown beside, not judged.
+    def variant(**extra: Any) -> Any:
+        return default_context(engine, "train", {"epochs": sizes["epochs"], "seed": seed, **extra},
+                               threads=threads)
+
+    every_row, quiet = variant(validation_sample_rows=0), variant(validation_every_epochs=0)
     times = interleaved({
         "engine": lambda: engine.train(ctx, features),
+        "engine_every_row": lambda: engine.train(every_row, features),
         "engine_quiet": lambda: engine.train(quiet, features),
         "engine_fit": lambda: fit(x, y, device=cpu, **shape),
         "baseline": lambda: bare_train(x, y, **shape),
@@ -209,11 +225,22 @@ def bench_training(sizes: dict, seed: int, threads: int) -> tuple[list[dict[str,
     samples = len(x) * p.epochs
     described = (f"{p.n_estimators} members x {len(model.meta['inputs'])}-{p.hidden_size}x{p.max_depth}-1, "
                  f"batch {p.batch_size}, {p.epochs} epochs, AdamW, {threads} torch threads")
+    validation_rows = _validation_rows(features, p)
+    curve = min(validation_rows, p.validation_sample_rows or validation_rows)
+    sides = (f"both sides: the same {len(x):,} training rows, {p.epochs} epochs; the engine also "
+             f"selects and standardises them from the feature frame, keeps the stores' history, "
+             f"runs a one-cycle learning-rate schedule and draws the validation curve after each "
+             f"epoch on {curve:,} of the {validation_rows:,} validation rows (its default "
+             f"validation_sample_rows={p.validation_sample_rows}); the bare loop gets the "
+             f"standardised matrix and does nothing else")
     base = _side(times, "baseline", samples)
     rows = [
         _comparison("train stage (engine.train)", "samples/s", samples, len(x),
-                    _side(times, "engine", samples), base, "bare torch loop", {"model": described},
-                    target=TARGET_STAGE_RATIO),
+                    _side(times, "engine", samples), base, "bare torch loop",
+                    {"model": described, "checked": sides}, target=TARGET_STAGE_RATIO),
+        _comparison(f"  curve on all {validation_rows:,} validation rows", "samples/s", samples,
+                    len(x), _side(times, "engine_every_row", samples), base, "bare torch loop",
+                    {"model": described, "judged": False}, target=TARGET_STAGE_RATIO),
         _comparison("  without per-epoch validation", "samples/s", samples, len(x),
                     _side(times, "engine_quiet", samples), base, "bare torch loop",
                     {"model": described, "judged": False}, target=TARGET_STAGE_RATIO),

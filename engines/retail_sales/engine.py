@@ -139,8 +139,19 @@ class RetailSalesEngine(Engine):
             raise ConfigError(
                 f"No training rows: none dated {params.train_start}..{params.train_end} has a label "
                 f"and every input feature (year-ago features need 60 weeks of history)")
-        validation = data.epoch_validation(params.metric_names(), device) \
+        validation = data.epoch_validation(params.metric_names(), device,
+                                           params.validation_sample_rows, params.seed) \
             if params.validation_every_epochs else None
+        if validation is not None:
+            every = params.validation_every_epochs
+            sampled = validation.rows < validation.total_rows
+            ctx.logger.info(
+                "per-epoch validation on %s of the %d validation rows%s, every %s "
+                "(validation_sample_rows=%d, validation_every_epochs=%d); the final metrics use all",
+                validation.rows if sampled else "all", validation.total_rows,
+                f" (a fixed sample drawn with seed {params.seed})" if sampled else "",
+                "epoch" if every == 1 else f"{every} epochs and the last",
+                params.validation_sample_rows, every)
         progress = ctx.progress(params.epochs, "epochs")
         batches = ctx.progress(params.epochs * max(1, -(-data.rows // params.batch_size)), "batches")
         losses: list[float] = []

@@ -88,6 +88,14 @@ class TrainParams(ForecastTrainParams):
     validation_every_epochs: int = Field(
         1, ge=0, le=10_000, description="Report the validation metrics every N epochs as a "
         "per-epoch curve (the last epoch always); 0: only the final evaluation")
+    # A validation set as large as the training set costs a third of an epoch per check on
+    # the CPU; 4,096 rows cost about 2% of a 45,000-row epoch, and MAPE on them is within a few
+    # percent of the whole set's, the same rows every epoch (so the curve's shape is kept).
+    validation_sample_rows: int = Field(
+        4096, ge=0, description="Validation rows the per-epoch curve is computed on: when there "
+        "are more, a fixed random sample of this many (drawn once with `seed`, the same rows "
+        "every epoch, so epochs compare like with like); 0: every validation row each epoch. "
+        "The run's final metrics (evaluate) always use every validation row")
     # Speed options. fp32 with compile off and tf32 off gives the same numbers on every device
     # up to float rounding; bf16 and tf32 round matmul inputs (results differ slightly, in the
     # 3rd-4th significant digit of the loss); compile changes only the speed.

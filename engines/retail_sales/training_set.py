@@ -288,24 +288,37 @@ class TrainingSet:
         # Copy-on-write: torch wants a writable array; nothing writes, so the pages stay the file's.
         return np.memmap(matrix, dtype="float32", mode="c", shape=(n, k))
 
-    def epoch_validation(self, names: list[str], device: torch.device) -> Any:
-        """EpochValidation of the validation rows (None without rows, metrics or the ask)."""
+    def epoch_validation(self, names: list[str], device: torch.device, sample_rows: int = 0,
+                         seed: int = 0) -> Any:
+        """EpochValidation of the validation rows (None without rows, metrics or the ask); with
+        `sample_rows` below their number, of that many of them drawn at random with `seed`
+        (positions in the gathered order, so any chunking draws the same rows)."""
         from .validation import EpochValidation
 
         columns, k = self.validation_columns, len(self.inputs)
         if columns is None or not columns.rows or not names:
             return None
-        n = columns.rows
+        total = columns.rows
+        picked = sample_positions(total, sample_rows, seed)
+        n = total if picked is None else len(picked)
         z = np.empty((n, k), dtype="float32")
-        for start in range(0, n, BLOCK_ROWS):
-            stop = min(n, start + BLOCK_ROWS)
+        done = 0
+        for start in range(0, total, BLOCK_ROWS):
+            stop = min(total, start + BLOCK_ROWS)
+            rows = None if picked is None else picked[(picked >= start) & (picked < stop)] - start
+            size = stop - start if rows is None else len(rows)
             for j in range(k):
-                z[start:stop, j] = np.nan_to_num(
-                    (columns.read(j, start, stop) - self.mean[j]) / self.std[j],
+                values = columns.read(j, start, stop)
+                z[done:done + size, j] = np.nan_to_num(
+                    ((values if rows is None else values[rows]) - self.mean[j]) / self.std[j],
                     nan=0.0, posinf=0.0, neginf=0.0)
+            done += size
+        current, actual = columns.read(k, 0, total), columns.read(k + 1, 0, total)
+        if picked is not None:
+            current, actual = current[picked], actual[picked]
         return EpochValidation.of_standardised(
-            z, columns.read(k, 0, n), columns.read(k + 1, 0, n), naive_scale=self.naive_scale,
-            names=names, device=device)
+            z, current, actual, naive_scale=self.naive_scale, names=names, device=device,
+            total_rows=total)
 
     def take_history(self) -> tuple[Optional[Path], Optional[Path]]:
         """(the history file, its folder): the caller now owns the folder (both None in memory:
@@ -329,6 +342,14 @@ class TrainingSet:
         if self.history_dir is not None:
             shutil.rmtree(self.history_dir, ignore_errors=True)
             self.history_dir = None
+
+
+def sample_positions(total: int, sample_rows: int, seed: int) -> Optional[np.ndarray]:
+    """`sample_rows` of the positions 0..total-1 drawn without replacement, in increasing order;
+    None when the sample would be all of them (`sample_rows` 0 or at least `total`)."""
+    if not sample_rows or sample_rows >= total:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(total, size=sample_rows, replace=False))
 
 
 def _numeric(column: pd.Series) -> np.ndarray:

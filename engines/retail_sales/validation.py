@@ -1,7 +1,10 @@
-"""Validation metrics during training: the rows `evaluate` judges, scored after each epoch.
+"""Validation metrics during training: the rows `evaluate` judges (or a fixed sample of them),
+scored after each epoch.
 
 The rows and their standardised inputs are prepared once; an epoch's check is one forward pass of
-the ensemble's mean predictor over them (no gradients), so the curve costs little next to the epoch.
+the ensemble's mean predictor over them (no gradients). A validation set as large as the training
+set would cost a third of an epoch each time, so the curve is drawn on a bounded sample
+(`validation_sample_rows`), the same rows every epoch; the run's final metrics use every row.
 """
 from __future__ import annotations
 
@@ -25,9 +28,14 @@ CPU_BATCH_ROWS = 1 << 12
 
 class EpochValidation:
     def __init__(self, x: torch.Tensor, current: np.ndarray, actual: np.ndarray,
-                 naive_scale: float, names: list[str]) -> None:
+                 naive_scale: float, names: list[str], total_rows: Optional[int] = None) -> None:
         self.x, self.current, self.actual = x, current, actual
         self.naive_scale, self.names = naive_scale, names
+        self.total_rows = len(x) if total_rows is None else total_rows   # before any sampling
+
+    @property
+    def rows(self) -> int:
+        return len(self.x)
 
     @classmethod
     def build(cls, frame: pd.DataFrame, inputs: list[str], mean: np.ndarray, std: np.ndarray, *,
@@ -60,13 +68,14 @@ class EpochValidation:
 
     @classmethod
     def of_standardised(cls, z: np.ndarray, current: np.ndarray, actual: np.ndarray, *,
-                        naive_scale: float, names: list[str],
-                        device: torch.device) -> Optional["EpochValidation"]:
-        """From inputs already standardised (missing values as 0)."""
+                        naive_scale: float, names: list[str], device: torch.device,
+                        total_rows: Optional[int] = None) -> Optional["EpochValidation"]:
+        """From inputs already standardised (missing values as 0); `total_rows`: how many
+        validation rows these were sampled from."""
         if not len(z) or not names:
             return None
         x = torch.as_tensor(z, dtype=torch.float32, device=device)
-        return cls(x, current, actual, naive_scale, names)
+        return cls(x, current, actual, naive_scale, names, total_rows)
 
     def metrics(self, net: BaggedMLP) -> list[Metric]:
         # In batches: the mean predictor's first layer is (rows, members x hidden) floats, 2 KB a
