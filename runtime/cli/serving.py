@@ -79,7 +79,10 @@ def serve_model(args: argparse.Namespace) -> int:
           f"(also /ping, /health, /version, /metrics, /v2/models/{args.target}/infer)",
           flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        # no proxy-headers middleware: one more layer on every request, and nothing here reads
+        # the client's address
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                    proxy_headers=False)
     finally:
         registry.close()
     return 0
