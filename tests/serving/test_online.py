@@ -295,7 +295,8 @@ def test_serve_model_follows_a_publication_and_speaks_v2(online):
 
 def test_a_request_past_its_deadline_is_a_504(online):
     """The slow Model computes one request (300 ms) while the next ones wait past their 200 ms
-    deadline: those are answered 504 before the model runs, never scored late."""
+    deadline: those are answered 504 before the model runs, never scored late. A client that
+    leaves while its request waits is logged 499 by serve-model's own scoring route."""
     with ServeModel(online, online["slow"], "--timeout-s", "0.2", "--no-batching") as server:
         answers: list[httpx.Response] = []
 
@@ -309,10 +310,21 @@ def test_a_request_past_its_deadline_is_a_504(online):
             time.sleep(0.02)
         for t in threads:
             t.join(30)
+        blocker = threading.Thread(target=one)
+        blocker.start()
+        time.sleep(0.05)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.base + "/invocations", json={"instances": [{"x": 2}]}, timeout=0.1)
+        blocker.join(30)
+        time.sleep(0.5)   # request log lines are written every 0.2 s
     statuses = sorted(a.status_code for a in answers)
     assert statuses[0] == 200 and 504 in statuses, statuses
     late = next(a for a in answers if a.status_code == 504)
     assert late.json()["status"] == 504 and "deadline" in late.json()["detail"]
+    lines = [json.loads(line) for line in
+             (online["home"] / "serving" / "requests.jsonl").read_text().splitlines()]
+    assert any(line["status"] == 499 and line["route"] == "invocations"
+               and line["model"] == online["slow"] for line in lines)
 
 
 def test_garbage_bodies_are_never_a_5xx(online):
