@@ -86,6 +86,11 @@ class HostLease:
         self._beat_s = now
         return True
 
+    def lapsed(self, now: Optional[float] = None) -> bool:
+        """Whether this host's own lease has expired (its processes were all gone a while): another
+        host may have failed its runs meanwhile."""
+        return self._expired_at(self.host, time.time() if now is None else now) is not None
+
     def reap(self, now: Optional[float] = None) -> list[str]:
         """Fail the live runs of every other host whose lease has expired and free their ledger
         rows; returns their ids. A host that never held a lease is left alone (it may predate

@@ -2,7 +2,8 @@
 settled. A worker still running is adopted (followed until it ends, then recorded); a worker that
 ended left its result file, which is recorded; a run that never got a worker (still PENDING: it is
 RUNNING only once its worker exists) is queued again by a server; the rest FAIL, saying why. Runs another host owns are left to it
-(runtime.hosts fails them once that host's lease expires).
+(runtime.hosts fails them once that host's lease expires). When this host's own lease had expired,
+workers still running in its home for runs another host failed meanwhile are stopped.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import Conflict, NotFound
-from ..procs import find_worker, kill_group, same_process_alive, stop_worker, worker_group_alive
+from ..procs import (WORKER_PID_FILE, find_worker, kill_group, proc_start_ticks,
+                     same_process_alive, stop_worker, worker_group_alive)
 from ..schemas import RunStatus
 from ..store import Scope
 from .attempt import wait_outcome
@@ -79,15 +81,20 @@ class Reconciliation:
     failed: list[str] = field(default_factory=list)
     resubmitted: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)        # owned by a live process
+    stopped: list[str] = field(default_factory=list)     # orphaned workers of ended runs
 
     def total(self) -> int:
         return (len(self.adopted) + len(self.recorded) + len(self.failed) + len(self.resubmitted)
-                + len(self.left))
+                + len(self.left) + len(self.stopped))
 
     def summary(self) -> str:
-        return (f"reconciled runs: {len(self.adopted)} adopted, {len(self.recorded)} recorded "
+        text = (f"reconciled runs: {len(self.adopted)} adopted, {len(self.recorded)} recorded "
                 f"from their result file, {len(self.failed)} failed, {len(self.resubmitted)} "
                 f"queued again, {len(self.left)} left to their live owner")
+        if self.stopped:
+            text += (f"; {len(self.stopped)} worker(s) of runs another host failed while this "
+                     "host was silent stopped")
+        return text
 
 
 def reconcile(recorder: Recorder, supervisor: Any, *,
@@ -100,6 +107,7 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
     registry = recorder.registry
     sup = supervisor
     # This host's lease first: another host's server must not fail the runs adopted below.
+    lapsed = sup.hosts.lapsed()
     sup.watch_hosts()
     result = Reconciliation()
     rows = {row["run_id"]: row for row in registry.ledger.rows()}
@@ -186,7 +194,43 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
     stale = [run_id for run_id in rows if run_id not in live]
     if stale:
         registry.ledger.delete(stale)
+    if lapsed:
+        for worker in _orphaned_workers(runs_dir, live):
+            stop_worker(worker, 3.0)
+            result.stopped.append(worker["run_id"])
     return result
+
+
+def _orphaned_workers(runs_dir: str, live: set[str]) -> list[dict[str, Any]]:
+    """Live workers of this home whose runs are no longer live: a cold worker names its run folder
+    on its command line, a forked one writes its pid file there."""
+    prefix = (runs_dir.rstrip("/") + "/").encode()
+    found: dict[int, dict[str, Any]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            if prefix not in cmdline or b"runtime.worker" not in cmdline:
+                continue
+            pid = int(entry)
+            run_id = cmdline.split(prefix, 1)[1].split(b"/", 1)[0].decode(errors="replace")
+            if run_id not in live:
+                found[pid] = {"pid": pid, "pgid": os.getpgid(pid),
+                              "start": proc_start_ticks(pid), "run_id": run_id}
+        except OSError:
+            continue
+    for pid_file in Path(runs_dir).glob(f"*/{WORKER_PID_FILE}"):
+        run_id = pid_file.parent.name
+        try:
+            pid_text, _, start_text = pid_file.read_text().partition(" ")
+            pid, start = int(pid_text), int(start_text)
+        except (OSError, ValueError):
+            continue
+        if run_id not in live and pid not in found and same_process_alive(pid, start):
+            found[pid] = {"pid": pid, "pgid": pid, "start": start, "run_id": run_id}
+    return list(found.values())
 
 
 def _wait_gone(worker: dict[str, Any], timeout_s: float) -> None:

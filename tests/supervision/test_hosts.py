@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -137,7 +137,14 @@ def test_hosts_own_count_and_adopt_their_runs_and_a_silent_hosts_runs_fail_after
         assert task_of(client_b, experiment, run_b)["state"] == "RUNNING"
         listing = client_b.get(f"/experiments/{experiment}/runs").json()
         assert listing["_page"]["totalCount"] == 2
-        kill_workers(home_a)   # A's orphaned worker: on a real host it died with the host
+        # Only A's server died, not its machine: its worker still runs, and A, back after its
+        # lease expired, stops it (the run ended FAILED; nobody would record it).
+        assert len(worker_pids(home_a)) == 1
+        with _serve(home_a, db_url, "host-a") as back:
+            assert "1 worker(s) of runs another host failed while this host was silent " \
+                   "stopped" in back.output(), back.output()
+            assert worker_pids(home_a) == []
+            assert task_of(client_b, experiment, run_a)["state"] == "FAILED"
     assert wait_no_workers(home_a, 5) == [] and wait_no_workers(home_b, 10) == []
 
 
