@@ -250,7 +250,9 @@ class PgRunIndex:
         clause = " AND ".join(where)
         direction = "DESC" if descending else "ASC"
         with self._store.connection() as conn:
-            total = conn.execute(f'SELECT count(*) FROM "runIndex" r WHERE {clause}', args).fetchone()[0]
+            total, small = _matches(conn, clause, args, narrowed=len(where) > 3)
+            if small is not None:   # a few runs match: sort those, whatever the sort
+                clause, args = "r.id = ANY(%s)", [small]
             if kind is None and key == "created":
                 rows = conn.execute(
                     f'SELECT {_ROW} FROM "runIndex" r WHERE {clause} ORDER BY r.created {direction},'
@@ -262,20 +264,8 @@ class PgRunIndex:
                     f" {column} {direction}, r.created DESC, r.seq DESC LIMIT %s OFFSET %s",
                     (*args, limit, start)).fetchall()
             else:
-                # The value index (kind, key, textual, val, run) walked in order, each run probed.
-                valued = ('FROM "runValues" v JOIN "runIndex" r ON r.id = v.run WHERE v.kind = %s'
-                          f" AND v.key = %s AND v.val IS NOT NULL AND {clause}")
-                by_value = f"ORDER BY v.textual {direction}, v.val {direction}, v.run {direction}"
-                value_args = (kind, key, *args)
-                parts = [(f"{valued} AND r.state IS NOT DISTINCT FROM 'DONE'", by_value,
-                          value_args)] if kind in ("metric", "best") else []
-                parts.append((f"{valued} AND r.state IS DISTINCT FROM 'DONE'" if parts else valued,
-                              by_value, value_args))
-                parts.append((f'FROM "runIndex" r WHERE {clause} AND NOT EXISTS (SELECT 1 FROM '
-                              '"runValues" v WHERE v.run = r.id AND v.kind = %s AND v.key = %s AND '
-                              "v.val IS NOT NULL)", "ORDER BY r.created DESC, r.seq DESC",
-                              (*args, kind, key)))
-                rows = _page_of_parts(conn, parts, start, limit)
+                rows = _page_of_parts(conn, _value_parts(kind, key, direction, clause, args,
+                                                         walk=small is None), start, limit)
         return [dict(zip(_ROW_NAMES, row)) for row in rows], total
 
     def values_of(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -283,11 +273,12 @@ class PgRunIndex:
         out: dict[str, dict[str, dict[str, Any]]] = {r: {k: {} for k in VALUE_KINDS} for r in run_ids}
         if not run_ids:
             return out
-        # One JSON text for the page's values, parsed once: a page of 50 runs has about 800, and
-        # psycopg's JSONB loader parses each on its own (20 ms a page instead of 2).
-        text = self._all('SELECT json_agg(json_build_array(run, kind, key, val))::text FROM "runValues"'
-                         " WHERE run = ANY(%s)", (list(run_ids),))[0][0]
-        for run, kind, key, val in json.loads(text) if text else ():
+        # The values as text, parsed in one JSON array: a page of 50 runs has about 800, and
+        # psycopg's JSONB loader parses each on its own (20 ms a page; json_agg on the server, 18).
+        rows = self._all('SELECT run, kind, key, val::text FROM "runValues" WHERE run = ANY(%s)',
+                         (list(run_ids),))
+        values = json.loads("[" + ",".join(r[3] or "null" for r in rows) + "]")
+        for (run, kind, key, _), val in zip(rows, values):
             out[run].setdefault(kind, {})[key] = val
         return out
 
@@ -386,13 +377,54 @@ def _number(value: Optional[float]) -> Optional[str]:
     return None if value is None or value != value else json.dumps(float(value))
 
 
-def _page_of_parts(conn: Any, parts: list[tuple[str, str, tuple[Any, ...]]], start: int,
+# Up to this many matching runs, a page is sorted from their ids; past it, the value index is
+# walked in order (each entry's run probed) until the page is full: with at least SMALL matches
+# among N runs, page 1 walks about 50 * N / SMALL entries.
+SMALL = 1000
+
+
+def _matches(conn: Any, clause: str, args: list[Any], narrowed: bool) -> tuple[int, Optional[list[str]]]:
+    """How many runs match, and their ids when a filter or a search leaves at most SMALL."""
+    total = conn.execute(f'SELECT count(*) FROM "runIndex" r WHERE {clause}', args).fetchone()[0]
+    if not narrowed or total > SMALL:
+        return total, None
+    return total, [r[0] for r in conn.execute(f'SELECT r.id FROM "runIndex" r WHERE {clause}', args)]
+
+
+def _value_parts(kind: str, key: str, direction: str, clause: str, args: list[Any],
+                 walk: bool) -> list[tuple[str, str, tuple[Any, ...], str]]:
+    """The value sort's parts: (FROM ..., ORDER BY ..., args, FROM ... to count it). DONE runs
+    first in a metric sort, then the others with the value, then the runs without it (newest
+    first). `walk`: read the value index in order and probe each entry's run in a subquery of
+    its own (the planner cannot turn it into a hash join and a sort of every match, which its
+    estimates of JSONB ranges per key would often choose); else join and sort (few matches)."""
+    in_order = f"textual {direction}, val {direction}, run {direction}"
+    by_value = f"ORDER BY v.textual {direction}, v.val {direction}, v.run {direction}"
+    states = ([" AND r.state IS NOT DISTINCT FROM 'DONE'", " AND r.state IS DISTINCT FROM 'DONE'"]
+              if kind in ("metric", "best") else [""])
+    parts = []
+    for state in states:
+        joined = ('FROM "runValues" v JOIN "runIndex" r ON r.id = v.run WHERE v.kind = %s'
+                  f" AND v.key = %s AND v.val IS NOT NULL AND {clause}{state}")
+        source = joined
+        if walk:
+            source = ('FROM (SELECT run, textual, val FROM "runValues" WHERE kind = %s AND key = %s'
+                      f" AND val IS NOT NULL ORDER BY {in_order}) v CROSS JOIN LATERAL"
+                      f' (SELECT * FROM "runIndex" r WHERE r.id = v.run AND {clause}{state} OFFSET 0) r')
+        parts.append((source, by_value, (kind, key, *args), joined))
+    missing = (f'FROM "runIndex" r WHERE {clause} AND NOT EXISTS (SELECT 1 FROM "runValues" v '
+               "WHERE v.run = r.id AND v.kind = %s AND v.key = %s AND v.val IS NOT NULL)")
+    parts.append((missing, "ORDER BY r.created DESC, r.seq DESC", (*args, kind, key), missing))
+    return parts
+
+
+def _page_of_parts(conn: Any, parts: list[tuple[str, str, tuple[Any, ...], str]], start: int,
                    limit: int) -> list[tuple[Any, ...]]:
     """Rows `start` to `start + limit` of the parts' rows one after the other (as
-    sqlite_runs._page_of_parts)."""
+    sqlite_runs._page_of_parts); a part is counted only when the page starts past it."""
     rows: list[tuple[Any, ...]] = []
     skip = start
-    for source, order, part_args in parts:
+    for source, order, part_args, counted in parts:
         if len(rows) >= limit:
             break
         got = conn.execute(f"SELECT {_ROW} {source} {order} LIMIT %s OFFSET %s",
@@ -400,6 +432,6 @@ def _page_of_parts(conn: Any, parts: list[tuple[str, str, tuple[Any, ...]]], sta
         if rows or got:
             skip = 0
         else:   # the page starts past this part
-            skip = max(0, skip - conn.execute(f"SELECT count(*) {source}", part_args).fetchone()[0])
+            skip = max(0, skip - conn.execute(f"SELECT count(*) {counted}", part_args).fetchone()[0])
         rows += got
     return rows

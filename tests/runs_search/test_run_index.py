@@ -167,6 +167,17 @@ def both(pg_url, tmp_path_factory):
         registry.close()
 
 
+@pytest.fixture(params=["sorted", "walked"])
+def pg_plan(request, monkeypatch):
+    """PostgreSQL's two ways to a page (store/postgres_runs.py): a few matching runs sorted by
+    their ids, or the value index walked in order (forced here with SMALL = 0)."""
+    if request.param == "walked":
+        from runtime.store import postgres_runs
+
+        monkeypatch.setattr(postgres_runs, "SMALL", 0)
+    return request.param
+
+
 def _table(both, kind, **query):
     registry, caller, made = both[kind]
     names = {v: k for k, v in made.items()}
@@ -181,16 +192,17 @@ def _table(both, kind, **query):
 
 
 @pytest.mark.parametrize("sort", _SORTS)
-def test_both_stores_sort_and_page_alike(both, sort):
+def test_both_stores_sort_and_page_alike(both, pg_plan, sort):
     for start, limit in ((0, 50), (0, 2), (2, 2), (5, 3)):
         query = {"sort": sort, "start": str(start), "limit": str(limit)}
         sqlite, postgres = _table(both, "sqlite", **query), _table(both, "postgresql", **query)
         assert postgres == sqlite, query
-    assert _table(both, "sqlite", sort=sort, state="DONE") == _table(both, "postgresql", sort=sort, state="DONE")
+    for filters in ({"state": "DONE"}, {"state": "FAILED"}, {"filter": "metrics.loss > 0.035"}):
+        assert _table(both, "sqlite", sort=sort, **filters) == _table(both, "postgresql", sort=sort, **filters)
 
 
 @pytest.mark.parametrize("search", _SEARCHES)
-def test_both_stores_find_the_same_runs(both, search):
+def test_both_stores_find_the_same_runs(both, pg_plan, search):
     sqlite = _table(both, "sqlite", filter=search, sort="-metric.loss")
     postgres = _table(both, "postgresql", filter=search, sort="-metric.loss")
     assert postgres == sqlite
