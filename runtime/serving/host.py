@@ -31,9 +31,11 @@ from . import payloads, wire
 
 HOST_FILE = "host.json"
 OWNER_CHECK_S = 0.5
-# A batch that computed within this much CPU time: the next one computes on the event loop itself
-# (a slower model computes on the predict thread, so that the loop reads requests and cancels).
+# A batch that computed within this much CPU time and this much wall time: the next one computes
+# on the event loop itself (a slower model, or one that waits, computes on the predict thread, so
+# that the loop reads requests and cancels meanwhile).
 INLINE_S = 0.005
+INLINE_WALL_S = 0.025
 
 
 @dataclass
@@ -320,7 +322,7 @@ class HostServer:
         future.add_done_callback(lambda f: self.finish(batch, f.result()))
 
     def guarded_compute(self, batch: list[Pending]) -> list[tuple[int, bytes, dict[str, Any]]]:
-        cpu = time.thread_time()
+        cpu, wall = time.thread_time(), time.perf_counter()
         try:
             return self.compute(batch)
         except Exception as exc:   # never leave a batch unanswered
@@ -330,9 +332,11 @@ class HostServer:
             body = problem(MLRuntimeError(f"The model host failed ({type(exc).__name__})"))
             return [(500, body, {"started": time.monotonic()}) for _ in batch]
         finally:
-            # the model's own CPU time decides, not the wall clock (which a busy machine
-            # stretches): a quick model stays on the loop however loaded the cores are
-            self.inline = time.thread_time() - cpu < INLINE_S
+            # the model's own CPU time decides (a busy machine stretches the wall clock: a quick
+            # model stays on the loop however loaded the cores are), but a model that waits
+            # (a GPU, a sleep, I/O) computes on the thread while the loop reads requests
+            self.inline = (time.thread_time() - cpu < INLINE_S
+                           and time.perf_counter() - wall < INLINE_WALL_S)
 
     def finish(self, batch: list[Pending],
                answers: list[tuple[int, bytes, dict[str, Any]]]) -> None:
