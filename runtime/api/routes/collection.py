@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.convertors import StringConvertor
 from starlette.responses import Response
+from starlette.routing import request_response
 
 from ...listing import parse_list_query
 from ...registry import Caller, Page, Registry
@@ -22,6 +23,13 @@ class RequestRoute(APIRoute):
     answers a Response: FastAPI's handler would solve them as dependencies on every request (a
     sixth of a GET-by-id), here they are passed as they are. FastAPI still reads the signature
     for the OpenAPI. An endpoint that asks for anything more is refused when the route is made."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        if self.max_body_size is None:
+            # Starlette's wrapper: FastAPI's adds the exit stacks of dependencies with `yield`,
+            # and these endpoints have no dependencies
+            self.app = request_response(self.get_route_handler())
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         found = self.dependant
