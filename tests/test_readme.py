@@ -5,7 +5,10 @@ Each shell block runs in a fresh sandbox that looks like a checkout (the repo's 
 the way a reader would paste them. What the harness changes, and why, is all in `rewrite`:
 - ports (8765, 9000, `--port N`) become a free loopback port, and `--host 0.0.0.0` becomes
   127.0.0.1: tests never bind a fixed port or listen beyond loopback on a shared machine;
-- `--home DIR` outside the sandbox becomes a folder inside it;
+- `--home DIR` outside the sandbox becomes a folder inside it, and so do `~/.mlinstance-runtime`
+  (the sandbox's home, given a registry first) and the shared mount `/mnt/team/...`;
+- a PostgreSQL URL on `127.0.0.1:5432/mlruntime` names a fresh database of the suite's throwaway
+  server instead (tests/pg_cluster.py; the block is skipped where none can start);
 - UPPER_CASE placeholders (ENGINE_ID, MLINSTANCE_ID, ID) become the ids of objects the harness
   registered first from `configs/retail-sales.json`, as a reader would use their own ids;
   ENV_KEY becomes the key of the newest recipe environment (`run envs list --json`) at the moment
@@ -87,6 +90,7 @@ class Sandbox:
             self.env.pop(name, None)
         self.ids: dict[str, str] = {}
         self.server: subprocess.Popen | None = None
+        self.pg_url: str | None = None   # the database a README PostgreSQL URL stands for
 
     def sh(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "-c", command], cwd=self.root, env=self.env, text=True,
@@ -111,6 +115,8 @@ class Sandbox:
             for key, value in self.ids.items():
                 content = re.sub(rf"\b{key}\b", value, content)
             (self.root / name).write_text(content)
+        if "run db copy --from ~/" in text:   # the reader's home has a registry to copy
+            self.check(self.sh("run engines create engine.yaml"), "registering engine.yaml")
 
     @staticmethod
     def check(proc: subprocess.CompletedProcess, what: str) -> str:
@@ -123,6 +129,10 @@ class Sandbox:
         text = re.sub(r"--port \d+", f"--port {self.port}", text)
         text = text.replace("--host 0.0.0.0", "--host 127.0.0.1")
         text = re.sub(r"--home /\S+", f"--home {self.root / 'other-home'}", text)
+        text = text.replace("~/.mlinstance-runtime", str(self.home))
+        text = text.replace("/mnt/team/", f"{self.root / 'mnt-team'}/")
+        if self.pg_url:
+            text = text.replace("@127.0.0.1:5432/mlruntime", "@" + self.pg_url.split("@", 1)[1])
         for key in PLACEHOLDERS:   # longest first: ENGINE_ID before ID
             if key in self.ids:
                 text = re.sub(rf"\b{key}\b", self.ids[key], text)
@@ -221,10 +231,13 @@ RUNNABLE = [b for i, b in sorted(BLOCKS.items()) if i >= 2]
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[f"line{b[0].line}" for b in RUNNABLE])
-def test_readme_block_runs_as_written(block, sandbox):
+def test_readme_block_runs_as_written(block, sandbox, request):
     if _needs_docker(block) and not _docker_daemon():
         pytest.skip(f"README.md:{block[0].line}: the compose example needs a Docker daemon, and "
                     "this machine has none (tests/test_docker.py checks the compose file)")
+    if not _needs_docker(block) and any("@127.0.0.1:5432/" in c.text for c in block):
+        sandbox.pg_url = request.getfixturevalue("pg_server").create_database(
+            f"readme_line{block[0].line}")
     if any("spark" in c.text for c in block):
         pytest.importorskip("pyspark", reason="the PySpark block needs pip install -e '.[spark]'")
     _run_block(sandbox, block)
