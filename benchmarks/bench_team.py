@@ -641,7 +641,7 @@ class LatencySetup:
     team: Optional[Team] = None
     client: Any = None
 
-    def calls(self, sample: list[str]) -> dict[str, tuple[Callable[[int], Any], int]]:
+    def calls(self, sample: list[str]) -> dict[str, Callable[[int], Any]]:
         from bench_registry import CALLER
         from runtime.listing import parse_list_query
         from runtime.schemas import MLINSTANCE
