@@ -229,13 +229,19 @@ def test_both_stores_give_the_same_values_series_and_keys(both):
     assert type(values["e"]["metric"]["loss"]) is int and values["c"]["param"]["grid"] == {"a": 1}
 
 
-def test_the_migration_indexes_the_runs_recorded_before_it(store_kind, registry, caller):
+@pytest.fixture
+def pg_registry(pg_server, tmp_path):
+    registry = _open("postgresql", tmp_path, pg_server.create_database("runs_index_migration"))
+    yield registry
+    registry.close()
+
+
+def test_the_migration_indexes_the_runs_recorded_before_it(pg_registry, caller):
     """PostgreSQL's create_run_views, run on a registry that already holds runs, indexes them as
     the triggers did."""
-    if store_kind != "postgresql":
-        pytest.skip("a PostgreSQL migration step (SQLite's are tested with its store)")
     from runtime.store.postgres_runs import create_run_views
 
+    registry = pg_registry
     experiment = _experiment(registry, caller)
     for name, _, final, params, state, tags, system in _RUNS:
         _run(registry, caller, experiment, (), final, params, state, tags, system)
