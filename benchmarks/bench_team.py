@@ -551,6 +551,11 @@ def part_failover(team: Team, sizes: Sizes, data: Path) -> dict[str, Any]:
                 if r.status_code != 200:
                     errors.append(f"{r.request.url.path}: {r.status_code}")
         states_while_down = {r: run_state(b, experiment_id, r)["state"] for r in runs}
+        # Back at once: down longer than its host lease (MLRUNTIME_HOST_TTL_S, 30 s), its runs
+        # would rightly be failed by the survivor ("host H stopped answering").
+        t0 = time.monotonic()
+        team.start(victim)
+        restart_s = time.monotonic() - t0
         own_state = wait_for(lambda: _terminal(run_state(b, experiment_id, own)), 60,
                              "the survivor's own run")
     for r, state in states_while_down.items():
@@ -562,9 +567,6 @@ def part_failover(team: Team, sizes: Sizes, data: Path) -> dict[str, Any]:
     if own_state["state"] != "DONE":
         problems.append(f"the surviving server's run ended {own_state['state']}: "
                         f"{own_state.get('message')}")
-    t0 = time.monotonic()
-    team.start(victim)
-    restart_s = time.monotonic() - t0
     with team.client(victim) as a:
         final = {r: wait_for(lambda r=r: _terminal(run_state(a, experiment_id, r)),
                              sizes.run_sleep_ms / 1000 * 3 + 60, f"run {r} to end") for r in runs}
