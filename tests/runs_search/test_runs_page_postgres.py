@@ -1,8 +1,11 @@
 """The runs page's JSON (/ui/api/runs) on a PostgreSQL registry: two real `run serve` processes on
 one database, runs trained by the real `run train` against it; either server lists every run,
-sorts, searches and charts them, and a malformed search is the same 400 as on SQLite."""
+sorts, searches and charts them, `run runs list --filter` finds what the page finds, and a
+malformed search is the same 400 as on SQLite."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +14,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
-from web_helpers import noop_instance, start_server, stop_server, train  # noqa: E402
+from web_helpers import REPO, clean_env, noop_instance, start_server, stop_server, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +69,15 @@ def test_the_run_charts_its_steps_from_either_server(servers, trained):
                          f"{run['runId']}/metrics").json()
         assert body["series"]["loss"]["steps"] == [1, 2, 3, 4, 5, 6]
         assert body["series"]["loss"]["values"] == pytest.approx([1 / s for s in range(1, 7)])
+
+
+def test_the_cli_finds_the_same_runs(servers, trained, pg_url):
+    search = "metrics.loss < 0.2 and params.steps = '6'"
+    done = subprocess.run([sys.executable, "-m", "runtime.cli.main", "runs", "list", "--filter", search,
+                           "--json", "--home", str(servers[0].home), "--db", pg_url],
+                          cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [r["id"] for r in json.loads(done.stdout)] == [trained["long"]["runId"]]
 
 
 def test_a_malformed_search_is_the_same_400(servers):
