@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import httpx
 
@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 async def load(url: str, body: bytes, connections: int, seconds: float,
-               server_pid: Optional[int] = None) -> dict:
+               server_pid: Optional[int] = None, raw: bool = False) -> Any:
     """`connections` keep-alive HTTP/1.1 connections, each posting `body` in a loop: a minimal
     client on asyncio streams (httpx costs about a millisecond of this machine's CPU per request,
     which at 32 connections made the load generator the limit, not the server)."""
@@ -90,15 +90,36 @@ async def load(url: str, body: bytes, connections: int, seconds: float,
     await asyncio.gather(*(loop() for _ in range(connections)))
     wall = time.perf_counter() - started
     server_cpu, own_cpu = tree_cpu_s(server_pid) - server_cpu, _own_cpu_s() - own_cpu
-    latencies.sort()
+    if raw:
+        return latencies, errors, wall, server_cpu, own_cpu
+    return summarise([(latencies, errors, wall, server_cpu, own_cpu)], bool(server_pid))
+
+
+def summarise(slices: list[tuple], server: bool = True) -> dict:
+    """One figure from (latencies, errors, wall seconds, server CPU s, own CPU s) slices."""
+    latencies = sorted(v for s in slices for v in s[0])
+    wall = sum(s[2] for s in slices)
     count = max(1, len(latencies))
-    out = {"rps": round(len(latencies) / wall, 1), "errors": errors,
+    out = {"rps": round(len(latencies) / wall, 1), "errors": sum(s[1] for s in slices),
            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
-    if server_pid:
-        out["server_cpu_us"] = round(server_cpu / count * 1e6)
-    out["loadgen_cpu_us"] = round(own_cpu / count * 1e6)
+    if server:
+        out["server_cpu_us"] = round(sum(s[3] for s in slices) / count * 1e6)
+    out["loadgen_cpu_us"] = round(sum(s[4] for s in slices) / count * 1e6)
     return out
+
+
+async def alternate(targets: dict[str, tuple[str, int]], body: bytes, connections: int,
+                    seconds: float, rounds: int = 5) -> dict[str, dict]:
+    """Each target (name -> url, server pid) loaded in turn, `rounds` slices of
+    seconds / rounds each, so that a change in the machine's other load falls on all of them
+    alike; one figure per target from its slices."""
+    slices: dict[str, list[tuple]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, (url, pid) in targets.items():
+            part = await load(url, body, connections, seconds / rounds, pid, raw=True)
+            slices[name].append(part)
+    return {name: summarise(parts) for name, parts in slices.items()}
 
 
 def _own_cpu_s() -> float:
@@ -156,9 +177,15 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
-def serve_model(home: str, model: str, *extra: str) -> tuple[subprocess.Popen, str]:
+def serve_model(home: str, model: str, *extra: str,
+                cold: bool = False) -> tuple[subprocess.Popen, str]:
+    """`run serve-model` on a free port; `cold`: its host starts as its own child, not forked
+    from a warm parent (which a second server of the same home would share with the first, and
+    its CPU be counted as the first one's)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUNTIME_")}
+    if cold:
+        env["MLRUNTIME_WARM"] = "0"
     proc = start([sys.executable, "-m", "runtime.cli.main", "serve-model", model, "--port",
                   str(port), "--home", home, *extra], port, env)
     return proc, f"http://127.0.0.1:{port}/invocations"
@@ -328,13 +355,19 @@ def main() -> None:
         many = json.dumps({"dataframe_split": json.loads(thousand.to_json(
             orient="split", index=False))}).encode()
         score_rows_s = batch_score_rows_s(args.home, args.retail, thousand)
-        for label, extra in (("batching on", ()), ("batching off", ("--no-batching",))):
-            proc, url = serve_model(args.home, args.retail, *extra)
-            if not extra:
-                measure(results, "retail 1 row, 1 conn", url, one, 1, seconds, proc)
-                measure(results, "retail 1,000 rows, 1 conn", url, many, 1, seconds, proc)
-            measure(results, f"retail 1 row, 32 conn, {label}", url, one, 32, seconds, proc)
-            stop(proc)
+        on, on_url = serve_model(args.home, args.retail)
+        off, off_url = serve_model(args.home, args.retail, "--no-batching", cold=True)
+        try:
+            measure(results, "retail 1 row, 1 conn", on_url, one, 1, seconds, on)
+            measure(results, "retail 1,000 rows, 1 conn", on_url, many, 1, seconds, on)
+            # in turns: the machine's other load falls on both alike
+            both = asyncio.run(alternate({"on": (on_url, on.pid), "off": (off_url, off.pid)},
+                                         one, 32, 2 * seconds))
+            for label in ("on", "off"):
+                results[f"retail 1 row, 32 conn, batching {label}"] = both[label]
+        finally:
+            stop(on)
+            stop(off)
 
     mlflow_skipped = "mlflow models serve: skipped (give --mlflow-python)"
     if args.mlflow_python and "mlflow" in parts:
@@ -347,17 +380,23 @@ def main() -> None:
         body = json.dumps({"dataframe_split": json.loads(rows.head(1).to_json(
             orient="split", index=False))}).encode()
         with tempfile.TemporaryDirectory() as folder:
-            for name, started in (("sklearn serve-model", lambda: serve_model(args.home,
-                                                                               model_id)),
-                                  ("sklearn mlflow serve", lambda: mlflow_serve(
-                                      args.mlflow_python, args.home, model_id, Path(folder)))):
-                proc, url = started()
-                answer = httpx.post(url, content=body, timeout=30,
-                                    headers={"Content-Type": "application/json"})
-                print(f"{name}: {answer.text.strip()[:120]}")
-                measure(results, f"{name}, 1 conn", url, body, 1, seconds, proc)
-                measure(results, f"{name}, 16 conn", url, body, 16, seconds, proc)
-                stop(proc)
+            ours, ours_url = serve_model(args.home, model_id)
+            theirs, theirs_url = mlflow_serve(args.mlflow_python, args.home, model_id,
+                                              Path(folder))
+            try:
+                targets = {"sklearn serve-model": (ours_url, ours.pid),
+                           "sklearn mlflow serve": (theirs_url, theirs.pid)}
+                for name, (url, _pid) in targets.items():
+                    answer = httpx.post(url, content=body, timeout=30,
+                                        headers={"Content-Type": "application/json"})
+                    print(f"{name}: {answer.text.strip()[:120]}")
+                for conns in (1, 16):   # in turns: the machine's other load falls on both alike
+                    for name, result in asyncio.run(alternate(targets, body, conns,
+                                                              seconds)).items():
+                        results[f"{name}, {conns} conn"] = result
+            finally:
+                stop(ours)
+                stop(theirs)
         mlflow_skipped = ""
 
     bare_1 = results["bare FastAPI, 1 conn"]
