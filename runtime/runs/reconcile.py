@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, MLRuntimeError, NotFound, StoreError
 from ..procs import (WORKER_PID_FILE, find_worker, kill_group, proc_start_ticks,
                      same_process_alive, stop_worker, worker_group_alive)
 from ..schemas import RunStatus
@@ -187,7 +187,20 @@ def reconcile(recorder: Recorder, supervisor: Any, *,
         track(run_id, adopt(recorder, supervisor, scope, run_id, worker))
         result.adopted.append(run_id)
     for scope, run_id in to_resubmit:
-        resubmit(scope, run_id)
+        try:
+            resubmit(scope, run_id)
+        except NotFound:
+            continue   # deleted (with its Experiment) while no server ran: nothing to run
+        except StoreError:
+            raise
+        except MLRuntimeError as exc:   # its Experiment or MLInstance no longer resolves
+            try:
+                registry.transition_run(scope, run_id, RunStatus.FAILED, scrub=False,
+                                        message=f"could not be queued again after a restart: {exc}")
+            except (Conflict, NotFound):
+                continue
+            result.failed.append(run_id)
+            continue
         result.resubmitted.append(run_id)
     # Rows of runs that ended without clearing them (nothing live refers to them) go.
     live = {run_id for run_id, *_ in registry.ledger.live_run_states()}

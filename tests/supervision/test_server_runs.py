@@ -171,3 +171,38 @@ def test_after_a_server_sigkill_the_next_server_adopts_live_workers_and_fails_de
                                    "exited without a result")
         assert "1 adopted" in server.output() and "1 failed" in server.output()
     assert wait_no_workers(home, 5) == [] and integrity(home) == "ok"
+
+
+def test_a_queued_run_deleted_while_no_server_ran_does_not_stop_the_next_server(tmp_path):
+    """A server SIGKILLed with runs still queued; one of their Experiments deleted before the
+    restart. The next server starts, drops the deleted run, and runs the one still queued."""
+    from runtime.home import resolve_home
+    from runtime.registry import Caller, Registry
+    from runtime.schemas import EXPERIMENT
+
+    home = tmp_path / "home"
+    with live_server(home, "--max-concurrent-runs", "1") as server:
+        sandbox = new_sandbox()
+        client = client_for(server, sandbox)
+        busy = noop_experiment(client, tmp_path / "tiny.csv", sleep_ms=60_000)
+        gone = noop_experiment(client, tmp_path / "tiny.csv")
+        kept = noop_experiment(client, tmp_path / "tiny.csv")
+        running = post_run(client, busy)
+        wait_run(client, running, experiment_id=busy, states={"RUNNING"})
+        queued_gone, queued_kept = post_run(client, gone), post_run(client, kept)
+        assert task_of(client, kept, queued_kept)["state"] == "PENDING"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    for pid in worker_pids(home):
+        os.killpg(pid, signal.SIGKILL)
+    registry = Registry.open(resolve_home(home))
+    try:
+        assert registry.delete(EXPERIMENT, Caller.local(org="TESTORG@AdobeOrg", sandbox=sandbox,
+                                                         user_id="tester"), gone) >= 1
+    finally:
+        registry.close()
+    with live_server(home) as server:
+        client = client_for(server, sandbox)
+        assert wait_run(client, queued_kept, experiment_id=kept, timeout_s=90)["state"] == "DONE"
+        assert client.get(f"/experiments/{gone}/runs/{queued_gone}").status_code == 404
+    assert wait_no_workers(home, 5) == [] and integrity(home) == "ok"
