@@ -370,6 +370,11 @@ class RetailSalesEngine(Engine):
                  f"train rows: {int(train.sum())} of {len(frame)} (a label, {target} > 0, every "
                  f"input feature)",
                  f"validation rows: {int(validation.sum())} (a label, {target} > 0)"]
+        shown = int(validation.sum())
+        if params.validation_every_epochs and 0 < params.validation_sample_rows < shown:
+            lines.append(f"per-epoch validation curve: a fixed sample of "
+                         f"{params.validation_sample_rows} of those rows (validation_sample_rows; "
+                         f"0: all of them); the final metrics use all {shown}")
         if not train.any():
             lines.append("no training rows: the run will fail before training")
         elif not validation.any():

@@ -76,3 +76,13 @@ def test_the_curve_uses_the_sample_and_evaluate_every_row(features, caplog):
     # from the whole set's by sampling, not by a different model.
     assert [v for _, v in curves["50"]] != [v for _, v in curves["0"]]
     assert [v for _, v in curves["50"]] == pytest.approx([v for _, v in curves["0"]], rel=0.5)
+
+
+def test_explain_says_the_curve_uses_a_sample():
+    engine = RetailSalesEngine()
+    raw = generate_retail(seed=5, stores=5, weeks=100)
+    sampled = engine.explain(default_context(engine, "train", {**FAST, "validation_sample_rows": "50"}), raw)
+    assert ("per-epoch validation curve: a fixed sample of 50 of those rows (validation_sample_rows; "
+            "0: all of them); the final metrics use all 125") in sampled
+    every = engine.explain(default_context(engine, "train", FAST), raw)   # 4,096 > 125 rows
+    assert not any(line.startswith("per-epoch validation curve") for line in every)
