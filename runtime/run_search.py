@@ -222,6 +222,10 @@ class CompiledSearch:
     drivers: tuple[tuple[str, tuple[Any, ...], str, tuple[Any, ...]], ...] = ()
     query: str = ""          # as the user wrote it
     dialect: str = "sqlite"  # whose SQL this is (SQLITE.name or POSTGRES.name)
+    # The whole search with each value term as a probe of one run's values (EXISTS): for a walk
+    # of a sort index that finds its page within a few hundred runs, instead of `sql`'s IN lists
+    # (each a set of every run its term keeps, built before the first row).
+    probe: tuple[str, tuple[Any, ...]] = ("", ())
 
 
 def compile_search(query: str, dialect: _SQLite = SQLITE) -> CompiledSearch:
@@ -249,7 +253,9 @@ def compile_search(query: str, dialect: _SQLite = SQLITE) -> CompiledSearch:
         drivers.append((driver[0], tuple(driver[1]),
                         " AND ".join(f"({s})" for s, _, _ in rest) or dialect.true,
                         tuple(a for _, term_args, _ in rest for a in term_args)))
-    return CompiledSearch(sql, args, tuple(drivers), query=query, dialect=dialect.name)
+    probe = (" AND ".join(f"({s})" for s, _, _ in probes),
+             tuple(a for _, term_args, _ in probes for a in term_args))
+    return CompiledSearch(sql, args, tuple(drivers), query=query, dialect=dialect.name, probe=probe)
 
 
 class _Compiler:
