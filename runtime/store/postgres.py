@@ -27,8 +27,8 @@ from . import Scope, Store
 from .postgres_json import dumps
 from .postgres_schedules import PgSchedulesMixin
 from .postgres_tables import PgTablesMixin
-from .postgres_schema import (COUNT, DOCUMENT_TABLES, FOLD_COUNTS, SCHEMA_VERSION, WRITE_LOCK,
-                              current_version, migrate)
+from .postgres_schema import (COUNT, DOCUMENT_TABLES, REFERENCE_COUNT, SCHEMA_VERSION,
+                              WRITE_LOCK, current_version, migrate)
 
 INSTALL = "pip install 'mlinstance-runtime[postgres]'"
 POOL_MAX = 16
@@ -38,6 +38,12 @@ POOL_MAX = 16
 SESSION_OPTIONS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=120s"
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 _TERMINAL = ("DONE", "FAILED", "ABORTED")
+# A write transaction's first and last round trips: two statements in one string each (no
+# parameters: the simple query protocol), so the write lock is taken with BEGIN and released by
+# the COMMIT sent with "endWrite" (the counts' fold and the version's bump: postgres_schema.py),
+# with no network wait between them.
+_BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_COMMIT_WRITE = 'SELECT "endWrite"(); COMMIT'
 
 
 def _psycopg() -> Any:
@@ -138,22 +144,23 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
             local.conn, local.depth = conn, 1
             try:
                 try:
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    conn.execute(_BEGIN_WRITE, prepare=False)
                 except self._psycopg.Error as exc:
+                    self._rollback(conn)
                     raise StoreError(f"Cannot start a write on {self.url}: {exc}") from exc
                 try:
                     yield
-                    conn.execute(FOLD_COUNTS)
-                    conn.execute('UPDATE "storeVersion" SET n = n + 1 WHERE id = 1')
                 except BaseException:
                     self._rollback(conn)
                     raise
                 try:
-                    conn.execute("COMMIT")
+                    conn.execute(_COMMIT_WRITE, prepare=False)
                 except self._psycopg.Error as exc:
                     self._rollback(conn)
                     raise StoreError(f"Cannot commit to {self.url}: {exc}") from exc
+                except BaseException:
+                    self._rollback(conn)
+                    raise
                 local.own = getattr(local, "own", 0) + 1
             finally:
                 local.conn, local.depth = None, 0
@@ -267,16 +274,33 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         last = "DESC" if query.order and query.order[-1][1] else "ASC"
         base = f'FROM "{kind.collection}" WHERE org=%s AND sandbox=%s{where}'
         args = [scope.org, scope.sandbox, *params]
-        only_deleted = [f for f in query.filters if f.field == "deleted" and f.op == "=="]
+        kept = self._kept_count(kind, scope, query.filters)
         with self.connection() as conn:
-            if len(query.filters) == 1 and only_deleted:   # the plain listing: a kept count
-                total = int(conn.execute(COUNT, {"t": kind.collection, "o": scope.org,
-                                                 "s": scope.sandbox, "d": args[2]}).fetchone()[0])
+            if kept is not None:   # the plain listing, or one reference's: a kept count
+                total = int(conn.execute(*kept).fetchone()[0])
             else:
                 total = conn.execute(f"SELECT count(*) {base}", args).fetchone()[0]
             rows = conn.execute(f"SELECT body {base} ORDER BY {order}, seq {last} LIMIT %s OFFSET %s",
                                 (*args, query.limit, query.start)).fetchall()
         return [json.loads(r[0]) for r in rows], total
+
+    @staticmethod
+    def _kept_count(kind: Kind, scope: Scope, filters: tuple[Filter, ...]) -> Optional[tuple]:
+        """The count query and its arguments where the triggers keep the listing's total: a
+        filter on `deleted` alone, or with one reference column equal to a text."""
+        deleted = [f for f in filters if f.field == "deleted" and f.op == "=="]
+        others = [f for f in filters if f not in deleted]
+        if len(deleted) != 1 or deleted[0].type != "bool" or len(others) > 1:
+            return None
+        args = {"t": kind.collection, "o": scope.org, "s": scope.sandbox,
+                "d": 1 if deleted[0].value else 0}
+        if not others:
+            return COUNT, args
+        ref = others[0]
+        if (ref.op != "==" or ref.field not in DOCUMENT_TABLES[kind.collection]
+                or not isinstance(ref.value, str)):
+            return None
+        return REFERENCE_COUNT, {**args, "c": ref.field, "v": ref.value}
 
     def live_ids(self, kind: Kind, scope: Scope, field: str, values: list[str]) -> list[str]:
         if not values:

@@ -13,8 +13,9 @@ read the same columns. The differences:
   rowid gives: ties in a listing's order fall back to it, and the listing indexes end with it.
 - Listing indexes sort NULLs first, as SQLite does (ASC NULLS FIRST, DESC NULLS LAST).
 - `storeVersion` holds one counter bumped by every write transaction (`data_version()`);
-  `documentCounts` the number of documents per table, org, sandbox and deleted flag (triggers
-  add deltas, each write transaction folds them in).
+  `documentCounts` the number of documents per table, org, sandbox and deleted flag, and
+  `referenceCounts` per reference column's value too (triggers add deltas, each write
+  transaction folds them in).
 - `runLedger.seq` comes from the sequence `runLedger_seq`, so concurrent queue entries never
   share a place.
 
@@ -140,6 +141,59 @@ def _v3_document_counts(cur: Any) -> None:
                     (table,))
 
 
+def _v4_reference_counts(cur: Any) -> None:
+    # The live and deleted documents per reference value (an MLInstance's engineId, an
+    # Experiment's mlInstanceId, ...): a listing filtered by one reference, the API's most common
+    # (an Engine's MLInstances, an Experiment's runs), counts from a row or two instead of
+    # visiting every match (1.2 ms for an engine's 5,000 MLInstances of 100,000, where SQLite's
+    # count is 0.3 ms). Kept as documentCounts are: +1/-1 rows folded in as a write commits.
+    for table, key in (("referenceCounts", ", PRIMARY KEY (tbl, col, val, org, sandbox, deleted)"),
+                       ("referenceCountDeltas", "")):
+        cur.execute(
+            f'CREATE TABLE "{table}" (tbl {_TEXT} NOT NULL, col {_TEXT} NOT NULL,'
+            f' val {_TEXT} NOT NULL, org {_TEXT} NOT NULL, sandbox {_TEXT} NOT NULL,'
+            f' deleted INTEGER NOT NULL, n BIGINT NOT NULL{key})')
+    cur.execute('CREATE INDEX "referenceCountDeltas_key" ON "referenceCountDeltas" '
+                "(tbl, col, val, org, sandbox, deleted)")
+    for table, refs in DOCUMENT_TABLES.items():
+        if not refs:
+            continue
+        def values(row: str) -> str:   # (col, val) of each reference the row has
+            pairs = ", ".join(f"('{ref}', {row}.\"{ref}\")" for ref in refs)
+            return (f'INSERT INTO "referenceCountDeltas" (tbl, col, val, org, sandbox, deleted, n) '
+                    f"SELECT TG_TABLE_NAME, r.col, r.val, {row}.org, {row}.sandbox, {row}.deleted, "
+                    f"{'-1' if row == 'OLD' else '1'} FROM (VALUES {pairs}) r(col, val) "
+                    "WHERE r.val IS NOT NULL;")
+        cur.execute(
+            f"""CREATE FUNCTION "{table}_referenceCount"() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP <> 'INSERT' THEN {values('OLD')} END IF;
+                IF TG_OP <> 'DELETE' THEN {values('NEW')} END IF;
+                RETURN NULL;
+            END $$""")
+        moved = " OR ".join(f'OLD."{ref}" IS DISTINCT FROM NEW."{ref}"' for ref in refs)
+        cur.execute(f'CREATE TRIGGER "{table}_referenceCount" AFTER INSERT OR DELETE ON "{table}" '
+                    f'FOR EACH ROW EXECUTE FUNCTION "{table}_referenceCount"()')
+        cur.execute(f'CREATE TRIGGER "{table}_referenceCount_moved" AFTER UPDATE ON "{table}" '
+                    "FOR EACH ROW WHEN (OLD.deleted <> NEW.deleted OR OLD.org <> NEW.org OR "
+                    f'OLD.sandbox <> NEW.sandbox OR {moved}) '
+                    f'EXECUTE FUNCTION "{table}_referenceCount"()')
+        for ref in refs:
+            cur.execute(
+                'INSERT INTO "referenceCounts" (tbl, col, val, org, sandbox, deleted, n) '
+                f'SELECT %s, %s, "{ref}", org, sandbox, deleted, count(*) FROM "{table}" '
+                f'WHERE "{ref}" IS NOT NULL GROUP BY "{ref}", org, sandbox, deleted', (table, ref))
+    # What each write transaction runs last, before its COMMIT (in the same round trip, so the
+    # write lock is not held over a network wait): the deltas folded and the version bumped. A
+    # function, so its statements' plans are made once per connection, not parsed each time.
+    cur.execute(f"""CREATE FUNCTION "endWrite"() RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            {FOLD_COUNTS};
+            {FOLD_REFERENCE_COUNTS};
+            UPDATE "storeVersion" SET n = n + 1 WHERE id = 1;
+        END $$""")
+
+
 # Run by every write transaction before it commits (under the write lock): pending deltas into
 # the counts. A count read adds the deltas still pending (a writer outside the runtime's).
 FOLD_COUNTS = (
@@ -147,13 +201,26 @@ FOLD_COUNTS = (
     'INSERT INTO "documentCounts" (tbl, org, sandbox, deleted, n) '
     "SELECT tbl, org, sandbox, deleted, sum(n) FROM d GROUP BY tbl, org, sandbox, deleted "
     'ON CONFLICT (tbl, org, sandbox, deleted) DO UPDATE SET n = "documentCounts".n + excluded.n')
+FOLD_REFERENCE_COUNTS = (
+    'WITH d AS (DELETE FROM "referenceCountDeltas" '
+    "RETURNING tbl, col, val, org, sandbox, deleted, n) "
+    'INSERT INTO "referenceCounts" (tbl, col, val, org, sandbox, deleted, n) '
+    "SELECT tbl, col, val, org, sandbox, deleted, sum(n) FROM d "
+    "GROUP BY tbl, col, val, org, sandbox, deleted ON CONFLICT (tbl, col, val, org, sandbox, "
+    'deleted) DO UPDATE SET n = "referenceCounts".n + excluded.n')
 COUNT = (
     'SELECT coalesce(sum(n), 0) FROM (SELECT n FROM "documentCounts" WHERE tbl=%(t)s AND '
     "org=%(o)s AND sandbox=%(s)s AND deleted=%(d)s UNION ALL SELECT n FROM "
     '"documentCountDeltas" WHERE tbl=%(t)s AND org=%(o)s AND sandbox=%(s)s AND deleted=%(d)s) c')
+REFERENCE_COUNT = (
+    'SELECT coalesce(sum(n), 0) FROM (SELECT n FROM "referenceCounts" WHERE tbl=%(t)s AND '
+    "col=%(c)s AND val=%(v)s AND org=%(o)s AND sandbox=%(s)s AND deleted=%(d)s UNION ALL "
+    'SELECT n FROM "referenceCountDeltas" WHERE tbl=%(t)s AND col=%(c)s AND val=%(v)s AND '
+    "org=%(o)s AND sandbox=%(s)s AND deleted=%(d)s) c")
 
 
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_registry, _v2_run_views, _v3_document_counts)
+MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_registry, _v2_run_views, _v3_document_counts,
+                                                 _v4_reference_counts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -19,7 +19,8 @@ class PgTablesMixin:
         """The registry's tables, without the schema's own bookkeeping."""
         return [r[0] for r in self._all(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename "
-            "NOT IN ('schema_version', 'storeVersion', 'documentCounts', 'documentCountDeltas') "
+            "NOT IN ('schema_version', 'storeVersion', 'documentCounts', 'documentCountDeltas', "
+            "'referenceCounts', 'referenceCountDeltas') "
             "ORDER BY tablename")]
 
     def _column_types(self, table: str) -> dict[str, str]:

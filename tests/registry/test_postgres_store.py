@@ -219,6 +219,47 @@ def test_the_kept_counts_follow_inserts_deletes_and_moves(store, pg_url):
     assert totals() == [2, 2]
 
 
+def test_the_kept_counts_of_a_reference_follow_every_write(store, pg_url):
+    """A listing filtered by one reference (an engine's MLInstances) totals from kept counts too:
+    they agree with counting the rows after inserts, moves, deletes, a rollback and a writer
+    outside the runtime."""
+    import psycopg
+
+    def totals(engine, scope=SCOPE):
+        kept = [store.list(MLINSTANCE, scope, ListQuery(filters=parse_property(
+            MLINSTANCE, f"engineId=={engine}{extra}")[0]))[1] for extra in ("", ",deleted==true")]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            counted = [conn.execute('SELECT count(*) FROM "mlInstances" WHERE org=%s AND sandbox=%s'
+                                    ' AND "engineId"=%s AND deleted=%s',
+                                    (scope.org, scope.sandbox, engine, d)).fetchone()[0]
+                       for d in (0, 1)]
+        assert kept == counted
+        return kept
+
+    with store.transaction():
+        for i in range(6):
+            store.insert(MLINSTANCE, SCOPE, _doc(f"m{i}", engineId="a" if i < 4 else "b"))
+        store.insert(MLINSTANCE, Scope("org", "dev"), _doc("d1", engineId="a"))
+        store.insert(MLINSTANCE, SCOPE, _doc("none"))   # no engine: counted nowhere
+    assert totals("a") == [4, 0] and totals("b") == [2, 0] and totals("a", Scope("org", "dev")) == [1, 0]
+    store.replace(MLINSTANCE, SCOPE, _doc("m0", engineId="b"))   # moved to another engine
+    store.replace(MLINSTANCE, SCOPE, _doc("m1", engineId="a", name="renamed"))
+    assert totals("a") == [3, 0] and totals("b") == [3, 0]
+    store.soft_delete(MLINSTANCE, SCOPE, ["m1", "m4"], "2024-02-01T00:00:00.000Z")
+    assert totals("a") == [2, 1] and totals("b") == [2, 1]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.soft_delete(MLINSTANCE, SCOPE, ["m2"], "2024-02-01T00:00:00.000Z")
+            raise RuntimeError("rolled back")
+    assert totals("a") == [2, 1] and totals("c") == [0, 0]
+    with psycopg.connect(pg_url, autocommit=True) as other:   # a writer outside the runtime
+        other.execute("DELETE FROM \"mlInstances\" WHERE id = 'm2'")
+        other.execute("UPDATE \"mlInstances\" SET \"engineId\" = 'c' WHERE id = 'm3'")
+    assert totals("a") == [0, 1] and totals("c") == [1, 0]
+    docs, total = store.list(MLINSTANCE, SCOPE, ListQuery(filters=parse_property(
+        MLINSTANCE, "engineId==b,name==n-m5")[0]))   # two filters: counted, not kept
+    assert [d["id"] for d in docs] == ["m5"] and total == 1
+
 def test_listing_on_json_fields_of_every_type(store):
     for i in range(4):
         store.insert(MLSERVICE, SCOPE, _doc(f"s{i}", mlInstanceId="m", scoringTimeframe=i * 10,
