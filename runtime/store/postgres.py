@@ -42,8 +42,10 @@ _TERMINAL = ("DONE", "FAILED", "ABORTED")
 # parameters: the simple query protocol), so the write lock is taken with BEGIN and released by
 # the COMMIT sent with "endWrite" (the counts' fold and the version's bump: postgres_schema.py),
 # with no network wait between them.
+# A write that changed no document (a run's status, the ledger, a lease) has no counts to fold:
+# it only bumps the version (a fold scans the delta tables, which deletes leave dead rows in).
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-_COMMIT_WRITE = 'SELECT "endWrite"(); COMMIT'
+_END_WRITE = {True: 'SELECT "endWrite"()', False: 'UPDATE "storeVersion" SET n = n + 1 WHERE id = 1'}
 
 
 def _psycopg() -> Any:
@@ -108,11 +110,16 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
             return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
 
     @contextmanager
-    def connection(self) -> Iterator[Any]:
-        """The thread's transaction connection, else a pooled autocommit one for a short use."""
+    def connection(self, *, begin: bool = True) -> Iterator[Any]:
+        """The thread's transaction connection, else a pooled autocommit one for a short use.
+        A write transaction starts (BEGIN and the write lock) with its first statement: here, or
+        (begin=False) in the same round trip as that statement (`_execute`)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             try:
+                if begin and not getattr(self._local, "begun", True):
+                    conn.execute(_BEGIN_WRITE, prepare=False)
+                    self._local.begun = True
                 yield conn
             except self._psycopg.Error as exc:
                 raise StoreError(f"The registry store {self.url}: {exc}") from exc
@@ -141,20 +148,17 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                 local.depth -= 1
             return
         with self.connection() as conn:
-            local.conn, local.depth = conn, 1
+            local.conn, local.depth, local.documents, local.begun = conn, 1, False, False
             try:
-                try:
-                    conn.execute(_BEGIN_WRITE, prepare=False)
-                except self._psycopg.Error as exc:
-                    self._rollback(conn)
-                    raise StoreError(f"Cannot start a write on {self.url}: {exc}") from exc
                 try:
                     yield
                 except BaseException:
                     self._rollback(conn)
                     raise
+                if not local.begun:
+                    return   # no statement ran: nothing to commit, as SQLite's empty write
                 try:
-                    conn.execute(_COMMIT_WRITE, prepare=False)
+                    conn.execute(f"{_END_WRITE[local.documents]}; COMMIT", prepare=False)
                 except self._psycopg.Error as exc:
                     self._rollback(conn)
                     raise StoreError(f"Cannot commit to {self.url}: {exc}") from exc
@@ -163,7 +167,23 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
                     raise
                 local.own = getattr(local, "own", 0) + 1
             finally:
-                local.conn, local.depth = None, 0
+                local.conn, local.depth, local.begun = None, 0, True
+
+    def _execute(self, conn: Any, sql: str, args: Any) -> Any:
+        """A statement on `conn` (from connection(begin=False)); the first of a write transaction
+        goes in one round trip with BEGIN and the write lock (pipeline mode): the lock is then
+        not held while this process is scheduled again between the two."""
+        local = self._local
+        if conn is not getattr(local, "conn", None) or getattr(local, "begun", True):
+            return conn.execute(sql, args)
+        try:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                cursor = conn.execute(sql, args)
+        finally:
+            local.begun = True   # even failed: the transaction is open, to be rolled back
+        return cursor
 
     def _rollback(self, conn: Any) -> None:
         try:
@@ -176,8 +196,8 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         pooled one was broken (the database restarted or failed over since it was opened)."""
         for attempt in (1, 2):
             try:
-                with self.connection() as conn:
-                    cursor = conn.execute(sql, args)
+                with self.connection(begin=False) as conn:
+                    cursor = self._execute(conn, sql, args)
                     return cursor.fetchone() if one else cursor.fetchall()
             except StoreError as exc:
                 broken = isinstance(exc.__cause__, self._psycopg.OperationalError)
@@ -191,9 +211,34 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
     def _one(self, sql: str, args: Any = ()) -> Optional[tuple]:
         return self._read(sql, args, one=True)
 
-    def _write(self, sql: str, args: Any = ()) -> int:
-        with self.transaction(), self.connection() as conn:
-            return conn.execute(sql, args).rowcount
+    def _documents_written(self) -> None:
+        """Marks the thread's transaction as one that wrote documents: its COMMIT folds the kept
+        counts' deltas (a write that is not marked leaves them pending: counts stay right, as a
+        count adds the pending deltas, until the next marked write folds them)."""
+        self._local.documents = True
+
+    def _write(self, sql: str, args: Any = (), documents: bool = False) -> int:
+        if getattr(self._local, "conn", None) is not None:
+            if documents:
+                self._documents_written()
+            with self.connection(begin=False) as conn:
+                return self._execute(conn, sql, args).rowcount
+        # A write of one statement: its transaction in one round trip (pipeline mode). The lock,
+        # the statement, "endWrite" and the COMMIT reach the server together, so the write lock
+        # is held only while the server runs them, never while this process is scheduled again.
+        with self.connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    cursor = conn.execute(sql, args)
+                    conn.execute(_END_WRITE[documents])
+                    conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+        self._local.own = getattr(self._local, "own", 0) + 1
+        return cursor.rowcount
 
     def close(self) -> None:
         pool = getattr(self, "_pool", None)
@@ -215,14 +260,15 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         row = self._row(kind, scope, doc)
         cols = ", ".join(f'"{c}"' for c in row)
         marks = ", ".join("%s" for _ in row)
-        self._write(f'INSERT INTO "{kind.collection}" ({cols}) VALUES ({marks})', tuple(row.values()))
+        self._write(f'INSERT INTO "{kind.collection}" ({cols}) VALUES ({marks})', tuple(row.values()),
+                    documents=True)
 
     def replace(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None:
         row = self._row(kind, scope, doc)
         sets = ", ".join(f'"{c}"=%s' for c in row if c not in ("id", "org", "sandbox"))
         values = [v for c, v in row.items() if c not in ("id", "org", "sandbox")]
         self._write(f'UPDATE "{kind.collection}" SET {sets} WHERE id=%s AND org=%s AND sandbox=%s',
-                    (*values, doc["id"], scope.org, scope.sandbox))
+                    (*values, doc["id"], scope.org, scope.sandbox), documents=True)
 
     def get(self, kind: Kind, scope: Scope, id: str) -> Optional[dict[str, Any]]:
         row = self._one(f'SELECT body FROM "{kind.collection}" WHERE id=%s AND org=%s AND sandbox=%s',
@@ -314,6 +360,7 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
             return 0
         table = f'"{kind.collection}"'
         with self.transaction(), self.connection() as conn:
+            self._documents_written()
             rows = conn.execute(f"SELECT id, body FROM {table} WHERE org=%s AND sandbox=%s AND "
                                 "deleted=0 AND id = ANY(%s) FOR UPDATE",
                                 (scope.org, scope.sandbox, list(ids))).fetchall()
@@ -417,5 +464,6 @@ def empty_registry(store: PostgresStore) -> None:
     """Deletes every registry table's rows (the schema stays): a clean registry between tests.
     (DELETE, not TRUNCATE: on a few rows it takes milliseconds instead of a third of a second.)"""
     with store.transaction(), store.connection() as conn:
+        store._documents_written()
         for table in store.table_names():
             conn.execute(f'DELETE FROM "{table}"')

@@ -13,7 +13,8 @@ BATCH = 2000
 
 
 class PgTablesMixin:
-    """Mixed into PostgresStore (needs _all, _one, connection, _local, _pool, _jsonb)."""
+    """Mixed into PostgresStore (needs _all, _one, connection, _local, _pool, _jsonb and
+    _documents_written)."""
 
     def table_names(self) -> list[str]:
         """The registry's tables, without the schema's own bookkeeping."""
@@ -83,6 +84,7 @@ class PgTablesMixin:
             action = f"UPDATE SET {updates}" if updates else "NOTHING"
             conflict = f" ON CONFLICT ({', '.join(f'{chr(34)}{k}{chr(34)}' for k in keys)}) DO {action}"
         sql = f'INSERT INTO "{table}" ({cols}) VALUES ({marks}){conflict}'
+        self._documents_written()
         with self.connection() as conn:
             batch: list[tuple] = []
             doc_at = columns.index("doc") if body else -1
@@ -101,5 +103,6 @@ class PgTablesMixin:
                              '"runLedger"), 1))')
 
     def table_clear(self, table: str) -> None:
+        self._documents_written()
         with self.connection() as conn:
             conn.execute(f'DELETE FROM "{table}"')
