@@ -1,12 +1,13 @@
 """The registry store on PostgreSQL (`postgresql://user@host:port/db`), for a team's servers that
 share one registry: psycopg 3 with a connection pool, the SQLite store's tables and behaviour.
 
-Every write transaction takes one advisory lock first (`pg_advisory_xact_lock`), so a
-read-modify-write inside `transaction()` is as safe as under SQLite's BEGIN IMMEDIATE, from any
-process on any host; the statements that matter alone (the ledger's queue place, a lease, a
-schedule's claim) are also safe by themselves (a sequence, INSERT ... ON CONFLICT ... WHERE, a
-conditional UPDATE). Reads outside a transaction use a pooled connection in autocommit mode for
-one statement; inside one, the thread's transaction connection.
+Every write transaction takes one advisory lock before its first statement runs
+(`pg_advisory_xact_lock`, sent with that statement), so a read-modify-write inside
+`transaction()` is as safe as under SQLite's BEGIN IMMEDIATE, from any process on any host; the
+statements that matter alone (the ledger's queue place, a lease, a schedule's claim) are also
+safe by themselves (a sequence, INSERT ... ON CONFLICT ... WHERE, a conditional UPDATE). Reads
+outside a transaction use a pooled connection in autocommit mode for one statement; inside one,
+the thread's transaction connection.
 
 Schema: store/postgres_schema.py (its docstring lists how the tables differ from SQLite's). For the
 runs view (store/postgres_runs.py): `connection()` gives the connection to use now (the thread's
@@ -38,14 +39,14 @@ POOL_MAX = 16
 SESSION_OPTIONS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=120s"
 _BASE_COLUMNS = ("id", "created", "updated", "deleted", "name")
 _TERMINAL = ("DONE", "FAILED", "ABORTED")
-# A write transaction's first and last round trips: two statements in one string each (no
-# parameters: the simple query protocol), so the write lock is taken with BEGIN and released by
-# the COMMIT sent with "endWrite" (the counts' fold and the version's bump: postgres_schema.py),
-# with no network wait between them.
-# A write that changed no document (a run's status, the ledger, a lease) has no counts to fold:
-# it only bumps the version (a fold scans the delta tables, which deletes leave dead rows in).
+# A write transaction holds the write lock for as few round trips as it can: BEGIN and the lock
+# go with its first statement, and its end with the COMMIT, in one string (no parameters: the
+# simple query protocol) or one pipeline, so no network wait falls between them. Its end is
+# "endWrite" (the kept counts' fold and the version's bump: postgres_schema.py) after a document
+# was written, else the bump alone (a fold scans the delta tables, where deletes leave dead rows).
 _BEGIN_WRITE = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-_END_WRITE = {True: 'SELECT "endWrite"()', False: 'UPDATE "storeVersion" SET n = n + 1 WHERE id = 1'}
+_END_WRITE = {True: 'SELECT "endWrite"()',
+              False: 'UPDATE "storeVersion" SET n = n + 1 WHERE id = 1'}
 
 
 def _psycopg() -> Any:
