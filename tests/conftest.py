@@ -13,12 +13,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+# Test files of minutes each (JVMs, Ray heads, the README's blocks): collected first, so that
+# the xdist workers (`--dist loadfile`) start them early and fill in with short files, instead of
+# one worker taking a long file last while the others sit idle.
+LONG_FIRST = ("tests/test_readme.py", "tests/test_readme_spark.py", "tests/spark/",
+              "tests/spark_recipes/", "tests/ray/")
+
+
 def pytest_collection_modifyitems(config, items):
-    """A clone without `../shared` (the reference contract and the retail data) skips the tests
-    that read those files, each naming what it needs and where (tests/shared_files.py finds
-    them from the source); every other test runs."""
+    """Long files first (LONG_FIRST). A clone without `../shared` (the reference contract and
+    the retail data) skips the tests that read those files, each naming what it needs and where
+    (tests/shared_files.py finds them from the source); every other test runs."""
     import shared_files
 
+    def long_first(item) -> int:
+        path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
+        return 0 if path.startswith(LONG_FIRST) else 1
+
+    items.sort(key=long_first)   # stable: the order within each group is kept
     if shared_files.present():
         return
     for item in items:

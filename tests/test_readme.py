@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,18 +228,29 @@ def _docker_daemon() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
-RUNNABLE = [b for i, b in sorted(BLOCKS.items()) if i >= 2]
+def _spark(block: list[Command]) -> bool:
+    return any("spark" in c.text for c in block)
+
+
+# The Spark blocks (minutes of JVMs) run from tests/test_readme_spark.py, so that another test
+# worker takes them while this one runs the rest.
+RUNNABLE = [b for i, b in sorted(BLOCKS.items()) if i >= 2 and not _spark(b)]
+SPARK_BLOCKS = [b for i, b in sorted(BLOCKS.items()) if i >= 2 and _spark(b)]
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[f"line{b[0].line}" for b in RUNNABLE])
 def test_readme_block_runs_as_written(block, sandbox, request):
+    run_readme_block(block, sandbox, request)
+
+
+def run_readme_block(block: list[Command], sandbox: Sandbox, request: Any) -> None:
     if _needs_docker(block) and not _docker_daemon():
         pytest.skip(f"README.md:{block[0].line}: the compose example needs a Docker daemon, and "
                     "this machine has none (tests/test_docker.py checks the compose file)")
     if not _needs_docker(block) and any("@127.0.0.1:5432/" in c.text for c in block):
         sandbox.pg_url = request.getfixturevalue("pg_server").create_database(
             f"readme_line{block[0].line}")
-    if any("spark" in c.text for c in block):
+    if _spark(block):
         pytest.importorskip("pyspark", reason="the PySpark block needs pip install -e '.[spark]'")
     _run_block(sandbox, block)
 
