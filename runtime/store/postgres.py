@@ -304,6 +304,10 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
             value = f.value
             if f.type == "bool" and f.field in self._columns[kind.collection]:
                 value = 1 if f.value else 0
+            if isinstance(value, str) and "\x00" in value:
+                clauses.append(_nul_clause(expr, f.op))   # PostgreSQL text holds no NUL
+                params.append(value[:value.index("\x00")])
+                continue
             if f.op == "==":
                 clauses.append(f"{expr} = %s")
             elif f.op == "!=":
@@ -345,7 +349,7 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
             return COUNT, args
         ref = others[0]
         if (ref.op != "==" or ref.field not in DOCUMENT_TABLES[kind.collection]
-                or not isinstance(ref.value, str)):
+                or not isinstance(ref.value, str) or "\x00" in ref.value):
             return None
         return REFERENCE_COUNT, {**args, "c": ref.field, "v": ref.value}
 
@@ -468,3 +472,10 @@ def empty_registry(store: PostgresStore) -> None:
         store._documents_written()
         for table in store.table_names():
             conn.execute(f'DELETE FROM "{table}"')
+
+
+def _nul_clause(expr: str, op: str) -> str:
+    """A filter whose text value holds a NUL byte, which no PostgreSQL text can (listings compare
+    text with == and != only): nothing stored equals it, so == keeps no row and != every row, as
+    on SQLite. The parameter (the prefix before the NUL) is typed, never compared."""
+    return "(%s::text IS NULL AND FALSE)" if op == "==" else "(%s::text IS NULL OR TRUE)"

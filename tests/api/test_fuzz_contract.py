@@ -74,3 +74,13 @@ def test_contract_fuzzer_with_tokens(tmp_path: Path) -> None:
     # every operation with a required header is covered (the two multipart creates are left to
     # the fuzzing phase, see fuzzer_config)
     assert report["operations"]["tested"] >= OPERATIONS - 12, report["operations"]
+
+
+def test_contract_fuzzer_on_a_postgresql_registry(tmp_path: Path, pg_server) -> None:
+    """The same fuzzer, examples, fuzzing and stateful phases, against a `run serve --db` on a
+    real PostgreSQL server: every operation answers by the contract on that store too."""
+    url = pg_server.create_database("fuzz_contract")
+    with live_server(tmp_path / "home", "--no-execute", "--db", url) as live:
+        report = _fuzz(tmp_path, live.api_url, token=None, phases="examples,fuzzing,stateful")
+    assert report["operations"]["tested"] == OPERATIONS, report["operations"]
+    assert report["phases"]["stateful"]["status"] == "success", report["phases"]
