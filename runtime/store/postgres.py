@@ -21,11 +21,11 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
-from ..errors import StoreError
+from ..errors import BadRequest, StoreError
 from ..listing import Filter, ListQuery
 from ..schemas import Kind
 from . import Scope, Store
-from .postgres_json import dumps
+from .postgres_json import dumps, has_nul
 from .postgres_schedules import PgSchedulesMixin
 from .postgres_tables import PgTablesMixin
 from .postgres_schema import (COUNT, DOCUMENT_TABLES, REFERENCE_COUNT, SCHEMA_VERSION,
@@ -255,6 +255,9 @@ class PostgresStore(PgSchedulesMixin, PgTablesMixin, Store):
         for col in kind.columns:
             row[col] = doc.get(col)
         row["doc"] = row["body"] = dumps(doc)   # JSONB for queries and triggers, text for reads
+        if "\\u0000" in row["body"] and has_nul(doc):
+            raise BadRequest("A text value holds a NUL byte (U+0000), which this registry's "
+                             "PostgreSQL store cannot keep: remove it and send the request again")
         return row
 
     def insert(self, kind: Kind, scope: Scope, doc: dict[str, Any]) -> None:

@@ -22,3 +22,14 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except ValueError:
         return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a string in `value` (keys too) holds a NUL byte, which no PostgreSQL text can."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(has_nul(v) for v in value)
+    return False

@@ -416,3 +416,17 @@ def test_reads_survive_a_dropped_connection_and_sessions_have_timeouts(store, pg
     with store.connection() as conn:
         assert conn.execute("SHOW lock_timeout").fetchone()[0] == "30s"
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "2min"
+
+
+def test_a_document_with_a_nul_byte_is_a_400_and_writes_nothing(store):
+    """No PostgreSQL text holds U+0000 (SQLite's does): a clear 400, not a store error."""
+    from runtime.errors import BadRequest
+
+    for field, value in (("name", "a\x00b"), ("description", "d\x00"), ("tags", {"k\x00": "v"})):
+        with pytest.raises(BadRequest, match="NUL byte"):
+            store.insert(MLINSTANCE, SCOPE, _doc("nul", **{field: value}))
+        assert store.get(MLINSTANCE, SCOPE, "nul") is None
+    store.insert(MLINSTANCE, SCOPE, _doc("nul", name="fine \\u0000 as six characters"))
+    with pytest.raises(BadRequest, match="NUL byte"):
+        store.replace(MLINSTANCE, SCOPE, _doc("nul", name="x\x00"))
+    assert store.get(MLINSTANCE, SCOPE, "nul")["name"] == "fine \\u0000 as six characters"
