@@ -252,6 +252,11 @@ class PgRunIndex:
                 search = _compiled(search.query)
             where.append(f"({search.sql})")
             args.extend(search.args)
+        if any(isinstance(a, str) and "\x00" in a for a in args):
+            from ..errors import BadRequest
+
+            raise BadRequest("A filter or search value holds a NUL byte (U+0000), which this "
+                             "registry's PostgreSQL store cannot compare: remove it")
         clause = " AND ".join(where)
         direction = "DESC" if descending else "ASC"
         with self._store.connection() as conn:

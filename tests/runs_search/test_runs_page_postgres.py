@@ -86,3 +86,10 @@ def test_a_malformed_search_is_the_same_400(servers):
     body = bad.json()
     assert body["position"] == 16 and body["token"] == "and" and "a number" in body["expected"]
     assert {"type", "title", "status", "detail"} <= set(body)
+
+
+def test_a_search_value_with_a_nul_byte_is_a_400_not_a_server_error(servers):
+    bad = httpx.get(servers[1].url + "/ui/api/runs",
+                    params={"filter": "params.learning_rate = 'a\x00b'"})
+    assert bad.status_code == 400, bad.text
+    assert "NUL byte" in bad.json()["detail"]
