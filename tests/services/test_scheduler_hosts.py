@@ -3,30 +3,14 @@ out until its lease expires (its pid means nothing here), then taken over; each 
 the takeover still fires once, none twice."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 
 from runtime.listing import Filter, ListQuery
 from runtime.scheduler import LEASE_NAME, Scheduler
 from runtime.schemas import ENGINE, EXPERIMENT, EXPERIMENT_RUN, MLINSTANCE
+from test_scheduler import Clock, at  # noqa: F401  (one injectable clock for the scheduler tests)
 
 pytestmark = pytest.mark.stores   # each test on SQLite and on PostgreSQL
-
-
-def at(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
-
-
-class Clock:
-    def __init__(self, text: str) -> None:
-        self.now = at(text)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, text: str) -> None:
-        self.now = at(text)
 
 
 def _every_ten_seconds(registry, caller) -> str:
