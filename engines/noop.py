@@ -32,6 +32,7 @@ class NoopEngine(Engine):
     description = "Does nothing: returns its input, saves a tiny JSON model, emits one metric."
     params = {TRAIN: NoopParams, SCORE: NoopParams, FEATURE_PIPELINE: NoopParams}
     preload = ("pandas", "pyarrow.parquet")   # what its runs read and write data sets with
+    online_preload = ()   # online, rows stay columns: a model host needs neither
 
     def feature_pipeline(self, ctx: TaskContext, data: pd.DataFrame) -> pd.DataFrame:
         _pause(ctx)

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -157,6 +157,9 @@ class Engine:
     # heavy libraries and its own modules that import them. Never modules that start threads or
     # touch CUDA at import (the parent refuses those and says so).
     preload: ClassVar[tuple[str, ...]] = ()
+    # The same for a model host (runtime.serving), where no data set is read or written; None:
+    # `preload`. A server starts the warm parent of its published Models' environment with these.
+    online_preload: ClassVar[Optional[tuple[str, ...]]] = None
     # What `score` and `evaluate` receive: "features" (Sensei's order: feature_pipeline's output)
     # or "raw" (the loaded rows, for an engine that rebuilds its features itself, e.g. with a
     # model's stored history).

@@ -184,6 +184,17 @@ class ServiceDesk:
         published = self.state(scope, service_id).get("published") or {}
         return self.registry.find(MODEL, scope, published.get("modelId") or "")
 
+    def published_everywhere(self) -> list[tuple[Scope, str, dict[str, Any]]]:
+        """(sandbox, MLService id, Model) of every live MLService with a published Model, in
+        every org and sandbox: what `run serve` warms up for online scoring."""
+        found = []
+        for scope, kind, doc in self.schedules.scheduled_documents():
+            if kind == "mlService":
+                model = self.published_model(scope, doc["id"])
+                if model is not None:
+                    found.append((scope, doc["id"], model))
+        return found
+
     def instance_published_model(self, scope: Scope, instance_id: str
                                  ) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
         """(service, Model) most recently published among the MLInstance's live services."""

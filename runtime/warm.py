@@ -128,8 +128,30 @@ class WarmPools:
                 problem = reply.get("retired") or reply.get("error") or "the warm parent refused"
         return None, problem
 
+    def prestart(self, *, python: str, device_kind: str, env: Mapping[str, str],
+                 needs: Sequence[str] = ()) -> Optional[str]:
+        """Start the warm parent of this interpreter, device kind and environment ahead of its
+        first run (a server's published Models: runtime.serving), importing `needs`; it stays
+        up as long as this process, idle or not. None once a parent listens (its imports may
+        still run: a run asking meanwhile waits for them), else why none does. A run that
+        starts meanwhile waits for this same start (one start per key and process)."""
+        reason = cold_reason(env)
+        if reason is not None or self._closed or not self.start:
+            return reason or ("the warm pools are closed" if self._closed
+                              else "this process does not start warm parents")
+        key = pool_key(python, device_kind, env)
+        name = socket_name(self.home_root, key)
+        conn = _connect(name)
+        if conn is None:
+            conn, problem = self._start(key, name, python, device_kind, env, needs, idle_s=0.0)
+            if conn is None:
+                return problem
+        conn.close()
+        return None
+
     def _start(self, key: str, name: str, python: str, device_kind: str, env: Mapping[str, str],
-               needs: Sequence[str]) -> tuple[Optional[socket.socket], str]:
+               needs: Sequence[str], idle_s: Optional[float] = None
+               ) -> tuple[Optional[socket.socket], str]:
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:   # one start per key in this process; other processes lose the bind race
@@ -152,7 +174,7 @@ class WarmPools:
                        "--home", str(self.home_root)]
             # One policy for every warm worker (runtime.pools.Lifetime): idle seconds always, and
             # the end of its owner for a server's or a sweep's.
-            command += ["--idle-s", str(self.idle_s)]
+            command += ["--idle-s", str(self.idle_s if idle_s is None else idle_s)]
             if self.owned:
                 command += ["--owner", pools.owner_arg()]
             # A child rewrites its command line over these words to read as a cold worker's

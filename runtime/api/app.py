@@ -6,6 +6,7 @@ Every error, ours or the framework's, leaves as the contract's body `{type, titl
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -174,6 +175,13 @@ def _document_errors(app: FastAPI, declared: list[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def _prewarm(app: FastAPI) -> None:
+    try:
+        await invocations.prewarm(app)
+    except Exception as exc:   # a server goes on without: the first requests start what is needed
+        print(f"Online scoring: warming the published Models failed: {exc}", flush=True)
+
+
 def create_app(settings: ServerSettings, registry: Optional[Registry] = None) -> FastAPI:
     """The ASGI app. The registry opens here, not at import."""
     registry = registry or Registry.open(settings.home)
@@ -204,7 +212,10 @@ def create_app(settings: ServerSettings, registry: Optional[Registry] = None) ->
                 print(f"Start-up: {summary.summary()}", flush=True)
         if scheduler is not None:   # after reconciliation: fires join the queue behind it
             scheduler.start()
+        # Online scoring: the published Models' environments and hosts, in the background
+        prewarm = asyncio.get_running_loop().create_task(_prewarm(app))
         yield
+        prewarm.cancel()
         if getattr(app.state, "serving", None) is not None:   # online scoring's model hosts
             await app.state.serving.aclose()
         if scheduler is not None:

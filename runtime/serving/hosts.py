@@ -20,6 +20,9 @@ from .host import HOST_FILE, check_servable
 
 HOST_ENGINE = "runtime.serving.host:ModelHost"
 START_TIMEOUT_S = 120.0
+# What `run serve` starts for its MLServices' published Models after startup: nothing, the warm
+# parents of their environments, or those and the Models loaded in their hosts.
+PREWARM = ("off", "parents", "models")
 
 
 class HostFailed(MLRuntimeError):
@@ -39,6 +42,15 @@ class ServingOptions:
     timeout_s: float = 30.0       # a request's deadline, from its arrival
     threads: int = 1              # per host: single rows gain nothing from more
     capture: bool = False         # request logs carry the payload
+    prewarm: str = "models"       # one of PREWARM (`run serve` only)
+
+    def __post_init__(self) -> None:
+        self.prewarm = str(self.prewarm).strip().lower()
+        if self.prewarm not in PREWARM:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"MLRUNTIME_ONLINE_PREWARM={self.prewarm!r}: expected one of "
+                              f"{', '.join(PREWARM)}")
 
     @classmethod
     def from_env(cls) -> "ServingOptions":
@@ -165,18 +177,17 @@ def launch(registry: Any, executor: Any, warm: Any, caller: Any, model_id: str,
                       if registry.data_roots else [],
                       datasets=registry.dataset_catalog(caller.scope))
     spec_path, log_path = stage_run(spec, host_dir / "worker.log")
-    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
-    own = () if prepared.engine_ref.startswith("recipe:") else (engine_cls.__module__,)
-    needs = (*getattr(engine_cls, "preload", ()), *own, "runtime.serving.host")
+    where = host_environment(prepared, engine_cls, python)
     proc, warm_used = None, False
     if warm is not None:
-        proc, _why = warm.spawn(python=python, device_kind="cuda" if plan.device.startswith(
-            "cuda") else "cpu", spec_path=spec_path, log_path=log_path, env=env, needs=needs,
-            result_path=host_dir / RESULT_FILE)
+        proc, _why = warm.spawn(python=python, device_kind=where.device_kind,
+                                spec_path=spec_path, log_path=log_path, env=where.env,
+                                needs=where.needs, result_path=host_dir / RESULT_FILE)
         warm_used = proc is not None
     if proc is None:
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([python, "-m", "runtime.worker", str(spec_path)], env=env,
+            proc = subprocess.Popen([python, "-m", "runtime.worker", str(spec_path)],
+                                    env=where.env,
                                     stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
     host = HostProcess(model_id, model, name, host_dir, proc, warm_used, 0.0,
@@ -184,6 +195,68 @@ def launch(registry: Any, executor: Any, warm: Any, caller: Any, model_id: str,
     _wait_listening(host, host_dir / RESULT_FILE, log_path)
     host.started_s = round(time.perf_counter() - started, 4)
     return host
+
+
+@dataclass
+class HostEnvironment:
+    """What a Model's host is forked from: the warm parent of this interpreter, device kind and
+    environment, which imports `needs` before it forks the host."""
+
+    python: str
+    device_kind: str
+    env: dict[str, str]
+    needs: tuple[str, ...]
+
+
+def host_environment(prepared: Any, engine_cls: Any, python: str) -> HostEnvironment:
+    plan = prepared.plan
+    own = () if prepared.engine_ref.startswith("recipe:") else (engine_cls.__module__,)
+    online = getattr(engine_cls, "online_preload", None)   # no data sets online: less to import
+    preload = getattr(engine_cls, "preload", ()) if online is None else online
+    return HostEnvironment(python=python,
+                           device_kind="cuda" if plan.device.startswith("cuda") else "cpu",
+                           env={**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"},
+                           needs=(*preload, *own, "runtime.serving.host"))
+
+
+def warm_parents(registry: Any, executor: Any, warm: Any,
+                 published: list[tuple[Any, str, dict[str, Any]]]) -> list[str]:
+    """Start the warm parents of the environments of these published Models ((caller, MLService
+    id, Model) each), each importing what all of its Models' hosts need, so that a first request
+    costs a fork and a load. Built-in engines only: a recipe's own environment may first have to
+    be built, which its first request still pays for. Returns what it did, a line per parent."""
+    from ..engine import load_engine
+    from ..tasks import SCORE
+    from ..warm import pool_key
+
+    environments: dict[str, HostEnvironment] = {}
+    lines = []
+    for caller, service_id, model in published:
+        try:
+            prepared = executor.prepare(caller, model_experiment(registry, caller, model), SCORE,
+                                        overrides={"modelId": model["id"]})
+            if prepared.recipe is not None:
+                continue
+            engine_cls = load_engine(prepared.engine_ref)
+            check_servable(engine_cls)
+        except MLRuntimeError as exc:
+            lines.append(f"MLService {service_id}: its Model {model['id']} cannot be served "
+                         f"({exc})")
+            continue
+        where = host_environment(prepared, engine_cls,
+                                 str(getattr(prepared.plan, "python", None) or _python()))
+        key = pool_key(where.python, where.device_kind, where.env)
+        if key in environments:
+            known = environments[key]
+            known.needs = tuple(dict.fromkeys((*known.needs, *where.needs)))
+        else:
+            environments[key] = where
+    for where in environments.values():
+        problem = warm.prestart(python=where.python, device_kind=where.device_kind,
+                                env=where.env, needs=where.needs)
+        lines.append(f"warm parent of {where.device_kind} {where.python}: "
+                     f"{problem or 'started, importing ' + ', '.join(where.needs)}")
+    return lines
 
 
 def _python() -> str:

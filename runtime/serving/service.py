@@ -21,7 +21,7 @@ from starlette.responses import Response
 from ..errors import MLRuntimeError, NotFound
 from ..schemas import MLSERVICE, MODEL
 from .client import HostClient, HostGone
-from .hosts import HostProcess, ServingOptions, launch
+from .hosts import HostProcess, ServingOptions, launch, warm_parents
 from .metrics import ServingMetrics
 from .traffic import Traffic
 
@@ -32,6 +32,7 @@ AUTH_TTL_S = 5.0         # how long "this caller may reach this Model" is rememb
 ALIVE_CHECK_S = 0.5      # a host's process is looked at this often (its socket says the rest)
 WATCH_CLIENT_S = 0.05    # an answer slower than this: watch whether its client left
 LOG_FLUSH_S = 0.2        # request log lines are written this long after, together
+PREWARM_MAX_MODELS = 16  # published Models a server loads ahead of their first request
 
 
 class Serving:
@@ -79,10 +80,10 @@ class Serving:
                 raise MLRuntimeError(f"MLService {service_id} has no published Model to score "
                                      "with: publish one first", status=409, title="Conflict")
             self.routes[key] = model["id"]
-            await self.host(caller, model["id"])
-            if key not in self._watchers and not self.closed:
+            if key not in self._watchers and not self.closed:   # even if this host fails
                 self._watchers[key] = asyncio.get_running_loop().create_task(
                     self._watch(caller, key))
+            await self.host(caller, model["id"])
         return self.routes[key]
 
     def _published(self, scope: Any, service_id: str) -> Optional[dict[str, Any]]:
@@ -147,6 +148,36 @@ class Serving:
                 self._starting.pop(model_id, None)
             return host
         return await asyncio.shield(future)
+
+    async def prewarm(self, published: list[tuple[Any, str, dict[str, Any]]]) -> None:
+        """`run serve`, in the background once it listens (options.prewarm): the warm parents of
+        the environments of these published Models ((caller, MLService id, Model) each) with
+        what their hosts import ("parents"), then the Models loaded in their hosts ("models"),
+        so that a first request costs a fork and a load, or nothing more than any other. A
+        request meanwhile waits for the same start, of the parent or of the host."""
+        mode = self.options.prewarm
+        if mode == "off" or self.closed or not published:
+            return
+        started = time.monotonic()
+        if self.warm is not None:
+            for line in await run_in_threadpool(warm_parents, self.registry, self.executor,
+                                                self.warm, published):
+                log.info("online scoring: %s", line)
+        loaded = 0
+        if mode == "models":
+            for caller, service_id, model in published[:PREWARM_MAX_MODELS]:
+                if self.closed:
+                    return
+                try:
+                    await self.model_of_service(caller, service_id)
+                    loaded += 1
+                except Exception as exc:   # its first request will say why, as before
+                    log.warning("MLService %s: its Model %s was not loaded ahead of requests: "
+                                "%s", service_id, model["id"], exc)
+        print(f"Online scoring: the environments of {len(published)} published Model(s) warm"
+              + (f", {loaded} loaded" if mode == "models" else "")
+              + f" in {time.monotonic() - started:.1f} s (MLRUNTIME_ONLINE_PREWARM={mode})",
+              flush=True)
 
     async def _warm_up(self, host: HostProcess) -> None:
         example = host.info.get("example")

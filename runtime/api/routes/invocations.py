@@ -15,29 +15,54 @@ from ..deps import BASE, read_raw
 
 router = APIRouter()
 _lock = threading.Lock()
+PREWARM_AFTER_S = 0.2
 
 
 def serving(request: Request) -> Any:
     """The app's runtime.serving.Serving, made on first use (a server that never scores online
     never starts a host nor imports the serving package)."""
-    state = request.app.state
-    found = getattr(state, "serving", None)
-    if found is None:
-        with _lock:
-            found = getattr(state, "serving", None)
-            if found is None:
-                from ...serving.service import Serving
+    found = getattr(request.app.state, "serving", None)
+    return found if found is not None else serving_of(request.app)
 
-                executor = deps.executor(request)
-                if executor is None:   # --no-execute: runs never start, hosts start cold
-                    from ...runs import RunExecutor
 
-                    executor = RunExecutor(deps.registry(request), kind="server")
-                from ...serving.hosts import ServingOptions
+def serving_of(app: Any) -> Any:
+    state = app.state
+    with _lock:
+        found = getattr(state, "serving", None)
+        if found is None:
+            from ...serving.service import Serving
 
-                found = state.serving = Serving(deps.registry(request), executor, executor.warm,
-                                                ServingOptions.from_env())
+            executor = state.executor
+            if executor is None:   # --no-execute: runs never start, hosts start cold
+                from ...runs import RunExecutor
+
+                executor = RunExecutor(state.registry, kind="server")
+            from ...serving.hosts import ServingOptions
+
+            found = state.serving = Serving(state.registry, executor, executor.warm,
+                                            ServingOptions.from_env())
     return found
+
+
+async def prewarm(app: Any) -> None:
+    """Started by `run serve` once it listens: the warm parents, then the hosts, of the Models
+    its MLServices publish (MLRUNTIME_ONLINE_PREWARM: models, parents or off; Serving.prewarm).
+    Nothing, not even the serving package's import, when it is off or nothing is published."""
+    import asyncio
+    import os
+
+    from starlette.concurrency import run_in_threadpool
+
+    from ...mlservices import ServiceDesk
+    from ...registry import Caller
+
+    if (os.environ.get("MLRUNTIME_ONLINE_PREWARM") or "").strip().lower() == "off":
+        return
+    await asyncio.sleep(PREWARM_AFTER_S)   # uvicorn binds its port after the lifespan's start
+    published = await run_in_threadpool(ServiceDesk(app.state.registry).published_everywhere)
+    if published:
+        await serving_of(app).prewarm([(Caller.local(scope.org, scope.sandbox), service_id,
+                                        model) for scope, service_id, model in published])
 
 
 async def _invoke(request: Request, kind: str, target_id: str, route: str) -> Response:
