@@ -220,17 +220,19 @@ def host_environment(prepared: Any, engine_cls: Any, python: str) -> HostEnviron
 
 
 def warm_parents(registry: Any, executor: Any, warm: Any,
-                 published: list[tuple[Any, str, dict[str, Any]]]) -> list[str]:
+                 published: list[tuple[Any, str, dict[str, Any]]]
+                 ) -> tuple[list[tuple[Any, str, dict[str, Any]]], list[str]]:
     """Start the warm parents of the environments of these published Models ((caller, MLService
-    id, Model) each), each importing what all of its Models' hosts need, so that a first request
-    costs a fork and a load. Built-in engines only: a recipe's own environment may first have to
-    be built, which its first request still pays for. Returns what it did, a line per parent."""
+    id, Model) each; `warm` None: none), each importing what all of its Models' hosts need, so
+    that a first request costs a fork and a load. Built-in engines only: a recipe's own
+    environment may first have to be built, which its first request still pays for. Returns the
+    published Models of built-in engines that can be served, and what went wrong, a line each."""
     from ..engine import load_engine
     from ..tasks import SCORE
     from ..warm import pool_key
 
     environments: dict[str, HostEnvironment] = {}
-    lines = []
+    servable, lines = [], []
     for caller, service_id, model in published:
         try:
             prepared = executor.prepare(caller, model_experiment(registry, caller, model), SCORE,
@@ -243,6 +245,7 @@ def warm_parents(registry: Any, executor: Any, warm: Any,
             lines.append(f"MLService {service_id}: its Model {model['id']} cannot be served "
                          f"({exc})")
             continue
+        servable.append((caller, service_id, model))
         where = host_environment(prepared, engine_cls,
                                  str(getattr(prepared.plan, "python", None) or _python()))
         key = pool_key(where.python, where.device_kind, where.env)
@@ -251,12 +254,12 @@ def warm_parents(registry: Any, executor: Any, warm: Any,
             known.needs = tuple(dict.fromkeys((*known.needs, *where.needs)))
         else:
             environments[key] = where
-    for where in environments.values():
+    for where in environments.values() if warm is not None else ():
         problem = warm.prestart(python=where.python, device_kind=where.device_kind,
                                 env=where.env, needs=where.needs)
-        lines.append(f"warm parent of {where.device_kind} {where.python}: "
-                     f"{problem or 'started, importing ' + ', '.join(where.needs)}")
-    return lines
+        if problem:
+            lines.append(f"no warm parent of {where.device_kind} {where.python}: {problem}")
+    return servable, lines
 
 
 def _python() -> str:

@@ -159,13 +159,13 @@ class Serving:
         if mode == "off" or self.closed or not published:
             return
         started = time.monotonic()
-        if self.warm is not None:
-            for line in await run_in_threadpool(warm_parents, self.registry, self.executor,
-                                                self.warm, published):
-                log.info("online scoring: %s", line)
+        servable, lines = await run_in_threadpool(warm_parents, self.registry, self.executor,
+                                                  self.warm, published)
+        for line in lines:   # their first requests will say it again
+            log.warning("online scoring: %s", line)
         loaded = 0
         if mode == "models":
-            for caller, service_id, model in published[:PREWARM_MAX_MODELS]:
+            for caller, service_id, model in servable[:PREWARM_MAX_MODELS]:
                 if self.closed:
                     return
                 try:
@@ -174,7 +174,7 @@ class Serving:
                 except Exception as exc:   # its first request will say why, as before
                     log.warning("MLService %s: its Model %s was not loaded ahead of requests: "
                                 "%s", service_id, model["id"], exc)
-        print(f"Online scoring: the environments of {len(published)} published Model(s) warm"
+        print(f"Online scoring: the environments of {len(servable)} published Model(s) warm"
               + (f", {loaded} loaded" if mode == "models" else "")
               + f" in {time.monotonic() - started:.1f} s (MLRUNTIME_ONLINE_PREWARM={mode})",
               flush=True)
