@@ -67,22 +67,19 @@ def _registry_and_caller(args: argparse.Namespace):
 
 
 def serve_model(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..api.auth import check_bind
-    from ..serving.standalone import build_app
+    from ..serving import http_server
+    from ..serving.standalone import ModelServer
 
     check_bind(args.host, {})
     registry, caller = _registry_and_caller(args)
-    app = build_app(registry, caller, args.target, _serving_options(args))
+    options = _serving_options(args)
     print(f"Serving {args.target} at http://{args.host}:{args.port}/invocations "
           f"(also /ping, /health, /version, /metrics, /v2/models/{args.target}/infer)",
           flush=True)
     try:
-        # no proxy-headers middleware: one more layer on every request, and nothing here reads
-        # the client's address
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                    proxy_headers=False)
+        http_server.run(ModelServer(registry, caller, args.target, options), args.host,
+                        args.port, options.max_bytes)
     finally:
         registry.close()
     return 0
