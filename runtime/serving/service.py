@@ -24,6 +24,7 @@ from .client import HostClient, HostGone
 from .hosts import HostProcess, ServingOptions, launch, warm_parents
 from .metrics import ServingMetrics
 from .traffic import Traffic
+from .wire import json_encoder
 
 log = logging.getLogger("runtime.serving")
 
@@ -390,7 +391,7 @@ async def _watch_client(future: asyncio.Future, disconnected: Any, timeout_s: fl
         await asyncio.sleep(WATCH_CLIENT_S)
 
 
-_dumps = json.JSONEncoder(separators=(", ", ": ")).encode
+_dumps = json_encoder((", ", ": "))   # request log lines (one encoder, not one a line)
 
 
 def find_target(registry: Any, caller: Any, target: str) -> tuple[str, str]:
