@@ -149,6 +149,8 @@ class Parent:
         for name in ["runtime.worker", "ctypes", *self.args.preload, *self.state["learned"]]:
             if name and not self.preload(name):
                 break
+        # --later: imported once it serves, one module at a time between runs (idle imports)
+        self.learn_queue += [name for name in self.args.later if name not in self.preloaded]
         from .engine import freeze_installed_engines
 
         freeze_installed_engines()   # a child finds its engine without scanning every package
@@ -175,8 +177,9 @@ class Parent:
         self.sel.register(self.learn_r, selectors.EVENT_READ, "learn")
         learned_buf = b""
         while True:
-            wait = LOOP_S if self.spare is not None else min(
-                LOOP_S, max(0.0, self.spare_due - time.monotonic()))
+            wait = 0.0 if self.learn_queue and not self.buffers else (
+                LOOP_S if self.spare is not None else min(
+                    LOOP_S, max(0.0, self.spare_due - time.monotonic())))
             for key, _ in self.sel.select(wait):
                 what = key.data
                 if what == "accept":
@@ -189,14 +192,19 @@ class Parent:
                     self._readable(key.fileobj)
             self._reap()
             if self.learn_queue and not self.buffers:   # idle: import what the runs used
-                while self.learn_queue and self.retiring is None:
-                    self.preload(self.learn_queue.pop(0))
-                _inspect_thread_pools()
-                self._watch()
+                # One module a turn: a run that asks meanwhile is forked before the next import
+                # (the spare, forked before the imports, would lack them: none meanwhile).
                 self.drop_spare()
+                if self.retiring is None:
+                    self.preload(self.learn_queue.pop(0))
+                else:
+                    self.learn_queue.clear()
+                if not self.learn_queue:
+                    _inspect_thread_pools()
+                    self._watch()
             if self._should_exit():
                 return 0
-            if time.monotonic() >= self.spare_due:
+            if time.monotonic() >= self.spare_due and not self.learn_queue:
                 self.fork_spare()
 
     def _on_term(self, *_: Any) -> None:
@@ -595,6 +603,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.forkserver")
     parser.add_argument("--name", required=True, help="the abstract Unix socket name to listen on")
     parser.add_argument("--preload", default="", help="modules to import first, comma-separated")
+    parser.add_argument("--later", default="",
+                        help="modules to import once it serves, between runs, comma-separated")
     parser.add_argument("--state", help="JSON file of learned and unsafe imports (kept per key)")
     parser.add_argument("--max-runs", type=int, default=200)
     parser.add_argument("--owner", help="PID[:START]: exit when that process is gone")
@@ -604,6 +614,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--room", default="", help="padding: room for a child's command line")
     args = parser.parse_args(argv)
     args.preload = [m for m in args.preload.split(",") if m]
+    args.later = [m for m in args.later.split(",") if m]
     args.cwd = os.getcwd()
     from .dispatch import THREAD_ENV_VARS   # pydantic only: no thread pool is loaded yet
 

@@ -129,12 +129,13 @@ class WarmPools:
         return None, problem
 
     def prestart(self, *, python: str, device_kind: str, env: Mapping[str, str],
-                 needs: Sequence[str] = ()) -> Optional[str]:
+                 needs: Sequence[str] = (), later: Sequence[str] = ()) -> Optional[str]:
         """Start the warm parent of this interpreter, device kind and environment ahead of its
-        first run (a server's published Models: runtime.serving), importing `needs`; it stays
-        up as long as this process, idle or not. None once a parent listens (its imports may
-        still run: a run asking meanwhile waits for them), else why none does. A run that
-        starts meanwhile waits for this same start (one start per key and process)."""
+        first run (a server's published Models: runtime.serving), importing `needs`, then
+        `later` one module at a time between runs; it stays up as long as this process, idle or
+        not. None once a parent listens (its imports may still run: a run asking meanwhile
+        waits for them, and for its own needs only among `later`), else why none does. A run
+        that starts meanwhile waits for this same start (one start per key and process)."""
         reason = cold_reason(env)
         if reason is not None or self._closed or not self.start:
             return reason or ("the warm pools are closed" if self._closed
@@ -143,14 +144,15 @@ class WarmPools:
         name = socket_name(self.home_root, key)
         conn = _connect(name)
         if conn is None:
-            conn, problem = self._start(key, name, python, device_kind, env, needs, idle_s=0.0)
+            conn, problem = self._start(key, name, python, device_kind, env, needs, idle_s=0.0,
+                                        later=later)
             if conn is None:
                 return problem
         conn.close()
         return None
 
     def _start(self, key: str, name: str, python: str, device_kind: str, env: Mapping[str, str],
-               needs: Sequence[str], idle_s: Optional[float] = None
+               needs: Sequence[str], idle_s: Optional[float] = None, later: Sequence[str] = ()
                ) -> tuple[Optional[socket.socket], str]:
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
@@ -175,6 +177,8 @@ class WarmPools:
             # One policy for every warm worker (runtime.pools.Lifetime): idle seconds always, and
             # the end of its owner for a server's or a sweep's.
             command += ["--idle-s", str(self.idle_s if idle_s is None else idle_s)]
+            if later:
+                command += ["--later", ",".join(later)]
             if self.owned:
                 command += ["--owner", pools.owner_arg()]
             # A child rewrites its command line over these words to read as a cold worker's

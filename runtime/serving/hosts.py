@@ -226,12 +226,13 @@ def warm_parents(registry: Any, executor: Any, warm: Any,
     id, Model) each; `warm` None: none), each importing what all of its Models' hosts need, so
     that a first request costs a fork and a load. Built-in engines only: a recipe's own
     environment may first have to be built, which its first request still pays for. Returns the
-    published Models of built-in engines that can be served, and what went wrong, a line each."""
+    published Models of built-in engines that can be served, those with the least to import
+    first, and what went wrong, a line each."""
     from ..engine import load_engine
     from ..tasks import SCORE
     from ..warm import pool_key
 
-    environments: dict[str, HostEnvironment] = {}
+    environments: dict[str, list[HostEnvironment]] = {}
     servable, lines = [], []
     for caller, service_id, model in published:
         try:
@@ -245,21 +246,24 @@ def warm_parents(registry: Any, executor: Any, warm: Any,
             lines.append(f"MLService {service_id}: its Model {model['id']} cannot be served "
                          f"({exc})")
             continue
-        servable.append((caller, service_id, model))
         where = host_environment(prepared, engine_cls,
                                  str(getattr(prepared.plan, "python", None) or _python()))
-        key = pool_key(where.python, where.device_kind, where.env)
-        if key in environments:
-            known = environments[key]
-            known.needs = tuple(dict.fromkeys((*known.needs, *where.needs)))
-        else:
-            environments[key] = where
-    for where in environments.values() if warm is not None else ():
+        servable.append((len(where.needs), len(servable), (caller, service_id, model)))
+        environments.setdefault(pool_key(where.python, where.device_kind, where.env),
+                                []).append(where)
+    for hosts in environments.values() if warm is not None else ():
+        # The parent imports the lightest host's needs, then the others' one module at a time
+        # between runs: a noop Model's host need not wait for the torch a retail-sales one
+        # needs (at most for the one import under way).
+        hosts.sort(key=lambda where: len(where.needs))
+        where = hosts[0]
+        later = dict.fromkeys(name for other in hosts[1:] for name in other.needs
+                              if name not in where.needs)
         problem = warm.prestart(python=where.python, device_kind=where.device_kind,
-                                env=where.env, needs=where.needs)
+                                env=where.env, needs=where.needs, later=list(later))
         if problem:
             lines.append(f"no warm parent of {where.device_kind} {where.python}: {problem}")
-    return servable, lines
+    return [found for _, _, found in sorted(servable)], lines
 
 
 def _python() -> str:

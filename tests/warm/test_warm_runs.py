@@ -400,3 +400,24 @@ def test_only_installed_libraries_are_learned(tmp_path, monkeypatch):
     assert not _installed("planted_by_a_run")
     assert not _installed("no_such_module_anywhere")
     assert not _installed("json")   # the standard library is there already, not learned
+
+
+def test_a_parent_started_ahead_imports_its_later_modules_between_runs(home, tmp_path):
+    """prestart (a server's published Models): one parent, which stays up idle, imports `needs`
+    before it serves and `later` once it serves; a run forks from it; a second prestart of the
+    same key starts no second parent."""
+    pools = WarmPools(home, start=True, owned=True, idle_s=0.5)
+    try:
+        env = {"PYTHONPATH": WORKER_PATH}
+        assert pools.prestart(python=sys.executable, device_kind="cpu", env=env,
+                              needs=["engines.noop"], later=["xml.dom.minidom"]) is None
+        (parent,) = describe_home(home)
+        assert "engines.noop" in parent["preloaded"] and parent["idleS"] == 0
+        assert wait_for(lambda: "xml.dom.minidom" in describe_home(home)[0]["preloaded"])
+        assert pools.prestart(python=sys.executable, device_kind="cpu", env=env) is None
+        handle, outcome = run(PythonBackend(warm=pools), make_plan_for(),
+                              spec_for(tmp_path, "noop", "after-prestart"))
+        assert outcome.state is RunStatus.DONE and handle.warm_parent == parent["pid"]
+        assert parent_pids(home) == [parent["pid"]]
+    finally:
+        pools.close()
