@@ -301,18 +301,19 @@ class HttpServer:
                     conn.shutdown()
         self.sweeper = self.loop.call_later(1.0, self._sweep)
 
-    async def serve(self, host: str, port: int) -> None:
-        """Start the app, listen, and serve until SIGTERM or SIGINT; then stop listening, let
-        the requests in flight finish and stop the app."""
+    async def serve(self, host: str, port: int, stop: Optional[asyncio.Event] = None) -> None:
+        """Start the app, listen, and serve until SIGTERM or SIGINT (or `stop` is set); then
+        stop listening, let the requests in flight finish and stop the app."""
         self.loop = loop = asyncio.get_running_loop()
         await self.app.startup()
         try:
             self._sweep()
             server = await loop.create_server(lambda: Connection(self), host, port,
                                               backlog=2048, reuse_address=True)
-            stop = asyncio.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            if stop is None:
+                stop = asyncio.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
             await stop.wait()
             server.close()
             for conn in list(self.connections):
