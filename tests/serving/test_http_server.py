@@ -2,7 +2,8 @@
 spoken to over raw sockets with a small app of its own (the routes' answers are the other
 serving tests'): pipelined answers in their order, Content-Length and chunked bodies, the byte
 limit (413 at once, the connection still usable), Expect: 100-continue, HEAD, a malformed request,
-a client that leaves, unknown paths and methods as problem bodies, and a stop that lets the
+a client that leaves, unknown paths and methods as problem bodies, an idle connection closed,
+and a stop that lets the
 request in flight finish. One server for the module (and one for the stop); about a second."""
 from __future__ import annotations
 
@@ -216,3 +217,16 @@ def test_a_stop_lets_the_request_in_flight_finish():
         assert reader.answer() is None
         server["thread"].join(10)
         assert server["app"].started and server["app"].stopped
+
+
+def test_an_idle_keep_alive_connection_is_closed(server, monkeypatch):
+    from runtime.serving import http_server
+
+    monkeypatch.setattr(http_server, "IDLE_S", 1)
+    with _connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(post("/echo", b"once"))
+        assert reader.answer()[2] == b"once"
+        started = time.monotonic()
+        assert reader.answer() is None   # closed by the server, within a couple of sweeps
+        assert time.monotonic() - started < 4
