@@ -3,8 +3,8 @@ spoken to over raw sockets with a small app of its own (the routes' answers are 
 serving tests'): pipelined answers in their order, Content-Length and chunked bodies, the byte
 limit (413 at once, the connection still usable), Expect: 100-continue, HEAD, a malformed request,
 a client that leaves, unknown paths and methods as problem bodies, an idle connection closed,
-and a stop that lets the
-request in flight finish. One server for the module (and one for the stop); about a second."""
+and a stop that lets the request in flight finish. One server for the module (and one for the
+stop); about three seconds."""
 from __future__ import annotations
 
 import asyncio
