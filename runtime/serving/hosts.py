@@ -216,7 +216,8 @@ def host_environment(prepared: Any, engine_cls: Any, python: str) -> HostEnviron
     return HostEnvironment(python=python,
                            device_kind="cuda" if plan.device.startswith("cuda") else "cpu",
                            env={**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"},
-                           needs=(*preload, *own, "runtime.serving.host"))
+                           # numpy: what a host casts every request's columns with
+                           needs=(*preload, *own, "numpy", "runtime.serving.host"))
 
 
 def warm_parents(registry: Any, executor: Any, warm: Any,
