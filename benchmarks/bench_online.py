@@ -8,9 +8,10 @@ FastAPI app answering the same body (the API's own overhead), retail with batchi
         [--mlflow-python /tmp/mlflow-venv/bin/python]
 
 Each figure comes with the CPU time a request cost the server (its process and every process
-under it: the model host, the warm parent) and the load generator, in microseconds: on a machine
-whose other work takes a changing share of the cores, requests/s move with that share, CPU per
-request much less.
+under it: the model host, the warm parent; `server_cpu_us`), split into the process that speaks
+HTTP (`api_cpu_us`) and those under it (`host_cpu_us`), and the load generator's, in
+microseconds: on a machine whose other work takes a changing share of the cores, requests/s move
+with that share, CPU per request much less.
 
 mlflow is never part of the project's environment: install it, for this benchmark only, into a
 separate virtual environment with the libraries the recipes' `python` profile pins, so that both
@@ -86,17 +87,19 @@ async def load(url: str, body: bytes, connections: int, seconds: float,
             writer.close()
 
     started = time.perf_counter()
-    server_cpu, own_cpu = tree_cpu_s(server_pid), _own_cpu_s()
+    (server_cpu, api_cpu), own_cpu = tree_cpu_s(server_pid, split=True), _own_cpu_s()
     await asyncio.gather(*(loop() for _ in range(connections)))
     wall = time.perf_counter() - started
-    server_cpu, own_cpu = tree_cpu_s(server_pid) - server_cpu, _own_cpu_s() - own_cpu
+    (server_end, api_end), own_end = tree_cpu_s(server_pid, split=True), _own_cpu_s()
+    server_cpu, api_cpu, own_cpu = server_end - server_cpu, api_end - api_cpu, own_end - own_cpu
     if raw:
-        return latencies, errors, wall, server_cpu, own_cpu
-    return summarise([(latencies, errors, wall, server_cpu, own_cpu)], bool(server_pid))
+        return latencies, errors, wall, server_cpu, own_cpu, api_cpu
+    return summarise([(latencies, errors, wall, server_cpu, own_cpu, api_cpu)], bool(server_pid))
 
 
 def summarise(slices: list[tuple], server: bool = True) -> dict:
-    """One figure from (latencies, errors, wall seconds, server CPU s, own CPU s) slices."""
+    """One figure from (latencies, errors, wall seconds, server CPU s, own CPU s, the server's
+    own process's CPU s) slices."""
     latencies = sorted(v for s in slices for v in s[0])
     wall = sum(s[2] for s in slices)
     count = max(1, len(latencies))
@@ -105,6 +108,10 @@ def summarise(slices: list[tuple], server: bool = True) -> dict:
            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
     if server:
         out["server_cpu_us"] = round(sum(s[3] for s in slices) / count * 1e6)
+        # of which the HTTP face (the process the load generator talks to) and, the rest, the
+        # processes under it (the model host)
+        out["api_cpu_us"] = round(sum(s[5] for s in slices) / count * 1e6)
+        out["host_cpu_us"] = out["server_cpu_us"] - out["api_cpu_us"]
     out["loadgen_cpu_us"] = round(sum(s[4] for s in slices) / count * 1e6)
     return out
 
@@ -127,10 +134,11 @@ def _own_cpu_s() -> float:
     return times.user + times.system
 
 
-def tree_cpu_s(pid: Optional[int]) -> float:
-    """CPU seconds (user + system) of `pid` and every process under it, as /proc has them."""
+def tree_cpu_s(pid: Optional[int], split: bool = False) -> Any:
+    """CPU seconds (user + system) of `pid` and every process under it, as /proc has them;
+    `split`: (that, and `pid`'s own alone)."""
     if not pid:
-        return 0.0
+        return (0.0, 0.0) if split else 0.0
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
@@ -145,7 +153,7 @@ def tree_cpu_s(pid: Optional[int]) -> float:
         current = todo.pop()
         total += stats.get(current, (0, 0.0))[1]
         todo.extend(child for child, (parent, _) in stats.items() if parent == current)
-    return total
+    return (total, stats.get(pid, (0, 0.0))[1]) if split else total
 
 
 def start(command: list[str], port: int, env: dict) -> subprocess.Popen:
@@ -407,7 +415,9 @@ def main() -> None:
         noop = results["noop serve-model, 4 conn"]
         print(f"noop 1 row: {noop['rps']:,.0f} requests/s at 4 connections (goal >= 3,000; bare "
               f"FastAPI {results['bare FastAPI, 4 conn']['rps']:,.0f} in this run), p50 "
-              f"{results['noop serve-model, 1 conn']['p50_ms']} ms at 1 connection (goal <= 1)")
+              f"{results['noop serve-model, 1 conn']['p50_ms']} ms at 1 connection (goal <= 1); "
+              f"CPU a request: serve-model {noop['api_cpu_us']} us, model host "
+              f"{noop['host_cpu_us']} us, load generator {noop['loadgen_cpu_us']} us")
     if "retail 1 row, 32 conn, batching on" in results:
         on = results["retail 1 row, 32 conn, batching on"]
         off = results["retail 1 row, 32 conn, batching off"]
