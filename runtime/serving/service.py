@@ -175,9 +175,10 @@ class Serving:
                 except Exception as exc:   # its first request will say why, as before
                     log.warning("MLService %s: its Model %s was not loaded ahead of requests: "
                                 "%s", service_id, model["id"], exc)
-        print(f"Online scoring: the environments of {len(servable)} published Model(s) warm"
-              + (f", {loaded} loaded" if mode == "models" else "")
-              + f" in {time.monotonic() - started:.1f} s (MLRUNTIME_ONLINE_PREWARM={mode})",
+        took = f"{time.monotonic() - started:.1f} s (MLRUNTIME_ONLINE_PREWARM={mode})"
+        print(f"Online scoring: {loaded} of {len(servable)} published Model(s) loaded in {took}"
+              if mode == "models" else f"Online scoring: the warm parents of {len(servable)} "
+              f"published Model(s) started in {took}; they import what the hosts need meanwhile",
               flush=True)
 
     async def _warm_up(self, host: HostProcess) -> None:
