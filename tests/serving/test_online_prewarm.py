@@ -156,3 +156,15 @@ def test_prewarm_off_starts_the_parent_on_the_first_request(published):
         assert parent["since"] >= sent - 0.05   # started by that request
         (host,) = _hosts(published) - before
         assert _forked_from(host) == parent["pid"]
+
+
+def test_the_setting_takes_three_values_and_refuses_others(monkeypatch):
+    from runtime.errors import ConfigError
+    from runtime.serving.hosts import ServingOptions
+
+    assert ServingOptions().prewarm == "models"
+    monkeypatch.setenv("MLRUNTIME_ONLINE_PREWARM", " Parents ")
+    assert ServingOptions.from_env().prewarm == "parents"
+    monkeypatch.setenv("MLRUNTIME_ONLINE_PREWARM", "sometimes")
+    with pytest.raises(ConfigError, match="expected one of off, parents, models"):
+        ServingOptions.from_env()
