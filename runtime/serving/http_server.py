@@ -4,11 +4,12 @@ in one `write`. No ASGI scope, receive/send messages or response objects a reque
 about half of the API process's CPU a request for a model as quick as noop.
 
 What it keeps of an HTTP server: keep-alive (an idle connection closes after IDLE_S), pipelined
-requests answered in their order (reading pauses past PIPELINE unanswered ones), Content-Length
-and chunked bodies with a byte limit (413 as soon as it is passed; `Expect: 100-continue`
-answered), HEAD answered without a body, a malformed request a 400 that closes the connection,
-a client that leaves seen by the request it left (`Exchange.disconnected`), and SIGTERM/SIGINT:
-stop listening, finish what is in flight (at most SHUTDOWN_S), then the app's shutdown.
+requests answered in their order (reading pauses past PIPELINE unanswered ones, and while the
+client does not read its answers), Content-Length and chunked bodies with a byte limit (413 as
+soon as it is passed; `Expect: 100-continue` answered), HEAD answered without a body, a
+malformed request a 400 that closes the connection, a client that leaves seen by the request it
+left (`Exchange.disconnected`), and SIGTERM/SIGINT: stop listening, finish what is in flight (at
+most SHUTDOWN_S), then the app's shutdown.
 
 The app: `find(method, path) -> (handler, takes_body)`, a handler taking the Exchange and
 returning (status, headers, body) or a coroutine of it; `startup()` and `shutdown()` coroutines.
@@ -96,7 +97,8 @@ class Connection(asyncio.Protocol):
         self.transport: Any = None
         self.closed = False
         self.closing = False   # the server stops: close once what is in flight is answered
-        self.paused = False
+        self.paused = False          # reading paused: PIPELINE requests unanswered
+        self.write_paused = False    # reading paused: the client does not read its answers
         self.served = 0        # requests read so far (the idle sweep compares it)
         self.swept = -1
         self.idle_sweeps = 0
@@ -115,6 +117,15 @@ class Connection(asyncio.Protocol):
         if self.current is not None:
             self.current.left = True
         self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.paused:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -157,7 +168,10 @@ class Connection(asyncio.Protocol):
         exchange = self.current
         parser = self.parser
         exchange.method = parser.get_method().decode("latin-1")
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        url = self.url
+        if url[:1] != b"/" and url[:4].lower() == b"http":   # the absolute form
+            url = httptools.parse_url(url).path or b"/"
+        path = url.split(b"?", 1)[0].decode("latin-1")
         if "%" in path:
             path = unquote(path)
         exchange.path = path
@@ -271,7 +285,8 @@ class Connection(asyncio.Protocol):
             self.server.connections.discard(self)
         elif self.paused and len(queue) < PIPELINE:
             self.paused = False
-            self.transport.resume_reading()
+            if not self.write_paused:
+                self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """Close now if nothing is in flight, else once it is answered."""

@@ -230,3 +230,30 @@ def test_an_idle_keep_alive_connection_is_closed(server, monkeypatch):
         started = time.monotonic()
         assert reader.answer() is None   # closed by the server, within a couple of sweeps
         assert time.monotonic() - started < 4
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(server):
+    """Pipelined requests from a client that never reads: the server stops reading them once its
+    answers back up (a few MB of socket buffers, not all that is sent), and answers them all
+    once the client reads."""
+    cap = 64 << 20
+    with _connect(server) as sock:
+        big = post("/echo", b"z" * 900)
+        stream = memoryview(big * 50)
+        sock.setblocking(False)
+        sent, stalled = 0, None
+        while sent < cap:
+            try:   # the stream goes on where the last (partial) send left it
+                sent += sock.send(stream[sent % len(big):])
+                stalled = None
+            except BlockingIOError:   # the buffers are full: has the server stopped reading?
+                if stalled is None:
+                    stalled = time.monotonic()
+                elif time.monotonic() - stalled > 0.5:
+                    break
+                time.sleep(0.01)
+        assert sent < cap, "the server kept reading a client that never reads"
+        sock.setblocking(True)
+        reader = Reader(sock)
+        for _ in range(sent // len(big)):
+            assert reader.answer()[2] == b"z" * 900
