@@ -13,11 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-# Test files of minutes each (JVMs, Ray heads, the README's blocks): collected first, so that
-# the xdist workers (`--dist loadfile`) start them early and fill in with short files, instead of
-# one worker taking a long file last while the others sit idle.
-LONG_FIRST = ("tests/test_readme.py", "tests/test_readme_spark.py", "tests/spark/",
-              "tests/spark_recipes/", "tests/ray/")
+# Test files of minutes each (JVMs, Ray heads, the README's blocks), longest first as measured
+# (`--durations`, 2 cores, 3 workers): collected in this order, so that the xdist workers
+# (`--dist loadfile`) start them early and fill in with short files, instead of one worker taking
+# a long file last while the others sit idle. A prefix ranks every file under it.
+LONG_FIRST = ("tests/test_readme_spark.py", "tests/spark/test_spark_runs.py", "tests/test_readme.py",
+              "tests/ray/test_recipe_jobs.py", "tests/spark_recipes/test_pyspark_recipe_runs.py",
+              "tests/spark/test_spark_backend.py", "tests/spark_recipes/test_cluster_env.py",
+              "tests/spark_recipes/test_datasource.py", "tests/api/test_fuzz_contract.py",
+              "tests/recipes/test_recipe_runs.py", "tests/warm/test_warm_server.py",
+              "tests/supervision/test_server_runs.py", "tests/spark/", "tests/spark_recipes/",
+              "tests/ray/", "tests/r_recipes/", "tests/sweep/", "tests/services/test_live_schedules.py",
+              "tests/supervision/test_hosts.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,7 +35,8 @@ def pytest_collection_modifyitems(config, items):
 
     def long_first(item) -> int:
         path = Path(str(item.fspath)).resolve().relative_to(REPO).as_posix()
-        return 0 if path.startswith(LONG_FIRST) else 1
+        return next((rank for rank, prefix in enumerate(LONG_FIRST) if path.startswith(prefix)),
+                    len(LONG_FIRST))
 
     items.sort(key=long_first)   # stable: the order within each group is kept
     if shared_files.present():
@@ -39,6 +47,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=shared_files.skip_reason(files)))
 
 def pytest_configure(config):
+    # xdist (3.6+) hands out files by their number of tests unless told not to, which sent the
+    # long files above, of a few tests each, last: keep the collection order.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     config.addinivalue_line("markers", "stores: run the module's tests on the SQLite and the "
                                        "PostgreSQL store (tests/store_params.py)")
 
