@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--targets", default="noop,retail")
     parser.add_argument("--baseline", metavar="DIR",
                         help="also servers run from the code in DIR, in the same turns")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "bench_first_request.json")
     args = parser.parse_args()
     if args.home:
         home = Path(args.home)
@@ -181,7 +183,13 @@ def main() -> None:
                       f"{result['ready_s']:.2f} s; load average {result['load']:.2f})",
                       flush=True)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(json.dumps(results))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"commit": commit, "cores": os.cpu_count(),
+                                    "settle_s": args.settle_s, "baseline": args.baseline,
+                                    "results": results}, indent=1))
+    print(f"results: {args.out}")
 
 
 if __name__ == "__main__":
