@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from ..errors import BadRequest, MLRuntimeError, PayloadTooLarge
+from ..errors import BadRequest, MLRuntimeError, PayloadTooLarge, ServerConfigError
 
 log = logging.getLogger("runtime.serving")
 
@@ -323,8 +323,12 @@ class HttpServer:
         await self.app.startup()
         try:
             self._sweep()
-            server = await loop.create_server(lambda: Connection(self), host, port,
-                                              backlog=2048, reuse_address=True)
+            try:
+                server = await loop.create_server(lambda: Connection(self), host, port,
+                                                  backlog=2048, reuse_address=True)
+            except OSError as exc:
+                raise ServerConfigError(f"cannot listen on {host}:{port}: "
+                                        f"{exc.strerror or exc}") from None
             if stop is None:
                 stop = asyncio.Event()
                 for sig in (signal.SIGINT, signal.SIGTERM):

@@ -257,3 +257,16 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_either(server):
         reader = Reader(sock)
         for _ in range(sent // len(big)):
             assert reader.answer()[2] == b"z" * 900
+
+
+def test_a_port_in_use_is_one_error_naming_it_and_the_app_is_stopped():
+    from runtime.errors import ServerConfigError
+
+    app = App()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            asyncio.run(HttpServer(app, LIMIT).serve("127.0.0.1", port, asyncio.Event()))
+    assert app.started and app.stopped
