@@ -131,18 +131,24 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:   # no protocol upgrades here: answer, then close
+            self.transport.pause_reading()
             if self.queue:
                 self.queue[-1].keep_alive = False
-            self.transport.pause_reading()
+            elif not self.closed:
+                self.transport.close()
         except httptools.HttpParserError as exc:
             self._malformed(exc)
 
     def _malformed(self, exc: Exception) -> None:
-        """A request that is not HTTP/1.1: a 400 after the answers before it, then close."""
-        exchange = Exchange()
-        exchange.method, exchange.keep_alive = "GET", False
-        self.current = None
-        self.queue.append(exchange)
+        """A request that is not HTTP/1.1 (in its head or its body): a 400 after the answers
+        before it, then close."""
+        exchange, self.current = self.current, None
+        if exchange is None or exchange.done:   # none, or one already answered (a 413)
+            exchange = Exchange()
+            self.queue.append(exchange)
+        elif exchange not in self.queue:   # its head was not whole
+            self.queue.append(exchange)
+        exchange.keep_alive = False
         self.transport.pause_reading()
         self.respond(exchange, *problem(BadRequest(f"Invalid HTTP request ({exc})")))
 
@@ -279,6 +285,8 @@ class Connection(asyncio.Protocol):
                 break
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         if close or (self.closing and not queue and self.current is None):
+            for dropped in queue:   # pipelined after a request that closes: never answered
+                dropped.left = True
             queue.clear()
             self.transport.close()
             self.closed = True

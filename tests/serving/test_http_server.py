@@ -270,3 +270,13 @@ def test_a_port_in_use_is_one_error_naming_it_and_the_app_is_stopped():
         with pytest.raises(ServerConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
             asyncio.run(HttpServer(app, LIMIT).serve("127.0.0.1", port, asyncio.Event()))
     assert app.started and app.stopped
+
+
+def test_a_body_that_breaks_its_chunked_framing_is_a_400_that_closes(server):
+    with _connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3\r\nabc\r\nZZ not a chunk size\r\n")
+        status, headers, body = reader.answer()
+        assert status == 400 and headers["connection"] == "close"
+        assert reader.answer() is None
