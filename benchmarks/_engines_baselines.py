@@ -128,12 +128,15 @@ MAX_LOG_RATIO = 2.0
 
 
 class TorchForward:
-    """mean over members of the engine's BaggedMLP, under inference_mode, in batches."""
+    """mean over members of the engine's BaggedMLP, under inference_mode, in batches. With
+    `reuse`, each call's hidden activations go to buffers made once per call and the activation
+    is applied in place (no fresh megabytes a batch for the allocator to fault in)."""
 
-    def __init__(self, state: dict, members: int) -> None:
+    def __init__(self, state: dict, members: int, reuse: bool = False) -> None:
         import torch
 
         self.torch = torch
+        self.reuse = reuse
         n_layers = sum(1 for k in state if k.startswith("weights."))
         ws = [state[f"weights.{i}"].float() for i in range(n_layers)]
         bs = [state[f"biases.{i}"].float() for i in range(n_layers)]
@@ -156,6 +159,10 @@ class TorchForward:
         x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
         out = torch.empty(len(x))
         m, hdim = self.members, self.hidden
+        width = m * hdim
+        reuse = self.reuse and self.depth > 0
+        first = torch.empty(min(len(x), batch_size) * width) if reuse else None
+        mid = [torch.empty(min(len(x), batch_size) * width) for _ in self.mid[:2]] if reuse else []
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 xb = x[start:start + batch_size]
@@ -164,10 +171,18 @@ class TorchForward:
                     h = torch.addmm(self.b0, xb, self.w0).mean(1)
                     out[start:start + nb] = (h + xb @ self.skip).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
                     continue
-                h = F.gelu(torch.addmm(self.b0, xb, self.w0))               # (nb, members*hidden)
-                h = h.view(nb, m, hdim).transpose(0, 1)                    # (members, nb, hidden)
-                for w, b in self.mid:
-                    h = F.gelu(torch.baddbmm(b, h, w))
+                if reuse:
+                    h = torch.ops.aten.gelu_(torch.addmm(self.b0, xb, self.w0,
+                                                         out=first[:nb * width].view(nb, width)))
+                    h = h.view(nb, m, hdim).transpose(0, 1)
+                    for i, (w, b) in enumerate(self.mid):
+                        h = torch.ops.aten.gelu_(torch.baddbmm(
+                            b, h, w, out=mid[i % 2][:nb * width].view(m, nb, hdim)))
+                else:
+                    h = F.gelu(torch.addmm(self.b0, xb, self.w0))           # (nb, members*hidden)
+                    h = h.view(nb, m, hdim).transpose(0, 1)                # (members, nb, hidden)
+                    for w, b in self.mid:
+                        h = F.gelu(torch.baddbmm(b, h, w))
                 y = torch.bmm(h, self.w_last).sum(0).squeeze(-1)           # (nb,)
                 y += xb @ self.skip
                 y += self.b_last

@@ -277,24 +277,27 @@ def bench_scoring(sizes: dict, seed: int, threads: int, model: Any) -> list[dict
     engine = RetailSalesEngine()
     raw = generate_retail(seed + 1, stores=sizes["score_stores"], weeks=WEEKS)
     ctx = default_context(engine, "score", {}, threads=threads)
-    batch = engine._batch_size(ctx)   # the run's inference batch (unset: 4096 per torch thread)
+    batch = engine._batch_size(ctx, model)   # the run's inference batch (unset: from width and cache)
     cpu = torch.device("cpu")
     features = build_features(raw, model.meta["target"])
     inputs = model.meta["inputs"]
     mean, std = np.asarray(model.meta["mean"]), np.asarray(model.meta["std"])
     state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
     members = model.meta["hyperparameters"]["n_estimators"]
-    forwards = {"torch": TorchForward(state, members), "numpy": NumpyForward(state, members)}
+    forwards = {"torch": TorchForward(state, members),
+                "torch, buffers reused": TorchForward(state, members, reuse=True),
+                "numpy": NumpyForward(state, members)}
 
     # The best hand-written forward pass: each implementation and batch size on the first 100k
-    # rows, twice, the fastest kept (a batch much past 16k spills the caches on this machine).
+    # rows, twice, the fastest kept (a batch much past 16k spills the caches on this machine;
+    # from 1024 rows up, as the hidden activations of 1-2k rows are what fits a core's L2).
     z = standardise(features, inputs, mean, std)
     reference = model.predict_log_ratio(features, cpu, batch)
     trial_z = z[:100_000]
     trials = {}
     for impl, forward in forwards.items():
         np.testing.assert_allclose(forward(z, batch), reference, atol=1e-5, err_msg=f"{impl} forward")
-        for size in ((4096, 8192, 16384) if impl == "torch" else (8192,)):
+        for size in ((1024, 2048, 4096, 8192, 16384) if impl.startswith("torch") else (2048, 8192)):
             seconds = []
             for _ in range(2):
                 t0 = time.perf_counter()
@@ -326,7 +329,7 @@ def bench_scoring(sizes: dict, seed: int, threads: int, model: Any) -> list[dict
     }, sizes["repeats"], sizes["budget_s"],
                          sizes["min_rounds"])
     n = len(raw)
-    chosen = f"hand {impl} forward, batch {size}" + (" (inference_mode)" if impl == "torch" else "")
+    chosen = f"hand {impl} forward, batch {size}" + (" (inference_mode)" if impl.startswith("torch") else "")
     return [
         _comparison("model forward (predict_log_ratio)", "rows/s", n, n,
                     _side(times, "engine_forward", n), _side(times, "baseline_forward", n),

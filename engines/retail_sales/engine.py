@@ -233,7 +233,7 @@ class RetailSalesEngine(Engine):
         from .chunked import ParquetScoresWriter, StreamedScores, score_chunks
 
         chunks = score_chunks(source, model, device=_torch_device(ctx),
-                              batch_size=self._batch_size(ctx), work_dir=work_folder(ctx))
+                              batch_size=self._batch_size(ctx, model), work_dir=work_folder(ctx))
         ctx.logger.info("scoring %s in chunks of %d rows", source.ref.id, source.chunk_rows)
         target = _parquet_target(getattr(ctx.params, "scoringResultsDataSetId", None),
                                  Path(ctx.artifact_dir) / "scores.parquet")
@@ -250,18 +250,20 @@ class RetailSalesEngine(Engine):
         self.saves_output = True
         return StreamedScores(written, target, writer.rows)
 
-    def _batch_size(self, ctx: TaskContext) -> int:
-        from .model import DEFAULT_BATCH_SIZE
+    def _batch_size(self, ctx: TaskContext, model: RetailSalesModel | None = None) -> int:
+        from .model import DEFAULT_BATCH_SIZE, cpu_batch_rows
 
         batch_size = getattr(ctx.params, "batch_size", None) or DEFAULT_BATCH_SIZE
         if ctx.device.startswith("cuda") and (isinstance(ctx.params, TrainParams)   # its training batch
                                               or "batch_size" not in ctx.params.model_fields_set):
             batch_size = max(batch_size, CUDA_BATCH_SIZE)   # a GPU wants far larger batches
         elif isinstance(ctx.params, ScoreParams) and "batch_size" not in ctx.params.model_fields_set:
-            # Unset on the CPU: 4096 rows per torch thread (each thread's share of a batch stays in
-            # its cache; with 2 threads, 4096-row batches spend a third more CPU in the threads'
-            # hand-offs than 8192-row ones). Same predictions whatever the batch, bit for bit.
-            batch_size = DEFAULT_BATCH_SIZE * max(1, ctx.threads or 1)
+            # Unset on the CPU: sized from the model's width and the cache (each thread's share of
+            # a batch's activations about twice its L2; 2048 rows with 2 threads, 8 x 64 hidden
+            # and a 1 MiB L2). Same predictions whatever the batch, bit for bit.
+            hp = model.meta["hyperparameters"] if model is not None else None
+            batch_size = (cpu_batch_rows(hp["n_estimators"], hp["hidden_size"], ctx.threads) if hp
+                          else DEFAULT_BATCH_SIZE * max(1, ctx.threads or 1))
         return batch_size
 
     def evaluate(self, ctx: TaskContext, model: RetailSalesModel, data: pd.DataFrame) -> list[Metric]:
@@ -392,7 +394,7 @@ class RetailSalesEngine(Engine):
         target = model.meta["target"]
         frame = features_with_history(data, model.history if history is None else history, target)
         device = _torch_device(ctx)
-        batch_size = self._batch_size(ctx)
+        batch_size = self._batch_size(ctx, model)
         log_ratio = model.predict_log_ratio(frame, device, batch_size)
         current = frame[target].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):

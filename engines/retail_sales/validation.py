@@ -17,13 +17,12 @@ import torch
 from runtime.engine import Metric
 
 from .metrics import forecast_metrics
-from .model import MAX_LOG_RATIO, BaggedMLP
+from .model import MAX_LOG_RATIO, BaggedMLP, cpu_batch_rows
 
-# Validation rows per forward pass: on a GPU, large; on the CPU, the inference batch that keeps
-# the first layer's output in cache (4096 rows: the same predictions as 16k-row batches, bit for
-# bit, in less than half the CPU time, which matters as it runs after every epoch).
+# Validation rows per forward pass: on a GPU, large; on the CPU, scoring's batch sized from the
+# model's width and the cache (model.cpu_batch_rows; the same predictions as 16k-row batches, bit
+# for bit, in less than half the CPU time, which matters as it runs after every epoch).
 BATCH_ROWS = 1 << 14
-CPU_BATCH_ROWS = 1 << 12
 
 
 class EpochValidation:
@@ -81,7 +80,8 @@ class EpochValidation:
         # In batches: the mean predictor's first layer is (rows, members x hidden) floats, 2 KB a
         # row with the defaults, so all validation rows at once would cost GBs at millions of rows.
         out = torch.empty(len(self.x), dtype=torch.float32, device=self.x.device)
-        step = CPU_BATCH_ROWS if self.x.device.type == "cpu" else BATCH_ROWS
+        step = (cpu_batch_rows(net.members, net.hidden_size, torch.get_num_threads())
+                if self.x.device.type == "cpu" else BATCH_ROWS)
         with torch.inference_mode():
             predict = net.mean_predictor()
             for start in range(0, len(self.x), step):
