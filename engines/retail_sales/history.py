@@ -21,9 +21,10 @@ def recent_history(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     import pandas as pd
 
     latest = frame.groupby("store")["date"].transform("max")
-    recent = frame[(frame["date"] > latest - pd.Timedelta(weeks=HISTORY_WEEKS)) & frame[target].notna()]
+    rows = (frame["date"] > latest - pd.Timedelta(weeks=HISTORY_WEEKS)) & frame[target].notna()
     columns = ["store", "date", target] + (["isHoliday"] if "isHoliday" in frame.columns else [])
-    return recent[columns].reset_index(drop=True)
+    # The columns picked with the rows: a mask alone would copy every column of a feature frame
+    return frame.loc[rows, columns].reset_index(drop=True)
 
 
 def features_with_history(data: pd.DataFrame, history: pd.DataFrame, target: str, *,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from runtime.errors import ConfigError
@@ -91,14 +92,7 @@ class BaggedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, inputs) -> (members, batch) log-ratio predictions."""
-        h = x.unsqueeze(0).expand(self.members, -1, -1)
-        skip = torch.bmm(h, self.skip)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = self.activation(h)
-        return (h + skip).squeeze(-1)
+        return members_forward(x, list(self.weights), list(self.biases), self.skip)
 
     @torch.no_grad()
     def mean_predictor(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -148,6 +142,19 @@ class BaggedMLP(nn.Module):
             return y.add_(x @ skip).add_(b_last)
 
         return predict
+
+
+def members_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                    skip: torch.Tensor) -> torch.Tensor:
+    """BaggedMLP.forward over its parameter tensors: (batch, inputs) -> (members, batch)."""
+    h = x.unsqueeze(0).expand(len(skip), -1, -1)
+    out = torch.bmm(h, skip)
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b, h, w)
+        if i < last:
+            h = F.gelu(h)   # nn.GELU()'s exact form, as BaggedMLP.activation
+    return (h + out).squeeze(-1)
 
 
 class RetailSalesModel:
@@ -290,7 +297,12 @@ def fit(x: np.ndarray, y: np.ndarray, *, hidden_size: int, depth: int, members: 
     optimiser = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=learning_rate,
                                                    total_steps=epochs * steps_per_epoch)
-    forward = torch.compile(net) if compile else net
+    if compile:
+        forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net)
+    else:   # the parameters gathered once: a Module call and its ParameterList lookups per step
+        layers = (list(net.weights), list(net.biases), net.skip)   # cost 2% of a 256-row step
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return members_forward(x, *layers)
     autocast = _autocast(device, precision)
     net.train()
     # On CUDA each epoch's order is drawn on the device (no host work or copy between epochs);
