@@ -124,23 +124,40 @@ def _flags(values: np.ndarray) -> np.ndarray:
     return np.fromiter((t in _TRUE for t in text), dtype="float64", count=len(text))
 
 
-def _required_rows(cols: dict[str, np.ndarray], columns: tuple[str, ...]) -> None:
-    """A row without a date or store cannot be placed in its store's weeks: a 400 naming it."""
+def _missing(values: np.ndarray) -> Optional[np.ndarray]:
+    """pd.isna of a column, by its kind (None: nothing can be missing); numpy's own test where
+    it has one (pd.isna costs microseconds a call, which per request added up)."""
+    import numpy as np
+
+    kind = values.dtype.kind
+    if kind in "iub":
+        return None
+    if kind == "M":
+        return np.isnat(values)
+    if kind == "f":
+        return np.isnan(values)
     import pandas as pd
 
+    return pd.isna(values)
+
+
+def _required_rows(cols: dict[str, np.ndarray], columns: tuple[str, ...]) -> None:
+    """A row without a date or store cannot be placed in its store's weeks: a 400 naming it."""
     for column in columns:
         values = _column(cols, column)
         if values is None:
             continue
-        missing = pd.isna(values)
-        if missing.any():
+        missing = _missing(values)
+        if missing is not None and missing.any():
             raise BadRequest(f"Column {column!r}, row {int(missing.nonzero()[0][0])} (counting "
                              "from 0): a value is required")
 
 
 class Rows:
-    """One request's rows as arrays, in the request's order: store, day, current sales, holiday
-    flag, and the inputs that depend on the row alone (store type, size, columns as sent)."""
+    """Rows as arrays, in the order sent: store, day, current sales, holiday flag, and the inputs
+    that depend on the row alone (store type, size, columns as sent). Every field is computed
+    row by row, so one Rows of several requests' columns put end to end equals their own Rows
+    put end to end (`concat`), and a part of it their own (`part`)."""
 
     def __init__(self, frame: dict[str, np.ndarray], inputs: list[str], target: str) -> None:
         import numpy as np
@@ -174,6 +191,45 @@ class Rows:
     def __len__(self) -> int:
         return len(self.stores)
 
+    @classmethod
+    def _of(cls, stores: np.ndarray, days: np.ndarray, y: np.ndarray, holiday: np.ndarray,
+            local: dict[str, np.ndarray]) -> "Rows":
+        rows = cls.__new__(cls)
+        rows.stores, rows.days, rows.y, rows.holiday, rows.local = stores, days, y, holiday, local
+        return rows
+
+    @classmethod
+    def concat(cls, parts: list["Rows"]) -> "Rows":
+        import numpy as np
+
+        if len(parts) == 1:
+            return parts[0]
+        return cls._of(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("stores", "days", "y", "holiday")),
+                       {name: np.concatenate([p.local[name] for p in parts])
+                        for name in parts[0].local})
+
+    def part(self, start: int, end: int) -> "Rows":
+        return Rows._of(self.stores[start:end], self.days[start:end], self.y[start:end],
+                        self.holiday[start:end],
+                        {name: v[start:end] for name, v in self.local.items()})
+
+
+def _combined(frames: list[dict[str, np.ndarray]]) -> Optional[dict[str, np.ndarray]]:
+    """Several requests' columns put end to end, when they have the same columns of the same
+    types (None otherwise: each request is read on its own, as it would be alone)."""
+    import numpy as np
+
+    first = frames[0]
+    if len(frames) == 1:
+        return first
+    keys = first.keys()
+    types = [v.dtype for v in first.values()]
+    for frame in frames:
+        if frame.keys() != keys or [v.dtype for v in frame.values()] != types:
+            return None
+    return {name: np.concatenate([frame[name] for frame in frames]) for name in keys}
+
 
 def _store_type(frame: dict[str, np.ndarray], kind: str) -> np.ndarray:
     import numpy as np
@@ -201,12 +257,12 @@ class Features:
     then day), their model inputs (`x`) and current sales; a row's past weeks are looked up in
     its own request's rows first, then in the history, never in another request's rows."""
 
-    def __init__(self, index: HistoryIndex, parts: list[Rows], inputs: list[str]) -> None:
+    def __init__(self, index: HistoryIndex, rows: Rows, counts: list[int],
+                 inputs: list[str]) -> None:
         import numpy as np
 
-        group = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
-        stores = np.concatenate([p.stores for p in parts])
-        days = np.concatenate([p.days for p in parts])
+        group = np.repeat(np.arange(len(counts)), counts)
+        stores, days = rows.stores, rows.days
         order = np.lexsort((days, stores, group))
         group, stores, days = group[order], stores[order], days[order]
         n = len(order)
@@ -216,9 +272,9 @@ class Features:
         keys = (np.cumsum(new_pair) - 1) * SPAN + days + DAY_OFFSET
         if n > 1 and (keys[1:] == keys[:-1]).any():
             raise _Fallback()   # a request with one week twice: the engine's own refusal names it
-        y = np.concatenate([p.y for p in parts])[order]
-        holiday = np.concatenate([p.holiday for p in parts])[order]
-        self.bounds = np.searchsorted(group, np.arange(len(parts) + 1))
+        y = rows.y[order]
+        holiday = rows.holiday[order]
+        self.bounds = np.searchsorted(group, np.arange(len(counts) + 1))
         self.stores, self.days, self.current = stores, days, y
 
         # k weeks before each row: its request's own rows first, then the history.
@@ -273,7 +329,7 @@ class Features:
                 if name in f:
                     x[:, i] = f[name]()
                 else:
-                    x[:, i] = np.concatenate([p.local[name] for p in parts])[order]
+                    x[:, i] = rows.local[name][order]
         self.x = x
 
     def answers(self, log_ratio: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -339,23 +395,27 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
             out = forward(z).clamp_(-MAX_LOG_RATIO, MAX_LOG_RATIO)
         return out.cpu().numpy().astype("float64")
 
-    def fast(parts: list[Rows]) -> list[Optional[dict[str, np.ndarray]]]:
-        """The parts' answers from one Features and one forward pass; a batch refused as a whole
-        (one request repeats a week) is built request by request, so that only that one falls
-        back to the pandas path."""
+    def fast(rows: Rows, counts: list[int]) -> list[Optional[dict[str, np.ndarray]]]:
+        """The answers of requests whose rows (`counts` of them each) lie end to end in `rows`,
+        from one Features and one forward pass; a batch refused as a whole (one request repeats
+        a week) is built request by request, so that only that one falls back to the pandas
+        path (None in its place)."""
         try:
-            built = [(Features(index, parts, inputs), list(range(len(parts))))]
+            built = [(Features(index, rows, counts, inputs), list(range(len(counts))))]
         except _Fallback:
-            built = []
-            for i, part in enumerate(parts):
+            built, start = [], 0
+            for i, count in enumerate(counts):
                 try:
-                    built.append((Features(index, [part], inputs), [i]))
+                    built.append((Features(index, rows.part(start, start + count), [count],
+                                           inputs), [i]))
                 except _Fallback:
                     pass
-        answers: list[Optional[dict[str, np.ndarray]]] = [None] * len(parts)
+                start += count
+        answers: list[Optional[dict[str, np.ndarray]]] = [None] * len(counts)
         if not built:
             return answers
-        ratios = log_ratios(np.concatenate([b.x for b, _ in built]))
+        ratios = log_ratios(np.concatenate([b.x for b, _ in built]) if len(built) > 1
+                            else built[0][0].x)
         start = 0
         for features, which in built:
             mine = ratios[start:start + len(features.x)]
@@ -364,7 +424,27 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
                 answers[i] = answer
         return answers
 
+    def combined(frames: list[dict[str, np.ndarray]]) -> Optional[list[Any]]:
+        """A batch whose requests send the same columns: read as one (the columns put end to
+        end, checked and cast once, not once per request); None where one request's rows need
+        reading on their own (a missing date or store to name, rows for the pandas path)."""
+        columns = _combined(frames)
+        if columns is None:
+            return None
+        try:
+            _required_rows(columns, ("date", "store"))
+            rows = Rows(columns, inputs, target)
+        except (BadRequest, _Fallback):
+            return None
+        answers = fast(rows, [len(frame["date"]) for frame in frames])
+        return [answer if answer is not None else slow_predict(frame)
+                for frame, answer in zip(frames, answers)]
+
     def predict_many(frames: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        if index is not None and frames:
+            out = combined(frames)
+            if out is not None:
+                return out
         for frame in frames:
             _required_rows(frame, ("date", "store"))
         if index is None:
@@ -376,7 +456,7 @@ def predictor(engine: Any, ctx: TaskContext, model: Any) -> OnlinePredictor:
             except _Fallback:
                 parts.append(None)
         ready = [p for p in parts if p is not None]
-        answers = iter(fast(ready) if ready else [])
+        answers = iter(fast(Rows.concat(ready), [len(p) for p in ready]) if ready else [])
         out = []
         for frame, part in zip(frames, parts):
             answer = next(answers) if part is not None else None
