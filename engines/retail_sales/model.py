@@ -225,8 +225,9 @@ class RetailSalesModel:
             mean = torch.as_tensor(self.meta["mean"], dtype=torch.float32, device=device)
             std = torch.as_tensor(self.meta["std"], dtype=torch.float32, device=device)
             return torch.nan_to_num_((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-        z = (values.to_numpy(dtype="float64") - np.asarray(self.meta["mean"])) / np.asarray(self.meta["std"])
-        z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        z = values.to_numpy(dtype="float64") - np.asarray(self.meta["mean"])   # a new array:
+        z /= np.asarray(self.meta["std"])                                      # scaled in place
+        np.nan_to_num(z, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return torch.as_tensor(z, dtype=torch.float32, device=device)
 
     def predict_log_ratio(self, features: pd.DataFrame, device: torch.device,
