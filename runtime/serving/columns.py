@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from ..errors import BadRequest
+from .wire import json_encoder
 
 SMALL_ROWS = 64          # requests up to this many rows take the Python path
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?")
@@ -62,6 +63,11 @@ def small_table(key: str, value: Any) -> Optional[tuple[list[str], list[list[Any
     records = value
     if not isinstance(records, list) or not all(type(r) is dict for r in records):
         return None
+    if len(records) == 1:   # the common request: one row
+        names = list(records[0])
+        if not all(type(n) is str for n in names):
+            return None
+        return names, [[v] for v in records[0].values()]
     names: dict[str, None] = {}
     for record in records:
         for name in record:
@@ -88,8 +94,7 @@ def cast_columns(names: list[str], values: list[list[Any]], schema: dict[str, st
             flags = [_flag(v, name, row) for row, v in enumerate(column)]
             out[name] = np.array(flags, dtype=bool if None not in flags else object)
         elif kind == "datetime":
-            out[name] = np.array([_date(v, name, row) for row, v in enumerate(column)],
-                                 dtype="datetime64[ns]")
+            out[name] = _dates(column, name)
         elif kind == "string":
             out[name] = np.array([v if v is None or isinstance(v, str) else _text(v)
                                   for v in column], dtype=object)
@@ -98,9 +103,27 @@ def cast_columns(names: list[str], values: list[list[Any]], schema: dict[str, st
     return out
 
 
+_NUMBERS = frozenset((int, float, type(None)))
+_INTS = frozenset((int,))
+
+
 def _numbers(column: list[Any], name: str, kind: str) -> Any:
     import numpy as np
 
+    types = set(map(type, column))
+    if types <= _NUMBERS:   # the common column: no value to refuse but a fraction
+        if types <= _INTS:
+            try:
+                return np.array(column, dtype="int64")
+            except OverflowError:
+                raise Slow() from None
+        if kind == "integer" and float in types:
+            for row, v in enumerate(column):
+                if type(v) is float and math.isfinite(v) and v != round(v):
+                    _refuse(name, row, "a whole number")
+        if type(None) in types:
+            column = [math.nan if v is None else v for v in column]
+        return np.array(column, dtype="float64")
     whole = True
     for row, v in enumerate(column):
         t = type(v)
@@ -134,6 +157,30 @@ def _flag(v: Any, name: str, row: int) -> Any:
         if flag is not None:
             return flag
     _refuse(name, row, "true or false")
+
+
+def _dates(column: list[Any], name: str) -> Any:
+    """A column of ISO 8601 dates as datetime64[ns]: each value checked as `_date` does, then
+    parsed by numpy in one call (a quarter of `_date`'s time a value), the same instants."""
+    import numpy as np
+
+    for row, v in enumerate(column):
+        if v is None:
+            continue
+        if type(v) is not str or not _ISO.fullmatch(v):
+            return np.array([_date(v, name, row) for row, v in enumerate(column)],
+                            dtype="datetime64[ns]")
+        try:
+            when = datetime.fromisoformat(v)
+        except ValueError:
+            _refuse(name, row, "a date or timestamp (ISO 8601)")
+        if not _EARLIEST <= when <= _LATEST:
+            raise Slow()
+    try:
+        return np.array(column, dtype="datetime64[ns]")
+    except ValueError:   # a spelling fromisoformat reads and numpy does not
+        return np.array([_date(v, name, row) for row, v in enumerate(column)],
+                        dtype="datetime64[ns]")
 
 
 def _date(v: Any, name: str, row: int) -> Any:
@@ -190,14 +237,32 @@ def _default(value: Any) -> str:
     return str(value)
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=_default).encode
+_encode = json_encoder((",", ":"), _default)
+# Dates as text by their dtype and value: an answer's dates are mostly a few weeks, and numpy's
+# datetime_as_string costs 2 us a call however short the array. Bounded: emptied when full.
+_DATE_TEXT: dict[Any, dict[int, str]] = {}
+_DATE_TEXT_MAX = 8192
+
+
+def _date_texts(values: Any) -> list[Optional[str]]:
+    """np.datetime_as_string(values, unit="ms") as a list, NaT as None."""
+    import numpy as np
+
+    values = np.asarray(values)
+    known = _DATE_TEXT.setdefault(values.dtype, {})
+    ints = values.view("int64").tolist()
+    texts = [known.get(v) for v in ints]
+    if None in texts:
+        texts = np.datetime_as_string(values, unit="ms").tolist()
+        if len(known) + len(texts) > _DATE_TEXT_MAX:
+            known.clear()
+        known.update(zip(ints, texts))
+    return [None if t == "NaT" else t for t in texts]
 
 
 def json_values(columns: dict[str, Any]) -> bytes:
     """Columns as MLflow's records (`[{column: value}, ...]`): dates as pandas writes them in
     ISO format (milliseconds), a missing number as null."""
-    import numpy as np
-
     names = list(columns)
     lists = []
     for name in names:
@@ -205,8 +270,7 @@ def json_values(columns: dict[str, Any]) -> bytes:
         kind = getattr(values, "dtype", None)
         kind = kind.kind if kind is not None else "O"
         if kind == "M":
-            text = np.datetime_as_string(values, unit="ms")
-            lists.append([None if t == "NaT" else t for t in text.tolist()])
+            lists.append(_date_texts(values))
         elif kind == "f":
             lists.append([None if v != v or v in (math.inf, -math.inf) else v
                           for v in values.tolist()])
