@@ -110,6 +110,16 @@ _INTS = frozenset((int,))
 def _numbers(column: list[Any], name: str, kind: str) -> Any:
     import numpy as np
 
+    if len(column) == 1:   # one row: its one value's type says it all
+        t = type(column[0])
+        if t is int:
+            try:
+                return np.array(column, dtype="int64")
+            except OverflowError:
+                raise Slow() from None
+        if t is float and (kind != "integer" or not math.isfinite(column[0])
+                           or column[0] == round(column[0])):
+            return np.array(column, dtype="float64")
     types = set(map(type, column))
     if types <= _NUMBERS:   # the common column: no value to refuse but a fraction
         if types <= _INTS:

@@ -10,6 +10,7 @@ read, not at import (the warm parent imports this module).
 from __future__ import annotations
 
 import json
+import json.scanner
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -120,9 +121,19 @@ def _small_mlflow(doc: Any, limits: Limits, schema: dict[str, str],
     return Parsed(cast, params, rows=count)
 
 
+_scan = json.scanner.make_scanner(json.JSONDecoder())
+
+
 def _json(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest("The request body is empty: " + SEND_THIS)
+    try:   # UTF-8 with nothing around the value, the usual body: without json.loads' encoding
+        text = body.decode()   # sniffing and whitespace matches (a third of a small body's time)
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):
+        pass   # json.loads decides, and names what is wrong
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
