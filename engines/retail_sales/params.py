@@ -121,7 +121,8 @@ class ScoreDataParams(RetailCommonParams):
 
 
 class ScoreParams(ScoreDataParams):
-    batch_size: int = Field(4096, ge=1, description="Rows per inference batch")
+    batch_size: int = Field(4096, ge=1, description="Rows per inference batch; unset: sized "
+                            "from the model's width and the CPU's L2 cache (65,536 rows on CUDA)")
     chunk_rows: Optional[int] = Field(
         None, ge=0, description="Rows scored at a time: memory is a function of it, not of the "
         "data set (same scores); 0: the whole data set at once; unset: sized from the memory "

@@ -186,6 +186,39 @@ def test_inference_path_equals_the_mean_of_the_members(depth):
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_inference_batches_reuse_buffers_to_the_same_predictions(depth):
+    # The mean predictor writes each batch's activations into buffers made on its first call:
+    # batches of any size, larger or smaller than before, in and out of inference mode, give
+    # what a call on every row at once gives, bit for bit.
+    import torch
+
+    from engines.retail_sales.model import BaggedMLP
+
+    torch.manual_seed(depth)
+    net = BaggedMLP(n_inputs=5, hidden_size=16, depth=depth, members=4)
+    x = torch.randn(1000, 5)
+    with torch.inference_mode():
+        whole = net.mean_predictor()(x)
+        predict = net.mean_predictor()
+        for batch in (128, 300, 1000, 7):
+            parts = torch.cat([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+            assert torch.equal(parts, whole)
+    assert torch.equal(predict(x[:64]), whole[:64])
+
+
+def test_an_unset_cpu_score_batch_is_sized_from_the_model_and_the_cache(trained):
+    from engines.retail_sales.model import cpu_batch_rows
+
+    engine, _, _, model = trained
+    hp = model.meta["hyperparameters"]
+    for threads in (1, 2):
+        rows = engine._batch_size(default_context(engine, "score", {}, threads=threads), model)
+        assert rows == cpu_batch_rows(hp["n_estimators"], hp["hidden_size"], threads)
+        assert 256 <= rows <= 16384 and rows & (rows - 1) == 0
+    assert engine._batch_size(default_context(engine, "score", {"batch_size": 300}), model) == 300
+
+
 def test_history_rows_fill_the_weeks_a_scoring_file_lacks(trained, data):
     # Later weeks only, shuffled: year-ago features come from the stored history, so each row
     # gets the prediction it gets when scored with the whole data; without the isHoliday column
