@@ -10,6 +10,7 @@ key range) are scored by the engine's own pandas path, to the same answers.
 """
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from runtime.engine import OnlinePredictor, TaskContext
@@ -216,19 +217,26 @@ class Rows:
 
 
 def _combined(frames: list[dict[str, np.ndarray]]) -> Optional[dict[str, np.ndarray]]:
-    """Several requests' columns put end to end, when they have the same columns of the same
-    types (None otherwise: each request is read on its own, as it would be alone)."""
+    """Several requests' columns put end to end, when they have the same columns, in the same
+    order, of the same types (None otherwise: each request is read on its own, as it would be
+    alone)."""
     import numpy as np
 
     first = frames[0]
     if len(frames) == 1:
         return first
-    keys = first.keys()
-    types = [v.dtype for v in first.values()]
+    names = tuple(first)
+    types = list(map(_DTYPE, first.values()))
+    by_frame = []
     for frame in frames:
-        if frame.keys() != keys or [v.dtype for v in frame.values()] != types:
+        values = list(frame.values())
+        if tuple(frame) != names or list(map(_DTYPE, values)) != types:
             return None
-    return {name: np.concatenate([frame[name] for frame in frames]) for name in keys}
+        by_frame.append(values)
+    return {name: np.concatenate(parts) for name, parts in zip(names, zip(*by_frame))}
+
+
+_DTYPE = operator.attrgetter("dtype")
 
 
 def _store_type(frame: dict[str, np.ndarray], kind: str) -> np.ndarray:
