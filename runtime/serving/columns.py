@@ -114,17 +114,17 @@ def _numbers(column: list[Any], name: str, kind: str) -> Any:
         t = type(column[0])
         if t is int:
             try:
-                return np.array(column, dtype="int64")
+                return np.array(column, dtype=np.int64)
             except OverflowError:
                 raise Slow() from None
         if t is float and (kind != "integer" or not math.isfinite(column[0])
                            or column[0] == round(column[0])):
-            return np.array(column, dtype="float64")
+            return np.array(column, dtype=np.float64)
     types = set(map(type, column))
     if types <= _NUMBERS:   # the common column: no value to refuse but a fraction
         if types <= _INTS:
             try:
-                return np.array(column, dtype="int64")
+                return np.array(column, dtype=np.int64)
             except OverflowError:
                 raise Slow() from None
         if kind == "integer" and float in types:
@@ -133,7 +133,7 @@ def _numbers(column: list[Any], name: str, kind: str) -> Any:
                     _refuse(name, row, "a whole number")
         if type(None) in types:
             column = [math.nan if v is None else v for v in column]
-        return np.array(column, dtype="float64")
+        return np.array(column, dtype=np.float64)
     whole = True
     for row, v in enumerate(column):
         t = type(v)

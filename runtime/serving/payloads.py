@@ -132,7 +132,7 @@ def _json(body: bytes) -> Any:
         value, end = _scan(text, 0)
         if end == len(text):
             return value
-    except (ValueError, StopIteration):
+    except (ValueError, StopIteration, AttributeError):   # AttributeError: a str body
         pass   # json.loads decides, and names what is wrong
     try:
         return json.loads(body)
