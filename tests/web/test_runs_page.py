@@ -126,9 +126,15 @@ def test_a_running_run_is_followed_live(server, browser, tmp_path):
         assert "(following)" in browser.evaluate("document.body.innerText")
         browser.wait_for("document.querySelector('#log').textContent.includes('stage feature_pipeline ...')", 60)
         browser.screenshot(tmp_path / "run-running.png")
+        # the page is drawn again when the run ends: the log shown so far never blanks meanwhile
+        browser.evaluate("window.__logBlanked = false; new MutationObserver(() => {"
+                         " const log = document.querySelector('#log');"
+                         " if (!log || !log.textContent) window.__logBlanked = true; })"
+                         ".observe(document.body, {childList: true, subtree: true, characterData: true})")
         browser.wait_for("document.getElementById('state') && document.getElementById('state').innerText === 'DONE'", 120)
         browser.wait_for("window.__charts && window.__charts.loss && window.__charts.loss.data[0].length === 5", 30)
-        assert "stage evaluate done" in browser.evaluate("document.querySelector('#log').textContent")
+        browser.wait_for("document.querySelector('#log').textContent.includes('stage evaluate done')", 30)
+        assert browser.evaluate("window.__logBlanked") is False
         browser.screenshot(tmp_path / "run-done.png")
         assert proc.wait(timeout=120) == 0
     finally:

@@ -7,6 +7,7 @@
                   "#6f7d00", "#7a5b3b", "#4b5563"];
   window.__charts = {};            // name -> uPlot instance (tests read them)
   let timers = [];
+  let shownLog = { runId: null, text: "", offset: 0 };   // a followed run's log, kept across its redraw
 
   // --- small helpers --------------------------------------------------------------------------
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g,
@@ -334,6 +335,10 @@
     }));
     const logEl = view.querySelector("#log");
     let offset = 0;
+    if (shownLog.runId === runId) {   // the same run drawn again (it ended): keep what was shown
+      logEl.textContent = shownLog.text;
+      offset = shownLog.offset;
+    }
     async function pollLog() {
       const chunk = await api(`/ui/api/runs/${encodeURIComponent(runId)}/log?offset=${offset}`);
       if (chunk.text) {
@@ -342,6 +347,7 @@
         if (atEnd) logEl.scrollTop = logEl.scrollHeight;
       }
       offset = chunk.offset;
+      shownLog = { runId, text: logEl.textContent, offset };
       return chunk.state;
     }
     await pollLog();
