@@ -328,7 +328,6 @@ def table_text(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], metric: O
 
 # --- the runner -----------------------------------------------------------------------------
 
-TERMINAL = ("DONE", "FAILED", "ABORTED", "STOPPED EARLY")
 FINISHED = ("DONE", "STOPPED EARLY")   # what --resume keeps
 STOP_EARLY_RULES = ("median",)
 MEDIAN_MIN_COMPLETED = 2     # completed trials with a value at that epoch before any is stopped
@@ -361,6 +360,9 @@ class SweepRunner:
         self.folder = sweeps_dir(registry.home.root) / state["id"]
         self._lock = threading.Lock()
         self._next = 0
+        # trials reported so far: a resumed sweep's finished ones count; two ending together
+        # are reported 1/N and 2/N, not twice 2/N
+        self._reported = sum(1 for r in state["rows"] if r["state"] in FINISHED)
         self._running: dict[str, dict[str, Any]] = {}   # run id -> row, metrics file offset
         self._done_flag = threading.Event()
 
@@ -583,8 +585,8 @@ class SweepRunner:
 
     def _report(self, row: dict[str, Any]) -> None:
         with self._lock:
-            done = sum(1 for r in self.state["rows"] if r["state"] in TERMINAL)
-            total = len(self.state["rows"])
+            self._reported += 1
+            done, total = self._reported, len(self.state["rows"])
         params = " ".join(f"{k}={v}" for k, v in row["params"].items())
         metric = self.state.get("metric")
         shown = (f" {metric}={row['metric']:.6g}" if metric and row["metric"] is not None else "")

@@ -207,3 +207,34 @@ def test_stop_early_median_stops_a_trial_worse_than_the_completed_ones(env, tmp_
     bad = sweep(env, "train", str(target), "-p", "x=1,2", "--stop-early", "median")
     assert bad.returncode == 1 and "needs --metric" in bad.stderr
     del started
+
+
+def test_trials_ending_together_are_reported_one_after_the_other(tmp_path):
+    """Progress lines count reports, not finished rows: two trials whose runs end at the same
+    moment print [1/3] and [2/3] (they printed [2/3] twice), and a resumed sweep counts on from
+    the trials it keeps."""
+    from runtime.sweep import SweepRunner
+
+    registry = Registry.open(resolve_home(str(tmp_path / "home")))
+    try:
+        state = SweepRunner.new_state(
+            instance_id="i", experiment_id="e", mode="train", base={}, metric="MAPE",
+            order="min", parallel=3, keys=["lr"], target="t",
+            trials=[{"lr": "0.1"}, {"lr": "0.2"}, {"lr": "0.3"}])
+        lines: list[str] = []
+        runner = SweepRunner(registry, Caller.local(), state, out=lines.append, executor=object())
+        first, second, third = state["rows"]
+        for row, value in ((first, 0.2), (second, 0.1)):   # both end before either reports
+            row.update(state="DONE", metric=value, duration_s=1.0)
+        runner._report(first)
+        runner._report(second)
+        assert [line.split(" trial ")[0] for line in lines] == ["[1/3]", "[2/3]"]
+        assert lines[0].startswith("[1/3] trial 0 DONE MAPE=0.2 in 1.0 s: lr=0.1")
+
+        resumed: list[str] = []   # a resume keeps the two DONE trials and runs the third
+        again = SweepRunner(registry, Caller.local(), state, out=resumed.append, executor=object())
+        third.update(state="FAILED", reason="boom")
+        again._report(third)
+        assert resumed == ["[3/3] trial 2 FAILED: lr=0.3 run - (boom)"]
+    finally:
+        registry.close()
