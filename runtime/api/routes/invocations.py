@@ -47,16 +47,16 @@ def serving_of(app: Any) -> Any:
 async def prewarm(app: Any) -> None:
     """Started by `run serve` once it listens: the warm parents, then the hosts, of the Models
     its MLServices publish (MLRUNTIME_ONLINE_PREWARM: models, parents or off; Serving.prewarm).
-    Nothing, not even the serving package's import, when it is off or nothing is published."""
+    No Serving, no host and no parent when it is off or nothing is published."""
     import asyncio
-    import os
 
     from starlette.concurrency import run_in_threadpool
 
     from ...mlservices import ServiceDesk
     from ...registry import Caller
+    from ...serving.hosts import ServingOptions
 
-    if (os.environ.get("MLRUNTIME_ONLINE_PREWARM") or "").strip().lower() == "off":
+    if ServingOptions.from_env().prewarm == "off":   # the setting read as Serving reads it
         return
     await asyncio.sleep(PREWARM_AFTER_S)   # uvicorn binds its port after the lifespan's start
     published = await run_in_threadpool(ServiceDesk(app.state.registry).published_everywhere)
