@@ -236,6 +236,7 @@ def scan_csv(path: Path, batch_rows: int, include: Optional[list[str]] = None,
     done = 0   # rows already yielded: a re-read with wider types goes on after them
     while True:
         kinds: dict[str, str] = {}
+        reader = None
         try:
             reader = _open_csv(path, types, block, include)
             kinds = {f.name: str(f.type) for f in reader.schema}
@@ -267,6 +268,12 @@ def scan_csv(path: Path, batch_rows: int, include: Optional[list[str]] = None,
                 raise ReadAgain({**(known_types or {}), **types}) from None
         except (pa.ArrowException, OSError) as exc:
             raise unreadable(path, "CSV", exc) from None
+        finally:
+            # the reader reads ahead on Arrow's threads: closed here, when the scan ends, fails or
+            # is left early, not whenever the collector reaches it (an exception's traceback keeps
+            # this frame alive), at worst in the interpreter's teardown, where Arrow can abort
+            if reader is not None:
+                reader.close()
 
 
 def _csv_frame(batch: Any) -> pd.DataFrame:

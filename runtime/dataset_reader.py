@@ -173,13 +173,15 @@ def _scan_parquet(ref: DatasetRef, path: Path, wanted: Optional[list[str]], arro
             raise _no_columns(ref, missing, fields)
         projection = {name: ds.field(*fields[name][0]) for name in wanted}
         nested = False
+    reader = None
     try:
         yielded = False
         # pyarrow reads 16 batches and 4 files ahead by default: with row groups of a million
         # rows that alone is GBs. Scans here are sequential, so a little read-ahead suffices.
-        for batch in dataset.to_batches(columns=projection, filter=arrow_filter,
-                                        batch_size=batch_rows, batch_readahead=2,
-                                        fragment_readahead=1):
+        reader = ds.Scanner.from_dataset(dataset, columns=projection, filter=arrow_filter,
+                                         batch_size=batch_rows, batch_readahead=2,
+                                         fragment_readahead=1).to_reader()
+        for batch in reader:
             if not batch.num_rows and yielded:
                 continue
             table = pa.Table.from_batches([batch])
@@ -190,6 +192,9 @@ def _scan_parquet(ref: DatasetRef, path: Path, wanted: Optional[list[str]], arro
             yield (flatten_structs(table) if nested else table).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise unreadable(path, "Parquet", exc) from None
+    finally:
+        if reader is not None:   # its read-ahead stopped now (see scan_csv), not at teardown
+            reader.close()
 
 
 def stored_formats(ref: DatasetRef) -> set[str]:

@@ -36,7 +36,9 @@ def _run_scenarios(python: str, work: Path, env: dict[str, str]) -> dict[str, st
     out = work / "results.json"
     proc = subprocess.run([python, str(SCENARIOS), str(out), str(work / "data")],
                           capture_output=True, text=True, env=env, cwd=work, timeout=300)
-    assert proc.returncode == 0 and out.exists(), proc.stdout + proc.stderr
+    assert proc.returncode == 0 and out.exists(), (
+        f"exit status {proc.returncode}, results {'written' if out.exists() else 'not written'}"
+        f"\n{proc.stdout}{proc.stderr}")
     return json.loads(out.read_text())
 
 
