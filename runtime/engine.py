@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Opt
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import entry_points
 from .errors import ConfigError, EngineNotFound
 from .tasks import FEATURE_PIPELINE, SCORE, TASK_NAMES, TRAIN, canonical_task
 
@@ -274,7 +275,7 @@ def installed_engines() -> dict[str, metadata.EntryPoint]:
     """Engines registered in the `mlinstance_runtime.engines` entry-point group, by name."""
     if _FROZEN_ENGINES is not None:
         return dict(_FROZEN_ENGINES)
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return entry_points.group(ENTRY_POINT_GROUP)
 
 
 def freeze_installed_engines() -> None:

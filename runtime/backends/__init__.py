@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, TextIO
 
+from .. import entry_points
 from ..errors import ConfigError
 # The worker's files and the verdict live below the backends (runtime.runfiles): the workers use
 # them without importing a backend. Backends and their callers find them here too.
@@ -90,7 +91,7 @@ class Backend(ABC):
 
 
 def installed_backends() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return entry_points.group(ENTRY_POINT_GROUP)
 
 
 @lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, TextIO
 
 from ..errors import ExecutionError
 from ..schemas import RunStatus
-from ..procs import group_alive, kill_group, wait_group_gone
+from ..procs import group_alive, kill_group, wait_child, wait_group_gone
 from . import RESULT_FILE, Backend, Outcome, RunHandle, WorkerSpec, judge, stage_run
 
 __all__ = ["PythonBackend", "PythonRunHandle"]
@@ -137,7 +137,7 @@ class PythonRunHandle(RunHandle):
 
     def wait(self, timeout: float | None = None) -> Outcome:
         try:
-            self._proc.wait(timeout)
+            wait_child(self._proc, timeout)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"run {self.run_id} still running after {timeout} s") from None
         return self._finish()
