@@ -62,7 +62,7 @@ ParamValue = Annotated[str, BeforeValidator(_as_string)]
 class _Open(BaseModel):
     """Keeps unknown fields as given."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------------------------
