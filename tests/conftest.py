@@ -46,7 +46,22 @@ def pytest_collection_modifyitems(config, items):
         if files:
             item.add_marker(pytest.mark.skip(reason=shared_files.skip_reason(files)))
 
+
+def _compile_sources() -> None:
+    """Bytecode for the runtime's and the engines' modules before any test starts a process. With
+    PYTHONDONTWRITEBYTECODE set (as on this project's CI machine) nothing writes it, and every
+    `run`, worker and server the suite starts would compile the same modules from source again
+    (60 ms of CPU for the CLI's and the worker's, each time). An up-to-date
+    file is only looked at; an edited one is compiled anew (its source's mtime and size)."""
+    import compileall
+
+    for folder in ("runtime", "engines"):
+        compileall.compile_dir(str(REPO / folder), quiet=1)
+
+
 def pytest_configure(config):
+    if not hasattr(config, "workerinput"):   # the controller (or a run without xdist), once
+        _compile_sources()
     # xdist (3.6+) hands out files by their number of tests unless told not to, which sent the
     # long files above, of a few tests each, last: keep the collection order.
     if hasattr(config.option, "loadscopereorder"):
