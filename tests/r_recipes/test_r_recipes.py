@@ -130,10 +130,11 @@ def test_max_runtime_ends_an_r_run_aborted_and_stops_rscript(home: Path, workdir
     pid_file = workdir / "max-runtime.pid"
     aborted = summary(cli(home, workdir, "train", "one_arg/one.config.json", "--engine", "one_arg",
                           "--json", "-p", "trainingDataSetId=data/retail-training.csv",
-                          "-p", "sleep=300", "-p", "maxRuntime=3", "-p", f"pidFile={pid_file}",
+                          "-p", "sleep=300", "-p", "maxRuntime=10", "-p", f"pidFile={pid_file}",
                           check=False))
+    # 10 s: long enough for Rscript to reach train() on a loaded CI machine (3 s was not, once)
     assert aborted["state"] in ("ABORTED", "FAILED"), aborted
-    assert "maxRuntime of 3 s" in aborted["reason"]
+    assert "maxRuntime of 10 s" in aborted["reason"]
     r_pid = int(pid_file.read_text())       # written by train(), so R had started
     deadline = time.monotonic() + 10
     while _alive(r_pid) and time.monotonic() < deadline:
