@@ -179,12 +179,14 @@ def _moved(values: dict[str, Any], moves: dict[str, str]) -> dict[str, Any]:
     return {key: move(value) for key, value in values.items()}
 
 
-def _unpacked(stage: Path, name: str) -> Optional[Path]:
-    """`name`.tar of the job's package unpacked into a folder of this job (None: not sent)."""
+def _unpacked(stage: Path, name: str, scratch: list[Path]) -> Optional[Path]:
+    """`name`.tar of the job's package unpacked into a folder of this job (None: not sent); the
+    folder is added to `scratch`, which the job removes when it ends."""
     archive = stage / f"{name}.tar"
     if not archive.is_file():
         return None
-    folder = Path(tempfile.mkdtemp(prefix=f"mlrt-{name}-")) / name
+    scratch.append(Path(tempfile.mkdtemp(prefix=f"mlrt-{name}-")))
+    folder = scratch[-1] / name
     with tarfile.open(archive) as tar:
         tar.extractall(folder, filter="data")
     return folder
@@ -200,6 +202,15 @@ def job_main(argv: list[str]) -> int:
         print("usage: python -m runtime.backends.ray_job STAGE_MODULE", file=sys.stderr)
         return 2
     stage = Path(importlib.import_module(argv[0]).__file__).parent
+    scratch: list[Path] = []   # this job's temporary folders on the node: gone when it ends
+    try:
+        return _run_job(stage, scratch)
+    finally:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_job(stage: Path, scratch: list[Path]) -> int:
     job = json.loads((stage / JOB_FILE).read_text())
     spec = WorkerSpec.read(stage / SPEC_FILE)
     if job["artifacts"] == "shared":
@@ -207,13 +218,14 @@ def job_main(argv: list[str]) -> int:
         model_dir = spec.model_dir
     else:
         run_dir = Path(tempfile.mkdtemp(prefix="mlrt-run-"))
-        model_dir = _unpacked(stage, MODEL_DIR)
+        scratch.append(run_dir)
+        model_dir = _unpacked(stage, MODEL_DIR, scratch)
     update: dict[str, Any] = {"run_dir": run_dir, "model_dir": model_dir}
     if job.get("recipe"):   # the recipe came in the job's package: never a path of the submitter
         from ..recipes import reference
 
         _compat_first()
-        update["engine"] = reference(job["recipe"]["kind"], _unpacked(stage, RECIPE_DIR))
+        update["engine"] = reference(job["recipe"]["kind"], _unpacked(stage, RECIPE_DIR, scratch))
         moves = {job["run_dir"]: str(run_dir)}
         if job.get("model_dir") and model_dir is not None:
             moves[job["model_dir"]] = str(model_dir)
@@ -242,7 +254,6 @@ def job_main(argv: list[str]) -> int:
                 print(f"error: the run's artifacts are {len(data) / (1 << 20):.0f} MiB compressed, "
                       f"over the {limit_mb:g} MiB that travel back in the job's log: use a "
                       "shared artifact store (artifacts 'shared')", flush=True)
-                shutil.rmtree(run_dir, ignore_errors=True)
                 return 1
             sys.stdout.flush()
             text = base64.b64encode(data).decode()
@@ -250,7 +261,6 @@ def job_main(argv: list[str]) -> int:
             sys.stdout.write(f"{BUNDLE_BEGIN} {len(data)} {hashlib.sha256(data).hexdigest()}\n"
                              + "\n".join(lines) + f"\n{BUNDLE_END}\n")
             sys.stdout.flush()
-        shutil.rmtree(run_dir, ignore_errors=True)
     return code
 
 

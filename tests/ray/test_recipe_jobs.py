@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,8 +195,11 @@ def test_recipe_trains_and_scores_through_run_submit(cluster, ray_server, tmp_pa
     assert run["backend"]["request"]["num_cpus"] == 1    # no cpus named: one CPU, as locally
     if name == "functions-pandas1":   # Series.dt.week: pandas 1.x, not the cluster's pandas 2
         assert {m["name"] for m in trained["metrics"]} == {"MAPE", "MAE", "RMSE", "MASE", "R-squared"}
-    # (the job's own temporary folder on the node: the recipe never was under this home there)
+    # (the job's own temporary folder on the node: the recipe never was under this home there),
+    # removed when the job ended: a long-lived node's disk does not fill with every job's recipe
     assert "with engine recipe:" in log and "/mlrt-recipe-" in log
+    unpacked = {Path(p) for p in re.findall(r"(/\S*?/mlrt-recipe-[^/\s]+)/", log)}
+    assert unpacked and not any(folder.exists() for folder in unpacked), unpacked
 
     scored = submit_without_the_recipe(home, "score", instance, "--address", cluster.address,
                                        *_params(**score))
