@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -203,11 +204,23 @@ def job_main(argv: list[str]) -> int:
         return 2
     stage = Path(importlib.import_module(argv[0]).__file__).parent
     scratch: list[Path] = []   # this job's temporary folders on the node: gone when it ends
+
+    def remove_scratch() -> None:
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def stopped(signum: int, _frame: Any) -> None:
+        # Ray stops a job with SIGTERM (SIGKILL a few seconds later): remove them, then end
+        # as SIGTERM ends a process
+        remove_scratch()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stopped)
     try:
         return _run_job(stage, scratch)
     finally:
-        for folder in scratch:
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch()
 
 
 def _run_job(stage: Path, scratch: list[Path]) -> int:

@@ -262,9 +262,12 @@ def test_cancel_stops_a_long_recipe_job(cluster, tmp_path):
     shutil.copytree(FIXTURES / "class_recipe", recipe)
     trainer = recipe / "classrecipe" / "trainer.py"
     trainer.chmod(0o644)
+    where = tmp_path / "trainer-ran-from"   # the job's copy of the recipe on the node
     trainer.write_text(trainer.read_text().replace(
         "    def train(self, config={}):\n",
-        "    def train(self, config={}):\n        import time; time.sleep(600)\n"))
+        "    def train(self, config={}):\n"
+        f"        open({str(where)!r}, 'w').write(__file__)\n"
+        "        import time; time.sleep(600)\n"))
     home = tmp_path / "home"
     planned = cli(home, "train", str(recipe / "class.config.json"), "--engine", str(recipe),
                   "--dry-run")
@@ -289,6 +292,11 @@ def test_cancel_stops_a_long_recipe_job(cluster, tmp_path):
         assert cancelled["state"] == "ABORTED"
         out, _ = proc.communicate(timeout=120)
         assert json.loads(out.strip().splitlines()[-1])["state"] == "ABORTED"
+        # the stopped job removed its unpacked recipe from the node
+        unpacked = Path(where.read_text())
+        assert "/mlrt-recipe-" in str(unpacked)
+        until(lambda: not unpacked.exists(), timeout_s=30, interval_s=0.2,
+              what=f"the stopped job's copy of the recipe ({unpacked}) removed")
     finally:
         if proc.poll() is None:
             proc.kill()
