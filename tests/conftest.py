@@ -143,6 +143,34 @@ def caller():
     return Caller.local(org="TestOrg@AdobeOrg", sandbox="test", user_id="tester@example.com")
 
 
+def _suite_uv_cache(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp()   # .../pytest-of-USER/pytest-N[/popen-gwK]
+    owner = next((p for p in base.parents if p.name.startswith("pytest-of-")), base.parent)
+    return owner / "mlruntime-uv-cache"
+
+
+def pytest_sessionfinish(session):
+    """The controller prunes the suite's uv cache once every worker is done: uv keeps a new
+    revision of a source distribution whenever the index makes it download the file again (this
+    machine's mirror does, for pyspark's 450 MB sdist that a PySpark recipe's environment pins:
+    1.3 GB unpacked each time), and a cache kept between runs grew by gigabytes a run until the
+    disk was full. `uv cache prune` removes what nothing refers to; environments built from it
+    keep their hard links. A cache the developer chose (MLRUNTIME_UV_CACHE_DIR) is left alone."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if hasattr(session.config, "workerinput") or factory is None \
+            or os.environ.get("MLRUNTIME_UV_CACHE_DIR"):
+        return
+    cache = _suite_uv_cache(factory)
+    from runtime.envs.build import find_uv
+
+    uv = find_uv()
+    if uv is not None and cache.is_dir():
+        import subprocess
+
+        subprocess.run([uv, "cache", "prune", "--cache-dir", str(cache)], capture_output=True,
+                       timeout=300, check=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_uv_cache(tmp_path_factory):
     """One uv cache for every runtime home the suite makes (tests and the CLI processes they
@@ -153,9 +181,7 @@ def shared_uv_cache(tmp_path_factory):
     if os.environ.get("MLRUNTIME_UV_CACHE_DIR"):
         yield
         return
-    base = tmp_path_factory.getbasetemp()   # .../pytest-of-USER/pytest-N[/popen-gwK]
-    owner = next((p for p in base.parents if p.name.startswith("pytest-of-")), base.parent)
-    cache = owner / "mlruntime-uv-cache"
+    cache = _suite_uv_cache(tmp_path_factory)
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["MLRUNTIME_UV_CACHE_DIR"] = str(cache)
     yield
