@@ -89,6 +89,7 @@ def prune_main(args: argparse.Namespace) -> int:
     from ..envs import list_envs, parse_size, prune_envs
     from ..envs.build import ENV_MAX_SIZE
     from ..envs.cache import DEFAULT_MAX_SIZE
+    from ..envs.layout import ENV_UV_CACHE_DIR
 
     home = resolve_home(args.home)
     cap_text = args.max_size or os.environ.get(ENV_MAX_SIZE) or DEFAULT_MAX_SIZE
@@ -96,12 +97,24 @@ def prune_main(args: argparse.Namespace) -> int:
     removed = prune_envs(home.root, max_size_bytes=cap, dry_run=args.dry_run)
     left = sum(r.size_bytes for r in list_envs(home.root)) - (
         sum(r.size_bytes for r in removed) if args.dry_run else 0)
+    uv_cache, uv_pruned = (None, None)
+    if not args.dry_run:
+        from ..envs.build import prune_uv_cache
+
+        uv_cache, uv_pruned = prune_uv_cache(home.root)
     if args.json:
         print(json.dumps({"removed": [r.to_dict() for r in removed], "dry_run": args.dry_run,
-                          "max_size_bytes": cap, "remaining_bytes": left}, indent=2))
+                          "max_size_bytes": cap, "remaining_bytes": left,
+                          "uv_cache": None if uv_cache is None else {
+                              "path": str(uv_cache), "pruned": uv_pruned is not None,
+                              "summary": uv_pruned}}, indent=2))
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for record in removed:
         print(f"{verb} {record.key} ({_size(record.size_bytes)}, last used {_ago(record.last_used)})")
     print(f"{len(removed)} {verb}; {_size(left)} left under a cap of {cap_text}")
+    if uv_pruned is not None:
+        print(f"uv's cache {uv_cache}: {uv_pruned}")
+    elif uv_cache is not None and os.environ.get(ENV_UV_CACHE_DIR):
+        print(f"uv's cache {uv_cache} is shared ({ENV_UV_CACHE_DIR}): not pruned from one home")
     return 0

@@ -117,6 +117,24 @@ def find_uv() -> str | None:
     return None
 
 
+def prune_uv_cache(home) -> tuple[Path, str | None]:
+    """`uv cache prune` of the home's own uv cache: entries nothing refers to, among them the old
+    revisions of a source distribution that uv keeps each time an index makes it download the file
+    again (pyspark's sdist is 1.3 GB unpacked). Environments keep their hard links. Returns the
+    cache and uv's summary, or None as the summary when it was left alone: a cache shared by
+    several homes (MLRUNTIME_UV_CACHE_DIR) is pruned by whoever owns it, not one of its homes."""
+    from .layout import ENV_UV_CACHE_DIR, uv_cache_dir
+
+    cache = uv_cache_dir(home)
+    uv = find_uv()
+    if os.environ.get(ENV_UV_CACHE_DIR) or uv is None or not cache.is_dir():
+        return cache, None
+    done = subprocess.run([uv, "cache", "prune", "--cache-dir", str(cache)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    return cache, lines[-1] if lines else f"uv cache prune exited {done.returncode}"
+
+
 # --- the entry point --------------------------------------------------------------------------
 
 def ensure_env(*, recipe_dir: Path | None, requirements: Sequence[str], profile: str = DEFAULT_PROFILE,

@@ -142,3 +142,30 @@ def test_cli_list_build_rm_prune(python_env, env_home, prune_home, tmp_path, cap
     assert "Not Found" in capsys.readouterr().err
     assert run_main(["envs", "build", "--profile", "gpu", "--home", str(home)]) == 1
     assert "Unknown environment profile 'gpu'" in capsys.readouterr().err
+
+
+def test_cli_prune_prunes_the_home_s_own_uv_cache_never_a_shared_one(tmp_path, monkeypatch, capsys):
+    """`run envs prune` also runs `uv cache prune` on HOME/cache/uv (behind an index that makes uv
+    download a file again, uv keeps every revision of it); a cache several homes share
+    (MLRUNTIME_UV_CACHE_DIR) is left to its owner."""
+    home = tmp_path / "home"
+    cache = home / "cache" / "uv"
+    dangling = cache / "archive-v0" / "nothing-refers-to-this"   # what uv prune removes
+    dangling.mkdir(parents=True)
+    (dangling / "file").write_text("x")
+
+    monkeypatch.setenv("MLRUNTIME_UV_CACHE_DIR", str(cache))
+    assert run_main(["envs", "prune", "--home", str(home)]) == 0
+    assert f"uv's cache {cache} is shared (MLRUNTIME_UV_CACHE_DIR): not pruned" in \
+        capsys.readouterr().out
+    assert dangling.exists()
+
+    monkeypatch.delenv("MLRUNTIME_UV_CACHE_DIR")
+    assert run_main(["envs", "prune", "--dry-run", "--home", str(home)]) == 0
+    capsys.readouterr()
+    assert dangling.exists()                       # a dry run removes nothing
+    assert run_main(["envs", "prune", "--home", str(home), "--json"]) == 0
+    pruned = json.loads(capsys.readouterr().out)["uv_cache"]
+    assert pruned["path"] == str(cache) and pruned["pruned"] is True
+    assert "Removed" in pruned["summary"]
+    assert not dangling.exists()
