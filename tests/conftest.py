@@ -160,15 +160,9 @@ def pytest_sessionfinish(session):
     if hasattr(session.config, "workerinput") or factory is None \
             or os.environ.get("MLRUNTIME_UV_CACHE_DIR"):
         return
-    cache = _suite_uv_cache(factory)
-    from runtime.envs.build import find_uv
+    from runtime.envs.build import uv_cache_prune
 
-    uv = find_uv()
-    if uv is not None and cache.is_dir():
-        import subprocess
-
-        subprocess.run([uv, "cache", "prune", "--cache-dir", str(cache)], capture_output=True,
-                       timeout=300, check=False)
+    uv_cache_prune(_suite_uv_cache(factory))
 
 
 @pytest.fixture(scope="session", autouse=True)

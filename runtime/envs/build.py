@@ -126,13 +126,19 @@ def prune_uv_cache(home) -> tuple[Path, str | None]:
     from .layout import ENV_UV_CACHE_DIR, uv_cache_dir
 
     cache = uv_cache_dir(home)
+    return cache, None if os.environ.get(ENV_UV_CACHE_DIR) else uv_cache_prune(cache)
+
+
+def uv_cache_prune(cache: Path) -> str | None:
+    """`uv cache prune` of the uv cache at `cache`: uv's summary line, or None when there is no
+    uv or no cache there. uv waits for builds using the cache; nothing is forced."""
     uv = find_uv()
-    if os.environ.get(ENV_UV_CACHE_DIR) or uv is None or not cache.is_dir():
-        return cache, None
+    if uv is None or not cache.is_dir():
+        return None
     done = subprocess.run([uv, "cache", "prune", "--cache-dir", str(cache)], capture_output=True,
                           text=True, timeout=600, check=False)
     lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-    return cache, lines[-1] if lines else f"uv cache prune exited {done.returncode}"
+    return lines[-1] if lines else f"uv cache prune exited {done.returncode}"
 
 
 # --- the entry point --------------------------------------------------------------------------
