@@ -151,12 +151,14 @@ class ServerProcess:
             return ""
 
 
-def runtime_server(home: Path, log_dir: Path) -> ServerProcess:
-    """`run serve` on the given home, exactly as a user starts it."""
+def runtime_server(home: Path, log_dir: Path,
+                   env: Optional[dict[str, str]] = None) -> ServerProcess:
+    """`run serve` on the given home, exactly as a user starts it (`env`: its environment)."""
     port = free_port()
     argv = [sys.executable, "-m", "runtime.cli.main", "serve", "--host", LOOPBACK,
             "--port", str(port), "--home", str(home), "--log-level", "warning"]
-    return ServerProcess("runtime-serve", argv, port, "/data/sensei/mlInstances?limit=1", log_dir)
+    return ServerProcess("runtime-serve", argv, port, "/data/sensei/mlInstances?limit=1", log_dir,
+                         env=env)
 
 
 def uvicorn_server(name: str, app: str, log_dir: Path, factory: bool = False) -> ServerProcess:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RETAIL = ROOT.parent / "shared" / "data" / "retail"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_online import free_port, stop  # noqa: E402
+from _common import percentile, runtime_server  # noqa: E402
 
 
 def cli_env() -> dict[str, str]:
@@ -136,8 +136,7 @@ async def load(url: str, body: bytes, connections: int, seconds: float,
 
 
 def percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 2) if ordered else 0.0
+    return round(percentile(sorted(values), q) * 1000, 2) if values else 0.0
 
 
 def bench(engine: str, home: Path, folder: Path, connections: int, seconds: float,
@@ -156,16 +155,12 @@ def bench(engine: str, home: Path, folder: Path, connections: int, seconds: floa
         "scoringSchedule": {"cron": "0 0 1 1 *"}})["id"]
     desk = ServiceDesk(registry)
     desk.publish(caller, service, old, "bench_publish: the first Model")
-    port = free_port()
-    env = {**cli_env(), "MLRUNTIME_SCHEDULER": "off"}
-    server = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--port",
-                               str(port), "--home", str(home)], env=env, cwd=ROOT,
-                              stdout=open(folder / f"serve-{engine}.log", "ab"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/data/sensei/mlServices/{service}/invocations"
+    server = runtime_server(home, folder, env={**cli_env(), "MLRUNTIME_SCHEDULER": "off"})
+    url = f"http://127.0.0.1:{server.port}/data/sensei/mlServices/{service}/invocations"
+    server.start()
     try:
         deadline = time.monotonic() + 120
-        while True:   # up, and its published Model answering (prewarmed in the background)
+        while True:   # its published Model answering (prewarmed in the background)
             try:
                 answer = httpx.post(url, content=body, timeout=30,
                                     headers={"Content-Type": "application/json"})
@@ -173,8 +168,8 @@ def bench(engine: str, home: Path, folder: Path, connections: int, seconds: floa
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"run serve did not answer (log: {folder}/serve-{engine}.log)")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"run serve's MLService did not answer (log: {server.log_path})")
             time.sleep(0.2)
         answers = Answers()
         published: dict[str, float] = {}
@@ -194,7 +189,7 @@ def bench(engine: str, home: Path, folder: Path, connections: int, seconds: floa
         asyncio.run(scenario())
         wall = time.monotonic() - started
     finally:
-        stop(server)
+        server.stop()
         registry.close()
     rows = answers.rows
     at = published["at"]
@@ -214,8 +209,8 @@ def bench(engine: str, home: Path, folder: Path, connections: int, seconds: floa
         "new_answers_after_publish_s": None if first_new is None else round(first_new - at, 3),
         "old_answers_to_requests_sent_after_the_first_new": len(old_after),
         "publish_call_s": round(published["call_s"], 3),
-        "p50_ms_before": percentile_ms(steady, 0.5), "p99_ms_before": percentile_ms(steady, 0.99),
-        "p99_ms_swap_window": percentile_ms(window, 0.99),
+        "p50_ms_before": percentile_ms(steady, 50), "p99_ms_before": percentile_ms(steady, 99),
+        "p99_ms_swap_window": percentile_ms(window, 99),
         "max_ms_swap_window": round(max(window) * 1000, 2) if window else 0.0,
         "load_average_before": round(load_avg, 2),
     }
